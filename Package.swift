@@ -1,0 +1,31 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "qcow2sim",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "qcow2sim", targets: ["qcow2sim"]),
+        .executable(name: "qcow2sim-bench", targets: ["qcow2sim-bench"]),
+        .library(name: "Qcow2Sim", targets: ["Qcow2Sim"]),
+        .library(name: "TraceKit", targets: ["TraceKit"]),
+        .library(name: "Validation", targets: ["Validation"]),
+    ],
+    targets: [
+        // Trace records, one streaming reader per format, format detection, generators.
+        .target(name: "TraceKit"),
+        // The model: geometry, QEMU's cache sizing, MetadataCache<Policy>, image, chain, paths.
+        .target(name: "Qcow2Sim", dependencies: ["TraceKit"]),
+        // qemu-img / qemu-io / qemu-system runners, QEMU trace parser, comparator.
+        .target(name: "Validation", dependencies: ["Qcow2Sim", "TraceKit"]),
+        // The CLI: thin commands over the libraries.
+        .executableTarget(name: "qcow2sim", dependencies: ["Qcow2Sim", "TraceKit", "Validation"]),
+        // Deterministic benchmarks (release build).
+        .executableTarget(name: "qcow2sim-bench", dependencies: ["Qcow2Sim", "TraceKit"]),
+        // libFuzzer entry point over every trace reader: build with -sanitize=fuzzer (see README).
+        .executableTarget(name: "trace-fuzz", dependencies: ["TraceKit"]),
+        .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit"]),
+        .testTarget(name: "TraceKitTests", dependencies: ["TraceKit"]),
+        .testTarget(name: "ValidationTests", dependencies: ["Validation", "Qcow2Sim", "TraceKit"]),
+    ]
+)

@@ -1,0 +1,92 @@
+import TraceKit
+
+/// The ordered cache events of one simulated (or real) session, split into phases: the open,
+/// one span per trace request, and the close.
+///
+/// Events are kept in memory only when `retainEvents` is set (validation and tests); a `sink`
+/// receives every event as it happens (the `--events FILE` writer), so large traces stream.
+public final class EventLog {
+    /// Where one request's events start, and how the request was classified.
+    public struct RequestMark: Equatable, Sendable {
+        /// 0-based request number in the trace.
+        public var request: Int
+        /// The request's location in the trace file.
+        public var location: TraceLocation
+        /// Index into `events` of the request's first event.
+        public var firstEvent: Int
+        /// True when QEMU runs the request as concurrent segments (§13): a write whose first
+        /// ALLOC_HOST, or a read whose first MAP, did not cover the whole request. Its global
+        /// event order is not deterministic in QEMU; per-image order is.
+        public var multiSegment: Bool
+        /// True for a multi-segment write (QEMU may even reorder one image's events).
+        public var multiSegmentWrite: Bool
+
+        /// Creates a mark.
+        public init(request: Int, location: TraceLocation, firstEvent: Int, multiSegment: Bool = false, multiSegmentWrite: Bool = false) {
+            self.request = request
+            self.location = location
+            self.firstEvent = firstEvent
+            self.multiSegment = multiSegment
+            self.multiSegmentWrite = multiSegmentWrite
+        }
+    }
+
+    /// Every event, when `retainEvents` is true.
+    public private(set) var events: [CacheEvent] = []
+    /// One mark per request, in order.
+    public private(set) var requests: [RequestMark] = []
+    /// Index into `events` where the close sequence starts (nil until `beginClose`).
+    public private(set) var closeStart: Int?
+    /// Number of events seen (also when not retained).
+    public private(set) var count = 0
+    /// Whether events are kept in `events`.
+    public let retainEvents: Bool
+    /// Called with every event as it is emitted.
+    public var sink: ((CacheEvent) -> Void)?
+
+    /// Creates a log; `retainEvents` keeps the events in memory.
+    public init(retainEvents: Bool = true, sink: ((CacheEvent) -> Void)? = nil) {
+        self.retainEvents = retainEvents
+        self.sink = sink
+    }
+
+    /// Appends one event.
+    @inline(__always)
+    public func append(_ event: CacheEvent) {
+        count += 1
+        if retainEvents { events.append(event) }
+        sink?(event)
+    }
+
+    /// Marks the start of request `request` (events from now on belong to it).
+    public func beginRequest(_ request: Int, location: TraceLocation) {
+        if retainEvents {
+            requests.append(RequestMark(request: request, location: location, firstEvent: count))
+        }
+    }
+
+    /// Classifies the request currently being recorded as multi-segment.
+    public func markMultiSegment(write: Bool) {
+        guard retainEvents, !requests.isEmpty else { return }
+        requests[requests.count - 1].multiSegment = true
+        if write { requests[requests.count - 1].multiSegmentWrite = true }
+    }
+
+    /// Marks the start of the close sequence.
+    public func beginClose() { closeStart = count }
+
+    /// The open phase: events before the first request.
+    public var openEvents: ArraySlice<CacheEvent> {
+        events[0..<(requests.first?.firstEvent ?? closeStart ?? events.count)]
+    }
+
+    /// The events of request number `i` (an index into `requests`).
+    public func events(ofRequest i: Int) -> ArraySlice<CacheEvent> {
+        let start = requests[i].firstEvent
+        let end = i + 1 < requests.count ? requests[i + 1].firstEvent : (closeStart ?? events.count)
+        return events[start..<end]
+    }
+
+    /// The close phase.
+    public var closeEvents: ArraySlice<CacheEvent> { events[(closeStart ?? events.count)...] }
+}

@@ -1,0 +1,149 @@
+/// One guest block request, as every trace reader produces it and the simulator consumes it.
+///
+/// Offsets and lengths are in bytes on the guest's virtual disk. `time` is in seconds on the
+/// trace's own clock, rebased by readers of absolute-time formats so the first record is at 0;
+/// it is `nil` for traces without timestamps.
+public struct TraceRecord: Equatable, Hashable, Sendable {
+    /// The kind of request.
+    public enum Op: UInt8, Sendable, CaseIterable {
+        /// Read `length` bytes (`R`).
+        case read
+        /// Write `length` bytes (`W`).
+        case write
+        /// Discard / TRIM / UNMAP (`D`).
+        case discard
+        /// Write zeroes (`Z`).
+        case writeZeroes
+        /// Flush the disk's volatile cache (`F`); offset and length are 0.
+        case flush
+
+        /// The letter used by the native trace format.
+        public var letter: Character {
+            switch self {
+            case .read: "R"
+            case .write: "W"
+            case .discard: "D"
+            case .writeZeroes: "Z"
+            case .flush: "F"
+            }
+        }
+    }
+
+    /// Modifier flags carried by some formats (blktrace, QEMU's own trace log).
+    public struct Flags: OptionSet, Hashable, Sendable {
+        public let rawValue: UInt8
+        public init(rawValue: UInt8) { self.rawValue = rawValue }
+        /// Force unit access: the write must be durable when it completes.
+        public static let fua = Flags(rawValue: 1 << 0)
+        /// A write-zeroes request that may deallocate (qemu-io `write -z -u`, BLKDEV_ZERO_UNMAP).
+        public static let unmap = Flags(rawValue: 1 << 1)
+        /// A flush precedes the request (REQ_PREFLUSH).
+        public static let preflush = Flags(rawValue: 1 << 2)
+    }
+
+    /// Seconds since the start of the trace, or `nil` when the trace carries no time.
+    public var time: Double?
+    /// The request kind.
+    public var op: Op
+    /// Guest byte offset.
+    public var offset: UInt64
+    /// Length in bytes (0 for flushes).
+    public var length: UInt64
+    /// Modifier flags.
+    public var flags: Flags
+
+    /// Creates a record.
+    public init(time: Double? = nil, op: Op, offset: UInt64, length: UInt64, flags: Flags = []) {
+        self.time = time
+        self.op = op
+        self.offset = offset
+        self.length = length
+        self.flags = flags
+    }
+}
+
+/// Where in its input a record (or an error) was found.
+public enum TraceLocation: Equatable, Sendable, CustomStringConvertible {
+    /// A 1-based line of a text file.
+    case line(Int)
+    /// A byte offset and 0-based record index in a binary file.
+    case record(byteOffset: UInt64, index: Int)
+    /// The file as a whole (empty files, unreadable files).
+    case file
+
+    /// `12` for lines, `byte 4096 (record 128)` for binary input, empty for the whole file.
+    public var description: String {
+        switch self {
+        case .line(let n): "\(n)"
+        case .record(let off, let i): "byte \(off) (record \(i))"
+        case .file: ""
+        }
+    }
+}
+
+/// A located error in trace input, printed compiler-style:
+/// `trace.csv:1842: error: expected 3 fields, found 5`.
+public struct TraceError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The file name as the user gave it.
+    public var file: String
+    /// Where in the file.
+    public var location: TraceLocation
+    /// Lowercase message quoting what was found and saying what was expected.
+    public var message: String
+
+    /// Creates an error.
+    public init(file: String, location: TraceLocation, message: String) {
+        self.file = file
+        self.location = location
+        self.message = message
+    }
+
+    /// `file:line: error: message`, `file: byte N (record I): error: message` or `file: error: message`.
+    public var description: String {
+        switch location {
+        case .line(let n): "\(file):\(n): error: \(message)"
+        case .record: "\(file): \(location): error: \(message)"
+        case .file: "\(file): error: \(message)"
+        }
+    }
+
+    /// sysexits EX_DATAERR: the input data was incorrect.
+    public var exitCode: Int32 { 65 }
+}
+
+/// A streaming source of trace records: pulls one record at a time, in constant memory.
+///
+/// Readers are value types opened once; the simulator runs generic code over them so no
+/// existential sits in the per-request loop.
+public protocol TraceReader {
+    /// The next record, or `nil` at the end of the input. Throws `TraceError` for bad input.
+    mutating func next() throws -> TraceRecord?
+    /// The location of the record most recently returned by `next()`.
+    var location: TraceLocation { get }
+    /// The file name used in error messages.
+    var fileName: String { get }
+}
+
+/// A reader over records already in memory (generators, tests, benchmarks).
+public struct ArrayTraceReader: TraceReader {
+    private let records: [TraceRecord]
+    private var position = 0
+    /// The file name reported in errors and locations.
+    public let fileName: String
+
+    /// Reads `records` in order.
+    public init(_ records: [TraceRecord], fileName: String = "<memory>") {
+        self.records = records
+        self.fileName = fileName
+    }
+
+    /// The next record or `nil`.
+    public mutating func next() throws -> TraceRecord? {
+        guard position < records.count else { return nil }
+        position += 1
+        return records[position - 1]
+    }
+
+    /// `.line(n)` where n is the 1-based position of the last record returned.
+    public var location: TraceLocation { .line(position) }
+}

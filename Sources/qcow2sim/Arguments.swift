@@ -1,0 +1,99 @@
+import Foundation
+
+/// A command-line usage error: printed as `qcow2sim <command>: error: <message>`, exit 64.
+struct UsageError: Error, CustomStringConvertible {
+    var message: String
+    init(_ message: String) { self.message = message }
+    var description: String { message }
+}
+
+/// A minimal hand-written option parser in the shape of swift-argument-parser: declare the
+/// options a command takes, then read typed values; unknown options and missing values are
+/// reported with the bad token quoted and the valid choices listed.
+struct Arguments {
+    /// Positional arguments, in order.
+    private(set) var positionals: [String] = []
+    private var values: [String: [String]] = [:]
+    private var flags: Set<String> = []
+
+    /// Parses `args`. `options` take a value (`--size 1G` or `--size=1G`); `flags` do not.
+    /// `aliases` maps short spellings (`-o`) to long names.
+    init(_ args: [String], options: Set<String>, flags: Set<String> = [], aliases: [String: String] = [:]) throws {
+        var i = 0
+        var onlyPositionals = false
+        while i < args.count {
+            let arg = args[i]
+            i += 1
+            if onlyPositionals || !arg.hasPrefix("-") || arg == "-" {
+                positionals.append(arg)
+                continue
+            }
+            if arg == "--" { onlyPositionals = true; continue }
+            var name = arg
+            var inline: String?
+            if let eq = arg.firstIndex(of: "="), arg.hasPrefix("--") {
+                name = String(arg[..<eq])
+                inline = String(arg[arg.index(after: eq)...])
+            }
+            name = aliases[name] ?? name
+            if flags.contains(name) {
+                if inline != nil { throw UsageError("option '\(name)' takes no value") }
+                self.flags.insert(name)
+            } else if options.contains(name) {
+                if let inline {
+                    values[name, default: []].append(inline)
+                } else {
+                    guard i < args.count else { throw UsageError("option '\(name)' needs a value") }
+                    values[name, default: []].append(args[i])
+                    i += 1
+                }
+            } else {
+                let valid = (options.union(flags)).sorted().joined(separator: ", ")
+                throw UsageError("unknown option '\(arg)' (valid options: \(valid))")
+            }
+        }
+    }
+
+    /// The last value given for `name`, if any.
+    func value(_ name: String) -> String? { values[name]?.last }
+    /// Every value given for `name`, in order.
+    func all(_ name: String) -> [String] { values[name] ?? [] }
+    /// Whether the flag was given.
+    func has(_ name: String) -> Bool { flags.contains(name) }
+
+    /// The value of `name` as one of `choices`.
+    func choice(_ name: String, _ choices: [String], default def: String) throws -> String {
+        guard let v = value(name) else { return def }
+        guard choices.contains(v) else {
+            throw UsageError("invalid value '\(v)' for \(name) (expected one of: \(choices.joined(separator: ", ")))")
+        }
+        return v
+    }
+
+    /// Exactly `count` positional arguments, named in the error by `what`.
+    func positionals(_ count: Int, what: String) throws -> [String] {
+        if positionals.count < count { throw UsageError("missing \(what)") }
+        if positionals.count > count { throw UsageError("unexpected argument '\(positionals[count])'") }
+        return positionals
+    }
+}
+
+/// Standard error output.
+enum Console {
+    static func error(_ command: String, _ message: String) {
+        FileHandle.standardError.write(Data("qcow2sim \(command): error: \(message)\n".utf8))
+    }
+    static func printErr(_ text: String) {
+        FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+    }
+}
+
+/// Writes `data` to `path` atomically (temporary file + rename), so a failure never leaves a
+/// half-written output; "-" means standard output.
+func writeOutput(_ data: Data, to path: String) throws {
+    if path == "-" {
+        FileHandle.standardOutput.write(data)
+        return
+    }
+    try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+}
