@@ -107,8 +107,15 @@ public struct TraceError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// sysexits EX_DATAERR: the input data was incorrect.
-    public var exitCode: Int32 { 65 }
+    /// The sysexits status for this error: 65 EX_DATAERR (the input data was incorrect) unless
+    /// the error says otherwise (66 cannot open, 69 decompressor missing, 74 read failure).
+    public internal(set) var exitCode: Int32 = 65
+
+    /// Creates an error with a specific sysexits status.
+    public init(file: String, location: TraceLocation, message: String, exitCode: Int32) {
+        self.init(file: file, location: location, message: message)
+        self.exitCode = exitCode
+    }
 }
 
 /// A streaming source of trace records: pulls one record at a time, in constant memory.

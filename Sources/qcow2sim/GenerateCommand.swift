@@ -1,7 +1,94 @@
-/// Placeholder until the command lands.
+import Foundation
+import TraceKit
+
+/// `qcow2sim generate`: writes a synthetic workload (``WorkloadGenerator``) in the native trace
+/// format.
 enum GenerateCommand {
+    static let help = """
+        usage: qcow2sim generate --pattern uniform|sequential|zipf|hotset --count N --size DISKSIZE
+                                 [--request-size 4K] [--read-ratio 1.0] [--seed S]
+                                 [--region START:LEN] [--alignment BYTES] [--theta 0.99]
+                                 [--hot-fraction 0.1 --hot-access 0.9] [--interval SECONDS] -o OUT
+
+        Writes COUNT requests in the native trace format (`-o -` = standard output). The same
+        seed gives the same trace on every machine (xoshiro256** seeded by SplitMix64).
+
+          --pattern       uniform: every aligned slot equally likely; sequential: slot 0, 1, 2, …
+                          zipf: slot k-1 with probability ∝ 1/k^theta (hottest at region start);
+                          hotset: the first hot-fraction of the region gets hot-access of requests
+          --size          virtual disk size (bytes; K, M, G, T suffixes are binary)
+          --region        START:LEN byte range the requests fall in (default: the whole disk)
+          --alignment     offset granularity (default: the request size)
+          --read-ratio    fraction of reads, 0 to 1 (the rest are writes; default 1.0)
+          --interval      seconds between requests; adds a time column
+
+        """
+
     static func run(_ args: [String]) -> Int32 {
-        Console.error("generate", "not implemented yet")
-        return 70
+        if args.contains("--help") || args.contains("-h") {
+            FileHandle.standardOutput.write(Data(help.utf8))
+            return 0
+        }
+        do {
+            let a = try Arguments(
+                args,
+                options: ["--pattern", "--count", "--size", "--request-size", "--read-ratio", "--seed", "--region",
+                          "--theta", "--hot-fraction", "--hot-access", "--interval", "--alignment", "--output"],
+                aliases: ["-o": "--output"])
+            _ = try a.positionals(0, what: "")
+            let spec = try makeSpec(a)
+            guard let out = a.value("--output") else { throw UsageError("missing -o OUT (use '-o -' for standard output)") }
+            let generator = try WorkloadGenerator(spec)
+            _ = try NativeTraceWriter.write(generator, withTime: spec.interval != nil, to: out)
+            return 0
+        } catch let e as UsageError {
+            Console.error("generate", e.message)
+            return 64
+        } catch let e as TraceError {
+            if e.exitCode == 64 { Console.error("generate", e.message) } else { Console.printErr(e.description) }
+            return e.exitCode
+        } catch {
+            Console.error("generate", "\(error)")
+            return 70
+        }
+    }
+
+    static func makeSpec(_ a: Arguments) throws -> WorkloadSpec {
+        let patternName = try a.choice("--pattern", ["uniform", "sequential", "zipf", "hotset"], default: "uniform")
+        guard let countText = a.value("--count") else { throw UsageError("missing --count N") }
+        guard let count = Int(countText), count >= 0 else {
+            throw UsageError("invalid value '\(countText)' for --count (expected a non-negative integer)")
+        }
+        guard let sizeText = a.value("--size") else { throw UsageError("missing --size DISKSIZE") }
+        let diskSize = try TraceArgs.bytes(sizeText, "--size")
+        let requestSize = try a.value("--request-size").map { try TraceArgs.bytes($0, "--request-size") } ?? 4096
+        let readRatio = try a.value("--read-ratio").map { try TraceArgs.double($0, "--read-ratio") } ?? 1
+        let seed = try a.value("--seed").map { s -> UInt64 in
+            guard let v = UInt64(s) else { throw UsageError("invalid value '\(s)' for --seed (expected an unsigned 64-bit integer)") }
+            return v
+        } ?? 1
+        var regionStart: UInt64 = 0
+        var regionLength: UInt64?
+        if let region = a.value("--region") {
+            let parts = region.split(separator: ":", omittingEmptySubsequences: false)
+            guard parts.count == 2 else { throw UsageError("invalid value '\(region)' for --region (expected START:LEN)") }
+            regionStart = try TraceArgs.bytes(String(parts[0]), "--region start")
+            regionLength = try TraceArgs.bytes(String(parts[1]), "--region length")
+        }
+        let pattern: WorkloadSpec.Pattern
+        switch patternName {
+        case "sequential": pattern = .sequential
+        case "zipf": pattern = .zipf(theta: try a.value("--theta").map { try TraceArgs.double($0, "--theta") } ?? 0.99)
+        case "hotset":
+            pattern = .hotset(
+                hotFraction: try a.value("--hot-fraction").map { try TraceArgs.double($0, "--hot-fraction") } ?? 0.1,
+                hotAccess: try a.value("--hot-access").map { try TraceArgs.double($0, "--hot-access") } ?? 0.9)
+        default: pattern = .uniform
+        }
+        return WorkloadSpec(
+            pattern: pattern, count: count, diskSize: diskSize, requestSize: requestSize, readRatio: readRatio,
+            seed: seed, regionStart: regionStart, regionLength: regionLength,
+            alignment: try a.value("--alignment").map { try TraceArgs.bytes($0, "--alignment") },
+            interval: try a.value("--interval").map { try TraceArgs.double($0, "--interval") })
     }
 }

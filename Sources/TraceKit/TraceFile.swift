@@ -1,0 +1,114 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// Opens trace files of any supported format.
+///
+/// ```swift
+/// var reader = try TraceFile.open(path: "boot.blktrace.0", format: nil, options: TraceOptions())
+/// while let r = try reader.next() { … }
+/// ```
+public enum TraceFile {
+    /// Opens `path` (or `-` for standard input), detecting compression and format by content
+    /// unless `format` is given, and applies `options` (selection and mapping).
+    ///
+    /// - Throws: `TraceError` located at `.file` when the file cannot be opened (exit 66) or a
+    ///   needed decompressor is missing (exit 69).
+    public static func open(path: String, format: TraceFormat? = nil, options: TraceOptions = TraceOptions()) throws -> AnyTraceReader {
+        let input = try openInput(path: path, decompress: true)
+        let fmt = try format ?? TraceFormat.detect(input.peek(1 << 16))
+        return try AnyTraceReader(input: input, format: fmt, options: options, path: path)
+    }
+
+    /// Opens bytes already in memory as a trace (tests, fuzzing, benchmarks).
+    public static func open(bytes: [UInt8], fileName: String = "<memory>", format: TraceFormat? = nil,
+                            options: TraceOptions = TraceOptions()) throws -> AnyTraceReader {
+        let input = ByteInput(bytes: bytes, fileName: fileName)
+        let fmt = try format ?? TraceFormat.detect(input.peek(1 << 16))
+        return try AnyTraceReader(input: input, format: fmt, options: options, path: nil)
+    }
+
+    /// The compression a file's first bytes announce.
+    enum Compression: String {
+        case gzip, bzip2, xz, zstd
+
+        static func detect(_ b: ArraySlice<UInt8>) -> Compression? {
+            let a = Array(b.prefix(6))
+            if a.count >= 2 && a[0] == 0x1F && a[1] == 0x8B { return .gzip }
+            if a.count >= 3 && a[0] == 0x42 && a[1] == 0x5A && a[2] == 0x68 { return .bzip2 }
+            if a.count >= 6 && a == [0xFD, 0x37, 0x7A, 0x58, 0x5A, 0x00] { return .xz }
+            if a.count >= 4 && a[0] == 0x28 && a[1] == 0xB5 && a[2] == 0x2F && a[3] == 0xFD { return .zstd }
+            return nil
+        }
+    }
+
+    /// Opens a raw byte stream, swapping in the system decompressor when the content is
+    /// compressed.
+    static func openInput(path: String, decompress: Bool) throws -> ByteInput {
+        let fd: Int32 = path == "-" ? dup(0) : systemOpen(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else {
+            let msg = String(cString: strerror(errno))
+            throw TraceError(file: path, location: .file, message: "cannot open: \(msg)", exitCode: 66)
+        }
+        var st = stat()
+        if fstat(fd, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR {
+            close(fd)
+            throw TraceError(file: path, location: .file, message: "cannot open: Is a directory", exitCode: 66)
+        }
+        let input = ByteInput(fileDescriptor: fd, fileName: path)
+        guard decompress, path != "-", let kind = try Compression.detect(input.peek(6)) else { return input }
+        return try ByteInput(tool: kind.rawValue, arguments: ["-dc", "--", path], fileName: path)
+    }
+}
+
+/// Any trace reader, chosen at open time: an enum over the concrete readers (no existential), with
+/// the shared selection/mapping stage applied on top.
+public struct AnyTraceReader: TraceReader {
+    enum Source {
+        // Held only while a reader is moved out, so mutating it never copies its buffers.
+        case moved
+        case native(NativeTraceReader)
+    }
+
+    private var source: Source
+    private var mapper: RecordMapper
+    private var lastLocation: TraceLocation = .file
+    /// The detected or requested format.
+    public let format: TraceFormat
+    /// The file name used in error messages.
+    public let fileName: String
+
+    init(input: ByteInput, format: TraceFormat, options: TraceOptions, path: String?) throws {
+        self.format = format
+        fileName = input.fileName
+        mapper = RecordMapper(options: options, format: format, fileName: input.fileName)
+        switch format {
+        case .native: source = .native(NativeTraceReader(input: input))
+        }
+    }
+
+    /// The location of the record most recently returned.
+    public var location: TraceLocation { lastLocation }
+
+    /// The next mapped record, or `nil` at end of input.
+    public mutating func next() throws -> TraceRecord? {
+        let result: (TraceRecord, TraceLocation)?
+        switch source {
+        case .moved: return nil
+        case .native(var r):
+            source = .moved
+            defer { source = .native(r) }
+            result = try mapper.next(from: &r)
+        }
+        guard let (record, loc) = result else { return nil }
+        lastLocation = loc
+        return record
+    }
+}
+
+@inline(__always)
+private func systemOpen(_ path: String, _ flags: Int32) -> Int32 { open(path, flags) }
