@@ -1,0 +1,124 @@
+import Foundation
+import Qcow2Sim
+
+/// The real images of one run, base first.
+public struct BuiltImages: Equatable, Sendable {
+    /// The directory holding them.
+    public var directory: String
+    /// Absolute paths, index = chain position (0 = base, last = top).
+    public var paths: [String]
+    /// The image QEMU opens.
+    public var top: String { paths[paths.count - 1] }
+}
+
+/// Creates the real image (or chain) that matches a `SimulationConfig`'s initial state
+/// (issue 4 item 1): `qemu-img create` with the same `-o` options, the populate modes, backing
+/// overlays, or a non-sparse copy of `--image FILE` (the user's file is only ever read).
+public struct ImageBuilder: Sendable {
+    /// Runs qemu-img and qemu-io.
+    public var runner: any ProcessRunner
+    /// Piece size of `--populate-mode zero` write-zeroes (qemu-io's request limit).
+    public static let zeroPieceBytes: UInt64 = 2_147_483_136
+    /// Piece size of `--populate-mode data` writes.
+    public static let dataPieceBytes: UInt64 = 64 << 20
+
+    /// Creates a builder.
+    public init(runner: any ProcessRunner) {
+        self.runner = runner
+    }
+
+    /// The file name of chain position `i` of `n` (`base.qcow2`, `top1.qcow2`, …).
+    public static func fileName(_ i: Int) -> String { i == 0 ? "base.qcow2" : "top\(i).qcow2" }
+
+    /// The qemu-io commands that populate the base image, in order; empty when nothing is written
+    /// by qemu-io (fresh image, or `preallocation=metadata`). Throws for combinations that
+    /// cannot be realised.
+    public static func populateCommands(_ config: SimulationConfig) throws -> [String] {
+        let ranges: [ByteRange]
+        switch config.populate {
+        case .none: return []
+        case .full:
+            if config.populateMode == .metadata { return [] }
+            ranges = [ByteRange(start: 0, length: config.virtualSize)]
+        case .ranges(let r):
+            if config.populateMode == .metadata {
+                throw ValidationError.usage("populate mode 'metadata' covers the whole disk only; use 'zero' or 'data' for ranges")
+            }
+            ranges = r
+        }
+        let piece = config.populateMode == .zero ? zeroPieceBytes : dataPieceBytes
+        var commands: [String] = []
+        for range in ranges {
+            let end = range.start + range.length
+            guard end <= config.virtualSize else {
+                throw ValidationError.usage("populate range \(range.start)+\(range.length) ends beyond the disk size \(config.virtualSize)")
+            }
+            var start = range.start
+            while start < end {
+                let len = min(piece, end - start)
+                commands.append(config.populateMode == .zero ? "write -q -z \(start) \(len)" : "write -q \(start) \(len)")
+                start += len
+            }
+        }
+        return commands
+    }
+
+    /// Builds the images in `directory` (which must exist) and returns their paths.
+    public func build(_ config: SimulationConfig, in directory: String) throws -> BuiltImages {
+        guard config.chainLength >= 1 else { throw ValidationError.usage("chain length must be at least 1, got \(config.chainLength)") }
+        var paths: [String] = []
+        let base = directory + "/" + Self.fileName(0)
+        if let image = config.imageFile {
+            if config.populate != .none {
+                throw ValidationError.usage("--populate cannot be combined with --image '\(image)' (the image already has its contents)")
+            }
+            try Self.copyNonSparse(from: image, to: base)
+        } else {
+            var args = ["create", "-q", "-f", "qcow2"]
+            if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
+            if config.populate == .full && config.populateMode == .metadata { args += ["-o", "preallocation=metadata"] }
+            args += [Self.fileName(0), String(config.virtualSize)]
+            _ = try runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: directory))
+            let commands = try Self.populateCommands(config)
+            if !commands.isEmpty {
+                let input = Data((commands.joined(separator: "\n") + "\n").utf8)
+                _ = try runner.runChecked(
+                    ProcessRequest(
+                        executable: "qemu-io", arguments: ["-t", "unsafe", "-f", "qcow2", Self.fileName(0)], standardInput: input,
+                        workingDirectory: directory, outputLimit: 8192))
+            }
+        }
+        paths.append(base)
+        for i in 1..<config.chainLength {
+            var args = ["create", "-q", "-f", "qcow2", "-b", Self.fileName(i - 1), "-F", "qcow2"]
+            if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
+            args += [Self.fileName(i), String(config.virtualSize)]
+            _ = try runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: directory))
+            paths.append(directory + "/" + Self.fileName(i))
+        }
+        return BuiltImages(directory: directory, paths: paths)
+    }
+
+    /// Copies `source` to `destination` writing every byte, zeroes included (`cp --sparse=never`):
+    /// a sparse copy would change the host allocation that QEMU's preallocation probe reads
+    /// (qcow2-model.md §8.3, §15.2). The source is opened read-only.
+    public static func copyNonSparse(from source: String, to destination: String) throws {
+        guard let input = FileHandle(forReadingAtPath: source) else {
+            throw ValidationError.noInput("cannot read image '\(source)'")
+        }
+        defer { try? input.close() }
+        guard FileManager.default.createFile(atPath: destination, contents: nil),
+            let output = FileHandle(forWritingAtPath: destination)
+        else {
+            throw ValidationError.io("cannot create '\(destination)'")
+        }
+        defer { try? output.close() }
+        do {
+            while let chunk = try input.read(upToCount: 8 << 20), !chunk.isEmpty {
+                try output.write(contentsOf: chunk)
+            }
+        } catch {
+            throw ValidationError.io("copying '\(source)' to '\(destination)' failed: \(error)")
+        }
+    }
+}

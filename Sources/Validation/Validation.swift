@@ -1,2 +1,0 @@
-/// Validation: runs the same I/O through QEMU and compares.
-public enum Validation {}

@@ -1,0 +1,189 @@
+import Foundation
+import Qcow2Sim
+import TraceKit
+
+/// How `Validator` runs QEMU.
+public struct ValidatorOptions: Sendable {
+    /// Keep the images, the qemu-io script and QEMU's log in this directory (created if needed)
+    /// instead of a temporary directory that is removed afterwards (`--keep DIR`).
+    public var keepDirectory: String?
+    /// Which QEMU program replays the trace; nil picks automatically (`ReplayTool.automatic`).
+    public var tool: ReplayTool?
+    /// Multiplies trace timestamps when pacing qemu-system (`--time-scale`).
+    public var timeScale: Double
+    /// Try `file.aio=io_uring` before the thread pool.
+    public var preferIOUring: Bool
+
+    /// Creates options; the defaults are a temporary directory, automatic tool choice, real time
+    /// and io_uring when it works.
+    public init(keepDirectory: String? = nil, tool: ReplayTool? = nil, timeScale: Double = 1, preferIOUring: Bool = true) {
+        self.keepDirectory = keepDirectory
+        self.tool = tool
+        self.timeScale = timeScale
+        self.preferIOUring = preferIOUring
+    }
+}
+
+/// The trace to validate: records in order, where each came from, and the file's name.
+public struct ValidationInput: Sendable {
+    /// The records, in trace order.
+    public var records: [TraceRecord]
+    /// The location of each record (for reports).
+    public var locations: [TraceLocation]
+    /// The trace file name (for messages).
+    public var fileName: String
+
+    /// Creates an input; `locations` defaults to 1-based line numbers.
+    public init(records: [TraceRecord], locations: [TraceLocation]? = nil, fileName: String = "<memory>") {
+        self.records = records
+        self.locations = locations ?? records.indices.map { .line($0 + 1) }
+        self.fileName = fileName
+    }
+
+    /// Reads every record of `reader` into memory.
+    public init<R: TraceReader>(reading reader: inout R) throws {
+        var records: [TraceRecord] = []
+        var locations: [TraceLocation] = []
+        while let r = try reader.next() {
+            records.append(r)
+            locations.append(reader.location)
+        }
+        self.init(records: records, locations: locations, fileName: reader.fileName)
+    }
+}
+
+/// The entry point of `qcow2sim validate`: builds the real image(s) for a configuration,
+/// replays the trace through QEMU, and compares QEMU's cache events with the simulator's.
+///
+/// ```swift
+/// let validator = Validator(runner: SystemProcessRunner())
+/// let report = try validator.validate(config: config, input: input, expected: simulatedLog, sizes: report.sizes)
+/// print(report.text())
+/// ```
+public struct Validator: Sendable {
+    /// Runs qemu-img, qemu-io and qemu-system.
+    public var runner: any ProcessRunner
+    /// How to run QEMU.
+    public var options: ValidatorOptions
+
+    /// Creates a validator.
+    public init(runner: any ProcessRunner = SystemProcessRunner(), options: ValidatorOptions = ValidatorOptions()) {
+        self.runner = runner
+        self.options = options
+    }
+
+    /// The tool used for `config`.
+    public func tool(for config: SimulationConfig) -> ReplayTool {
+        options.tool ?? ReplayTool.automatic(driveOptions: config.driveOptions)
+    }
+
+    /// Checks that the QEMU programs this run needs are installed (exit 69 otherwise).
+    public func checkTools(for config: SimulationConfig) throws {
+        var needed = ["qemu-io"]
+        if config.imageFile == nil { needed.insert("qemu-img", at: 0) }
+        if tool(for: config) == .qemuSystem { needed.append("qemu-system-x86_64") }
+        for t in needed where runner.locate(t) == nil {
+            throw ValidationError.toolMissing(tool: t, packages: QemuPackages.all)
+        }
+    }
+
+    /// Builds the images and replays `input` through QEMU; the working directory is removed
+    /// afterwards unless `keepDirectory` is set.
+    public func replay(config: SimulationConfig, input: ValidationInput) throws -> ReplayResult {
+        try checkTools(for: config)
+        try QemuIOScript.checkBounds(input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
+        let directory = try makeDirectory()
+        defer {
+            if options.keepDirectory == nil { try? FileManager.default.removeItem(atPath: directory) }
+        }
+        let images = try ImageBuilder(runner: runner).build(config, in: directory)
+        let replayer = QemuReplayer(runner: runner, preferIOUring: options.preferIOUring, timeScale: options.timeScale)
+        switch tool(for: config) {
+        case .qemuIO:
+            return try replayer.replayQemuIO(config: config, images: images, records: input.records, directory: directory)
+        case .qemuSystem:
+            return try replayer.replayQemuSystem(config: config, images: images, records: input.records, directory: directory)
+        }
+    }
+
+    /// Replays and compares with `expected`, the simulator's log of the same run. `sizes` are the
+    /// simulator's effective cache sizes per image (for bytes and memory; optional).
+    public func validate(config: SimulationConfig, input: ValidationInput, expected: EventLog, sizes: [ImageCacheSizes]? = nil) throws
+        -> ValidationReport
+    {
+        let replay = try replay(config: config, input: input)
+        return Self.report(config: config, input: input, expected: expected, replay: replay, sizes: sizes, keptDirectory: options.keepDirectory)
+    }
+
+    /// Compares an existing replay with `expected` and assembles the report (no QEMU involved).
+    public static func report(
+        config: SimulationConfig, input: ValidationInput, expected: EventLog, replay: ReplayResult, sizes: [ImageCacheSizes]?,
+        keptDirectory: String?
+    ) -> ValidationReport {
+        let compareClose = replay.tool == .qemuIO
+        let comparison = Comparator.compare(
+            expected: expected, actual: replay.log, writes: input.records.map { $0.op == .write || $0.op == .writeZeroes },
+            locations: input.locations, compareClose: compareClose, topImage: config.chainLength - 1)
+        var simulated = CacheCounter()
+        var real = CacheCounter()
+        if compareClose {
+            simulated.add(contentsOf: expected.events)
+            real.add(contentsOf: comparison.labeled.events)
+        } else {
+            simulated.add(contentsOf: expected.events[0..<(expected.closeStart ?? expected.events.count)])
+            real.add(contentsOf: comparison.labeled.events[0..<comparison.labeled.closeStart])
+        }
+        let simCounts = simulated.result(imageCount: config.chainLength, sizes: sizes)
+        let realCounts = real.result(imageCount: config.chainLength, sizes: sizes)
+        let names = (0..<config.chainLength).map { ImageBuilder.fileName($0) }
+        let images = (0..<config.chainLength).map { i in
+            ImageReport(
+                image: i, name: names[i], simulated: simCounts[i], qemu: realCounts[i], cacheSizes: sizes.flatMap { i < $0.count ? $0[i] : nil })
+        }
+        let replayed = input.records.filter(QemuIOScript.isReplayed).count
+        let checks = comparison.multiSegment
+        var notes: [String] = []
+        if !compareClose {
+            notes.append("compared up to the last request: qemu-system's close differs from qemu-io's (qcow2-model.md §10)")
+        }
+        if checks.contains(where: { $0.simulatorMarked != $0.qemuPooled }) {
+            notes.append("the simulator's and QEMU's multi-segment classifications differ for some requests (see multiSegment)")
+        }
+        if replayed < input.records.count {
+            notes.append("\(input.records.count - replayed) zero-length requests were not replayed (no-ops in QEMU)")
+        }
+        let wall = replay.wallTime
+        return ValidationReport(
+            identical: comparison.identical, tool: replay.tool.rawValue, argv: replay.argv, aio: replay.aio, requests: input.records.count,
+            replayedRequests: replayed, simulatedEvents: expected.events.count, qemuEvents: replay.log.events.count,
+            closeCompared: compareClose, divergentSpans: comparison.divergentSpans, firstDivergence: comparison.firstDivergence,
+            multiSegment: MultiSegmentSummary(
+                requests: checks.count, passed: checks.filter(\.passed).count,
+                identicalOrder: checks.filter(\.identicalOrder).count,
+                flaggedWrites: checks.filter { !$0.passed && $0.write }.count,
+                failedReads: checks.filter { !$0.passed && !$0.write }.count, checks: checks),
+            images: images,
+            qemu: QemuRunStats(
+                wallSeconds: wall, opsPerSecond: wall > 0 ? Double(replayed) / wall : nil, peakResidentBytes: replay.peakResidentBytes),
+            simulatedCacheBytes: sizes.map { $0.reduce(0) { $0 + $1.memoryBytes } }, keptDirectory: keptDirectory, notes: notes)
+    }
+
+    private func makeDirectory() throws -> String {
+        if let keep = options.keepDirectory {
+            do {
+                try FileManager.default.createDirectory(atPath: keep, withIntermediateDirectories: true)
+            } catch {
+                throw ValidationError.io("cannot create directory '\(keep)': \(error.localizedDescription)")
+            }
+            let url = URL(fileURLWithPath: keep).standardizedFileURL
+            return url.path
+        }
+        let base = FileManager.default.temporaryDirectory.appendingPathComponent("qcow2sim-validate-\(UUID().uuidString)")
+        do {
+            try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+        } catch {
+            throw ValidationError.io("cannot create a temporary directory: \(error.localizedDescription)")
+        }
+        return base.path
+    }
+}
