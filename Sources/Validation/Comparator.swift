@@ -21,6 +21,22 @@ public struct Divergence: Equatable, Sendable, Codable {
     public var expected: [String]
     /// QEMU's events around the divergence (image labels inferred).
     public var actual: [String]
+
+    /// Creates a divergence record.
+    public init(
+        phase: String, request: Int?, traceLocation: String?, eventIndex: Int, qemuLogLine: Int?, reason: String, windowStart: Int,
+        expected: [String], actual: [String]
+    ) {
+        self.phase = phase
+        self.request = request
+        self.traceLocation = traceLocation
+        self.eventIndex = eventIndex
+        self.qemuLogLine = qemuLogLine
+        self.reason = reason
+        self.windowStart = windowStart
+        self.expected = expected
+        self.actual = actual
+    }
 }
 
 /// The outcome of checking one request that QEMU may run as concurrent segments (§13).
@@ -39,6 +55,17 @@ public struct InterleavingCheck: Equatable, Sendable, Codable {
     public var identicalOrder: Bool
     /// QEMU's order is an interleaving of the simulator's per-image sequences.
     public var passed: Bool
+
+    /// Creates a check record.
+    public init(request: Int, traceLocation: String?, write: Bool, simulatorMarked: Bool, qemuPooled: Bool, identicalOrder: Bool, passed: Bool) {
+        self.request = request
+        self.traceLocation = traceLocation
+        self.write = write
+        self.simulatorMarked = simulatorMarked
+        self.qemuPooled = qemuPooled
+        self.identicalOrder = identicalOrder
+        self.passed = passed
+    }
 }
 
 /// The result of comparing two event streams.

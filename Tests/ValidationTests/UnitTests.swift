@@ -1,0 +1,225 @@
+import Foundation
+import Qcow2Sim
+import Testing
+import TraceKit
+import Validation
+
+@Suite("process runner")
+struct ProcessRunnerTests {
+    @Test("a missing QEMU is exit 69 and names the packages to install")
+    func missingQemu() throws {
+        let empty = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: empty) }
+        let v = Validator(runner: SystemProcessRunner(searchPath: [empty]))
+        do {
+            _ = try v.replay(config: SimulationConfig(virtualSize: 1 << 30), input: ValidationInput(records: records("R 0 4k")))
+            Issue.record("expected toolMissing")
+        } catch let e as ValidationError {
+            #expect(e.exitCode == 69)
+            #expect(e == .toolMissing(tool: "qemu-img", packages: ["qemu-utils", "qemu-system-x86"]))
+            #expect(e.description == "'qemu-img' not found in PATH; install QEMU 7.2 (Debian/Ubuntu: apt-get install qemu-utils qemu-system-x86)")
+        }
+        // The runner itself refuses too (same error), before starting anything.
+        #expect(throws: ValidationError.toolMissing(tool: "qemu-io", packages: QemuPackages.all)) {
+            _ = try SystemProcessRunner(searchPath: [empty]).run(ProcessRequest(executable: "qemu-io", arguments: []))
+        }
+    }
+
+    @Test("cache-clean-interval needs qemu-system-x86_64: missing it is exit 69 too")
+    func missingQemuSystem() throws {
+        let mock = MockRunner()
+        mock.missing = ["qemu-system-x86_64"]
+        let v = Validator(runner: mock)
+        #expect(throws: ValidationError.toolMissing(tool: "qemu-system-x86_64", packages: QemuPackages.all)) {
+            _ = try v.replay(
+                config: SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=2"),
+                input: ValidationInput(records: records("R 0 4k")))
+        }
+        #expect(mock.requests.isEmpty)
+    }
+
+    @Test("a failing qemu-io (mocked) reports argv, status and stderr tail")
+    func failingMock() throws {
+        let mock = MockRunner()
+        mock.results["qemu-io"] = ProcessResult(status: 1, standardErrorTail: "qemu-io: can't open: Could not open 'x': No such file\n")
+        let v = Validator(runner: mock, options: ValidatorOptions(preferIOUring: false))
+        do {
+            _ = try v.replay(config: SimulationConfig(virtualSize: 1 << 30), input: ValidationInput(records: records("R 0 4k")))
+            Issue.record("expected toolFailed")
+        } catch let e as ValidationError {
+            #expect(e.exitCode == 70)
+            let text = e.description
+            #expect(text.hasPrefix("'qemu-io -t writeback -T events="))
+            #expect(text.contains("failed with exit status 1; its output ended with:\nqemu-io: can't open: Could not open 'x': No such file"))
+        }
+        // qemu-img create ran first, as argv, in the working directory.
+        let create = try #require(mock.requests.first)
+        #expect(create.executable == "qemu-img")
+        #expect(create.arguments == ["create", "-q", "-f", "qcow2", "base.qcow2", "1073741824"])
+        let io = try #require(mock.requests.last)
+        #expect(io.executable == "qemu-io")
+        #expect(String(decoding: io.standardInput ?? Data(), as: UTF8.self) == "read -q 0 0\nread -q 0 4096\nread -q 1 0\n")
+    }
+
+    @Test("stdin, stdout and stderr are fed and drained concurrently (no pipe deadlock)")
+    func noDeadlock() throws {
+        let input = Data(repeating: UInt8(ascii: "x"), count: 32 << 20)
+        let r = try SystemProcessRunner().run(
+            ProcessRequest(
+                executable: "sh", arguments: ["-c", "head -c 8000000 /dev/zero | tr '\\0' e >&2; cat; echo done >&2"], standardInput: input,
+                outputLimit: 10))
+        #expect(r.status == 0)
+        #expect(r.standardOutput == Data(repeating: UInt8(ascii: "x"), count: 10))
+        #expect(r.standardErrorTail.hasSuffix("eeedone\n"))
+        #expect(r.standardErrorTail.utf8.count <= 4096)
+    }
+
+    @Test("exit status and memory are reported")
+    func status() throws {
+        let r = try SystemProcessRunner().run(ProcessRequest(executable: "sh", arguments: ["-c", "sleep 0.1; exit 3"], measureMemory: true))
+        #expect(r.status == 3)
+        #expect(r.wallTime >= 0.1)
+        #if os(Linux)
+        #expect((r.peakResidentBytes ?? 0) > 0)
+        #endif
+    }
+}
+
+@Suite("image builder (mocked runner)")
+struct ImageBuilderTests {
+    @Test("create options, metadata preallocation, populate pieces and chains become exactly these argv")
+    func argv() throws {
+        let mock = MockRunner()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let config = SimulationConfig(
+            virtualSize: 5 << 30, createOptions: "cluster_size=4096,extended_l2=off", chainLength: 3, populate: .full, populateMode: .zero)
+        let built = try ImageBuilder(runner: mock).build(config, in: dir)
+        #expect(built.paths == [dir + "/base.qcow2", dir + "/top1.qcow2", dir + "/top2.qcow2"])
+        let r = mock.requests
+        #expect(r.map(\.executable) == ["qemu-img", "qemu-io", "qemu-img", "qemu-img"])
+        #expect(r[0].arguments == ["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,extended_l2=off", "base.qcow2", "5368709120"])
+        #expect(r[1].arguments == ["-t", "unsafe", "-f", "qcow2", "base.qcow2"])
+        #expect(
+            String(decoding: r[1].standardInput ?? Data(), as: UTF8.self)
+                == "write -q -z 0 2147483136\nwrite -q -z 2147483136 2147483136\nwrite -q -z 4294966272 1073742848\n")
+        #expect(
+            r[3].arguments == [
+                "create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "-o", "cluster_size=4096,extended_l2=off", "top2.qcow2",
+                "5368709120",
+            ])
+        #expect(r.allSatisfy { $0.workingDirectory == dir })
+    }
+
+    @Test("populate modes: metadata is a create option, data writes 64 MiB pieces per range in order")
+    func populate() throws {
+        #expect(try ImageBuilder.populateCommands(SimulationConfig(virtualSize: 1 << 30, populate: .full, populateMode: .metadata)).isEmpty)
+        let data = try ImageBuilder.populateCommands(
+            SimulationConfig(
+                virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 512 << 20, length: 100 << 20), ByteRange(start: 0, length: 4096)]),
+                populateMode: .data))
+        #expect(data == ["write -q 536870912 67108864", "write -q 603979776 37748736", "write -q 0 4096"])
+        #expect(throws: ValidationError.self) {
+            _ = try ImageBuilder.populateCommands(
+                SimulationConfig(virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 1)]), populateMode: .metadata))
+        }
+        let mock = MockRunner()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try ImageBuilder(runner: mock).build(SimulationConfig(virtualSize: 1 << 30, populate: .full, populateMode: .metadata), in: dir)
+        #expect(mock.requests.map(\.arguments) == [["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", "base.qcow2", "1073741824"]])
+    }
+
+    @Test("--image is copied without holes and the source is never opened for writing")
+    func copy() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let src = dir + "/src"
+        var bytes = Data(repeating: 0, count: 3 << 20)
+        bytes[12345] = 7
+        try bytes.write(to: URL(fileURLWithPath: src))
+        try ImageBuilder.copyNonSparse(from: src, to: dir + "/dst")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/dst")) == bytes)
+        #expect(throws: ValidationError.noInput("cannot read image '\(dir)/missing'")) {
+            try ImageBuilder.copyNonSparse(from: dir + "/missing", to: dir + "/x")
+        }
+    }
+}
+
+@Suite("qemu-io script and QEMU log")
+struct ScriptAndLogTests {
+    @Test("requests longer than 2147483136 bytes are split at 2 MiB boundaries")
+    func split() {
+        #expect(QemuIOScript.pieces(offset: 0, length: 4096) == [ByteRangePiece(offset: 0, length: 4096)])
+        #expect(QemuIOScript.pieces(offset: 0, length: 2_147_483_136).count == 1)
+        let p = QemuIOScript.pieces(offset: 512, length: 5 << 30)
+        #expect(p.first == ByteRangePiece(offset: 512, length: 2_147_483_136))
+        #expect(p.allSatisfy { $0.length <= QemuIOScript.maxRequestBytes })
+        #expect(p.dropFirst().allSatisfy { $0.offset % (2 << 20) == 0 })
+        #expect(p.reduce(0) { $0 + $1.length } == 5 << 30)
+    }
+
+    @Test("commands per record kind")
+    func commands() {
+        #expect(QemuIOScript.commands(for: TraceRecord(op: .writeZeroes, offset: 4096, length: 512, flags: .unmap)) == ["write -q -z -u 4096 512"])
+        #expect(QemuIOScript.commands(for: TraceRecord(op: .discard, offset: 0, length: 65536)) == ["discard -q 0 65536"])
+        #expect(QemuIOScript.commands(for: TraceRecord(op: .flush, offset: 0, length: 0)) == ["flush"])
+        #expect(QemuIOScript.commands(for: TraceRecord(op: .write, offset: 0, length: 512, flags: .fua)) == ["write -q -f 0 512"])
+        #expect(QemuIOScript.script(for: [TraceRecord(op: .read, offset: 0, length: 0)], virtualSize: 1 << 20) == "read -q 0 0\nread -q 1 0\n")
+    }
+
+    @Test("a request beyond the disk is a located trace error (exit 65)")
+    func bounds() {
+        #expect(throws: ValidationError.badTrace("t.trace:2: error: request 1 ends at byte 1048577, beyond the disk size 1048576")) {
+            try QemuIOScript.checkBounds(
+                records("R 0 4k\nW 1044481 4096"), locations: [.line(1), .line(2)], fileName: "t.trace", virtualSize: 1 << 20)
+        }
+    }
+
+    @Test("the log is cut at markers; co pointers, pid@time prefixes and foreign lines are dropped")
+    func parse() throws {
+        let text = """
+            123@1.5:qcow2_cache_flush co 0x1 is_l2_cache 1
+            blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 0 flags 0x0
+            blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 4096 flags 0x0
+            qcow2_add_task co 0x1 bs 0x2 pool 0x55: read: cluster_type 4 file_cluster_offset 0 offset 0 bytes 4096 qiov 0x1 qiov_offset 0
+            qcow2_cache_get co 0x55d9 is_l2_cache 1 offset 0x40000 read_from_disk 1
+            qcow2_cache_get_done co 0x55d9 is_l2_cache 1 index 0
+            blk_co_preadv blk 0x1 bs 0x2 offset 1 bytes 0 flags 0x0
+            blk_co_preadv blk 0x1 bs 0x2 offset 2 bytes 0 flags 0x0
+            qcow2_cache_flush co 0x1 is_l2_cache 0
+
+            """
+        let log = try QemuLog.parse(Data(text.utf8), fileName: "q.log", requestCount: 2, virtualSize: 1 << 30, image: 1)
+        #expect(Array(log.openEvents) == [CacheEvent(kind: .flush, image: 1, isL2: true)])
+        #expect(Array(log.events(ofRequest: 0)) == compact("L2 get 0x40000 hit 0", image: 1))
+        #expect(log.events(ofRequest: 1).isEmpty)
+        #expect(Array(log.closeEvents) == [CacheEvent(kind: .flush, image: 1, isL2: false)])
+        #expect(log.pooled == [true, false])
+        #expect(log.logLines == [1, 5, 6, 9])
+
+        #expect(throws: ValidationError.badQemuLog("q.log:2: error: expected the marker of request 1 (offset 1), found offset 5")) {
+            _ = try QemuLog.parse(
+                Data("blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 0 flags 0x0\nblk_co_preadv blk 0x1 bs 0x2 offset 5 bytes 0 flags 0x0\n".utf8),
+                fileName: "q.log", requestCount: 2, virtualSize: 1 << 30, image: 0)
+        }
+        #expect(throws: ValidationError.self) {
+            _ = try QemuLog.parse(Data("qcow2_cache_get co 0x1 is_l2_cache\n".utf8), fileName: "q.log", requestCount: 0, virtualSize: 1, image: 0)
+        }
+        #expect(throws: ValidationError.badQemuLog("q.log: error: found 0 request markers, expected 1 (QEMU stopped early or lost trace lines)")) {
+            _ = try QemuLog.parse(Data(), fileName: "q.log", requestCount: 0, virtualSize: 1, image: 0)
+        }
+    }
+
+    @Test("the drive syntax doubles commas and qemu-system is chosen for a non-zero cache-clean-interval")
+    func options() {
+        #expect(QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
+            == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
+        #expect(ReplayTool.automatic(driveOptions: "l2-cache-size=1M,cache-clean-interval=0") == .qemuIO)
+        #expect(ReplayTool.automatic(driveOptions: "backing.cache-clean-interval=5") == .qemuSystem)
+        let args = QemuReplayer.qemuSystemArguments(
+            top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e", logFile: "/l")
+        #expect(args.contains("if=none,id=d0,file=/t.qcow2,format=qcow2,cache-clean-interval=1,cache=writeback,discard=unmap"))
+        #expect(args.prefix(6) == ["-machine", "none", "-nodefaults", "-display", "none", "-qmp"])
+    }
+}
