@@ -19,9 +19,57 @@ public enum TraceFile {
     /// - Throws: `TraceError` located at `.file` when the file cannot be opened (exit 66) or a
     ///   needed decompressor is missing (exit 69).
     public static func open(path: String, format: TraceFormat? = nil, options: TraceOptions = TraceOptions()) throws -> AnyTraceReader {
+        var isDirectory: ObjCBool = false
+        if path != "-", FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            if let format, format != .blktrace {
+                throw TraceError(file: path, location: .file, message: "cannot open: Is a directory (only blktrace recordings may be a directory)", exitCode: 66)
+            }
+            return try openBlktrace(path: path, options: options)
+        }
         let input = try openInput(path: path, decompress: true)
         let fmt = try format ?? TraceFormat.detect(input.peek(1 << 16))
+        if fmt == .blktrace && path != "-" {
+            return try openBlktrace(path: path, options: options)
+        }
         return try AnyTraceReader(input: input, format: fmt, options: options, path: path)
+    }
+
+    private static func openBlktrace(path: String, options: TraceOptions) throws -> AnyTraceReader {
+        let inputs = try blktraceFiles(for: path).map { try openInput(path: $0, decompress: true) }
+        let reader = try BlktraceReader(inputs: inputs, options: options)
+        return AnyTraceReader(blktrace: reader, options: options)
+    }
+
+    /// The per-CPU files of the blktrace recording `path` names: every `*.blktrace.N` in a
+    /// directory; the siblings `X.blktrace.N` of a file named `X.blktrace.M`; otherwise `path`
+    /// alone. The suffix only groups files; it is never taken as the CPU number.
+    public static func blktraceFiles(for path: String) throws -> [String] {
+        func suffixNumber(_ name: String, prefix: String) -> Int? {
+            guard name.hasPrefix(prefix) else { return nil }
+            return Int(name.dropFirst(prefix.count))
+        }
+        var isDirectory: ObjCBool = false
+        let fm = FileManager.default
+        if fm.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+            let names = (try? fm.contentsOfDirectory(atPath: path)) ?? []
+            let files = names.filter { n in
+                guard let r = n.range(of: ".blktrace.", options: .backwards) else { return false }
+                return Int(n[r.upperBound...]) != nil
+            }.sorted()
+            guard !files.isEmpty else {
+                throw TraceError(file: path, location: .file, message: "no blktrace files (NAME.blktrace.N) in the directory", exitCode: 66)
+            }
+            return files.map { (path as NSString).appendingPathComponent($0) }
+        }
+        let name = (path as NSString).lastPathComponent
+        guard let r = name.range(of: ".blktrace.", options: .backwards), Int(name[r.upperBound...]) != nil else { return [path] }
+        let prefix = String(name[..<r.upperBound])
+        let dir = (path as NSString).deletingLastPathComponent
+        let siblings = ((try? fm.contentsOfDirectory(atPath: dir.isEmpty ? "." : dir)) ?? [])
+            .compactMap { n in suffixNumber(n, prefix: prefix).map { (n, $0) } }
+            .sorted { $0.1 < $1.1 }
+            .map { dir.isEmpty ? $0.0 : (dir as NSString).appendingPathComponent($0.0) }
+        return siblings.isEmpty ? [path] : siblings
     }
 
     /// Opens bytes already in memory as a trace (tests, fuzzing, benchmarks).
@@ -72,6 +120,17 @@ public struct AnyTraceReader: TraceReader {
         // Held only while a reader is moved out, so mutating it never copies its buffers.
         case moved
         case native(NativeTraceReader)
+        case blktrace(BlktraceReader)
+        case blkparse(BlkparseReader)
+        case vscsi(VscsiReader)
+        case fio(DelimitedTraceReader<FioIologFormat>)
+        case vscsiCSV(DelimitedTraceReader<CloudPhysicsCSVFormat>)
+        case msr(DelimitedTraceReader<MSRCambridgeFormat>)
+        case systor(DelimitedTraceReader<SystorFormat>)
+        case tencent(DelimitedTraceReader<TencentCBSFormat>)
+        case alibaba(DelimitedTraceReader<AlibabaFormat>)
+        case spc(DelimitedTraceReader<SPCFormat>)
+        case qemu(DelimitedTraceReader<QemuTraceLogFormat>)
     }
 
     private var source: Source
@@ -88,7 +147,31 @@ public struct AnyTraceReader: TraceReader {
         mapper = RecordMapper(options: options, format: format, fileName: input.fileName)
         switch format {
         case .native: source = .native(NativeTraceReader(input: input))
+        case .blktrace: source = .blktrace(try BlktraceReader(inputs: [input], options: options))
+        case .blkparse: source = .blkparse(try BlkparseReader(input: input, options: options))
+        case .vscsi: source = .vscsi(VscsiReader(input: input))
+        case .fio: source = .fio(try DelimitedTraceReader(input: input, options: options))
+        case .vscsiCSV: source = .vscsiCSV(try DelimitedTraceReader(input: input, options: options))
+        case .msr: source = .msr(try DelimitedTraceReader(input: input, options: options))
+        case .systor: source = .systor(try DelimitedTraceReader(input: input, options: options))
+        case .tencent: source = .tencent(try DelimitedTraceReader(input: input, options: options))
+        case .alibaba: source = .alibaba(try DelimitedTraceReader(input: input, options: options))
+        case .spc: source = .spc(try DelimitedTraceReader(input: input, options: options))
+        case .qemu: source = .qemu(try DelimitedTraceReader(input: input, options: options))
         }
+    }
+
+    init(blktrace: BlktraceReader, options: TraceOptions) {
+        format = .blktrace
+        fileName = blktrace.fileName
+        mapper = RecordMapper(options: options, format: .blktrace, fileName: blktrace.fileName)
+        source = .blktrace(blktrace)
+    }
+
+    /// Records of the selected kind that a reader skipped (vscsi: non-READ/WRITE SCSI commands).
+    public var skippedRecords: Int {
+        if case .vscsi(let r) = source { return r.skippedCommands }
+        return 0
     }
 
     /// The location of the record most recently returned.
@@ -99,10 +182,18 @@ public struct AnyTraceReader: TraceReader {
         let result: (TraceRecord, TraceLocation)?
         switch source {
         case .moved: return nil
-        case .native(var r):
-            source = .moved
-            defer { source = .native(r) }
-            result = try mapper.next(from: &r)
+        case .native(var r): source = .moved; defer { source = .native(r) }; result = try mapper.next(from: &r)
+        case .blktrace(var r): source = .moved; defer { source = .blktrace(r) }; result = try mapper.next(from: &r)
+        case .blkparse(var r): source = .moved; defer { source = .blkparse(r) }; result = try mapper.next(from: &r)
+        case .vscsi(var r): source = .moved; defer { source = .vscsi(r) }; result = try mapper.next(from: &r)
+        case .fio(var r): source = .moved; defer { source = .fio(r) }; result = try mapper.next(from: &r)
+        case .vscsiCSV(var r): source = .moved; defer { source = .vscsiCSV(r) }; result = try mapper.next(from: &r)
+        case .msr(var r): source = .moved; defer { source = .msr(r) }; result = try mapper.next(from: &r)
+        case .systor(var r): source = .moved; defer { source = .systor(r) }; result = try mapper.next(from: &r)
+        case .tencent(var r): source = .moved; defer { source = .tencent(r) }; result = try mapper.next(from: &r)
+        case .alibaba(var r): source = .moved; defer { source = .alibaba(r) }; result = try mapper.next(from: &r)
+        case .spc(var r): source = .moved; defer { source = .spc(r) }; result = try mapper.next(from: &r)
+        case .qemu(var r): source = .moved; defer { source = .qemu(r) }; result = try mapper.next(from: &r)
         }
         guard let (record, loc) = result else { return nil }
         lastLocation = loc

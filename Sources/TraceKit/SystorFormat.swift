@@ -1,0 +1,40 @@
+/// SNIA SYSTOR'17 CSV: header `Timestamp,Response,IOType,LUN,Offset,Size`; Timestamp in epoch
+/// seconds with a fraction, IOType `R` or `W`, Offset and Size in bytes. ``TraceOptions/device``
+/// selects the LUN. Rows are not sorted by time (the reorder window sorts them); times are
+/// rebased on whole seconds first so the fraction keeps its nanoseconds.
+struct SystorFormat: LineFormat {
+    static let separator: UInt8? = UInt8(ascii: ",")
+    private let lun: UInt64?
+    private var firstSecond: UInt64?
+
+    init(options: TraceOptions) throws {
+        if let d = options.device {
+            guard let n = UInt64(d) else {
+                throw TraceError(file: "--device", location: .file, message: "invalid LUN '\(d)' (expected a decimal number)", exitCode: 64)
+            }
+            lun = n
+        } else {
+            lun = nil
+        }
+    }
+
+    func isHeader(_ f: inout FieldCursor) -> Bool { f.count >= 1 && f.equals(0, "Timestamp") }
+
+    mutating func record(_ f: inout FieldCursor) throws -> TraceRecord? {
+        try f.expectFields(6...6, "Timestamp,Response,IOType,LUN,Offset,Size")
+        let (whole, fraction) = try f.seconds(0, "timestamp")
+        let op: TraceRecord.Op
+        if f.equals(2, "R") { op = .read } else if f.equals(2, "W") { op = .write } else {
+            throw f.error("invalid I/O type '\(f.text(2))' (expected R or W)")
+        }
+        let l = try f.unsigned(3, "LUN")
+        let offset = try f.bytes(4, "offset")
+        let size = try f.bytes(5, "size")
+        try f.checkEnd(offset, size)
+        if let lun, lun != l { return nil }
+        let base = firstSecond ?? whole
+        firstSecond = base
+        let delta = whole >= base ? Double(whole - base) : -Double(base - whole)
+        return TraceRecord(time: delta + fraction, op: op, offset: offset, length: size)
+    }
+}
