@@ -154,6 +154,7 @@ public struct BlktraceReader: TraceReader {
     private var lastStream = 0
     private var lastEvent: BlktraceEvent?
     private var emitted = 0
+    private var genesis: UInt64 = 0
 
     private struct RequestKey: Hashable {
         var device: UInt32
@@ -183,6 +184,9 @@ public struct BlktraceReader: TraceReader {
             deviceFilter = nil
         }
         for i in streams.indices { heads.append(try streams[i].next()) }
+        // Like blkparse, count time from the first event of the recording (any CPU, any
+        // action), in integer nanoseconds so no precision is lost to the uptime clock.
+        genesis = heads.compactMap { $0?.time }.min() ?? 0
     }
 
     /// Reads bytes already in memory as a single per-CPU file.
@@ -267,7 +271,7 @@ public struct BlktraceReader: TraceReader {
         if category & Blktrace.tcDiscard != 0 {
             op = .discard
         } else if category & Blktrace.tcFlush != 0 && ev.bytes == 0 {
-            return TraceRecord(time: Double(ev.time) / 1e9, op: .flush, offset: 0, length: 0, flags: flags)
+            return TraceRecord(time: Double(ev.time &- genesis) / 1e9, op: .flush, offset: 0, length: 0, flags: flags)
         } else if category & Blktrace.tcWrite != 0 {
             op = .write
             if category & Blktrace.tcFlush != 0 { flags.insert(.preflush) }
@@ -276,6 +280,6 @@ public struct BlktraceReader: TraceReader {
         } else {
             return nil
         }
-        return TraceRecord(time: Double(ev.time) / 1e9, op: op, offset: sector &* 512, length: UInt64(ev.bytes), flags: flags)
+        return TraceRecord(time: Double(ev.time &- genesis) / 1e9, op: op, offset: sector &* 512, length: UInt64(ev.bytes), flags: flags)
     }
 }
