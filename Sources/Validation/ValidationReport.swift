@@ -42,6 +42,8 @@ public struct QemuRunStats: Equatable, Sendable, Codable {
 
 /// The outcome of `qcow2sim validate`.
 public struct ValidationReport: Equatable, Sendable, Codable {
+    /// Whether a simulated log was compared (false for a QEMU-only run).
+    public var compared: Bool
     /// Every compared event matched.
     public var identical: Bool
     /// `qemu-io` or `qemu-system`.
@@ -78,7 +80,7 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     public var notes: [String]
 
     /// The sysexits-style status: 0 identical, 1 divergent (like `diff`).
-    public var exitCode: Int32 { identical ? 0 : 1 }
+    public var exitCode: Int32 { identical || !compared ? 0 : 1 }
 
     /// Pretty-printed JSON with sorted keys.
     public func json() -> String {
@@ -92,7 +94,9 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     public func text() -> String {
         var s = ""
         let scope = closeCompared ? "open, requests and close" : "open and requests (close not compared)"
-        if identical {
+        if !compared {
+            s += "not compared: QEMU's side only, \(qemuEvents) cache events over \(requests) requests\n"
+        } else if identical {
             s += "identical: QEMU's \(qemuEvents) cache events match the simulation over \(requests) requests (\(scope))\n"
         } else {
             s += "divergent: \(divergentSpans) span(s) differ from the simulation (\(scope))\n"

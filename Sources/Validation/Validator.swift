@@ -116,12 +116,14 @@ public struct Validator: Sendable {
     }
 
     /// Compares an existing replay with `expected` and assembles the report (no QEMU involved).
+    /// With `expected` nil the report shows QEMU's side only (`compared` false).
     public static func report(
-        config: SimulationConfig, input: ValidationInput, expected: EventLog, replay: ReplayResult, sizes: [ImageCacheSizes]?,
+        config: SimulationConfig, input: ValidationInput, expected givenExpected: EventLog?, replay: ReplayResult, sizes: [ImageCacheSizes]?,
         keptDirectory: String?
     ) -> ValidationReport {
+        let expected = givenExpected ?? EventLog()
         let compareClose = replay.tool == .qemuIO
-        let comparison = Comparator.compare(
+        var comparison = Comparator.compare(
             expected: expected, actual: replay.log, writes: input.records.map { $0.op == .write || $0.op == .writeZeroes },
             locations: input.locations, compareClose: compareClose, topImage: config.chainLength - 1)
         var simulated = CacheCounter()
@@ -141,7 +143,7 @@ public struct Validator: Sendable {
                 image: i, name: names[i], simulated: simCounts[i], qemu: realCounts[i], cacheSizes: sizes.flatMap { i < $0.count ? $0[i] : nil })
         }
         let replayed = input.records.filter(QemuIOScript.isReplayed).count
-        let checks = comparison.multiSegment
+        let checks = givenExpected == nil ? [] : comparison.multiSegment
         var notes: [String] = []
         if !compareClose {
             notes.append("compared up to the last request: qemu-system's close differs from qemu-io's (qcow2-model.md §10)")
@@ -153,8 +155,13 @@ public struct Validator: Sendable {
             notes.append("\(input.records.count - replayed) zero-length requests were not replayed (no-ops in QEMU)")
         }
         let wall = replay.wallTime
+        if givenExpected == nil {
+            comparison.firstDivergence = nil
+            comparison.divergentSpans = 0
+            notes.append("QEMU only: nothing was compared (the simulated column is empty)")
+        }
         return ValidationReport(
-            identical: comparison.identical, tool: replay.tool.rawValue, argv: replay.argv, aio: replay.aio, requests: input.records.count,
+            compared: givenExpected != nil, identical: givenExpected != nil && comparison.identical, tool: replay.tool.rawValue, argv: replay.argv, aio: replay.aio, requests: input.records.count,
             replayedRequests: replayed, simulatedEvents: expected.events.count, qemuEvents: replay.log.events.count,
             closeCompared: compareClose, divergentSpans: comparison.divergentSpans, firstDivergence: comparison.firstDivergence,
             multiSegment: MultiSegmentSummary(

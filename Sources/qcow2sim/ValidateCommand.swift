@@ -1,7 +1,96 @@
-/// Placeholder until the command lands.
+import Foundation
+import Qcow2Sim
+import TraceKit
+import Validation
+
+/// `qcow2sim validate TRACE`: the same I/O on a real image through QEMU, compared event by event
+/// with the simulation (issue 4). Exit 0 identical, 1 divergent (like diff), 64 usage, 65 bad
+/// trace, 69 QEMU missing, 70 QEMU failed.
 enum ValidateCommand {
+    static let help = """
+        usage: qcow2sim validate TRACE [run options] [--keep DIR] [--format text|json]
+                                 [--runner auto|qemu-io|qemu-system] [--time-scale X]
+                                 [--trace-format FMT] [--no-io-uring] [--qemu-only]
+
+        Builds the real image(s) with qemu-img exactly as the simulation starts, replays TRACE through
+        qemu-io (one request at a time, QEMU's qcow2_cache* trace captured), and compares QEMU's cache
+        events with the simulator's: `identical`, or the first divergence with its request and context.
+        With a non-zero cache-clean-interval in --drive, qemu-system-x86_64 -machine none replays the
+        requests over QMP, paced by the trace's timestamps (× --time-scale).
+
+        run options (as for simulate):
+        \(RunConfigArguments.help)
+          --keep DIR            keep images, the QEMU trace log and events in DIR
+          --format FMT          text (default) or json
+          --runner R            auto (default), qemu-io or qemu-system
+          --time-scale X        multiply trace timestamps when pacing qemu-system (default 1)
+          --trace-format FMT    input format (default: detected)
+          --no-io-uring         use QEMU's thread pool instead of trying io_uring
+          --qemu-only           run QEMU and report its counts without comparing
+
+        exit status: 0 identical, 1 divergent, 64 usage, 65 bad trace, 69 QEMU missing, 70 QEMU failed
+
+        """
+
     static func run(_ args: [String]) -> Int32 {
-        Console.error("validate", "not implemented yet")
-        return 70
+        if args.contains("--help") || args.contains("-h") {
+            FileHandle.standardOutput.write(Data(help.utf8))
+            return 0
+        }
+        do {
+            let a = try Arguments(
+                args,
+                options: RunConfigArguments.options.union(["--keep", "--format", "--runner", "--time-scale", "--trace-format"]),
+                flags: ["--no-io-uring", "--qemu-only"], aliases: RunConfigArguments.aliases)
+            let path = try a.positionals(1, what: "TRACE (the trace file to replay)")[0]
+            let config = try RunConfigArguments.config(a)
+            let format = try a.choice("--format", ["text", "json"], default: "text")
+            let runnerName = try a.choice("--runner", ["auto", "qemu-io", "qemu-system"], default: "auto")
+            var timeScale = 1.0
+            if let t = a.value("--time-scale") {
+                timeScale = try TraceArgs.double(t, "--time-scale")
+                if timeScale < 0 { throw UsageError("invalid value '\(t)' for --time-scale (expected a non-negative number)") }
+            }
+            let traceFormat = try a.value("--trace-format").map { try TraceFormat.parse($0) }
+            var traceOptions = TraceOptions()
+            traceOptions.diskSize = config.virtualSize
+            var reader = try TraceFile.open(path: path, format: traceFormat, options: traceOptions)
+            let input = try ValidationInput(reading: &reader)
+
+            let options = ValidatorOptions(
+                keepDirectory: a.value("--keep"), tool: ReplayTool(rawValue: runnerName), timeScale: timeScale,
+                preferIOUring: !a.has("--no-io-uring"))
+            let validator = Validator(runner: SystemProcessRunner(), options: options)
+            let report: ValidationReport
+            if a.has("--qemu-only") {
+                let replay = try validator.replay(config: config, input: input)
+                report = Validator.report(config: config, input: input, expected: nil, replay: replay, sizes: nil, keptDirectory: options.keepDirectory)
+            } else {
+                // Check QEMU first: a missing QEMU is exit 69 whatever else is missing.
+                try validator.checkTools(for: config)
+                guard let (log, sizes) = try ValidateSimulation.expected(config: config, input: input) else {
+                    Console.error("validate", "this build has no simulator yet (Simulation.run); use --qemu-only to run QEMU alone")
+                    return 70
+                }
+                report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
+            }
+            FileHandle.standardOutput.write(Data((format == "json" ? report.json() : report.text()).utf8))
+            return report.exitCode
+        } catch let e as UsageError {
+            Console.error("validate", e.message)
+            return 64
+        } catch let e as TraceError {
+            if e.exitCode == 64 { Console.error("validate", e.message) } else { Console.printErr(e.description) }
+            return e.exitCode
+        } catch let e as ValidationError {
+            switch e {
+            case .badTrace: Console.printErr(e.description)
+            default: Console.error("validate", e.description)
+            }
+            return e.exitCode
+        } catch {
+            Console.error("validate", "\(error)")
+            return 70
+        }
     }
 }
