@@ -117,7 +117,9 @@ public struct BlkparseReader: TraceReader {
         var device = dev
         if isRemap {
             // `A  RA 2348060440 + 8 <- (259,3) 2345510680`
-            if words.count >= 13, let c = p[words[11]].firstIndex(of: UInt8(ascii: ",")),
+            if words.count >= 13, words[11].count >= 5, p[words[11].lowerBound] == UInt8(ascii: "("),
+               p[words[11].upperBound - 1] == UInt8(ascii: ")"),
+               let c = p[(words[11].lowerBound + 1)..<(words[11].upperBound - 1)].firstIndex(of: UInt8(ascii: ",")),
                case .value(let ma) = Scan.unsigned(p, (words[11].lowerBound + 1)..<c),
                case .value(let mi) = Scan.unsigned(p, (c + 1)..<(words[11].upperBound - 1)),
                case .value(let from) = Scan.unsigned(p, words[12]), ma < 4096, mi < (1 << 20) {
