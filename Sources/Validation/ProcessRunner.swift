@@ -131,6 +131,17 @@ private final class TailBuffer: @unchecked Sendable {
     }
 }
 
+/// Runs `body` on its own thread (not the shared dispatch pool: blocking pipe I/O there could
+/// exhaust the pool and deadlock when many runs are in flight); `group` is left when it ends.
+func spawnThread(_ group: DispatchGroup?, _ body: @escaping @Sendable () -> Void) {
+    group?.enter()
+    let thread = Thread {
+        body()
+        group?.leave()
+    }
+    thread.start()
+}
+
 /// A flag and a maximum shared between the waiting thread and the memory sampler.
 private final class Sampler: @unchecked Sendable {
     private let lock = NSLock()
@@ -215,18 +226,18 @@ public struct SystemProcessRunner: ProcessRunner {
         let sampler = Sampler()
         let outHandle = outPipe.fileHandleForReading
         let errHandle = errPipe.fileHandleForReading
-        DispatchQueue.global().async(group: group) { Self.drain(outHandle, into: out) }
-        DispatchQueue.global().async(group: group) { Self.drain(errHandle, into: err) }
+        spawnThread(group) { Self.drain(outHandle, into: out) }
+        spawnThread(group) { Self.drain(errHandle, into: err) }
         if let inPipe, let input = request.standardInput {
             let writer = inPipe.fileHandleForWriting
-            DispatchQueue.global().async(group: group) {
+            spawnThread(group) {
                 // EPIPE (the child stopped reading) is reported through its exit status.
                 try? writer.write(contentsOf: input)
                 try? writer.close()
             }
         }
         if request.measureMemory {
-            DispatchQueue.global().async {
+            spawnThread(nil) {
                 while !sampler.isStopped {
                     if let v = Sampler.highWaterMark(pid: pid) { sampler.record(v) }
                     usleep(10_000)
@@ -290,7 +301,7 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
         let outHandle = outPipe.fileHandleForReading
         let errHandle = errPipe.fileHandleForReading
         let err = self.err
-        DispatchQueue.global().async(group: group) { [self] in
+        spawnThread(group) { [self] in
             while true {
                 let chunk = outHandle.availableData
                 condition.lock()
@@ -310,7 +321,7 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
                 condition.unlock()
             }
         }
-        DispatchQueue.global().async(group: group) {
+        spawnThread(group) {
             while true {
                 let chunk = errHandle.availableData
                 if chunk.isEmpty { break }
@@ -320,7 +331,7 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
         if request.measureMemory {
             let pid = process.processIdentifier
             let sampler = self.sampler
-            DispatchQueue.global().async {
+            spawnThread(nil) {
                 while !sampler.isStopped {
                     if let v = Sampler.highWaterMark(pid: pid) { sampler.record(v) }
                     usleep(10_000)

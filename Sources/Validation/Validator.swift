@@ -13,10 +13,15 @@ public struct ValidatorOptions: Sendable {
     public var timeScale: Double
     /// Try `file.aio=io_uring` before the thread pool.
     public var preferIOUring: Bool
+    /// Where temporary working directories are created (nil: the system's temporary directory).
+    public var temporaryParent: String?
 
     /// Creates options; the defaults are a temporary directory, automatic tool choice, real time
     /// and io_uring when it works.
-    public init(keepDirectory: String? = nil, tool: ReplayTool? = nil, timeScale: Double = 1, preferIOUring: Bool = true) {
+    public init(
+        keepDirectory: String? = nil, tool: ReplayTool? = nil, timeScale: Double = 1, preferIOUring: Bool = true, temporaryParent: String? = nil
+    ) {
+        self.temporaryParent = temporaryParent
         self.keepDirectory = keepDirectory
         self.tool = tool
         self.timeScale = timeScale
@@ -185,7 +190,8 @@ public struct Validator: Sendable {
             let url = URL(fileURLWithPath: keep).standardizedFileURL
             return url.path
         }
-        let base = FileManager.default.temporaryDirectory.appendingPathComponent("qcow2sim-validate-\(UUID().uuidString)")
+        let parent = options.temporaryParent.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory
+        let base = parent.appendingPathComponent("qcow2sim-validate-\(UUID().uuidString)")
         do {
             try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
         } catch {

@@ -217,10 +217,12 @@ struct RealQemuTests {
 
     @Test("temporary directories are removed without --keep")
     func tempRemoved() throws {
-        let before = Set((try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? [])
-        _ = try validator.replay(config: SimulationConfig(virtualSize: 1 << 20), input: ValidationInput(records: records("R 0 4k")))
-        let after = Set((try? FileManager.default.contentsOfDirectory(atPath: NSTemporaryDirectory())) ?? [])
-        #expect(after.subtracting(before).filter { $0.hasPrefix("qcow2sim-validate-") }.isEmpty)
+        let parent = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: parent) }
+        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(temporaryParent: parent))
+        let replay = try v.replay(config: SimulationConfig(virtualSize: 1 << 20), input: ValidationInput(records: records("R 0 4k")))
+        #expect(replay.log.requestStarts.count == 1)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty)
     }
 
     @Test("a failing qemu-io reports its argv, exit status and the tail of its output")
