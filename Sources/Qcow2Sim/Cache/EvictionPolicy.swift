@@ -1,0 +1,82 @@
+/// Chooses which filled cache entry to replace on a miss.
+///
+/// The cache (`MetadataCache`) owns slot state (offset, pin count, dirty bit, QEMU's LRU stamp)
+/// and always prefers an empty slot, the first one in circular order from QEMU's start index
+/// (qcow2-model.md §3.2). A policy only orders the *filled* slots; it is told about every fill,
+/// hit, release and emptying, and names the victim among filled slots that are not pinned.
+///
+/// A new policy is one type conforming to this protocol plus one line in `PolicyRegistry`.
+public protocol EvictionPolicy {
+    /// The name used on the command line (`--policy NAME`).
+    static var name: String { get }
+    /// One line for `--help`.
+    static var summary: String { get }
+    /// A policy for a cache of `capacity` slots, all empty.
+    init(capacity: Int)
+    /// Slot `i` was filled with a new table (a miss).
+    mutating func filled(_ i: Int)
+    /// Slot `i` was found by a lookup (a hit).
+    mutating func hit(_ i: Int)
+    /// The last user of slot `i` released it (QEMU's PUT taking the pin count to 0).
+    mutating func released(_ i: Int)
+    /// Slot `i` was emptied (discarded or cleaned); it is no longer a candidate.
+    mutating func emptied(_ i: Int)
+    /// The filled slot to replace, skipping slots with `pins[i] > 0`; nil if every one is pinned.
+    func victim(pins: UnsafeBufferPointer<Int32>) -> Int?
+}
+
+/// An intrusive doubly linked list over slot indices, ordered from least to most recently
+/// touched. Shared by the recency-ordered policies.
+///
+/// - Complexity: O(1) append, remove and move-to-back.
+public struct RecencyList: Sendable {
+    private var prev: ContiguousArray<Int32>
+    private var next: ContiguousArray<Int32>
+    private var linked: ContiguousArray<Bool>
+    /// First (oldest) slot, or -1.
+    public private(set) var head: Int32 = -1
+    private var tail: Int32 = -1
+
+    /// An empty list over `capacity` slots.
+    public init(capacity: Int) {
+        prev = ContiguousArray(repeating: -1, count: capacity)
+        next = ContiguousArray(repeating: -1, count: capacity)
+        linked = ContiguousArray(repeating: false, count: capacity)
+    }
+
+    /// Appends `i` at the back, unlinking it first if present.
+    @inline(__always)
+    public mutating func moveToBack(_ i: Int) {
+        if linked[i] {
+            if tail == Int32(i) { return }
+            remove(i)
+        }
+        let i32 = Int32(i)
+        prev[i] = tail
+        next[i] = -1
+        if tail >= 0 { next[Int(tail)] = i32 } else { head = i32 }
+        tail = i32
+        linked[i] = true
+    }
+
+    /// Unlinks `i` if present.
+    @inline(__always)
+    public mutating func remove(_ i: Int) {
+        guard linked[i] else { return }
+        let p = prev[i], n = next[i]
+        if p >= 0 { next[Int(p)] = n } else { head = n }
+        if n >= 0 { prev[Int(n)] = p } else { tail = p }
+        linked[i] = false
+    }
+
+    /// The first slot from the front whose pin count is 0.
+    @inline(__always)
+    public func firstUnpinned(_ pins: UnsafeBufferPointer<Int32>) -> Int? {
+        var i = head
+        while i >= 0 {
+            if pins[Int(i)] == 0 { return Int(i) }
+            i = next[Int(i)]
+        }
+        return nil
+    }
+}

@@ -1,0 +1,272 @@
+/// One of QEMU's two metadata caches of an image (`Qcow2Cache`): `n` slots of `tableSize` bytes,
+/// with QEMU's slot state and counters (qcow2-model.md §3).
+///
+/// The cache tracks slot state only: which table offset a slot holds, its pin count (`ref`), its
+/// LRU stamp (taken at release) and its dirty bit. Table *contents* live in the image's
+/// authoritative stores; this is exact because QEMU writes a dirty entry back before replacing
+/// it. Operations that involve both caches of an image (write-back with dependencies, flushes)
+/// are in `Qcow2Image`; this type offers the single-cache primitives.
+///
+/// Victim choice: an empty slot wins, the first in circular order from the start index
+/// `(offset / tableSize * 4) mod n`; otherwise `Policy` names a filled, unpinned slot. With
+/// `QemuPolicy` this equals QEMU's scan for the strictly smallest stamp.
+///
+/// Invariants (checked by `checkInvariants()`): `index` maps exactly the non-empty slots; empty
+/// slots are unpinned, clean and stamped 0; `dirtyCount` counts dirty slots.
+public struct MetadataCache<Policy: EvictionPolicy> {
+    /// `is_l2_cache`: true for the L2-table cache.
+    public let isL2: Bool
+    /// Number of slots.
+    public let count: Int
+    /// Bytes per slot (L2 slice size, or the cluster size for refcount blocks).
+    public let tableSize: UInt64
+    private let tableShift: UInt64
+
+    /// Table offset held by each slot (0 = empty).
+    public private(set) var offsets: ContiguousArray<UInt64>
+    /// QEMU's LRU stamp per slot (`lru_counter`).
+    public private(set) var lru: ContiguousArray<UInt64>
+    /// Pin count per slot (`ref`).
+    public private(set) var pins: ContiguousArray<Int32>
+    /// Dirty bit per slot.
+    public private(set) var dirty: ContiguousArray<Bool>
+    /// Number of dirty slots.
+    public private(set) var dirtyCount = 0
+    /// QEMU's cache-wide `lru_counter`.
+    public private(set) var lruClock: UInt64 = 0
+    /// QEMU's `cache_clean_lru_counter`.
+    public private(set) var cleanMark: UInt64 = 0
+    /// Entries of this cache may only be written after the other cache is flushed (`depends`).
+    public var dependsOnOther = false
+    /// A host flush is needed before the next write-back (`depends_on_flush`; no event).
+    public var dependsOnFlush = false
+    /// Counters.
+    public var stats = CacheStats()
+
+    private var index: OffsetIndex
+    private var empty: Bitset
+    private var policy: Policy
+    private var resident: Bitset
+    private var residentPages = 0
+
+    /// Host page size used for the resident-memory model (Linux x86-64).
+    public static var pageSize: UInt64 { 4096 }
+
+    /// An empty cache of `count` slots of `tableSize` bytes.
+    public init(isL2: Bool, count: Int, tableSize: UInt64) {
+        self.isL2 = isL2
+        self.count = count
+        self.tableSize = tableSize
+        self.tableShift = UInt64(tableSize.trailingZeroBitCount)
+        offsets = ContiguousArray(repeating: 0, count: count)
+        lru = ContiguousArray(repeating: 0, count: count)
+        pins = ContiguousArray(repeating: 0, count: count)
+        dirty = ContiguousArray(repeating: false, count: count)
+        index = OffsetIndex(capacity: count)
+        empty = Bitset(count: count, set: true)
+        policy = Policy(capacity: count)
+        let pages = (UInt64(count) * tableSize + Self.pageSize - 1) / Self.pageSize
+        resident = Bitset(count: Int(pages), set: false)
+    }
+
+    /// QEMU's start index for a lookup of `offset`: `(offset / tableSize * 4) mod n`.
+    @inline(__always) public func startIndex(_ offset: UInt64) -> Int {
+        Int(((offset >> tableShift) &* 4) % UInt64(count))
+    }
+
+    /// The slot holding `offset` (QEMU `qcow2_cache_is_table_offset` / FIND), or nil.
+    @inline(__always) public func find(_ offset: UInt64) -> Int? { index.find(offset) }
+
+    /// Records a hit on slot `i` and pins it.
+    @inline(__always) public mutating func hit(_ i: Int) {
+        stats.lookups += 1
+        stats.hits += 1
+        pins[i] += 1
+        policy.hit(i)
+    }
+
+    /// The slot to fill for a miss on `offset` (no state change).
+    @inline(__always) public func victim(for offset: UInt64) -> Int {
+        if let e = empty.firstSet(from: startIndex(offset)) { return e }
+        let v = pins.withUnsafeBufferPointer { policy.victim(pins: $0) }
+        // QEMU aborts when every entry is in use; the minimum sizes make that impossible.
+        precondition(v != nil, "qcow2 cache: every entry is in use")
+        return v ?? 0
+    }
+
+    /// Fills slot `i` with `offset` after a miss and pins it. The caller has written the old
+    /// table back. The slot keeps its old LRU stamp until the next release, as in QEMU.
+    @inline(__always) public mutating func fill(_ i: Int, offset: UInt64, readFromDisk: Bool) {
+        stats.lookups += 1
+        stats.misses += 1
+        if readFromDisk { stats.bytesRead += tableSize } else { stats.emptyGets += 1 }
+        let old = offsets[i]
+        if old != 0 {
+            stats.evictions += 1
+            index.remove(old)
+        } else {
+            empty.clear(i)
+        }
+        offsets[i] = offset
+        index.insert(offset, i)
+        pins[i] += 1
+        policy.filled(i)
+        touchMemory(i)
+    }
+
+    /// QEMU's PUT: unpins slot `i`; the last release stamps it.
+    @inline(__always) public mutating func put(_ i: Int) {
+        pins[i] -= 1
+        if pins[i] == 0 {
+            lruClock += 1
+            lru[i] = lruClock
+            policy.released(i)
+        }
+    }
+
+    /// QEMU's MARK_DIRTY.
+    @inline(__always) public mutating func markDirty(_ i: Int) {
+        if !dirty[i] {
+            dirty[i] = true
+            dirtyCount += 1
+        }
+    }
+
+    /// Clears the dirty bit after a write-back and counts it.
+    @inline(__always) public mutating func markClean(_ i: Int) {
+        if dirty[i] {
+            dirty[i] = false
+            dirtyCount -= 1
+        }
+        stats.writebacks += 1
+        stats.bytesWritten += tableSize
+    }
+
+    /// Whether slot `i` needs a write-back (dirty and non-empty).
+    @inline(__always) public func needsWriteback(_ i: Int) -> Bool { dirty[i] && offsets[i] != 0 }
+
+    /// QEMU's DISCARD_ENTRY (slot must be unpinned): empties it and drops dirty data.
+    public mutating func discard(_ i: Int) {
+        precondition(pins[i] == 0, "qcow2 cache: discarding a pinned entry")
+        if offsets[i] != 0 { index.remove(offsets[i]) }
+        offsets[i] = 0
+        lru[i] = 0
+        if dirty[i] {
+            dirty[i] = false
+            dirtyCount -= 1
+        }
+        empty.set(i)
+        policy.emptied(i)
+    }
+
+    /// QEMU's cache-clean tick (`qcow2_cache_clean_unused`): empties every unpinned, clean,
+    /// non-empty entry whose stamp is at most the previous tick's clock, returns each maximal run
+    /// of cleaned slots' memory (rounded inward to pages), then moves the mark.
+    public mutating func clean() {
+        var i = 0
+        while i < count {
+            while i < count && !canClean(i) { i += 1 }
+            let runStart = i
+            while i < count && canClean(i) {
+                index.remove(offsets[i])
+                offsets[i] = 0
+                lru[i] = 0
+                empty.set(i)
+                policy.emptied(i)
+                stats.cleaned += 1
+                i += 1
+            }
+            if i > runStart { releaseMemory(from: runStart, to: i) }
+        }
+        cleanMark = lruClock
+    }
+
+    @inline(__always) private func canClean(_ i: Int) -> Bool {
+        pins[i] == 0 && !dirty[i] && offsets[i] != 0 && lru[i] <= cleanMark
+    }
+
+    // MARK: resident memory (pages touched by fills, released by clean ticks)
+
+    @inline(__always) private mutating func touchMemory(_ i: Int) {
+        let first = UInt64(i) * tableSize / Self.pageSize
+        let last = (UInt64(i + 1) * tableSize - 1) / Self.pageSize
+        var p = first
+        while p <= last {
+            if !resident.test(Int(p)) {
+                resident.set(Int(p))
+                residentPages += 1
+            }
+            p += 1
+        }
+        stats.memoryBytes = UInt64(residentPages) * Self.pageSize
+        if stats.memoryBytes > stats.memoryPeakBytes { stats.memoryPeakBytes = stats.memoryBytes }
+    }
+
+    private mutating func releaseMemory(from a: Int, to b: Int) {
+        let start = (UInt64(a) * tableSize + Self.pageSize - 1) / Self.pageSize
+        let end = UInt64(b) * tableSize / Self.pageSize
+        guard start < end else { return }
+        for p in Int(start)..<Int(end) where resident.test(p) {
+            resident.clear(p)
+            residentPages -= 1
+        }
+        stats.memoryBytes = UInt64(residentPages) * Self.pageSize
+    }
+
+    /// Adds `seconds` × the current resident memory to the time integral.
+    @inline(__always) public mutating func accumulateMemory(seconds: Double) {
+        stats.memoryByteSeconds += Double(stats.memoryBytes) * seconds
+    }
+
+    /// Verifies the structural invariants; a violation is a simulator bug.
+    public func checkInvariants() -> [String] {
+        var problems: [String] = []
+        var dirtySeen = 0
+        for i in 0..<count {
+            if dirty[i] { dirtySeen += 1 }
+            if offsets[i] == 0 {
+                if !empty.test(i) { problems.append("slot \(i) empty but not in the empty set") }
+                if pins[i] != 0 { problems.append("slot \(i) empty but pinned") }
+                if dirty[i] { problems.append("slot \(i) empty but dirty") }
+            } else {
+                if empty.test(i) { problems.append("slot \(i) filled but in the empty set") }
+                if index.find(offsets[i]) != i { problems.append("slot \(i) not indexed") }
+            }
+            if pins[i] < 0 { problems.append("slot \(i) has a negative pin count") }
+        }
+        if dirtySeen != dirtyCount { problems.append("dirty count \(dirtyCount) but \(dirtySeen) dirty slots") }
+        return problems
+    }
+}
+
+/// A fixed-size bit set with circular "first set bit from" search.
+struct Bitset: Sendable {
+    private var words: ContiguousArray<UInt64>
+    let count: Int
+
+    init(count: Int, set: Bool) {
+        self.count = count
+        words = ContiguousArray(repeating: set ? ~0 : 0, count: (count + 63) / 64)
+        if set, count % 64 != 0 { words[words.count - 1] = (1 << UInt64(count % 64)) - 1 }
+    }
+
+    @inline(__always) func test(_ i: Int) -> Bool { words[i >> 6] & (1 << UInt64(i & 63)) != 0 }
+    @inline(__always) mutating func set(_ i: Int) { words[i >> 6] |= 1 << UInt64(i & 63) }
+    @inline(__always) mutating func clear(_ i: Int) { words[i >> 6] &= ~(1 << UInt64(i & 63)) }
+
+    /// The first set bit at or after `start`, wrapping around; nil if none.
+    @inline(__always) func firstSet(from start: Int) -> Int? {
+        let nw = words.count
+        var w = start >> 6
+        var bits = words[w] & (~0 << UInt64(start & 63))
+        var scanned = 0
+        while scanned <= nw {
+            if bits != 0 { return (w << 6) + bits.trailingZeroBitCount }
+            w += 1
+            if w == nw { w = 0 }
+            bits = words[w]
+            scanned += 1
+        }
+        return nil
+    }
+}

@@ -1,0 +1,167 @@
+/// The runtime qcow2 options of one image that size its metadata caches, as QEMU's `-drive` /
+/// `--image-opts` spell them (qcow2-model.md §2).
+public struct CacheOptions: Equatable, Sendable {
+    /// `cache-size` (combined L2 + refcount bytes), if set.
+    public var cacheSize: UInt64?
+    /// `l2-cache-size`, if set.
+    public var l2CacheSize: UInt64?
+    /// `refcount-cache-size`, if set.
+    public var refcountCacheSize: UInt64?
+    /// `l2-cache-entry-size`, if set.
+    public var l2CacheEntrySize: UInt64?
+    /// `cache-clean-interval` in seconds, if set (QEMU's Linux default is 600; 0 disables).
+    public var cacheCleanInterval: UInt64?
+
+    /// No options: QEMU's defaults.
+    public init() {}
+
+    /// The option names QEMU's qcow2 driver accepts that qcow2sim models.
+    public static let names = ["l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-size", "cache-clean-interval"]
+}
+
+/// An error QEMU prints when it cannot open an image with the given options; `message` is
+/// QEMU's exact text (what qemu-io prints after `qemu-io: can't open: `).
+public struct OpenError: Error, Equatable, CustomStringConvertible {
+    /// QEMU's message.
+    public var message: String
+    /// Creates an error.
+    public init(_ message: String) { self.message = message }
+    /// The message.
+    public var description: String { message }
+}
+
+/// Parses a `--drive` option string into per-image `CacheOptions`: index 0 of the result is the
+/// top image, 1 its backing file (`backing.` prefix), and so on.
+public enum DriveOptions {
+    /// Parses `text` for a chain of `depth` images (top first in the result).
+    public static func parse(_ text: String, depth: Int) throws(OpenError) -> [CacheOptions] {
+        var result = Array(repeating: CacheOptions(), count: max(depth, 1))
+        for item in text.split(separator: ",", omittingEmptySubsequences: true) {
+            let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            var key = kv[0]
+            let value = kv.count > 1 ? kv[1] : ""
+            var level = 0
+            while key.hasPrefix("backing.") {
+                key = key.dropFirst("backing.".count)
+                level += 1
+            }
+            guard CacheOptions.names.contains(String(key)) else {
+                throw OpenError("Block format 'qcow2' does not support the option '\(kv[0])'")
+            }
+            guard level < result.count else {
+                throw OpenError("Block format 'qcow2' does not support the option '\(kv[0])'")
+            }
+            if key == "cache-clean-interval" {
+                // QEMU_OPT_NUMBER: qemu_strtou64, which wraps negative numbers.
+                let v: UInt64
+                if let u = UInt64(value) {
+                    v = u
+                } else if let i = Int64(value), i < 0 {
+                    v = UInt64(bitPattern: i)
+                } else {
+                    throw OpenError("Parameter 'cache-clean-interval' expects a number")
+                }
+                result[level].cacheCleanInterval = v
+                continue
+            }
+            let size: UInt64
+            switch QemuSize.parse(value) {
+            case .success(let v): size = v
+            case .failure(.invalid): throw OpenError("Parameter '\(key)' expects a non-negative number below 2^64")
+            case .failure(.outOfRange): throw OpenError("Value '\(value)' is out of range for parameter '\(key)'")
+            }
+            switch key {
+            case "cache-size": result[level].cacheSize = size
+            case "l2-cache-size": result[level].l2CacheSize = size
+            case "refcount-cache-size": result[level].refcountCacheSize = size
+            default: result[level].l2CacheEntrySize = size
+            }
+        }
+        return result
+    }
+}
+
+/// The effective cache configuration of one image: QEMU's `qcow2_update_options_prepare` and
+/// `read_cache_sizes` (qcow2-model.md §2), for Linux.
+public struct CacheSizing: Equatable, Sendable {
+    /// Bytes per L2 cache entry (the slice size).
+    public var l2EntrySize: UInt64
+    /// Number of L2 cache entries.
+    public var l2Entries: Int
+    /// Bytes per refcount cache entry (always the cluster size).
+    public var refcountEntrySize: UInt64
+    /// Number of refcount cache entries.
+    public var refcountEntries: Int
+    /// Seconds between clean ticks; 0 = never.
+    public var cleanInterval: UInt64
+
+    /// QEMU's `DEFAULT_L2_CACHE_MAX_SIZE` on Linux.
+    public static let defaultL2Max: UInt64 = 32 << 20
+    /// QEMU's `DEFAULT_CACHE_CLEAN_INTERVAL` on Linux.
+    public static let defaultCleanInterval: UInt64 = 600
+    /// Memory QEMU could allocate for the caches; above it QEMU says
+    /// `Could not allocate metadata caches`. Defaults to this machine's physical memory.
+    nonisolated(unsafe) public static var allocationLimit: UInt64 = physicalMemory()
+
+    /// Computes the sizing of an image with geometry `g` and options `o`, or QEMU's error.
+    public init(geometry g: Geometry, options o: CacheOptions) throws(OpenError) {
+        let cs = g.clusterSize
+        let needEntries = (g.virtualSize + cs - 1) / cs
+        let maxL2 = (needEntries * g.l2EntrySize + cs - 1) / cs * cs
+        let l2Setting = o.l2CacheSize ?? Self.defaultL2Max
+        var rcBytes = o.refcountCacheSize ?? 0
+        var entrySize = o.l2CacheEntrySize ?? cs
+        var l2Bytes = min(maxL2, l2Setting)
+
+        if let c = o.cacheSize {
+            if o.l2CacheSize != nil && o.refcountCacheSize != nil {
+                throw OpenError("cache-size, l2-cache-size and refcount-cache-size may not be set at the same time")
+            }
+            if o.l2CacheSize != nil && l2Setting > c { throw OpenError("l2-cache-size may not exceed cache-size") }
+            if rcBytes > c { throw OpenError("refcount-cache-size may not exceed cache-size") }
+            if o.l2CacheSize != nil {
+                rcBytes = c - l2Bytes
+            } else if o.refcountCacheSize != nil {
+                l2Bytes = c - rcBytes
+            } else if c >= maxL2 + 4 * cs {
+                l2Bytes = maxL2
+                rcBytes = c - l2Bytes
+            } else {
+                rcBytes = min(c, 4 * cs)
+                l2Bytes = c - rcBytes
+            }
+        }
+        if l2Bytes < maxL2 && o.l2CacheEntrySize == nil { entrySize = min(cs, 4096) }
+        if entrySize < 512 || entrySize > cs || entrySize.nonzeroBitCount != 1 {
+            throw OpenError("L2 cache entry size must be a power of two between 512 and the cluster size (\(cs))")
+        }
+        let nL2 = max(2, l2Bytes / entrySize)
+        if nL2 > UInt64(Int32.max) { throw OpenError("L2 cache size too big") }
+        let nRC = max(4, rcBytes / cs)
+        if nRC > UInt64(Int32.max) { throw OpenError("Refcount cache size too big") }
+        let interval = o.cacheCleanInterval ?? Self.defaultCleanInterval
+        if interval > UInt64(UInt32.max) { throw OpenError("Cache clean interval too big") }
+        let (l2Mem, o1) = nL2.multipliedReportingOverflow(by: entrySize)
+        let (rcMem, o2) = nRC.multipliedReportingOverflow(by: cs)
+        if o1 || o2 || l2Mem > Self.allocationLimit || rcMem > Self.allocationLimit {
+            throw OpenError("Could not allocate metadata caches")
+        }
+        self.l2EntrySize = entrySize
+        self.l2Entries = Int(nL2)
+        self.refcountEntrySize = cs
+        self.refcountEntries = Int(nRC)
+        self.cleanInterval = interval
+    }
+
+    private static func physicalMemory() -> UInt64 {
+        #if canImport(Glibc)
+        return UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
+        #else
+        return 1 << 36
+        #endif
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,80 @@
+/// The `qemu-img create -o` options that shape an image (`cluster_size=64K,extended_l2=on,
+/// refcount_bits=16`), validated with qemu-img's own messages.
+public struct CreateOptions: Equatable, Sendable {
+    /// Cluster size in bytes (default 64 KiB).
+    public var clusterSize: UInt64 = 65536
+    /// `extended_l2=on` (default off).
+    public var extendedL2 = false
+    /// `refcount_bits` (default 16).
+    public var refcountBits = 16
+
+    /// The defaults of `qemu-img create -f qcow2`.
+    public init() {}
+
+    /// A qemu-img error, with qemu-img's exact text.
+    public struct Failure: Error, Equatable, CustomStringConvertible {
+        /// qemu-img's message.
+        public var message: String
+        /// The message.
+        public var description: String { message }
+    }
+
+    /// Parses a comma-separated `key=value` list as qemu-img does.
+    public static func parse(_ text: String) throws(Failure) -> CreateOptions {
+        var o = CreateOptions()
+        for item in text.split(separator: ",", omittingEmptySubsequences: true) {
+            let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let key = String(kv[0])
+            let value = kv.count > 1 ? kv[1] : ""
+            switch key {
+            case "cluster_size":
+                guard case .success(let v) = QemuSize.parse(value) else {
+                    throw Failure(message: "Parameter 'cluster_size' expects a non-negative number below 2^64")
+                }
+                o.clusterSize = v
+            case "extended_l2":
+                switch value {
+                case "on", "true", "yes": o.extendedL2 = true
+                case "off", "false", "no": o.extendedL2 = false
+                default: throw Failure(message: "Parameter 'extended_l2' expects 'on' or 'off'")
+                }
+            case "refcount_bits":
+                guard let v = Int(value) else { throw Failure(message: "Parameter 'refcount_bits' expects a number") }
+                o.refcountBits = v
+            case "compression_type":
+                guard value == "zlib" || value == "zstd" else {
+                    throw Failure(message: "Parameter 'compression_type' does not accept value '\(value)'")
+                }
+            case "lazy_refcounts":
+                guard value == "off" || value == "false" else {
+                    throw Failure(message: "lazy_refcounts=on is not simulated (qcow2-model.md §18: unverified)")
+                }
+            default:
+                throw Failure(message: "Invalid parameter '\(key)'")
+            }
+        }
+        guard o.clusterSize.nonzeroBitCount == 1, (512...(2 << 20)).contains(o.clusterSize) else {
+            throw Failure(message: "Cluster size must be a power of two between 512 and 2048k")
+        }
+        guard o.refcountBits > 0, o.refcountBits <= 64, o.refcountBits.nonzeroBitCount == 1 else {
+            throw Failure(message: "Refcount width must be a power of two and may not exceed 64 bits")
+        }
+        if o.extendedL2 && o.clusterSize < 16384 {
+            throw Failure(message: "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+        }
+        return o
+    }
+
+    /// The geometry of an image of `virtualSize` bytes, with qemu-img's size checks.
+    public func geometry(virtualSize: UInt64) throws(Failure) -> Geometry {
+        guard virtualSize % 512 == 0 else { throw Failure(message: "Image size must be a multiple of 512 bytes") }
+        let g = Geometry(
+            clusterBits: clusterSize.trailingZeroBitCount, extendedL2: extendedL2,
+            refcountOrder: refcountBits.trailingZeroBitCount, virtualSize: virtualSize)
+        // QCOW_MAX_L1_SIZE is 32 MiB of 8-byte entries.
+        if g.l1Size > (32 << 20) / 8 {
+            throw Failure(message: "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+        }
+        return g
+    }
+}

@@ -1,0 +1,184 @@
+/// Discard and write-zeroes (§9), and flush (§10).
+extension Qcow2Image {
+    /// DISCARD (§9.1): the block layer's split at cluster alignment, then qcow2's
+    /// `qcow2_co_pdiscard` per piece.
+    func discard(_ g: UInt64, _ len: UInt64) {
+        let cs = geometry.clusterSize
+        var offset = g, bytes = len
+        var head = offset % cs
+        let tail = (offset + bytes) % cs
+        while bytes > 0 {
+            var num = bytes
+            if head != 0 {
+                num = min(bytes, cs - head)
+                head = (head + num) % cs
+            } else if tail != 0 && num > cs {
+                num -= tail
+            }
+            pdiscard(offset, num)
+            offset += num
+            bytes -= num
+        }
+    }
+
+    private func pdiscard(_ offset: UInt64, _ bytes: UInt64) {
+        let cs = geometry.clusterSize
+        if (offset | bytes) % cs != 0 {
+            // Partial clusters are ignored, except the whole partial cluster at an unaligned end.
+            guard offset % cs == 0, offset + bytes == geometry.virtualSize else { return }
+        }
+        clusterDiscard(offset, bytes)
+    }
+
+    /// `qcow2_cluster_discard` (type REQUEST, not a full discard).
+    private func clusterDiscard(_ offset: UInt64, _ bytes: UInt64) {
+        var offset = offset
+        var n = Int(geometry.clusters(covering: bytes))
+        cacheDiscards = true
+        while n > 0 {
+            let (slot, table) = tableForWrite(offset)
+            let l2i = geometry.l2Index(offset)
+            let count = min(n, sliceEntries - (l2i & (sliceEntries - 1)))
+            for i in 0..<count {
+                let (w, b) = l2Store.entry(table, l2i + i)
+                var nw = w, nb = b
+                if backing != nil || geometry.clusterType(w).isAllocated {
+                    if geometry.extendedL2 {
+                        nw = 0
+                        nb = EntryBits.zeroMask
+                    } else {
+                        nw = EntryBits.zero
+                    }
+                }
+                if nw == w && nb == b { continue }
+                markDirty(Self.l2, slot)
+                l2Store.set(table, l2i + i, word: nw, bitmap: nb)
+                freeEntry(w, type: .request)
+            }
+            put(Self.l2, slot)
+            n -= count
+            offset += UInt64(count) << UInt64(geometry.clusterBits)
+        }
+        cacheDiscards = false
+        processDiscards()
+    }
+
+    /// WRITE_ZEROES (§9.2): the block layer's split at subcluster alignment, qcow2's
+    /// `qcow2_co_pwrite_zeroes` per piece, and the fallback to an ordinary write of zeroes for
+    /// pieces qcow2 refuses. Returns whether QEMU runs a fallback write as several segments.
+    @discardableResult
+    func writeZeroes(_ g: UInt64, _ len: UInt64, unmap: Bool) -> Bool {
+        let align = geometry.subclusterSize
+        var offset = g, bytes = len
+        var head = offset % align
+        let tail = (offset + bytes) % align
+        var multi = false
+        while bytes > 0 {
+            var num = bytes
+            if head != 0 {
+                num = min(bytes, align - head)
+                head = (head + num) % align
+            } else if tail != 0 && num > align {
+                num -= tail
+            }
+            if !pwriteZeroes(offset, num, unmap: unmap) {
+                let saved = writethrough
+                writethrough = false
+                if write(offset, num) { multi = true }
+                writethrough = saved
+            }
+            offset += num
+            bytes -= num
+        }
+        if writethrough {
+            writeCache(Self.l2)
+            writeCache(Self.rc)
+        }
+        return multi
+    }
+
+    /// `qcow2_co_pwrite_zeroes`; false means "not supported" (the caller falls back).
+    private func pwriteZeroes(_ offset: UInt64, _ bytes: UInt64, unmap: Bool) -> Bool {
+        let sc = geometry.subclusterSize
+        var offset = offset, bytes = bytes
+        let head = offset % sc
+        var tail = (offset + bytes + sc - 1) / sc * sc - (offset + bytes)
+        if offset + bytes == geometry.virtualSize { tail = 0 }
+        if head != 0 || tail != 0 {
+            guard isZero(offset - head, head), isZero(offset + bytes, tail) else { return false }
+            offset -= head
+            bytes = sc
+            let (_, type, _) = map(offset, sc)
+            guard type.isUnallocated || type.isZero else { return false }
+        }
+        return zeroize(offset, bytes, unmap: unmap)
+    }
+
+    /// ZEROIZE (§9.2 step 3, `qcow2_subcluster_zeroize`).
+    private func zeroize(_ offset: UInt64, _ bytes: UInt64, unmap: Bool) -> Bool {
+        let cs = geometry.clusterSize
+        var offset = offset
+        var end = offset + bytes
+        let head = min(end, (offset + cs - 1) / cs * cs) - offset
+        offset += head
+        let tail = end >= geometry.virtualSize ? 0 : end - max(offset, geometry.clusterStart(end))
+        end -= tail
+        cacheDiscards = true
+        defer {
+            cacheDiscards = false
+            processDiscards()
+        }
+        if head != 0 {
+            guard zeroSubclusters(offset - head, head) else { return false }
+        }
+        var n = Int(geometry.clusters(covering: end - offset))
+        while n > 0 {
+            let (slot, table) = tableForWrite(offset)
+            let l2i = geometry.l2Index(offset)
+            let count = min(n, sliceEntries - (l2i & (sliceEntries - 1)))
+            for i in 0..<count {
+                let (w, b) = l2Store.entry(table, l2i + i)
+                let type = geometry.clusterType(w)
+                let drop = type == .compressed || (unmap && type.isAllocated)
+                var nw = drop ? 0 : w
+                var nb = b
+                if geometry.extendedL2 { nb = EntryBits.zeroMask } else { nw |= EntryBits.zero }
+                if nw == w && nb == b { continue }
+                markDirty(Self.l2, slot)
+                l2Store.set(table, l2i + i, word: nw, bitmap: nb)
+                if drop { freeEntry(w, type: .request) }
+            }
+            put(Self.l2, slot)
+            n -= count
+            offset += UInt64(count) << UInt64(geometry.clusterBits)
+        }
+        if tail != 0 {
+            guard zeroSubclusters(end, tail) else { return false }
+        }
+        return true
+    }
+
+    /// `zero_l2_subclusters`: set zero bits for part of one cluster (extended L2 only).
+    private func zeroSubclusters(_ offset: UInt64, _ bytes: UInt64) -> Bool {
+        let (slot, table) = tableForWrite(offset)
+        let l2i = geometry.l2Index(offset)
+        let (w, b) = l2Store.entry(table, l2i)
+        defer { put(Self.l2, slot) }
+        if geometry.clusterType(w) == .compressed { return false }
+        let sc = UInt64(geometry.subclusterIndex(offset))
+        let n = (bytes + geometry.subclusterSize - 1) / geometry.subclusterSize
+        let range = ((UInt64(1) << (sc + n)) &- 1) & ~((UInt64(1) << sc) &- 1)
+        let nb = (b | (range << 32)) & ~range
+        if nb != b {
+            l2Store.set(table, l2i, word: w, bitmap: nb)
+            markDirty(Self.l2, slot)
+        }
+        return true
+    }
+
+    /// Flush (§10): WRITE(L2), then WRITE(RC), on this image only.
+    func flushRequest() {
+        writeCache(Self.l2)
+        writeCache(Self.rc)
+    }
+}

@@ -1,0 +1,176 @@
+/// The authoritative content of an image's L2 tables (qcow2-model.md §1.3), keyed by the
+/// table's host offset.
+///
+/// Tables are kept compact until they are modified: a table written by preallocation or by
+/// sequential allocation is a list of runs (`entry(i) = host + (i - first) * CS | COPIED`, bitmap
+/// 0), so a fully preallocated 64 TiB image costs a few bytes per table, not its 8 GiB of
+/// entries. Any other change materializes the table into words (entry, and bitmap with extended
+/// L2, interleaved as on disk).
+struct L2Store {
+    /// A contiguous run of linked clusters inside one table.
+    struct Run: Equatable {
+        var first: Int
+        var count: Int
+        var host: UInt64
+    }
+
+    final class Table {
+        var runs: [Run] = []
+        var words: ContiguousArray<UInt64>?
+        init() {}
+    }
+
+    let geometry: Geometry
+    private var tables: [UInt64: Table] = [:]
+    private let wordsPerEntry: Int
+    /// Loads a table not yet in the store (from the image file); nil means all zeroes.
+    var loader: ((UInt64) -> ContiguousArray<UInt64>?)?
+
+    init(geometry: Geometry) {
+        self.geometry = geometry
+        self.wordsPerEntry = geometry.extendedL2 ? 2 : 1
+    }
+
+    /// Number of tables held (for tests and memory reports).
+    var tableCount: Int { tables.count }
+
+    private mutating func table(_ offset: UInt64) -> Table {
+        if let t = tables[offset] { return t }
+        let t = Table()
+        if let loader, let words = loader(offset) { t.words = words }
+        tables[offset] = t
+        return t
+    }
+
+    /// The entry word and bitmap (0 without extended L2) of entry `i` of the table at `offset`.
+    @inline(__always)
+    mutating func entry(_ offset: UInt64, _ i: Int) -> (word: UInt64, bitmap: UInt64) {
+        let t = table(offset)
+        if let w = t.words {
+            let base = i * wordsPerEntry
+            return (w[base], wordsPerEntry == 2 ? w[base + 1] : 0)
+        }
+        for r in t.runs where i >= r.first && i < r.first + r.count {
+            return ((r.host + UInt64(i - r.first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
+        }
+        return (0, 0)
+    }
+
+    /// Sets entry `i` of the table at `offset`.
+    mutating func set(_ offset: UInt64, _ i: Int, word: UInt64, bitmap: UInt64) {
+        let t = table(offset)
+        materialize(t)
+        let base = i * wordsPerEntry
+        t.words?[base] = word
+        if wordsPerEntry == 2 { t.words?[base + 1] = bitmap }
+    }
+
+    /// Links `count` contiguous clusters from host offset `host` at entries `first...`, with
+    /// COPIED and a zero bitmap (preallocation). Stays compact when appended in order.
+    mutating func linkRun(_ offset: UInt64, first: Int, count: Int, host: UInt64) {
+        let t = table(offset)
+        if t.words == nil {
+            let coveredEnd = t.runs.last.map { $0.first + $0.count } ?? 0
+            if first >= coveredEnd {
+                if var last = t.runs.last, last.first + last.count == first,
+                    last.host + UInt64(last.count) << UInt64(geometry.clusterBits) == host
+                {
+                    last.count += count
+                    t.runs[t.runs.count - 1] = last
+                } else {
+                    t.runs.append(Run(first: first, count: count, host: host))
+                }
+                return
+            }
+        }
+        for j in 0..<count {
+            set(offset, first + j, word: (host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied, bitmap: 0)
+        }
+    }
+
+    /// Creates an all-zero table at `offset` (a new L2 table), or copies `from` (COW of a
+    /// shared table).
+    mutating func create(_ offset: UInt64, copying from: UInt64? = nil) {
+        let t = Table()
+        if let from {
+            let src = table(from)
+            t.runs = src.runs
+            t.words = src.words
+        }
+        tables[offset] = t
+    }
+
+    private func materialize(_ t: Table) {
+        guard t.words == nil else { return }
+        var w = ContiguousArray<UInt64>(repeating: 0, count: geometry.l2Entries * wordsPerEntry)
+        for r in t.runs {
+            for j in 0..<r.count {
+                w[(r.first + j) * wordsPerEntry] = (r.host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied
+            }
+        }
+        t.words = w
+        t.runs = []
+    }
+}
+
+/// The authoritative refcounts of an image, per refcount block (keyed by host offset).
+///
+/// A block is kept as "the first `count` entries equal `value`, the rest 0" while updates extend
+/// that prefix (sequential allocation, preallocation), and materialized otherwise.
+struct RefcountStore {
+    final class Block {
+        var value: UInt64 = 0
+        var count = 0
+        var words: ContiguousArray<UInt64>?
+        init() {}
+    }
+
+    let geometry: Geometry
+    private var blocks: [UInt64: Block] = [:]
+    /// Loads a block not yet in the store (from the image file); nil means all zeroes.
+    var loader: ((UInt64) -> ContiguousArray<UInt64>?)?
+
+    init(geometry: Geometry) { self.geometry = geometry }
+
+    private mutating func block(_ offset: UInt64) -> Block {
+        if let b = blocks[offset] { return b }
+        let b = Block()
+        if let loader, let words = loader(offset) { b.words = words }
+        blocks[offset] = b
+        return b
+    }
+
+    /// Refcount `i` of the block at `offset`.
+    @inline(__always) mutating func get(_ offset: UInt64, _ i: Int) -> UInt64 {
+        let b = block(offset)
+        if let w = b.words { return w[i] }
+        return i < b.count ? b.value : 0
+    }
+
+    /// Sets refcount `i` of the block at `offset`.
+    mutating func set(_ offset: UInt64, _ i: Int, _ v: UInt64) {
+        let b = block(offset)
+        if b.words == nil {
+            if i < b.count && v == b.value { return }
+            if i == b.count && (v == b.value || b.count == 0) && v != 0 {
+                b.value = v
+                b.count += 1
+                return
+            }
+            var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
+            for j in 0..<b.count { w[j] = b.value }
+            b.words = w
+        }
+        b.words?[i] = v
+    }
+
+    /// Replaces the block at `offset` with zeroes (a new refcount block).
+    mutating func zero(_ offset: UInt64) { blocks[offset] = Block() }
+
+    /// Every block's offset and the sum of its refcounts (for invariant checks).
+    mutating func sum(_ offset: UInt64) -> UInt64 {
+        let b = block(offset)
+        if let w = b.words { return w.reduce(0, &+) }
+        return b.value &* UInt64(b.count)
+    }
+}

@@ -1,0 +1,255 @@
+import TraceKit
+
+/// One qcow2 image of a backing chain: its metadata (L1 table, L2 tables, refcount table and
+/// blocks), its two metadata caches, its host file, and QEMU 7.2's operations on them, each a
+/// plain synchronous function that emits cache events in QEMU's order (qcow2-model.md §3–§11).
+///
+/// The image decides *which* metadata is touched and in what order; `MetadataCache` and its
+/// `Policy` decide *whether* it is resident. Section numbers in comments refer to
+/// qcow2-model.md; QEMU function names to block/qcow2*.c of QEMU 7.2.
+public final class Qcow2Image<Policy: EvictionPolicy> {
+    /// Index of the refcount cache in `caches` (QEMU's `is_l2_cache 0`).
+    @usableFromInline static var rc: Int { 0 }
+    /// Index of the L2 cache in `caches` (`is_l2_cache 1`).
+    @usableFromInline static var l2: Int { 1 }
+
+    /// The image's geometry.
+    public let geometry: Geometry
+    /// Position in the chain (0 = base).
+    public let chainIndex: Int
+    /// The backing image, if any.
+    public let backing: Qcow2Image<Policy>?
+
+    /// The two caches: `[refcount, L2]`, indexed by `is_l2_cache`.
+    public internal(set) var caches: [MetadataCache<Policy>] = []
+    /// The effective cache sizing of the current session.
+    public internal(set) var sizing: CacheSizing?
+    /// Per-image counters of the current session.
+    public internal(set) var stats = ImageStats()
+    /// Where events go (nil: not recorded).
+    var log: EventLog?
+    /// Opened read-only (backing images).
+    public internal(set) var readOnly = false
+    /// Writethrough: flush both caches after every write request.
+    var writethrough = false
+    /// Discards reach the host file for REQUEST-type frees (qemu-io's "unmap" open flag).
+    var discardPassthroughRequest = true
+
+    // Authoritative metadata (§1).
+    var l1: ContiguousArray<UInt64>
+    var l1Offset: UInt64
+    var reftable: ContiguousArray<UInt64>
+    var reftableOffset: UInt64
+    var l2Store: L2Store
+    var rcStore: RefcountStore
+    var host: HostFile
+
+    // Session state (reset at every open).
+    var freeClusterIndex: UInt64 = 0
+    var probeDone = false
+    var cacheDiscards = false
+    var pendingDiscards: [(offset: UInt64, bytes: UInt64)] = []
+    /// Trace time of the next cache-clean tick (nil: the timer is off).
+    var nextCleanTick: Double?
+    var lastMemoryTime: Double = 0
+
+    /// Test-only: on the lookup with this sequence number (counting every GET of this image),
+    /// a miss picks the next slot instead of QEMU's victim. Used to prove validation catches a
+    /// single wrong eviction.
+    public var debugMisEvictAtLookup: Int?
+    private var lookupSequence = 0
+
+    /// An image in the state `qemu-img create` leaves before allocating anything: header,
+    /// refcount table and refcount block 0 written, no refcounts yet (§12 step 1). Call
+    /// `create()` to finish creation.
+    init(geometry: Geometry, chainIndex: Int, backing: Qcow2Image<Policy>?) {
+        self.geometry = geometry
+        self.chainIndex = chainIndex
+        self.backing = backing
+        let cs = geometry.clusterSize
+        l1 = ContiguousArray(repeating: 0, count: geometry.l1Size)
+        l1Offset = 0
+        reftable = ContiguousArray(repeating: 0, count: Int(cs / 8))
+        reftable[0] = 2 * cs
+        reftableOffset = cs
+        l2Store = L2Store(geometry: geometry)
+        rcStore = RefcountStore(geometry: geometry)
+        rcStore.zero(2 * cs)
+        host = HostFile(length: 0)
+        host.write(0, 3 * cs)
+    }
+
+    /// An image whose metadata is loaded from a real file, lazily.
+    init(file: Qcow2File, chainIndex: Int, backing: Qcow2Image<Policy>?) throws {
+        let h = file.header
+        geometry = h.geometry
+        self.chainIndex = chainIndex
+        self.backing = backing
+        l1 = ContiguousArray(try file.l1Table())
+        if l1.count < geometry.l1Size { l1.append(contentsOf: repeatElement(0, count: geometry.l1Size - l1.count)) }
+        l1Offset = h.l1TableOffset
+        reftable = ContiguousArray(try file.refcountTable())
+        reftableOffset = h.refcountTableOffset
+        l2Store = L2Store(geometry: h.geometry)
+        rcStore = RefcountStore(geometry: h.geometry)
+        let extended = h.geometry.extendedL2
+        l2Store.loader = { offset in
+            guard let t = try? file.l2Table(at: offset) else { return nil }
+            var words = ContiguousArray<UInt64>()
+            words.reserveCapacity(t.entries.count * (extended ? 2 : 1))
+            for (i, e) in t.entries.enumerated() {
+                words.append(e)
+                if extended { words.append(t.bitmaps?[i] ?? 0) }
+            }
+            return words
+        }
+        rcStore.loader = { offset in
+            guard let b = try? file.refcountBlock(at: offset) else { return nil }
+            return ContiguousArray(b)
+        }
+        host = HostFile(length: file.fileLength)
+        for r in try file.allocatedRanges() {
+            host.markAllocated((r.lowerBound / HostFile.blockSize)..<((r.upperBound + HostFile.blockSize - 1) / HostFile.blockSize))
+        }
+    }
+
+    // MARK: - Sessions (§2, §10)
+
+    /// Opens a session: new empty caches sized by `sizing`, `fci` 0, the probe not yet run,
+    /// counters zeroed, the clean timer armed at `time + interval`.
+    func open(sizing: CacheSizing, readOnly: Bool, writethrough: Bool, log: EventLog?, time: Double = 0) {
+        self.sizing = sizing
+        self.readOnly = readOnly
+        self.writethrough = writethrough
+        self.log = log
+        caches = [
+            MetadataCache(isL2: false, count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize),
+            MetadataCache(isL2: true, count: sizing.l2Entries, tableSize: sizing.l2EntrySize),
+        ]
+        freeClusterIndex = 0
+        probeDone = false
+        cacheDiscards = false
+        pendingDiscards = []
+        stats = ImageStats()
+        lookupSequence = 0
+        nextCleanTick = sizing.cleanInterval > 0 ? time + Double(sizing.cleanInterval) : nil
+        lastMemoryTime = time
+    }
+
+    /// Closes the session (§10): a writable image writes both caches (block-layer flush) and
+    /// then flushes both (inactivation); a read-only image only flushes both.
+    func close() {
+        if !readOnly {
+            writeCache(Self.l2)
+            writeCache(Self.rc)
+        }
+        writeCache(Self.l2)
+        writeCache(Self.rc)
+    }
+
+    /// Advances trace time to `t`: runs every cache-clean tick due by then (§3.7) and integrates
+    /// resident memory over time.
+    func advanceTime(to t: Double) {
+        while let tick = nextCleanTick, tick <= t, let s = sizing {
+            accumulateMemory(until: tick)
+            caches[Self.l2].clean()
+            caches[Self.rc].clean()
+            nextCleanTick = tick + Double(s.cleanInterval)
+        }
+        accumulateMemory(until: t)
+    }
+
+    private func accumulateMemory(until t: Double) {
+        let dt = t - lastMemoryTime
+        if dt > 0 {
+            caches[0].accumulateMemory(seconds: dt)
+            caches[1].accumulateMemory(seconds: dt)
+            lastMemoryTime = t
+        }
+    }
+
+    // MARK: - Cache operations (§3)
+
+    @inline(__always)
+    func emit(_ kind: CacheEvent.Kind, _ c: Int, offset: UInt64 = 0, readFromDisk: Bool = true, index: Int = 0) {
+        guard let log else { return }
+        log.append(CacheEvent(kind: kind, image: chainIndex, isL2: c == Self.l2, offset: offset, readFromDisk: readFromDisk, index: index))
+    }
+
+    /// GET (§3.2): a hit pins the entry; a miss writes the victim back and fills it.
+    @inline(__always)
+    func get(_ c: Int, _ offset: UInt64, readFromDisk: Bool = true) -> Int {
+        emit(.get, c, offset: offset, readFromDisk: readFromDisk)
+        lookupSequence += 1
+        if let i = caches[c].find(offset) {
+            caches[c].hit(i)
+            emit(.getDone, c, index: i)
+            return i
+        }
+        var v = caches[c].victim(for: offset)
+        if lookupSequence == debugMisEvictAtLookup {
+            // Test-only: pick another unpinned slot than QEMU would.
+            var w = (v + 1) % caches[c].count
+            while caches[c].pins[w] != 0 && w != v { w = (w + 1) % caches[c].count }
+            v = w
+        }
+        emit(.replaceEntry, c, index: v)
+        if caches[c].needsWriteback(v) { caches[c].stats.dirtyEvictions += 1 }
+        writeback(c, v)
+        emit(.getRead, c, index: v)
+        caches[c].fill(v, offset: offset, readFromDisk: readFromDisk)
+        emit(.getDone, c, index: v)
+        return v
+    }
+
+    /// PUT (§3.3).
+    @inline(__always) func put(_ c: Int, _ i: Int) { caches[c].put(i) }
+
+    /// MARK_DIRTY (§3.3).
+    @inline(__always) func markDirty(_ c: Int, _ i: Int) { caches[c].markDirty(i) }
+
+    /// WB (§3.4): writes one dirty entry back, flushing the cache it depends on first.
+    func writeback(_ c: Int, _ i: Int) {
+        guard caches[c].needsWriteback(i) else { return }
+        emit(.entryFlush, c, index: i)
+        if caches[c].dependsOnOther {
+            writeCache(1 - c)
+            caches[c].dependsOnOther = false
+            caches[c].dependsOnFlush = false
+        } else if caches[c].dependsOnFlush {
+            caches[c].dependsOnFlush = false
+        }
+        host.write(caches[c].offsets[i], caches[c].tableSize)
+        caches[c].markClean(i)
+    }
+
+    /// WRITE / FLUSH (§3.5): one `qcow2_cache_flush` line, then every dirty entry in index order.
+    /// (FLUSH adds a host flush, which prints nothing.)
+    func writeCache(_ c: Int) {
+        emit(.flush, c)
+        caches[c].stats.flushes += 1
+        var i = 0
+        let n = caches[c].count
+        while i < n && caches[c].dirtyCount > 0 {
+            writeback(c, i)
+            i += 1
+        }
+    }
+
+    /// SET_DEP(c, d) (§3.6): entries of `c` may only be written after `d` is flushed.
+    func setDependency(_ c: Int, on d: Int) {
+        if caches[d].dependsOnOther {
+            writeCache(c)
+            caches[d].dependsOnOther = false
+            caches[d].dependsOnFlush = false
+        }
+        caches[c].dependsOnOther = true
+    }
+
+    /// DISCARD_ENTRY of the entry holding `offset`, if cached (§3.8).
+    func discardEntry(_ c: Int, at offset: UInt64) -> Bool {
+        guard let i = caches[c].find(offset) else { return false }
+        caches[c].discard(i)
+        return true
+    }
+}

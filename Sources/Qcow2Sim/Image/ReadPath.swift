@@ -1,0 +1,165 @@
+/// L2 access primitives (§5), the read path (§6) and block-status queries (§8).
+extension Qcow2Image {
+    /// Entries per L2 slice in the current session.
+    @inline(__always) var sliceEntries: Int { Int(caches[Self.l2].tableSize / geometry.l2EntrySize) }
+
+    /// Host offset of the slice holding guest offset `g` in the table at `table` (§1.2).
+    @inline(__always) func sliceOffset(_ g: UInt64, table: UInt64) -> UInt64 {
+        let l2i = geometry.l2Index(g)
+        let first = l2i & ~(sliceEntries - 1)
+        return table + geometry.l2EntrySize * UInt64(first)
+    }
+
+    /// LOAD_SLICE (§5.1): one L2 GET; the slice is held until `put`.
+    @inline(__always) func loadSlice(_ g: UInt64, table: UInt64) -> Int {
+        get(Self.l2, sliceOffset(g, table: table))
+    }
+
+    /// The L2 table host offset for guest offset `g`, or 0.
+    @inline(__always) func l2Table(for g: UInt64) -> UInt64 {
+        let i = geometry.l1Index(g)
+        return i < l1.count ? l1[i] & EntryBits.offsetMask : 0
+    }
+
+    /// MAP (§6.1, `qcow2_get_host_offset`): the largest prefix of `[g, g + want)` with one
+    /// subcluster type and contiguous host offsets within one L2 slice.
+    @inline(__always)
+    func map(_ g: UInt64, _ want: UInt64) -> (bytes: UInt64, type: SubclusterType, host: UInt64) {
+        let cb = UInt64(geometry.clusterBits)
+        let oic = geometry.offsetInCluster(g)
+        let se = sliceEntries
+        let l2i = geometry.l2Index(g)
+        let sliceIndex = l2i & (se - 1)
+        let need = min(want + oic, UInt64(se - sliceIndex) << cb)
+        let table = l2Table(for: g)
+        if table == 0 { return (need - oic, .unallocatedPlain, 0) }
+        let slot = loadSlice(g, table: table)
+        let sc = geometry.subclusterIndex(g)
+        let nbClusters = Int((need + geometry.clusterSize - 1) >> cb)
+        let (w0, b0) = l2Store.entry(table, l2i)
+        let (t0, run0) = geometry.subclusterRun(w0, b0, sc)
+        var host: UInt64 = 0
+        if t0.hasHostCluster { host = (w0 & EntryBits.offsetMask) + oic }
+        var count = run0
+        let spc = geometry.subclustersPerCluster
+        if t0 != .compressed && sc + run0 >= spc {
+            var expected = w0 & EntryBits.offsetMask
+            var j = 1
+            while j < nbClusters {
+                let (w, b) = l2Store.entry(table, l2i + j)
+                let (t, run) = geometry.subclusterRun(w, b, 0)
+                if t != t0 { break }
+                if t0.hasHostCluster {
+                    expected += geometry.clusterSize
+                    if expected != w & EntryBits.offsetMask { break }
+                }
+                count += run
+                if run < spc { break }
+                j += 1
+            }
+        }
+        put(Self.l2, slot)
+        let avail = UInt64(count + sc) << UInt64(geometry.subclusterBits)
+        return (min(avail, need) - oic, t0, host)
+    }
+
+    /// READ (§6.2, `qcow2_co_preadv_part`). Returns whether QEMU would run it as more than one
+    /// segment (at this level or below).
+    @discardableResult
+    func read(_ g: UInt64, _ len: UInt64, cow: Bool = false) -> Bool {
+        var g = g, left = len
+        var multi = false
+        var first = true
+        while left > 0 {
+            let (n, type, _) = map(g, left)
+            if first && n < left { multi = true }
+            first = false
+            switch type {
+            case .unallocatedPlain, .unallocatedAlloc:
+                if let b = backing, g < b.geometry.virtualSize {
+                    if b.read(g, min(n, b.geometry.virtualSize - g)) { multi = true }
+                }
+            case .normal, .compressed:
+                if !cow { stats.guestBytesRead += n }
+            case .zeroPlain, .zeroAlloc, .invalid:
+                break
+            }
+            g += n
+            left -= n
+        }
+        return multi
+    }
+
+    /// Block status of one layer.
+    enum Status { case eof, zero, data, unallocated }
+
+    /// STATUS (§8.1, `qcow2_co_block_status` through `bdrv_co_block_status`).
+    func status(_ g: UInt64, _ len: UInt64) -> (pnum: UInt64, status: Status) {
+        let size = geometry.virtualSize
+        if g >= size { return (0, .eof) }
+        let len = min(len, size - g)
+        if !probeDone {
+            probeDone = true
+            detectPreallocation()
+        }
+        let (n, type, _) = map(g, len)
+        switch type {
+        case .zeroPlain, .zeroAlloc: return (n, .zero)
+        case .normal, .compressed: return (n, .data)
+        case .unallocatedPlain, .unallocatedAlloc, .invalid: return (n, backing == nil ? .zero : .unallocated)
+        }
+    }
+
+    /// Status over the chain (`bdrv_co_common_block_status_above` with base NULL): dives into
+    /// backing layers while the range is unallocated. `isZero` is the ZERO flag of the result.
+    func statusAbove(_ g: UInt64, _ len: UInt64) -> (pnum: UInt64, isZero: Bool) {
+        var (pnum, st) = status(g, len)
+        if pnum == 0 || st != .unallocated { return (pnum, st == .zero) }
+        var bytes = pnum
+        var layer = backing
+        while let b = layer {
+            let (p, s) = b.status(g, bytes)
+            if p == 0 { return (bytes, true) }  // a short backing file reads as zeroes
+            if s != .unallocated { return (p, s == .zero) }
+            bytes = p
+            pnum = p
+            layer = b.backing
+        }
+        return (pnum, false)
+    }
+
+    /// IS_ZERO_FAST (§8.2, `bdrv_co_is_zero_fast`).
+    func isZeroFast(_ g: UInt64, _ len: UInt64) -> Bool {
+        if len == 0 { return true }
+        let (pnum, zero) = statusAbove(g, len)
+        return zero && pnum == len
+    }
+
+    /// IS_ZERO (§9.2, qcow2's `is_zero`): block-status queries until the range is covered or a
+    /// non-zero answer.
+    func isZero(_ g: UInt64, _ len: UInt64) -> Bool {
+        var g = g
+        var bytes = len
+        if g + bytes > geometry.virtualSize { bytes = geometry.virtualSize - min(g, geometry.virtualSize) }
+        if bytes == 0 { return true }
+        while true {
+            let (nr, zero) = statusAbove(g, bytes)
+            g += nr
+            bytes -= nr
+            if !(zero && nr > 0 && bytes > 0) { return zero && bytes == 0 }
+        }
+    }
+
+    /// The one-time preallocation probe (§8.3, `qcow2_detect_metadata_preallocation`).
+    func detectPreallocation() {
+        stats.preallocationProbes += 1
+        let realClusters = Int64(host.allocatedBytes / geometry.clusterSize)
+        var threshold = max(realClusters * 10 / 9, realClusters + 2)
+        let end = geometry.clusters(covering: host.length)
+        var i: UInt64 = 0
+        while i < end && threshold != 0 {
+            threshold &-= Int64(bitPattern: refcount(ofCluster: i))
+            i += 1
+        }
+    }
+}

@@ -1,0 +1,283 @@
+/// Refcount operations (§4): lookups, the free-cluster search, allocation, updates, refcount-block
+/// allocation and refcount-table growth.
+extension Qcow2Image {
+    /// Discard types (`enum qcow2_discard_type`); only REQUEST passes through by option.
+    enum DiscardType { case never, always, request, snapshot, other }
+
+    /// Result of an update that may have to restart its caller's search (QEMU's -EAGAIN).
+    enum UpdateResult { case ok, again }
+
+    private func passthrough(_ t: DiscardType) -> Bool {
+        switch t {
+        case .request: discardPassthroughRequest
+        case .snapshot, .always: true
+        case .other, .never: false
+        }
+    }
+
+    /// GET_REFCOUNT(k) (§4.1, `qcow2_get_refcount`).
+    func refcount(ofCluster k: UInt64) -> UInt64 {
+        let t = Int(geometry.refblockIndex(ofCluster: k))
+        guard t < reftable.count else { return 0 }
+        let block = reftable[t] & EntryBits.reftableOffsetMask
+        guard block != 0 else { return 0 }
+        let i = get(Self.rc, block)
+        let v = rcStore.get(block, Int(k & (geometry.refblockEntries - 1)))
+        put(Self.rc, i)
+        return v
+    }
+
+    /// FIND_FREE(n) (§4.2, `alloc_clusters_noref`): the offset of `n` consecutive free clusters
+    /// at or after `fci`; `fci` ends just after them.
+    func findFree(_ n: UInt64) -> UInt64 {
+        processDiscards()
+        var j: UInt64 = 0
+        while j < n {
+            let k = freeClusterIndex
+            freeClusterIndex += 1
+            if refcount(ofCluster: k) != 0 { j = 0 } else { j += 1 }
+        }
+        return (freeClusterIndex - n) << UInt64(geometry.clusterBits)
+    }
+
+    /// ALLOC(bytes) (§4.3, `qcow2_alloc_clusters`).
+    func allocate(bytes: UInt64) -> UInt64 {
+        let n = geometry.clusters(covering: bytes)
+        while true {
+            let off = findFree(n)
+            if update(off, n << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) == .ok {
+                return off
+            }
+        }
+    }
+
+    /// ALLOC_AT(off, n) (§4.3, `qcow2_alloc_clusters_at`): how many of `n` clusters from `off`
+    /// could be allocated contiguously (0 if `off` is in use).
+    func allocate(at off: UInt64, clusters n: UInt64) -> UInt64 {
+        while true {
+            var i: UInt64 = 0
+            let k = geometry.hostCluster(off)
+            while i < n && refcount(ofCluster: k + i) == 0 { i += 1 }
+            if update(off, i << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) == .ok {
+                return i
+            }
+        }
+    }
+
+    /// FREE(off, bytes, type) (§4.6, `qcow2_free_clusters`).
+    func free(_ off: UInt64, _ bytes: UInt64, type: DiscardType) {
+        _ = update(off, bytes, delta: 1, decrease: true, type: type)
+    }
+
+    /// FREE_ENTRY(entry, type) (§4.6, `qcow2_free_any_cluster`).
+    func freeEntry(_ word: UInt64, type: DiscardType) {
+        switch geometry.clusterType(word) {
+        case .normal, .zeroAlloc: free(word & EntryBits.offsetMask, geometry.clusterSize, type: type)
+        case .compressed:
+            // Compressed byte ranges are not modelled (§18); free the containing cluster.
+            free(word & EntryBits.offsetMask & ((1 << 62) - 1), geometry.clusterSize, type: type)
+        case .zeroPlain, .unallocated: break
+        }
+    }
+
+    /// UPDATE (§4.4, `update_refcount`).
+    func update(_ off: UInt64, _ length: UInt64, delta: UInt64, decrease: Bool, type: DiscardType) -> UpdateResult {
+        guard length > 0 else { return .ok }
+        if decrease { setDependency(Self.rc, on: Self.l2) }
+        let cs = geometry.clusterSize
+        let start = geometry.clusterStart(off)
+        let last = geometry.clusterStart(off + length - 1)
+        var held: Int?
+        var heldBlock: UInt64 = 0
+        var prevTable = UInt64.max
+        var c = start
+        var result = UpdateResult.ok
+        while c <= last {
+            let k = c >> UInt64(geometry.clusterBits)
+            let t = geometry.refblockIndex(ofCluster: k)
+            if t != prevTable {
+                if let h = held { put(Self.rc, h); held = nil }
+                let (r, h, blockOffset) = refblock(forCluster: k)
+                held = h
+                heldBlock = blockOffset
+                if r == .again {
+                    freeClusterIndex = min(freeClusterIndex, start >> UInt64(geometry.clusterBits))
+                    result = .again
+                    break
+                }
+            }
+            prevTable = t
+            guard let h = held else { break }
+            markDirty(Self.rc, h)
+            let idx = Int(k & (geometry.refblockEntries - 1))
+            let old = rcStore.get(heldBlock, idx)
+            let new = decrease ? old &- delta : old &+ delta
+            if new == 0 && k < freeClusterIndex { freeClusterIndex = k }
+            rcStore.set(heldBlock, idx, new)
+            if new == 0 {
+                stats.clustersFreed += 1
+                if let e = caches[Self.rc].find(off) {
+                    put(Self.rc, h)
+                    held = nil
+                    prevTable = UInt64.max
+                    caches[Self.rc].discard(e)
+                }
+                _ = discardEntry(Self.l2, at: off)
+                if passthrough(type) { queueDiscard(c, cs) }
+            }
+            c += cs
+        }
+        if !cacheDiscards { processDiscards() }
+        if let h = held { put(Self.rc, h) }
+        if result == .again {
+            // Undo the clusters already updated (QEMU tries the same on any error).
+            _ = update(off, c - off, delta: delta, decrease: !decrease, type: .never)
+        }
+        return result
+    }
+
+    /// REFBLOCK_FOR(k) (§4.5, `alloc_refcount_block`): the refcount block of cluster `k`, held,
+    /// allocating it (and growing the refcount table) when missing. Returns `.again` after an
+    /// allocation: the caller must restart its search.
+    func refblock(forCluster k: UInt64) -> (UpdateResult, Int?, UInt64) {
+        let t = Int(geometry.refblockIndex(ofCluster: k))
+        if t < reftable.count {
+            let existing = reftable[t] & EntryBits.reftableOffsetMask
+            if existing != 0 { return (.ok, get(Self.rc, existing), existing) }
+        }
+        writeCache(Self.l2)
+        let nb = findFree(1)
+        let nbCluster = geometry.hostCluster(nb)
+        var i: Int
+        if geometry.refblockIndex(ofCluster: nbCluster) == UInt64(t) {
+            i = get(Self.rc, nb, readFromDisk: false)
+            rcStore.zero(nb)
+            rcStore.set(nb, Int(nbCluster & (geometry.refblockEntries - 1)), 1)
+        } else {
+            if update(nb, geometry.clusterSize, delta: 1, decrease: false, type: .never) == .again {
+                return (.again, nil, 0)
+            }
+            writeCache(Self.rc)
+            i = get(Self.rc, nb, readFromDisk: false)
+            rcStore.zero(nb)
+        }
+        stats.refcountBlocksAllocated += 1
+        markDirty(Self.rc, i)
+        writeCache(Self.rc)
+        if t < reftable.count {
+            reftable[t] = nb
+            writeDirect(reftableOffset + 8 * UInt64(t), 8)
+            return (.again, i, nb)
+        }
+        put(Self.rc, i)
+        let blocksUsed = (max(k + 1, nbCluster + 1) + geometry.refblockEntries - 1) / geometry.refblockEntries
+        growRefcountTable(
+            startOffset: blocksUsed * geometry.refblockEntries * geometry.clusterSize, newBlockIndex: t, newBlockOffset: nb)
+        i = get(Self.rc, nb)
+        return (.again, i, nb)
+    }
+
+    /// `qcow2_refcount_metadata_size`: refcount blocks needed to cover `clusters` clusters plus
+    /// the refcount structures themselves, with QEMU's generous growth.
+    private func refcountMetadataBlocks(clusters start: UInt64, generous: Bool) -> UInt64 {
+        let perTableCluster = geometry.clusterSize / 8
+        let perBlock = geometry.refblockEntries
+        var clusters = start
+        var table: UInt64 = 0, blocks: UInt64 = 0, n: UInt64 = 0, last: UInt64
+        var generous = generous
+        repeat {
+            last = n
+            blocks = (clusters + table + blocks + perBlock - 1) / perBlock
+            table = (blocks + perTableCluster - 1) / perTableCluster
+            n = table + blocks
+            if n == last && generous {
+                clusters += (table + 1) / 2
+                n = 0
+                generous = false
+            }
+        } while n != last
+        return blocks
+    }
+
+    /// GROW_REFTABLE (§4.7, `qcow2_refcount_area`).
+    func growRefcountTable(startOffset: UInt64, newBlockIndex: Int, newBlockOffset: UInt64) {
+        let cs = geometry.clusterSize
+        let total = Int(refcountMetadataBlocks(clusters: startOffset / cs, generous: true))
+        let areaIndex = Int(startOffset / cs / geometry.refblockEntries)
+        let perCluster = Int(cs / 8)
+        var tableSize = total + (total + 1) / 2
+        tableSize = (tableSize + perCluster - 1) / perCluster * perCluster
+        let tableClusters = UInt64(tableSize * 8) / cs
+        var newTable = ContiguousArray<UInt64>(repeating: 0, count: tableSize)
+        for j in 0..<min(reftable.count, tableSize) { newTable[j] = reftable[j] }
+        newTable[newBlockIndex] = newBlockOffset
+        var additional: UInt64 = 0
+        if areaIndex < total {
+            for j in areaIndex..<total where newTable[j] == 0 { additional += 1 }
+        }
+        let tableOffset = startOffset + additional * cs
+        let endOffset = tableOffset + tableClusters * cs
+        var blockOffset = startOffset
+        if areaIndex < total {
+            for j in areaIndex..<total {
+                let i: Int
+                if newTable[j] != 0 {
+                    i = get(Self.rc, newTable[j])
+                } else {
+                    i = get(Self.rc, blockOffset, readFromDisk: false)
+                    rcStore.zero(blockOffset)
+                    markDirty(Self.rc, i)
+                    newTable[j] = blockOffset
+                    blockOffset += cs
+                    stats.refcountBlocksAllocated += 1
+                }
+                let block = newTable[j]
+                let firstCovered = UInt64(j) * geometry.refblockEntries * cs
+                if firstCovered < endOffset {
+                    var e = firstCovered < startOffset ? Int((startOffset - firstCovered) / cs) : 0
+                    let endIndex = Int(min((endOffset - firstCovered) / cs, geometry.refblockEntries))
+                    while e < endIndex {
+                        rcStore.set(block, e, 1)
+                        e += 1
+                    }
+                    markDirty(Self.rc, i)
+                }
+                put(Self.rc, i)
+            }
+        }
+        writeCache(Self.rc)
+        writeDirect(tableOffset, UInt64(tableSize * 8))
+        writeDirect(48, 12)
+        let oldOffset = reftableOffset
+        let oldSize = UInt64(reftable.count * 8)
+        reftable = newTable
+        reftableOffset = tableOffset
+        stats.refcountTableGrowths += 1
+        free(oldOffset, oldSize, type: .other)
+    }
+
+    /// A metadata write that bypasses the caches (L1 entries, refcount-table entries, tables).
+    func writeDirect(_ offset: UInt64, _ bytes: UInt64) {
+        host.write(offset, bytes)
+        stats.directMetadataBytesWritten += bytes
+    }
+
+    private func queueDiscard(_ offset: UInt64, _ bytes: UInt64) {
+        // `update_refcount_discard`: merge with an adjacent queued region.
+        for j in pendingDiscards.indices {
+            let d = pendingDiscards[j]
+            if offset + bytes == d.offset || d.offset + d.bytes == offset {
+                pendingDiscards[j] = (min(offset, d.offset), d.bytes + bytes)
+                return
+            }
+        }
+        pendingDiscards.append((offset, bytes))
+    }
+
+    /// `qcow2_process_discards`: punch the queued host ranges.
+    func processDiscards() {
+        guard !pendingDiscards.isEmpty else { return }
+        for d in pendingDiscards { host.punch(d.offset, d.bytes) }
+        pendingDiscards.removeAll(keepingCapacity: true)
+    }
+}

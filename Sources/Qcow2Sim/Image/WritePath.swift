@@ -1,0 +1,336 @@
+/// The write path (§5.2–§5.3, §7): table allocation, cluster allocation, copy-on-write metadata,
+/// the zero-COW probe and linking.
+extension Qcow2Image {
+    /// QEMU's `QCowL2Meta`: one contiguous allocation to link after the data is written.
+    struct L2Meta {
+        /// Guest offset of the first cluster.
+        var guestCluster: UInt64
+        /// Host offset of the first cluster.
+        var hostCluster: UInt64
+        var clusters: Int
+        var keepOld: Bool
+        /// COW head `[cowStartOffset, cowStartOffset + cowStartBytes)`, relative to guestCluster.
+        var cowStartOffset: UInt64
+        var cowStartBytes: UInt64
+        /// COW tail, relative to guestCluster.
+        var cowEndOffset: UInt64
+        var cowEndBytes: UInt64
+        var skipCow = false
+        /// Set by preallocation: extended-L2 bitmaps are left alone.
+        var prealloc = false
+
+        var hasCow: Bool { cowStartBytes != 0 || cowEndBytes != 0 }
+    }
+
+    /// TABLE_FOR_WRITE (§5.2, `get_cluster_table`): the slice of `g`, held, allocating the L2
+    /// table if the L1 entry lacks COPIED. Returns (slot, table offset).
+    func tableForWrite(_ g: UInt64) -> (slot: Int, table: UInt64) {
+        let l1i = geometry.l1Index(g)
+        precondition(l1i < l1.count, "L1 growth is not modelled (§5.4): offset beyond the L1 table")
+        if l1[l1i] & EntryBits.copied == 0 {
+            let old = l1[l1i] & EntryBits.offsetMask
+            allocateL2(l1i)
+            if old != 0 { free(old, geometry.clusterSize, type: .other) }
+        }
+        let table = l1[l1i] & EntryBits.offsetMask
+        return (loadSlice(g, table: table), table)
+    }
+
+    /// ALLOCATE_L2 (§5.3, `l2_allocate`).
+    func allocateL2(_ l1i: Int) {
+        let old = l1[l1i] & EntryBits.offsetMask
+        let new = allocate(bytes: geometry.clusterSize)
+        stats.l2TablesAllocated += 1
+        writeCache(Self.rc)
+        let sliceBytes = caches[Self.l2].tableSize
+        let slices = Int(geometry.clusterSize / sliceBytes)
+        l2Store.create(new, copying: old == 0 ? nil : old)
+        for s in 0..<slices {
+            let i = get(Self.l2, new + UInt64(s) * sliceBytes, readFromDisk: false)
+            if old != 0 {
+                let j = get(Self.l2, old + UInt64(s) * sliceBytes)
+                put(Self.l2, j)
+            }
+            markDirty(Self.l2, i)
+            put(Self.l2, i)
+        }
+        writeCache(Self.l2)
+        l1[l1i] = new | EntryBits.copied
+        writeDirect(l1Offset + 8 * UInt64(l1i), 8)
+    }
+
+    /// WRITE (§7.1, `qcow2_co_pwritev_part`): returns whether QEMU runs it as several segments.
+    @discardableResult
+    func write(_ g: UInt64, _ len: UInt64, prealloc: Bool = false) -> Bool {
+        var g = g, left = len
+        var multi = false
+        var first = true
+        while left > 0 {
+            let (n, hostStart, metas) = allocateHost(g, left)
+            if first && n < left { multi = true }
+            first = false
+            if prealloc {
+                for var m in metas {
+                    m.prealloc = true
+                    link(&m)
+                }
+            } else {
+                task(hostStart, g, n, metas)
+            }
+            g += n
+            left -= n
+        }
+        if writethrough && !prealloc {
+            writeCache(Self.l2)
+            writeCache(Self.rc)
+        }
+        return multi
+    }
+
+    /// ALLOC_HOST (§7.2, `qcow2_alloc_host_offset`): metas are newest first.
+    func allocateHost(_ g: UInt64, _ len: UInt64) -> (bytes: UInt64, host: UInt64, metas: [L2Meta]) {
+        var pos = g, left = len, step: UInt64 = 0
+        var curHost: UInt64?
+        var hostStart: UInt64?
+        var metas: [L2Meta] = []
+        while true {
+            if hostStart == nil, let c = curHost { hostStart = c }
+            pos += step
+            left -= step
+            if let c = curHost { curHost = c + step }
+            if left == 0 { break }
+            step = left
+            let kept = keepExisting(pos, &curHost, &step, &metas)
+            if kept { continue }
+            if step == 0 { break }
+            let allocated = allocateNew(pos, &curHost, &step, &metas)
+            if allocated { continue }
+            break
+        }
+        return (len - left, hostStart ?? 0, metas)
+    }
+
+    /// Clusters one ALLOC_HOST step may look at: up to the end of the slice.
+    private func stepClusters(_ pos: UInt64, _ bytes: UInt64) -> Int {
+        let n = Int(geometry.clusters(covering: geometry.offsetInCluster(pos) + bytes))
+        return min(n, sliceEntries - (geometry.l2Index(pos) & (sliceEntries - 1)))
+    }
+
+    /// KEEP_EXISTING (§7.3, `handle_copied`).
+    func keepExisting(_ pos: UInt64, _ host: inout UInt64?, _ bytes: inout UInt64, _ metas: inout [L2Meta]) -> Bool {
+        let k = stepClusters(pos, bytes)
+        let (slot, table) = tableForWrite(pos)
+        let l2i = geometry.l2Index(pos)
+        let word = l2Store.entry(table, l2i).word
+        var result = false
+        if !geometry.needsNewAllocation(word) {
+            let clusterOffset = word & EntryBits.offsetMask
+            if let h = host, h != clusterOffset {
+                bytes = 0
+            } else {
+                var keep = 0
+                var expected = clusterOffset
+                while keep < k {
+                    let w = l2Store.entry(table, l2i + keep).word
+                    if geometry.needsNewAllocation(w) || w & EntryBits.offsetMask != expected { break }
+                    expected += geometry.clusterSize
+                    keep += 1
+                }
+                bytes = min(bytes, UInt64(keep) << UInt64(geometry.clusterBits) - geometry.offsetInCluster(pos))
+                cowMeta(clusterOffset, pos, bytes, table: table, keepOld: true, &metas)
+                host = clusterOffset + geometry.offsetInCluster(pos)
+                result = true
+            }
+        }
+        put(Self.l2, slot)
+        return result
+    }
+
+    /// ALLOCATE_NEW (§7.4, `handle_alloc`).
+    func allocateNew(_ pos: UInt64, _ host: inout UInt64?, _ bytes: inout UInt64, _ metas: inout [L2Meta]) -> Bool {
+        var k = stepClusters(pos, bytes)
+        let (slot, table) = tableForWrite(pos)
+        let l2i = geometry.l2Index(pos)
+        var need = 0
+        while need < k && geometry.needsNewAllocation(l2Store.entry(table, l2i + need).word) { need += 1 }
+        k = max(need, 1)
+        let a: UInt64
+        if let h = host {
+            a = geometry.clusterStart(h)
+            k = Int(allocate(at: a, clusters: UInt64(k)))
+        } else {
+            a = allocate(bytes: UInt64(k) << UInt64(geometry.clusterBits))
+        }
+        if k == 0 {
+            bytes = 0
+            put(Self.l2, slot)
+            return false
+        }
+        stats.clustersAllocated += UInt64(k)
+        let oic = geometry.offsetInCluster(pos)
+        let nbBytes = min(bytes + oic, UInt64(k) << UInt64(geometry.clusterBits))
+        host = a + oic
+        bytes = min(bytes, nbBytes - oic)
+        cowMeta(a, pos, bytes, table: table, keepOld: false, &metas)
+        put(Self.l2, slot)
+        return true
+    }
+
+    /// COW_META (§7.5, `calculate_l2_meta`).
+    func cowMeta(_ hostCluster: UInt64, _ pos: UInt64, _ bytes: UInt64, table: UInt64, keepOld: Bool, _ metas: inout [L2Meta]) {
+        let cs = geometry.clusterSize
+        let scb = UInt64(geometry.subclusterBits)
+        let sc = geometry.subclusterSize
+        let l2i = geometry.l2Index(pos)
+        let cowStartTo = geometry.offsetInCluster(pos)
+        let cowEndFrom = cowStartTo + bytes
+        let m = Int(geometry.clusters(covering: cowEndFrom))
+        if keepOld {
+            var skip = true
+            for i in 0..<m {
+                let (w, b) = l2Store.entry(table, l2i + i)
+                let from = max(cowStartTo, UInt64(i) * cs)
+                let to = min(cowEndFrom, UInt64(i + 1) * cs)
+                let firstSc = Int((from >> scb) & UInt64(geometry.subclustersPerCluster - 1))
+                let lastSc = Int(((to - 1) >> scb) & UInt64(geometry.subclustersPerCluster - 1))
+                let (t, cnt) = geometry.subclusterRun(w, b, firstSc)
+                if t != .normal || firstSc + cnt <= lastSc {
+                    skip = false
+                    break
+                }
+            }
+            if skip { return }
+        }
+        let (w0, b0) = l2Store.entry(table, l2i)
+        let sc0 = geometry.subclusterIndex(pos)
+        let t0 = geometry.subclusterType(w0, b0, sc0)
+        var cowStartFrom: UInt64
+        if !keepOld {
+            switch t0 {
+            case .compressed: cowStartFrom = 0
+            case .normal, .zeroAlloc, .unallocatedAlloc:
+                if geometry.extendedL2 {
+                    let alloc = UInt32(truncatingIfNeeded: b0 & EntryBits.allocMask)
+                    cowStartFrom = UInt64(min(sc0, alloc.trailingZeroBitCount)) << scb
+                } else {
+                    cowStartFrom = 0
+                }
+            default: cowStartFrom = UInt64(sc0) << scb
+            }
+        } else {
+            cowStartFrom = t0 == .normal ? cowStartTo : UInt64(sc0) << scb
+        }
+        let (wl, bl) = l2Store.entry(table, l2i + m - 1)
+        let scl = geometry.subclusterIndex(pos + bytes - 1)
+        let tl = geometry.subclusterType(wl, bl, scl)
+        var cowEndTo: UInt64
+        if !keepOld {
+            switch tl {
+            case .compressed: cowEndTo = (cowEndFrom + cs - 1) / cs * cs
+            case .normal, .zeroAlloc, .unallocatedAlloc:
+                cowEndTo = (cowEndFrom + cs - 1) / cs * cs
+                if geometry.extendedL2 {
+                    let alloc = UInt32(truncatingIfNeeded: bl & EntryBits.allocMask)
+                    cowEndTo -= UInt64(min(geometry.subclustersPerCluster - scl - 1, alloc.leadingZeroBitCount)) << scb
+                }
+            default: cowEndTo = (cowEndFrom + sc - 1) / sc * sc
+            }
+        } else {
+            cowEndTo = tl == .normal ? cowEndFrom : (cowEndFrom + sc - 1) / sc * sc
+        }
+        cowStartFrom = min(cowStartFrom, cowStartTo)
+        let meta = L2Meta(
+            guestCluster: geometry.clusterStart(pos), hostCluster: hostCluster, clusters: m, keepOld: keepOld,
+            cowStartOffset: cowStartFrom, cowStartBytes: cowStartTo - cowStartFrom,
+            cowEndOffset: cowEndFrom, cowEndBytes: cowEndTo - cowEndFrom)
+        metas.insert(meta, at: 0)
+    }
+
+    /// TASK (§7.6, `qcow2_co_pwritev_task`): zero-COW probe, data write, then LINK of every meta.
+    func task(_ hostStart: UInt64, _ g: UInt64, _ n: UInt64, _ metas: [L2Meta]) {
+        var metas = metas
+        for j in metas.indices where metas[j].hasCow {
+            let m = metas[j]
+            // `is_zero_cow`: the head, and only if it is zero, the tail.
+            guard isZeroFast(m.guestCluster + m.cowStartOffset, m.cowStartBytes) else { continue }
+            guard isZeroFast(m.guestCluster + m.cowEndOffset, m.cowEndBytes) else { continue }
+            let start = m.hostCluster + m.cowStartOffset
+            let bytes = m.cowEndOffset + m.cowEndBytes - m.cowStartOffset
+            host.write(start, bytes)
+            metas[j].skipCow = true
+            stats.cowSkipped += 1
+        }
+        host.write(hostStart, n)
+        stats.guestBytesWritten += n
+        for j in metas.indices { link(&metas[j]) }
+    }
+
+    /// COPY_ON_WRITE (§7.6 step 4, `perform_cow`): reads through this image's own read path.
+    func copyOnWrite(_ m: L2Meta) {
+        if !m.hasCow || m.skipCow { return }
+        let dataBytes = m.cowEndOffset - (m.cowStartOffset + m.cowStartBytes)
+        if m.cowStartBytes != 0 && m.cowEndBytes != 0 && dataBytes <= 16384 {
+            let len = m.cowEndOffset + m.cowEndBytes - m.cowStartOffset
+            read(m.guestCluster + m.cowStartOffset, len, cow: true)
+            stats.cowBytesRead += len
+        } else {
+            if m.cowStartBytes != 0 {
+                read(m.guestCluster + m.cowStartOffset, m.cowStartBytes, cow: true)
+                stats.cowBytesRead += m.cowStartBytes
+            }
+            if m.cowEndBytes != 0 {
+                read(m.guestCluster + m.cowEndOffset, m.cowEndBytes, cow: true)
+                stats.cowBytesRead += m.cowEndBytes
+            }
+        }
+        host.write(m.hostCluster + m.cowStartOffset, m.cowStartBytes)
+        host.write(m.hostCluster + m.cowEndOffset, m.cowEndBytes)
+        stats.cowBytesWritten += m.cowStartBytes + m.cowEndBytes
+        caches[Self.l2].dependsOnFlush = true
+    }
+
+    /// LINK (§7.7, `qcow2_alloc_cluster_link_l2`).
+    func link(_ m: inout L2Meta) {
+        copyOnWrite(m)
+        setDependency(Self.l2, on: Self.rc)
+        let (slot, table) = tableForWrite(m.guestCluster)
+        markDirty(Self.l2, slot)
+        let l2i = geometry.l2Index(m.guestCluster)
+        var old: [UInt64] = []
+        let cs = geometry.clusterSize
+        let scb = UInt64(geometry.subclusterBits)
+        let spcMask = UInt64(geometry.subclustersPerCluster - 1)
+        if !geometry.extendedL2 || m.prealloc {
+            for i in 0..<m.clusters {
+                let w = l2Store.entry(table, l2i + i).word
+                if w != 0 { old.append(w) }
+            }
+            if geometry.extendedL2 {
+                for i in 0..<m.clusters {
+                    let b = l2Store.entry(table, l2i + i).bitmap
+                    l2Store.set(table, l2i + i, word: (m.hostCluster + UInt64(i) * cs) | EntryBits.copied, bitmap: b)
+                }
+            } else {
+                l2Store.linkRun(table, first: l2i, count: m.clusters, host: m.hostCluster)
+            }
+        } else {
+            let writtenFrom = m.cowStartOffset
+            let writtenTo = m.cowEndOffset + m.cowEndBytes
+            for i in 0..<m.clusters {
+                let (w, b) = l2Store.entry(table, l2i + i)
+                if w != 0 { old.append(w) }
+                let from = max(writtenFrom, UInt64(i) * cs)
+                let to = min(writtenTo, UInt64(i + 1) * cs)
+                let firstSc = (from >> scb) & spcMask
+                let lastSc = ((to - 1) >> scb) & spcMask
+                let range = ((UInt64(1) << (lastSc + 1)) &- 1) & ~((UInt64(1) << firstSc) &- 1)
+                let bitmap = (b | range) & ~(range << 32)
+                l2Store.set(table, l2i + i, word: (m.hostCluster + UInt64(i) * cs) | EntryBits.copied, bitmap: bitmap)
+            }
+        }
+        put(Self.l2, slot)
+        if !m.keepOld {
+            for w in old { freeEntry(w, type: .never) }
+        }
+    }
+}

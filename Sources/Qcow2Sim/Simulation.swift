@@ -1,0 +1,349 @@
+import Foundation
+import TraceKit
+
+/// Why a simulation could not run; each carries its sysexits code.
+public enum SimulationError: Error, CustomStringConvertible, Equatable {
+    /// A bad option value (`-o`, `--drive`, `--size`, populate): EX_USAGE.
+    case usage(String)
+    /// Bad trace data, located: EX_DATAERR.
+    case trace(TraceError)
+    /// An image file that cannot be read or is not usable: its message and code.
+    case image(String, Int32)
+
+    /// The message, compiler-style for located errors.
+    public var description: String {
+        switch self {
+        case .usage(let m): m
+        case .trace(let e): e.description
+        case .image(let m, _): m
+        }
+    }
+
+    /// sysexits code.
+    public var exitCode: Int32 {
+        switch self {
+        case .usage: 64
+        case .trace: 65
+        case .image(_, let c): c
+        }
+    }
+}
+
+/// What one image of the chain did during the trace session.
+public struct ImageReport: Sendable {
+    /// Chain position (0 = base).
+    public var index: Int
+    /// Geometry of the image.
+    public var geometry: Geometry
+    /// Effective cache configuration.
+    public var sizing: CacheSizing
+    /// L2-table cache counters.
+    public var l2: CacheStats
+    /// Refcount-block cache counters.
+    public var refcount: CacheStats
+    /// Allocation, COW and data counters.
+    public var image: ImageStats
+    /// Host file length at the end.
+    public var hostLengthBytes: UInt64
+    /// Host bytes allocated at the end (4 KiB-block model).
+    public var hostAllocatedBytes: UInt64
+}
+
+/// The outcome of `Simulation.run`.
+public struct SimulationReport: Sendable {
+    /// One report per image, base first.
+    public var images: [ImageReport]
+    /// Trace records replayed.
+    public var requests: Int
+    /// Records per op.
+    public var requestsByOp: [TraceRecord.Op: Int]
+    /// Requests QEMU would run as concurrent segments (reads, writes).
+    public var multiSegmentReads = 0
+    /// Multi-segment writes (QEMU may reorder their LINKs).
+    public var multiSegmentWrites = 0
+    /// Trace time spanned (seconds; 0 without timestamps).
+    public var duration: Double
+    /// Eviction policy used.
+    public var policy: String
+
+    /// Time-weighted mean resident memory of a cache (bytes); the peak when no time passed.
+    public static func meanMemory(_ s: CacheStats, duration: Double) -> Double {
+        duration > 0 ? s.memoryByteSeconds / duration : Double(s.memoryBytes)
+    }
+}
+
+/// Replays a trace through a simulated qcow2 chain.
+public enum Simulation {
+    /// QEMU's per-request limit (`BDRV_REQUEST_MAX_BYTES`); longer requests are split.
+    public static let maxRequestBytes: UInt64 = 2_147_483_136
+    /// Piece size of `--populate-mode data` writes.
+    public static let populateDataPiece: UInt64 = 64 << 20
+
+    /// Runs `reader` against the images `config` describes; events go to `log` if given.
+    ///
+    /// - Complexity: O(metadata touched) memory; never proportional to the virtual size.
+    public static func run<R: TraceReader>(
+        config: SimulationConfig, reader: inout R, log: EventLog? = nil,
+        debugMisEvictAtLookup: Int? = nil
+    ) throws -> SimulationReport {
+        let box = ReaderBox(reader)
+        let visitor = Runner(config: config, log: log, misEvict: debugMisEvictAtLookup, box: box)
+        defer { reader = box.reader }
+        guard let report = try PolicyRegistry.open(config.policy, visitor) else {
+            throw SimulationError.usage(
+                "unknown policy '\(config.policy)' (expected one of: \(PolicyRegistry.names.joined(separator: ", ")))")
+        }
+        return report
+    }
+
+    private final class ReaderBox<Reader: TraceReader> {
+        var reader: Reader
+        init(_ reader: Reader) { self.reader = reader }
+    }
+
+    private struct Runner<Reader: TraceReader>: PolicyVisitor {
+        let config: SimulationConfig
+        let log: EventLog?
+        let misEvict: Int?
+        let box: ReaderBox<Reader>
+
+        func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> SimulationReport {
+            let chain = try ChainBuilder<P>.build(config)
+            return try Replay<P, Reader>(chain: chain, config: config, log: log, misEvict: misEvict).run(&box.reader)
+        }
+    }
+}
+
+/// Builds the images of a chain in their initial state (§12, populate modes).
+enum ChainBuilder<P: EvictionPolicy> {
+    static func build(_ config: SimulationConfig) throws -> [Qcow2Image<P>] {
+        if let path = config.imageFile { return try fromFile(path) }
+        let create: CreateOptions
+        let geometry: Geometry
+        do {
+            create = try CreateOptions.parse(config.createOptions)
+            geometry = try create.geometry(virtualSize: config.virtualSize)
+        } catch {
+            throw SimulationError.usage("-o: \(error.message)")
+        }
+        guard config.chainLength >= 1 else { throw SimulationError.usage("--chain must be at least 1") }
+        var images: [Qcow2Image<P>] = []
+        for k in 0..<config.chainLength {
+            let image = Qcow2Image<P>(geometry: geometry, chainIndex: k, backing: images.last)
+            let preallocate = k == 0 && config.populate == .full && config.populateMode == .metadata
+            try createImage(image, preallocate: preallocate)
+            if k == 0 { try populate(image, config) }
+            images.append(image)
+        }
+        return images
+    }
+
+    /// `qemu-img create` (+ `preallocation=metadata`): clusters 0–2 through the allocator, the
+    /// L1 table, then the preallocation, in one session with default caches.
+    static func createImage(_ image: Qcow2Image<P>, preallocate: Bool) throws {
+        let g = image.geometry
+        let sizing = try openSizing(g, CacheOptions())
+        image.open(sizing: sizing, readOnly: false, writethrough: false, log: nil)
+        _ = image.allocate(bytes: 3 * g.clusterSize)
+        if g.l1Size > 0 {
+            let bytes = 8 * UInt64(g.l1Size)
+            image.l1Offset = image.allocate(bytes: bytes)
+            image.writeCache(Qcow2Image<P>.rc)
+            image.writeDirect(image.l1Offset, bytes)
+        }
+        if preallocate && g.virtualSize > 0 {
+            var g0: UInt64 = 0
+            var lastEnd: UInt64 = 0
+            while g0 < g.virtualSize {
+                let (n, host, metas) = image.allocateHost(g0, g.virtualSize - g0)
+                for var m in metas {
+                    m.prealloc = true
+                    image.link(&m)
+                }
+                lastEnd = host + n
+                g0 += n
+            }
+            image.host.extend(to: lastEnd)
+        }
+        image.close()
+    }
+
+    /// The zero / data populate modes: a separate session, cache mode unsafe (§ issue 2).
+    static func populate(_ image: Qcow2Image<P>, _ config: SimulationConfig) throws {
+        let ranges: [ByteRange]
+        switch config.populate {
+        case .none: return
+        case .full: ranges = [ByteRange(start: 0, length: config.virtualSize)]
+        case .ranges(let r): ranges = r
+        }
+        if config.populateMode == .metadata {
+            guard config.populate == .full else {
+                throw SimulationError.usage(
+                    "--populate-mode metadata takes only --populate full (qemu-img preallocation=metadata is whole-disk); use --populate-mode zero or data for ranges")
+            }
+            return
+        }
+        for r in ranges where r.start + r.length > config.virtualSize {
+            throw SimulationError.usage("--populate: range \(r.start):\(r.length) lies beyond the virtual size \(config.virtualSize)")
+        }
+        image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil)
+        for r in ranges {
+            var off = r.start
+            let end = r.start + r.length
+            let piece = config.populateMode == .zero ? Simulation.maxRequestBytes : Simulation.populateDataPiece
+            while off < end {
+                let n = min(piece, end - off)
+                if config.populateMode == .zero {
+                    image.writeZeroes(off, n, unmap: false)
+                } else {
+                    image.write(off, n)
+                }
+                off += n
+            }
+        }
+        image.close()
+    }
+
+    static func openSizing(_ g: Geometry, _ o: CacheOptions) throws -> CacheSizing {
+        do {
+            return try CacheSizing(geometry: g, options: o)
+        } catch {
+            throw SimulationError.usage("can't open: \(error.message)")
+        }
+    }
+
+    /// A chain read from a real file and its backing files (relative names resolve against the
+    /// directory of the file that names them).
+    static func fromFile(_ path: String) throws -> [Qcow2Image<P>] {
+        var files: [Qcow2File] = []
+        var next: String? = path
+        while let p = next {
+            guard files.count < 64 else { throw SimulationError.image("\(path): error: backing chain deeper than 64 images", 65) }
+            do {
+                let f = try Qcow2File(path: p)
+                files.append(f)
+                if let b = f.header.backingFileName {
+                    next = b.hasPrefix("/") ? b : URL(fileURLWithPath: p).deletingLastPathComponent().appendingPathComponent(b).path
+                } else {
+                    next = nil
+                }
+            } catch let e as Qcow2FileError {
+                throw SimulationError.image(e.description, e.exitCode)
+            }
+        }
+        var images: [Qcow2Image<P>] = []
+        for (k, f) in files.reversed().enumerated() {
+            do {
+                images.append(try Qcow2Image<P>(file: f, chainIndex: k, backing: images.last))
+            } catch let e as Qcow2FileError {
+                throw SimulationError.image(e.description, e.exitCode)
+            }
+        }
+        return images
+    }
+}
+
+/// The trace session: open every image, replay each record on the top image, close.
+struct Replay<P: EvictionPolicy, Reader: TraceReader> {
+    let chain: [Qcow2Image<P>]
+    let config: SimulationConfig
+    let log: EventLog?
+    let misEvict: Int?
+
+    func run(_ reader: inout Reader) throws -> SimulationReport {
+        let driveOptions: [CacheOptions]
+        do {
+            driveOptions = try DriveOptions.parse(config.driveOptions, depth: chain.count)
+        } catch {
+            throw SimulationError.usage("--drive: \(error.message)")
+        }
+        // Options are given top first; the chain is base first.
+        for (k, image) in chain.enumerated() {
+            let opts = driveOptions[chain.count - 1 - k]
+            let sizing = try ChainBuilder<P>.openSizing(image.geometry, opts)
+            let isTop = k == chain.count - 1
+            image.open(sizing: sizing, readOnly: !isTop, writethrough: config.cacheMode == .writethrough, log: log)
+        }
+        guard let top = chain.last else { throw SimulationError.usage("empty chain") }
+        top.debugMisEvictAtLookup = misEvict
+        let size = top.geometry.virtualSize
+        var report = SimulationReport(images: [], requests: 0, requestsByOp: [:], duration: 0, policy: config.policy)
+        var firstTime: Double?
+        var lastTime: Double = 0
+        var index = 0
+        while let rec = try nextRecord(&reader) {
+            if rec.op != .flush && (rec.offset > size || rec.length > size - rec.offset) {
+                throw SimulationError.trace(TraceError(
+                    file: reader.fileName, location: reader.location,
+                    message: "request [\(rec.offset), \(rec.offset + rec.length)) lies beyond the virtual size \(size)"))
+            }
+            if let t = rec.time {
+                if firstTime == nil { firstTime = t }
+                if t > lastTime {
+                    lastTime = t
+                    for image in chain { image.advanceTime(to: t) }
+                }
+            }
+            log?.beginRequest(index, location: reader.location)
+            var multi = false
+            switch rec.op {
+            case .read:
+                var off = rec.offset, left = rec.length
+                while left > 0 {
+                    let n = min(left, Simulation.maxRequestBytes)
+                    if top.read(off, n) { multi = true }
+                    off += n
+                    left -= n
+                }
+                if multi { report.multiSegmentReads += 1 }
+            case .write:
+                var off = rec.offset, left = rec.length
+                while left > 0 {
+                    let n = min(left, Simulation.maxRequestBytes)
+                    if top.write(off, n) { multi = true }
+                    off += n
+                    left -= n
+                }
+                if multi { report.multiSegmentWrites += 1 }
+            case .writeZeroes:
+                if top.writeZeroes(rec.offset, rec.length, unmap: rec.flags.contains(.unmap)) {
+                    multi = true
+                    report.multiSegmentWrites += 1
+                }
+            case .discard:
+                top.discard(rec.offset, rec.length)
+            case .flush:
+                top.flushRequest()
+            }
+            if multi { log?.markMultiSegment(write: rec.op != .read) }
+            report.requestsByOp[rec.op, default: 0] += 1
+            index += 1
+        }
+        report.requests = index
+        report.duration = firstTime.map { lastTime - $0 } ?? 0
+        log?.beginClose()
+        for image in chain.reversed() { image.close() }
+        report.images = chain.map { image in
+            ImageReport(
+                index: image.chainIndex, geometry: image.geometry, sizing: image.sizing ?? fallbackSizing(image),
+                l2: image.caches[1].stats, refcount: image.caches[0].stats, image: image.stats,
+                hostLengthBytes: image.host.length, hostAllocatedBytes: image.host.allocatedBytes)
+        }
+        return report
+    }
+
+    private func nextRecord(_ reader: inout Reader) throws -> TraceRecord? {
+        do {
+            return try reader.next()
+        } catch let e as TraceError {
+            throw SimulationError.trace(e)
+        }
+    }
+
+    private func fallbackSizing(_ image: Qcow2Image<P>) -> CacheSizing {
+        // Unreachable: every image is opened before the replay.
+        (try? CacheSizing(geometry: image.geometry, options: CacheOptions()))
+            ?? (try? CacheSizing(geometry: Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 0), options: CacheOptions()))
+            ?? { preconditionFailure("default sizing cannot fail") }()
+    }
+}
