@@ -13,12 +13,9 @@ public enum QemuIOScript {
     /// qemu-io's largest request (`BDRV_REQUEST_MAX_BYTES`, 2 GiB - 512): longer commands fail
     /// with `length cannot exceed 2147483136`.
     public static let maxRequestBytes: UInt64 = 2_147_483_136
-    /// Longer requests are split at multiples of this (the largest qcow2 cluster, 2 MiB), so no
-    /// piece boundary falls inside a cluster for any cluster size.
-    public static let splitAlignment: UInt64 = 2 << 20
-
     /// The pieces a request of `length` bytes at `offset` is sent as: one piece when it fits,
-    /// otherwise pieces of at most `maxRequestBytes` ending on `splitAlignment` boundaries.
+    /// otherwise consecutive pieces of exactly `maxRequestBytes` from the start and a shorter
+    /// last one, the split `Simulation.run` makes.
     ///
     /// - Complexity: O(length / maxRequestBytes).
     public static func pieces(offset: UInt64, length: UInt64) -> [ByteRangePiece] {
@@ -26,9 +23,8 @@ public enum QemuIOScript {
         var start = offset
         let end = offset + length
         while end - start > maxRequestBytes {
-            let cut = (start + maxRequestBytes) / splitAlignment * splitAlignment
-            result.append(ByteRangePiece(offset: start, length: cut - start))
-            start = cut
+            result.append(ByteRangePiece(offset: start, length: maxRequestBytes))
+            start += maxRequestBytes
         }
         result.append(ByteRangePiece(offset: start, length: end - start))
         return result
@@ -52,23 +48,22 @@ public enum QemuIOScript {
     }
 
     /// The qemu-io commands (without markers) for one record, as typed at the `qemu-io>` prompt.
+    ///
+    /// Only `.unmap` is carried over (`write -z -u`): the FUA and preflush flags are not sent,
+    /// because the simulator does not model them either (with them, QEMU would add flushes).
     public static func commands(for record: TraceRecord) -> [String] {
-        var prefix: [String] = []
-        if record.flags.contains(.preflush) && record.op != .flush { prefix.append("flush") }
         switch record.op {
         case .flush:
             return ["flush"]
         case .read:
-            return prefix + pieces(offset: record.offset, length: record.length).map { "read -q \($0.offset) \($0.length)" }
+            return pieces(offset: record.offset, length: record.length).map { "read -q \($0.offset) \($0.length)" }
         case .write:
-            let fua = record.flags.contains(.fua) ? " -f" : ""
-            return prefix + pieces(offset: record.offset, length: record.length).map { "write -q\(fua) \($0.offset) \($0.length)" }
+            return pieces(offset: record.offset, length: record.length).map { "write -q \($0.offset) \($0.length)" }
         case .writeZeroes:
             let unmap = record.flags.contains(.unmap) ? " -u" : ""
-            let fua = record.flags.contains(.fua) ? " -f" : ""
-            return prefix + pieces(offset: record.offset, length: record.length).map { "write -q -z\(unmap)\(fua) \($0.offset) \($0.length)" }
+            return pieces(offset: record.offset, length: record.length).map { "write -q -z\(unmap) \($0.offset) \($0.length)" }
         case .discard:
-            return prefix + pieces(offset: record.offset, length: record.length).map { "discard -q \($0.offset) \($0.length)" }
+            return pieces(offset: record.offset, length: record.length).map { "discard -q \($0.offset) \($0.length)" }
         }
     }
 

@@ -1,7 +1,7 @@
 import Foundation
 
 /// One image's counts, simulated next to QEMU's.
-public struct ImageReport: Equatable, Sendable, Codable {
+public struct ImageComparison: Equatable, Sendable, Codable {
     /// Chain position (0 = base).
     public var image: Int
     /// File name of the real image.
@@ -69,7 +69,7 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     /// Multi-segment requests.
     public var multiSegment: MultiSegmentSummary
     /// Per image, per cache, side by side.
-    public var images: [ImageReport]
+    public var images: [ImageComparison]
     /// QEMU's wall time, throughput and memory.
     public var qemu: QemuRunStats
     /// Simulated cache table memory over all images.

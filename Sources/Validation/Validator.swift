@@ -144,7 +144,7 @@ public struct Validator: Sendable {
         let realCounts = real.result(imageCount: config.chainLength, sizes: sizes)
         let names = (0..<config.chainLength).map { ImageBuilder.fileName($0) }
         let images = (0..<config.chainLength).map { i in
-            ImageReport(
+            ImageComparison(
                 image: i, name: names[i], simulated: simCounts[i], qemu: realCounts[i], cacheSizes: sizes.flatMap { i < $0.count ? $0[i] : nil })
         }
         let replayed = input.records.filter(QemuIOScript.isReplayed).count
