@@ -27,6 +27,8 @@ enum ValidateCommand {
           --trace-format FMT    input format (default: detected)
           --no-io-uring         use QEMU's thread pool instead of trying io_uring
           --qemu-only           run QEMU and report its counts without comparing
+          --debug-mis-evict-at-lookup N
+                                test only: the simulator picks a wrong victim at lookup N
 
         exit status: 0 identical, 1 divergent, 64 usage, 65 bad trace, 69 QEMU missing, 70 QEMU failed
 
@@ -40,8 +42,16 @@ enum ValidateCommand {
         do {
             let a = try Arguments(
                 args,
-                options: RunConfigArguments.options.union(["--keep", "--format", "--runner", "--time-scale", "--trace-format"]),
+                options: RunConfigArguments.options.union([
+                    "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup",
+                ]),
                 flags: ["--no-io-uring", "--qemu-only"], aliases: RunConfigArguments.aliases)
+            let misEvict = try a.value("--debug-mis-evict-at-lookup").map { text -> Int in
+                guard let n = Int(text), n >= 0 else {
+                    throw UsageError("invalid value '\(text)' for --debug-mis-evict-at-lookup (expected a lookup number)")
+                }
+                return n
+            }
             let path = try a.positionals(1, what: "TRACE (the trace file to replay)")[0]
             let config = try RunConfigArguments.config(a)
             let format = try a.choice("--format", ["text", "json"], default: "text")
@@ -68,7 +78,7 @@ enum ValidateCommand {
             } else {
                 // Check QEMU first: a missing QEMU is exit 69 whatever else is missing.
                 try validator.checkTools(for: config)
-                guard let (log, sizes) = try ValidateSimulation.expected(config: config, input: input) else {
+                guard let (log, sizes) = try ValidateSimulation.expected(config: config, input: input, misEvictAtLookup: misEvict) else {
                     Console.error("validate", "this build has no simulator yet (Simulation.run); use --qemu-only to run QEMU alone")
                     return 70
                 }
@@ -81,6 +91,9 @@ enum ValidateCommand {
             return 64
         } catch let e as TraceError {
             if e.exitCode == 64 { Console.error("validate", e.message) } else { Console.printErr(e.description) }
+            return e.exitCode
+        } catch let e as SimulationError {
+            Console.error("validate", e.description)
             return e.exitCode
         } catch let e as ValidationError {
             switch e {

@@ -4,14 +4,21 @@ import Validation
 
 /// The one seam between `validate` and the simulator: the expected event log and the effective
 /// cache sizes of a run.
-///
-/// `Simulation.run(config:reader:log:)` has not landed in Qcow2Sim yet; when it does, this body
-/// becomes: create `EventLog(retainEvents: true)`, run the simulation over an
-/// `ArrayTraceReader(input.records)`, and map the report's per-image entry sizes and counts to
-/// `ImageCacheSizes`.
 enum ValidateSimulation {
-    /// The simulated log and cache sizes, or nil when this build has no simulator.
-    static func expected(config: SimulationConfig, input: ValidationInput) throws -> (log: EventLog, sizes: [ImageCacheSizes]?)? {
-        nil
+    /// Runs `Simulation.run` over the records `validate` replays and returns its event log
+    /// (requests marked, multi-segment requests flagged) and each image's effective cache sizes.
+    /// `misEvictAtLookup` is the simulator's test-only switch that changes one eviction.
+    static func expected(config: SimulationConfig, input: ValidationInput, misEvictAtLookup: Int? = nil) throws
+        -> (log: EventLog, sizes: [ImageCacheSizes]?)?
+    {
+        let log = EventLog(retainEvents: true)
+        var reader = ArrayTraceReader(input.records, fileName: input.fileName)
+        let report = try Simulation.run(config: config, reader: &reader, log: log, debugMisEvictAtLookup: misEvictAtLookup)
+        let sizes = report.images.map {
+            ImageCacheSizes(
+                l2EntryBytes: $0.sizing.l2EntrySize, l2Entries: $0.sizing.l2Entries, refcountEntryBytes: $0.sizing.refcountEntrySize,
+                refcountEntries: $0.sizing.refcountEntries)
+        }
+        return (log, sizes)
     }
 }
