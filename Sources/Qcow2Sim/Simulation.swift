@@ -135,6 +135,15 @@ enum ChainBuilder<P: EvictionPolicy> {
             if k == 0 { try populate(image, config) }
             images.append(image)
         }
+        for session in config.preparation {
+            guard session.image >= 0 && session.image < images.count else {
+                throw SimulationError.usage("preparation session names image \(session.image), but the chain has \(images.count)")
+            }
+            let image = images[session.image]
+            image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil)
+            for r in session.records { image.apply(r) }
+            image.close()
+        }
         return images
     }
 
@@ -262,7 +271,8 @@ struct Replay<P: EvictionPolicy, Reader: TraceReader> {
             let opts = driveOptions[chain.count - 1 - k]
             let sizing = try ChainBuilder<P>.openSizing(image.geometry, opts)
             let isTop = k == chain.count - 1
-            image.open(sizing: sizing, readOnly: !isTop, writethrough: config.cacheMode == .writethrough, log: log)
+            image.open(
+                sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode == .writethrough, log: log)
         }
         guard let top = chain.last else { throw SimulationError.usage("empty chain") }
         top.debugMisEvictAtLookup = misEvict
@@ -285,35 +295,14 @@ struct Replay<P: EvictionPolicy, Reader: TraceReader> {
                 }
             }
             log?.beginRequest(index, location: reader.location)
-            var multi = false
-            switch rec.op {
-            case .read:
-                var off = rec.offset, left = rec.length
-                while left > 0 {
-                    let n = min(left, Simulation.maxRequestBytes)
-                    if top.read(off, n) { multi = true }
-                    off += n
-                    left -= n
-                }
-                if multi { report.multiSegmentReads += 1 }
-            case .write:
-                var off = rec.offset, left = rec.length
-                while left > 0 {
-                    let n = min(left, Simulation.maxRequestBytes)
-                    if top.write(off, n) { multi = true }
-                    off += n
-                    left -= n
-                }
-                if multi { report.multiSegmentWrites += 1 }
-            case .writeZeroes:
-                if top.writeZeroes(rec.offset, rec.length, unmap: rec.flags.contains(.unmap)) {
-                    multi = true
-                    report.multiSegmentWrites += 1
-                }
-            case .discard:
-                top.discard(rec.offset, rec.length)
-            case .flush:
-                top.flushRequest()
+            if config.readOnly && rec.op != .read && rec.op != .flush {
+                throw SimulationError.trace(TraceError(
+                    file: reader.fileName, location: reader.location,
+                    message: "\(rec.op) request on an image opened read-only"))
+            }
+            let multi = (rec.op == .discard && !config.discardUnmap) ? false : top.apply(rec)
+            if multi {
+                if rec.op == .read { report.multiSegmentReads += 1 } else { report.multiSegmentWrites += 1 }
             }
             if multi { log?.markMultiSegment(write: rec.op != .read) }
             report.requestsByOp[rec.op, default: 0] += 1
@@ -345,5 +334,30 @@ struct Replay<P: EvictionPolicy, Reader: TraceReader> {
         (try? CacheSizing(geometry: image.geometry, options: CacheOptions()))
             ?? (try? CacheSizing(geometry: Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 0), options: CacheOptions()))
             ?? { preconditionFailure("default sizing cannot fail") }()
+    }
+}
+
+extension Qcow2Image {
+    /// Replays one request on this image (QEMU splits requests above `maxRequestBytes`).
+    /// Returns whether QEMU would run it as concurrent segments.
+    func apply(_ rec: TraceRecord) -> Bool {
+        var multi = false
+        switch rec.op {
+        case .read, .write:
+            var off = rec.offset, left = rec.length
+            while left > 0 {
+                let n = min(left, Simulation.maxRequestBytes)
+                if rec.op == .read ? read(off, n) : write(off, n) { multi = true }
+                off += n
+                left -= n
+            }
+        case .writeZeroes:
+            multi = writeZeroes(rec.offset, rec.length, unmap: rec.flags.contains(.unmap))
+        case .discard:
+            discard(rec.offset, rec.length)
+        case .flush:
+            flushRequest()
+        }
+        return multi
     }
 }

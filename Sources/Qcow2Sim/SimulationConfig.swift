@@ -64,6 +64,15 @@ public struct SimulationConfig: Sendable {
     public var cacheMode: CacheMode
     /// Name of the eviction policy (`qemu` reproduces QEMU; see `PolicyRegistry`).
     public var policy: String
+    /// Open the top image read-only (qemu-io `-r`): writes are refused, close prints 2 flushes.
+    public var readOnly = false
+    /// Discards reach qcow2 and punch holes (qemu-io's default, `-drive discard=unmap`); false
+    /// models a VM's default `discard=ignore`, where discards never reach the image.
+    public var discardUnmap = true
+    /// Sessions run before the trace, after populating, each in its own open/close with default
+    /// cache options and no metrics: `(chain index, requests)`. Models images prepared with
+    /// qemu-io, e.g. `qemu-io -c 'write 64k 64k' overlay.qcow2`.
+    public var preparation: [PreparationSession] = []
 
     /// Creates a configuration; the defaults match `qcow2sim simulate` without options.
     public init(
@@ -80,5 +89,18 @@ public struct SimulationConfig: Sendable {
         self.driveOptions = driveOptions
         self.cacheMode = cacheMode
         self.policy = policy
+    }
+}
+
+/// Requests replayed on one image of the chain in a separate session before the trace.
+public struct PreparationSession: Sendable, Equatable {
+    /// Chain position of the image (0 = base).
+    public var image: Int
+    /// The requests, in order.
+    public var records: [TraceRecord]
+    /// Creates a session.
+    public init(image: Int, records: [TraceRecord]) {
+        self.image = image
+        self.records = records
     }
 }

@@ -1,7 +1,120 @@
-/// Placeholder until the command lands.
+import Foundation
+import Qcow2Sim
+import TraceKit
+
+/// `qcow2sim simulate TRACE`: replay a trace through the simulated image chain and report.
 enum SimulateCommand {
+    static let help = """
+        usage: qcow2sim simulate TRACE [run options] [--format text|json|csv] [--events FILE]
+                                 [--output FILE] [--policy NAME] [--read-only] [--discard unmap|ignore]
+                                 [trace mapping options]
+
+        Replays TRACE through a discrete simulation of QEMU 7.2's qcow2 mapping code and metadata
+        caches, and reports per image and cache: lookups, hits, misses, evictions, write-backs,
+        metadata bytes, cache memory, allocations and copy-on-write bytes.
+
+        run options:
+        \(RunConfigArguments.help)
+          --policy NAME         eviction policy: \(PolicyRegistry.all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; "))
+          --read-only           open the top image read-only (qemu-io -r)
+          --discard MODE        unmap (default, like qemu-io) or ignore (a VM's default -drive)
+
+        output:
+          --format FMT          text (default), json or csv
+          --output FILE         write the report to FILE instead of standard output
+          --events FILE         write every cache event in QEMU's qcow2_cache_* format, with
+                                `co 0x…` replaced by `image N` (0 = base of the chain)
+
+        trace mapping options: --trace-format, --device, --event, --beyond, --offset-shift,
+        --time-scale, --reorder-window, --no-rebase (see 'qcow2sim trace --help')
+
+        """
+
     static func run(_ args: [String]) -> Int32 {
-        Console.error("simulate", "not implemented yet")
-        return 70
+        if args.contains("--help") || args.contains("-h") {
+            FileHandle.standardOutput.write(Data(help.utf8))
+            return 0
+        }
+        var eventsTemp: String?
+        defer { if let t = eventsTemp { unlink(t) } }
+        do {
+            let a = try Arguments(
+                args,
+                options: RunConfigArguments.options.union(TraceCommand.mappingOptions).union([
+                    "--format", "--events", "--output", "--policy", "--discard",
+                ]),
+                flags: ["--read-only", "--no-rebase"], aliases: RunConfigArguments.aliases)
+            var config = try RunConfigArguments.config(a)
+            config.policy = a.value("--policy") ?? "qemu"
+            config.readOnly = a.has("--read-only")
+            config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
+            let format = try a.choice("--format", ["text", "json", "csv"], default: "text")
+            var reader = try TraceCommand.open(a)
+
+            var log: EventLog?
+            var writer: BufferedFileWriter?
+            if let path = a.value("--events") {
+                let temp = path + ".tmp.\(getpid())"
+                let w = try BufferedFileWriter(path: temp)
+                eventsTemp = temp
+                writer = w
+                log = EventLog(retainEvents: false) { w.writeLine($0.description) }
+            }
+            let report = try Simulation.run(config: config, reader: &reader, log: log)
+            if let writer, let path = a.value("--events"), let temp = eventsTemp {
+                try writer.close()
+                guard rename(temp, path) == 0 else { throw UsageError("cannot write '\(path)': \(String(cString: strerror(errno)))") }
+                eventsTemp = nil
+            }
+            let out: String
+            switch format {
+            case "json": out = ReportFormat.json(report, config: config)
+            case "csv": out = ReportFormat.csv(report)
+            default: out = ReportFormat.text(report, config: config)
+            }
+            try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+            return 0
+        } catch let e as UsageError {
+            Console.error("simulate", e.message)
+            return 64
+        } catch let e as TraceError {
+            Console.printErr(e.description)
+            return e.exitCode
+        } catch let e as SimulationError {
+            if case .trace(let t) = e { Console.printErr(t.description) } else { Console.error("simulate", e.description) }
+            return e.exitCode
+        } catch {
+            Console.error("simulate", "\(error)")
+            return 70
+        }
+    }
+}
+
+/// A buffered line writer for large event logs.
+final class BufferedFileWriter {
+    private let handle: FileHandle
+    private var buffer = Data()
+
+    init(path: String) throws {
+        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
+            throw UsageError("cannot create '\(path)'")
+        }
+        handle = h
+        buffer.reserveCapacity(1 << 20)
+    }
+
+    func writeLine(_ s: String) {
+        buffer.append(contentsOf: s.utf8)
+        buffer.append(0x0a)
+        if buffer.count >= 1 << 20 {
+            handle.write(buffer)
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
+
+    func close() throws {
+        handle.write(buffer)
+        buffer.removeAll()
+        try handle.close()
     }
 }

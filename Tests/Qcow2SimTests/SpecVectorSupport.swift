@@ -7,12 +7,14 @@ enum Vector {
     /// lines in QEMU's format without `co`/`image` (or with `image N` when asked).
     static func events(
         size: UInt64 = 1 << 30, create: String = "", chain: Int = 1, populate: Populate = .none,
-        drive: String = "", mode: CacheMode = .writeback, ops: [String], withImage: Bool = false,
-        preparing: [[String]] = []
+        drive: String = "", mode: CacheMode = .writeback, readOnly: Bool = false, ops: [String],
+        withImage: Bool = false, preparing: [(Int, [String])] = []
     ) throws -> [String] {
-        let config = SimulationConfig(
+        var config = SimulationConfig(
             virtualSize: size, createOptions: create, chainLength: chain, populate: populate, driveOptions: drive,
             cacheMode: mode)
+        config.readOnly = readOnly
+        config.preparation = preparing.map { PreparationSession(image: $0.0, records: $0.1.map(record)) }
         let log = EventLog()
         var reader = ArrayTraceReader(ops.map(record))
         _ = try Simulation.run(config: config, reader: &reader, log: log)
@@ -41,13 +43,24 @@ enum Vector {
         }
     }
 
+    /// Splits at `;` except inside `{…}`.
+    static func splitOutsideBraces(_ s: String) -> [String] {
+        var parts: [String] = [], cur = "", depth = 0
+        for c in s {
+            if c == "{" { depth += 1 } else if c == "}" { depth -= 1 }
+            if c == ";" && depth == 0 { parts.append(cur); cur = "" } else { cur.append(c) }
+        }
+        parts.append(cur)
+        return parts
+    }
+
     /// Expands the spec's compact notation (§16): `L2 get 0x40000 hit 0 (x2)`, `miss I {X; Y}`,
     /// `empty`, `flush L2`, `wb RC 3`, separated by ` ; ` or newlines; `#` starts a comment.
     static func expand(_ text: String) -> [String] {
         var out: [String] = []
         for rawLine in text.split(separator: "\n") {
             let line = rawLine.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0]
-            for item in line.split(separator: ";") {
+            for item in splitOutsideBraces(String(line)) {
                 var t = item.trimmingCharacters(in: .whitespaces)
                 if t.isEmpty { continue }
                 if t.hasPrefix("[") { t = String(t[t.index(after: t.firstIndex(of: "]")!)...]).trimmingCharacters(in: .whitespaces) }
