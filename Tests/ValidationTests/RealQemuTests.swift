@@ -275,4 +275,22 @@ struct RealQemuSystemTests {
             #expect(report.text().contains("close not compared"))
         }
     }
+
+    @Test("the simulator's clean-interval model agrees with qemu-system on idle gaps (TV9)")
+    func simulatorTV9() throws {
+        let config = SimulationConfig(
+            virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 64 << 10)]), populateMode: .data,
+            driveOptions: "cache-clean-interval=1")
+        let recs = [
+            TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096), TraceRecord(time: 2.8, op: .read, offset: 0, length: 4096),
+            TraceRecord(time: 3.3, op: .read, offset: 0, length: 4096),
+        ]
+        let input = ValidationInput(records: recs)
+        let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
+        let report = try Validator(runner: Qemu.runner).validate(config: config, input: input, expected: log, sizes: sizes)
+        #expect(report.identical, "\(report.text())")
+        // gap 2.5 s: dropped and missed again; gap 0.5 s: still cached.
+        #expect(report.images[0].qemu.l2.misses == 2)
+        #expect(report.images[0].qemu.l2.hits == 1)
+    }
 }
