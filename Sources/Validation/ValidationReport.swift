@@ -85,7 +85,7 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     /// Pretty-printed JSON with sorted keys.
     public func json() -> String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(self) else { return "{}" }
         return String(decoding: data, as: UTF8.self) + "\n"
     }
