@@ -47,6 +47,9 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     // Session state (reset at every open).
     var freeClusterIndex: UInt64 = 0
     var probeDone = false
+    /// The probe found metadata preallocation (`s->metadata_preallocation`): block status of
+    /// data clusters then recurses into the host file's data/hole map.
+    var metadataPreallocation = false
     var cacheDiscards = false
     var pendingDiscards: [(offset: UInt64, bytes: UInt64)] = []
     /// Trace time of the next cache-clean tick (nil: the timer is off).
@@ -108,9 +111,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
             return ContiguousArray(b)
         }
         host = HostFile(length: file.fileLength)
-        for r in try file.allocatedRanges() {
-            host.markAllocated((r.lowerBound / HostFile.blockSize)..<((r.upperBound + HostFile.blockSize - 1) / HostFile.blockSize))
-        }
+        for r in try file.allocatedRanges() { host.markAllocated(r) }
+        for r in try file.dataRanges() { host.markData(r) }
     }
 
     // MARK: - Sessions (§2, §10)
@@ -128,6 +130,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         ]
         freeClusterIndex = 0
         probeDone = false
+        metadataPreallocation = false
         cacheDiscards = false
         pendingDiscards = []
         stats = ImageStats()

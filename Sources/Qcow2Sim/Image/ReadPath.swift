@@ -94,7 +94,7 @@ extension Qcow2Image {
     enum Status { case eof, zero, data, unallocated }
 
     /// STATUS (§8.1, `qcow2_co_block_status` through `bdrv_co_block_status`).
-    func status(_ g: UInt64, _ len: UInt64) -> (pnum: UInt64, status: Status) {
+    func status(_ g: UInt64, _ len: UInt64, wantZero: Bool = false) -> (pnum: UInt64, status: Status) {
         let size = geometry.virtualSize
         if g >= size { return (0, .eof) }
         let len = min(len, size - g)
@@ -102,9 +102,14 @@ extension Qcow2Image {
             probeDone = true
             detectPreallocation()
         }
-        let (n, type, _) = map(g, len)
+        let (n, type, host) = map(g, len)
         switch type {
         case .zeroPlain, .zeroAlloc: return (n, .zero)
+        case .normal where wantZero && metadataPreallocation:
+            // BDRV_BLOCK_RECURSE: ask the host file whether the data is really there.
+            let f = self.host.status(host, n)
+            if f.eof && (f.pnum == 0 || f.zero) { return (n, .zero) }
+            return (f.pnum, f.zero ? .zero : .data)
         case .normal, .compressed: return (n, .data)
         case .unallocatedPlain, .unallocatedAlloc, .invalid: return (n, backing == nil ? .zero : .unallocated)
         }
@@ -112,13 +117,13 @@ extension Qcow2Image {
 
     /// Status over the chain (`bdrv_co_common_block_status_above` with base NULL): dives into
     /// backing layers while the range is unallocated. `isZero` is the ZERO flag of the result.
-    func statusAbove(_ g: UInt64, _ len: UInt64) -> (pnum: UInt64, isZero: Bool) {
-        var (pnum, st) = status(g, len)
+    func statusAbove(_ g: UInt64, _ len: UInt64, wantZero: Bool = false) -> (pnum: UInt64, isZero: Bool) {
+        var (pnum, st) = status(g, len, wantZero: wantZero)
         if pnum == 0 || st != .unallocated { return (pnum, st == .zero) }
         var bytes = pnum
         var layer = backing
         while let b = layer {
-            let (p, s) = b.status(g, bytes)
+            let (p, s) = b.status(g, bytes, wantZero: wantZero)
             if p == 0 { return (bytes, true) }  // a short backing file reads as zeroes
             if s != .unallocated { return (p, s == .zero) }
             bytes = p
@@ -143,7 +148,7 @@ extension Qcow2Image {
         if g + bytes > geometry.virtualSize { bytes = geometry.virtualSize - min(g, geometry.virtualSize) }
         if bytes == 0 { return true }
         while true {
-            let (nr, zero) = statusAbove(g, bytes)
+            let (nr, zero) = statusAbove(g, bytes, wantZero: true)
             g += nr
             bytes -= nr
             if !(zero && nr > 0 && bytes > 0) { return zero && bytes == 0 }
@@ -161,5 +166,6 @@ extension Qcow2Image {
             threshold &-= Int64(bitPattern: refcount(ofCluster: i))
             i += 1
         }
+        metadataPreallocation = threshold == 0
     }
 }

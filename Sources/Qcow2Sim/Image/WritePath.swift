@@ -256,7 +256,7 @@ extension Qcow2Image {
             guard isZeroFast(m.guestCluster + m.cowEndOffset, m.cowEndBytes) else { continue }
             let start = m.hostCluster + m.cowStartOffset
             let bytes = m.cowEndOffset + m.cowEndBytes - m.cowStartOffset
-            host.write(start, bytes)
+            host.zeroRange(start, bytes)
             metas[j].skipCow = true
             stats.cowSkipped += 1
         }

@@ -149,6 +149,14 @@ public final class Qcow2File: Sendable {
         return Self.roundAndMerge(raw)
     }
 
+    /// The byte ranges `lseek(SEEK_DATA/SEEK_HOLE)` reports as data (written extents only),
+    /// rounded out to 4 KiB: what QEMU's file-posix block status sees. Falls back to
+    /// `allocatedRanges()` where SEEK_DATA is unsupported.
+    public func dataRanges() throws -> [Range<UInt64>] {
+        if let raw = seekDataMap(length: fileLength) { return Self.roundAndMerge(raw) }
+        return try allocatedRanges()
+    }
+
     // MARK: - Reading
 
     /// Reads a whole metadata table, which must lie inside the file.
