@@ -17,6 +17,8 @@ public struct CreateOptions: Equatable, Sendable {
         public var message: String
         /// The message.
         public var description: String { message }
+        /// Creates a failure with qemu-img's text.
+        public init(message: String) { self.message = message }
     }
 
     /// Parses a comma-separated `key=value` list as qemu-img does.
