@@ -269,7 +269,13 @@ struct Replay<P: EvictionPolicy, Reader: TraceReader> {
         // Options are given top first; the chain is base first.
         for (k, image) in chain.enumerated() {
             let opts = driveOptions[chain.count - 1 - k]
-            let sizing = try ChainBuilder<P>.openSizing(image.geometry, opts)
+            let sizing: CacheSizing
+            do {
+                sizing = try CacheSizing(geometry: image.geometry, options: opts)
+            } catch {
+                let which = chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
+                throw SimulationError.usage("--drive\(which): \(error.message)")
+            }
             let isTop = k == chain.count - 1
             image.open(
                 sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode == .writethrough, log: log)
