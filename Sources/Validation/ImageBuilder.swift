@@ -63,16 +63,21 @@ public struct ImageBuilder: Sendable {
         return commands
     }
 
-    /// Builds the images in `directory` (which must exist) and returns their paths.
+    /// Builds the images in `directory` (which must exist) and returns their paths: the chain
+    /// (created, or copied from `--image FILE` with its backing files), then the populate
+    /// session, then each of `config.preparation`'s sessions in order.
     public func build(_ config: SimulationConfig, in directory: String) throws -> BuiltImages {
         guard config.chainLength >= 1 else { throw ValidationError.usage("chain length must be at least 1, got \(config.chainLength)") }
         var paths: [String] = []
-        let base = directory + "/" + Self.fileName(0)
         if let image = config.imageFile {
             if config.populate != .none {
                 throw ValidationError.usage("--populate cannot be combined with --image '\(image)' (the image already has its contents)")
             }
-            try Self.copyNonSparse(from: image, to: base)
+            paths = try copyChain(of: image, into: directory)
+            if config.chainLength != 1 && config.chainLength != paths.count {
+                throw ValidationError.usage(
+                    "--chain \(config.chainLength) cannot be combined with --image '\(image)': its backing chain has \(paths.count) image(s)")
+            }
         } else {
             var args = ["create", "-q", "-f", "qcow2"]
             if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
@@ -87,16 +92,80 @@ public struct ImageBuilder: Sendable {
                         executable: "qemu-io", arguments: ["-t", "unsafe", "-f", "qcow2", Self.fileName(0)], standardInput: input,
                         workingDirectory: directory, outputLimit: 8192))
             }
+            paths.append(directory + "/" + Self.fileName(0))
+            for i in 1..<config.chainLength {
+                var args = ["create", "-q", "-f", "qcow2", "-b", Self.fileName(i - 1), "-F", "qcow2"]
+                if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
+                args += [Self.fileName(i), String(config.virtualSize)]
+                _ = try runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: directory))
+                paths.append(directory + "/" + Self.fileName(i))
+            }
         }
-        paths.append(base)
-        for i in 1..<config.chainLength {
-            var args = ["create", "-q", "-f", "qcow2", "-b", Self.fileName(i - 1), "-F", "qcow2"]
-            if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
-            args += [Self.fileName(i), String(config.virtualSize)]
-            _ = try runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: directory))
-            paths.append(directory + "/" + Self.fileName(i))
+        for (n, session) in config.preparation.enumerated() {
+            guard session.image >= 0 && session.image < paths.count else {
+                throw ValidationError.usage("preparation session \(n) names image \(session.image), but the chain has \(paths.count)")
+            }
+            let commands = Self.preparationCommands(session)
+            if commands.isEmpty { continue }
+            _ = try runner.runChecked(
+                ProcessRequest(
+                    executable: "qemu-io", arguments: ["-t", "writeback", "-f", "qcow2", Self.fileName(session.image)],
+                    standardInput: Data((commands.joined(separator: "\n") + "\n").utf8), workingDirectory: directory, outputLimit: 8192))
         }
         return BuiltImages(directory: directory, paths: paths)
+    }
+
+    /// The qemu-io commands of one preparation session: its records in order, default options,
+    /// writeback, discards always sent (qemu-io opens with unmap on, as the simulator's
+    /// preparation session applies them).
+    public static func preparationCommands(_ session: PreparationSession) -> [String] {
+        session.records.filter(QemuIOScript.isReplayed).flatMap(QemuIOScript.commands(for:))
+    }
+
+    /// The backing chain of a qcow2 file, top first: each backing name as stored in the header,
+    /// relative names resolved against the directory of the file that names them (as QEMU and
+    /// the simulator do).
+    public static func backingChain(of path: String) throws -> [String] {
+        var chain: [String] = []
+        var next: String? = path
+        while let p = next {
+            guard chain.count < 64 else { throw ValidationError.usage("'\(path)': backing chain deeper than 64 images") }
+            chain.append(p)
+            let file: Qcow2File
+            do {
+                file = try Qcow2File(path: p)
+            } catch let e as Qcow2FileError {
+                throw ValidationError.noInput("cannot read image '\(p)': \(e.description)")
+            }
+            if let format = file.header.backingFormat, format != "qcow2" {
+                throw ValidationError.usage("'\(p)': backing file format '\(format)' is not supported (expected qcow2)")
+            }
+            next = file.header.backingFileName.map { name in
+                name.hasPrefix("/") ? name : URL(fileURLWithPath: p).deletingLastPathComponent().appendingPathComponent(name).path
+            }
+        }
+        return chain
+    }
+
+    /// Copies `image` and every backing file below it into `directory` (`base.qcow2`,
+    /// `top1.qcow2`, …, the user's file last), non-sparse, and points each copy at the copy
+    /// below it with `qemu-img rebase -u` (a header-only change). The user's files are only read.
+    /// Returns the copies, base first.
+    func copyChain(of image: String, into directory: String) throws -> [String] {
+        let originals = Array(try Self.backingChain(of: image).reversed())
+        var paths: [String] = []
+        for (i, original) in originals.enumerated() {
+            let copy = directory + "/" + Self.fileName(i)
+            try Self.copyNonSparse(from: original, to: copy)
+            if i > 0 {
+                _ = try runner.runChecked(
+                    ProcessRequest(
+                        executable: "qemu-img", arguments: ["rebase", "-q", "-u", "-b", Self.fileName(i - 1), "-F", "qcow2", Self.fileName(i)],
+                        workingDirectory: directory))
+            }
+            paths.append(copy)
+        }
+        return paths
     }
 
     /// Copies `source` to `destination` writing every byte, zeroes included (`cp --sparse=never`):

@@ -69,12 +69,14 @@ public enum QemuIOScript {
 
     /// The whole qemu-io input for `records`: marker, commands, marker, …, final marker.
     /// Records that are not replayed still get their marker, so request numbers line up.
-    public static func script(for records: [TraceRecord], virtualSize: UInt64) -> String {
+    /// With `discards` false, discard requests are not sent (a drive with `discard=ignore`:
+    /// qemu-io always opens with unmap on, so leaving them out is the only way to model it).
+    public static func script(for records: [TraceRecord], virtualSize: UInt64, discards: Bool = true) -> String {
         var s = ""
         s.reserveCapacity(records.count * 40)
         for (i, record) in records.enumerated() {
             s += marker(i, virtualSize: virtualSize) + "\n"
-            if isReplayed(record) {
+            if isReplayed(record) && (discards || record.op != .discard) {
                 for c in commands(for: record) { s += c + "\n" }
             }
         }

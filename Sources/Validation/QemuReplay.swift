@@ -28,6 +28,9 @@ public struct ReplayResult: Sendable {
     public var tool: ReplayTool
     /// Its argv.
     public var argv: [String]
+    /// Images in the replayed chain (the simulator's chain length; for `--image FILE`, the
+    /// file's backing chain).
+    public var imageCount: Int
     /// The file AIO engine that was used (`io_uring` or `threads`).
     public var aio: String
     /// QEMU's cache events, cut into spans.
@@ -71,9 +74,12 @@ public struct QemuReplayer: Sendable {
         return s
     }
 
-    /// The qemu-io argv (without the program name).
-    public static func qemuIOArguments(mode: CacheMode, eventsFile: String, logFile: String, imageOpts: String) -> [String] {
-        ["-t", mode.rawValue, "-T", "events=" + escapeOption(eventsFile) + ",file=" + escapeOption(logFile), "--image-opts", imageOpts]
+    /// The qemu-io argv (without the program name); `readOnly` adds `-r`.
+    public static func qemuIOArguments(mode: CacheMode, eventsFile: String, logFile: String, imageOpts: String, readOnly: Bool = false)
+        -> [String]
+    {
+        (readOnly ? ["-r"] : [])
+            + ["-t", mode.rawValue, "-T", "events=" + escapeOption(eventsFile) + ",file=" + escapeOption(logFile), "--image-opts", imageOpts]
     }
 
     /// Whether QEMU opens the image with `file.aio=io_uring` (a read-only open running one no-op).
@@ -105,15 +111,15 @@ public struct QemuReplayer: Sendable {
         }
         let args = Self.qemuIOArguments(
             mode: config.cacheMode, eventsFile: eventsFile, logFile: logFile,
-            imageOpts: Self.imageOpts(top: images.top, driveOptions: config.driveOptions, aio: aio))
-        let script = QemuIOScript.script(for: records, virtualSize: config.virtualSize)
+            imageOpts: Self.imageOpts(top: images.top, driveOptions: config.driveOptions, aio: aio), readOnly: config.readOnly)
+        let script = QemuIOScript.script(for: records, virtualSize: config.virtualSize, discards: config.discardUnmap)
         let request = ProcessRequest(
             executable: "qemu-io", arguments: args, standardInput: Data(script.utf8), workingDirectory: directory, outputLimit: 16384,
             measureMemory: true)
         let result = try runner.runChecked(request)
         let log = try readLog(logFile, records: records, config: config, images: images)
         return ReplayResult(
-            tool: .qemuIO, argv: request.argv, aio: aioName, log: log, wallTime: result.wallTime, peakResidentBytes: result.peakResidentBytes)
+            tool: .qemuIO, argv: request.argv, imageCount: images.paths.count, aio: aioName, log: log, wallTime: result.wallTime, peakResidentBytes: result.peakResidentBytes)
     }
 
     private func readLog(_ logFile: String, records: [TraceRecord], config: SimulationConfig, images: BuiltImages) throws -> QemuLog {
@@ -132,13 +138,17 @@ public struct QemuReplayer: Sendable {
 
     /// The qemu-system argv (without the program name): no machine, QMP on stdio, the drive with
     /// the run's options, and the trace in its own file (the monitor on stdio loses trace lines).
+    /// `discards` picks `discard=unmap` (discards reach qcow2) or `discard=ignore` (the
+    /// `-drive` default, spelled out); `readOnly` adds `readonly=on`.
     public static func qemuSystemArguments(
-        top: String, driveOptions: String, mode: CacheMode, discards: Bool, aio: String?, eventsFile: String, logFile: String
+        top: String, driveOptions: String, mode: CacheMode, discards: Bool, aio: String?, eventsFile: String, logFile: String,
+        readOnly: Bool = false
     ) -> [String] {
         var drive = "if=none,id=d0,file=" + escapeOption(top) + ",format=qcow2"
         if !driveOptions.isEmpty { drive += "," + driveOptions }
         drive += ",cache=" + mode.rawValue
-        if discards { drive += ",discard=unmap" }
+        drive += discards ? ",discard=unmap" : ",discard=ignore"
+        if readOnly { drive += ",readonly=on" }
         if let aio { drive += ",aio=" + aio }
         return [
             "-machine", "none", "-nodefaults", "-display", "none", "-qmp", "stdio", "-drive", drive,
@@ -152,10 +162,9 @@ public struct QemuReplayer: Sendable {
         let eventsFile = directory + "/trace-events"
         let logFile = directory + "/qemu-trace.log"
         try write(Self.traceEvents, to: eventsFile)
-        let discards = records.contains { $0.op == .discard }
         let args = Self.qemuSystemArguments(
-            top: images.top, driveOptions: config.driveOptions, mode: config.cacheMode, discards: discards, aio: nil, eventsFile: eventsFile,
-            logFile: logFile)
+            top: images.top, driveOptions: config.driveOptions, mode: config.cacheMode, discards: config.discardUnmap, aio: nil,
+            eventsFile: eventsFile, logFile: logFile, readOnly: config.readOnly)
         let request = ProcessRequest(executable: "qemu-system-x86_64", arguments: args, workingDirectory: directory, measureMemory: true)
         let process = try runner.start(request)
         let session = QMPSession(process: process, argv: request.argv, timeout: qmpTimeout)
@@ -186,7 +195,7 @@ public struct QemuReplayer: Sendable {
         }
         let log = try readLog(logFile, records: records, config: config, images: images)
         return ReplayResult(
-            tool: .qemuSystem, argv: request.argv, aio: "threads", log: log, wallTime: result.wallTime,
+            tool: .qemuSystem, argv: request.argv, imageCount: images.paths.count, aio: "threads", log: log, wallTime: result.wallTime,
             peakResidentBytes: result.peakResidentBytes)
     }
 }

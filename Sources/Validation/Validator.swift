@@ -85,7 +85,12 @@ public struct Validator: Sendable {
     /// Checks that the QEMU programs this run needs are installed (exit 69 otherwise).
     public func checkTools(for config: SimulationConfig) throws {
         var needed = ["qemu-io"]
-        if config.imageFile == nil { needed.insert("qemu-img", at: 0) }
+        // qemu-img creates the images, or rebases the copies of a user's backing chain.
+        if let file = config.imageFile {
+            if let chain = try? ImageBuilder.backingChain(of: file), chain.count > 1 { needed.insert("qemu-img", at: 0) }
+        } else {
+            needed.insert("qemu-img", at: 0)
+        }
         if tool(for: config) == .qemuSystem { needed.append("qemu-system-x86_64") }
         for t in needed where runner.locate(t) == nil {
             throw ValidationError.toolMissing(tool: t, packages: QemuPackages.all)
@@ -97,6 +102,7 @@ public struct Validator: Sendable {
     public func replay(config: SimulationConfig, input: ValidationInput) throws -> ReplayResult {
         try checkTools(for: config)
         try QemuIOScript.checkBounds(input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
+        try Self.checkReadOnly(config: config, input: input)
         let directory = try makeDirectory()
         defer {
             if options.keepDirectory == nil { try? FileManager.default.removeItem(atPath: directory) }
@@ -108,6 +114,17 @@ public struct Validator: Sendable {
             return try replayer.replayQemuIO(config: config, images: images, records: input.records, directory: directory)
         case .qemuSystem:
             return try replayer.replayQemuSystem(config: config, images: images, records: input.records, directory: directory)
+        }
+    }
+
+    /// With `readOnly`, throws `ValidationError.badTrace` naming the first request that would
+    /// modify the image (QEMU refuses it; the simulator stops there too).
+    public static func checkReadOnly(config: SimulationConfig, input: ValidationInput) throws {
+        guard config.readOnly else { return }
+        for (i, r) in input.records.enumerated() where r.op != .read && r.op != .flush && QemuIOScript.isReplayed(r) {
+            let loc = i < input.locations.count ? input.locations[i] : .file
+            throw ValidationError.badTrace(
+                TraceError(file: input.fileName, location: loc, message: "request \(i) is a \(r.op) on an image opened read-only").description)
         }
     }
 
@@ -128,9 +145,10 @@ public struct Validator: Sendable {
     ) -> ValidationReport {
         let expected = givenExpected ?? EventLog()
         let compareClose = replay.tool == .qemuIO
+        let imageCount = replay.imageCount
         var comparison = Comparator.compare(
             expected: expected, actual: replay.log, writes: input.records.map { $0.op == .write || $0.op == .writeZeroes },
-            locations: input.locations, compareClose: compareClose, topImage: config.chainLength - 1)
+            locations: input.locations, compareClose: compareClose, topImage: imageCount - 1)
         var simulated = CacheCounter()
         var real = CacheCounter()
         if compareClose {
@@ -140,14 +158,15 @@ public struct Validator: Sendable {
             simulated.add(contentsOf: expected.events[0..<(expected.closeStart ?? expected.events.count)])
             real.add(contentsOf: comparison.labeled.events[0..<comparison.labeled.closeStart])
         }
-        let simCounts = simulated.result(imageCount: config.chainLength, sizes: sizes)
-        let realCounts = real.result(imageCount: config.chainLength, sizes: sizes)
-        let names = (0..<config.chainLength).map { ImageBuilder.fileName($0) }
-        let images = (0..<config.chainLength).map { i in
+        let simCounts = simulated.result(imageCount: imageCount, sizes: sizes)
+        let realCounts = real.result(imageCount: imageCount, sizes: sizes)
+        let names = (0..<imageCount).map { ImageBuilder.fileName($0) }
+        let images = (0..<imageCount).map { i in
             ImageComparison(
                 image: i, name: names[i], simulated: simCounts[i], qemu: realCounts[i], cacheSizes: sizes.flatMap { i < $0.count ? $0[i] : nil })
         }
-        let replayed = input.records.filter(QemuIOScript.isReplayed).count
+        let dropsDiscards = !config.discardUnmap && replay.tool == .qemuIO
+        let replayed = input.records.filter { QemuIOScript.isReplayed($0) && !(dropsDiscards && $0.op == .discard) }.count
         let checks = givenExpected == nil ? [] : comparison.multiSegment
         var notes: [String] = []
         if !compareClose {
@@ -156,8 +175,18 @@ public struct Validator: Sendable {
         if checks.contains(where: { $0.simulatorMarked != $0.qemuPooled }) {
             notes.append("the simulator's and QEMU's multi-segment classifications differ for some requests (see multiSegment)")
         }
-        if replayed < input.records.count {
-            notes.append("\(input.records.count - replayed) zero-length requests were not replayed (no-ops in QEMU)")
+        let discards = input.records.filter { $0.op == .discard && QemuIOScript.isReplayed($0) }.count
+        if !config.discardUnmap && discards > 0 {
+            notes.append(
+                replay.tool == .qemuIO
+                    ? "discard=ignore: \(discards) discard request(s) not sent to qemu-io (it always opens with unmap on); the simulator drops them too"
+                    : "discard=ignore: \(discards) discard request(s) sent to a drive with discard=ignore")
+        }
+        if !config.preparation.isEmpty {
+            notes.append("\(config.preparation.count) preparation session(s) ran before the trace (qemu-io, writeback, default options; not compared)")
+        }
+        if replayed + (dropsDiscards ? discards : 0) < input.records.count {
+            notes.append("\(input.records.count - replayed - (dropsDiscards ? discards : 0)) zero-length requests were not replayed (no-ops in QEMU)")
         }
         let wall = replay.wallTime
         if givenExpected == nil {

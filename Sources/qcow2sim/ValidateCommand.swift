@@ -11,6 +11,7 @@ enum ValidateCommand {
         usage: qcow2sim validate TRACE [run options] [--keep DIR] [--format text|json]
                                  [--runner auto|qemu-io|qemu-system] [--time-scale X]
                                  [--trace-format FMT] [--no-io-uring] [--qemu-only]
+                                 [--read-only] [--discard unmap|ignore]
 
         Builds the real image(s) with qemu-img exactly as the simulation starts, replays TRACE through
         qemu-io (one request at a time, QEMU's qcow2_cache* trace captured), and compares QEMU's cache
@@ -20,6 +21,9 @@ enum ValidateCommand {
 
         run options (as for simulate):
         \(RunConfigArguments.help)
+          --read-only           open the top image read-only (qemu-io -r)
+          --discard MODE        unmap (default, like qemu-io) or ignore (a VM's default -drive);
+                                with ignore, qemu-io is sent no discards (it always unmaps)
           --keep DIR            keep images, the QEMU trace log and events in DIR
           --format FMT          text (default) or json
           --runner R            auto (default), qemu-io or qemu-system
@@ -43,9 +47,9 @@ enum ValidateCommand {
             let a = try Arguments(
                 args,
                 options: RunConfigArguments.options.union([
-                    "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup",
+                    "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup", "--discard",
                 ]),
-                flags: ["--no-io-uring", "--qemu-only"], aliases: RunConfigArguments.aliases)
+                flags: ["--no-io-uring", "--qemu-only", "--read-only"], aliases: RunConfigArguments.aliases)
             let misEvict = try a.value("--debug-mis-evict-at-lookup").map { text -> Int in
                 guard let n = Int(text), n >= 0 else {
                     throw UsageError("invalid value '\(text)' for --debug-mis-evict-at-lookup (expected a lookup number)")
@@ -53,7 +57,9 @@ enum ValidateCommand {
                 return n
             }
             let path = try a.positionals(1, what: "TRACE (the trace file to replay)")[0]
-            let config = try RunConfigArguments.config(a)
+            var config = try RunConfigArguments.config(a)
+            config.readOnly = a.has("--read-only")
+            config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
             let format = try a.choice("--format", ["text", "json"], default: "text")
             let runnerName = try a.choice("--runner", ["auto", "qemu-io", "qemu-system"], default: "auto")
             var timeScale = 1.0

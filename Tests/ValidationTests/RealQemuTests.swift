@@ -122,18 +122,19 @@ struct RealQemuTests {
 
     static let tv6Reads = "R 0 4k\nR 32M 4k\nR 0 4k\nR 64M 4k\nR 32M 4k\nR 1G 4k"
 
-    static func tv6Config(_ l2: String) -> SimulationConfig {
-        SimulationConfig(virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: "l2-cache-size=\(l2)")
+    static func tv6Config(_ l2: String, readOnly: Bool = false) -> SimulationConfig {
+        var config = SimulationConfig(virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: "l2-cache-size=\(l2)")
+        config.readOnly = readOnly
+        return config
     }
 
-    /// TV6's request events; the close is the writable close (§10): our replay opens read-write,
-    /// the spec's run used `-r` (2 flush lines).
+    /// TV6's request events (the same read-write and read-only).
     static let tv6With8K = [
         "L2 get 0x40000 miss 0", "L2 get 0x41000 miss 1", "L2 get 0x40000 hit 0", "L2 get 0x42000 miss 1", "L2 get 0x41000 miss 0",
         "L2 get 0x40060000 miss 1",
     ]
 
-    @Test("TV6: LRU stamp at release and start index, l2-cache-size=8K and 12K, preallocated 4 GiB")
+    @Test("TV6: LRU stamp at release and start index, l2-cache-size=8K and 12K, preallocated 4 GiB, read-only (qemu-io -r)")
     func tv6() throws {
         let cases: [(String, [String])] = [
             ("8K", Self.tv6With8K),
@@ -146,9 +147,17 @@ struct RealQemuTests {
             ),
         ]
         for (size, lines) in cases {
-            let expected = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
-            let report = try validator.validate(config: Self.tv6Config(size), input: ValidationInput(records: records(Self.tv6Reads)), expected: expected)
+            // The spec's run used -r: the read-only close is 2 flush lines (§10).
+            let expected = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC"))
+            let config = Self.tv6Config(size, readOnly: true)
+            let report = try validator.validate(config: config, input: ValidationInput(records: records(Self.tv6Reads)), expected: expected)
             #expect(report.identical, "l2-cache-size=\(size)\n\(report.text())")
+            #expect(report.argv.contains("-r"))
+            // Read-write, the close is the writable one (4 flush lines).
+            let writable = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
+            let rw = try validator.validate(config: Self.tv6Config(size), input: ValidationInput(records: records(Self.tv6Reads)), expected: writable)
+            #expect(rw.identical, "l2-cache-size=\(size), read-write\n\(rw.text())")
+            #expect(!rw.argv.contains("-r"))
         }
     }
 

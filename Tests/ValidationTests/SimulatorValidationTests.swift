@@ -48,6 +48,86 @@ struct SimulatorValidationTests {
         #expect(report.firstDivergence?.actual.dropFirst().first == "qcow2_cache_get_replace_entry image 0 is_l2_cache 1 index 1")
     }
 
+    @Test("--image with a backing chain: the whole chain is copied and rebased, the user's files stay byte-identical")
+    func imageChain() throws {
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        // base in a sibling directory, named relatively from the overlay's directory.
+        try FileManager.default.createDirectory(atPath: dir + "/images/lower", withIntermediateDirectories: true)
+        let base = dir + "/images/lower/b.qcow2"
+        let top = dir + "/images/t.qcow2"
+        let img = { (args: [String]) in
+            _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: dir + "/images"))
+        }
+        try img(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", base, "64M"])
+        _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 0 1M", "-f", "qcow2", base]))
+        try img(["create", "-q", "-f", "qcow2", "-b", "lower/b.qcow2", "-F", "qcow2", "-o", "cluster_size=4096", top])
+        _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 512k 8k", "-f", "qcow2", top]))
+        #expect(try ImageBuilder.backingChain(of: top) == [top, dir + "/images/lower/b.qcow2"])
+        let before = try [top, base].map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+
+        let keep = dir + "/kept"
+        let config = SimulationConfig(virtualSize: 64 << 20, imageFile: top)
+        let input = ValidationInput(records: records("R 0 64k\nW 256k 4k\nR 510k 8k\nZ 2M 8k\nD 0 64k\nF\nR 0 16k"))
+        let (log, sizes) = try Self.simulate(config, input)
+        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(keepDirectory: keep))
+        let report = try v.validate(config: config, input: input, expected: log, sizes: sizes)
+        #expect(report.identical, "\(report.text())")
+        #expect(report.images.count == 2)
+        #expect(report.images[0].qemu.l2.lookups > 0)
+        let after = try [top, base].map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+        #expect(before == after)
+        // The copy of the overlay names the copy of the base.
+        #expect(try Qcow2File(path: keep + "/top1.qcow2").header.backingFileName == "base.qcow2")
+        #expect(try ImageBuilder.backingChain(of: keep + "/top1.qcow2") == [keep + "/top1.qcow2", keep + "/base.qcow2"])
+
+        // --chain other than the file's depth is refused.
+        var wrong = config
+        wrong.chainLength = 3
+        #expect(throws: ValidationError.usage("--chain 3 cannot be combined with --image '\(top)': its backing chain has 2 image(s)")) {
+            _ = try Validator(runner: Qemu.runner).replay(config: wrong, input: input)
+        }
+    }
+
+    @Test("discard=ignore: qemu-io is sent no discards, the simulator drops them, the report says so")
+    func discardIgnore() throws {
+        var config = SimulationConfig(virtualSize: 256 << 20, populate: .ranges([ByteRange(start: 0, length: 1 << 20)]), populateMode: .data)
+        config.discardUnmap = false
+        let input = ValidationInput(records: records("D 0 1M\nR 0 4k\nW 2M 4k\nD 2M 64k\nR 2M 4k\nZ 0 64k"))
+        let (log, sizes) = try Self.simulate(config, input)
+        let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
+        #expect(report.identical, "\(report.text())")
+        #expect(report.replayedRequests == 4)
+        #expect(report.notes.contains { $0.hasPrefix("discard=ignore: 2 discard request(s) not sent to qemu-io") })
+        // With discards on, the same trace differs (the discards hit the L2 table): the
+        // configuration really reaches both sides.
+        config.discardUnmap = true
+        let (unmapLog, _) = try Self.simulate(config, input)
+        #expect(unmapLog.events.count != log.events.count)
+        #expect(try validator.validate(config: config, input: input, expected: unmapLog).identical)
+    }
+
+    @Test("preparation sessions on overlays: the trace session matches QEMU after them")
+    func preparation() throws {
+        var config = SimulationConfig(
+            virtualSize: 128 << 20, createOptions: "cluster_size=65536,extended_l2=on", chainLength: 3,
+            populate: .ranges([ByteRange(start: 0, length: 4 << 20)]), populateMode: .data, driveOptions: "l2-cache-size=1,backing.l2-cache-size=1",
+            cacheMode: .writethrough)
+        config.preparation = [
+            PreparationSession(image: 1, records: records("W 64k 4k\nW 8M 64k\nD 1M 128k")),
+            PreparationSession(image: 2, records: records("W 68k 4k\nZ 16M 64k\nF")),
+        ]
+        let input = ValidationInput(records: records("R 64k 8k\nW 72k 4k\nR 8M 4k\nW 1M 4k\nR 16M 4k\nD 0 4M\nR 0 192k"))
+        let (log, sizes) = try Self.simulate(config, input)
+        let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
+        #expect(report.identical, "\(report.text())")
+        #expect(report.notes.contains("2 preparation session(s) ran before the trace (qemu-io, writeback, default options; not compared)"))
+        // Without the sessions QEMU's run differs from the prepared simulation.
+        var bare = config
+        bare.preparation = []
+        #expect(try !validator.validate(config: bare, input: input, expected: log).identical)
+    }
+
     /// Small seeded generator (SplitMix64): reads, single-cluster writes, write-zeroes, discards
     /// and flushes over a small disk, so every write stays single-segment (§13).
     struct Mix: Sendable {

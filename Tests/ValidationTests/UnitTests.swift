@@ -130,6 +130,31 @@ struct ImageBuilderTests {
         #expect(mock.requests.map(\.arguments) == [["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", "base.qcow2", "1073741824"]])
     }
 
+    @Test("preparation sessions run after populate, in order, on their image, writeback, default options")
+    func preparation() throws {
+        let mock = MockRunner()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, chainLength: 3, populate: .ranges([ByteRange(start: 0, length: 4096)]), populateMode: .data)
+        config.preparation = [
+            PreparationSession(image: 2, records: records("W 64k 4k\nD 0 128k\nF")),
+            PreparationSession(image: 1, records: records("Z 1M 64k\nR 0 0")),
+        ]
+        _ = try ImageBuilder(runner: mock).build(config, in: dir)
+        let r = mock.requests
+        #expect(r.map(\.executable) == ["qemu-img", "qemu-io", "qemu-img", "qemu-img", "qemu-io", "qemu-io"])
+        #expect(r[4].arguments == ["-t", "writeback", "-f", "qcow2", "top2.qcow2"])
+        #expect(String(decoding: r[4].standardInput ?? Data(), as: UTF8.self) == "write -q 65536 4096\ndiscard -q 0 131072\nflush\n")
+        #expect(r[5].arguments == ["-t", "writeback", "-f", "qcow2", "top1.qcow2"])
+        #expect(String(decoding: r[5].standardInput ?? Data(), as: UTF8.self) == "write -q -z 1048576 65536\n")
+
+        config.preparation = [PreparationSession(image: 3, records: records("W 0 4k"))]
+        #expect(throws: ValidationError.usage("preparation session 0 names image 3, but the chain has 3")) {
+            _ = try ImageBuilder(runner: MockRunner()).build(config, in: dir)
+        }
+    }
+
     @Test("--image is copied without holes and the source is never opened for writing")
     func copy() throws {
         let dir = try makeTempDir()
@@ -221,5 +246,30 @@ struct ScriptAndLogTests {
             top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e", logFile: "/l")
         #expect(args.contains("if=none,id=d0,file=/t.qcow2,format=qcow2,cache-clean-interval=1,cache=writeback,discard=unmap"))
         #expect(args.prefix(6) == ["-machine", "none", "-nodefaults", "-display", "none", "-qmp"])
+        let ignore = QemuReplayer.qemuSystemArguments(
+            top: "/t.qcow2", driveOptions: "", mode: .writethrough, discards: false, aio: nil, eventsFile: "/e", logFile: "/l", readOnly: true)
+        #expect(ignore.contains("if=none,id=d0,file=/t.qcow2,format=qcow2,cache=writethrough,discard=ignore,readonly=on"))
+    }
+
+    @Test("read-only adds -r; discard=ignore leaves discards out of the qemu-io script (markers stay)")
+    func readOnlyAndDiscards() throws {
+        #expect(
+            QemuReplayer.qemuIOArguments(mode: .writeback, eventsFile: "/e", logFile: "/l", imageOpts: "driver=qcow2", readOnly: true)
+                == ["-r", "-t", "writeback", "-T", "events=/e,file=/l", "--image-opts", "driver=qcow2"])
+        let recs = records("D 0 64k\nW 0 4k\nZ 0 64k")
+        #expect(
+            QemuIOScript.script(for: recs, virtualSize: 1 << 30, discards: false)
+                == "read -q 0 0\nread -q 1 0\nwrite -q 0 4096\nread -q 2 0\nwrite -q -z 0 65536\nread -q 3 0\n")
+        #expect(QemuIOScript.script(for: recs, virtualSize: 1 << 30).contains("discard -q 0 65536\n"))
+
+        // A read-only run refuses a trace that writes, naming the request, before running QEMU.
+        let mock = MockRunner()
+        var config = SimulationConfig(virtualSize: 1 << 30)
+        config.readOnly = true
+        #expect(throws: ValidationError.badTrace("t.trace:3: error: request 2 is a writeZeroes on an image opened read-only")) {
+            _ = try Validator(runner: mock).replay(
+                config: config, input: ValidationInput(records: records("R 0 4k\nF\nZ 0 64k"), fileName: "t.trace"))
+        }
+        #expect(mock.requests.isEmpty)
     }
 }
