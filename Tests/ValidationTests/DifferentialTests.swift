@@ -364,6 +364,42 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
     }
 }
 
+/// The grid itself (no QEMU needed): its size, its dimensions, determinism.
+@Suite("differential grid: generator")
+struct DifferentialGridTests {
+    @Test("the grid covers every dimension the issues name")
+    func coverage() {
+        let cases = (0..<DifferentialGrid.count).map(DifferentialGrid.make)
+        #expect(cases.count >= 200)
+        #expect(Set(cases.map(\.clusterSize)) == [512, 4096, 65536, 2 << 20])
+        #expect(Set(cases.filter(\.extendedL2).map(\.clusterSize)) == [65536, 2 << 20])
+        #expect(Set(cases.map(\.populateName)).isSuperset(of: DifferentialGrid.populateKinds))
+        #expect(Set(cases.map(\.config.chainLength)) == [1, 2, 3])
+        #expect(Set(cases.map(\.config.cacheMode.rawValue)) == ["writeback", "writethrough"])
+        #expect(cases.contains { $0.config.driveOptions.hasPrefix("l2-cache-size=1,") || $0.config.driveOptions == "l2-cache-size=1" })
+        #expect(cases.contains { $0.config.driveOptions.contains("backing.backing.") })
+        #expect(cases.contains { $0.config.driveOptions.contains("l2-cache-entry-size=512") })
+        #expect(cases.contains { $0.config.driveOptions.contains("refcount-cache-size=1") })
+        #expect(cases.contains { $0.config.driveOptions.contains("cache-size=") && !$0.config.driveOptions.contains("l2-cache-size") })
+        #expect(cases.contains { $0.config.preparation.contains { $0.image > 0 } })
+        #expect(cases.contains { $0.config.readOnly })
+        #expect(cases.contains { !$0.config.discardUnmap })
+        // Every write stays inside one cluster (single-segment, §13); some reads span clusters.
+        for c in cases {
+            for r in c.records where r.op == .write {
+                #expect(r.offset / c.clusterSize == (r.offset + r.length - 1) / c.clusterSize, "\(c)")
+            }
+            #expect(c.records.count >= 100 && c.records.count <= 200)
+        }
+        #expect(cases.contains { c in c.records.contains { $0.op == .read && $0.offset / c.clusterSize != ($0.offset + $0.length - 1) / c.clusterSize } })
+        // Every known divergent case names a repro in the list.
+        let names = Set(KnownDivergence.all.map(\.name))
+        #expect(DifferentialGrid.knownDivergentCases.values.allSatisfy(names.contains))
+        // The same seed gives the same case.
+        #expect(DifferentialGrid.make(17).records == DifferentialGrid.make(17).records)
+    }
+}
+
 /// Runs the simulator and real qemu-io over the grid and asserts identical event logs.
 @Suite("differential grid: simulator vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
 struct DifferentialTests {
@@ -400,38 +436,6 @@ struct DifferentialTests {
         return Outcome(
             failure: problems.isEmpty ? nil : "\(c)\n\(problems.joined(separator: "; "))\n\(report.text())",
             overMarked: over.isEmpty ? nil : "\(c)\n" + describe(over))
-    }
-
-    @Test("the grid covers every dimension the issues name")
-    func coverage() {
-        let cases = (0..<DifferentialGrid.count).map(DifferentialGrid.make)
-        #expect(cases.count >= 200)
-        #expect(Set(cases.map(\.clusterSize)) == [512, 4096, 65536, 2 << 20])
-        #expect(Set(cases.filter(\.extendedL2).map(\.clusterSize)) == [65536, 2 << 20])
-        #expect(Set(cases.map(\.populateName)).isSuperset(of: DifferentialGrid.populateKinds))
-        #expect(Set(cases.map(\.config.chainLength)) == [1, 2, 3])
-        #expect(Set(cases.map(\.config.cacheMode.rawValue)) == ["writeback", "writethrough"])
-        #expect(cases.contains { $0.config.driveOptions.hasPrefix("l2-cache-size=1,") || $0.config.driveOptions == "l2-cache-size=1" })
-        #expect(cases.contains { $0.config.driveOptions.contains("backing.backing.") })
-        #expect(cases.contains { $0.config.driveOptions.contains("l2-cache-entry-size=512") })
-        #expect(cases.contains { $0.config.driveOptions.contains("refcount-cache-size=1") })
-        #expect(cases.contains { $0.config.driveOptions.contains("cache-size=") && !$0.config.driveOptions.contains("l2-cache-size") })
-        #expect(cases.contains { $0.config.preparation.contains { $0.image > 0 } })
-        #expect(cases.contains { $0.config.readOnly })
-        #expect(cases.contains { !$0.config.discardUnmap })
-        // Every write stays inside one cluster (single-segment, §13); some reads span clusters.
-        for c in cases {
-            for r in c.records where r.op == .write {
-                #expect(r.offset / c.clusterSize == (r.offset + r.length - 1) / c.clusterSize, "\(c)")
-            }
-            #expect(c.records.count >= 100 && c.records.count <= 200)
-        }
-        #expect(cases.contains { c in c.records.contains { $0.op == .read && $0.offset / c.clusterSize != ($0.offset + $0.length - 1) / c.clusterSize } })
-        // Every known divergent case names a repro in the list.
-        let names = Set(KnownDivergence.all.map(\.name))
-        #expect(DifferentialGrid.knownDivergentCases.values.allSatisfy(names.contains))
-        // The same seed gives the same case.
-        #expect(DifferentialGrid.make(17).records == DifferentialGrid.make(17).records)
     }
 
     @Test("seeded case: simulator and qemu-io agree event for event", arguments: 0..<DifferentialGrid.count)
