@@ -34,11 +34,23 @@ struct L2Store {
     /// Number of tables held (for tests and memory reports).
     var tableCount: Int { tables.count }
 
+    /// The table most recently looked up: consecutive lookups mostly hit the same table, and
+    /// this skips the dictionary (`qcow2sim-bench`: hashing was a fifth of the run time).
+    private var lastOffset: UInt64 = .max
+    private var lastTable: Table?
+
     private mutating func table(_ offset: UInt64) -> Table {
-        if let t = tables[offset] { return t }
-        let t = Table()
-        if let loader, let words = loader(offset) { t.words = words }
-        tables[offset] = t
+        if offset == lastOffset, let t = lastTable { return t }
+        let t: Table
+        if let found = tables[offset] {
+            t = found
+        } else {
+            t = Table()
+            if let loader, let words = loader(offset) { t.words = words }
+            tables[offset] = t
+        }
+        lastOffset = offset
+        lastTable = t
         return t
     }
 
@@ -98,6 +110,8 @@ struct L2Store {
             t.words = src.words
         }
         tables[offset] = t
+        lastOffset = offset
+        lastTable = t
     }
 
     private func materialize(_ t: Table) {
@@ -115,62 +129,124 @@ struct L2Store {
 
 /// The authoritative refcounts of an image, per refcount block (keyed by host offset).
 ///
-/// A block is kept as "the first `count` entries equal `value`, the rest 0" while updates extend
-/// that prefix (sequential allocation, preallocation), and materialized otherwise.
+/// A block is a sorted list of runs of equal non-zero refcounts while that list stays short
+/// (allocation is sequential, preallocation gives one run per block), and a plain array
+/// otherwise, so a fully preallocated 64 TiB image holds a few runs per 2 GiB block.
 struct RefcountStore {
+    struct Run {
+        var start: Int
+        var count: Int
+        var value: UInt64
+    }
+
     final class Block {
-        var value: UInt64 = 0
-        var count = 0
+        var runs: [Run] = []
         var words: ContiguousArray<UInt64>?
         init() {}
     }
 
+    /// Above this many runs a block is materialized.
+    static let maxRuns = 64
+
     let geometry: Geometry
     private var blocks: [UInt64: Block] = [:]
+    private var lastOffset: UInt64 = .max
+    private var lastBlock: Block?
     /// Loads a block not yet in the store (from the image file); nil means all zeroes.
     var loader: ((UInt64) -> ContiguousArray<UInt64>?)?
 
     init(geometry: Geometry) { self.geometry = geometry }
 
     private mutating func block(_ offset: UInt64) -> Block {
-        if let b = blocks[offset] { return b }
-        let b = Block()
-        if let loader, let words = loader(offset) { b.words = words }
-        blocks[offset] = b
+        if offset == lastOffset, let b = lastBlock { return b }
+        let b: Block
+        if let found = blocks[offset] {
+            b = found
+        } else {
+            b = Block()
+            if let loader, let words = loader(offset) { b.words = words }
+            blocks[offset] = b
+        }
+        lastOffset = offset
+        lastBlock = b
         return b
+    }
+
+    /// Index of the last run starting at or before `i`, or -1.
+    private static func runIndex(_ runs: [Run], _ i: Int) -> Int {
+        var lo = 0, hi = runs.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if runs[mid].start <= i { lo = mid + 1 } else { hi = mid }
+        }
+        return lo - 1
     }
 
     /// Refcount `i` of the block at `offset`.
     @inline(__always) mutating func get(_ offset: UInt64, _ i: Int) -> UInt64 {
         let b = block(offset)
         if let w = b.words { return w[i] }
-        return i < b.count ? b.value : 0
+        if let last = b.runs.last, i >= last.start {
+            return i < last.start + last.count ? last.value : 0
+        }
+        let r = Self.runIndex(b.runs, i)
+        return r >= 0 && i < b.runs[r].start + b.runs[r].count ? b.runs[r].value : 0
     }
 
     /// Sets refcount `i` of the block at `offset`.
     mutating func set(_ offset: UInt64, _ i: Int, _ v: UInt64) {
         let b = block(offset)
-        if b.words == nil {
-            if i < b.count && v == b.value { return }
-            if i == b.count && (v == b.value || b.count == 0) && v != 0 {
-                b.value = v
-                b.count += 1
-                return
-            }
-            var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
-            for j in 0..<b.count { w[j] = b.value }
-            b.words = w
+        if b.words != nil {
+            b.words?[i] = v
+            return
         }
-        b.words?[i] = v
+        // Fast path: extending the last run (sequential allocation).
+        if let last = b.runs.last, i == last.start + last.count, v == last.value {
+            b.runs[b.runs.count - 1].count += 1
+            return
+        }
+        if get(offset, i) == v { return }
+        // General case: rebuild the runs around i.
+        var runs: [Run] = []
+        runs.reserveCapacity(b.runs.count + 2)
+        for r in b.runs {
+            if i >= r.start && i < r.start + r.count {
+                if i > r.start { runs.append(Run(start: r.start, count: i - r.start, value: r.value)) }
+                if i + 1 < r.start + r.count { runs.append(Run(start: i + 1, count: r.start + r.count - i - 1, value: r.value)) }
+            } else {
+                runs.append(r)
+            }
+        }
+        if v != 0 {
+            let at = runs.firstIndex { $0.start > i } ?? runs.count
+            runs.insert(Run(start: i, count: 1, value: v), at: at)
+        }
+        // Merge neighbours with equal values.
+        var merged: [Run] = []
+        merged.reserveCapacity(runs.count)
+        for r in runs {
+            if var last = merged.last, last.start + last.count == r.start, last.value == r.value {
+                last.count += r.count
+                merged[merged.count - 1] = last
+            } else {
+                merged.append(r)
+            }
+        }
+        if merged.count > Self.maxRuns {
+            var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
+            for r in merged { for j in r.start..<(r.start + r.count) { w[j] = r.value } }
+            b.words = w
+            b.runs = []
+        } else {
+            b.runs = merged
+        }
     }
 
     /// Replaces the block at `offset` with zeroes (a new refcount block).
-    mutating func zero(_ offset: UInt64) { blocks[offset] = Block() }
-
-    /// Every block's offset and the sum of its refcounts (for invariant checks).
-    mutating func sum(_ offset: UInt64) -> UInt64 {
-        let b = block(offset)
-        if let w = b.words { return w.reduce(0, &+) }
-        return b.value &* UInt64(b.count)
+    mutating func zero(_ offset: UInt64) {
+        let b = Block()
+        blocks[offset] = b
+        lastOffset = offset
+        lastBlock = b
     }
 }
