@@ -65,6 +65,10 @@ public struct SimulationReport: Sendable {
     public var duration: Double
     /// Eviction policy used.
     public var policy: String
+    /// Wall-clock seconds spent building the initial images (creation, populate, preparation).
+    public var setupSeconds: Double = 0
+    /// Wall-clock seconds spent replaying the trace (open to close).
+    public var replaySeconds: Double = 0
 
     /// Time-weighted mean resident memory of a cache (bytes); the peak when no time passed.
     public static func meanMemory(_ s: CacheStats, duration: Double) -> Double {
@@ -113,8 +117,13 @@ public enum Simulation {
         let source: RecordSource
 
         func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> SimulationReport {
+            let t0 = monotonicSeconds()
             let chain = try ChainBuilder<P>.build(config)
-            return try Replay<P>(chain: chain, config: config, log: log, misEvict: misEvict).run(source)
+            let t1 = monotonicSeconds()
+            var report = try Replay<P>(chain: chain, config: config, log: log, misEvict: misEvict).run(source)
+            report.setupSeconds = t1 - t0
+            report.replaySeconds = monotonicSeconds() - t1
+            return report
         }
     }
 }
@@ -152,7 +161,7 @@ enum ChainBuilder<P: EvictionPolicy> {
                 throw SimulationError.usage("preparation session names image \(session.image), but the chain has \(images.count)")
             }
             let image = images[session.image]
-            image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil)
+            image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil, observed: false)
             for r in session.records { image.apply(r) }
             image.close()
         }
@@ -164,7 +173,7 @@ enum ChainBuilder<P: EvictionPolicy> {
     static func createImage(_ image: Qcow2Image<P>, preallocate: Bool) throws {
         let g = image.geometry
         let sizing = try openSizing(g, CacheOptions())
-        image.open(sizing: sizing, readOnly: false, writethrough: false, log: nil)
+        image.open(sizing: sizing, readOnly: false, writethrough: false, log: nil, observed: false)
         _ = image.allocate(bytes: 3 * g.clusterSize)
         if g.l1Size > 0 {
             let bytes = 8 * UInt64(g.l1Size)
@@ -207,7 +216,7 @@ enum ChainBuilder<P: EvictionPolicy> {
         for r in ranges where r.start + r.length > config.virtualSize {
             throw SimulationError.usage("--populate: range \(r.start):\(r.length) lies beyond the virtual size \(config.virtualSize)")
         }
-        image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil)
+        image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil, observed: false)
         for r in ranges {
             var off = r.start
             let end = r.start + r.length
@@ -378,4 +387,11 @@ extension Qcow2Image {
         }
         return multi
     }
+}
+
+/// Seconds on a monotonic clock.
+func monotonicSeconds() -> Double {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
 }

@@ -13,7 +13,7 @@
 ///
 /// Invariants (checked by `checkInvariants()`): `index` maps exactly the non-empty slots; empty
 /// slots are unpinned, clean and stamped 0; `dirtyCount` counts dirty slots.
-public struct MetadataCache<Policy: EvictionPolicy> {
+public final class MetadataCache<Policy: EvictionPolicy> {
     /// `is_l2_cache`: true for the L2-table cache.
     public let isL2: Bool
     /// Number of slots.
@@ -78,7 +78,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
     @inline(__always) public func find(_ offset: UInt64) -> Int? { index.find(offset) }
 
     /// Records a hit on slot `i` and pins it.
-    @inline(__always) public mutating func hit(_ i: Int) {
+    @inline(__always) public func hit(_ i: Int) {
         stats.lookups += 1
         stats.hits += 1
         pins[i] += 1
@@ -96,7 +96,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
 
     /// Fills slot `i` with `offset` after a miss and pins it. The caller has written the old
     /// table back. The slot keeps its old LRU stamp until the next release, as in QEMU.
-    @inline(__always) public mutating func fill(_ i: Int, offset: UInt64, readFromDisk: Bool) {
+    @inline(__always) public func fill(_ i: Int, offset: UInt64, readFromDisk: Bool) {
         stats.lookups += 1
         stats.misses += 1
         if readFromDisk { stats.bytesRead += tableSize } else { stats.emptyGets += 1 }
@@ -115,7 +115,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
     }
 
     /// QEMU's PUT: unpins slot `i`; the last release stamps it.
-    @inline(__always) public mutating func put(_ i: Int) {
+    @inline(__always) public func put(_ i: Int) {
         pins[i] -= 1
         if pins[i] == 0 {
             lruClock += 1
@@ -125,7 +125,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
     }
 
     /// QEMU's MARK_DIRTY.
-    @inline(__always) public mutating func markDirty(_ i: Int) {
+    @inline(__always) public func markDirty(_ i: Int) {
         if !dirty[i] {
             dirty[i] = true
             dirtyCount += 1
@@ -133,7 +133,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
     }
 
     /// Clears the dirty bit after a write-back and counts it.
-    @inline(__always) public mutating func markClean(_ i: Int) {
+    @inline(__always) public func markClean(_ i: Int) {
         if dirty[i] {
             dirty[i] = false
             dirtyCount -= 1
@@ -146,7 +146,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
     @inline(__always) public func needsWriteback(_ i: Int) -> Bool { dirty[i] && offsets[i] != 0 }
 
     /// QEMU's DISCARD_ENTRY (slot must be unpinned): empties it and drops dirty data.
-    public mutating func discard(_ i: Int) {
+    public func discard(_ i: Int) {
         precondition(pins[i] == 0, "qcow2 cache: discarding a pinned entry")
         if offsets[i] != 0 { index.remove(offsets[i]) }
         offsets[i] = 0
@@ -162,7 +162,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
     /// QEMU's cache-clean tick (`qcow2_cache_clean_unused`): empties every unpinned, clean,
     /// non-empty entry whose stamp is at most the previous tick's clock, returns each maximal run
     /// of cleaned slots' memory (rounded inward to pages), then moves the mark.
-    public mutating func clean() {
+    public func clean() {
         var i = 0
         while i < count {
             while i < count && !canClean(i) { i += 1 }
@@ -187,7 +187,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
 
     // MARK: resident memory (pages touched by fills, released by clean ticks)
 
-    @inline(__always) private mutating func touchMemory(_ i: Int) {
+    @inline(__always) private func touchMemory(_ i: Int) {
         let first = UInt64(i) * tableSize / Self.pageSize
         let last = (UInt64(i + 1) * tableSize - 1) / Self.pageSize
         var p = first
@@ -202,7 +202,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
         if stats.memoryBytes > stats.memoryPeakBytes { stats.memoryPeakBytes = stats.memoryBytes }
     }
 
-    private mutating func releaseMemory(from a: Int, to b: Int) {
+    private func releaseMemory(from a: Int, to b: Int) {
         let start = (UInt64(a) * tableSize + Self.pageSize - 1) / Self.pageSize
         let end = UInt64(b) * tableSize / Self.pageSize
         guard start < end else { return }
@@ -214,7 +214,7 @@ public struct MetadataCache<Policy: EvictionPolicy> {
     }
 
     /// Adds `seconds` × the current resident memory to the time integral.
-    @inline(__always) public mutating func accumulateMemory(seconds: Double) {
+    @inline(__always) public func accumulateMemory(seconds: Double) {
         stats.memoryByteSeconds += Double(stats.memoryBytes) * seconds
     }
 

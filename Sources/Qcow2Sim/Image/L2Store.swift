@@ -78,20 +78,29 @@ struct L2Store {
     }
 
     /// Links `count` contiguous clusters from host offset `host` at entries `first...`, with
-    /// COPIED and a zero bitmap (preallocation). Stays compact when appended in order.
+    /// COPIED and a zero bitmap (preallocation, sequential allocation). Stays compact while the
+    /// new run does not overlap existing ones, in any order (LINK runs newest meta first).
     mutating func linkRun(_ offset: UInt64, first: Int, count: Int, host: UInt64) {
         let t = table(offset)
         if t.words == nil {
-            let coveredEnd = t.runs.last.map { $0.first + $0.count } ?? 0
-            if first >= coveredEnd {
-                if var last = t.runs.last, last.first + last.count == first,
-                    last.host + UInt64(last.count) << UInt64(geometry.clusterBits) == host
-                {
-                    last.count += count
-                    t.runs[t.runs.count - 1] = last
-                } else {
-                    t.runs.append(Run(first: first, count: count, host: host))
+            // Runs are sorted by `first` and never overlap.
+            var at = t.runs.count
+            while at > 0 && t.runs[at - 1].first > first { at -= 1 }
+            let prevEnd = at > 0 ? t.runs[at - 1].first + t.runs[at - 1].count : 0
+            let nextStart = at < t.runs.count ? t.runs[at].first : geometry.l2Entries
+            if first >= prevEnd && first + count <= nextStart {
+                let cb = UInt64(geometry.clusterBits)
+                var run = Run(first: first, count: count, host: host)
+                var lo = at, hi = at
+                if at > 0, prevEnd == first, t.runs[at - 1].host + UInt64(t.runs[at - 1].count) << cb == host {
+                    run = Run(first: t.runs[at - 1].first, count: t.runs[at - 1].count + count, host: t.runs[at - 1].host)
+                    lo = at - 1
                 }
+                if at < t.runs.count, nextStart == first + count, host + UInt64(count) << cb == t.runs[at].host {
+                    run.count += t.runs[at].count
+                    hi = at + 1
+                }
+                t.runs.replaceSubrange(lo..<hi, with: [run])
                 return
             }
         }
@@ -240,6 +249,39 @@ struct RefcountStore {
         } else {
             b.runs = merged
         }
+    }
+
+    /// The first index at or after `i` (below `end`) whose refcount is 0, or `end`.
+    mutating func firstZero(_ offset: UInt64, from i: Int, end: Int) -> Int {
+        let b = block(offset)
+        if let w = b.words {
+            var j = i
+            while j < end && w[j] != 0 { j += 1 }
+            return j
+        }
+        var j = i
+        var r = max(Self.runIndex(b.runs, j), 0)
+        while r < b.runs.count && j < end {
+            let run = b.runs[r]
+            if j < run.start { return j }
+            if j < run.start + run.count { j = run.start + run.count }
+            r += 1
+        }
+        return min(j, end)
+    }
+
+    /// The first index at or after `i` (below `end`) whose refcount is not 0, or `end`.
+    mutating func firstNonZero(_ offset: UInt64, from i: Int, end: Int) -> Int {
+        let b = block(offset)
+        if let w = b.words {
+            var j = i
+            while j < end && w[j] == 0 { j += 1 }
+            return j
+        }
+        let r = Self.runIndex(b.runs, i)
+        if r >= 0 && i < b.runs[r].start + b.runs[r].count { return i }
+        let next = r + 1 < b.runs.count ? b.runs[r + 1].start : end
+        return min(next, end)
     }
 
     /// Replaces the block at `offset` with zeroes (a new refcount block).

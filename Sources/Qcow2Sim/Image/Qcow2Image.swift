@@ -20,14 +20,19 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// The backing image, if any.
     public let backing: Qcow2Image<Policy>?
 
-    /// The two caches: `[refcount, L2]`, indexed by `is_l2_cache`.
-    public internal(set) var caches: [MetadataCache<Policy>] = []
+    /// The two caches, indexed by `is_l2_cache` (0 refcount, 1 L2).
+    public internal(set) var caches = CachePair<Policy>(
+        rc: MetadataCache(isL2: false, count: 0, tableSize: 512), l2: MetadataCache(isL2: true, count: 0, tableSize: 512))
     /// The effective cache sizing of the current session.
     public internal(set) var sizing: CacheSizing?
     /// Per-image counters of the current session.
     public internal(set) var stats = ImageStats()
     /// Where events go (nil: not recorded).
     var log: EventLog?
+    /// The trace session, whose cache traffic is measured. Creation, populate and preparation
+    /// sessions are not: their refcount searches read the store directly (same result, same
+    /// final image, no per-cluster cache GETs).
+    var observed = true
     /// Opened read-only (backing images).
     public internal(set) var readOnly = false
     /// Writethrough: flush both caches after every write request.
@@ -119,15 +124,15 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
 
     /// Opens a session: new empty caches sized by `sizing`, `fci` 0, the probe not yet run,
     /// counters zeroed, the clean timer armed at `time + interval`.
-    func open(sizing: CacheSizing, readOnly: Bool, writethrough: Bool, log: EventLog?, time: Double = 0) {
+    func open(sizing: CacheSizing, readOnly: Bool, writethrough: Bool, log: EventLog?, time: Double = 0, observed: Bool = true) {
+        self.observed = observed
         self.sizing = sizing
         self.readOnly = readOnly
         self.writethrough = writethrough
         self.log = log
-        caches = [
-            MetadataCache(isL2: false, count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize),
-            MetadataCache(isL2: true, count: sizing.l2Entries, tableSize: sizing.l2EntrySize),
-        ]
+        caches = CachePair(
+            rc: MetadataCache(isL2: false, count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize),
+            l2: MetadataCache(isL2: true, count: sizing.l2Entries, tableSize: sizing.l2EntrySize))
         freeClusterIndex = 0
         probeDone = false
         metadataPreallocation = false
@@ -255,4 +260,15 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         caches[c].discard(i)
         return true
     }
+}
+
+/// An image's two caches, subscripted by `is_l2_cache`.
+public struct CachePair<Policy: EvictionPolicy> {
+    /// The refcount-block cache (`is_l2_cache 0`).
+    public let rc: MetadataCache<Policy>
+    /// The L2-table cache (`is_l2_cache 1`).
+    public let l2: MetadataCache<Policy>
+
+    /// The cache with `is_l2_cache == c`.
+    @inline(__always) public subscript(c: Int) -> MetadataCache<Policy> { c == 1 ? l2 : rc }
 }

@@ -27,10 +27,47 @@ extension Qcow2Image {
         return v
     }
 
+    /// The first cluster at or after `k` (and before `limit`) that is free (`free`) or in use
+    /// (`!free`), read straight from the store; `limit` if none.
+    func nextCluster(from k: UInt64, free: Bool, limit: UInt64 = .max) -> UInt64 {
+        var k = k
+        let per = geometry.refblockEntries
+        while k < limit {
+            let t = Int(geometry.refblockIndex(ofCluster: k))
+            let base = UInt64(t) << UInt64(geometry.refblockBits)
+            let blockEnd = min(base + per, limit)
+            let block = t < reftable.count ? reftable[t] & EntryBits.reftableOffsetMask : 0
+            if block == 0 {
+                // No refcount block: every cluster it would cover is free.
+                if free { return k }
+                k = blockEnd
+                continue
+            }
+            let i = Int(k - base), e = Int(blockEnd - base)
+            let j = free ? rcStore.firstZero(block, from: i, end: e) : rcStore.firstNonZero(block, from: i, end: e)
+            if j < e { return base + UInt64(j) }
+            k = blockEnd
+        }
+        return limit
+    }
+
     /// FIND_FREE(n) (§4.2, `alloc_clusters_noref`): the offset of `n` consecutive free clusters
     /// at or after `fci`; `fci` ends just after them.
     func findFree(_ n: UInt64) -> UInt64 {
         processDiscards()
+        if !observed {
+            // Unobserved sessions (creation, populate): the same search without cache traffic,
+            // skipping whole runs of used clusters.
+            while true {
+                let start = nextCluster(from: freeClusterIndex, free: true)
+                let end = nextCluster(from: start, free: false, limit: start + n)
+                if end - start >= n {
+                    freeClusterIndex = start + n
+                    return start << UInt64(geometry.clusterBits)
+                }
+                freeClusterIndex = end
+            }
+        }
         var j: UInt64 = 0
         while j < n {
             let k = freeClusterIndex
@@ -57,7 +94,11 @@ extension Qcow2Image {
         while true {
             var i: UInt64 = 0
             let k = geometry.hostCluster(off)
-            while i < n && refcount(ofCluster: k + i) == 0 { i += 1 }
+            if observed {
+                while i < n && refcount(ofCluster: k + i) == 0 { i += 1 }
+            } else {
+                i = nextCluster(from: k, free: false, limit: k + n) - k
+            }
             if update(off, i << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) == .ok {
                 return i
             }
