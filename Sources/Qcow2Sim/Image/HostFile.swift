@@ -5,7 +5,7 @@
 /// SEEK_DATA/SEEK_HOLE map (block status recursion into the file once metadata preallocation
 /// was detected). Zero-range writes (`fallocate(ZERO_RANGE)`, used instead of COW) allocate
 /// *unwritten* extents: counted in `st_blocks` but reported as holes by SEEK_DATA.
-struct HostFile {
+final class HostFile {
     /// File length: the largest end offset ever written (or truncated to).
     private(set) var length: UInt64
     /// Allocated blocks (written or unwritten).
@@ -26,7 +26,7 @@ struct HostFile {
     var allocatedBytes: UInt64 { (allocated.count + extentTreeBlocks()) * Self.blockSize }
 
     /// Records a data write of `bytes` at `offset`.
-    mutating func write(_ offset: UInt64, _ bytes: UInt64) {
+    func write(_ offset: UInt64, _ bytes: UInt64) {
         guard bytes > 0 else { return }
         length = max(length, offset + bytes)
         let r = Self.blocks(covering: offset, bytes)
@@ -35,7 +35,7 @@ struct HostFile {
     }
 
     /// Records `fallocate(FALLOC_FL_ZERO_RANGE)`: whole blocks inside become unwritten extents.
-    mutating func zeroRange(_ offset: UInt64, _ bytes: UInt64) {
+    func zeroRange(_ offset: UInt64, _ bytes: UInt64) {
         guard bytes > 0 else { return }
         length = max(length, offset + bytes)
         allocated.insert(Self.blocks(covering: offset, bytes))
@@ -48,10 +48,10 @@ struct HostFile {
     }
 
     /// Extends the file without allocating (truncate up).
-    mutating func extend(to newLength: UInt64) { length = max(length, newLength) }
+    func extend(to newLength: UInt64) { length = max(length, newLength) }
 
     /// Punches a hole: frees blocks lying entirely inside `[offset, offset + bytes)`.
-    mutating func punch(_ offset: UInt64, _ bytes: UInt64) {
+    func punch(_ offset: UInt64, _ bytes: UInt64) {
         let a = (offset + Self.blockSize - 1) / Self.blockSize
         let b = (offset + bytes) / Self.blockSize
         guard a < b else { return }
@@ -60,14 +60,14 @@ struct HostFile {
     }
 
     /// Marks a byte range of an existing file as written data.
-    mutating func markData(_ byteRange: Range<UInt64>) {
+    func markData(_ byteRange: Range<UInt64>) {
         let r = Self.blocks(covering: byteRange.lowerBound, byteRange.upperBound - byteRange.lowerBound)
         allocated.insert(r)
         data.insert(r)
     }
 
     /// Marks a byte range of an existing file as allocated but unwritten.
-    mutating func markAllocated(_ byteRange: Range<UInt64>) {
+    func markAllocated(_ byteRange: Range<UInt64>) {
         allocated.insert(Self.blocks(covering: byteRange.lowerBound, byteRange.upperBound - byteRange.lowerBound))
     }
 
@@ -152,6 +152,9 @@ struct BlockRanges {
             return
         }
         var i = firstIndex(endingAfter: r.lowerBound)
+        if i < ranges.count && ranges[i].lowerBound <= r.lowerBound && ranges[i].upperBound >= r.upperBound {
+            return  // already covered (metadata write-backs rewrite allocated tables)
+        }
         var lo = r.lowerBound, hi = r.upperBound
         var removed: UInt64 = 0
         let start = i
@@ -168,6 +171,7 @@ struct BlockRanges {
     mutating func remove(_ r: Range<UInt64>) {
         guard !r.isEmpty else { return }
         var i = firstIndex(endingAfter: r.lowerBound + 1)
+        if i == ranges.count || ranges[i].lowerBound >= r.upperBound { return }  // nothing to remove
         var replacement: [Range<UInt64>] = []
         let start = i
         while i < ranges.count && ranges[i].lowerBound < r.upperBound {
