@@ -327,7 +327,9 @@ struct Replay<P: EvictionPolicy> {
                     file: reader.fileName, location: reader.location(),
                     message: "\(rec.op) request on an image opened read-only"))
             }
-            let multi = (rec.op == .discard && !config.discardUnmap) ? false : top.apply(rec)
+            for image in chain { image.taskPoolSeen = false }
+            if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
+            let multi = chain.contains { $0.taskPoolSeen }
             if multi {
                 if rec.op == .read { report.multiSegmentReads += 1 } else { report.multiSegmentWrites += 1 }
             }

@@ -291,14 +291,12 @@ enum DifferentialGrid {
 
     /// Grid cases whose divergence is the simulator's fault (case index → the name of the
     /// `KnownDivergence` it shows). They are reported as known issues, not failures.
-    static let knownDivergentCases: [Int: String] = [
-        81: "cow-read task pool unmarked",
-        182: "read-only flush", 198: "read-only flush", 203: "read-only flush",
-    ]
+    /// (Cases 81, 182, 198 and 203 diverged before the fixes that `KnownDivergence` records.)
+    static let knownDivergentCases: [Int: String] = [:]
 }
 
-/// A divergence that is the simulator's fault (Sources/Qcow2Sim is not ours to change), with
-/// the smallest repro found and what real QEMU does instead.
+/// A divergence the grid found in the simulator (since fixed), with the smallest repro and what
+/// real QEMU does: kept as regression tests.
 struct KnownDivergence: Sendable, CustomStringConvertible {
     /// A short name used by `DifferentialGrid.knownDivergentCases`.
     var name: String
@@ -449,22 +447,17 @@ struct DifferentialTests {
         } else {
             #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
         }
-        if let over = outcome.overMarked {
-            withKnownIssue("known simulator divergence 'multi-segment over-marking' (events identical)") {
-                Issue.record("\(over)")
-            }
-        }
+        #expect(outcome.overMarked == nil, "simulator marks requests multi-segment that QEMU ran inline: \(outcome.overMarked ?? "")")
     }
 
-    @Test("known divergences: the minimal repros still diverge (simulator to fix)", arguments: KnownDivergence.all)
+    @Test("former divergences: the minimal repros now agree with QEMU, classification included", arguments: KnownDivergence.all)
     func knownRepro(_ known: KnownDivergence) throws {
         let input = ValidationInput(records: known.records, fileName: known.name)
         let (log, sizes) = try SimulatorValidationTests.simulate(known.config, input)
         let report = try validator.validate(config: known.config, input: input, expected: log, sizes: sizes)
-        let over = report.multiSegment.checks.contains { $0.simulatorMarked != $0.qemuPooled }
-        withKnownIssue("\(known.name): \(known.summary)", isIntermittent: true) {
-            #expect(report.identical && !over, "\(report.text())")
-        }
+        let mismatch = report.multiSegment.checks.filter { $0.simulatorMarked != $0.qemuPooled }
+        #expect(report.identical, "\(known.name): \(report.text())")
+        #expect(mismatch.isEmpty, "\(known.name): \(known.summary)")
     }
 
     /// Shrinks the failing cases named in `QCOW2SIM_MINIMIZE` (comma-separated case indices):

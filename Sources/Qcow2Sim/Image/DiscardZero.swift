@@ -178,6 +178,8 @@ extension Qcow2Image {
 
     /// Flush (§10): WRITE(L2), then WRITE(RC), on this image only.
     func flushRequest() {
+        // `bdrv_co_flush` returns early for read-only nodes: nothing reaches qcow2.
+        if readOnly { return }
         writeCache(Self.l2)
         writeCache(Self.rc)
     }

@@ -52,6 +52,9 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     // Session state (reset at every open).
     var freeClusterIndex: UInt64 = 0
     var probeDone = false
+    /// Set when QEMU would have run part of the current request through a task pool (§6.4,
+    /// §13) on this image: its cross-image event order is then not deterministic.
+    var taskPoolSeen = false
     /// The probe found metadata preallocation (`s->metadata_preallocation`): block status of
     /// data clusters then recurses into the host file's data/hole map.
     var metadataPreallocation = false

@@ -63,21 +63,25 @@ extension Qcow2Image {
         return (min(avail, need) - oic, t0, host)
     }
 
-    /// READ (§6.2, `qcow2_co_preadv_part`). Returns whether QEMU would run it as more than one
-    /// segment (at this level or below).
+    /// READ (§6.2, `qcow2_co_preadv_part`). Returns whether QEMU runs it through a task pool
+    /// (§6.4): a segment that needs a task (backing, data, compressed) is not the last one.
     @discardableResult
     func read(_ g: UInt64, _ len: UInt64, cow: Bool = false) -> Bool {
         var g = g, left = len
-        var multi = false
-        var first = true
+        var pool = false
         while left > 0 {
             let (n, type, _) = map(g, left)
-            if first && n < left { multi = true }
-            first = false
+            let needsTask: Bool
+            switch type {
+            case .unallocatedPlain, .unallocatedAlloc: needsTask = backing != nil
+            case .normal, .compressed: needsTask = true
+            case .zeroPlain, .zeroAlloc, .invalid: needsTask = false
+            }
+            if needsTask && n < left { pool = true }
             switch type {
             case .unallocatedPlain, .unallocatedAlloc:
                 if let b = backing, g < b.geometry.virtualSize {
-                    if b.read(g, min(n, b.geometry.virtualSize - g)) { multi = true }
+                    b.read(g, min(n, b.geometry.virtualSize - g))
                 }
             case .normal, .compressed:
                 if !cow { stats.guestBytesRead += n }
@@ -87,7 +91,8 @@ extension Qcow2Image {
             g += n
             left -= n
         }
-        return multi
+        if pool { taskPoolSeen = true }
+        return pool
     }
 
     /// Block status of one layer.
