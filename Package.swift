@@ -30,7 +30,12 @@ let package = Package(
         // Deterministic benchmarks (release build).
         .executableTarget(name: "qcow2sim-bench", dependencies: ["Qcow2Sim", "TraceKit"]),
         // libFuzzer entry point over every trace reader: build with -sanitize=fuzzer (see README).
-        .executableTarget(name: "trace-fuzz", dependencies: ["TraceKit"]),
+        .executableTarget(
+            name: "trace-fuzz", dependencies: ["TraceKit"],
+            // SwiftPM's own `main` hides libFuzzer's driver; the entry point finds it at run time.
+            linkerSettings: [
+                .unsafeFlags(["-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))
+            ]),
         .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit"]),
         .testTarget(name: "TraceKitTests", dependencies: ["TraceKit"]),
         .testTarget(name: "ValidationTests", dependencies: ["Validation", "Qcow2Sim", "TraceKit"]),
