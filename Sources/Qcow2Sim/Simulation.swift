@@ -88,7 +88,7 @@ public enum Simulation {
     /// - Complexity: O(metadata touched) memory; never proportional to the virtual size.
     public static func run<R: TraceReader>(
         config: SimulationConfig, reader: inout R, log: EventLog? = nil,
-        debugMisEvictAtLookup: Int? = nil
+        debugMisEvictAtLookup: Int? = nil, memoryTimeline: MemoryTimeline? = nil
     ) throws -> SimulationReport {
         // The reader is type-erased here, once, so the whole replay below is specialized for the
         // policy inside this module (a generic reader type from another module would leave it
@@ -97,7 +97,7 @@ public enum Simulation {
         defer { reader = box.reader }
         let source = RecordSource(
             next: { try box.reader.next() }, location: { box.reader.location }, fileName: box.reader.fileName)
-        let visitor = Runner(config: config, log: log, misEvict: debugMisEvictAtLookup, source: source)
+        let visitor = Runner(config: config, log: log, misEvict: debugMisEvictAtLookup, timeline: memoryTimeline, source: source)
         guard let report = try PolicyRegistry.open(config.policy, visitor) else {
             throw SimulationError.usage(
                 "unknown policy '\(config.policy)' (expected one of: \(PolicyRegistry.names.joined(separator: ", ")))")
@@ -114,13 +114,14 @@ public enum Simulation {
         let config: SimulationConfig
         let log: EventLog?
         let misEvict: Int?
+        let timeline: MemoryTimeline?
         let source: RecordSource
 
         func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> SimulationReport {
             let t0 = monotonicSeconds()
             let chain = try ChainBuilder<P>.build(config)
             let t1 = monotonicSeconds()
-            var report = try Replay<P>(chain: chain, config: config, log: log, misEvict: misEvict).run(source)
+            var report = try Replay<P>(chain: chain, config: config, log: log, misEvict: misEvict, timeline: timeline).run(source)
             report.setupSeconds = t1 - t0
             report.replaySeconds = monotonicSeconds() - t1
             return report
@@ -279,6 +280,7 @@ struct Replay<P: EvictionPolicy> {
     let config: SimulationConfig
     let log: EventLog?
     let misEvict: Int?
+    let timeline: MemoryTimeline?
 
     func run(_ reader: RecordSource) throws -> SimulationReport {
         let driveOptions: [CacheOptions]
@@ -303,6 +305,10 @@ struct Replay<P: EvictionPolicy> {
         }
         guard let top = chain.last else { throw SimulationError.usage("empty chain") }
         top.debugMisEvictAtLookup = misEvict
+        for image in chain {
+            image.timeline = timeline
+            timeline?.sample(time: 0, image: image)
+        }
         let size = top.geometry.virtualSize
         var report = SimulationReport(images: [], requests: 0, requestsByOp: [:], duration: 0, policy: config.policy)
         var firstTime: Double?
@@ -330,6 +336,7 @@ struct Replay<P: EvictionPolicy> {
             for image in chain { image.taskPoolSeen = false }
             if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
             let multi = chain.contains { $0.taskPoolSeen }
+            if let timeline { for image in chain { timeline.sample(time: rec.time ?? Double(index), image: image) } }
             if multi {
                 if rec.op == .read { report.multiSegmentReads += 1 } else { report.multiSegmentWrites += 1 }
             }

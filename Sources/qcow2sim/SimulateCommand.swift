@@ -22,6 +22,8 @@ enum SimulateCommand {
         output:
           --format FMT          text (default), json or csv
           --output FILE         write the report to FILE instead of standard output
+          --memory-timeline FILE  CSV of resident cache memory over trace time
+                                (time,image,cache,resident_bytes), one row per change
           --events FILE         write every cache event in QEMU's qcow2_cache_* format, with
                                 `co 0x…` replaced by `image N` (0 = base of the chain)
 
@@ -41,7 +43,7 @@ enum SimulateCommand {
             let a = try Arguments(
                 args,
                 options: RunConfigArguments.options.union(TraceCommand.mappingOptions).union([
-                    "--format", "--events", "--output", "--policy", "--discard",
+                    "--format", "--events", "--output", "--policy", "--discard", "--memory-timeline",
                 ]),
                 flags: ["--read-only", "--no-rebase"], aliases: RunConfigArguments.aliases)
             var config = try RunConfigArguments.config(a)
@@ -60,7 +62,11 @@ enum SimulateCommand {
                 writer = w
                 log = EventLog(retainEvents: false) { w.writeLine($0.description) }
             }
-            let report = try Simulation.run(config: config, reader: &reader, log: log)
+            let timeline = a.value("--memory-timeline") == nil ? nil : MemoryTimeline()
+            let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
+            if let timeline, let path = a.value("--memory-timeline") {
+                try writeOutput(Data(timeline.csv.utf8), to: path)
+            }
             if let writer, let path = a.value("--events"), let temp = eventsTemp {
                 try writer.close()
                 guard rename(temp, path) == 0 else { throw UsageError("cannot write '\(path)': \(String(cString: strerror(errno)))") }

@@ -29,6 +29,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     public internal(set) var stats = ImageStats()
     /// Where events go (nil: not recorded).
     var log: EventLog?
+    /// Where resident-memory changes go (nil: not recorded).
+    var timeline: MemoryTimeline?
     /// The trace session, whose cache traffic is measured. Creation, populate and preparation
     /// sessions are not: their refcount searches read the store directly (same result, same
     /// final image, no per-cluster cache GETs).
@@ -166,6 +168,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
             caches[Self.l2].clean()
             caches[Self.rc].clean()
             nextCleanTick = tick + Double(s.cleanInterval)
+            timeline?.sample(time: tick, image: self)
         }
         accumulateMemory(until: t)
     }

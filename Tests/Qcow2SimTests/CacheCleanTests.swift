@@ -1,0 +1,49 @@
+import Qcow2Sim
+import Testing
+import TraceKit
+
+/// `cache-clean-interval` driven by trace time (qcow2-model.md §3.7 and TV9): ticks at I, 2I, …;
+/// an entry is dropped at the first tick k whose predecessor tick k-1 came after its last release;
+/// the memory of runs of cleaned entries is returned.
+@Suite struct CacheCleanTests {
+    /// TV9's image: data at 0 and at 600M; `read 0 4k` twice, `gap` seconds apart, first at 0.3 s.
+    static func run(gap: Double) throws -> (events: [String], timeline: MemoryTimeline, stats: CacheStats) {
+        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=1")
+        config.preparation = [PreparationSession(image: 0, records: [
+            TraceRecord(op: .write, offset: 0, length: 4096), TraceRecord(op: .write, offset: 600 << 20, length: 4096),
+        ])]
+        let log = EventLog()
+        let timeline = MemoryTimeline()
+        var reader = ArrayTraceReader([
+            TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096),
+            TraceRecord(time: 0.3 + gap, op: .read, offset: 0, length: 4096),
+        ])
+        let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
+        return (log.events.map { $0.line(includeImage: false) }, timeline, report.images[0].l2)
+    }
+
+    @Test func gapOfOneAndAHalfIntervalsStillHits() throws {
+        let r = try Self.run(gap: 1.5)
+        #expect(Array(r.events.prefix(6)) == Vector.expand("L2 get 0x40000 miss 0 ; L2 get 0x40000 hit 0"))
+        #expect(r.stats.cleaned == 0)
+    }
+
+    @Test func gapOfTwoAndAHalfIntervalsMissesAgainAtTheSameIndex() throws {
+        let r = try Self.run(gap: 2.5)
+        #expect(Array(r.events.prefix(8)) == Vector.expand("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
+        #expect(r.stats.cleaned == 1)
+        // The whole 64 KiB table's pages are returned at the tick at 2 s, then refilled at 2.8 s.
+        let l2 = r.timeline.samples.filter { $0.isL2 }.map { [$0.time, Double($0.residentBytes)] }
+        #expect(l2 == [[0, 0], [0.3, 65536], [2, 0], [2.8, 65536]])
+    }
+
+    @Test func noTimestampsNoTicks() throws {
+        var config = SimulationConfig(virtualSize: 1 << 30, populate: .full, driveOptions: "cache-clean-interval=1")
+        config.readOnly = true
+        var reader = ArrayTraceReader([
+            TraceRecord(op: .read, offset: 0, length: 4096), TraceRecord(op: .read, offset: 0, length: 4096),
+        ])
+        let report = try Simulation.run(config: config, reader: &reader)
+        #expect(report.images[0].l2.hits == 1)
+    }
+}
