@@ -17,10 +17,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// `is_l2_cache`: true for the L2-table cache.
     public let isL2: Bool
     /// Number of slots.
-    public let count: Int
+    public private(set) var count: Int
     /// Bytes per slot (L2 slice size, or the cluster size for refcount blocks).
-    public let tableSize: UInt64
-    private let tableShift: UInt64
+    public private(set) var tableSize: UInt64
+    private var tableShift: UInt64
 
     /// Table offset held by each slot (0 = empty).
     public private(set) var offsets: ContiguousArray<UInt64>
@@ -67,6 +67,30 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         policy = Policy(capacity: count)
         let pages = (UInt64(count) * tableSize + Self.pageSize - 1) / Self.pageSize
         resident = Bitset(count: Int(pages), set: false)
+    }
+
+    /// Empties the cache and resizes it to `count` slots of `tableSize` bytes, as QEMU's
+    /// reopen creates brand-new caches (§2): LRU clock, marks and counters restart at 0.
+    public func reset(count: Int, tableSize: UInt64) {
+        self.count = count
+        self.tableSize = tableSize
+        self.tableShift = UInt64(tableSize.trailingZeroBitCount)
+        offsets = ContiguousArray(repeating: 0, count: count)
+        lru = ContiguousArray(repeating: 0, count: count)
+        pins = ContiguousArray(repeating: 0, count: count)
+        dirty = ContiguousArray(repeating: false, count: count)
+        dirtyCount = 0
+        lruClock = 0
+        cleanMark = 0
+        dependsOnOther = false
+        dependsOnFlush = false
+        stats = CacheStats()
+        index = OffsetIndex(capacity: count)
+        empty = Bitset(count: count, set: true)
+        policy = Policy(capacity: count)
+        let pages = (UInt64(count) * tableSize + Self.pageSize - 1) / Self.pageSize
+        resident = Bitset(count: Int(pages), set: false)
+        residentPages = 0
     }
 
     /// QEMU's start index for a lookup of `offset`: `(offset / tableSize * 4) mod n`.

@@ -21,7 +21,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     public let backing: Qcow2Image<Policy>?
 
     /// The two caches, indexed by `is_l2_cache` (0 refcount, 1 L2).
-    public internal(set) var caches = CachePair<Policy>(
+    public let caches = CachePair<Policy>(
         rc: MetadataCache(isL2: false, count: 0, tableSize: 512), l2: MetadataCache(isL2: true, count: 0, tableSize: 512))
     /// The effective cache sizing of the current session.
     public internal(set) var sizing: CacheSizing?
@@ -135,9 +135,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         self.readOnly = readOnly
         self.writethrough = writethrough
         self.log = log
-        caches = CachePair(
-            rc: MetadataCache(isL2: false, count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize),
-            l2: MetadataCache(isL2: true, count: sizing.l2Entries, tableSize: sizing.l2EntrySize))
+        caches.rc.reset(count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize)
+        caches.l2.reset(count: sizing.l2Entries, tableSize: sizing.l2EntrySize)
         freeClusterIndex = 0
         probeDone = false
         metadataPreallocation = false
