@@ -29,19 +29,19 @@ public protocol EvictionPolicy {
 /// touched. Shared by the recency-ordered policies.
 ///
 /// - Complexity: O(1) append, remove and move-to-back.
-public struct RecencyList: Sendable {
-    private var prev: ContiguousArray<Int32>
-    private var next: ContiguousArray<Int32>
-    private var linked: ContiguousArray<Bool>
+public struct RecencyList {
+    private let prev: SlotBuffer<Int32>
+    private let next: SlotBuffer<Int32>
+    private let linked: SlotBuffer<Bool>
     /// First (oldest) slot, or -1.
     public private(set) var head: Int32 = -1
     private var tail: Int32 = -1
 
     /// An empty list over `capacity` slots.
     public init(capacity: Int) {
-        prev = ContiguousArray(repeating: -1, count: capacity)
-        next = ContiguousArray(repeating: -1, count: capacity)
-        linked = ContiguousArray(repeating: false, count: capacity)
+        prev = SlotBuffer(count: capacity, repeating: -1)
+        next = SlotBuffer(count: capacity, repeating: -1)
+        linked = SlotBuffer(count: capacity, repeating: false)
     }
 
     /// Appends `i` at the back, unlinking it first if present.

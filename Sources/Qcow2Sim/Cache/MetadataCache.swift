@@ -23,13 +23,22 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     private var tableShift: UInt64
 
     /// Table offset held by each slot (0 = empty).
-    public private(set) var offsets: ContiguousArray<UInt64>
+    private(set) var offsets: SlotBuffer<UInt64>
     /// QEMU's LRU stamp per slot (`lru_counter`).
-    public private(set) var lru: ContiguousArray<UInt64>
+    private(set) var lru: SlotBuffer<UInt64>
     /// Pin count per slot (`ref`).
-    public private(set) var pins: ContiguousArray<Int32>
+    private(set) var pins: SlotBuffer<Int32>
     /// Dirty bit per slot.
-    public private(set) var dirty: ContiguousArray<Bool>
+    private(set) var dirty: SlotBuffer<Bool>
+
+    /// The table offset slot `i` holds (0 = empty).
+    public func offset(at i: Int) -> UInt64 { offsets[i] }
+    /// Slot `i`'s pin count (QEMU `ref`).
+    public func pinCount(at i: Int) -> Int { Int(pins[i]) }
+    /// Slot `i`'s LRU stamp (QEMU `lru_counter`).
+    public func stamp(at i: Int) -> UInt64 { lru[i] }
+    /// Whether slot `i` is dirty.
+    public func isDirty(at i: Int) -> Bool { dirty[i] }
     /// Number of dirty slots.
     public private(set) var dirtyCount = 0
     /// QEMU's cache-wide `lru_counter`.
@@ -58,10 +67,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         self.count = count
         self.tableSize = tableSize
         self.tableShift = UInt64(tableSize.trailingZeroBitCount)
-        offsets = ContiguousArray(repeating: 0, count: count)
-        lru = ContiguousArray(repeating: 0, count: count)
-        pins = ContiguousArray(repeating: 0, count: count)
-        dirty = ContiguousArray(repeating: false, count: count)
+        offsets = SlotBuffer(count: count, repeating: 0)
+        lru = SlotBuffer(count: count, repeating: 0)
+        pins = SlotBuffer(count: count, repeating: 0)
+        dirty = SlotBuffer(count: count, repeating: false)
         index = OffsetIndex(capacity: count)
         empty = Bitset(count: count, set: true)
         policy = Policy(capacity: count)
@@ -75,10 +84,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         self.count = count
         self.tableSize = tableSize
         self.tableShift = UInt64(tableSize.trailingZeroBitCount)
-        offsets = ContiguousArray(repeating: 0, count: count)
-        lru = ContiguousArray(repeating: 0, count: count)
-        pins = ContiguousArray(repeating: 0, count: count)
-        dirty = ContiguousArray(repeating: false, count: count)
+        offsets = SlotBuffer(count: count, repeating: 0)
+        lru = SlotBuffer(count: count, repeating: 0)
+        pins = SlotBuffer(count: count, repeating: 0)
+        dirty = SlotBuffer(count: count, repeating: false)
         dirtyCount = 0
         lruClock = 0
         cleanMark = 0
@@ -112,7 +121,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// The slot to fill for a miss on `offset` (no state change).
     @inline(__always) public func victim(for offset: UInt64) -> Int {
         if let e = empty.firstSet(from: startIndex(offset)) { return e }
-        let v = pins.withUnsafeBufferPointer { policy.victim(pins: $0) }
+        let v = policy.victim(pins: pins.buffer)
         // QEMU aborts when every entry is in use; the minimum sizes make that impossible.
         precondition(v != nil, "qcow2 cache: every entry is in use")
         return v ?? 0
@@ -264,14 +273,15 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 }
 
 /// A fixed-size bit set with circular "first set bit from" search.
-struct Bitset: Sendable {
-    private var words: ContiguousArray<UInt64>
+struct Bitset {
+    private let words: SlotBuffer<UInt64>
     let count: Int
 
     init(count: Int, set: Bool) {
         self.count = count
-        words = ContiguousArray(repeating: set ? ~0 : 0, count: (count + 63) / 64)
+        words = SlotBuffer(count: max((count + 63) / 64, 1), repeating: set ? ~0 : 0)
         if set, count % 64 != 0 { words[words.count - 1] = (1 << UInt64(count % 64)) - 1 }
+        if count == 0 { words[0] = 0 }
     }
 
     @inline(__always) func test(_ i: Int) -> Bool { words[i >> 6] & (1 << UInt64(i & 63)) != 0 }

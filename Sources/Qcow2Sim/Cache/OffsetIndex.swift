@@ -5,16 +5,16 @@
 /// image header and never cached). Chosen over `Dictionary` because the hit path runs once per
 /// request and `qcow2sim-bench` showed the hashing cost dominating it.
 struct OffsetIndex {
-    private var keys: ContiguousArray<UInt64>
-    private var values: ContiguousArray<Int32>
+    private let keys: SlotBuffer<UInt64>
+    private let values: SlotBuffer<Int32>
     private let mask: Int
 
     /// A map able to hold `capacity` keys at a load factor of at most 1/2.
     init(capacity: Int) {
         var size = 16
         while size < capacity * 2 { size <<= 1 }
-        keys = ContiguousArray(repeating: 0, count: size)
-        values = ContiguousArray(repeating: -1, count: size)
+        keys = SlotBuffer(count: size, repeating: 0)
+        values = SlotBuffer(count: size, repeating: -1)
         mask = size - 1
     }
 

@@ -203,7 +203,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         if lookupSequence == debugMisEvictAtLookup {
             // Test-only: pick another unpinned slot than QEMU would.
             var w = (v + 1) % caches[c].count
-            while caches[c].pins[w] != 0 && w != v { w = (w + 1) % caches[c].count }
+            while caches[c].pinCount(at: w) != 0 && w != v { w = (w + 1) % caches[c].count }
             v = w
         }
         emit(.replaceEntry, c, index: v)
@@ -232,7 +232,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         } else if caches[c].dependsOnFlush {
             caches[c].dependsOnFlush = false
         }
-        host.write(caches[c].offsets[i], caches[c].tableSize)
+        host.write(caches[c].offset(at: i), caches[c].tableSize)
         caches[c].markClean(i)
     }
 
