@@ -9,7 +9,10 @@
 #      node (the only way QEMU 7.2 shows flushes/discards,
 #      which have no trace events of their own)
 #   3. blktrace inside the guest on /dev/vda                  -> guest-ext4.blktrace.0.xz
-#                                                               (+ guest-ext4.blkparse.txt.xz)
+#                                                               (+ guest-ext4.blkparse.txt.xz,
+#                                                               blkparse's default text output)
+# and, merged from 1 and 2 by Traces/guest-trace-to-csv.pl, the qcow2 node's complete request
+# stream in qcow2sim's native format                          -> guest-ext4.trace.csv
 # plus the guest console (guest-ext4.console.log) and the image/run parameters
 # (guest-ext4.image.txt). Everything goes to the directory this script lives in (Traces/).
 #
@@ -298,14 +301,18 @@ mkdir -p "$WORK/guest-out"
 tar -xf "$WORK/out.raw" -C "$WORK/guest-out"
 
 rm -f "$OUT/$NAME".qemu-trace.log* "$OUT/$NAME".blktrace.* "$OUT/$NAME".blkparse.txt* \
-      "$OUT/$NAME".logwrites.tsv "$OUT/$NAME".console.log "$OUT/$NAME".image.txt
+      "$OUT/$NAME".logwrites.tsv "$OUT/$NAME".console.log "$OUT/$NAME".image.txt \
+      "$OUT/$NAME".trace.csv*
 
 sed "s|$WORK/||g" "$WORK/qemu-trace.log" | xz -9 -T1 > "$OUT/$NAME.qemu-trace.log.xz"
 for f in "$WORK"/guest-out/"$NAME".blktrace.*; do
   xz -9 -T1 -c "$f" > "$OUT/$(basename "$f").xz"
 done
-blkparse -q -i "$NAME" -D "$WORK/guest-out" \
-  -f '%5T.%9t %c %a %3d %S %n\n' -o "$WORK/blkparse.txt" >/dev/null
+# blkparse's default text output (what qcow2sim's blkparse reader reads), from standard input:
+# with -i NAME -D DIR blkparse would pick files by CPU number, which need not match the suffix.
+btfiles=("$WORK"/guest-out/"$NAME".blktrace.*)
+((${#btfiles[@]} == 1)) || { echo "expected one blktrace file (-smp 1), got ${#btfiles[@]}" >&2; exit 1; }
+blkparse -i - < "${btfiles[0]}" > "$WORK/blkparse.txt"
 xz -9 -T1 -c "$WORK/blkparse.txt" > "$OUT/$NAME.blkparse.txt.xz"
 tr -d '\r' < "$WORK/console.log" > "$OUT/$NAME.console.log"
 
@@ -337,6 +344,12 @@ perl -e '
   }
   print STDERR "logwrites: $i entries walked, superblock says $n\n";
 ' "$WORK/writes.log" "$WORK/log-zeroed-offsets" > "$OUT/$NAME.logwrites.tsv"
+
+# The qcow2 node's complete request stream (R W Z D F) in qcow2sim's native CSV: the QEMU trace
+# log's reads/writes/write-zeroes and flush starts merged with the logwrites discards; see the
+# converter's header and Traces/README.md for the merge.
+MARK_BASE=$((MARK_BASE * 4096)) perl "$OUT/guest-trace-to-csv.pl" \
+  "$OUT/$NAME.qemu-trace.log.xz" "$OUT/$NAME.logwrites.tsv" > "$OUT/$NAME.trace.csv"
 
 {
   echo "# $NAME: image and run parameters (written by Traces/record-guest.sh)"
