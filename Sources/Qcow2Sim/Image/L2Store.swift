@@ -14,10 +14,40 @@ struct L2Store {
         var host: UInt64
     }
 
+    /// One table: runs while compact, else raw words (entry, and bitmap with extended L2).
+    /// Raw memory rather than an array because the MAP path reads it once per request and an
+    /// array read through a class costs a retain/release pair (`qcow2sim-bench read-1e7`).
     final class Table {
-        var runs: [Run] = []
-        var words: ContiguousArray<UInt64>?
+        var runs: [Run] = [] {
+            didSet {
+                let r = runs.first ?? Run(first: 0, count: 0, host: 0)
+                firstRun = (r.first, r.first + r.count, r.host)
+            }
+        }
+        /// `runs[0]` as (first, end, host), read without touching the array.
+        private(set) var firstRun: (first: Int, end: Int, host: UInt64) = (0, 0, 0)
+        private(set) var words: UnsafeMutablePointer<UInt64>?
+        private var wordCount = 0
+
         init() {}
+
+        deinit { words?.deallocate() }
+
+        /// Switches to materialized words, copied from `values`.
+        func setWords<C: Collection<UInt64>>(_ values: C) {
+            words?.deallocate()
+            let p = UnsafeMutablePointer<UInt64>.allocate(capacity: max(values.count, 1))
+            var i = 0
+            for v in values {
+                p[i] = v
+                i += 1
+            }
+            words = p
+            wordCount = values.count
+        }
+
+        /// The words as a collection (for copying a table).
+        var wordArray: [UInt64]? { words.map { Array(UnsafeBufferPointer(start: $0, count: wordCount)) } }
     }
 
     let geometry: Geometry
@@ -34,27 +64,28 @@ struct L2Store {
     /// Number of tables held (for tests and memory reports).
     var tableCount: Int { tables.count }
 
-    /// The table most recently looked up: consecutive lookups mostly hit the same table, and
-    /// this skips the dictionary (`qcow2sim-bench`: hashing was a fifth of the run time).
-    private var lastOffset: UInt64 = .max
-    // Unretained: `tables` keeps every table alive for the store's lifetime, and reading the
-    // hot table through this skips a retain/release pair per lookup (`qcow2sim-bench`).
-    private unowned(unsafe) var lastTable: Table = L2Store.placeholder
+    /// A direct-mapped cache in front of `tables` (host cluster number modulo its size): random
+    /// access over thousands of tables skips the dictionary's hashing and the retain of the
+    /// found table (`qcow2sim-bench read-1e7`: hashing plus retain/release were half the run).
+    /// Entries are unretained: `tables` keeps every table alive for the store's lifetime.
+    private let recentKeys = SlotBuffer<UInt64>(count: 4096, repeating: .max)
+    private let recentTables = SlotBuffer<Unmanaged<Table>>(count: 4096, repeating: Unmanaged.passUnretained(L2Store.placeholder))
     nonisolated(unsafe) private static let placeholder = Table()
 
     @inline(__always)
     private mutating func table(_ offset: UInt64) -> Table {
-        if offset == lastOffset { return lastTable }
+        let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & 4095
+        if recentKeys[slot] == offset { return recentTables[slot].takeUnretainedValue() }
         let t: Table
         if let found = tables[offset] {
             t = found
         } else {
             t = Table()
-            if let loader, let words = loader(offset) { t.words = words }
+            if let loader, let words = loader(offset) { t.setWords(words) }
             tables[offset] = t
         }
-        lastOffset = offset
-        lastTable = t
+        recentKeys[slot] = offset
+        recentTables[slot] = Unmanaged.passUnretained(t)
         return t
     }
 
@@ -66,6 +97,11 @@ struct L2Store {
             let base = i * wordsPerEntry
             return (w[base], wordsPerEntry == 2 ? w[base + 1] : 0)
         }
+        let r0 = t.firstRun
+        if i >= r0.first && i < r0.end {
+            return ((r0.host + UInt64(i - r0.first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
+        }
+        if t.runs.count < 2 { return (0, 0) }
         for r in t.runs where i >= r.first && i < r.first + r.count {
             return ((r.host + UInt64(i - r.first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
         }
@@ -77,8 +113,9 @@ struct L2Store {
         let t = table(offset)
         materialize(t)
         let base = i * wordsPerEntry
-        t.words?[base] = word
-        if wordsPerEntry == 2 { t.words?[base + 1] = bitmap }
+        guard let w = t.words else { return }
+        w[base] = word
+        if wordsPerEntry == 2 { w[base + 1] = bitmap }
     }
 
     /// Links `count` contiguous clusters from host offset `host` at entries `first...`, with
@@ -120,11 +157,12 @@ struct L2Store {
         if let from {
             let src = table(from)
             t.runs = src.runs
-            t.words = src.words
+            if let w = src.wordArray { t.setWords(w) }
         }
         tables[offset] = t
-        lastOffset = offset
-        lastTable = t
+        let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & 4095
+        recentKeys[slot] = offset
+        recentTables[slot] = Unmanaged.passUnretained(t)
     }
 
     private func materialize(_ t: Table) {
@@ -135,7 +173,7 @@ struct L2Store {
                 w[(r.first + j) * wordsPerEntry] = (r.host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied
             }
         }
-        t.words = w
+        t.setWords(w)
         t.runs = []
     }
 }
