@@ -314,6 +314,10 @@ struct Replay<P: EvictionPolicy> {
         var firstTime: Double?
         var lastTime: Double = 0
         var index = 0
+        var opCounts = [Int](repeating: 0, count: TraceRecord.Op.allCases.count)
+        // One flag object shared by the chain: any image's READ/WRITE raises it (§6.4, §13).
+        let requestState = RequestState()
+        for image in chain { image.requestState = requestState }
         while let rec = try nextRecord(reader) {
             if rec.op != .flush && (rec.offset > size || rec.length > size - rec.offset) {
                 throw SimulationError.trace(TraceError(
@@ -333,18 +337,21 @@ struct Replay<P: EvictionPolicy> {
                     file: reader.fileName, location: reader.location(),
                     message: "\(rec.op) request on an image opened read-only"))
             }
-            for image in chain { image.taskPoolSeen = false }
+            requestState.taskPool = false
             if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
-            let multi = chain.contains { $0.taskPoolSeen }
+            let multi = requestState.taskPool
             if let timeline { for image in chain { timeline.sample(time: rec.time ?? Double(index), image: image) } }
             if multi {
                 if rec.op == .read { report.multiSegmentReads += 1 } else { report.multiSegmentWrites += 1 }
             }
             if multi { log?.markMultiSegment(write: rec.op != .read) }
-            report.requestsByOp[rec.op, default: 0] += 1
+            opCounts[Int(rec.op.rawValue)] += 1
             index += 1
         }
         report.requests = index
+        for op in TraceRecord.Op.allCases where opCounts[Int(op.rawValue)] > 0 {
+            report.requestsByOp[op] = opCounts[Int(op.rawValue)]
+        }
         report.duration = firstTime.map { lastTime - $0 } ?? 0
         log?.beginClose()
         for image in chain.reversed() { image.close() }
@@ -403,4 +410,10 @@ func monotonicSeconds() -> Double {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+}
+
+/// Per-request state shared by every image of a chain.
+final class RequestState {
+    /// QEMU would run part of the current request through a task pool (§6.4, §13).
+    var taskPool = false
 }

@@ -54,9 +54,9 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     // Session state (reset at every open).
     var freeClusterIndex: UInt64 = 0
     var probeDone = false
-    /// Set when QEMU would have run part of the current request through a task pool (§6.4,
-    /// §13) on this image: its cross-image event order is then not deterministic.
-    var taskPoolSeen = false
+    /// Raised when QEMU would run part of the current request through a task pool (§6.4,
+    /// §13): its cross-image event order is then not deterministic. Shared by the chain.
+    var requestState = RequestState()
     /// The probe found metadata preallocation (`s->metadata_preallocation`): block status of
     /// data clusters then recurses into the host file's data/hole map.
     var metadataPreallocation = false

@@ -91,7 +91,7 @@ extension Qcow2Image {
             g += n
             left -= n
         }
-        if pool { taskPoolSeen = true }
+        if pool { requestState.taskPool = true }
         return pool
     }
 

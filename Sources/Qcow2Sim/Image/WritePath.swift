@@ -84,7 +84,7 @@ extension Qcow2Image {
             writeCache(Self.l2)
             writeCache(Self.rc)
         }
-        if multi { taskPoolSeen = true }
+        if multi { requestState.taskPool = true }
         return multi
     }
 
