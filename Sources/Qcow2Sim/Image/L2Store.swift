@@ -92,7 +92,14 @@ struct L2Store {
     /// The entry word and bitmap (0 without extended L2) of entry `i` of the table at `offset`.
     @inline(__always)
     mutating func entry(_ offset: UInt64, _ i: Int) -> (word: UInt64, bitmap: UInt64) {
-        let t = table(offset)
+        let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & 4095
+        if recentKeys[slot] != offset { _ = table(offset) }
+        // Borrow the table without a retain: `tables` owns it.
+        return recentTables[slot]._withUnsafeGuaranteedRef { t in entry(in: t, i) }
+    }
+
+    @inline(__always)
+    private func entry(in t: Table, _ i: Int) -> (word: UInt64, bitmap: UInt64) {
         if let w = t.words {
             let base = i * wordsPerEntry
             return (w[base], wordsPerEntry == 2 ? w[base + 1] : 0)
@@ -202,8 +209,8 @@ struct RefcountStore {
     let geometry: Geometry
     private var blocks: [UInt64: Block] = [:]
     private var lastOffset: UInt64 = .max
-    // Unretained, as `L2Store.lastTable`: `blocks` keeps every block alive.
-    private unowned(unsafe) var lastBlock: Block = RefcountStore.placeholder
+    // Unretained, as `L2Store.recentTables`: `blocks` keeps every block alive.
+    private var lastBlock = Unmanaged.passUnretained(RefcountStore.placeholder)
     nonisolated(unsafe) private static let placeholder = Block()
     /// Loads a block not yet in the store (from the image file); nil means all zeroes.
     var loader: ((UInt64) -> ContiguousArray<UInt64>?)?
@@ -212,7 +219,7 @@ struct RefcountStore {
 
     @inline(__always)
     private mutating func block(_ offset: UInt64) -> Block {
-        if offset == lastOffset { return lastBlock }
+        if offset == lastOffset { return lastBlock.takeUnretainedValue() }
         let b: Block
         if let found = blocks[offset] {
             b = found
@@ -222,7 +229,7 @@ struct RefcountStore {
             blocks[offset] = b
         }
         lastOffset = offset
-        lastBlock = b
+        lastBlock = Unmanaged.passUnretained(b)
         return b
     }
 
@@ -238,13 +245,15 @@ struct RefcountStore {
 
     /// Refcount `i` of the block at `offset`.
     @inline(__always) mutating func get(_ offset: UInt64, _ i: Int) -> UInt64 {
-        let b = block(offset)
-        if let w = b.words { return w[i] }
-        if let last = b.runs.last, i >= last.start {
-            return i < last.start + last.count ? last.value : 0
+        if offset != lastOffset { _ = block(offset) }
+        return lastBlock._withUnsafeGuaranteedRef { b in
+            if let w = b.words { return w[i] }
+            if let last = b.runs.last, i >= last.start {
+                return i < last.start + last.count ? last.value : 0
+            }
+            let r = Self.runIndex(b.runs, i)
+            return r >= 0 && i < b.runs[r].start + b.runs[r].count ? b.runs[r].value : 0
         }
-        let r = Self.runIndex(b.runs, i)
-        return r >= 0 && i < b.runs[r].start + b.runs[r].count ? b.runs[r].value : 0
     }
 
     /// Sets refcount `i` of the block at `offset`.
@@ -334,6 +343,6 @@ struct RefcountStore {
         let b = Block()
         blocks[offset] = b
         lastOffset = offset
-        lastBlock = b
+        lastBlock = Unmanaged.passUnretained(b)
     }
 }
