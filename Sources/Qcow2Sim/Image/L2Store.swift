@@ -50,6 +50,9 @@ struct L2Store {
         var wordArray: [UInt64]? { words.map { Array(UnsafeBufferPointer(start: $0, count: wordCount)) } }
     }
 
+    /// Above this many runs a table is materialized into words.
+    static let maxRuns = 16
+
     let geometry: Geometry
     private var tables: [UInt64: Table] = [:]
     private let wordsPerEntry: Int
@@ -130,6 +133,10 @@ struct L2Store {
     /// new run does not overlap existing ones, in any order (LINK runs newest meta first).
     mutating func linkRun(_ offset: UInt64, first: Int, count: Int, host: UInt64) {
         let t = table(offset)
+        if t.words == nil && t.runs.count >= Self.maxRuns {
+            // Scattered links: a run list would grow to one run per cluster.
+            materialize(t)
+        }
         if t.words == nil {
             // Runs are sorted by `first` and never overlap.
             var at = t.runs.count
