@@ -49,7 +49,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     var reftableOffset: UInt64
     var l2Store: L2Store
     var rcStore: RefcountStore
-    var host: HostFile
+    let host: HostFile
 
     // Session state (reset at every open).
     var freeClusterIndex: UInt64 = 0
