@@ -84,10 +84,7 @@ enum ValidateCommand {
             } else {
                 // Check QEMU first: a missing QEMU is exit 69 whatever else is missing.
                 try validator.checkTools(for: config)
-                guard let (log, sizes) = try ValidateSimulation.expected(config: config, input: input, misEvictAtLookup: misEvict) else {
-                    Console.error("validate", "this build has no simulator yet (Simulation.run); use --qemu-only to run QEMU alone")
-                    return 70
-                }
+                let (log, sizes) = try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: misEvict)
                 report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
             }
             FileHandle.standardOutput.write(Data((format == "json" ? report.json() : report.text()).utf8))

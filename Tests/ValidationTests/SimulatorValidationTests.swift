@@ -11,15 +11,7 @@ struct SimulatorValidationTests {
     let validator = Validator(runner: Qemu.runner)
 
     static func simulate(_ config: SimulationConfig, _ input: ValidationInput, misEvict: Int? = nil) throws -> (EventLog, [ImageCacheSizes]) {
-        let log = EventLog(retainEvents: true)
-        var reader = ArrayTraceReader(input.records, fileName: input.fileName)
-        let report = try Simulation.run(config: config, reader: &reader, log: log, debugMisEvictAtLookup: misEvict)
-        let sizes = report.images.map {
-            ImageCacheSizes(
-                l2EntryBytes: $0.sizing.l2EntrySize, l2Entries: $0.sizing.l2Entries, refcountEntryBytes: $0.sizing.refcountEntrySize,
-                refcountEntries: $0.sizing.refcountEntries)
-        }
-        return (log, sizes)
+        try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: misEvict)
     }
 
     @Test("the simulator's TV1 run is identical to QEMU's")

@@ -17,19 +17,19 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// `is_l2_cache`: true for the L2-table cache.
     public let isL2: Bool
     /// Number of slots.
-    public private(set) var count: Int
+    public private(set) var count = 0
     /// Bytes per slot (L2 slice size, or the cluster size for refcount blocks).
-    public private(set) var tableSize: UInt64
-    private var tableShift: UInt64
+    public private(set) var tableSize: UInt64 = 512
+    private var tableShift: UInt64 = 9
 
     /// Table offset held by each slot (0 = empty).
-    private(set) var offsets: SlotBuffer<UInt64>
+    private(set) var offsets = SlotBuffer<UInt64>(count: 0, repeating: 0)
     /// QEMU's LRU stamp per slot (`lru_counter`).
-    private(set) var lru: SlotBuffer<UInt64>
+    private(set) var lru = SlotBuffer<UInt64>(count: 0, repeating: 0)
     /// Pin count per slot (`ref`).
-    private(set) var pins: SlotBuffer<Int32>
+    private(set) var pins = SlotBuffer<Int32>(count: 0, repeating: 0)
     /// Dirty bit per slot.
-    private(set) var dirty: SlotBuffer<Bool>
+    private(set) var dirty = SlotBuffer<Bool>(count: 0, repeating: false)
 
     /// The table offset slot `i` holds (0 = empty).
     public func offset(at i: Int) -> UInt64 { offsets[i] }
@@ -52,10 +52,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// Counters.
     public var stats = CacheStats()
 
-    private var index: OffsetIndex
-    private var empty: Bitset
-    private var policy: Policy
-    private var resident: Bitset
+    private var index = OffsetIndex(capacity: 0)
+    private var empty = Bitset(count: 0, set: true)
+    private var policy = Policy(capacity: 0)
+    private var resident = Bitset(count: 0, set: false)
     private var residentPages = 0
 
     /// Host page size used for the resident-memory model (Linux x86-64).
@@ -64,18 +64,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// An empty cache of `count` slots of `tableSize` bytes.
     public init(isL2: Bool, count: Int, tableSize: UInt64) {
         self.isL2 = isL2
-        self.count = count
-        self.tableSize = tableSize
-        self.tableShift = UInt64(tableSize.trailingZeroBitCount)
-        offsets = SlotBuffer(count: count, repeating: 0)
-        lru = SlotBuffer(count: count, repeating: 0)
-        pins = SlotBuffer(count: count, repeating: 0)
-        dirty = SlotBuffer(count: count, repeating: false)
-        index = OffsetIndex(capacity: count)
-        empty = Bitset(count: count, set: true)
-        policy = Policy(capacity: count)
-        let pages = (UInt64(count) * tableSize + Self.pageSize - 1) / Self.pageSize
-        resident = Bitset(count: Int(pages), set: false)
+        reset(count: count, tableSize: tableSize)
     }
 
     /// Empties the cache and resizes it to `count` slots of `tableSize` bytes, as QEMU's

@@ -3,22 +3,30 @@ extension Qcow2Image {
     /// DISCARD (§9.1): the block layer's split at cluster alignment, then qcow2's
     /// `qcow2_co_pdiscard` per piece.
     func discard(_ g: UInt64, _ len: UInt64) {
-        let cs = geometry.clusterSize
-        var offset = g, bytes = len
-        var head = offset % cs
-        let tail = (offset + bytes) % cs
+        for (offset, num) in Self.alignedPieces(g, len, align: geometry.clusterSize) { pdiscard(offset, num) }
+    }
+
+    /// The block layer's split of a request for a driver alignment (`bdrv_co_pdiscard`,
+    /// `bdrv_co_do_pwrite_zeroes`): a head piece up to the first aligned offset, the aligned
+    /// bulk, and a tail piece.
+    static func alignedPieces(_ offset: UInt64, _ bytes: UInt64, align: UInt64) -> [(UInt64, UInt64)] {
+        var pieces: [(UInt64, UInt64)] = []
+        var offset = offset, bytes = bytes
+        var head = offset % align
+        let tail = (offset + bytes) % align
         while bytes > 0 {
             var num = bytes
             if head != 0 {
-                num = min(bytes, cs - head)
-                head = (head + num) % cs
-            } else if tail != 0 && num > cs {
+                num = min(bytes, align - head)
+                head = (head + num) % align
+            } else if tail != 0 && num > align {
                 num -= tail
             }
-            pdiscard(offset, num)
+            pieces.append((offset, num))
             offset += num
             bytes -= num
         }
+        return pieces
     }
 
     private func pdiscard(_ offset: UInt64, _ bytes: UInt64) {
@@ -68,27 +76,14 @@ extension Qcow2Image {
     /// pieces qcow2 refuses. Returns whether QEMU runs a fallback write as several segments.
     @discardableResult
     func writeZeroes(_ g: UInt64, _ len: UInt64, unmap: Bool) -> Bool {
-        let align = geometry.subclusterSize
-        var offset = g, bytes = len
-        var head = offset % align
-        let tail = (offset + bytes) % align
         var multi = false
-        while bytes > 0 {
-            var num = bytes
-            if head != 0 {
-                num = min(bytes, align - head)
-                head = (head + num) % align
-            } else if tail != 0 && num > align {
-                num -= tail
-            }
-            if !pwriteZeroes(offset, num, unmap: unmap) {
-                let saved = writethrough
-                writethrough = false
-                if write(offset, num) { multi = true }
-                writethrough = saved
-            }
-            offset += num
-            bytes -= num
+        for (offset, num) in Self.alignedPieces(g, len, align: geometry.subclusterSize)
+        where !pwriteZeroes(offset, num, unmap: unmap) {
+            // Not supported by qcow2: the block layer writes a buffer of zeroes instead.
+            let saved = writethrough
+            writethrough = false
+            if write(offset, num) { multi = true }
+            writethrough = saved
         }
         if writethrough {
             writeCache(Self.l2)
