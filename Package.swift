@@ -34,7 +34,8 @@ let package = Package(
             name: "trace-fuzz", dependencies: ["TraceKit"],
             // SwiftPM's own `main` hides libFuzzer's driver; the entry point finds it at run time.
             linkerSettings: [
-                .unsafeFlags(["-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))
+                .unsafeFlags(
+                    ["-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))
             ]),
         .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit"]),
         .testTarget(name: "TraceKitTests", dependencies: ["TraceKit"]),

@@ -16,7 +16,9 @@ public struct CacheOptions: Equatable, Sendable {
     public init() {}
 
     /// The option names QEMU's qcow2 driver accepts that qcow2sim models.
-    public static let names = ["l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-size", "cache-clean-interval"]
+    public static let names = [
+        "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-size", "cache-clean-interval",
+    ]
 }
 
 /// An error QEMU prints when it cannot open an image with the given options; `message` is
@@ -155,13 +157,13 @@ public struct CacheSizing: Equatable, Sendable {
 
     private static func physicalMemory() -> UInt64 {
         #if canImport(Glibc)
-        return UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
+            return UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
         #else
-        return 1 << 36
+            return 1 << 36
         #endif
     }
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif

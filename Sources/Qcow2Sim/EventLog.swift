@@ -22,7 +22,9 @@ public final class EventLog {
         public var multiSegmentWrite: Bool
 
         /// Creates a mark.
-        public init(request: Int, location: TraceLocation, firstEvent: Int, multiSegment: Bool = false, multiSegmentWrite: Bool = false) {
+        public init(
+            request: Int, location: TraceLocation, firstEvent: Int, multiSegment: Bool = false, multiSegmentWrite: Bool = false
+        ) {
             self.request = request
             self.location = location
             self.firstEvent = firstEvent

@@ -31,8 +31,10 @@ public enum ReportFormat {
             totalRC = add(totalRC, im.refcount)
         }
         let ops = r.requestsByOp
-        let byOp = "{\"read\": \(ops[.read] ?? 0), \"write\": \(ops[.write] ?? 0), \"discard\": \(ops[.discard] ?? 0), \"write_zeroes\": \(ops[.writeZeroes] ?? 0), \"flush\": \(ops[.flush] ?? 0)}"
-        let cfg = "{\"policy\": \(quote(config.policy)), \"cache_mode\": \(quote(config.cacheMode.rawValue)), "
+        let byOp =
+            "{\"read\": \(ops[.read] ?? 0), \"write\": \(ops[.write] ?? 0), \"discard\": \(ops[.discard] ?? 0), \"write_zeroes\": \(ops[.writeZeroes] ?? 0), \"flush\": \(ops[.flush] ?? 0)}"
+        let cfg =
+            "{\"policy\": \(quote(config.policy)), \"cache_mode\": \(quote(config.cacheMode.rawValue)), "
             + "\"create_options\": \(quote(config.createOptions)), \"drive_options\": \(quote(config.driveOptions)), "
             + "\"chain\": \(r.images.count), \"images\": [\(configImages.joined(separator: ", "))]}"
         return "{\"config\": \(cfg), \"images\": [\(images.joined(separator: ", "))], "
@@ -44,10 +46,15 @@ public enum ReportFormat {
 
     /// One CSV row per image and cache.
     public static func csv(_ r: SimulationReport) -> String {
-        var s = "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes\n"
+        var s =
+            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes\n"
         for im in r.images {
-            for (name, st, size, n) in [("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries), ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries)] {
-                s += "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, duration: r.duration)))\n"
+            for (name, st, size, n) in [
+                ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),
+                ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
+            ] {
+                s +=
+                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, duration: r.duration)))\n"
             }
         }
         return s
@@ -57,14 +64,17 @@ public enum ReportFormat {
     public static func text(_ r: SimulationReport, config: SimulationConfig) -> String {
         var s = "requests: \(r.requests) (policy \(config.policy), \(config.cacheMode.rawValue))\n"
         if r.multiSegmentReads + r.multiSegmentWrites > 0 {
-            s += "multi-segment requests: \(r.multiSegmentReads) reads, \(r.multiSegmentWrites) writes (QEMU runs them as concurrent tasks)\n"
+            s +=
+                "multi-segment requests: \(r.multiSegmentReads) reads, \(r.multiSegmentWrites) writes (QEMU runs them as concurrent tasks)\n"
         }
         for im in r.images {
             let role = im.index == r.images.count - 1 ? "top" : (im.index == 0 ? "base" : "backing")
-            s += "\nimage \(im.index) (\(role)): cluster \(bytes(im.geometry.clusterSize))\(im.geometry.extendedL2 ? ", extended L2" : ""), L2 cache \(im.sizing.l2Entries) × \(bytes(im.sizing.l2EntrySize)), refcount cache \(im.sizing.refcountEntries) × \(bytes(im.sizing.refcountEntrySize))\n"
+            s +=
+                "\nimage \(im.index) (\(role)): cluster \(bytes(im.geometry.clusterSize))\(im.geometry.extendedL2 ? ", extended L2" : ""), L2 cache \(im.sizing.l2Entries) × \(bytes(im.sizing.l2EntrySize)), refcount cache \(im.sizing.refcountEntries) × \(bytes(im.sizing.refcountEntrySize))\n"
             s += "  cache      lookups       hits     misses  hit rate  evictions  write-backs   read      written   mem peak\n"
             for (name, st) in [("L2", im.l2), ("refcount", im.refcount)] {
-                s += pad(name, 8) + pad("\(st.lookups)", 11, right: true) + pad("\(st.hits)", 11, right: true)
+                s +=
+                    pad(name, 8) + pad("\(st.lookups)", 11, right: true) + pad("\(st.hits)", 11, right: true)
                     + pad("\(st.misses)", 11, right: true) + pad(String(format: "%.4f", st.hitRate), 10, right: true)
                     + pad("\(st.evictions)", 11, right: true) + pad("\(st.writebacks)", 13, right: true)
                     + pad(bytes(st.bytesRead), 10, right: true) + pad(bytes(st.bytesWritten), 11, right: true)
@@ -72,8 +82,10 @@ public enum ReportFormat {
             }
             let i = im.image
             if i.clustersAllocated + i.l2TablesAllocated + i.cowBytesRead + i.cowBytesWritten + i.clustersFreed > 0 {
-                s += "  allocated: \(i.clustersAllocated) clusters, \(i.l2TablesAllocated) L2 tables, \(i.refcountBlocksAllocated) refcount blocks; freed \(i.clustersFreed) clusters\n"
-                s += "  COW: \(bytes(i.cowBytesRead)) read, \(bytes(i.cowBytesWritten)) written, \(i.cowSkipped) regions zeroed instead\n"
+                s +=
+                    "  allocated: \(i.clustersAllocated) clusters, \(i.l2TablesAllocated) L2 tables, \(i.refcountBlocksAllocated) refcount blocks; freed \(i.clustersFreed) clusters\n"
+                s +=
+                    "  COW: \(bytes(i.cowBytesRead)) read, \(bytes(i.cowBytesWritten)) written, \(i.cowSkipped) regions zeroed instead\n"
             }
             s += "  host file: \(bytes(im.hostLengthBytes)) long, \(bytes(im.hostAllocatedBytes)) allocated\n"
         }
@@ -126,6 +138,7 @@ public enum ReportFormat {
     }
 
     private static func pad(_ s: String, _ w: Int, right: Bool = false) -> String {
-        s.count >= w ? s + " " : (right ? String(repeating: " ", count: w - s.count) + s : s + String(repeating: " ", count: w - s.count))
+        s.count >= w
+            ? s + " " : (right ? String(repeating: " ", count: w - s.count) + s : s + String(repeating: " ", count: w - s.count))
     }
 }

@@ -162,7 +162,9 @@ enum ChainBuilder<P: EvictionPolicy> {
                 throw SimulationError.usage("preparation session names image \(session.image), but the chain has \(images.count)")
             }
             let image = images[session.image]
-            image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil, observed: false)
+            image.open(
+                sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil,
+                observed: false)
             for r in session.records { image.apply(r) }
             image.close()
         }
@@ -210,14 +212,18 @@ enum ChainBuilder<P: EvictionPolicy> {
         if config.populateMode == .metadata {
             guard config.populate == .full else {
                 throw SimulationError.usage(
-                    "--populate-mode metadata takes only --populate full (qemu-img preallocation=metadata is whole-disk); use --populate-mode zero or data for ranges")
+                    "--populate-mode metadata takes only --populate full (qemu-img preallocation=metadata is whole-disk); use --populate-mode zero or data for ranges"
+                )
             }
             return
         }
         for r in ranges where r.start + r.length > config.virtualSize {
-            throw SimulationError.usage("--populate: range \(r.start):\(r.length) lies beyond the virtual size \(config.virtualSize)")
+            throw SimulationError.usage(
+                "--populate: range \(r.start):\(r.length) lies beyond the virtual size \(config.virtualSize)")
         }
-        image.open(sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil, observed: false)
+        image.open(
+            sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil,
+            observed: false)
         for r in ranges {
             var off = r.start
             let end = r.start + r.length
@@ -254,7 +260,8 @@ enum ChainBuilder<P: EvictionPolicy> {
                 let f = try Qcow2File(path: p)
                 files.append(f)
                 if let b = f.header.backingFileName {
-                    next = b.hasPrefix("/") ? b : URL(fileURLWithPath: p).deletingLastPathComponent().appendingPathComponent(b).path
+                    next =
+                        b.hasPrefix("/") ? b : URL(fileURLWithPath: p).deletingLastPathComponent().appendingPathComponent(b).path
                 } else {
                     next = nil
                 }
@@ -296,7 +303,8 @@ struct Replay<P: EvictionPolicy> {
             do {
                 sizing = try CacheSizing(geometry: image.geometry, options: opts)
             } catch {
-                let which = chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
+                let which =
+                    chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
                 throw SimulationError.usage("--drive\(which): \(error.message)")
             }
             let isTop = k == chain.count - 1
@@ -320,9 +328,10 @@ struct Replay<P: EvictionPolicy> {
         for image in chain { image.requestState = requestState }
         while let rec = try nextRecord(reader) {
             if rec.op != .flush && (rec.offset > size || rec.length > size - rec.offset) {
-                throw SimulationError.trace(TraceError(
-                    file: reader.fileName, location: reader.location(),
-                    message: "request [\(rec.offset), \(rec.offset + rec.length)) lies beyond the virtual size \(size)"))
+                throw SimulationError.trace(
+                    TraceError(
+                        file: reader.fileName, location: reader.location(),
+                        message: "request [\(rec.offset), \(rec.offset + rec.length)) lies beyond the virtual size \(size)"))
             }
             if let t = rec.time {
                 if firstTime == nil { firstTime = t }
@@ -333,9 +342,10 @@ struct Replay<P: EvictionPolicy> {
             }
             log?.beginRequest(index, location: reader.location())
             if config.readOnly && rec.op != .read && rec.op != .flush {
-                throw SimulationError.trace(TraceError(
-                    file: reader.fileName, location: reader.location(),
-                    message: "\(rec.op) request on an image opened read-only"))
+                throw SimulationError.trace(
+                    TraceError(
+                        file: reader.fileName, location: reader.location(),
+                        message: "\(rec.op) request on an image opened read-only"))
             }
             requestState.taskPool = false
             if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
@@ -375,7 +385,8 @@ struct Replay<P: EvictionPolicy> {
     private func fallbackSizing(_ image: Qcow2Image<P>) -> CacheSizing {
         // Unreachable: every image is opened before the replay.
         (try? CacheSizing(geometry: image.geometry, options: CacheOptions()))
-            ?? (try? CacheSizing(geometry: Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 0), options: CacheOptions()))
+            ?? (try? CacheSizing(
+                geometry: Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 0), options: CacheOptions()))
             ?? { preconditionFailure("default sizing cannot fail") }()
     }
 }

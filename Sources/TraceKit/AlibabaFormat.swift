@@ -9,7 +9,9 @@ struct AlibabaFormat: LineFormat {
     init(options: TraceOptions) throws {
         if let d = options.device {
             guard let n = UInt64(d) else {
-                throw TraceError(file: "--device", location: .file, message: "invalid device '\(d)' (expected a decimal device ID)", exitCode: 64)
+                throw TraceError(
+                    file: "--device", location: .file, message: "invalid device '\(d)' (expected a decimal device ID)",
+                    exitCode: 64)
             }
             device = n
         } else {
@@ -23,7 +25,11 @@ struct AlibabaFormat: LineFormat {
         try f.expectFields(5...5, "device_id,opcode,offset,length,timestamp")
         let dev = try f.unsigned(0, "device ID")
         let op: TraceRecord.Op
-        if f.equals(1, "R") { op = .read } else if f.equals(1, "W") { op = .write } else {
+        if f.equals(1, "R") {
+            op = .read
+        } else if f.equals(1, "W") {
+            op = .write
+        } else {
             throw f.error("invalid opcode '\(f.text(1))' (expected R or W)")
         }
         let offset = try f.bytes(2, "offset")

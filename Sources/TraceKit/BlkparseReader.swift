@@ -34,8 +34,9 @@ public struct BlkparseReader: TraceReader {
         selected = options.event.rawValue.utf8.first ?? UInt8(ascii: "D")
         if let d = options.device {
             guard let dev = Blktrace.parseDevice(d) else {
-                throw TraceError(file: "--device", location: .file,
-                                 message: "invalid device '\(d)' (expected MAJOR,MINOR such as 8,0)", exitCode: 64)
+                throw TraceError(
+                    file: "--device", location: .file,
+                    message: "invalid device '\(d)' (expected MAJOR,MINOR such as 8,0)", exitCode: 64)
             }
             deviceFilter = dev
         } else {
@@ -69,8 +70,9 @@ public struct BlkparseReader: TraceReader {
         finished = true
         if emitted == 0 {
             if scanner.lineNumber == 0 { throw TraceError(file: fileName, location: .file, message: "empty trace (no records)") }
-            throw TraceError(file: fileName, location: .file,
-                             message: "no '\(Character(Unicode.Scalar(selected)))' events in the trace (try --event Q, D or C)")
+            throw TraceError(
+                file: fileName, location: .file,
+                message: "no '\(Character(Unicode.Scalar(selected)))' events in the trace (try --event Q, D or C)")
         }
         return nil
     }
@@ -79,7 +81,10 @@ public struct BlkparseReader: TraceReader {
     private mutating func parse(_ p: UnsafeBufferPointer<UInt8>, _ range: Range<Int>) throws -> TraceRecord? {
         if Scan.isBlankOrComment(p, range) { return nil }
         if let bad = Scan.firstBinaryByte(p, range) {
-            throw error(String(format: "binary data in a text trace (byte 0x%02x at column %d); use --trace-format to pick the right format", p[bad], bad - range.lowerBound + 1))
+            throw error(
+                String(
+                    format: "binary data in a text trace (byte 0x%02x at column %d); use --trace-format to pick the right format",
+                    p[bad], bad - range.lowerBound + 1))
         }
         Scan.words(p, range, into: &words)
         let first = words[0]
@@ -88,7 +93,9 @@ public struct BlkparseReader: TraceReader {
             return nil
         }
         guard words.count >= 7, let comma = p[first].firstIndex(of: UInt8(ascii: ",")) else {
-            throw error("expected a blkparse event 'MAJ,MIN CPU SEQ TIME PID ACTION RWBS ...', found '\(Scan.text(p, Scan.trim(p, range)))'")
+            throw error(
+                "expected a blkparse event 'MAJ,MIN CPU SEQ TIME PID ACTION RWBS ...', found '\(Scan.text(p, Scan.trim(p, range)))'"
+            )
         }
         let dev: UInt32
         switch (Scan.unsigned(p, first.lowerBound..<comma), Scan.unsigned(p, (comma + 1)..<first.upperBound)) {
@@ -96,7 +103,9 @@ public struct BlkparseReader: TraceReader {
         default: throw error("invalid device '\(Scan.text(p, first))' (expected MAJOR,MINOR)")
         }
         let action = words[5]
-        guard action.count <= 2 else { throw error("invalid action '\(Scan.text(p, action))' (expected a blkparse action letter such as Q, D or C)") }
+        guard action.count <= 2 else {
+            throw error("invalid action '\(Scan.text(p, action))' (expected a blkparse action letter such as Q, D or C)")
+        }
         let a = p[action.lowerBound]
         let isRemap = a == UInt8(ascii: "A") && action.count == 1
         let isRequeue = a == UInt8(ascii: "R") && action.count == 1
@@ -118,11 +127,12 @@ public struct BlkparseReader: TraceReader {
         if isRemap {
             // `A  RA 2348060440 + 8 <- (259,3) 2345510680`
             if words.count >= 13, words[11].count >= 5, p[words[11].lowerBound] == UInt8(ascii: "("),
-               p[words[11].upperBound - 1] == UInt8(ascii: ")"),
-               let c = p[(words[11].lowerBound + 1)..<(words[11].upperBound - 1)].firstIndex(of: UInt8(ascii: ",")),
-               case .value(let ma) = Scan.unsigned(p, (words[11].lowerBound + 1)..<c),
-               case .value(let mi) = Scan.unsigned(p, (c + 1)..<(words[11].upperBound - 1)),
-               case .value(let from) = Scan.unsigned(p, words[12]), ma < 4096, mi < (1 << 20) {
+                p[words[11].upperBound - 1] == UInt8(ascii: ")"),
+                let c = p[(words[11].lowerBound + 1)..<(words[11].upperBound - 1)].firstIndex(of: UInt8(ascii: ",")),
+                case .value(let ma) = Scan.unsigned(p, (words[11].lowerBound + 1)..<c),
+                case .value(let mi) = Scan.unsigned(p, (c + 1)..<(words[11].upperBound - 1)),
+                case .value(let from) = Scan.unsigned(p, words[12]), ma < 4096, mi < (1 << 20)
+            {
                 let fromDev = UInt32(ma) << 20 | UInt32(mi)
                 if fromDev != dev { partitionOffset[fromDev] = (dev, Int64(bitPattern: sector &- from)) }
             }

@@ -34,7 +34,8 @@ enum Blktrace {
     static func parseDevice(_ s: String) -> UInt32? {
         let parts = s.split(separator: ",")
         guard parts.count == 2, let ma = UInt32(parts[0].trimmingCharacters(in: .whitespaces)),
-              let mi = UInt32(parts[1].trimmingCharacters(in: .whitespaces)), ma < 4096, mi < (1 << 20) else { return nil }
+            let mi = UInt32(parts[1].trimmingCharacters(in: .whitespaces)), ma < 4096, mi < (1 << 20)
+        else { return nil }
         return ma << 20 | mi
     }
 }
@@ -74,7 +75,8 @@ struct BlktraceStream {
                 }
                 return nil
             }
-            throw error(offset, index, "truncated record: \(input.available) bytes left, expected a \(Blktrace.headerSize)-byte header")
+            throw error(
+                offset, index, "truncated record: \(input.available) bytes left, expected a \(Blktrace.headerSize)-byte header")
         }
         let s = input.start
         var ev = try input.buffer.withUnsafeBytes { raw -> BlktraceEvent in
@@ -88,7 +90,9 @@ struct BlktraceStream {
             } else if UInt32(bigEndian: rawMagic) & 0xFFFF_FF00 == Blktrace.magic {
                 be = true
             } else {
-                throw error(offset, index, String(format: "bad magic 0x%08x (expected 0x656174xx, a blktrace record)", UInt32(littleEndian: rawMagic)))
+                throw error(
+                    offset, index,
+                    String(format: "bad magic 0x%08x (expected 0x656174xx, a blktrace record)", UInt32(littleEndian: rawMagic)))
             }
             @inline(__always) func u32(_ o: Int) -> UInt32 {
                 let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
@@ -106,15 +110,20 @@ struct BlktraceStream {
                 throw error(offset, index, "unsupported blktrace version \(magic & 0xFF) (expected \(Blktrace.version))")
             }
             bigEndian = be
-            let pduLen = be ? UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 46, as: UInt16.self))
+            let pduLen =
+                be
+                ? UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 46, as: UInt16.self))
                 : UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 46, as: UInt16.self))
-            return BlktraceEvent(time: u64(8), sector: u64(16), bytes: u32(24), action: u32(28), device: u32(36),
-                                 remapFrom: UInt32(pduLen), byteOffset: offset, index: index)
+            return BlktraceEvent(
+                time: u64(8), sector: u64(16), bytes: u32(24), action: u32(28), device: u32(36),
+                remapFrom: UInt32(pduLen), byteOffset: offset, index: index)
         }
         let pduLen = Int(ev.remapFrom)
         ev.remapFrom = 0
         guard try input.ensure(Blktrace.headerSize + pduLen) else {
-            throw error(offset, index, "truncated record: payload of \(pduLen) bytes but only \(input.available - Blktrace.headerSize) left")
+            throw error(
+                offset, index,
+                "truncated record: payload of \(pduLen) bytes but only \(input.available - Blktrace.headerSize) left")
         }
         if ev.action & 0xFFFF == Blktrace.taRemap && pduLen >= 16 {
             // struct blk_io_trace_remap is always big-endian (__be32, __be32, __be64).
@@ -176,8 +185,9 @@ public struct BlktraceReader: TraceReader {
         }
         if let d = options.device {
             guard let dev = Blktrace.parseDevice(d) else {
-                throw TraceError(file: "--device", location: .file,
-                                 message: "invalid device '\(d)' (expected MAJOR,MINOR such as 8,0)", exitCode: 64)
+                throw TraceError(
+                    file: "--device", location: .file,
+                    message: "invalid device '\(d)' (expected MAJOR,MINOR such as 8,0)", exitCode: 64)
             }
             deviceFilter = dev
         } else {
@@ -217,8 +227,9 @@ public struct BlktraceReader: TraceReader {
             }
             guard best >= 0, let ev = heads[best] else {
                 if emitted == 0 {
-                    throw TraceError(file: fileName, location: .file,
-                                     message: "no '\(Self.actionLetter(selected))' events in the trace (try --event Q, D or C)")
+                    throw TraceError(
+                        file: fileName, location: .file,
+                        message: "no '\(Self.actionLetter(selected))' events in the trace (try --event Q, D or C)")
                 }
                 return nil
             }
@@ -262,7 +273,8 @@ public struct BlktraceReader: TraceReader {
         if category & Blktrace.tcPC != 0 { return nil }
         if let f = deviceFilter, f != device && f != ev.device { return nil }
         if selected == Blktrace.taIssue && !requeued.isEmpty,
-           requeued.remove(RequestKey(device: device, sector: sector)) != nil {
+            requeued.remove(RequestKey(device: device, sector: sector)) != nil
+        {
             return nil
         }
         var flags: TraceRecord.Flags = []
@@ -280,6 +292,7 @@ public struct BlktraceReader: TraceReader {
         } else {
             return nil
         }
-        return TraceRecord(time: Double(ev.time &- genesis) / 1e9, op: op, offset: sector &* 512, length: UInt64(ev.bytes), flags: flags)
+        return TraceRecord(
+            time: Double(ev.time &- genesis) / 1e9, op: op, offset: sector &* 512, length: UInt64(ev.bytes), flags: flags)
     }
 }

@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A chunked byte stream over a file, a decompressor's pipe or memory: the one place where
@@ -70,7 +70,8 @@ final class ByteInput {
         do {
             try p.run()
         } catch {
-            throw TraceError(file: fileName, location: .file, message: "cannot run '\(tool)': \(error.localizedDescription)", exitCode: 69)
+            throw TraceError(
+                file: fileName, location: .file, message: "cannot run '\(tool)': \(error.localizedDescription)", exitCode: 69)
         }
         buffer = [UInt8](repeating: 0, count: Self.chunkSize)
         fd = dup(out.fileHandleForReading.fileDescriptor)
@@ -157,7 +158,8 @@ final class ByteInput {
         self.process = nil
         if process.terminationStatus != 0 {
             let errData = (try? stderrPipe?.fileHandleForReading.readToEnd()) ?? nil
-            let text = errData.flatMap { String(data: $0, encoding: .utf8) }?
+            let text =
+                errData.flatMap { String(data: $0, encoding: .utf8) }?
                 .trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
             throw TraceError(
                 file: fileName, location: .file,

@@ -42,7 +42,8 @@ struct FieldCursor {
 
     func isNumeric(_ i: Int) -> Bool {
         let r = fields[i]
-        return !r.isEmpty && (Scan.isDigit(p[r.lowerBound]) || p[r.lowerBound] == UInt8(ascii: "-") || p[r.lowerBound] == UInt8(ascii: "."))
+        return !r.isEmpty
+            && (Scan.isDigit(p[r.lowerBound]) || p[r.lowerBound] == UInt8(ascii: "-") || p[r.lowerBound] == UInt8(ascii: "."))
     }
 
     func unsigned(_ i: Int, _ name: String) throws -> UInt64 {
@@ -88,7 +89,9 @@ struct FieldCursor {
         case .value(let v): whole = v
         case .negative: throw error("\(name) '\(text(i))' is negative")
         default:
-            if dot == r.lowerBound && dot < r.upperBound { whole = 0 } else {
+            if dot == r.lowerBound && dot < r.upperBound {
+                whole = 0
+            } else {
                 throw error("invalid \(name) '\(text(i))' (expected seconds as a decimal number)")
             }
         }
@@ -133,12 +136,18 @@ struct DelimitedTraceReader<Format: LineFormat>: TraceReader {
             let rec = try scanner.input.buffer.withUnsafeBufferPointer { p -> TraceRecord? in
                 if Scan.isBlankOrComment(p, range) { return nil }
                 if let bad = Scan.firstBinaryByte(p, range) {
-                    throw TraceError(file: fileName, location: .line(n), message: String(
-                        format: "binary data in a text trace (byte 0x%02x at column %d); use --trace-format to pick the right format",
-                        p[bad], bad - range.lowerBound + 1))
+                    throw TraceError(
+                        file: fileName, location: .line(n),
+                        message: String(
+                            format:
+                                "binary data in a text trace (byte 0x%02x at column %d); use --trace-format to pick the right format",
+                            p[bad], bad - range.lowerBound + 1))
                 }
-                if let sep = Format.separator { Scan.split(p, range, separator: sep, into: &fields) }
-                else { Scan.words(p, range, into: &fields) }
+                if let sep = Format.separator {
+                    Scan.split(p, range, separator: sep, into: &fields)
+                } else {
+                    Scan.words(p, range, into: &fields)
+                }
                 var cursor = FieldCursor(p: p, fields: fields, line: n, fileName: fileName, whole: range)
                 if !sawContent {
                     sawContent = true

@@ -22,16 +22,23 @@ struct FioIologFormat: LineFormat {
     mutating func record(_ f: inout FieldCursor) throws -> TraceRecord? {
         if version == 0 {
             guard f.count == 4, f.equals(0, "fio"), f.equals(1, "version"), f.equals(3, "iolog") else {
-                throw f.error("expected the header 'fio version 2 iolog' or 'fio version 3 iolog', found '\(Scan.text(f.p, Scan.trim(f.p, f.whole)))'")
+                throw f.error(
+                    "expected the header 'fio version 2 iolog' or 'fio version 3 iolog', found '\(Scan.text(f.p, Scan.trim(f.p, f.whole)))'"
+                )
             }
-            if f.equals(2, "2") { version = 2 } else if f.equals(2, "3") { version = 3 } else {
+            if f.equals(2, "2") {
+                version = 2
+            } else if f.equals(2, "3") {
+                version = 3
+            } else {
                 throw f.error("unsupported fio iolog version '\(f.text(2))' (expected 2 or 3)")
             }
             return nil
         }
         let base = version == 3 ? 1 : 0
         guard f.count >= base + 2 else {
-            throw f.error("expected \(version == 3 ? "TIME FILE ACTION" : "FILE ACTION") [OFFSET LENGTH], found \(f.count) fields")
+            throw f.error(
+                "expected \(version == 3 ? "TIME FILE ACTION" : "FILE ACTION") [OFFSET LENGTH], found \(f.count) fields")
         }
         let time: Double?
         if version == 3 {
@@ -45,10 +52,13 @@ struct FioIologFormat: LineFormat {
             guard r.count == file.count, zip(f.p[r], file).allSatisfy({ $0 == $1 }) else { return nil }
         }
         let op: TraceRecord.Op
-        if f.equals(act, "read") { op = .read }
-        else if f.equals(act, "write") { op = .write }
-        else if f.equals(act, "trim") { op = .discard }
-        else if f.equals(act, "sync") || f.equals(act, "datasync") {
+        if f.equals(act, "read") {
+            op = .read
+        } else if f.equals(act, "write") {
+            op = .write
+        } else if f.equals(act, "trim") {
+            op = .discard
+        } else if f.equals(act, "sync") || f.equals(act, "datasync") {
             return TraceRecord(time: time, op: .flush, offset: 0, length: 0)
         } else if f.equals(act, "wait") && version == 2 {
             guard f.count >= 3 else { throw f.error("expected FILE wait USEC, found \(f.count) fields") }
@@ -59,7 +69,8 @@ struct FioIologFormat: LineFormat {
         } else if f.equals(act, "add") || f.equals(act, "open") || f.equals(act, "close") {
             return nil
         } else {
-            throw f.error("invalid action '\(f.text(act))' (expected read, write, trim, sync, datasync, wait, add, open or close)")
+            throw f.error(
+                "invalid action '\(f.text(act))' (expected read, write, trim, sync, datasync, wait, add, open or close)")
         }
         guard f.count == act + 3 else {
             throw f.error("expected \(act + 3) fields for '\(f.text(act))', found \(f.count)")

@@ -13,9 +13,14 @@ struct MSRCambridgeFormat: LineFormat {
         if let d = options.device {
             let parts = d.split(separator: ":", omittingEmptySubsequences: false)
             host = Array(parts[0].utf8)
-            if parts.count == 2, let n = UInt64(parts[1]) { disk = n } else if parts.count == 1 { disk = nil } else {
-                throw TraceError(file: "--device", location: .file,
-                                 message: "invalid device '\(d)' (expected HOST or HOST:DISK such as hm:0)", exitCode: 64)
+            if parts.count == 2, let n = UInt64(parts[1]) {
+                disk = n
+            } else if parts.count == 1 {
+                disk = nil
+            } else {
+                throw TraceError(
+                    file: "--device", location: .file,
+                    message: "invalid device '\(d)' (expected HOST or HOST:DISK such as hm:0)", exitCode: 64)
             }
         } else {
             host = nil
@@ -30,7 +35,11 @@ struct MSRCambridgeFormat: LineFormat {
         let ticks = try f.unsigned(0, "timestamp")
         let diskNumber = try f.unsigned(2, "disk number")
         let op: TraceRecord.Op
-        if f.equals(3, "Read") { op = .read } else if f.equals(3, "Write") { op = .write } else {
+        if f.equals(3, "Read") {
+            op = .read
+        } else if f.equals(3, "Write") {
+            op = .write
+        } else {
             throw f.error("invalid type '\(f.text(3))' (expected Read or Write)")
         }
         let offset = try f.bytes(4, "offset")

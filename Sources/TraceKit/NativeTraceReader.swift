@@ -45,7 +45,11 @@ public struct NativeTraceReader: TraceReader {
             let result = try scanner.input.buffer.withUnsafeBufferPointer { p -> TraceRecord? in
                 if Scan.isBlankOrComment(p, range) { return nil }
                 if let bad = Scan.firstBinaryByte(p, range) {
-                    throw error(String(format: "binary data in a text trace (byte 0x%02x at column %d); use --trace-format to pick the right format", p[bad], bad - range.lowerBound + 1))
+                    throw error(
+                        String(
+                            format:
+                                "binary data in a text trace (byte 0x%02x at column %d); use --trace-format to pick the right format",
+                            p[bad], bad - range.lowerBound + 1))
                 }
                 Scan.split(p, range, separator: UInt8(ascii: ","), into: &fields)
                 let isFirst = !sawContent

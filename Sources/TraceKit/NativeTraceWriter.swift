@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Formats records in the native trace format (see ``NativeTraceReader``), with a header line
@@ -46,9 +46,12 @@ public struct NativeTraceWriter {
     @inline(__always)
     private mutating func appendInteger(_ v: UInt64) {
         if v < 10 { bytes.append(0x30 + UInt8(v)); return }
-        var tmp: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                  UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var tmp:
+            (
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
+            ) =
+                (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var n = 0
         var x = v
         withUnsafeMutableBytes(of: &tmp) { buf in
@@ -131,7 +134,8 @@ public final class AtomicOutput {
             return mkstemp(b)
         }
         guard f >= 0 else {
-            throw TraceError(file: path, location: .file, message: "cannot create: \(String(cString: strerror(errno)))", exitCode: 73)
+            throw TraceError(
+                file: path, location: .file, message: "cannot create: \(String(cString: strerror(errno)))", exitCode: 73)
         }
         fchmod(f, 0o644)
         fd = f
@@ -150,7 +154,8 @@ public final class AtomicOutput {
             }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else {
-                throw TraceError(file: path, location: .file, message: "write failed: \(String(cString: strerror(errno)))", exitCode: 74)
+                throw TraceError(
+                    file: path, location: .file, message: "write failed: \(String(cString: strerror(errno)))", exitCode: 74)
             }
             off += n
         }

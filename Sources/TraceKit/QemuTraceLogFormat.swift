@@ -27,17 +27,24 @@ struct QemuTraceLogFormat: LineFormat {
         // Optional `PID@SEC.USEC:` prefix glued to the event name.
         if let colon = f.p[name].lastIndex(of: UInt8(ascii: ":")) {
             if let at = f.p[name.lowerBound..<colon].firstIndex(of: UInt8(ascii: "@")),
-               case .value(let t) = Scan.decimal(f.p, (at + 1)..<colon) {
+                case .value(let t) = Scan.decimal(f.p, (at + 1)..<colon)
+            {
                 time = t
             }
             name = (colon + 1)..<name.upperBound
         }
         let op: TraceRecord.Op
-        if Scan.equalsIgnoringCase(f.p, name, "blk_co_preadv") { op = .read }
-        else if Scan.equalsIgnoringCase(f.p, name, "blk_co_pwritev") { op = .write }
-        else if Scan.equalsIgnoringCase(f.p, name, "blk_co_pdiscard") { op = .discard }
-        else if Scan.equalsIgnoringCase(f.p, name, "blk_co_flush") { op = .flush }
-        else { return nil }
+        if Scan.equalsIgnoringCase(f.p, name, "blk_co_preadv") {
+            op = .read
+        } else if Scan.equalsIgnoringCase(f.p, name, "blk_co_pwritev") {
+            op = .write
+        } else if Scan.equalsIgnoringCase(f.p, name, "blk_co_pdiscard") {
+            op = .discard
+        } else if Scan.equalsIgnoringCase(f.p, name, "blk_co_flush") {
+            op = .flush
+        } else {
+            return nil
+        }
         var offset: UInt64?
         var bytes: UInt64?
         var flagBits: UInt64 = 0
@@ -45,10 +52,13 @@ struct QemuTraceLogFormat: LineFormat {
         while i + 1 < f.count {
             let key = f.fields[i]
             let v = i + 1
-            if Scan.equalsIgnoringCase(f.p, key, "offset") { offset = try f.unsigned(v, "offset") }
-            else if Scan.equalsIgnoringCase(f.p, key, "bytes") { bytes = try f.unsigned(v, "bytes") }
-            else if Scan.equalsIgnoringCase(f.p, key, "flags") { flagBits = try f.hex(v, "flags") }
-            else if Scan.equalsIgnoringCase(f.p, key, "blk"), let blk {
+            if Scan.equalsIgnoringCase(f.p, key, "offset") {
+                offset = try f.unsigned(v, "offset")
+            } else if Scan.equalsIgnoringCase(f.p, key, "bytes") {
+                bytes = try f.unsigned(v, "bytes")
+            } else if Scan.equalsIgnoringCase(f.p, key, "flags") {
+                flagBits = try f.hex(v, "flags")
+            } else if Scan.equalsIgnoringCase(f.p, key, "blk"), let blk {
                 let r = f.fields[v]
                 guard r.count == blk.count, zip(f.p[r], blk).allSatisfy({ ($0 | 0x20) == ($1 | 0x20) }) else { return nil }
             }

@@ -59,11 +59,13 @@ struct RecordMapper {
     private mutating func checkOrder(_ r: TraceRecord, _ loc: TraceLocation) throws {
         guard let t = r.time else { return }
         if let last = lastTime, t < last {
-            let hint = window == 0
+            let hint =
+                window == 0
                 ? "use --reorder-window N to sort within N records"
                 : "it is more than \(window) records late; raise --reorder-window"
-            throw TraceError(file: fileName, location: loc,
-                             message: "time \(t) is earlier than the previous record's \(last) (out of order; \(hint))")
+            throw TraceError(
+                file: fileName, location: loc,
+                message: "time \(t) is earlier than the previous record's \(last) (out of order; \(hint))")
         }
         lastTime = t
     }
@@ -85,14 +87,16 @@ struct RecordMapper {
             if shift > 0 {
                 let (v, o) = r.offset.addingReportingOverflow(UInt64(shift))
                 if o || v.addingReportingOverflow(r.length).overflow {
-                    throw TraceError(file: fileName, location: loc, message: "offset \(r.offset) shifted by \(shift) overflows 64 bits")
+                    throw TraceError(
+                        file: fileName, location: loc, message: "offset \(r.offset) shifted by \(shift) overflows 64 bits")
                 }
                 r.offset = v
             } else {
                 let m = shift.magnitude
                 guard r.offset >= m else {
-                    throw TraceError(file: fileName, location: loc,
-                                     message: "offset \(r.offset) shifted by \(shift) is negative")
+                    throw TraceError(
+                        file: fileName, location: loc,
+                        message: "offset \(r.offset) shifted by \(shift) is negative")
                 }
                 r.offset -= m
             }
@@ -102,8 +106,11 @@ struct RecordMapper {
         if !end.overflow && end.partialValue <= size { return r }
         switch options.beyondDisk {
         case .reject:
-            throw TraceError(file: fileName, location: loc,
-                             message: "request at offset \(r.offset) length \(r.length) ends beyond the disk size \(size) (use --beyond wrap or clip)")
+            throw TraceError(
+                file: fileName, location: loc,
+                message:
+                    "request at offset \(r.offset) length \(r.length) ends beyond the disk size \(size) (use --beyond wrap or clip)"
+            )
         case .wrap:
             guard size > 0 else { return nil }
             r.offset %= size

@@ -9,7 +9,8 @@ struct SPCFormat: LineFormat {
     init(options: TraceOptions) throws {
         if let d = options.device {
             guard let n = UInt64(d) else {
-                throw TraceError(file: "--device", location: .file, message: "invalid ASU '\(d)' (expected a decimal number)", exitCode: 64)
+                throw TraceError(
+                    file: "--device", location: .file, message: "invalid ASU '\(d)' (expected a decimal number)", exitCode: 64)
             }
             asu = n
         } else {
@@ -23,7 +24,11 @@ struct SPCFormat: LineFormat {
         let offset = try f.bytes(1, "LBA", unit: 512)
         let size = try f.bytes(2, "size")
         let op: TraceRecord.Op
-        if f.equals(3, "r") { op = .read } else if f.equals(3, "w") { op = .write } else {
+        if f.equals(3, "r") {
+            op = .read
+        } else if f.equals(3, "w") {
+            op = .write
+        } else {
             throw f.error("invalid opcode '\(f.text(3))' (expected r or w)")
         }
         let time = try f.decimal(4, "timestamp")

@@ -10,7 +10,8 @@ struct SystorFormat: LineFormat {
     init(options: TraceOptions) throws {
         if let d = options.device {
             guard let n = UInt64(d) else {
-                throw TraceError(file: "--device", location: .file, message: "invalid LUN '\(d)' (expected a decimal number)", exitCode: 64)
+                throw TraceError(
+                    file: "--device", location: .file, message: "invalid LUN '\(d)' (expected a decimal number)", exitCode: 64)
             }
             lun = n
         } else {
@@ -24,7 +25,11 @@ struct SystorFormat: LineFormat {
         try f.expectFields(6...6, "Timestamp,Response,IOType,LUN,Offset,Size")
         let (whole, fraction) = try f.seconds(0, "timestamp")
         let op: TraceRecord.Op
-        if f.equals(2, "R") { op = .read } else if f.equals(2, "W") { op = .write } else {
+        if f.equals(2, "R") {
+            op = .read
+        } else if f.equals(2, "W") {
+            op = .write
+        } else {
             throw f.error("invalid I/O type '\(f.text(2))' (expected R or W)")
         }
         let l = try f.unsigned(3, "LUN")

@@ -10,7 +10,9 @@ struct TencentCBSFormat: LineFormat {
     init(options: TraceOptions) throws {
         if let d = options.device {
             guard let n = UInt64(d) else {
-                throw TraceError(file: "--device", location: .file, message: "invalid volume '\(d)' (expected a decimal volume ID)", exitCode: 64)
+                throw TraceError(
+                    file: "--device", location: .file, message: "invalid volume '\(d)' (expected a decimal volume ID)",
+                    exitCode: 64)
             }
             volume = n
         } else {

@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Splits a text input into lines without copying: each call returns the byte range of the next
@@ -140,8 +140,7 @@ enum Scan {
         let e = range.upperBound
         guard i < e else { return .invalid }
         var negative = false
-        if p[i] == UInt8(ascii: "-") { negative = true; i += 1 }
-        else if p[i] == UInt8(ascii: "+") { i += 1 }
+        if p[i] == UInt8(ascii: "-") { negative = true; i += 1 } else if p[i] == UInt8(ascii: "+") { i += 1 }
         guard i < e else { return .invalid }
         var v: UInt64 = 0
         var overflow = false
@@ -170,9 +169,13 @@ enum Scan {
         while i < e {
             let c = p[i]
             let d: UInt8
-            if c &- 0x30 < 10 { d = c &- 0x30 }
-            else if (c | 0x20) &- 0x61 < 6 { d = (c | 0x20) &- 0x61 &+ 10 }
-            else { return .invalid }
+            if c &- 0x30 < 10 {
+                d = c &- 0x30
+            } else if (c | 0x20) &- 0x61 < 6 {
+                d = (c | 0x20) &- 0x61 &+ 10
+            } else {
+                return .invalid
+            }
             overflow = overflow || v >> 60 != 0
             v = v << 4 | UInt64(d)
             i += 1
@@ -227,8 +230,7 @@ enum Scan {
         let e = range.upperBound
         guard i < e else { return .invalid }
         var negative = false
-        if p[i] == UInt8(ascii: "-") { negative = true; i += 1 }
-        else if p[i] == UInt8(ascii: "+") { i += 1 }
+        if p[i] == UInt8(ascii: "-") { negative = true; i += 1 } else if p[i] == UInt8(ascii: "+") { i += 1 }
         var mantissa: UInt64 = 0
         var digits = 0
         var fraction = 0
@@ -236,8 +238,11 @@ enum Scan {
         var sawDigit = false
         while i < e, isDigit(p[i]) {
             sawDigit = true
-            if digits < 19 { mantissa = mantissa &* 10 &+ UInt64(p[i] &- 0x30); if mantissa > 0 { digits += 1 } }
-            else { dropped += 1 }
+            if digits < 19 {
+                mantissa = mantissa &* 10 &+ UInt64(p[i] &- 0x30); if mantissa > 0 { digits += 1 }
+            } else {
+                dropped += 1
+            }
             i += 1
         }
         if i < e && p[i] == UInt8(ascii: ".") {
@@ -257,7 +262,9 @@ enum Scan {
         if i < e && (p[i] | 0x20) == UInt8(ascii: "e") {
             i += 1
             var expNegative = false
-            if i < e && (p[i] == UInt8(ascii: "-") || p[i] == UInt8(ascii: "+")) { expNegative = p[i] == UInt8(ascii: "-"); i += 1 }
+            if i < e && (p[i] == UInt8(ascii: "-") || p[i] == UInt8(ascii: "+")) {
+                expNegative = p[i] == UInt8(ascii: "-"); i += 1
+            }
             guard i < e else { return .invalid }
             var x = 0
             while i < e, isDigit(p[i]) { x = min(x * 10 + Int(p[i] &- 0x30), 100_000); i += 1 }

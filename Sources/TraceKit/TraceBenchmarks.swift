@@ -21,8 +21,9 @@ public enum TraceBenchmarks {
         public var eventsPerSecond: Double { Double(events) / seconds }
         /// `name: N MB/s, M events/s (R records)`.
         public var description: String {
-            String(format: "%@: %.0f MB/s, %.2fM events/s (%d bytes, %d events, %d records, %.3f s)",
-                   name, megabytesPerSecond, eventsPerSecond / 1e6, bytes, events, records, seconds)
+            String(
+                format: "%@: %.0f MB/s, %.2fM events/s (%d bytes, %d events, %d records, %.3f s)",
+                name, megabytesPerSecond, eventsPerSecond / 1e6, bytes, events, records, seconds)
         }
     }
 
@@ -67,7 +68,8 @@ public enum TraceBenchmarks {
                 t += 1 + rng.nextBelow(2000)
                 let frac = String(t % 1_000_000_000)
                 let padded = String(repeating: "0", count: 9 - frac.count) + frac
-                s += "  8,0    0 \(String(seq).leftPad(8)) \(String(t / 1_000_000_000).leftPad(5)).\(padded)  4242  \(act)   \(rw) \(sector) + \(sectors) [fio]\n"
+                s +=
+                    "  8,0    0 \(String(seq).leftPad(8)) \(String(t / 1_000_000_000).leftPad(5)).\(padded)  4242  \(act)   \(rw) \(sector) + \(sectors) [fio]\n"
             }
         }
         return Array(s.utf8)

@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Opens trace files of any supported format.
@@ -18,11 +18,15 @@ public enum TraceFile {
     ///
     /// - Throws: `TraceError` located at `.file` when the file cannot be opened (exit 66) or a
     ///   needed decompressor is missing (exit 69).
-    public static func open(path: String, format: TraceFormat? = nil, options: TraceOptions = TraceOptions()) throws -> AnyTraceReader {
+    public static func open(path: String, format: TraceFormat? = nil, options: TraceOptions = TraceOptions()) throws
+        -> AnyTraceReader
+    {
         var isDirectory: ObjCBool = false
         if path != "-", FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
             if let format, format != .blktrace {
-                throw TraceError(file: path, location: .file, message: "cannot open: Is a directory (only blktrace recordings may be a directory)", exitCode: 66)
+                throw TraceError(
+                    file: path, location: .file,
+                    message: "cannot open: Is a directory (only blktrace recordings may be a directory)", exitCode: 66)
             }
             return try openBlktrace(path: path, options: options)
         }
@@ -57,7 +61,8 @@ public enum TraceFile {
                 return Int(n[r.upperBound...]) != nil
             }.sorted()
             guard !files.isEmpty else {
-                throw TraceError(file: path, location: .file, message: "no blktrace files (NAME.blktrace.N) in the directory", exitCode: 66)
+                throw TraceError(
+                    file: path, location: .file, message: "no blktrace files (NAME.blktrace.N) in the directory", exitCode: 66)
             }
             return files.map { (path as NSString).appendingPathComponent($0) }
         }
@@ -73,8 +78,10 @@ public enum TraceFile {
     }
 
     /// Opens bytes already in memory as a trace (tests, fuzzing, benchmarks).
-    public static func open(bytes: [UInt8], fileName: String = "<memory>", format: TraceFormat? = nil,
-                            options: TraceOptions = TraceOptions()) throws -> AnyTraceReader {
+    public static func open(
+        bytes: [UInt8], fileName: String = "<memory>", format: TraceFormat? = nil,
+        options: TraceOptions = TraceOptions()
+    ) throws -> AnyTraceReader {
         let input = ByteInput(bytes: bytes, fileName: fileName)
         let fmt = try format ?? TraceFormat.detect(input.peek(1 << 16))
         return try AnyTraceReader(input: input, format: fmt, options: options, path: nil)

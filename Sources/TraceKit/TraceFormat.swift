@@ -32,9 +32,10 @@ public enum TraceFormat: String, Sendable, CaseIterable {
     /// Parses a `--trace-format` value, throwing a message listing the valid names (exit 64).
     public static func parse(_ name: String) throws -> TraceFormat {
         guard let f = TraceFormat(rawValue: name.lowercased()) else {
-            throw TraceError(file: "--trace-format", location: .file,
-                             message: "unknown trace format '\(name)' (expected one of: \(names.joined(separator: ", ")))",
-                             exitCode: 64)
+            throw TraceError(
+                file: "--trace-format", location: .file,
+                message: "unknown trace format '\(name)' (expected one of: \(names.joined(separator: ", ")))",
+                exitCode: 64)
         }
         return f
     }
@@ -91,7 +92,8 @@ public enum TraceFormat: String, Sendable, CaseIterable {
             var words: [Range<Int>] = []
             Scan.words(p, line, into: &words)
             if words.count >= 7, p[words[0]].contains(UInt8(ascii: ",")), Scan.isDigit(p[words[0].lowerBound]),
-               p[words[3]].contains(UInt8(ascii: ".")) {
+                p[words[3]].contains(UInt8(ascii: "."))
+            {
                 return .blkparse
             }
             var f: [Range<Int>] = []
@@ -106,7 +108,8 @@ public enum TraceFormat: String, Sendable, CaseIterable {
             case 6 where eq(2, "R") || eq(2, "W"): return .systor
             case 5 where eq(1, "R") || eq(1, "W"): return .alibaba
             case 5 where num(0) && num(1) && num(4) && (eq(3, "0") || eq(3, "1")) && num(2): return .tencent
-            case 5 where num(0) && (eq(2, "28") || eq(2, "2a") || eq(2, "08") || eq(2, "0a") || eq(2, "88") || eq(2, "8a")): return .vscsiCSV
+            case 5 where num(0) && (eq(2, "28") || eq(2, "2a") || eq(2, "08") || eq(2, "0a") || eq(2, "88") || eq(2, "8a")):
+                return .vscsiCSV
             case 5...16 where eq(3, "r") || eq(3, "w"): return .spc
             default: return .native
             }

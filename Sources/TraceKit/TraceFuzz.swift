@@ -31,7 +31,9 @@ public enum TraceFuzz {
             "4242@1700000000.500000:blk_co_pwritev blk 0x55 bs 0x56 offset 0 bytes 512 flags 0x16\nblk_co_preadv blk 0x55 bs 0x56 offset 512 bytes 512 flags 0x0\nblk_co_flush blk 0x55\n",
         ].map { Array($0.utf8) }
         var blk: [UInt8] = []
-        let actions: [UInt32] = [15 | 0x0811 << 16, 1 | 0x11 << 16, 6 | 0x21 << 16, 7 | 0x8041 << 16, 7 | 0x2042 << 16, 7 | 0x46 << 16, 0x400 << 16]
+        let actions: [UInt32] = [
+            15 | 0x0811 << 16, 1 | 0x11 << 16, 6 | 0x21 << 16, 7 | 0x8041 << 16, 7 | 0x2042 << 16, 7 | 0x46 << 16, 0x400 << 16,
+        ]
         for (i, act) in actions.enumerated() {
             func put32(_ v: UInt32) { withUnsafeBytes(of: v.littleEndian) { blk += $0 } }
             func put64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { blk += $0 } }
@@ -70,7 +72,12 @@ public enum TraceFuzz {
             case 0 where !b.isEmpty: b[Int(rng.nextBelow(n))] ^= UInt8(1) << UInt8(rng.nextBelow(8))
             case 1 where !b.isEmpty: b[Int(rng.nextBelow(n))] = UInt8(truncatingIfNeeded: rng.next())
             case 2: b = Array(b.prefix(Int(rng.nextBelow(n + 1))))
-            case 3: b.insert(contentsOf: [UInt8(ascii: ","), UInt8(ascii: "-"), UInt8(ascii: "9"), 0x0A, 0, 0xFF, UInt8(ascii: "."), UInt8(ascii: " ")].shuffled(using: &rng).prefix(Int(1 + rng.nextBelow(4))), at: Int(rng.nextBelow(n)))
+            case 3:
+                b.insert(
+                    contentsOf: [
+                        UInt8(ascii: ","), UInt8(ascii: "-"), UInt8(ascii: "9"), 0x0A, 0, 0xFF, UInt8(ascii: "."),
+                        UInt8(ascii: " "),
+                    ].shuffled(using: &rng).prefix(Int(1 + rng.nextBelow(4))), at: Int(rng.nextBelow(n)))
             case 4 where !b.isEmpty:
                 let a = Int(rng.nextBelow(n)); let len = Swift.min(b.count - a, Int(rng.nextBelow(64)))
                 b.insert(contentsOf: b[a..<(a + len)], at: Int(rng.nextBelow(n)))
@@ -78,7 +85,11 @@ public enum TraceFuzz {
                 let a = Int(rng.nextBelow(n)); let len = Swift.min(b.count - a, Int(rng.nextBelow(16)))
                 b.removeSubrange(a..<(a + len))
             case 6 where !b.isEmpty: b[Int(rng.nextBelow(n))] = [0x30, 0x39, 0x2C, 0x0A, 0xFF, 0x00, 0x7F][Int(rng.nextBelow(7))]
-            default: if !b.isEmpty { let i = Int(rng.nextBelow(n)); b.replaceSubrange(i..<Swift.min(b.count, i + 8), with: repeatElement(0xFF, count: 8)) }
+            default:
+                if !b.isEmpty {
+                    let i = Int(rng.nextBelow(n));
+                    b.replaceSubrange(i..<Swift.min(b.count, i + 8), with: repeatElement(0xFF, count: 8))
+                }
             }
         }
         return b

@@ -31,7 +31,9 @@ public struct TraceRecord: Equatable, Hashable, Sendable {
 
     /// Modifier flags carried by some formats (blktrace, QEMU's own trace log).
     public struct Flags: OptionSet, Hashable, Sendable {
+        /// The flag bits.
         public let rawValue: UInt8
+        /// Flags from their bits.
         public init(rawValue: UInt8) { self.rawValue = rawValue }
         /// Force unit access: the write must be durable when it completes.
         public static let fua = Flags(rawValue: 1 << 0)

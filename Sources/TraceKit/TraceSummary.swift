@@ -74,7 +74,8 @@ public struct TraceSummary: Sendable {
         case .writeZeroes: writeZeroes += 1; bytesZeroed &+= r.length
         case .flush: flushes += 1; return
         }
-        let bucket: UInt64 = r.length <= 1 ? r.length : (r.length > 1 << 63 ? 1 << 63 : 1 << (64 - UInt64((r.length - 1).leadingZeroBitCount)))
+        let bucket: UInt64 =
+            r.length <= 1 ? r.length : (r.length > 1 << 63 ? 1 << 63 : 1 << (64 - UInt64((r.length - 1).leadingZeroBitCount)))
         sizeHistogram[bucket, default: 0] += 1
         guard r.length > 0 else { return }
         let end = r.offset &+ r.length

@@ -46,8 +46,11 @@ public struct VscsiReader: TraceReader {
             let off = input.offset
             if recordSize == 0 {
                 guard try input.ensure(16) else {
-                    if input.available == 0 { throw TraceError(file: fileName, location: .file, message: "empty trace (no records)") }
-                    throw error(off, "truncated record: \(input.available) bytes left, expected a 32-byte (v1) or 40-byte (v2) record")
+                    if input.available == 0 {
+                        throw TraceError(file: fileName, location: .file, message: "empty trace (no records)")
+                    }
+                    throw error(
+                        off, "truncated record: \(input.available) bytes left, expected a 32-byte (v1) or 40-byte (v2) record")
                 }
                 let ver = input.buffer[input.start + 14 + 1]
                 switch ver {
@@ -55,7 +58,8 @@ public struct VscsiReader: TraceReader {
                 case 2: recordSize = 40
                 default:
                     let raw = UInt16(input.buffer[input.start + 14]) | UInt16(ver) << 8
-                    throw error(off, String(format: "unknown vscsi version 0x%04x (expected 0x01xx for v1 or 0x02xx for v2)", raw))
+                    throw error(
+                        off, String(format: "unknown vscsi version 0x%04x (expected 0x01xx for v1 or 0x02xx for v2)", raw))
                 }
             }
             guard try input.ensure(recordSize) else {
@@ -66,11 +70,13 @@ public struct VscsiReader: TraceReader {
             let size = recordSize
             let (len, cmd, ver, lbn, ts) = input.buffer.withUnsafeBytes { raw in
                 let p = raw.baseAddress.unsafelyUnwrapped + s
-                return (UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
-                        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt16.self)),
-                        UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 14, as: UInt16.self)),
-                        UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
-                        UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self)))
+                return (
+                    UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 4, as: UInt32.self)),
+                    UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt16.self)),
+                    UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 14, as: UInt16.self)),
+                    UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                    UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+                )
             }
             guard Int(ver >> 8) == size / 8 - 3 else {
                 throw error(off, String(format: "record version 0x%04x differs from the trace's v%d", ver, size == 32 ? 1 : 2))

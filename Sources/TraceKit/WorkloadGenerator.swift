@@ -164,9 +164,11 @@ public struct WorkloadSpec: Sendable, Equatable {
     public var interval: Double?
 
     /// A spec with the usual defaults (4 KiB reads, seed 1, whole disk, untimed).
-    public init(pattern: Pattern = .uniform, count: Int, diskSize: UInt64, requestSize: UInt64 = 4096,
-                readRatio: Double = 1, seed: UInt64 = 1, regionStart: UInt64 = 0, regionLength: UInt64? = nil,
-                alignment: UInt64? = nil, interval: Double? = nil) {
+    public init(
+        pattern: Pattern = .uniform, count: Int, diskSize: UInt64, requestSize: UInt64 = 4096,
+        readRatio: Double = 1, seed: UInt64 = 1, regionStart: UInt64 = 0, regionLength: UInt64? = nil,
+        alignment: UInt64? = nil, interval: Double? = nil
+    ) {
         self.pattern = pattern
         self.count = count
         self.diskSize = diskSize
@@ -192,9 +194,15 @@ public struct WorkloadSpec: Sendable, Equatable {
         guard !regionStart.addingReportingOverflow(length).overflow, regionStart + length <= diskSize else {
             throw bad("region \(regionStart):\(length) ends beyond the disk size \(diskSize)")
         }
-        guard regionStart % align == 0 else { throw bad("region start \(regionStart) is not a multiple of the alignment \(align)") }
+        guard regionStart % align == 0 else {
+            throw bad("region start \(regionStart) is not a multiple of the alignment \(align)")
+        }
         guard length >= requestSize else { throw bad("region length \(length) is smaller than the request size \(requestSize)") }
-        if let interval { guard interval >= 0 && interval.isFinite else { throw bad("interval '\(interval)' must be a non-negative number of seconds") } }
+        if let interval {
+            guard interval >= 0 && interval.isFinite else {
+                throw bad("interval '\(interval)' must be a non-negative number of seconds")
+            }
+        }
         switch pattern {
         case .zipf(let theta):
             guard theta > 0 && theta.isFinite else { throw bad("theta '\(theta)' must be positive") }

@@ -24,7 +24,8 @@ public struct Divergence: Equatable, Sendable, Codable {
 
     /// Creates a divergence record.
     public init(
-        phase: String, request: Int?, traceLocation: String?, eventIndex: Int, qemuLogLine: Int?, reason: String, windowStart: Int,
+        phase: String, request: Int?, traceLocation: String?, eventIndex: Int, qemuLogLine: Int?, reason: String,
+        windowStart: Int,
         expected: [String], actual: [String]
     ) {
         self.phase = phase
@@ -57,7 +58,10 @@ public struct InterleavingCheck: Equatable, Sendable, Codable {
     public var passed: Bool
 
     /// Creates a check record.
-    public init(request: Int, traceLocation: String?, write: Bool, simulatorMarked: Bool, qemuPooled: Bool, identicalOrder: Bool, passed: Bool) {
+    public init(
+        request: Int, traceLocation: String?, write: Bool, simulatorMarked: Bool, qemuPooled: Bool, identicalOrder: Bool,
+        passed: Bool
+    ) {
         self.request = request
         self.traceLocation = traceLocation
         self.write = write
@@ -121,7 +125,9 @@ public enum Comparator {
         // Open.
         let openA = actual.openEvents
         let openE = expected.openEvents
-        if let d = compareExact(openE, openA, actual: actual, labels: &labels, topImage: topImage, phase: "open", request: nil, location: nil) {
+        if let d = compareExact(
+            openE, openA, actual: actual, labels: &labels, topImage: topImage, phase: "open", request: nil, location: nil)
+        {
             note(d)
         }
         // Requests.
@@ -135,7 +141,8 @@ public enum Comparator {
             if simMulti || pooled {
                 let isWrite = (i < writes.count && writes[i]) || (mark?.multiSegmentWrite ?? false)
                 var check = InterleavingCheck(
-                    request: i, traceLocation: loc, write: isWrite, simulatorMarked: simMulti, qemuPooled: pooled, identicalOrder: false,
+                    request: i, traceLocation: loc, write: isWrite, simulatorMarked: simMulti, qemuPooled: pooled,
+                    identicalOrder: false,
                     passed: false)
                 if same(e, a) {
                     check.identicalOrder = true
@@ -154,14 +161,17 @@ public enum Comparator {
                     }
                 }
                 result.multiSegment.append(check)
-            } else if let d = compareExact(e, a, actual: actual, labels: &labels, topImage: topImage, phase: "request", request: i, location: loc) {
+            } else if let d = compareExact(
+                e, a, actual: actual, labels: &labels, topImage: topImage, phase: "request", request: i, location: loc)
+            {
                 note(d)
             }
         }
         // Close.
         if compareClose {
             if let d = compareExact(
-                expected.closeEvents, actual.closeEvents, actual: actual, labels: &labels, topImage: topImage, phase: "close", request: nil,
+                expected.closeEvents, actual.closeEvents, actual: actual, labels: &labels, topImage: topImage, phase: "close",
+                request: nil,
                 location: nil)
             {
                 note(d)
@@ -184,7 +194,8 @@ public enum Comparator {
     }
 
     private static func compareExact(
-        _ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>, actual: QemuLog, labels: inout [Int], topImage: Int, phase: String,
+        _ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>, actual: QemuLog, labels: inout [Int], topImage: Int,
+        phase: String,
         request: Int?, location: String?
     ) -> Divergence? {
         if same(e, a) {
@@ -221,7 +232,8 @@ public enum Comparator {
         }
         let logLine = j < a.count ? actual.logLines[a.startIndex + j] : nil
         return Divergence(
-            phase: phase, request: request, traceLocation: location, eventIndex: j, qemuLogLine: logLine, reason: why, windowStart: from,
+            phase: phase, request: request, traceLocation: location, eventIndex: j, qemuLogLine: logLine, reason: why,
+            windowStart: from,
             expected: expectedWindow, actual: actualWindow)
     }
 
@@ -236,7 +248,8 @@ public enum Comparator {
         return order.map { ($0, seqs[$0] ?? []) }
     }
 
-    private static func greedyLabels(_ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>, labels: inout [Int], topImage: Int) {
+    private static func greedyLabels(_ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>, labels: inout [Int], topImage: Int)
+    {
         let seqs = perImage(e)
         var pos = [Int](repeating: 0, count: seqs.count)
         var last = seqs.firstIndex { $0.image == topImage }

@@ -42,7 +42,8 @@ public struct ImageBuilder: Sendable {
             ranges = [ByteRange(start: 0, length: config.virtualSize)]
         case .ranges(let r):
             if config.populateMode == .metadata {
-                throw ValidationError.usage("populate mode 'metadata' covers the whole disk only; use 'zero' or 'data' for ranges")
+                throw ValidationError.usage(
+                    "populate mode 'metadata' covers the whole disk only; use 'zero' or 'data' for ranges")
             }
             ranges = r
         }
@@ -51,7 +52,8 @@ public struct ImageBuilder: Sendable {
         for range in ranges {
             let end = range.start + range.length
             guard end <= config.virtualSize else {
-                throw ValidationError.usage("populate range \(range.start)+\(range.length) ends beyond the disk size \(config.virtualSize)")
+                throw ValidationError.usage(
+                    "populate range \(range.start)+\(range.length) ends beyond the disk size \(config.virtualSize)")
             }
             var start = range.start
             while start < end {
@@ -67,16 +69,20 @@ public struct ImageBuilder: Sendable {
     /// (created, or copied from `--image FILE` with its backing files), then the populate
     /// session, then each of `config.preparation`'s sessions in order.
     public func build(_ config: SimulationConfig, in directory: String) throws -> BuiltImages {
-        guard config.chainLength >= 1 else { throw ValidationError.usage("chain length must be at least 1, got \(config.chainLength)") }
+        guard config.chainLength >= 1 else {
+            throw ValidationError.usage("chain length must be at least 1, got \(config.chainLength)")
+        }
         var paths: [String] = []
         if let image = config.imageFile {
             if config.populate != .none {
-                throw ValidationError.usage("--populate cannot be combined with --image '\(image)' (the image already has its contents)")
+                throw ValidationError.usage(
+                    "--populate cannot be combined with --image '\(image)' (the image already has its contents)")
             }
             paths = try copyChain(of: image, into: directory)
             if config.chainLength != 1 && config.chainLength != paths.count {
                 throw ValidationError.usage(
-                    "--chain \(config.chainLength) cannot be combined with --image '\(image)': its backing chain has \(paths.count) image(s)")
+                    "--chain \(config.chainLength) cannot be combined with --image '\(image)': its backing chain has \(paths.count) image(s)"
+                )
             }
         } else {
             var args = ["create", "-q", "-f", "qcow2"]
@@ -103,14 +109,16 @@ public struct ImageBuilder: Sendable {
         }
         for (n, session) in config.preparation.enumerated() {
             guard session.image >= 0 && session.image < paths.count else {
-                throw ValidationError.usage("preparation session \(n) names image \(session.image), but the chain has \(paths.count)")
+                throw ValidationError.usage(
+                    "preparation session \(n) names image \(session.image), but the chain has \(paths.count)")
             }
             let commands = Self.preparationCommands(session)
             if commands.isEmpty { continue }
             _ = try runner.runChecked(
                 ProcessRequest(
                     executable: "qemu-io", arguments: ["-t", "writeback", "-f", "qcow2", Self.fileName(session.image)],
-                    standardInput: Data((commands.joined(separator: "\n") + "\n").utf8), workingDirectory: directory, outputLimit: 8192))
+                    standardInput: Data((commands.joined(separator: "\n") + "\n").utf8), workingDirectory: directory,
+                    outputLimit: 8192))
         }
         return BuiltImages(directory: directory, paths: paths)
     }
@@ -160,7 +168,8 @@ public struct ImageBuilder: Sendable {
             if i > 0 {
                 _ = try runner.runChecked(
                     ProcessRequest(
-                        executable: "qemu-img", arguments: ["rebase", "-q", "-u", "-b", Self.fileName(i - 1), "-F", "qcow2", Self.fileName(i)],
+                        executable: "qemu-img",
+                        arguments: ["rebase", "-q", "-u", "-b", Self.fileName(i - 1), "-F", "qcow2", Self.fileName(i)],
                         workingDirectory: directory))
             }
             paths.append(copy)

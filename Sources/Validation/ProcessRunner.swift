@@ -1,9 +1,9 @@
 import Foundation
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// One program to run: an argv (never a shell string), optional bytes for its standard input
@@ -55,7 +55,10 @@ public struct ProcessResult: Equatable, Sendable {
     public var peakResidentBytes: UInt64?
 
     /// Creates a result.
-    public init(status: Int32, standardOutput: Data = Data(), standardErrorTail: String = "", wallTime: Double = 0, peakResidentBytes: UInt64? = nil) {
+    public init(
+        status: Int32, standardOutput: Data = Data(), standardErrorTail: String = "", wallTime: Double = 0,
+        peakResidentBytes: UInt64? = nil
+    ) {
         self.status = status
         self.standardOutput = standardOutput
         self.standardErrorTail = standardErrorTail
@@ -182,7 +185,8 @@ public struct SystemProcessRunner: ProcessRunner {
         if executable.contains("/") {
             return FileManager.default.isExecutableFile(atPath: executable) ? executable : nil
         }
-        let dirs = searchPath ?? (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+        let dirs =
+            searchPath ?? (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
         for dir in dirs where !dir.isEmpty {
             let candidate = dir + "/" + executable
             if FileManager.default.isExecutableFile(atPath: candidate) { return candidate }
@@ -248,7 +252,8 @@ public struct SystemProcessRunner: ProcessRunner {
         sampler.stop()
         group.wait()
         let elapsed = Date().timeIntervalSince(start)
-        let status: Int32 = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        let status: Int32 =
+            process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return ProcessResult(
             status: status, standardOutput: out.value, standardErrorTail: String(decoding: err.value, as: UTF8.self),
             wallTime: elapsed, peakResidentBytes: sampler.value)
@@ -344,7 +349,8 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
         do {
             try input.write(contentsOf: Data((line + "\n").utf8))
         } catch {
-            throw ValidationError.toolFailed(argv: request.argv, status: -1, outputTail: "cannot write to its input: \(error)\n" + err.valueText)
+            throw ValidationError.toolFailed(
+                argv: request.argv, status: -1, outputTail: "cannot write to its input: \(error)\n" + err.valueText)
         }
     }
 
@@ -366,7 +372,8 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
         process.waitUntilExit()
         sampler.stop()
         group.wait()
-        let status: Int32 = process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
+        let status: Int32 =
+            process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
         return ProcessResult(
             status: status, standardOutput: Data(), standardErrorTail: err.valueText,
             wallTime: Date().timeIntervalSince(start), peakResidentBytes: sampler.value)

@@ -86,7 +86,9 @@ public enum QemuIOScript {
 
     /// Checks that every record lies inside the disk; throws `ValidationError.badTrace`
     /// naming the first one that does not.
-    public static func checkBounds(_ records: [TraceRecord], locations: [TraceLocation], fileName: String, virtualSize: UInt64) throws {
+    public static func checkBounds(_ records: [TraceRecord], locations: [TraceLocation], fileName: String, virtualSize: UInt64)
+        throws
+    {
         for (i, r) in records.enumerated() where r.op != .flush {
             let (end, overflow) = r.offset.addingReportingOverflow(r.length)
             if overflow || end > virtualSize {
@@ -94,7 +96,8 @@ public enum QemuIOScript {
                 throw ValidationError.badTrace(
                     TraceError(
                         file: fileName, location: loc,
-                        message: "request \(i) ends at byte \(overflow ? "overflow" : String(end)), beyond the disk size \(virtualSize)"
+                        message:
+                            "request \(i) ends at byte \(overflow ? "overflow" : String(end)), beyond the disk size \(virtualSize)"
                     ).description)
             }
         }

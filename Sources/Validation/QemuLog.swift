@@ -37,7 +37,8 @@ public struct QemuLog: Equatable, Sendable {
     /// `QemuIOScript.markerOffset`; anything else (a lost line, a foreign blk_co_preadv with
     /// length 0, a malformed cache event) throws `ValidationError.badQemuLog` naming the line.
     /// Events are labelled with `image`.
-    public static func parse(_ data: Data, fileName: String, requestCount: Int, virtualSize: UInt64, image: Int) throws -> QemuLog {
+    public static func parse(_ data: Data, fileName: String, requestCount: Int, virtualSize: UInt64, image: Int) throws -> QemuLog
+    {
         var log = QemuLog()
         log.pooled = []
         var markersSeen = 0
@@ -51,7 +52,9 @@ public struct QemuLog: Equatable, Sendable {
             rest = nl == rest.endIndex ? rest[nl...] : rest[rest.index(after: nl)...]
             var line = Substring(String(decoding: raw, as: UTF8.self))
             // The log backend may prefix `pid@seconds.micros:`.
-            if let colon = line.firstIndex(of: ":"), let space = line.firstIndex(of: " "), colon < space, line[..<colon].contains("@") {
+            if let colon = line.firstIndex(of: ":"), let space = line.firstIndex(of: " "), colon < space,
+                line[..<colon].contains("@")
+            {
                 line = line[line.index(after: colon)...]
             }
             if line.hasPrefix("qcow2_cache_") {
@@ -62,14 +65,18 @@ public struct QemuLog: Equatable, Sendable {
                 log.logLines.append(lineNumber)
             } else if line.hasPrefix("blk_co_preadv ") {
                 let fields = line.split(separator: " ")
-                guard let bytesAt = fields.firstIndex(of: "bytes"), bytesAt + 1 < fields.count, fields[bytesAt + 1] == "0" else { continue }
-                guard let offAt = fields.firstIndex(of: "offset"), offAt + 1 < fields.count, let off = UInt64(fields[offAt + 1]) else {
+                guard let bytesAt = fields.firstIndex(of: "bytes"), bytesAt + 1 < fields.count, fields[bytesAt + 1] == "0" else {
+                    continue
+                }
+                guard let offAt = fields.firstIndex(of: "offset"), offAt + 1 < fields.count, let off = UInt64(fields[offAt + 1])
+                else {
                     throw ValidationError.badQemuLog("\(fileName):\(lineNumber): error: malformed marker '\(line)'")
                 }
                 let want = QemuIOScript.markerOffset(markersSeen, virtualSize: virtualSize)
                 guard markersSeen <= requestCount, off == want else {
                     throw ValidationError.badQemuLog(
-                        "\(fileName):\(lineNumber): error: expected the marker of request \(markersSeen) (offset \(want)), found offset \(off)")
+                        "\(fileName):\(lineNumber): error: expected the marker of request \(markersSeen) (offset \(want)), found offset \(off)"
+                    )
                 }
                 if markersSeen > 0 { log.pooled.append(pooledHere) }
                 pooledHere = false
@@ -85,7 +92,8 @@ public struct QemuLog: Equatable, Sendable {
         }
         guard markersSeen == requestCount + 1 else {
             throw ValidationError.badQemuLog(
-                "\(fileName): error: found \(markersSeen) request markers, expected \(requestCount + 1) (QEMU stopped early or lost trace lines)")
+                "\(fileName): error: found \(markersSeen) request markers, expected \(requestCount + 1) (QEMU stopped early or lost trace lines)"
+            )
         }
         return log
     }

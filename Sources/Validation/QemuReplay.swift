@@ -15,7 +15,9 @@ public enum ReplayTool: String, Sendable, Codable, CaseIterable {
     public static func automatic(driveOptions: String) -> ReplayTool {
         for item in driveOptions.split(separator: ",") {
             let parts = item.split(separator: "=", maxSplits: 1)
-            guard parts.count == 2, parts[0] == "cache-clean-interval" || parts[0].hasSuffix(".cache-clean-interval") else { continue }
+            guard parts.count == 2, parts[0] == "cache-clean-interval" || parts[0].hasSuffix(".cache-clean-interval") else {
+                continue
+            }
             if parts[1] != "0" { return .qemuSystem }
         }
         return .qemuIO
@@ -75,18 +77,25 @@ public struct QemuReplayer: Sendable {
     }
 
     /// The qemu-io argv (without the program name); `readOnly` adds `-r`.
-    public static func qemuIOArguments(mode: CacheMode, eventsFile: String, logFile: String, imageOpts: String, readOnly: Bool = false)
+    public static func qemuIOArguments(
+        mode: CacheMode, eventsFile: String, logFile: String, imageOpts: String, readOnly: Bool = false
+    )
         -> [String]
     {
         (readOnly ? ["-r"] : [])
-            + ["-t", mode.rawValue, "-T", "events=" + escapeOption(eventsFile) + ",file=" + escapeOption(logFile), "--image-opts", imageOpts]
+            + [
+                "-t", mode.rawValue, "-T", "events=" + escapeOption(eventsFile) + ",file=" + escapeOption(logFile),
+                "--image-opts", imageOpts,
+            ]
     }
 
     /// Whether QEMU opens the image with `file.aio=io_uring` (a read-only open running one no-op).
     public func ioUringWorks(top: String, driveOptions: String) -> Bool {
         let req = ProcessRequest(
             executable: "qemu-io",
-            arguments: ["-r", "--image-opts", Self.imageOpts(top: top, driveOptions: driveOptions, aio: "io_uring"), "-c", "read -q 1 0"],
+            arguments: [
+                "-r", "--image-opts", Self.imageOpts(top: top, driveOptions: driveOptions, aio: "io_uring"), "-c", "read -q 1 0",
+            ],
             outputLimit: 4096)
         guard let result = try? runner.run(req) else { return false }
         return result.status == 0
@@ -97,7 +106,9 @@ public struct QemuReplayer: Sendable {
     }
 
     /// Replays `records` through qemu-io on `images`, writing QEMU's log into `directory`.
-    public func replayQemuIO(config: SimulationConfig, images: BuiltImages, records: [TraceRecord], directory: String) throws -> ReplayResult {
+    public func replayQemuIO(config: SimulationConfig, images: BuiltImages, records: [TraceRecord], directory: String) throws
+        -> ReplayResult
+    {
         let eventsFile = directory + "/trace-events"
         let logFile = directory + "/qemu-trace.log"
         try write(Self.traceEvents, to: eventsFile)
@@ -114,15 +125,19 @@ public struct QemuReplayer: Sendable {
             imageOpts: Self.imageOpts(top: images.top, driveOptions: config.driveOptions, aio: aio), readOnly: config.readOnly)
         let script = QemuIOScript.script(for: records, virtualSize: config.virtualSize, discards: config.discardUnmap)
         let request = ProcessRequest(
-            executable: "qemu-io", arguments: args, standardInput: Data(script.utf8), workingDirectory: directory, outputLimit: 16384,
+            executable: "qemu-io", arguments: args, standardInput: Data(script.utf8), workingDirectory: directory,
+            outputLimit: 16384,
             measureMemory: true)
         let result = try runner.runChecked(request)
         let log = try readLog(logFile, records: records, config: config, images: images)
         return ReplayResult(
-            tool: .qemuIO, argv: request.argv, imageCount: images.paths.count, aio: aioName, log: log, wallTime: result.wallTime, peakResidentBytes: result.peakResidentBytes)
+            tool: .qemuIO, argv: request.argv, imageCount: images.paths.count, aio: aioName, log: log, wallTime: result.wallTime,
+            peakResidentBytes: result.peakResidentBytes)
     }
 
-    private func readLog(_ logFile: String, records: [TraceRecord], config: SimulationConfig, images: BuiltImages) throws -> QemuLog {
+    private func readLog(_ logFile: String, records: [TraceRecord], config: SimulationConfig, images: BuiltImages) throws
+        -> QemuLog
+    {
         guard let data = FileManager.default.contents(atPath: logFile) else {
             throw ValidationError.badQemuLog("\(logFile): error: QEMU wrote no trace log")
         }
@@ -158,14 +173,17 @@ public struct QemuReplayer: Sendable {
 
     /// Replays `records` through `qemu-system-x86_64 -machine none`, one HMP `qemu-io d0 "…"`
     /// per command over QMP, each waited for, requests paced by their timestamps × `timeScale`.
-    public func replayQemuSystem(config: SimulationConfig, images: BuiltImages, records: [TraceRecord], directory: String) throws -> ReplayResult {
+    public func replayQemuSystem(config: SimulationConfig, images: BuiltImages, records: [TraceRecord], directory: String) throws
+        -> ReplayResult
+    {
         let eventsFile = directory + "/trace-events"
         let logFile = directory + "/qemu-trace.log"
         try write(Self.traceEvents, to: eventsFile)
         let args = Self.qemuSystemArguments(
             top: images.top, driveOptions: config.driveOptions, mode: config.cacheMode, discards: config.discardUnmap, aio: nil,
             eventsFile: eventsFile, logFile: logFile, readOnly: config.readOnly)
-        let request = ProcessRequest(executable: "qemu-system-x86_64", arguments: args, workingDirectory: directory, measureMemory: true)
+        let request = ProcessRequest(
+            executable: "qemu-system-x86_64", arguments: args, workingDirectory: directory, measureMemory: true)
         let process = try runner.start(request)
         let session = QMPSession(process: process, argv: request.argv, timeout: qmpTimeout)
         do {
@@ -195,7 +213,8 @@ public struct QemuReplayer: Sendable {
         }
         let log = try readLog(logFile, records: records, config: config, images: images)
         return ReplayResult(
-            tool: .qemuSystem, argv: request.argv, imageCount: images.paths.count, aio: "threads", log: log, wallTime: result.wallTime,
+            tool: .qemuSystem, argv: request.argv, imageCount: images.paths.count, aio: "threads", log: log,
+            wallTime: result.wallTime,
             peakResidentBytes: result.peakResidentBytes)
     }
 }
@@ -217,7 +236,8 @@ struct QMPSession {
                 let result = try process.finish()
                 throw ValidationError.toolFailed(argv: argv, status: result.status, outputTail: result.outputTail)
             }
-            guard let data = line.data(using: .utf8), let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else {
+            guard let data = line.data(using: .utf8), let obj = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+            else {
                 continue
             }
             return obj

@@ -101,7 +101,8 @@ public struct ValidationReport: Equatable, Sendable, Codable {
         } else {
             s += "divergent: \(divergentSpans) span(s) differ from the simulation (\(scope))\n"
         }
-        s += "replayed with \(tool) (aio \(aio)): \(replayedRequests) of \(requests) requests, simulated \(simulatedEvents) events, QEMU \(qemuEvents)\n"
+        s +=
+            "replayed with \(tool) (aio \(aio)): \(replayedRequests) of \(requests) requests, simulated \(simulatedEvents) events, QEMU \(qemuEvents)\n"
         if let d = firstDivergence {
             var at = d.phase
             if let r = d.request { at = "request \(r)" }
@@ -122,9 +123,11 @@ public struct ValidationReport: Equatable, Sendable, Codable {
         let ms = multiSegment
         if ms.requests > 0 {
             s += "\nmulti-segment requests: \(ms.requests) checked as interleavings of per-image sequences: "
-            s += "\(ms.passed) passed (\(ms.identicalOrder) in identical order), \(ms.failedReads) reads failed, \(ms.flaggedWrites) writes flagged\n"
+            s +=
+                "\(ms.passed) passed (\(ms.identicalOrder) in identical order), \(ms.failedReads) reads failed, \(ms.flaggedWrites) writes flagged\n"
             for c in ms.checks where !c.passed {
-                s += "  request \(c.request)\(c.traceLocation.map { " (line \($0))" } ?? ""): \(c.write ? "write flagged" : "read failed")\n"
+                s +=
+                    "  request \(c.request)\(c.traceLocation.map { " (line \($0))" } ?? ""): \(c.write ? "write flagged" : "read failed")\n"
             }
         }
         s += "\n"
@@ -132,10 +135,13 @@ public struct ValidationReport: Equatable, Sendable, Codable {
         for img in images {
             var title = "image \(img.image) (\(img.name))"
             if let sizes = img.cacheSizes {
-                title += ": L2 \(sizes.l2Entries) x \(sizes.l2EntryBytes) B, refcount \(sizes.refcountEntries) x \(sizes.refcountEntryBytes) B"
+                title +=
+                    ": L2 \(sizes.l2Entries) x \(sizes.l2EntryBytes) B, refcount \(sizes.refcountEntries) x \(sizes.refcountEntryBytes) B"
             }
             s += title + "\n"
-            for (label, sim, real) in [("L2", img.simulated.l2, img.qemu.l2), ("refcount", img.simulated.refcount, img.qemu.refcount)] {
+            for (label, sim, real) in [
+                ("L2", img.simulated.l2, img.qemu.l2), ("refcount", img.simulated.refcount, img.qemu.refcount),
+            ] {
                 let rows: [(String, String, String)] = [
                     ("lookups", "\(sim.lookups)", "\(real.lookups)"),
                     ("hits", "\(sim.hits)", "\(real.hits)"),
@@ -148,7 +154,9 @@ public struct ValidationReport: Equatable, Sendable, Codable {
                 ]
                 for (name, a, b) in rows {
                     let mark = a == b ? "" : "  <>"
-                    s += Self.pad("  \(label) \(name)", 26) + Self.pad(a, 14, right: true) + Self.pad(b, 14, right: true) + mark + "\n"
+                    s +=
+                        Self.pad("  \(label) \(name)", 26) + Self.pad(a, 14, right: true) + Self.pad(b, 14, right: true) + mark
+                        + "\n"
                 }
             }
         }

@@ -19,7 +19,8 @@ public struct ValidatorOptions: Sendable {
     /// Creates options; the defaults are a temporary directory, automatic tool choice, real time
     /// and io_uring when it works.
     public init(
-        keepDirectory: String? = nil, tool: ReplayTool? = nil, timeScale: Double = 1, preferIOUring: Bool = true, temporaryParent: String? = nil
+        keepDirectory: String? = nil, tool: ReplayTool? = nil, timeScale: Double = 1, preferIOUring: Bool = true,
+        temporaryParent: String? = nil
     ) {
         self.temporaryParent = temporaryParent
         self.keepDirectory = keepDirectory
@@ -101,7 +102,8 @@ public struct Validator: Sendable {
     /// afterwards unless `keepDirectory` is set.
     public func replay(config: SimulationConfig, input: ValidationInput) throws -> ReplayResult {
         try checkTools(for: config)
-        try QemuIOScript.checkBounds(input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
+        try QemuIOScript.checkBounds(
+            input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
         try Self.checkReadOnly(config: config, input: input)
         let directory = try makeDirectory()
         defer {
@@ -124,23 +126,27 @@ public struct Validator: Sendable {
         for (i, r) in input.records.enumerated() where r.op != .read && r.op != .flush && QemuIOScript.isReplayed(r) {
             let loc = i < input.locations.count ? input.locations[i] : .file
             throw ValidationError.badTrace(
-                TraceError(file: input.fileName, location: loc, message: "request \(i) is a \(r.op) on an image opened read-only").description)
+                TraceError(file: input.fileName, location: loc, message: "request \(i) is a \(r.op) on an image opened read-only")
+                    .description)
         }
     }
 
     /// Replays and compares with `expected`, the simulator's log of the same run. `sizes` are the
     /// simulator's effective cache sizes per image (for bytes and memory; optional).
-    public func validate(config: SimulationConfig, input: ValidationInput, expected: EventLog, sizes: [ImageCacheSizes]? = nil) throws
+    public func validate(config: SimulationConfig, input: ValidationInput, expected: EventLog, sizes: [ImageCacheSizes]? = nil)
+        throws
         -> ValidationReport
     {
         let replay = try replay(config: config, input: input)
-        return Self.report(config: config, input: input, expected: expected, replay: replay, sizes: sizes, keptDirectory: options.keepDirectory)
+        return Self.report(
+            config: config, input: input, expected: expected, replay: replay, sizes: sizes, keptDirectory: options.keepDirectory)
     }
 
     /// Compares an existing replay with `expected` and assembles the report (no QEMU involved).
     /// With `expected` nil the report shows QEMU's side only (`compared` false).
     public static func report(
-        config: SimulationConfig, input: ValidationInput, expected givenExpected: EventLog?, replay: ReplayResult, sizes: [ImageCacheSizes]?,
+        config: SimulationConfig, input: ValidationInput, expected givenExpected: EventLog?, replay: ReplayResult,
+        sizes: [ImageCacheSizes]?,
         keptDirectory: String?
     ) -> ValidationReport {
         let expected = givenExpected ?? EventLog()
@@ -163,7 +169,8 @@ public struct Validator: Sendable {
         let names = (0..<imageCount).map { ImageBuilder.fileName($0) }
         let images = (0..<imageCount).map { i in
             ImageComparison(
-                image: i, name: names[i], simulated: simCounts[i], qemu: realCounts[i], cacheSizes: sizes.flatMap { i < $0.count ? $0[i] : nil })
+                image: i, name: names[i], simulated: simCounts[i], qemu: realCounts[i],
+                cacheSizes: sizes.flatMap { i < $0.count ? $0[i] : nil })
         }
         let dropsDiscards = !config.discardUnmap && replay.tool == .qemuIO
         let replayed = input.records.filter { QemuIOScript.isReplayed($0) && !(dropsDiscards && $0.op == .discard) }.count
@@ -183,10 +190,14 @@ public struct Validator: Sendable {
                     : "discard=ignore: \(discards) discard request(s) sent to a drive with discard=ignore")
         }
         if !config.preparation.isEmpty {
-            notes.append("\(config.preparation.count) preparation session(s) ran before the trace (qemu-io, writeback, default options; not compared)")
+            notes.append(
+                "\(config.preparation.count) preparation session(s) ran before the trace (qemu-io, writeback, default options; not compared)"
+            )
         }
         if replayed + (dropsDiscards ? discards : 0) < input.records.count {
-            notes.append("\(input.records.count - replayed - (dropsDiscards ? discards : 0)) zero-length requests were not replayed (no-ops in QEMU)")
+            notes.append(
+                "\(input.records.count - replayed - (dropsDiscards ? discards : 0)) zero-length requests were not replayed (no-ops in QEMU)"
+            )
         }
         let wall = replay.wallTime
         if givenExpected == nil {
@@ -195,7 +206,8 @@ public struct Validator: Sendable {
             notes.append("QEMU only: nothing was compared (the simulated column is empty)")
         }
         return ValidationReport(
-            compared: givenExpected != nil, identical: givenExpected != nil && comparison.identical, tool: replay.tool.rawValue, argv: replay.argv, aio: replay.aio, requests: input.records.count,
+            compared: givenExpected != nil, identical: givenExpected != nil && comparison.identical, tool: replay.tool.rawValue,
+            argv: replay.argv, aio: replay.aio, requests: input.records.count,
             replayedRequests: replayed, simulatedEvents: expected.events.count, qemuEvents: replay.log.events.count,
             closeCompared: compareClose, divergentSpans: comparison.divergentSpans, firstDivergence: comparison.firstDivergence,
             multiSegment: MultiSegmentSummary(
@@ -205,7 +217,8 @@ public struct Validator: Sendable {
                 failedReads: checks.filter { !$0.passed && !$0.write }.count, checks: checks),
             images: images,
             qemu: QemuRunStats(
-                wallSeconds: wall, opsPerSecond: wall > 0 ? Double(replayed) / wall : nil, peakResidentBytes: replay.peakResidentBytes),
+                wallSeconds: wall, opsPerSecond: wall > 0 ? Double(replayed) / wall : nil,
+                peakResidentBytes: replay.peakResidentBytes),
             simulatedCacheBytes: sizes.map { $0.reduce(0) { $0 + $1.memoryBytes } }, keptDirectory: keptDirectory, notes: notes)
     }
 

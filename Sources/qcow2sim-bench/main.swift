@@ -42,7 +42,8 @@ let benchmarks: [Benchmark] = [
     Benchmark(
         name: "zipf-1e7", summary: "10^7 zipf(0.99) 4 KiB reads, 1 TiB populated, 1 MiB L2 cache",
         config: SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: "l2-cache-size=1M"),
-        workload: WorkloadSpec(pattern: .zipf(theta: 0.99), count: 10_000_000, diskSize: TiB, requestSize: 4096, readRatio: 1, seed: 1)),
+        workload: WorkloadSpec(
+            pattern: .zipf(theta: 0.99), count: 10_000_000, diskSize: TiB, requestSize: 4096, readRatio: 1, seed: 1)),
 ]
 
 func peakRSS() -> UInt64 {
@@ -74,7 +75,8 @@ func runSingle(_ b: Benchmark) throws {
     let seconds = now() - t0
     let top = report.images[report.images.count - 1]
     let line = String(
-        format: "%-15@ %9d req  replay %6.3f s = %6.2f M req/s  setup %5.2f s  (generator alone %4.0f M/s)  peak RSS %6.1f MiB  L2 hit rate %.4f",
+        format:
+            "%-15@ %9d req  replay %6.3f s = %6.2f M req/s  setup %5.2f s  (generator alone %4.0f M/s)  peak RSS %6.1f MiB  L2 hit rate %.4f",
         b.name as NSString, n, report.replaySeconds, Double(n) / report.replaySeconds / 1e6, report.setupSeconds,
         Double(n) / genSeconds / 1e6, Double(peakRSS()) / 1_048_576, top.l2.hitRate)
     _ = seconds

@@ -15,7 +15,8 @@ enum CLI {
         case "generate": return GenerateCommand.run(rest)
         case "trace": return TraceCommand.run(rest)
         default:
-            FileHandle.standardError.write(Data("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, validate, generate, trace)\n".utf8))
+            FileHandle.standardError.write(
+                Data("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, validate, generate, trace)\n".utf8))
             return 64
         }
     }

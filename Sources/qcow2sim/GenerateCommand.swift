@@ -32,8 +32,10 @@ enum GenerateCommand {
         do {
             let a = try Arguments(
                 args,
-                options: ["--pattern", "--count", "--size", "--request-size", "--read-ratio", "--seed", "--region",
-                          "--theta", "--hot-fraction", "--hot-access", "--interval", "--alignment", "--output"],
+                options: [
+                    "--pattern", "--count", "--size", "--request-size", "--read-ratio", "--seed", "--region",
+                    "--theta", "--hot-fraction", "--hot-access", "--interval", "--alignment", "--output",
+                ],
                 aliases: ["-o": "--output"])
             _ = try a.positionals(0, what: "")
             let spec = try makeSpec(a)
@@ -63,10 +65,13 @@ enum GenerateCommand {
         let diskSize = try TraceArgs.bytes(sizeText, "--size")
         let requestSize = try a.value("--request-size").map { try TraceArgs.bytes($0, "--request-size") } ?? 4096
         let readRatio = try a.value("--read-ratio").map { try TraceArgs.double($0, "--read-ratio") } ?? 1
-        let seed = try a.value("--seed").map { s -> UInt64 in
-            guard let v = UInt64(s) else { throw UsageError("invalid value '\(s)' for --seed (expected an unsigned 64-bit integer)") }
-            return v
-        } ?? 1
+        let seed =
+            try a.value("--seed").map { s -> UInt64 in
+                guard let v = UInt64(s) else {
+                    throw UsageError("invalid value '\(s)' for --seed (expected an unsigned 64-bit integer)")
+                }
+                return v
+            } ?? 1
         var regionStart: UInt64 = 0
         var regionLength: UInt64?
         if let region = a.value("--region") {

@@ -69,7 +69,9 @@ enum SimulateCommand {
             }
             if let writer, let path = a.value("--events"), let temp = eventsTemp {
                 try writer.close()
-                guard rename(temp, path) == 0 else { throw UsageError("cannot write '\(path)': \(String(cString: strerror(errno)))") }
+                guard rename(temp, path) == 0 else {
+                    throw UsageError("cannot write '\(path)': \(String(cString: strerror(errno)))")
+                }
                 eventsTemp = nil
             }
             let out: String

@@ -46,7 +46,11 @@ enum TraceCommand {
             Console.error("trace \(sub)", e.message)
             return 64
         } catch let e as TraceError {
-            if e.exitCode == 64 { Console.error("trace \(sub)", "\(e.file): \(e.message)") } else { Console.printErr(e.description) }
+            if e.exitCode == 64 {
+                Console.error("trace \(sub)", "\(e.file): \(e.message)")
+            } else {
+                Console.printErr(e.description)
+            }
             return e.exitCode
         } catch {
             Console.error("trace \(sub)", "\(error)")
@@ -54,8 +58,10 @@ enum TraceCommand {
         }
     }
 
-    static let mappingOptions: Set<String> = ["--trace-format", "--device", "--event", "--size", "--beyond",
-                                              "--offset-shift", "--time-scale", "--reorder-window"]
+    static let mappingOptions: Set<String> = [
+        "--trace-format", "--device", "--event", "--size", "--beyond",
+        "--offset-shift", "--time-scale", "--reorder-window",
+    ]
 
     /// Opens the trace named by the single positional argument with the mapping options.
     static func open(_ a: Arguments) throws -> AnyTraceReader {
@@ -78,12 +84,16 @@ enum TraceCommand {
         if let s = a.value("--offset-shift") {
             let negative = s.hasPrefix("-")
             let magnitude = try TraceArgs.bytes(negative ? String(s.dropFirst()) : s, "--offset-shift")
-            guard magnitude <= UInt64(Int64.max) else { throw UsageError("invalid value '\(s)' for --offset-shift (out of range)") }
+            guard magnitude <= UInt64(Int64.max) else {
+                throw UsageError("invalid value '\(s)' for --offset-shift (out of range)")
+            }
             o.offsetShift = negative ? -Int64(magnitude) : Int64(magnitude)
         }
         o.timeScale = try a.value("--time-scale").map { try TraceArgs.double($0, "--time-scale") } ?? 1
         if let w = a.value("--reorder-window") {
-            guard let n = Int(w), n >= 0 else { throw UsageError("invalid value '\(w)' for --reorder-window (expected a non-negative integer)") }
+            guard let n = Int(w), n >= 0 else {
+                throw UsageError("invalid value '\(w)' for --reorder-window (expected a non-negative integer)")
+            }
             o.reorderWindow = n
         }
         if a.has("--no-rebase") { o.rebaseTime = false }
@@ -96,7 +106,8 @@ enum TraceCommand {
         let output = try a.choice("--format", ["text", "json"], default: "text")
         let cluster = try a.value("--cluster-size").map { try TraceArgs.bytes($0, "--cluster-size") } ?? 65536
         guard cluster >= 512, cluster <= 2 << 20, cluster & (cluster - 1) == 0 else {
-            throw UsageError("invalid value '\(a.value("--cluster-size") ?? "")' for --cluster-size (expected a power of two from 512 to 2M)")
+            throw UsageError(
+                "invalid value '\(a.value("--cluster-size") ?? "")' for --cluster-size (expected a power of two from 512 to 2M)")
         }
         var reader = try open(a)
         var summary = TraceSummary(clusterSize: cluster)
@@ -107,7 +118,8 @@ enum TraceCommand {
     }
 
     static func convert(_ args: [String]) throws -> Int32 {
-        let a = try Arguments(args, options: mappingOptions.union(["--to", "--output"]), flags: ["--no-rebase"], aliases: ["-o": "--output"])
+        let a = try Arguments(
+            args, options: mappingOptions.union(["--to", "--output"]), flags: ["--no-rebase"], aliases: ["-o": "--output"])
         let to = try a.choice("--to", ["native", "qemu-io"], default: "native")
         guard let outPath = a.value("--output") else { throw UsageError("missing -o OUT (use '-o -' for standard output)") }
         var reader = try open(a)

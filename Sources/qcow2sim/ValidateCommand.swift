@@ -47,7 +47,8 @@ enum ValidateCommand {
             let a = try Arguments(
                 args,
                 options: RunConfigArguments.options.union([
-                    "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup", "--discard",
+                    "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup",
+                    "--discard",
                 ]),
                 flags: ["--no-io-uring", "--qemu-only", "--read-only"], aliases: RunConfigArguments.aliases)
             let misEvict = try a.value("--debug-mis-evict-at-lookup").map { text -> Int in
@@ -80,7 +81,8 @@ enum ValidateCommand {
             let report: ValidationReport
             if a.has("--qemu-only") {
                 let replay = try validator.replay(config: config, input: input)
-                report = Validator.report(config: config, input: input, expected: nil, replay: replay, sizes: nil, keptDirectory: options.keepDirectory)
+                report = Validator.report(
+                    config: config, input: input, expected: nil, replay: replay, sizes: nil, keptDirectory: options.keepDirectory)
             } else {
                 // Check QEMU first: a missing QEMU is exit 69 whatever else is missing.
                 try validator.checkTools(for: config)

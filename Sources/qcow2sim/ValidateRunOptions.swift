@@ -39,11 +39,14 @@ enum RunConfigArguments {
         if size == 0 { throw UsageError("invalid value '0' for --size (expected a positive size)") }
         var chain = 1
         if let text = a.value("--chain") {
-            guard let n = Int(text), n >= 1, n <= 64 else { throw UsageError("invalid value '\(text)' for --chain (expected 1 to 64)") }
+            guard let n = Int(text), n >= 1, n <= 64 else {
+                throw UsageError("invalid value '\(text)' for --chain (expected 1 to 64)")
+            }
             chain = n
         }
         let populate = try parsePopulate(a.value("--populate") ?? "none", size: size)
-        let modeName = try a.choice("--populate-mode", PopulateMode.allCases.map(\.rawValue), default: PopulateMode.metadata.rawValue)
+        let modeName = try a.choice(
+            "--populate-mode", PopulateMode.allCases.map(\.rawValue), default: PopulateMode.metadata.rawValue)
         let cacheName = try a.choice("--cache-mode", CacheMode.allCases.map(\.rawValue), default: CacheMode.writeback.rawValue)
         size = max(size, 1)
         return SimulationConfig(
@@ -61,12 +64,15 @@ enum RunConfigArguments {
             var ranges: [ByteRange] = []
             for item in text.split(separator: ",") {
                 let parts = item.split(separator: ":")
-                guard parts.count == 2, let start = ByteCount.parse(String(parts[0])), let len = ByteCount.parse(String(parts[1])) else {
+                guard parts.count == 2, let start = ByteCount.parse(String(parts[0])), let len = ByteCount.parse(String(parts[1]))
+                else {
                     throw UsageError("invalid value '\(item)' for --populate (expected none, full or START:LEN ranges)")
                 }
                 ranges.append(ByteRange(start: start, length: len))
             }
-            if ranges.isEmpty { throw UsageError("invalid value '\(text)' for --populate (expected none, full or START:LEN ranges)") }
+            if ranges.isEmpty {
+                throw UsageError("invalid value '\(text)' for --populate (expected none, full or START:LEN ranges)")
+            }
             return .ranges(ranges)
         }
     }

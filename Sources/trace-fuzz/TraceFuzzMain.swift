@@ -11,7 +11,7 @@ import Foundation
 import TraceKit
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Feeds one input to format detection and to every reader explicitly. Any trap is a bug: bad
@@ -30,11 +30,17 @@ public func traceFuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) ->
 @main
 enum TraceFuzzMain {
     typealias Callback = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-    typealias Driver = @convention(c) (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>, Callback) -> Int32
+    typealias Driver =
+        @convention(c) (
+            UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>, Callback
+        ) -> Int32
 
     static func main() {
         guard let sym = dlsym(dlopen(nil, RTLD_NOW), "LLVMFuzzerRunDriver") else {
-            FileHandle.standardError.write(Data("trace-fuzz: error: built without libFuzzer (rebuild with -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library)\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "trace-fuzz: error: built without libFuzzer (rebuild with -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library)\n"
+                        .utf8))
             exit(69)
         }
         let driver = unsafeBitCast(sym, to: Driver.self)

@@ -36,20 +36,34 @@ import Testing
 
     static let cases: [(String, [String], Int32, String)] = [
         ("R,0,4K\nX,1,2\n", ["--size", "1G"], 65, "{T}:2: error: invalid op 'X' (expected R, W, D, Z or F)\n"),
-        ("R,0,4K\nR,1G,4K\n", ["--size", "1G"], 65,
-         "{T}:2: error: request at offset 1073741824 length 4096 ends beyond the disk size 1073741824 (use --beyond wrap or clip)\n"),
-        ("R,0,4K\n", ["--size", "1Q"], 64,
-         "qcow2sim simulate: error: invalid value '1Q' for --size (expected bytes, optionally with a K, M, G or T suffix)\n"),
-        ("R,0,4K\n", ["--size", "1G", "--drive", "l2-cache-size=1X"], 64,
-         "qcow2sim simulate: error: --drive: Parameter 'l2-cache-size' expects a non-negative number below 2^64\n"),
-        ("R,0,4K\n", ["--size", "1G", "--drive", "cache-size=64K,l2-cache-size=128K"], 64,
-         "qcow2sim simulate: error: --drive: l2-cache-size may not exceed cache-size\n"),
-        ("R,0,4K\n", ["--size", "1G", "-o", "cluster_size=3K"], 64,
-         "qcow2sim simulate: error: -o: Cluster size must be a power of two between 512 and 2048k\n"),
-        ("R,0,4K\n", ["--size", "1G", "--policy", "bogus"], 64,
-         "qcow2sim simulate: error: unknown policy 'bogus' (expected one of: qemu, lru, fifo)\n"),
-        ("R,0,4K\n", ["--size", "1G", "--format", "xml"], 64,
-         "qcow2sim simulate: error: invalid value 'xml' for --format (expected one of: text, json, csv)\n"),
+        (
+            "R,0,4K\nR,1G,4K\n", ["--size", "1G"], 65,
+            "{T}:2: error: request at offset 1073741824 length 4096 ends beyond the disk size 1073741824 (use --beyond wrap or clip)\n"
+        ),
+        (
+            "R,0,4K\n", ["--size", "1Q"], 64,
+            "qcow2sim simulate: error: invalid value '1Q' for --size (expected bytes, optionally with a K, M, G or T suffix)\n"
+        ),
+        (
+            "R,0,4K\n", ["--size", "1G", "--drive", "l2-cache-size=1X"], 64,
+            "qcow2sim simulate: error: --drive: Parameter 'l2-cache-size' expects a non-negative number below 2^64\n"
+        ),
+        (
+            "R,0,4K\n", ["--size", "1G", "--drive", "cache-size=64K,l2-cache-size=128K"], 64,
+            "qcow2sim simulate: error: --drive: l2-cache-size may not exceed cache-size\n"
+        ),
+        (
+            "R,0,4K\n", ["--size", "1G", "-o", "cluster_size=3K"], 64,
+            "qcow2sim simulate: error: -o: Cluster size must be a power of two between 512 and 2048k\n"
+        ),
+        (
+            "R,0,4K\n", ["--size", "1G", "--policy", "bogus"], 64,
+            "qcow2sim simulate: error: unknown policy 'bogus' (expected one of: qemu, lru, fifo)\n"
+        ),
+        (
+            "R,0,4K\n", ["--size", "1G", "--format", "xml"], 64,
+            "qcow2sim simulate: error: invalid value 'xml' for --format (expected one of: text, json, csv)\n"
+        ),
         ("R,0,4K\n", [], 64, "qcow2sim simulate: error: missing --size SIZE (or --image FILE)\n"),
         ("W,0,4K\n", ["--size", "1G", "--read-only"], 65, "{T}:1: error: write request on an image opened read-only\n"),
     ]
@@ -67,7 +81,8 @@ import Testing
         let path = try Self.trace("R,0,4K\n")
         let (s, _, err) = try Self.run(["simulate", path, "--size", "1G", "--bogus"])
         #expect(s == 64)
-        #expect(err.hasPrefix("qcow2sim simulate: error: unknown option '--bogus' (valid options: --beyond, --cache-mode, --chain,"))
+        #expect(
+            err.hasPrefix("qcow2sim simulate: error: unknown option '--bogus' (valid options: --beyond, --cache-mode, --chain,"))
     }
 
     @Test func missingTraceIsNoInput() throws {
@@ -81,7 +96,9 @@ import Testing
         let dir = URL(fileURLWithPath: path).deletingLastPathComponent()
         let report = dir.appendingPathComponent("report.json").path
         let events = dir.appendingPathComponent("events.log").path
-        let (s, _, _) = try Self.run(["simulate", path, "--size", "1G", "--format", "json", "--output", report, "--events", events])
+        let (s, _, _) = try Self.run([
+            "simulate", path, "--size", "1G", "--format", "json", "--output", report, "--events", events,
+        ])
         #expect(s == 65)
         let left = try FileManager.default.contentsOfDirectory(atPath: dir.path)
         #expect(left == ["t.csv"])

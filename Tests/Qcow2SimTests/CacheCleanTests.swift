@@ -9,9 +9,13 @@ import TraceKit
     /// TV9's image: data at 0 and at 600M; `read 0 4k` twice, `gap` seconds apart, first at 0.3 s.
     static func run(gap: Double) throws -> (events: [String], timeline: MemoryTimeline, stats: CacheStats) {
         var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=1")
-        config.preparation = [PreparationSession(image: 0, records: [
-            TraceRecord(op: .write, offset: 0, length: 4096), TraceRecord(op: .write, offset: 600 << 20, length: 4096),
-        ])]
+        config.preparation = [
+            PreparationSession(
+                image: 0,
+                records: [
+                    TraceRecord(op: .write, offset: 0, length: 4096), TraceRecord(op: .write, offset: 600 << 20, length: 4096),
+                ])
+        ]
         let log = EventLog()
         let timeline = MemoryTimeline()
         var reader = ArrayTraceReader([

@@ -52,7 +52,8 @@ import Testing
 
     @Test(arguments: cases)
     func sizing(_ c: Case) throws {
-        let g = try CreateOptions.parse("cluster_size=\(c.cluster)\(c.extended ? ",extended_l2=on" : "")").geometry(virtualSize: c.size)
+        let g = try CreateOptions.parse("cluster_size=\(c.cluster)\(c.extended ? ",extended_l2=on" : "")").geometry(
+            virtualSize: c.size)
         let s = try CacheSizing(geometry: g, options: DriveOptions.parse(c.drive, depth: 1)[0])
         #expect(s.l2EntrySize == c.expected.0)
         #expect(s.l2Entries == c.expected.1)
@@ -62,8 +63,10 @@ import Testing
     }
 
     static let errors: [(String, String)] = [
-        ("cache-size=1M,l2-cache-size=64K,refcount-cache-size=64K",
-         "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"),
+        (
+            "cache-size=1M,l2-cache-size=64K,refcount-cache-size=64K",
+            "cache-size, l2-cache-size and refcount-cache-size may not be set at the same time"
+        ),
         ("cache-size=64K,l2-cache-size=128K", "l2-cache-size may not exceed cache-size"),
         ("cache-size=64K,refcount-cache-size=128K", "refcount-cache-size may not exceed cache-size"),
         ("l2-cache-entry-size=256", "L2 cache entry size must be a power of two between 512 and the cluster size (65536)"),
@@ -92,7 +95,8 @@ import Testing
     }
 
     @Test func backingOptionsApplyPerImage() throws {
-        let o = try DriveOptions.parse("l2-cache-size=1M,backing.l2-cache-size=256K,backing.backing.cache-clean-interval=5", depth: 3)
+        let o = try DriveOptions.parse(
+            "l2-cache-size=1M,backing.l2-cache-size=256K,backing.backing.cache-clean-interval=5", depth: 3)
         #expect(o[0].l2CacheSize == 1 << 20)
         #expect(o[1].l2CacheSize == 256 << 10)
         #expect(o[2].cacheCleanInterval == 5)
@@ -103,7 +107,10 @@ import Testing
         ("cluster_size=1000", 1 << 30, "Cluster size must be a power of two between 512 and 2048k"),
         ("cluster_size=4M", 1 << 30, "Cluster size must be a power of two between 512 and 2048k"),
         ("refcount_bits=3", 1 << 30, "Refcount width must be a power of two and may not exceed 64 bits"),
-        ("extended_l2=on,cluster_size=8k", 1 << 30, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes"),
+        (
+            "extended_l2=on,cluster_size=8k", 1 << 30,
+            "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes"
+        ),
         ("bogus=1", 1 << 30, "Invalid parameter 'bogus'"),
         ("cluster_size=512", 64 << 40, "The image size is too large for file format 'qcow2' (try using a larger cluster size)"),
         ("", (1 << 30) + 1, "Image size must be a multiple of 512 bytes"),

@@ -4,9 +4,9 @@ import Testing
 @testable import Qcow2Sim
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 // MARK: - Helpers
@@ -94,29 +94,40 @@ struct ImageConfig: CustomTestStringConvertible, Sendable {
 }
 
 let realImageConfigs: [ImageConfig] = [
-    ImageConfig(name: "default 64K", size: "1G", options: "",
-                writes: ["write -P 0xaa 0 64k", "write 1M 4k", "write 512M 128k", "write -z 700M 64k"]),
+    ImageConfig(
+        name: "default 64K", size: "1G", options: "",
+        writes: ["write -P 0xaa 0 64k", "write 1M 4k", "write 512M 128k", "write -z 700M 64k"]),
     // 10 MiB of data needs more host clusters than refcount block 0 covers (8 MiB).
-    ImageConfig(name: "cluster_size=4K", size: "1G", options: "cluster_size=4K",
-                writes: ["write 0 4k", "write 1M 8k", "write 600M 4k", "write 100M 10M"]),
-    ImageConfig(name: "cluster_size=512", size: "64M", options: "cluster_size=512",
-                writes: ["write 0 4k", "write 10M 1k", "write 30M 300k"]),
-    ImageConfig(name: "extended_l2=on", size: "1G", options: "extended_l2=on",
-                writes: ["write 0 4k", "write 1M 64k", "write 5250k 6k", "write 900M 2k"]),
-    ImageConfig(name: "refcount_bits=1", size: "1G", options: "refcount_bits=1",
-                writes: ["write 0 64k", "write 3M 4k", "write 700M 1M"]),
-    ImageConfig(name: "refcount_bits=8", size: "1G", options: "refcount_bits=8",
-                writes: ["write 0 64k", "write 3M 4k"]),
-    ImageConfig(name: "refcount_bits=64", size: "1G", options: "refcount_bits=64",
-                writes: ["write 0 64k", "write 3M 4k", "write 1000M 8k"]),
-    ImageConfig(name: "refcount_bits=2, 4K clusters", size: "256M", options: "refcount_bits=2,cluster_size=4K",
-                writes: ["write 0 64k", "write 30M 40k"]),
-    ImageConfig(name: "preallocation=metadata", size: "16M", options: "preallocation=metadata",
-                writes: ["write 0 4k", "write 8M 64k"]),
-    ImageConfig(name: "compat=0.10 (version 2)", size: "1G", options: "compat=0.10",
-                writes: ["write 0 64k", "write 2M 4k"]),
-    ImageConfig(name: "lazy_refcounts=on", size: "1G", options: "lazy_refcounts=on",
-                writes: ["write 0 64k", "write 2M 4k"]),
+    ImageConfig(
+        name: "cluster_size=4K", size: "1G", options: "cluster_size=4K",
+        writes: ["write 0 4k", "write 1M 8k", "write 600M 4k", "write 100M 10M"]),
+    ImageConfig(
+        name: "cluster_size=512", size: "64M", options: "cluster_size=512",
+        writes: ["write 0 4k", "write 10M 1k", "write 30M 300k"]),
+    ImageConfig(
+        name: "extended_l2=on", size: "1G", options: "extended_l2=on",
+        writes: ["write 0 4k", "write 1M 64k", "write 5250k 6k", "write 900M 2k"]),
+    ImageConfig(
+        name: "refcount_bits=1", size: "1G", options: "refcount_bits=1",
+        writes: ["write 0 64k", "write 3M 4k", "write 700M 1M"]),
+    ImageConfig(
+        name: "refcount_bits=8", size: "1G", options: "refcount_bits=8",
+        writes: ["write 0 64k", "write 3M 4k"]),
+    ImageConfig(
+        name: "refcount_bits=64", size: "1G", options: "refcount_bits=64",
+        writes: ["write 0 64k", "write 3M 4k", "write 1000M 8k"]),
+    ImageConfig(
+        name: "refcount_bits=2, 4K clusters", size: "256M", options: "refcount_bits=2,cluster_size=4K",
+        writes: ["write 0 64k", "write 30M 40k"]),
+    ImageConfig(
+        name: "preallocation=metadata", size: "16M", options: "preallocation=metadata",
+        writes: ["write 0 4k", "write 8M 64k"]),
+    ImageConfig(
+        name: "compat=0.10 (version 2)", size: "1G", options: "compat=0.10",
+        writes: ["write 0 64k", "write 2M 4k"]),
+    ImageConfig(
+        name: "lazy_refcounts=on", size: "1G", options: "lazy_refcounts=on",
+        writes: ["write 0 64k", "write 2M 4k"]),
 ]
 
 /// Checks a parsed image against what qemu-img itself reports: `info` fields, `map` host offsets
@@ -154,7 +165,7 @@ func crossCheck(_ image: Qcow2File) throws {
     var checkedClusters = 0
     for m in map {
         guard let start = m["start"] as? UInt64, let length = m["length"] as? UInt64,
-              m["depth"] as? Int == 0, m["data"] as? Bool == true, let host = m["offset"] as? UInt64
+            m["depth"] as? Int == 0, m["data"] as? Bool == true, let host = m["offset"] as? UInt64
         else { continue }
         var guest = start
         while guest < start + length {
@@ -163,13 +174,16 @@ func crossCheck(_ image: Qcow2File) throws {
             let expectedCluster = host + (guest - start) - g.offsetInCluster(guest)
             let table = try #require(l2Tables[g.l1Index(guest)], "no L2 table for guest \(guest)")
             let entry = table.entries[g.l2Index(guest)]
-            #expect(entry & EntryBits.offsetMask == expectedCluster, "guest \(guest): entry \(entry), map says host \(expectedCluster)")
+            #expect(
+                entry & EntryBits.offsetMask == expectedCluster,
+                "guest \(guest): entry \(entry), map says host \(expectedCluster)")
             #expect(entry & EntryBits.copied != 0)
             if let bitmaps = table.bitmaps {
                 let bitmap = bitmaps[g.l2Index(guest)]
                 var sub = guest
                 while sub < runEnd {
-                    #expect(bitmap >> UInt64(g.subclusterIndex(sub)) & 1 == 1, "guest \(sub): subcluster not allocated in \(bitmap)")
+                    #expect(
+                        bitmap >> UInt64(g.subclusterIndex(sub)) & 1 == 1, "guest \(sub): subcluster not allocated in \(bitmap)")
                     sub += g.subclusterSize - (sub & (g.subclusterSize - 1))
                 }
             }
@@ -252,83 +266,141 @@ struct BadImage: CustomTestStringConvertible, Sendable {
 }
 
 let badImages: [BadImage] = [
-    BadImage(name: "empty file", bytes: { [] }, offset: 0,
-             message: "truncated header: file is 0 bytes, a qcow2 header needs at least 72"),
-    BadImage(name: "2 bytes", bytes: { [0x51, 0x46] }, offset: 2,
-             message: "truncated header: file is 2 bytes, a qcow2 header needs at least 72"),
-    BadImage(name: "bad magic", bytes: { craftedImage { $0[0..<4] = [0x7f, 0x45, 0x4c, 0x46] } }, offset: 0,
-             message: "not a qcow2 file: magic bytes are 7f 45 4c 46, expected 51 46 49 fb ('QFI\\xfb')"),
-    BadImage(name: "version 4", bytes: { craftedImage { put32(&$0, 4, 4) } }, offset: 4,
-             message: "unsupported qcow2 version 4 (expected 2 or 3)"),
-    BadImage(name: "version 1", bytes: { craftedImage { put32(&$0, 4, 1) } }, offset: 4,
-             message: "unsupported qcow2 version 1 (expected 2 or 3)"),
-    BadImage(name: "short v3 header", bytes: { Array(craftedImage().prefix(90)) }, offset: 90,
-             message: "truncated header: file is 90 bytes, a version 3 header needs 104"),
-    BadImage(name: "cluster_bits 8", bytes: { craftedImage { put32(&$0, 20, 8) } }, offset: 20,
-             message: "cluster_bits 8 out of range (expected 9 to 21)"),
-    BadImage(name: "cluster_bits 22", bytes: { craftedImage { put32(&$0, 20, 22) } }, offset: 20,
-             message: "cluster_bits 22 out of range (expected 9 to 21)"),
-    BadImage(name: "header_length 96", bytes: { craftedImage { put32(&$0, 100, 96) } }, offset: 100,
-             message: "header_length 96 too small (expected at least 104 for version 3)"),
-    BadImage(name: "header_length > cluster", bytes: { craftedImage { put32(&$0, 20, 9); put32(&$0, 100, 1024) } },
-             offset: 100, message: "header_length 1024 exceeds the cluster size 512"),
-    BadImage(name: "backing name too long", bytes: { craftedImage { put64(&$0, 8, 0x200); put32(&$0, 16, 2000) } },
-             offset: 16, message: "backing file name is 2000 bytes long (at most 1023)"),
-    BadImage(name: "backing name outside cluster 0", bytes: { craftedImage { put64(&$0, 8, 0x10000); put32(&$0, 16, 4) } },
-             offset: 8, message: "backing file name offset 0x10000 is outside the first cluster (cluster size 65536)"),
-    BadImage(name: "oversized header extension",
-             bytes: { craftedImage { put32(&$0, 104, 0xe279_2aca); put32(&$0, 108, 0x20000) } },
-             offset: 104, message: "header extension 0xe2792aca has length 131072, which runs past byte 65536"),
-    BadImage(name: "dirty", bytes: { craftedImage { put64(&$0, 72, 1) } }, offset: 72,
-             message: "image is marked dirty; run 'qemu-img check -r all' first"),
-    BadImage(name: "corrupt", bytes: { craftedImage { put64(&$0, 72, 2) } }, offset: 72,
-             message: "image is marked corrupt; run 'qemu-img check -r all' first"),
-    BadImage(name: "dirty and corrupt", bytes: { craftedImage { put64(&$0, 72, 3) } }, offset: 72,
-             message: "image is marked corrupt; run 'qemu-img check -r all' first"),
-    BadImage(name: "external data file", bytes: { craftedImage { put64(&$0, 72, 4) } }, offset: 72,
-             message: "external data files are not supported (incompatible feature bit 2 is set)"),
-    BadImage(name: "unknown incompatible bit", bytes: { craftedImage { put64(&$0, 72, 0x20) } }, offset: 72,
-             message: "unknown incompatible feature bits 0x20 (bit 5)"),
-    BadImage(name: "unknown incompatible bit with a feature name",
-             bytes: {
-                 craftedImage {
-                     put64(&$0, 72, 1 << 40 | 1 << 5)
-                     put32(&$0, 104, 0x6803_f857)
-                     put32(&$0, 108, 48)
-                     $0[112] = 0
-                     $0[113] = 40
-                     $0[114..<121] = ArraySlice("future!".utf8)
-                 }
-             },
-             offset: 72, message: "unknown incompatible feature bits 0x10000000020 (bit 5, bit 40 'future!')"),
-    BadImage(name: "extended L2 with 8K clusters", bytes: { craftedImage { put64(&$0, 72, 0x10); put32(&$0, 20, 13) } },
-             offset: 20, message: "extended L2 entries need a cluster size of at least 16384 bytes, found 8192 (cluster_bits 13)"),
-    BadImage(name: "refcount_order 7", bytes: { craftedImage { put32(&$0, 96, 7) } }, offset: 96,
-             message: "refcount_order 7 out of range (expected 0 to 6)"),
-    BadImage(name: "encrypted", bytes: { craftedImage { put32(&$0, 32, 2) } }, offset: 32,
-             message: "encrypted images are not supported (crypt_method 2, expected 0)"),
-    BadImage(name: "one snapshot", bytes: { craftedImage { put32(&$0, 60, 1) } }, offset: 60,
-             message: "internal snapshots are not supported (image has 1 snapshot, expected 0)"),
-    BadImage(name: "three snapshots", bytes: { craftedImage { put32(&$0, 60, 3) } }, offset: 60,
-             message: "internal snapshots are not supported (image has 3 snapshots, expected 0)"),
-    BadImage(name: "huge virtual size", bytes: { craftedImage { put64(&$0, 24, 1 << 62) } }, offset: 24,
-             message: "virtual size 4611686018427387904 is too large for cluster size 65536 (an L1 table holds at most 4194304 entries)"),
-    BadImage(name: "l1 too small", bytes: { craftedImage { put32(&$0, 36, 1) } }, offset: 36,
-             message: "l1 table has 1 entry, virtual size 1073741824 needs 2"),
-    BadImage(name: "l1 too large", bytes: { craftedImage { put32(&$0, 36, 5_000_000) } }, offset: 36,
-             message: "l1 table has 5000000 entries (at most 4194304)"),
-    BadImage(name: "l1 unaligned", bytes: { craftedImage { put64(&$0, 40, 0x30008) } }, offset: 40,
-             message: "l1 table offset 0x30008 is not cluster-aligned (cluster size 0x10000)"),
-    BadImage(name: "l1 truncated", bytes: { Array(craftedImage().prefix(0x30008)) }, offset: 0x30000,
-             message: "truncated l1 table: 16 bytes at 0x30000, file ends at 0x30008"),
-    BadImage(name: "refcount table empty", bytes: { craftedImage { put32(&$0, 56, 0) } }, offset: 56,
-             message: "refcount table is empty (refcount_table_clusters 0, expected at least 1)"),
-    BadImage(name: "refcount table too large", bytes: { craftedImage { put32(&$0, 56, 200) } }, offset: 56,
-             message: "refcount table has 200 clusters (at most 128 with cluster size 65536)"),
-    BadImage(name: "refcount table unaligned", bytes: { craftedImage { put64(&$0, 48, 0x10200) } }, offset: 48,
-             message: "refcount table offset 0x10200 is not cluster-aligned (cluster size 0x10000)"),
-    BadImage(name: "refcount table truncated", bytes: { craftedImage { put64(&$0, 48, 0x30000) } }, offset: 0x30000,
-             message: "truncated refcount table: 65536 bytes at 0x30000, file ends at 0x30010"),
+    BadImage(
+        name: "empty file", bytes: { [] }, offset: 0,
+        message: "truncated header: file is 0 bytes, a qcow2 header needs at least 72"),
+    BadImage(
+        name: "2 bytes", bytes: { [0x51, 0x46] }, offset: 2,
+        message: "truncated header: file is 2 bytes, a qcow2 header needs at least 72"),
+    BadImage(
+        name: "bad magic", bytes: { craftedImage { $0[0..<4] = [0x7f, 0x45, 0x4c, 0x46] } }, offset: 0,
+        message: "not a qcow2 file: magic bytes are 7f 45 4c 46, expected 51 46 49 fb ('QFI\\xfb')"),
+    BadImage(
+        name: "version 4", bytes: { craftedImage { put32(&$0, 4, 4) } }, offset: 4,
+        message: "unsupported qcow2 version 4 (expected 2 or 3)"),
+    BadImage(
+        name: "version 1", bytes: { craftedImage { put32(&$0, 4, 1) } }, offset: 4,
+        message: "unsupported qcow2 version 1 (expected 2 or 3)"),
+    BadImage(
+        name: "short v3 header", bytes: { Array(craftedImage().prefix(90)) }, offset: 90,
+        message: "truncated header: file is 90 bytes, a version 3 header needs 104"),
+    BadImage(
+        name: "cluster_bits 8", bytes: { craftedImage { put32(&$0, 20, 8) } }, offset: 20,
+        message: "cluster_bits 8 out of range (expected 9 to 21)"),
+    BadImage(
+        name: "cluster_bits 22", bytes: { craftedImage { put32(&$0, 20, 22) } }, offset: 20,
+        message: "cluster_bits 22 out of range (expected 9 to 21)"),
+    BadImage(
+        name: "header_length 96", bytes: { craftedImage { put32(&$0, 100, 96) } }, offset: 100,
+        message: "header_length 96 too small (expected at least 104 for version 3)"),
+    BadImage(
+        name: "header_length > cluster",
+        bytes: {
+            craftedImage {
+                put32(&$0, 20, 9); put32(&$0, 100, 1024)
+            }
+        },
+        offset: 100, message: "header_length 1024 exceeds the cluster size 512"),
+    BadImage(
+        name: "backing name too long",
+        bytes: {
+            craftedImage {
+                put64(&$0, 8, 0x200); put32(&$0, 16, 2000)
+            }
+        },
+        offset: 16, message: "backing file name is 2000 bytes long (at most 1023)"),
+    BadImage(
+        name: "backing name outside cluster 0",
+        bytes: {
+            craftedImage {
+                put64(&$0, 8, 0x10000); put32(&$0, 16, 4)
+            }
+        },
+        offset: 8, message: "backing file name offset 0x10000 is outside the first cluster (cluster size 65536)"),
+    BadImage(
+        name: "oversized header extension",
+        bytes: {
+            craftedImage {
+                put32(&$0, 104, 0xe279_2aca); put32(&$0, 108, 0x20000)
+            }
+        },
+        offset: 104, message: "header extension 0xe2792aca has length 131072, which runs past byte 65536"),
+    BadImage(
+        name: "dirty", bytes: { craftedImage { put64(&$0, 72, 1) } }, offset: 72,
+        message: "image is marked dirty; run 'qemu-img check -r all' first"),
+    BadImage(
+        name: "corrupt", bytes: { craftedImage { put64(&$0, 72, 2) } }, offset: 72,
+        message: "image is marked corrupt; run 'qemu-img check -r all' first"),
+    BadImage(
+        name: "dirty and corrupt", bytes: { craftedImage { put64(&$0, 72, 3) } }, offset: 72,
+        message: "image is marked corrupt; run 'qemu-img check -r all' first"),
+    BadImage(
+        name: "external data file", bytes: { craftedImage { put64(&$0, 72, 4) } }, offset: 72,
+        message: "external data files are not supported (incompatible feature bit 2 is set)"),
+    BadImage(
+        name: "unknown incompatible bit", bytes: { craftedImage { put64(&$0, 72, 0x20) } }, offset: 72,
+        message: "unknown incompatible feature bits 0x20 (bit 5)"),
+    BadImage(
+        name: "unknown incompatible bit with a feature name",
+        bytes: {
+            craftedImage {
+                put64(&$0, 72, 1 << 40 | 1 << 5)
+                put32(&$0, 104, 0x6803_f857)
+                put32(&$0, 108, 48)
+                $0[112] = 0
+                $0[113] = 40
+                $0[114..<121] = ArraySlice("future!".utf8)
+            }
+        },
+        offset: 72, message: "unknown incompatible feature bits 0x10000000020 (bit 5, bit 40 'future!')"),
+    BadImage(
+        name: "extended L2 with 8K clusters",
+        bytes: {
+            craftedImage {
+                put64(&$0, 72, 0x10); put32(&$0, 20, 13)
+            }
+        },
+        offset: 20, message: "extended L2 entries need a cluster size of at least 16384 bytes, found 8192 (cluster_bits 13)"),
+    BadImage(
+        name: "refcount_order 7", bytes: { craftedImage { put32(&$0, 96, 7) } }, offset: 96,
+        message: "refcount_order 7 out of range (expected 0 to 6)"),
+    BadImage(
+        name: "encrypted", bytes: { craftedImage { put32(&$0, 32, 2) } }, offset: 32,
+        message: "encrypted images are not supported (crypt_method 2, expected 0)"),
+    BadImage(
+        name: "one snapshot", bytes: { craftedImage { put32(&$0, 60, 1) } }, offset: 60,
+        message: "internal snapshots are not supported (image has 1 snapshot, expected 0)"),
+    BadImage(
+        name: "three snapshots", bytes: { craftedImage { put32(&$0, 60, 3) } }, offset: 60,
+        message: "internal snapshots are not supported (image has 3 snapshots, expected 0)"),
+    BadImage(
+        name: "huge virtual size", bytes: { craftedImage { put64(&$0, 24, 1 << 62) } }, offset: 24,
+        message:
+            "virtual size 4611686018427387904 is too large for cluster size 65536 (an L1 table holds at most 4194304 entries)"),
+    BadImage(
+        name: "l1 too small", bytes: { craftedImage { put32(&$0, 36, 1) } }, offset: 36,
+        message: "l1 table has 1 entry, virtual size 1073741824 needs 2"),
+    BadImage(
+        name: "l1 too large", bytes: { craftedImage { put32(&$0, 36, 5_000_000) } }, offset: 36,
+        message: "l1 table has 5000000 entries (at most 4194304)"),
+    BadImage(
+        name: "l1 unaligned", bytes: { craftedImage { put64(&$0, 40, 0x30008) } }, offset: 40,
+        message: "l1 table offset 0x30008 is not cluster-aligned (cluster size 0x10000)"),
+    BadImage(
+        name: "l1 truncated", bytes: { Array(craftedImage().prefix(0x30008)) }, offset: 0x30000,
+        message: "truncated l1 table: 16 bytes at 0x30000, file ends at 0x30008"),
+    BadImage(
+        name: "refcount table empty", bytes: { craftedImage { put32(&$0, 56, 0) } }, offset: 56,
+        message: "refcount table is empty (refcount_table_clusters 0, expected at least 1)"),
+    BadImage(
+        name: "refcount table too large", bytes: { craftedImage { put32(&$0, 56, 200) } }, offset: 56,
+        message: "refcount table has 200 clusters (at most 128 with cluster size 65536)"),
+    BadImage(
+        name: "refcount table unaligned", bytes: { craftedImage { put64(&$0, 48, 0x10200) } }, offset: 48,
+        message: "refcount table offset 0x10200 is not cluster-aligned (cluster size 0x10000)"),
+    BadImage(
+        name: "refcount table truncated", bytes: { craftedImage { put64(&$0, 48, 0x30000) } }, offset: 0x30000,
+        message: "truncated refcount table: 65536 bytes at 0x30000, file ends at 0x30010"),
 ]
 
 // MARK: - Tests
@@ -347,11 +419,13 @@ struct Qcow2FileTests {
         let dir = try ScratchDir()
         let (_, result) = try open(craftedImage(), in: dir)
         let image = try result.get()
-        #expect(image.header == Qcow2Header(
-            version: 3, clusterBits: 16, virtualSize: 1 << 30, l1TableOffset: 0x30000, l1Size: 2,
-            refcountTableOffset: 0x10000, refcountTableClusters: 1, snapshotCount: 0,
-            incompatibleFeatures: 0, compatibleFeatures: 0, autoclearFeatures: 0, refcountOrder: 4,
-            headerLength: 104, backingFileName: nil, backingFormat: nil, extendedL2: false))
+        #expect(
+            image.header
+                == Qcow2Header(
+                    version: 3, clusterBits: 16, virtualSize: 1 << 30, l1TableOffset: 0x30000, l1Size: 2,
+                    refcountTableOffset: 0x10000, refcountTableClusters: 1, snapshotCount: 0,
+                    incompatibleFeatures: 0, compatibleFeatures: 0, autoclearFeatures: 0, refcountOrder: 4,
+                    headerLength: 104, backingFileName: nil, backingFormat: nil, extendedL2: false))
         #expect(image.fileLength == 0x30010)
         #expect(try image.l1Table() == [0, 0])
         #expect(try image.refcountTable().prefix(2) == [0x20000, 0])
@@ -436,12 +510,13 @@ struct Qcow2FileTests {
 
     // MARK: Real images
 
-    @Test("fresh images have the §12 layout", .enabled(if: Qemu.available, Qemu.skipMessage),
-          arguments: [
+    @Test(
+        "fresh images have the §12 layout", .enabled(if: Qemu.available, Qemu.skipMessage),
+        arguments: [
             (options: "", l1Size: 2, refblock: UInt64(0x20000), l1: UInt64(0x30000), reftable: UInt64(0x10000)),
             (options: "extended_l2=on", l1Size: 4, refblock: 0x20000, l1: 0x30000, reftable: 0x10000),
             (options: "cluster_size=4K", l1Size: 512, refblock: 0x2000, l1: 0x3000, reftable: 0x1000),
-          ])
+        ])
     func freshLayout(options: String, l1Size: Int, refblock: UInt64, l1: UInt64, reftable: UInt64) throws {
         let dir = try ScratchDir()
         let path = dir.path("fresh.qcow2")
@@ -468,8 +543,9 @@ struct Qcow2FileTests {
         try crossCheck(image)
     }
 
-    @Test("parsed images agree with qemu-img info, map and check", .enabled(if: Qemu.available, Qemu.skipMessage),
-          arguments: realImageConfigs)
+    @Test(
+        "parsed images agree with qemu-img info, map and check", .enabled(if: Qemu.available, Qemu.skipMessage),
+        arguments: realImageConfigs)
     func realImage(_ config: ImageConfig) throws {
         let dir = try ScratchDir()
         let path = dir.path("image.qcow2")

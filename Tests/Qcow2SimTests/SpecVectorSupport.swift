@@ -1,3 +1,4 @@
+import Foundation
 import Qcow2Sim
 import TraceKit
 
@@ -63,7 +64,9 @@ enum Vector {
             for item in splitOutsideBraces(String(line)) {
                 var t = item.trimmingCharacters(in: .whitespaces)
                 if t.isEmpty { continue }
-                if t.hasPrefix("[") { t = String(t[t.index(after: t.firstIndex(of: "]")!)...]).trimmingCharacters(in: .whitespaces) }
+                if t.hasPrefix("[") {
+                    t = String(t[t.index(after: t.firstIndex(of: "]")!)...]).trimmingCharacters(in: .whitespaces)
+                }
                 var repeatCount = 1
                 if let r = t.range(of: #"\(x(\d+)\)"#, options: .regularExpression) {
                     repeatCount = Int(t[r].dropFirst(2).dropLast())!
@@ -101,5 +104,3 @@ enum Vector {
         return out
     }
 }
-
-import Foundation

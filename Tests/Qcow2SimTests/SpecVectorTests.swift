@@ -1,12 +1,14 @@
 import Foundation
 import Qcow2Sim
 import Testing
+import TraceKit
 
 /// The test vectors of qcow2-model.md §16, with the expected events copied from the spec's
 /// text (never from our own output).
 @Suite struct SpecVectorTests {
     @Test func tv1FreshImageWriteRead() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
             L2 get 0x40000 hit 0 (x2)
@@ -23,7 +25,8 @@ import Testing
 
 extension SpecVectorTests {
     @Test func tv2Writethrough() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
             L2 get 0x40000 hit 0 (x2) ; RC get 0x20000 hit 0 (x7) ; L2 get 0x40000 hit 0 (x2)
@@ -37,7 +40,8 @@ extension SpecVectorTests {
         let starts = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15]
         let gets = (0..<16).map { "L2 get 0x\(String(0x40000 + $0 * 0x1000, radix: 16)) empty miss \(starts[$0])" }
         let wbs = (0..<16).map { "wb L2 \($0)" }
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             \(gets.joined(separator: " ; "))
             flush L2 ; \(wbs.joined(separator: " ; "))
@@ -56,7 +60,8 @@ extension SpecVectorTests {
     }
 
     @Test func tv4ExtendedL2() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
             L2 get 0x40000 hit 0 (x2)
@@ -70,7 +75,8 @@ extension SpecVectorTests {
     }
 
     @Test func tv5BackingChain() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             [top]      L2 get 0x40000 miss 0
             [backing1] L2 get 0x40000 miss 0
             [top]      L2 get 0x40000 hit 0 (x2)
@@ -95,19 +101,21 @@ extension SpecVectorTests {
     @Test func tv5ImagesAreAttributed() throws {
         let got = try Vector.events(
             chain: 2, ops: ["read 0 4k"], withImage: true, preparing: [(0, ["write 0 256k"]), (1, ["write 64k 64k"])])
-        #expect(got.prefix(5) == [
-            "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1",
-            "qcow2_cache_get_replace_entry image 1 is_l2_cache 1 index 0",
-            "qcow2_cache_get_read image 1 is_l2_cache 1 index 0",
-            "qcow2_cache_get_done image 1 is_l2_cache 1 index 0",
-            "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1",
-        ])
+        #expect(
+            got.prefix(5) == [
+                "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+                "qcow2_cache_get_replace_entry image 1 is_l2_cache 1 index 0",
+                "qcow2_cache_get_read image 1 is_l2_cache 1 index 0",
+                "qcow2_cache_get_done image 1 is_l2_cache 1 index 0",
+                "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+            ])
     }
 
     static let tv6Ops = ["read 0 4k", "read 32M 4k", "read 0 4k", "read 64M 4k", "read 32M 4k", "read 1G 4k"]
 
     @Test func tv6TwoEntries() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             L2 get 0x40000 miss 0 ; L2 get 0x41000 miss 1 ; L2 get 0x40000 hit 0
             L2 get 0x42000 miss 1 ; L2 get 0x41000 miss 0 ; L2 get 0x40060000 miss 1
             flush L2 ; flush RC
@@ -118,7 +126,8 @@ extension SpecVectorTests {
     }
 
     @Test func tv6ThreeEntries() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             L2 get 0x40000 miss 1 ; L2 get 0x41000 miss 2 ; L2 get 0x40000 hit 1
             L2 get 0x42000 miss 0 ; L2 get 0x41000 hit 2 ; L2 get 0x40060000 miss 1
             flush L2 ; flush RC
@@ -129,7 +138,8 @@ extension SpecVectorTests {
     }
 
     @Test func tv7DiscardAndWriteZeroes() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
             L2 get 0x40000 hit 0
@@ -146,7 +156,8 @@ extension SpecVectorTests {
         var reader = ArrayTraceReader((0...2300).map { TraceRecord(op: .write, offset: UInt64($0) * 262_144, length: 4096) })
         _ = try Simulation.run(config: config, reader: &reader, log: log)
         #expect(log.count == 27_066)
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             RC get 0x2000 hit 0 (x2)
             flush RC ; wb RC 0
             L2 get 0x7ff000 empty miss 509
@@ -163,7 +174,8 @@ extension SpecVectorTests {
     }
 
     @Test func tv10WritethroughOverwriteFlush() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
             L2 get 0x40000 hit 0 (x2) ; RC get 0x20000 hit 0 (x7) ; L2 get 0x40000 hit 0 (x2)
@@ -176,7 +188,8 @@ extension SpecVectorTests {
     }
 
     @Test func tv12DiscardFreesClusters() throws {
-        let expected = Vector.expand("""
+        let expected = Vector.expand(
+            """
             L2 get 0x40000 miss 0
             RC get 0x20000 miss 0
             RC get 0x20000 hit 0
@@ -188,6 +201,3 @@ extension SpecVectorTests {
         #expect(got == expected)
     }
 }
-
-import Qcow2Sim
-import TraceKit

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TraceKit
 
 /// Seeded mutation fuzzing over every reader: 10⁵ small inputs derived from valid seeds, each

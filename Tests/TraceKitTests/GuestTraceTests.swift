@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TraceKit
 
 /// The real guest recording in Traces/ (issue 5): `guest-ext4.trace.csv`, the qcow2 node's
@@ -49,7 +50,9 @@ import Testing
         #expect(recs[1].op == .read && recs[1].offset == 0 && recs[1].length == 512)
         #expect(abs((recs[1].time ?? 0) - 0.040839) < 1e-9)
         // mke2fs's first discard: one 4 KiB block at offset 0.
-        #expect(recs.first { $0.op == .discard } == TraceRecord(time: recs.first { $0.op == .discard }?.time, op: .discard, offset: 0, length: 4096))
+        #expect(
+            recs.first { $0.op == .discard }
+                == TraceRecord(time: recs.first { $0.op == .discard }?.time, op: .discard, offset: 0, length: 4096))
         // umount: the superblock write, then one logged flush that reaches qcow2 twice.
         #expect(recs.suffix(3).map(\.op) == [.write, .flush, .flush])
         #expect(recs[recs.count - 3].offset == 0 && recs[recs.count - 3].length == 4096)

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TraceKit
 
 /// Reads every record of `text` through the native reader.
@@ -17,7 +18,8 @@ func nativeError(_ text: String) -> String? {
 
 @Suite struct NativeTraceReaderTests {
     @Test func parsesAllForms() throws {
-        let recs = try readNative("""
+        let recs = try readNative(
+            """
             # a comment
             time,op,offset,length
 
@@ -26,13 +28,14 @@ func nativeError(_ text: String) -> String? {
             1.25,D,1G,2G\r
               2,z,8,8   # no: comments are whole lines only
             """.replacingOccurrences(of: "   # no: comments are whole lines only", with: "") + "\n3,F,0,0")
-        #expect(recs == [
-            TraceRecord(time: 0.5, op: .write, offset: 1 << 20, length: 64 << 10),
-            TraceRecord(op: .read, offset: 0, length: 4096),
-            TraceRecord(time: 1.25, op: .discard, offset: 1 << 30, length: 2 << 30),
-            TraceRecord(time: 2, op: .writeZeroes, offset: 8, length: 8),
-            TraceRecord(time: 3, op: .flush, offset: 0, length: 0),
-        ])
+        #expect(
+            recs == [
+                TraceRecord(time: 0.5, op: .write, offset: 1 << 20, length: 64 << 10),
+                TraceRecord(op: .read, offset: 0, length: 4096),
+                TraceRecord(time: 1.25, op: .discard, offset: 1 << 30, length: 2 << 30),
+                TraceRecord(time: 2, op: .writeZeroes, offset: 8, length: 8),
+                TraceRecord(time: 3, op: .flush, offset: 0, length: 0),
+            ])
     }
 
     @Test func headerWithoutTime() throws {
@@ -64,13 +67,19 @@ func nativeError(_ text: String) -> String? {
         ("R,0,99999999999999999999\n", "trace.csv:1: error: length '99999999999999999999' overflows 64 bits"),
         ("R,-4096,1\n", "trace.csv:1: error: offset '-4096' is negative"),
         ("R,0,-1\n", "trace.csv:1: error: length '-1' is negative"),
-        ("R,18446744073709551615,2\n", "trace.csv:1: error: request at offset 18446744073709551615 with length 2 ends beyond 2^64 bytes"),
+        (
+            "R,18446744073709551615,2\n",
+            "trace.csv:1: error: request at offset 18446744073709551615 with length 2 ends beyond 2^64 bytes"
+        ),
         ("-1,R,0,1\n", "trace.csv:1: error: time '-1' is negative"),
         ("R,0,1\nsoon,R,0,1\n", "trace.csv:2: error: invalid time 'soon' (expected seconds as a decimal number)"),
         ("", "trace.csv: error: empty trace (no records)"),
         ("# only comments\n\n   \n", "trace.csv: error: empty trace (no records)"),
         ("time,op,offset,length\n", "trace.csv: error: empty trace (no records)"),
-        ("R,0,1\nR,0\u{0},1\n", "trace.csv:2: error: binary data in a text trace (byte 0x00 at column 4); use --trace-format to pick the right format"),
+        (
+            "R,0,1\nR,0\u{0},1\n",
+            "trace.csv:2: error: binary data in a text trace (byte 0x00 at column 4); use --trace-format to pick the right format"
+        ),
         ("R,0,1\ntime,op,offset,length\n", "trace.csv:2: error: invalid time 'time' (expected seconds as a decimal number)"),
     ]
 

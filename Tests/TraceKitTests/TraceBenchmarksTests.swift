@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TraceKit
 
 @Suite struct TraceBenchmarksTests {

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TraceKit
 
 /// Every public trace parses, and decodes to the facts its README states (or that an
@@ -30,8 +31,10 @@ import Testing
         let csv = try TraceFixtures.read("cloudPhysicsIO.csv", options: o)
         #expect(bin.count == csv.count)
         var mismatches = 0
-        for (b, c) in zip(bin, csv) where b.op != c.op || b.offset != c.offset || b.length != c.length
-            || (b.time ?? -1).rounded(.down) != c.time {
+        for (b, c) in zip(bin, csv)
+        where b.op != c.op || b.offset != c.offset || b.length != c.length
+            || (b.time ?? -1).rounded(.down) != c.time
+        {
             mismatches += 1
         }
         #expect(mismatches == 0)
@@ -178,12 +181,13 @@ import Testing
             Issue.record("qemu log failed")
             return
         }
-        #expect(recs == [
-            TraceRecord(op: .write, offset: 0, length: 4096),
-            TraceRecord(op: .read, offset: 0, length: 4096),
-            TraceRecord(op: .writeZeroes, offset: 8192, length: 4096),
-            TraceRecord(op: .writeZeroes, offset: 0, length: 65536, flags: .unmap),
-            TraceRecord(time: 0, op: .write, offset: 0, length: 512, flags: .fua),
-        ])
+        #expect(
+            recs == [
+                TraceRecord(op: .write, offset: 0, length: 4096),
+                TraceRecord(op: .read, offset: 0, length: 4096),
+                TraceRecord(op: .writeZeroes, offset: 8192, length: 4096),
+                TraceRecord(op: .writeZeroes, offset: 0, length: 65536, flags: .unmap),
+                TraceRecord(time: 0, op: .write, offset: 0, length: 512, flags: .fua),
+            ])
     }
 }

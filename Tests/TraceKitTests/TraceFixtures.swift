@@ -1,4 +1,5 @@
 import Foundation
+
 @testable import TraceKit
 
 /// The public traces in ../shared/traces (read in place, never copied into the repository).
@@ -11,7 +12,8 @@ enum Outcome {
 enum TraceFixtures {
     static let directory: String = {
         if let d = ProcessInfo.processInfo.environment["QCOW2SIM_TRACES"] { return d }
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent()
         return repo.deletingLastPathComponent().appendingPathComponent("shared/traces").path
     }()
 
@@ -30,7 +32,8 @@ enum TraceFixtures {
     }
 
     /// Every record of in-memory bytes, or the error's description.
-    static func readBytes(_ b: [UInt8], fileName: String, format: TraceFormat?, options: TraceOptions = TraceOptions()) -> Outcome {
+    static func readBytes(_ b: [UInt8], fileName: String, format: TraceFormat?, options: TraceOptions = TraceOptions()) -> Outcome
+    {
         do {
             var r = try TraceFile.open(bytes: b, fileName: fileName, format: format, options: options)
             var out: [TraceRecord] = []
@@ -41,7 +44,8 @@ enum TraceFixtures {
         }
     }
 
-    static func errorText(_ b: [UInt8], fileName: String, format: TraceFormat?, options: TraceOptions = TraceOptions()) -> String? {
+    static func errorText(_ b: [UInt8], fileName: String, format: TraceFormat?, options: TraceOptions = TraceOptions()) -> String?
+    {
         if case .failure(let e) = readBytes(b, fileName: fileName, format: format, options: options) { return e }
         return nil
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+
 @testable import TraceKit
 
 @Suite struct WorkloadGeneratorTests {
@@ -15,7 +16,9 @@ import Testing
     }
 
     @Test func sameSeedSameTrace() throws {
-        for pattern: WorkloadSpec.Pattern in [.uniform, .sequential, .zipf(theta: 0.99), .hotset(hotFraction: 0.1, hotAccess: 0.9)] {
+        for pattern: WorkloadSpec.Pattern in [
+            .uniform, .sequential, .zipf(theta: 0.99), .hotset(hotFraction: 0.1, hotAccess: 0.9),
+        ] {
             let spec = WorkloadSpec(pattern: pattern, count: 1000, diskSize: 1 << 30, readRatio: 0.7, seed: 42)
             let a = Array(try WorkloadGenerator(spec))
             let b = Array(try WorkloadGenerator(spec))
@@ -31,8 +34,9 @@ import Testing
     }
 
     @Test func sequentialWrapsInRegion() throws {
-        let spec = WorkloadSpec(pattern: .sequential, count: 6, diskSize: 1 << 20, requestSize: 4096,
-                                regionStart: 8192, regionLength: 16384, interval: 0.5)
+        let spec = WorkloadSpec(
+            pattern: .sequential, count: 6, diskSize: 1 << 20, requestSize: 4096,
+            regionStart: 8192, regionLength: 16384, interval: 0.5)
         let r = Array(try WorkloadGenerator(spec))
         #expect(r.map(\.offset) == [8192, 12288, 16384, 20480, 8192, 12288])
         #expect(r.map(\.time) == [0, 0.5, 1, 1.5, 2, 2.5])
@@ -70,17 +74,24 @@ import Testing
     @Test(arguments: [
         (WorkloadSpec(count: 1, diskSize: 1 << 20, readRatio: 1.5), "read ratio '1.5' is not between 0 and 1"),
         (WorkloadSpec(count: 1, diskSize: 1 << 20, requestSize: 0), "request size '0' must be positive"),
-        (WorkloadSpec(count: 1, diskSize: 4096, regionStart: 0, regionLength: 8192), "region 0:8192 ends beyond the disk size 4096"),
+        (
+            WorkloadSpec(count: 1, diskSize: 4096, regionStart: 0, regionLength: 8192),
+            "region 0:8192 ends beyond the disk size 4096"
+        ),
         (WorkloadSpec(count: 1, diskSize: 1024), "region length 1024 is smaller than the request size 4096"),
         (WorkloadSpec(pattern: .zipf(theta: 0), count: 1, diskSize: 1 << 20), "theta '0.0' must be positive"),
-        (WorkloadSpec(pattern: .hotset(hotFraction: 1, hotAccess: 0.5), count: 1, diskSize: 1 << 20), "hot fraction '1.0' is not strictly between 0 and 1"),
+        (
+            WorkloadSpec(pattern: .hotset(hotFraction: 1, hotAccess: 0.5), count: 1, diskSize: 1 << 20),
+            "hot fraction '1.0' is not strictly between 0 and 1"
+        ),
     ])
     func invalidSpecs(_ spec: WorkloadSpec, _ message: String) {
         #expect(throws: TraceError(file: "generate", location: .file, message: message, exitCode: 64)) { try spec.validate() }
     }
 
     @Test func writerRoundTrips() throws {
-        let spec = WorkloadSpec(pattern: .zipf(theta: 0.9), count: 5000, diskSize: 1 << 34, readRatio: 0.5, seed: 11, interval: 0.000123)
+        let spec = WorkloadSpec(
+            pattern: .zipf(theta: 0.9), count: 5000, diskSize: 1 << 34, readRatio: 0.5, seed: 11, interval: 0.000123)
         let recs = Array(try WorkloadGenerator(spec))
         var w = NativeTraceWriter(withTime: true)
         for r in recs { w.append(r) }

@@ -81,7 +81,9 @@ enum DifferentialGrid {
     static func seed(_ i: Int) -> UInt64 { seedBase &+ UInt64(i) }
 
     /// (cluster size, extended L2)
-    static let geometries: [(UInt64, Bool)] = [(512, false), (4096, false), (65536, false), (65536, true), (2 << 20, false), (2 << 20, true)]
+    static let geometries: [(UInt64, Bool)] = [
+        (512, false), (4096, false), (65536, false), (65536, true), (2 << 20, false), (2 << 20, true),
+    ]
     static let populateKinds = ["none", "full metadata", "zero ranges", "data ranges", "full zero"]
 
     /// Builds case `i`.
@@ -318,9 +320,11 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
     /// backing file), QEMU creates a task pool. The simulator does not mark the write.
     static let cowReadUnmarked = KnownDivergence(
         name: "cow-read task pool unmarked",
-        summary: "a single-cluster write whose merged COW read (extended L2, head and tail subclusters from the backing file, one allocated subcluster between) runs as a task pool in QEMU (qcow2_add_task … pool 0x…) is not marked multi-segment by the simulator; events happen to be identical here, but such a request's cross-image order is not deterministic (§13)",
+        summary:
+            "a single-cluster write whose merged COW read (extended L2, head and tail subclusters from the backing file, one allocated subcluster between) runs as a task pool in QEMU (qcow2_add_task … pool 0x…) is not marked multi-segment by the simulator; events happen to be identical here, but such a request's cross-image order is not deterministic (§13)",
         config: SimulationConfig(
-            virtualSize: 1 << 30, createOptions: "extended_l2=on", chainLength: 2, populate: .ranges([ByteRange(start: 0, length: 65536)]),
+            virtualSize: 1 << 30, createOptions: "extended_l2=on", chainLength: 2,
+            populate: .ranges([ByteRange(start: 0, length: 65536)]),
             populateMode: .data),
         trace: "W 2560 1536\nW 1536 9216")
 
@@ -328,7 +332,8 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
     /// prints no cache event; the simulator prints `flush L2`, `flush RC` for it.
     static let readOnlyFlush = KnownDivergence(
         name: "read-only flush",
-        summary: "a flush request on an image opened read-only prints nothing in QEMU (bdrv_co_flush skips read-only nodes); the simulator prints WRITE(L2) + WRITE(RC) (2 qcow2_cache_flush lines)",
+        summary:
+            "a flush request on an image opened read-only prints nothing in QEMU (bdrv_co_flush skips read-only nodes); the simulator prints WRITE(L2) + WRITE(RC) (2 qcow2_cache_flush lines)",
         config: {
             var c = SimulationConfig(virtualSize: 1 << 30)
             c.readOnly = true
@@ -341,7 +346,8 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
     /// zero / unallocated-without-backing segments are filled inline (`qcow2_co_preadv_part`).
     static let multiSegmentOverMarking = KnownDivergence(
         name: "multi-segment over-marking",
-        summary: "the simulator marks a read as multi-segment whenever the first MAP is shorter than the request; QEMU runs it inline (qcow2_add_task … pool (nil)) when every segment but the last is zero or unallocated without backing; events are identical, only the classification (and the multiSegmentReads metric) is off",
+        summary:
+            "the simulator marks a read as multi-segment whenever the first MAP is shorter than the request; QEMU runs it inline (qcow2_add_task … pool (nil)) when every segment but the last is zero or unallocated without backing; events are identical, only the classification (and the multiSegmentReads metric) is off",
         config: SimulationConfig(virtualSize: 1 << 30),
         trace: "W 65536 4096\nR 0 131072")
 
@@ -374,11 +380,15 @@ struct DifferentialGridTests {
         #expect(Set(cases.map(\.populateName)).isSuperset(of: DifferentialGrid.populateKinds))
         #expect(Set(cases.map(\.config.chainLength)) == [1, 2, 3])
         #expect(Set(cases.map(\.config.cacheMode.rawValue)) == ["writeback", "writethrough"])
-        #expect(cases.contains { $0.config.driveOptions.hasPrefix("l2-cache-size=1,") || $0.config.driveOptions == "l2-cache-size=1" })
+        #expect(
+            cases.contains { $0.config.driveOptions.hasPrefix("l2-cache-size=1,") || $0.config.driveOptions == "l2-cache-size=1" }
+        )
         #expect(cases.contains { $0.config.driveOptions.contains("backing.backing.") })
         #expect(cases.contains { $0.config.driveOptions.contains("l2-cache-entry-size=512") })
         #expect(cases.contains { $0.config.driveOptions.contains("refcount-cache-size=1") })
-        #expect(cases.contains { $0.config.driveOptions.contains("cache-size=") && !$0.config.driveOptions.contains("l2-cache-size") })
+        #expect(
+            cases.contains { $0.config.driveOptions.contains("cache-size=") && !$0.config.driveOptions.contains("l2-cache-size") }
+        )
         #expect(cases.contains { $0.config.preparation.contains { $0.image > 0 } })
         #expect(cases.contains { $0.config.readOnly })
         #expect(cases.contains { !$0.config.discardUnmap })
@@ -389,7 +399,10 @@ struct DifferentialGridTests {
             }
             #expect(c.records.count >= 100 && c.records.count <= 200)
         }
-        #expect(cases.contains { c in c.records.contains { $0.op == .read && $0.offset / c.clusterSize != ($0.offset + $0.length - 1) / c.clusterSize } })
+        #expect(
+            cases.contains { c in
+                c.records.contains { $0.op == .read && $0.offset / c.clusterSize != ($0.offset + $0.length - 1) / c.clusterSize }
+            })
         // Every known divergent case names a repro in the list.
         let names = Set(KnownDivergence.all.map(\.name))
         #expect(DifferentialGrid.knownDivergentCases.values.allSatisfy(names.contains))
@@ -415,7 +428,9 @@ struct DifferentialTests {
     }
 
     /// Simulates and validates one case.
-    static func check(_ c: DiffCase, records: [TraceRecord]? = nil, validator: Validator = Validator(runner: Qemu.runner)) throws -> Outcome {
+    static func check(_ c: DiffCase, records: [TraceRecord]? = nil, validator: Validator = Validator(runner: Qemu.runner)) throws
+        -> Outcome
+    {
         let recs = records ?? c.records
         let input = ValidationInput(records: recs, fileName: "seed-0x\(String(c.seed, radix: 16))")
         let (log, sizes) = try SimulatorValidationTests.simulate(c.config, input)
@@ -429,7 +444,9 @@ struct DifferentialTests {
         if !report.identical { problems.append("divergent") }
         let under = report.multiSegment.checks.filter { $0.qemuPooled && !$0.simulatorMarked }
         if !under.isEmpty { problems.append("QEMU ran requests as task pools the simulator did not mark: " + describe(under)) }
-        if report.multiSegment.flaggedWrites > 0 { problems.append("\(report.multiSegment.flaggedWrites) multi-segment writes flagged") }
+        if report.multiSegment.flaggedWrites > 0 {
+            problems.append("\(report.multiSegment.flaggedWrites) multi-segment writes flagged")
+        }
         let over = report.multiSegment.checks.filter { $0.simulatorMarked && !$0.qemuPooled }
         return Outcome(
             failure: problems.isEmpty ? nil : "\(c)\n\(problems.joined(separator: "; "))\n\(report.text())",
@@ -441,13 +458,16 @@ struct DifferentialTests {
         let c = DifferentialGrid.make(index)
         let outcome = try Self.check(c, validator: validator)
         if DifferentialGrid.seedBase == DifferentialGrid.defaultSeedBase, let name = DifferentialGrid.knownDivergentCases[index] {
-            withKnownIssue("known simulator divergence '\(name)' in case \(index) seed 0x\(String(c.seed, radix: 16))", isIntermittent: true) {
+            withKnownIssue(
+                "known simulator divergence '\(name)' in case \(index) seed 0x\(String(c.seed, radix: 16))", isIntermittent: true
+            ) {
                 #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
             }
         } else {
             #expect(outcome.failure == nil, "\(outcome.failure ?? "")")
         }
-        #expect(outcome.overMarked == nil, "simulator marks requests multi-segment that QEMU ran inline: \(outcome.overMarked ?? "")")
+        #expect(
+            outcome.overMarked == nil, "simulator marks requests multi-segment that QEMU ran inline: \(outcome.overMarked ?? "")")
     }
 
     @Test("former divergences: the minimal repros now agree with QEMU, classification included", arguments: KnownDivergence.all)
@@ -496,7 +516,9 @@ struct DifferentialTests {
                 if !removed { chunk /= 2 }
             }
             let o = try Self.check(c, records: recs, validator: validator)
-            print("=== minimal repro for case \(index) (\(recs.count) requests)\n\(DiffCase.text(recs))\n\(o.failure ?? o.overMarked ?? "(no longer divergent)")")
+            print(
+                "=== minimal repro for case \(index) (\(recs.count) requests)\n\(DiffCase.text(recs))\n\(o.failure ?? o.overMarked ?? "(no longer divergent)")"
+            )
         }
     }
 
@@ -559,7 +581,8 @@ struct DifferentialTests {
 struct DiscardIgnoreSystemTests {
     @Test("discards sent to a discard=ignore drive never reach qcow2, as the simulator drops them")
     func discardsDropped() throws {
-        var config = SimulationConfig(virtualSize: 256 << 20, populate: .ranges([ByteRange(start: 0, length: 1 << 20)]), populateMode: .data)
+        var config = SimulationConfig(
+            virtualSize: 256 << 20, populate: .ranges([ByteRange(start: 0, length: 1 << 20)]), populateMode: .data)
         config.discardUnmap = false
         let input = ValidationInput(records: records("D 0 1M\nR 0 4k\nW 2M 4k\nD 2M 64k\nR 2M 4k\nF"))
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
@@ -587,7 +610,8 @@ struct DiscardIgnoreSystemTests {
         plain[2].flags = []
         let (plainLog, _) = try SimulatorValidationTests.simulate(config, ValidationInput(records: plain))
         let other = Validator.report(
-            config: config, input: input, expected: plainLog, replay: try v.replay(config: config, input: input), sizes: nil, keptDirectory: nil)
+            config: config, input: input, expected: plainLog, replay: try v.replay(config: config, input: input), sizes: nil,
+            keptDirectory: nil)
         #expect(!other.identical)
         #expect(other.firstDivergence?.request == 2)
     }

@@ -86,7 +86,8 @@ struct RealQemuTests {
         // The full validator agrees with the spec's split into requests, and says so.
         let expected = makeLog(requests: [Array(all[0..<44]), Array(all[44..<46])], close: Array(all[46...]))
         let sizes = [ImageCacheSizes(l2EntryBytes: 65536, l2Entries: 2, refcountEntryBytes: 65536, refcountEntries: 4)]
-        let report = Validator.report(config: config, input: input, expected: expected, replay: replay, sizes: sizes, keptDirectory: nil)
+        let report = Validator.report(
+            config: config, input: input, expected: expected, replay: replay, sizes: sizes, keptDirectory: nil)
         #expect(report.identical)
         #expect(report.exitCode == 0)
         #expect(report.text().hasPrefix("identical"))
@@ -123,14 +124,16 @@ struct RealQemuTests {
     static let tv6Reads = "R 0 4k\nR 32M 4k\nR 0 4k\nR 64M 4k\nR 32M 4k\nR 1G 4k"
 
     static func tv6Config(_ l2: String, readOnly: Bool = false) -> SimulationConfig {
-        var config = SimulationConfig(virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: "l2-cache-size=\(l2)")
+        var config = SimulationConfig(
+            virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: "l2-cache-size=\(l2)")
         config.readOnly = readOnly
         return config
     }
 
     /// TV6's request events (the same read-write and read-only).
     static let tv6With8K = [
-        "L2 get 0x40000 miss 0", "L2 get 0x41000 miss 1", "L2 get 0x40000 hit 0", "L2 get 0x42000 miss 1", "L2 get 0x41000 miss 0",
+        "L2 get 0x40000 miss 0", "L2 get 0x41000 miss 1", "L2 get 0x40000 hit 0", "L2 get 0x42000 miss 1",
+        "L2 get 0x41000 miss 0",
         "L2 get 0x40060000 miss 1",
     ]
 
@@ -141,7 +144,8 @@ struct RealQemuTests {
             (
                 "12K",
                 [
-                    "L2 get 0x40000 miss 1", "L2 get 0x41000 miss 2", "L2 get 0x40000 hit 1", "L2 get 0x42000 miss 0", "L2 get 0x41000 hit 2",
+                    "L2 get 0x40000 miss 1", "L2 get 0x41000 miss 2", "L2 get 0x40000 hit 1", "L2 get 0x42000 miss 0",
+                    "L2 get 0x41000 hit 2",
                     "L2 get 0x40060000 miss 1",
                 ]
             ),
@@ -150,12 +154,15 @@ struct RealQemuTests {
             // The spec's run used -r: the read-only close is 2 flush lines (§10).
             let expected = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC"))
             let config = Self.tv6Config(size, readOnly: true)
-            let report = try validator.validate(config: config, input: ValidationInput(records: records(Self.tv6Reads)), expected: expected)
+            let report = try validator.validate(
+                config: config, input: ValidationInput(records: records(Self.tv6Reads)), expected: expected)
             #expect(report.identical, "l2-cache-size=\(size)\n\(report.text())")
             #expect(report.argv.contains("-r"))
             // Read-write, the close is the writable one (4 flush lines).
-            let writable = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
-            let rw = try validator.validate(config: Self.tv6Config(size), input: ValidationInput(records: records(Self.tv6Reads)), expected: writable)
+            let writable = makeLog(
+                requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
+            let rw = try validator.validate(
+                config: Self.tv6Config(size), input: ValidationInput(records: records(Self.tv6Reads)), expected: writable)
             #expect(rw.identical, "l2-cache-size=\(size), read-write\n\(rw.text())")
             #expect(!rw.argv.contains("-r"))
         }
@@ -187,7 +194,8 @@ struct RealQemuTests {
     @Test("backing chain: a read through a fresh overlay is attributed to the backing image (§6.1, §10)")
     func chainAttribution() throws {
         let config = SimulationConfig(
-            virtualSize: 1 << 30, chainLength: 2, populate: .ranges([ByteRange(start: 0, length: 256 << 10)]), populateMode: .data)
+            virtualSize: 1 << 30, chainLength: 2, populate: .ranges([ByteRange(start: 0, length: 256 << 10)]), populateMode: .data
+        )
         let input = ValidationInput(records: records("R 0 4k"))
         // The fresh top has no L2 table (MAP without cache access); the backing's MAP misses.
         // Close: the writable top prints 4 flush lines, then the read-only backing 2.
@@ -208,8 +216,10 @@ struct RealQemuTests {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let user = dir + "/user.qcow2"
-        _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2", user, "64M"]))
-        _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 0 1M", "-f", "qcow2", user]))
+        _ = try Qemu.runner.runChecked(
+            ProcessRequest(executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2", user, "64M"]))
+        _ = try Qemu.runner.runChecked(
+            ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 0 1M", "-f", "qcow2", user]))
         let before = try Data(contentsOf: URL(fileURLWithPath: user))
         let keep = dir + "/kept"
         let config = SimulationConfig(virtualSize: 64 << 20, imageFile: user)
@@ -229,7 +239,8 @@ struct RealQemuTests {
         let parent = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: parent) }
         let v = Validator(runner: Qemu.runner, options: ValidatorOptions(temporaryParent: parent))
-        let replay = try v.replay(config: SimulationConfig(virtualSize: 1 << 20), input: ValidationInput(records: records("R 0 4k")))
+        let replay = try v.replay(
+            config: SimulationConfig(virtualSize: 1 << 20), input: ValidationInput(records: records("R 0 4k")))
         #expect(replay.log.requestStarts.count == 1)
         #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty)
     }
@@ -274,7 +285,8 @@ struct RealQemuSystemTests {
         let validator = Validator(runner: Qemu.runner)
         for (gap, second) in [(2.5, "L2 get 0x40000 miss 0"), (1.5, "L2 get 0x40000 hit 0")] {
             let recs = [
-                TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096), TraceRecord(time: 0.3 + gap, op: .read, offset: 0, length: 4096),
+                TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096),
+                TraceRecord(time: 0.3 + gap, op: .read, offset: 0, length: 4096),
             ]
             let expected = makeLog(requests: [compact("L2 get 0x40000 miss 0"), compact(second)], close: [])
             let report = try validator.validate(config: config, input: ValidationInput(records: recs), expected: expected)
@@ -291,7 +303,8 @@ struct RealQemuSystemTests {
             virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 64 << 10)]), populateMode: .data,
             driveOptions: "cache-clean-interval=1")
         let recs = [
-            TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096), TraceRecord(time: 2.8, op: .read, offset: 0, length: 4096),
+            TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096),
+            TraceRecord(time: 2.8, op: .read, offset: 0, length: 4096),
             TraceRecord(time: 3.3, op: .read, offset: 0, length: 4096),
         ]
         let input = ValidationInput(records: recs)

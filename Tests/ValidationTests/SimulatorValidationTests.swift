@@ -10,7 +10,9 @@ import Validation
 struct SimulatorValidationTests {
     let validator = Validator(runner: Qemu.runner)
 
-    static func simulate(_ config: SimulationConfig, _ input: ValidationInput, misEvict: Int? = nil) throws -> (EventLog, [ImageCacheSizes]) {
+    static func simulate(_ config: SimulationConfig, _ input: ValidationInput, misEvict: Int? = nil) throws -> (
+        EventLog, [ImageCacheSizes]
+    ) {
         try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: misEvict)
     }
 
@@ -49,12 +51,15 @@ struct SimulatorValidationTests {
         let base = dir + "/images/lower/b.qcow2"
         let top = dir + "/images/t.qcow2"
         let img = { (args: [String]) in
-            _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: dir + "/images"))
+            _ = try Qemu.runner.runChecked(
+                ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: dir + "/images"))
         }
         try img(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", base, "64M"])
-        _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 0 1M", "-f", "qcow2", base]))
+        _ = try Qemu.runner.runChecked(
+            ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 0 1M", "-f", "qcow2", base]))
         try img(["create", "-q", "-f", "qcow2", "-b", "lower/b.qcow2", "-F", "qcow2", "-o", "cluster_size=4096", top])
-        _ = try Qemu.runner.runChecked(ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 512k 8k", "-f", "qcow2", top]))
+        _ = try Qemu.runner.runChecked(
+            ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 512k 8k", "-f", "qcow2", top]))
         #expect(try ImageBuilder.backingChain(of: top) == [top, dir + "/images/lower/b.qcow2"])
         let before = try [top, base].map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
 
@@ -76,14 +81,17 @@ struct SimulatorValidationTests {
         // --chain other than the file's depth is refused.
         var wrong = config
         wrong.chainLength = 3
-        #expect(throws: ValidationError.usage("--chain 3 cannot be combined with --image '\(top)': its backing chain has 2 image(s)")) {
+        #expect(
+            throws: ValidationError.usage("--chain 3 cannot be combined with --image '\(top)': its backing chain has 2 image(s)")
+        ) {
             _ = try Validator(runner: Qemu.runner).replay(config: wrong, input: input)
         }
     }
 
     @Test("discard=ignore: qemu-io is sent no discards, the simulator drops them, the report says so")
     func discardIgnore() throws {
-        var config = SimulationConfig(virtualSize: 256 << 20, populate: .ranges([ByteRange(start: 0, length: 1 << 20)]), populateMode: .data)
+        var config = SimulationConfig(
+            virtualSize: 256 << 20, populate: .ranges([ByteRange(start: 0, length: 1 << 20)]), populateMode: .data)
         config.discardUnmap = false
         let input = ValidationInput(records: records("D 0 1M\nR 0 4k\nW 2M 4k\nD 2M 64k\nR 2M 4k\nZ 0 64k"))
         let (log, sizes) = try Self.simulate(config, input)
@@ -103,7 +111,8 @@ struct SimulatorValidationTests {
     func preparation() throws {
         var config = SimulationConfig(
             virtualSize: 128 << 20, createOptions: "cluster_size=65536,extended_l2=on", chainLength: 3,
-            populate: .ranges([ByteRange(start: 0, length: 4 << 20)]), populateMode: .data, driveOptions: "l2-cache-size=1,backing.l2-cache-size=1",
+            populate: .ranges([ByteRange(start: 0, length: 4 << 20)]), populateMode: .data,
+            driveOptions: "l2-cache-size=1,backing.l2-cache-size=1",
             cacheMode: .writethrough)
         config.preparation = [
             PreparationSession(image: 1, records: records("W 64k 4k\nW 8M 64k\nD 1M 128k")),
@@ -113,7 +122,9 @@ struct SimulatorValidationTests {
         let (log, sizes) = try Self.simulate(config, input)
         let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.identical, "\(report.text())")
-        #expect(report.notes.contains("2 preparation session(s) ran before the trace (qemu-io, writeback, default options; not compared)"))
+        #expect(
+            report.notes.contains(
+                "2 preparation session(s) ran before the trace (qemu-io, writeback, default options; not compared)"))
         // Without the sessions QEMU's run differs from the prepared simulation.
         var bare = config
         bare.preparation = []
@@ -143,7 +154,9 @@ struct SimulatorValidationTests {
             switch rng.below(20) {
             case 0..<9: return TraceRecord(op: .read, offset: clusterStart + within, length: len)
             case 9..<16: return TraceRecord(op: .write, offset: clusterStart + within, length: len)
-            case 16: return TraceRecord(op: .writeZeroes, offset: clusterStart, length: cluster, flags: rng.below(2) == 0 ? [] : .unmap)
+            case 16:
+                return TraceRecord(
+                    op: .writeZeroes, offset: clusterStart, length: cluster, flags: rng.below(2) == 0 ? [] : .unmap)
             case 17..<19: return TraceRecord(op: .discard, offset: clusterStart, length: cluster * (rng.below(3) + 1))
             default: return TraceRecord(op: .flush, offset: 0, length: 0)
             }
@@ -162,7 +175,9 @@ struct SimulatorValidationTests {
         ])
     func differential(seed: UInt64, create: String, drive: String, mode: CacheMode) throws {
         let size: UInt64 = 256 << 20
-        let cluster: UInt64 = create.contains("cluster_size=4096") ? 4096 : create.contains("cluster_size=512") ? 512 : create.contains("32K") ? 32768 : 65536
+        let cluster: UInt64 =
+            create.contains("cluster_size=4096")
+            ? 4096 : create.contains("cluster_size=512") ? 512 : create.contains("32K") ? 32768 : 65536
         let recs = Self.randomTrace(seed: seed, count: 300, size: size, cluster: cluster)
         let config = SimulationConfig(virtualSize: size, createOptions: create, driveOptions: drive, cacheMode: mode)
         let input = ValidationInput(records: recs, fileName: "seed-\(seed)")

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import Testing
 import TraceKit
 import Validation
 
@@ -11,8 +12,6 @@ enum Qemu {
     static let skipIO: Comment = "qemu-io / qemu-img not installed: skipping the real-QEMU test (apt-get install qemu-utils)"
     static let skipSystem: Comment = "qemu-system-x86_64 not installed: skipping (apt-get install qemu-system-x86)"
 }
-
-import Testing
 
 /// A runner that records every request and answers from a script (swift-system's mocking shape).
 final class MockRunner: ProcessRunner, @unchecked Sendable {
@@ -57,7 +56,8 @@ func makeTempDir() throws -> String {
 /// QEMU lines (`#` comments and blank lines dropped), parsed as cache events of `image`.
 func events(_ text: String, image: Int = 0) -> [CacheEvent] {
     text.split(separator: "\n").compactMap { raw in
-        let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].trimmingCharacters(in: .whitespaces)
+        let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].trimmingCharacters(
+            in: .whitespaces)
         if line.isEmpty { return nil }
         guard let ev = CacheEvent(parsing: Substring(line), defaultImage: image) else {
             Issue.record("bad fixture line '\(line)'")
@@ -72,7 +72,8 @@ func events(_ text: String, image: Int = 0) -> [CacheEvent] {
 func compact(_ text: String, image: Int = 0) -> [CacheEvent] {
     var out: [CacheEvent] = []
     for raw in text.split(whereSeparator: { $0 == ";" || $0 == "\n" }) {
-        var tokens = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].split(separator: " ").map(String.init)
+        var tokens = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false)[0].split(separator: " ").map(
+            String.init)
         if tokens.isEmpty { continue }
         var img = image
         if tokens[0] == "[image", tokens.count > 1, let n = Int(tokens[1].dropLast()) {

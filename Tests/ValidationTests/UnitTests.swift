@@ -17,7 +17,10 @@ struct ProcessRunnerTests {
         } catch let e as ValidationError {
             #expect(e.exitCode == 69)
             #expect(e == .toolMissing(tool: "qemu-img", packages: ["qemu-utils", "qemu-system-x86"]))
-            #expect(e.description == "'qemu-img' not found in PATH; install QEMU 7.2 (Debian/Ubuntu: apt-get install qemu-utils qemu-system-x86)")
+            #expect(
+                e.description
+                    == "'qemu-img' not found in PATH; install QEMU 7.2 (Debian/Ubuntu: apt-get install qemu-utils qemu-system-x86)"
+            )
         }
         // The runner itself refuses too (same error), before starting anything.
         #expect(throws: ValidationError.toolMissing(tool: "qemu-io", packages: QemuPackages.all)) {
@@ -41,7 +44,8 @@ struct ProcessRunnerTests {
     @Test("a failing qemu-io (mocked) reports argv, status and stderr tail")
     func failingMock() throws {
         let mock = MockRunner()
-        mock.results["qemu-io"] = ProcessResult(status: 1, standardErrorTail: "qemu-io: can't open: Could not open 'x': No such file\n")
+        mock.results["qemu-io"] = ProcessResult(
+            status: 1, standardErrorTail: "qemu-io: can't open: Could not open 'x': No such file\n")
         let v = Validator(runner: mock, options: ValidatorOptions(preferIOUring: false))
         do {
             _ = try v.replay(config: SimulationConfig(virtualSize: 1 << 30), input: ValidationInput(records: records("R 0 4k")))
@@ -50,7 +54,9 @@ struct ProcessRunnerTests {
             #expect(e.exitCode == 70)
             let text = e.description
             #expect(text.hasPrefix("'qemu-io -t writeback -T events="))
-            #expect(text.contains("failed with exit status 1; its output ended with:\nqemu-io: can't open: Could not open 'x': No such file"))
+            #expect(
+                text.contains(
+                    "failed with exit status 1; its output ended with:\nqemu-io: can't open: Could not open 'x': No such file"))
         }
         // qemu-img create ran first, as argv, in the working directory.
         let create = try #require(mock.requests.first)
@@ -66,7 +72,8 @@ struct ProcessRunnerTests {
         let input = Data(repeating: UInt8(ascii: "x"), count: 32 << 20)
         let r = try SystemProcessRunner().run(
             ProcessRequest(
-                executable: "sh", arguments: ["-c", "head -c 8000000 /dev/zero | tr '\\0' e >&2; cat; echo done >&2"], standardInput: input,
+                executable: "sh", arguments: ["-c", "head -c 8000000 /dev/zero | tr '\\0' e >&2; cat; echo done >&2"],
+                standardInput: input,
                 outputLimit: 10))
         #expect(r.status == 0)
         #expect(r.standardOutput == Data(repeating: UInt8(ascii: "x"), count: 10))
@@ -76,11 +83,12 @@ struct ProcessRunnerTests {
 
     @Test("exit status and memory are reported")
     func status() throws {
-        let r = try SystemProcessRunner().run(ProcessRequest(executable: "sh", arguments: ["-c", "sleep 0.1; exit 3"], measureMemory: true))
+        let r = try SystemProcessRunner().run(
+            ProcessRequest(executable: "sh", arguments: ["-c", "sleep 0.1; exit 3"], measureMemory: true))
         #expect(r.status == 3)
         #expect(r.wallTime >= 0.1)
         #if os(Linux)
-        #expect((r.peakResidentBytes ?? 0) > 0)
+            #expect((r.peakResidentBytes ?? 0) > 0)
         #endif
     }
 }
@@ -93,19 +101,24 @@ struct ImageBuilderTests {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = SimulationConfig(
-            virtualSize: 5 << 30, createOptions: "cluster_size=4096,extended_l2=off", chainLength: 3, populate: .full, populateMode: .zero)
+            virtualSize: 5 << 30, createOptions: "cluster_size=4096,extended_l2=off", chainLength: 3, populate: .full,
+            populateMode: .zero)
         let built = try ImageBuilder(runner: mock).build(config, in: dir)
         #expect(built.paths == [dir + "/base.qcow2", dir + "/top1.qcow2", dir + "/top2.qcow2"])
         let r = mock.requests
         #expect(r.map(\.executable) == ["qemu-img", "qemu-io", "qemu-img", "qemu-img"])
-        #expect(r[0].arguments == ["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,extended_l2=off", "base.qcow2", "5368709120"])
+        #expect(
+            r[0].arguments == [
+                "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,extended_l2=off", "base.qcow2", "5368709120",
+            ])
         #expect(r[1].arguments == ["-t", "unsafe", "-f", "qcow2", "base.qcow2"])
         #expect(
             String(decoding: r[1].standardInput ?? Data(), as: UTF8.self)
                 == "write -q -z 0 2147483136\nwrite -q -z 2147483136 2147483136\nwrite -q -z 4294966272 1073742848\n")
         #expect(
             r[3].arguments == [
-                "create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "-o", "cluster_size=4096,extended_l2=off", "top2.qcow2",
+                "create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "-o", "cluster_size=4096,extended_l2=off",
+                "top2.qcow2",
                 "5368709120",
             ])
         #expect(r.allSatisfy { $0.workingDirectory == dir })
@@ -113,21 +126,29 @@ struct ImageBuilderTests {
 
     @Test("populate modes: metadata is a create option, data writes 64 MiB pieces per range in order")
     func populate() throws {
-        #expect(try ImageBuilder.populateCommands(SimulationConfig(virtualSize: 1 << 30, populate: .full, populateMode: .metadata)).isEmpty)
+        #expect(
+            try ImageBuilder.populateCommands(SimulationConfig(virtualSize: 1 << 30, populate: .full, populateMode: .metadata))
+                .isEmpty)
         let data = try ImageBuilder.populateCommands(
             SimulationConfig(
-                virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 512 << 20, length: 100 << 20), ByteRange(start: 0, length: 4096)]),
+                virtualSize: 1 << 30,
+                populate: .ranges([ByteRange(start: 512 << 20, length: 100 << 20), ByteRange(start: 0, length: 4096)]),
                 populateMode: .data))
         #expect(data == ["write -q 536870912 67108864", "write -q 603979776 37748736", "write -q 0 4096"])
         #expect(throws: ValidationError.self) {
             _ = try ImageBuilder.populateCommands(
-                SimulationConfig(virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 1)]), populateMode: .metadata))
+                SimulationConfig(
+                    virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 1)]), populateMode: .metadata))
         }
         let mock = MockRunner()
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        _ = try ImageBuilder(runner: mock).build(SimulationConfig(virtualSize: 1 << 30, populate: .full, populateMode: .metadata), in: dir)
-        #expect(mock.requests.map(\.arguments) == [["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", "base.qcow2", "1073741824"]])
+        _ = try ImageBuilder(runner: mock).build(
+            SimulationConfig(virtualSize: 1 << 30, populate: .full, populateMode: .metadata), in: dir)
+        #expect(
+            mock.requests.map(\.arguments) == [
+                ["create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", "base.qcow2", "1073741824"]
+            ])
     }
 
     @Test("preparation sessions run after populate, in order, on their image, writeback, default options")
@@ -145,7 +166,8 @@ struct ImageBuilderTests {
         let r = mock.requests
         #expect(r.map(\.executable) == ["qemu-img", "qemu-io", "qemu-img", "qemu-img", "qemu-io", "qemu-io"])
         #expect(r[4].arguments == ["-t", "writeback", "-f", "qcow2", "top2.qcow2"])
-        #expect(String(decoding: r[4].standardInput ?? Data(), as: UTF8.self) == "write -q 65536 4096\ndiscard -q 0 131072\nflush\n")
+        #expect(
+            String(decoding: r[4].standardInput ?? Data(), as: UTF8.self) == "write -q 65536 4096\ndiscard -q 0 131072\nflush\n")
         #expect(r[5].arguments == ["-t", "writeback", "-f", "qcow2", "top1.qcow2"])
         #expect(String(decoding: r[5].standardInput ?? Data(), as: UTF8.self) == "write -q -z 1048576 65536\n")
 
@@ -186,16 +208,26 @@ struct ScriptAndLogTests {
 
     @Test("commands per record kind")
     func commands() {
-        #expect(QemuIOScript.commands(for: TraceRecord(op: .writeZeroes, offset: 4096, length: 512, flags: .unmap)) == ["write -q -z -u 4096 512"])
+        #expect(
+            QemuIOScript.commands(for: TraceRecord(op: .writeZeroes, offset: 4096, length: 512, flags: .unmap)) == [
+                "write -q -z -u 4096 512"
+            ])
         #expect(QemuIOScript.commands(for: TraceRecord(op: .discard, offset: 0, length: 65536)) == ["discard -q 0 65536"])
         #expect(QemuIOScript.commands(for: TraceRecord(op: .flush, offset: 0, length: 0)) == ["flush"])
-        #expect(QemuIOScript.commands(for: TraceRecord(op: .write, offset: 0, length: 512, flags: [.fua, .preflush])) == ["write -q 0 512"])
-        #expect(QemuIOScript.script(for: [TraceRecord(op: .read, offset: 0, length: 0)], virtualSize: 1 << 20) == "read -q 0 0\nread -q 1 0\n")
+        #expect(
+            QemuIOScript.commands(for: TraceRecord(op: .write, offset: 0, length: 512, flags: [.fua, .preflush])) == [
+                "write -q 0 512"
+            ])
+        #expect(
+            QemuIOScript.script(for: [TraceRecord(op: .read, offset: 0, length: 0)], virtualSize: 1 << 20)
+                == "read -q 0 0\nread -q 1 0\n")
     }
 
     @Test("a request beyond the disk is a located trace error (exit 65)")
     func bounds() {
-        #expect(throws: ValidationError.badTrace("t.trace:2: error: request 1 ends at byte 1048577, beyond the disk size 1048576")) {
+        #expect(
+            throws: ValidationError.badTrace("t.trace:2: error: request 1 ends at byte 1048577, beyond the disk size 1048576")
+        ) {
             try QemuIOScript.checkBounds(
                 records("R 0 4k\nW 1044481 4096"), locations: [.line(1), .line(2)], fileName: "t.trace", virtualSize: 1 << 20)
         }
@@ -223,38 +255,49 @@ struct ScriptAndLogTests {
         #expect(log.pooled == [true, false])
         #expect(log.logLines == [1, 5, 6, 9])
 
-        #expect(throws: ValidationError.badQemuLog("q.log:2: error: expected the marker of request 1 (offset 1), found offset 5")) {
+        #expect(throws: ValidationError.badQemuLog("q.log:2: error: expected the marker of request 1 (offset 1), found offset 5"))
+        {
             _ = try QemuLog.parse(
-                Data("blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 0 flags 0x0\nblk_co_preadv blk 0x1 bs 0x2 offset 5 bytes 0 flags 0x0\n".utf8),
+                Data(
+                    "blk_co_preadv blk 0x1 bs 0x2 offset 0 bytes 0 flags 0x0\nblk_co_preadv blk 0x1 bs 0x2 offset 5 bytes 0 flags 0x0\n"
+                        .utf8),
                 fileName: "q.log", requestCount: 2, virtualSize: 1 << 30, image: 0)
         }
         #expect(throws: ValidationError.self) {
-            _ = try QemuLog.parse(Data("qcow2_cache_get co 0x1 is_l2_cache\n".utf8), fileName: "q.log", requestCount: 0, virtualSize: 1, image: 0)
+            _ = try QemuLog.parse(
+                Data("qcow2_cache_get co 0x1 is_l2_cache\n".utf8), fileName: "q.log", requestCount: 0, virtualSize: 1, image: 0)
         }
-        #expect(throws: ValidationError.badQemuLog("q.log: error: found 0 request markers, expected 1 (QEMU stopped early or lost trace lines)")) {
+        #expect(
+            throws: ValidationError.badQemuLog(
+                "q.log: error: found 0 request markers, expected 1 (QEMU stopped early or lost trace lines)")
+        ) {
             _ = try QemuLog.parse(Data(), fileName: "q.log", requestCount: 0, virtualSize: 1, image: 0)
         }
     }
 
     @Test("the drive syntax doubles commas and qemu-system is chosen for a non-zero cache-clean-interval")
     func options() {
-        #expect(QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
-            == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
+        #expect(
+            QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
+                == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
         #expect(ReplayTool.automatic(driveOptions: "l2-cache-size=1M,cache-clean-interval=0") == .qemuIO)
         #expect(ReplayTool.automatic(driveOptions: "backing.cache-clean-interval=5") == .qemuSystem)
         let args = QemuReplayer.qemuSystemArguments(
-            top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e", logFile: "/l")
+            top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e",
+            logFile: "/l")
         #expect(args.contains("if=none,id=d0,file=/t.qcow2,format=qcow2,cache-clean-interval=1,cache=writeback,discard=unmap"))
         #expect(args.prefix(6) == ["-machine", "none", "-nodefaults", "-display", "none", "-qmp"])
         let ignore = QemuReplayer.qemuSystemArguments(
-            top: "/t.qcow2", driveOptions: "", mode: .writethrough, discards: false, aio: nil, eventsFile: "/e", logFile: "/l", readOnly: true)
+            top: "/t.qcow2", driveOptions: "", mode: .writethrough, discards: false, aio: nil, eventsFile: "/e", logFile: "/l",
+            readOnly: true)
         #expect(ignore.contains("if=none,id=d0,file=/t.qcow2,format=qcow2,cache=writethrough,discard=ignore,readonly=on"))
     }
 
     @Test("read-only adds -r; discard=ignore leaves discards out of the qemu-io script (markers stay)")
     func readOnlyAndDiscards() throws {
         #expect(
-            QemuReplayer.qemuIOArguments(mode: .writeback, eventsFile: "/e", logFile: "/l", imageOpts: "driver=qcow2", readOnly: true)
+            QemuReplayer.qemuIOArguments(
+                mode: .writeback, eventsFile: "/e", logFile: "/l", imageOpts: "driver=qcow2", readOnly: true)
                 == ["-r", "-t", "writeback", "-T", "events=/e,file=/l", "--image-opts", "driver=qcow2"])
         let recs = records("D 0 64k\nW 0 4k\nZ 0 64k")
         #expect(

@@ -2,40 +2,64 @@
 /// stamp, and the stamp is taken when the last user releases the entry (PUT), not at lookup.
 /// Hits do not reorder. Stamps are unique, so this is "least recently released".
 public struct QemuPolicy: EvictionPolicy {
+    /// Witness of the `EvictionPolicy` requirement.
     public static let name = "qemu"
+    /// Witness of the `EvictionPolicy` requirement.
     public static let summary = "QEMU 7.2: least recently released (stamp at PUT), start-index scan"
     private var order: RecencyList
+    /// Witness of the `EvictionPolicy` requirement.
     public init(capacity: Int) { order = RecencyList(capacity: capacity) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func filled(_ i: Int) { order.moveToBack(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func hit(_ i: Int) {}
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func released(_ i: Int) { order.moveToBack(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func emptied(_ i: Int) { order.remove(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public func victim(pins: UnsafeBufferPointer<Int32>) -> Int? { order.firstUnpinned(pins) }
 }
 
 /// Textbook LRU: recency is updated at every lookup (hit or fill), as a naive simulator would.
 public struct LRUPolicy: EvictionPolicy {
+    /// Witness of the `EvictionPolicy` requirement.
     public static let name = "lru"
+    /// Witness of the `EvictionPolicy` requirement.
     public static let summary = "plain LRU: recency updated on every lookup"
     private var order: RecencyList
+    /// Witness of the `EvictionPolicy` requirement.
     public init(capacity: Int) { order = RecencyList(capacity: capacity) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func filled(_ i: Int) { order.moveToBack(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func hit(_ i: Int) { order.moveToBack(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func released(_ i: Int) {}
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func emptied(_ i: Int) { order.remove(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public func victim(pins: UnsafeBufferPointer<Int32>) -> Int? { order.firstUnpinned(pins) }
 }
 
 /// First in, first out: the oldest fill is replaced; hits and releases change nothing.
 public struct FIFOPolicy: EvictionPolicy {
+    /// Witness of the `EvictionPolicy` requirement.
     public static let name = "fifo"
+    /// Witness of the `EvictionPolicy` requirement.
     public static let summary = "FIFO: replace the entry filled longest ago"
     private var order: RecencyList
+    /// Witness of the `EvictionPolicy` requirement.
     public init(capacity: Int) { order = RecencyList(capacity: capacity) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func filled(_ i: Int) { order.moveToBack(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func hit(_ i: Int) {}
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func released(_ i: Int) {}
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func emptied(_ i: Int) { order.remove(i) }
+    /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public func victim(pins: UnsafeBufferPointer<Int32>) -> Int? { order.firstUnpinned(pins) }
 }
 

@@ -77,7 +77,9 @@ extension Geometry {
             let v = UInt32(truncatingIfNeeded: bitmap >> 32) | UInt32(truncatingIfNeeded: below)
             return (t, (~v).trailingZeroBitCount - sc)
         default:
-            let v = (UInt32(truncatingIfNeeded: bitmap >> 32) | UInt32(truncatingIfNeeded: bitmap)) & ~UInt32(truncatingIfNeeded: below)
+            let v =
+                (UInt32(truncatingIfNeeded: bitmap >> 32) | UInt32(truncatingIfNeeded: bitmap)) & ~UInt32(
+                    truncatingIfNeeded: below)
             return (t, v.trailingZeroBitCount - sc)
         }
     }

@@ -104,7 +104,8 @@ final class HostFile {
     /// Blocks of ext4's extent tree beyond the inode's four in-line extents. Written and
     /// unwritten parts of one allocated run are separate extents.
     private func extentTreeBlocks() -> UInt64 {
-        let extents = allocated.runCount(maxRun: Self.maxExtentBlocks, within: data, inside: true)
+        let extents =
+            allocated.runCount(maxRun: Self.maxExtentBlocks, within: data, inside: true)
             + allocated.runCount(maxRun: Self.maxExtentBlocks, within: data, inside: false)
         var level = extents
         var blocks: UInt64 = 0
@@ -142,23 +143,20 @@ struct BlockRanges {
             let (page, word, bit) = Self.split(b)
             let span = min(64 - bit, r.upperBound - b)
             let mask: UInt64 = (span == 64 ? ~0 : ((1 << span) - 1)) << bit
+            let old = pages[page]?[word]
             if set {
-                if pages[page] == nil {
-                    pages[page] = [UInt64](repeating: 0, count: Self.wordsPerPage)
-                    sortedKeysCache = nil
+                if old == nil { sortedKeysCache = nil }
+                let was = old ?? 0
+                let new = was | mask
+                if new != was || old == nil {
+                    pages[page, default: [UInt64](repeating: 0, count: Self.wordsPerPage)][word] = new
+                    count += UInt64((new ^ was).nonzeroBitCount)
                 }
-                let old = pages[page]![word]
-                let new = old | mask
-                if new != old {
-                    pages[page]![word] = new
-                    count += UInt64((new ^ old).nonzeroBitCount)
-                }
-            } else if pages[page] != nil {
-                let old = pages[page]![word]
-                let new = old & ~mask
-                if new != old {
-                    pages[page]![word] = new
-                    count -= UInt64((new ^ old).nonzeroBitCount)
+            } else if let was = old {
+                let new = was & ~mask
+                if new != was {
+                    pages[page, default: []][word] = new
+                    count -= UInt64((new ^ was).nonzeroBitCount)
                 }
             }
             b += span

@@ -76,7 +76,8 @@ struct L2Store {
     /// found table (`qcow2sim-bench read-1e7`: hashing plus retain/release were half the run).
     /// Entries are unretained: `tables` keeps every table alive for the store's lifetime.
     private let recentKeys = SlotBuffer<UInt64>(count: L2Store.recentSlots, repeating: .max)
-    private let recentTables = SlotBuffer<Unmanaged<Table>>(count: L2Store.recentSlots, repeating: Unmanaged.passUnretained(L2Store.placeholder))
+    private let recentTables = SlotBuffer<Unmanaged<Table>>(
+        count: L2Store.recentSlots, repeating: Unmanaged.passUnretained(L2Store.placeholder))
     nonisolated(unsafe) private static let placeholder = Table()
 
     @inline(__always)

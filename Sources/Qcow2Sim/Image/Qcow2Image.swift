@@ -186,7 +186,9 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     @inline(__always)
     func emit(_ kind: CacheEvent.Kind, _ c: Int, offset: UInt64 = 0, readFromDisk: Bool = true, index: Int = 0) {
         guard let log else { return }
-        log.append(CacheEvent(kind: kind, image: chainIndex, isL2: c == Self.l2, offset: offset, readFromDisk: readFromDisk, index: index))
+        log.append(
+            CacheEvent(
+                kind: kind, image: chainIndex, isL2: c == Self.l2, offset: offset, readFromDisk: readFromDisk, index: index))
     }
 
     /// GET (§3.2): a hit pins the entry; a miss writes the victim back and fills it.

@@ -1,9 +1,9 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Musl)
-import Musl
+    import Musl
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// A real qcow2 image opened read-only, so a simulation can start from a user's own disk
@@ -182,7 +182,9 @@ public final class Qcow2File: Sendable {
         if offset == 0 || g.offsetInCluster(offset) != 0 {
             throw Qcow2FileError(
                 file: path, byteOffset: offset,
-                message: "\(what) offset \(qcow2Hex(offset)) is not a non-zero multiple of the cluster size \(qcow2Hex(g.clusterSize))")
+                message:
+                    "\(what) offset \(qcow2Hex(offset)) is not a non-zero multiple of the cluster size \(qcow2Hex(g.clusterSize))"
+            )
         }
     }
 
@@ -216,53 +218,53 @@ public final class Qcow2File: Sendable {
     /// Extents from `FS_IOC_FIEMAP`, or `nil` where the ioctl is unavailable.
     private func extentMap() -> [Range<UInt64>]? {
         #if os(Linux)
-        // struct fiemap: start, length (u64), flags, mapped_extents, extent_count, reserved (u32),
-        // then struct fiemap_extent[]: logical, physical, length, 2 reserved (u64), flags, 3 reserved (u32).
-        let fsIocFiemap: UInt = 0xC020_660B
-        let headerSize = 32, extentSize = 56, batch = 256
-        let extentLast: UInt32 = 0x1
-        var buffer = [UInt8](repeating: 0, count: headerSize + extentSize * batch)
-        var ranges: [Range<UInt64>] = []
-        var start: UInt64 = 0
-        while true {
-            let (rc, mapped) = buffer.withUnsafeMutableBytes { p -> (Int32, Int) in
-                guard let base = p.baseAddress else { return (-1, 0) }
-                p.initializeMemory(as: UInt8.self, repeating: 0)
-                p.storeBytes(of: start, toByteOffset: 0, as: UInt64.self)
-                // Ask for everything after `start`, including blocks preallocated past EOF, which
-                // also count in st_blocks.
-                p.storeBytes(of: UInt64.max - start, toByteOffset: 8, as: UInt64.self)
-                p.storeBytes(of: UInt32(batch), toByteOffset: 24, as: UInt32.self)
-                let rc = ioctl(fd, fsIocFiemap, base)
-                return (rc, Int(p.load(fromByteOffset: 20, as: UInt32.self)))
-            }
-            if rc != 0 { return nil }
-            if mapped == 0 { return ranges }
-            var last = false
-            buffer.withUnsafeBytes { p in
-                for i in 0..<mapped {
-                    let e = headerSize + i * extentSize
-                    let logical = p.load(fromByteOffset: e, as: UInt64.self)
-                    let length = p.load(fromByteOffset: e + 16, as: UInt64.self)
-                    let flags = p.load(fromByteOffset: e + 40, as: UInt32.self)
-                    if length > 0 { ranges.append(logical..<(logical &+ length)) }
-                    start = max(start, logical &+ length)
-                    if flags & extentLast != 0 { last = true }
+            // struct fiemap: start, length (u64), flags, mapped_extents, extent_count, reserved (u32),
+            // then struct fiemap_extent[]: logical, physical, length, 2 reserved (u64), flags, 3 reserved (u32).
+            let fsIocFiemap: UInt = 0xC020_660B
+            let headerSize = 32, extentSize = 56, batch = 256
+            let extentLast: UInt32 = 0x1
+            var buffer = [UInt8](repeating: 0, count: headerSize + extentSize * batch)
+            var ranges: [Range<UInt64>] = []
+            var start: UInt64 = 0
+            while true {
+                let (rc, mapped) = buffer.withUnsafeMutableBytes { p -> (Int32, Int) in
+                    guard let base = p.baseAddress else { return (-1, 0) }
+                    p.initializeMemory(as: UInt8.self, repeating: 0)
+                    p.storeBytes(of: start, toByteOffset: 0, as: UInt64.self)
+                    // Ask for everything after `start`, including blocks preallocated past EOF, which
+                    // also count in st_blocks.
+                    p.storeBytes(of: UInt64.max - start, toByteOffset: 8, as: UInt64.self)
+                    p.storeBytes(of: UInt32(batch), toByteOffset: 24, as: UInt32.self)
+                    let rc = ioctl(fd, fsIocFiemap, base)
+                    return (rc, Int(p.load(fromByteOffset: 20, as: UInt32.self)))
                 }
+                if rc != 0 { return nil }
+                if mapped == 0 { return ranges }
+                var last = false
+                buffer.withUnsafeBytes { p in
+                    for i in 0..<mapped {
+                        let e = headerSize + i * extentSize
+                        let logical = p.load(fromByteOffset: e, as: UInt64.self)
+                        let length = p.load(fromByteOffset: e + 16, as: UInt64.self)
+                        let flags = p.load(fromByteOffset: e + 40, as: UInt32.self)
+                        if length > 0 { ranges.append(logical..<(logical &+ length)) }
+                        start = max(start, logical &+ length)
+                        if flags & extentLast != 0 { last = true }
+                    }
+                }
+                if last { return ranges }
             }
-            if last { return ranges }
-        }
         #else
-        return nil
+            return nil
         #endif
     }
 
     /// Data ranges from `lseek(SEEK_DATA / SEEK_HOLE)`, or `nil` if the file system lacks them.
     private func seekDataMap(length: UInt64) -> [Range<UInt64>]? {
         #if os(Linux)
-        let seekData: Int32 = 3, seekHole: Int32 = 4
+            let seekData: Int32 = 3, seekHole: Int32 = 4
         #else
-        let seekData: Int32 = 4, seekHole: Int32 = 3
+            let seekData: Int32 = 4, seekHole: Int32 = 3
         #endif
         var ranges: [Range<UInt64>] = []
         var position: UInt64 = 0
@@ -289,7 +291,8 @@ public final class Qcow2File: Sendable {
         var out: [Range<UInt64>] = []
         for r in ranges.sorted(by: { $0.lowerBound < $1.lowerBound }) where !r.isEmpty {
             let lo = r.lowerBound & ~(block - 1)
-            let hi = r.upperBound > UInt64.max - (block - 1) ? UInt64.max & ~(block - 1) : (r.upperBound + block - 1) & ~(block - 1)
+            let hi =
+                r.upperBound > UInt64.max - (block - 1) ? UInt64.max & ~(block - 1) : (r.upperBound + block - 1) & ~(block - 1)
             if let last = out.last, lo <= last.upperBound {
                 out[out.count - 1] = last.lowerBound..<max(last.upperBound, hi)
             } else {

@@ -113,7 +113,10 @@ extension Qcow2Header {
         }
 
         if fileLength < 4 {
-            throw fail(fileLength, "truncated header: file is \(plural(Int(fileLength), "byte")), a qcow2 header needs at least \(Qcow2Limits.v2HeaderBytes)")
+            throw fail(
+                fileLength,
+                "truncated header: file is \(plural(Int(fileLength), "byte")), a qcow2 header needs at least \(Qcow2Limits.v2HeaderBytes)"
+            )
         }
         let magic = r.slice(0, 4)
         if magic != [0x51, 0x46, 0x49, 0xfb] {
@@ -126,7 +129,9 @@ extension Qcow2Header {
         }
         let fixedBytes = version == 2 ? Qcow2Limits.v2HeaderBytes : Qcow2Limits.v3HeaderBytes
         if fileLength < UInt64(fixedBytes) {
-            throw fail(fileLength, "truncated header: file is \(plural(Int(fileLength), "byte")), a version \(version) header needs \(fixedBytes)")
+            throw fail(
+                fileLength,
+                "truncated header: file is \(plural(Int(fileLength), "byte")), a version \(version) header needs \(fixedBytes)")
         }
         let clusterBits = Int(r.u32(20))
         guard Geometry.clusterBitsRange.contains(clusterBits) else {
@@ -142,7 +147,8 @@ extension Qcow2Header {
         } else {
             headerLength = Int(r.u32(100))
             if headerLength < Qcow2Limits.v3HeaderBytes {
-                throw fail(100, "header_length \(headerLength) too small (expected at least \(Qcow2Limits.v3HeaderBytes) for version 3)")
+                throw fail(
+                    100, "header_length \(headerLength) too small (expected at least \(Qcow2Limits.v3HeaderBytes) for version 3)")
             }
             if headerLength > clusterSize {
                 throw fail(100, "header_length \(headerLength) exceeds the cluster size \(clusterSize)")
@@ -156,16 +162,25 @@ extension Qcow2Header {
         let backingLength = UInt64(r.u32(16))
         if backingOffset != 0 {
             if backingOffset >= UInt64(clusterSize) {
-                throw fail(8, "backing file name offset \(qcow2Hex(backingOffset)) is outside the first cluster (cluster size \(clusterSize))")
+                throw fail(
+                    8,
+                    "backing file name offset \(qcow2Hex(backingOffset)) is outside the first cluster (cluster size \(clusterSize))"
+                )
             }
             if backingLength > Qcow2Limits.maxBackingNameBytes {
                 throw fail(16, "backing file name is \(backingLength) bytes long (at most \(Qcow2Limits.maxBackingNameBytes))")
             }
             if backingOffset + backingLength > UInt64(clusterSize) {
-                throw fail(16, "backing file name at \(qcow2Hex(backingOffset)) with \(backingLength) bytes runs past the first cluster (cluster size \(clusterSize))")
+                throw fail(
+                    16,
+                    "backing file name at \(qcow2Hex(backingOffset)) with \(backingLength) bytes runs past the first cluster (cluster size \(clusterSize))"
+                )
             }
             if backingOffset + backingLength > fileLength {
-                throw fail(backingOffset, "truncated backing file name: \(backingLength) bytes at \(qcow2Hex(backingOffset)), file ends at \(qcow2Hex(fileLength))")
+                throw fail(
+                    backingOffset,
+                    "truncated backing file name: \(backingLength) bytes at \(qcow2Hex(backingOffset)), file ends at \(qcow2Hex(fileLength))"
+                )
             }
         }
         let cluster0 = try readCluster0(clusterSize)
@@ -182,7 +197,8 @@ extension Qcow2Header {
             let length = Int(cluster0.u32(at + 4))
             if type == HeaderExtension.end { break }
             if length > extensionEnd - at - 8 {
-                throw fail(UInt64(at), "header extension \(qcow2Hex(type)) has length \(length), which runs past byte \(extensionEnd)")
+                throw fail(
+                    UInt64(at), "header extension \(qcow2Hex(type)) has length \(length), which runs past byte \(extensionEnd)")
             }
             let data = at + 8
             switch type {
@@ -222,7 +238,10 @@ extension Qcow2Header {
         }
         let extendedL2 = incompatible & IncompatibleFeature.extendedL2 != 0
         if extendedL2 && clusterBits < Qcow2Limits.minExtendedL2ClusterBits {
-            throw fail(20, "extended L2 entries need a cluster size of at least 16384 bytes, found \(clusterSize) (cluster_bits \(clusterBits))")
+            throw fail(
+                20,
+                "extended L2 entries need a cluster size of at least 16384 bytes, found \(clusterSize) (cluster_bits \(clusterBits))"
+            )
         }
         if refcountOrder > 6 {
             throw fail(96, "refcount_order \(refcountOrder) out of range (expected 0 to 6)")
@@ -238,26 +257,34 @@ extension Qcow2Header {
 
         let virtualSize = r.u64(24)
         let l2Bits = clusterBits - (extendedL2 ? 4 : 3)
-        let neededL1 = virtualSize >> UInt64(clusterBits + l2Bits)
+        let neededL1 =
+            virtualSize >> UInt64(clusterBits + l2Bits)
             + (virtualSize & ((1 << UInt64(clusterBits + l2Bits)) - 1) == 0 ? 0 : 1)
         let maxL1Entries = Qcow2Limits.maxL1Bytes / 8
         if virtualSize > UInt64(Int64.max) || neededL1 > maxL1Entries {
-            throw fail(24, "virtual size \(virtualSize) is too large for cluster size \(clusterSize) (an L1 table holds at most \(maxL1Entries) entries)")
+            throw fail(
+                24,
+                "virtual size \(virtualSize) is too large for cluster size \(clusterSize) (an L1 table holds at most \(maxL1Entries) entries)"
+            )
         }
         let l1Size = UInt64(r.u32(36))
         if l1Size > maxL1Entries {
             throw fail(36, "l1 table has \(l1Size) entries (at most \(maxL1Entries))")
         }
         if l1Size < neededL1 {
-            throw fail(36, "l1 table has \(plural(Int(l1Size), "entry", "entries")), virtual size \(virtualSize) needs \(neededL1)")
+            throw fail(
+                36, "l1 table has \(plural(Int(l1Size), "entry", "entries")), virtual size \(virtualSize) needs \(neededL1)")
         }
         let l1TableOffset = r.u64(40)
         let clusterMask = UInt64(clusterSize - 1)
         if l1TableOffset & clusterMask != 0 {
-            throw fail(40, "l1 table offset \(qcow2Hex(l1TableOffset)) is not cluster-aligned (cluster size \(qcow2Hex(clusterSize)))")
+            throw fail(
+                40, "l1 table offset \(qcow2Hex(l1TableOffset)) is not cluster-aligned (cluster size \(qcow2Hex(clusterSize)))")
         }
         if l1Size > 0 && (l1TableOffset > fileLength || l1Size * 8 > fileLength - l1TableOffset) {
-            throw fail(l1TableOffset, "truncated l1 table: \(l1Size * 8) bytes at \(qcow2Hex(l1TableOffset)), file ends at \(qcow2Hex(fileLength))")
+            throw fail(
+                l1TableOffset,
+                "truncated l1 table: \(l1Size * 8) bytes at \(qcow2Hex(l1TableOffset)), file ends at \(qcow2Hex(fileLength))")
         }
 
         let refcountTableOffset = r.u64(48)
@@ -267,15 +294,24 @@ extension Qcow2Header {
         }
         let maxReftableClusters = Qcow2Limits.maxRefcountTableBytes >> UInt64(clusterBits)
         if refcountTableClusters > maxReftableClusters {
-            throw fail(56, "refcount table has \(refcountTableClusters) clusters (at most \(maxReftableClusters) with cluster size \(clusterSize))")
+            throw fail(
+                56,
+                "refcount table has \(refcountTableClusters) clusters (at most \(maxReftableClusters) with cluster size \(clusterSize))"
+            )
         }
         if refcountTableOffset & clusterMask != 0 {
-            throw fail(48, "refcount table offset \(qcow2Hex(refcountTableOffset)) is not cluster-aligned (cluster size \(qcow2Hex(clusterSize)))")
+            throw fail(
+                48,
+                "refcount table offset \(qcow2Hex(refcountTableOffset)) is not cluster-aligned (cluster size \(qcow2Hex(clusterSize)))"
+            )
         }
         let reftableBytes = refcountTableClusters << UInt64(clusterBits)
         // Offsets come from an untrusted file: compare without overflowing.
         if refcountTableOffset > fileLength || reftableBytes > fileLength - refcountTableOffset {
-            throw fail(refcountTableOffset, "truncated refcount table: \(reftableBytes) bytes at \(qcow2Hex(refcountTableOffset)), file ends at \(qcow2Hex(fileLength))")
+            throw fail(
+                refcountTableOffset,
+                "truncated refcount table: \(reftableBytes) bytes at \(qcow2Hex(refcountTableOffset)), file ends at \(qcow2Hex(fileLength))"
+            )
         }
 
         return Qcow2Header(
