@@ -10,7 +10,7 @@ public enum ReportFormat {
         var configImages: [String] = []
         for im in r.images {
             images.append(
-                "{\"index\": \(im.index), \"l2\": \(cache(im.l2, duration: r.duration)), \"refcount\": \(cache(im.refcount, duration: r.duration)), "
+                "{\"index\": \(im.index), \"l2\": \(cache(im.l2, span: r.memorySpan)), \"refcount\": \(cache(im.refcount, span: r.memorySpan)), "
                     + "\"clusters_allocated\": \(im.image.clustersAllocated), \"l2_tables_allocated\": \(im.image.l2TablesAllocated), "
                     + "\"refcount_blocks_allocated\": \(im.image.refcountBlocksAllocated), \"refcount_table_growths\": \(im.image.refcountTableGrowths), "
                     + "\"clusters_freed\": \(im.image.clustersFreed), "
@@ -38,7 +38,7 @@ public enum ReportFormat {
             + "\"create_options\": \(quote(config.createOptions)), \"drive_options\": \(quote(config.driveOptions)), "
             + "\"chain\": \(r.images.count), \"images\": [\(configImages.joined(separator: ", "))]}"
         return "{\"config\": \(cfg), \"images\": [\(images.joined(separator: ", "))], "
-            + "\"totals\": {\"l2\": \(cache(totalL2, duration: r.duration)), \"refcount\": \(cache(totalRC, duration: r.duration))}, "
+            + "\"totals\": {\"l2\": \(cache(totalL2, span: r.memorySpan)), \"refcount\": \(cache(totalRC, span: r.memorySpan))}, "
             + "\"requests\": \(r.requests), \"requests_by_op\": \(byOp), "
             + "\"multi_segment_reads\": \(r.multiSegmentReads), \"multi_segment_writes\": \(r.multiSegmentWrites), "
             + "\"duration_seconds\": \(number(r.duration))}\n"
@@ -54,7 +54,7 @@ public enum ReportFormat {
                 ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
             ] {
                 s +=
-                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, duration: r.duration)))\n"
+                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, span: r.memorySpan)))\n"
             }
         }
         return s
@@ -92,13 +92,13 @@ public enum ReportFormat {
         return s
     }
 
-    private static func cache(_ s: CacheStats, duration: Double) -> String {
+    private static func cache(_ s: CacheStats, span: Double) -> String {
         "{\"lookups\": \(s.lookups), \"hits\": \(s.hits), \"misses\": \(s.misses), \"hit_rate\": \(number(s.hitRate)), "
             + "\"miss_rate\": \(number(s.missRate)), \"empty_gets\": \(s.emptyGets), "
             + "\"evictions\": \(s.evictions), \"dirty_evictions\": \(s.dirtyEvictions), \"writebacks\": \(s.writebacks), "
             + "\"flushes\": \(s.flushes), \"bytes_read\": \(s.bytesRead), \"bytes_written\": \(s.bytesWritten), "
             + "\"cleaned\": \(s.cleaned), \"memory_bytes\": \(s.memoryBytes), \"memory_peak_bytes\": \(s.memoryPeakBytes), "
-            + "\"memory_mean_bytes\": \(number(SimulationReport.meanMemory(s, duration: duration)))}"
+            + "\"memory_mean_bytes\": \(number(SimulationReport.meanMemory(s, span: span)))}"
     }
 
     private static func add(_ a: CacheStats, _ b: CacheStats) -> CacheStats {

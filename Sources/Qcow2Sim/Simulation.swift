@@ -70,9 +70,14 @@ public struct SimulationReport: Sendable {
     /// Wall-clock seconds spent replaying the trace (open to close).
     public var replaySeconds: Double = 0
 
-    /// Time-weighted mean resident memory of a cache (bytes); the peak when no time passed.
-    public static func meanMemory(_ s: CacheStats, duration: Double) -> Double {
-        duration > 0 ? s.memoryByteSeconds / duration : Double(s.memoryBytes)
+    /// The span memory was averaged over: trace seconds, or requests for a trace without
+    /// timestamps (each request then weighs the same).
+    public var memorySpan: Double = 0
+
+    /// Time-weighted mean resident memory of a cache (bytes) over `span`; the current value
+    /// when the span is empty.
+    public static func meanMemory(_ s: CacheStats, span: Double) -> Double {
+        span > 0 ? s.memoryByteSeconds / span : Double(s.memoryBytes)
     }
 }
 
@@ -339,6 +344,9 @@ struct Replay<P: EvictionPolicy> {
                     lastTime = t
                     for image in chain { image.advanceTime(to: t) }
                 }
+            } else if index > 0 {
+                // No timestamps: memory is averaged per request; the clean timer never fires.
+                for image in chain { image.accumulateMemory(until: Double(index)) }
             }
             log?.beginRequest(index, location: reader.location())
             if config.readOnly && rec.op != .read && rec.op != .flush {
@@ -363,6 +371,12 @@ struct Replay<P: EvictionPolicy> {
             report.requestsByOp[op] = opCounts[Int(op.rawValue)]
         }
         report.duration = firstTime.map { lastTime - $0 } ?? 0
+        if firstTime == nil && index > 0 {
+            for image in chain { image.accumulateMemory(until: Double(index)) }
+            report.memorySpan = Double(index)
+        } else {
+            report.memorySpan = lastTime
+        }
         log?.beginClose()
         for image in chain.reversed() { image.close() }
         report.images = chain.map { image in

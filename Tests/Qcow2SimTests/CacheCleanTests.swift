@@ -51,3 +51,21 @@ import TraceKit
         #expect(report.images[0].l2.hits == 1)
     }
 }
+
+/// Cache memory accounting without timestamps: every request weighs the same.
+@Suite struct MemoryAccountingTests {
+    @Test func untimedTraceAveragesPerRequest() throws {
+        // 1 GiB populated: the default L2 cache holds both 64 KiB tables (2 entries).
+        var config = SimulationConfig(virtualSize: 1 << 30, populate: .full)
+        config.readOnly = true
+        var reader = ArrayTraceReader([
+            TraceRecord(op: .read, offset: 0, length: 4096),
+            TraceRecord(op: .read, offset: 600 << 20, length: 4096),
+        ])
+        let report = try Simulation.run(config: config, reader: &reader)
+        let l2 = report.images[0].l2
+        #expect(l2.memoryPeakBytes == 131_072)
+        // After request 1: one table resident (64 KiB); after request 2: two (128 KiB).
+        #expect(SimulationReport.meanMemory(l2, span: report.memorySpan) == 98_304)
+    }
+}

@@ -99,9 +99,32 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         self.chainIndex = chainIndex
         self.backing = backing
         l1 = ContiguousArray(try file.l1Table())
+        reftable = ContiguousArray(try file.refcountTable())
+        // Tables are read lazily; check now that every one lies inside the file, so a damaged
+        // image is refused at open with the table's location rather than read as zeroes later.
+        let cs = h.geometry.clusterSize
+        for (i, e) in l1.enumerated() where e & EntryBits.offsetMask != 0 {
+            let t = e & EntryBits.offsetMask
+            if t % cs != 0 || t + cs > file.fileLength {
+                throw Qcow2FileError(
+                    file: file.path, byteOffset: h.l1TableOffset + 8 * UInt64(i),
+                    message:
+                        "L1 entry \(i) points to an L2 table at 0x\(String(t, radix: 16)) that is not a whole cluster inside the file (length 0x\(String(file.fileLength, radix: 16)))"
+                )
+            }
+        }
+        for (i, e) in reftable.enumerated() where e & EntryBits.reftableOffsetMask != 0 {
+            let b = e & EntryBits.reftableOffsetMask
+            if b % cs != 0 || b + cs > file.fileLength {
+                throw Qcow2FileError(
+                    file: file.path, byteOffset: h.refcountTableOffset + 8 * UInt64(i),
+                    message:
+                        "refcount table entry \(i) points to a refcount block at 0x\(String(b, radix: 16)) that is not a whole cluster inside the file (length 0x\(String(file.fileLength, radix: 16)))"
+                )
+            }
+        }
         if l1.count < geometry.l1Size { l1.append(contentsOf: repeatElement(0, count: geometry.l1Size - l1.count)) }
         l1Offset = h.l1TableOffset
-        reftable = ContiguousArray(try file.refcountTable())
         reftableOffset = h.refcountTableOffset
         l2Store = L2Store(geometry: h.geometry)
         rcStore = RefcountStore(geometry: h.geometry)
@@ -172,7 +195,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         accumulateMemory(until: t)
     }
 
-    private func accumulateMemory(until t: Double) {
+    /// Integrates resident memory up to trace time `t` (no clean ticks).
+    func accumulateMemory(until t: Double) {
         let dt = t - lastMemoryTime
         if dt > 0 {
             caches[0].accumulateMemory(seconds: dt)
