@@ -312,7 +312,40 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
     var description: String { name }
 
     /// Every known divergence, with its repro.
-    static let all: [KnownDivergence] = [readOnlyFlush, cowReadUnmarked, multiSegmentOverMarking]
+    static let all: [KnownDivergence] = [readOnlyFlush, cowReadUnmarked, multiSegmentOverMarking, seekDataAfterRead]
+
+    /// Grid seed `abcdef`, case 125: once the preallocation probe has fired, write-zeroes'
+    /// unaligned head asks the image file for holes (SEEK_DATA). A guest read over the cluster
+    /// had brought the COW zero range (an unwritten extent) into the page cache, so ext4
+    /// reports it as data; the simulator counted it as a hole and made one more L2 lookup.
+    static let seekDataAfterRead = KnownDivergence(
+        name: "seek-data after read",
+        summary:
+            "after a read over a zero-range (unwritten) extent, SEEK_DATA reports it as data: the unaligned write-zeroes head stops after one block-status query",
+        config: {
+            var c = SimulationConfig(
+                virtualSize: 64 << 20, createOptions: "cluster_size=2097152,extended_l2=on", chainLength: 2,
+                driveOptions:
+                    "l2-cache-entry-size=2048,l2-cache-size=1777664,refcount-cache-size=1,backing.l2-cache-entry-size=16384,backing.l2-cache-size=2097152",
+                cacheMode: .writethrough)
+            c.preparation = [
+                PreparationSession(
+                    image: 1,
+                    records: [
+                        TraceRecord(op: .discard, offset: 65_011_712, length: 2_097_152),
+                        TraceRecord(op: .write, offset: 40_097_280, length: 52224),
+                        TraceRecord(op: .write, offset: 5_316_608, length: 62464),
+                        TraceRecord(op: .read, offset: 51_937_792, length: 25600),
+                        TraceRecord(op: .read, offset: 33_118_208, length: 35328),
+                        TraceRecord(op: .flush, offset: 0, length: 0),
+                        TraceRecord(op: .write, offset: 50_933_760, length: 27136),
+                        TraceRecord(op: .read, offset: 66_368_512, length: 14336),
+                        TraceRecord(op: .flush, offset: 0, length: 0),
+                    ])
+            ]
+            return c
+        }(),
+        trace: "W 66929152 20480\nR 66503168 605696\nZu 66958848 150016")
 
     /// The COW read of a write over a partly allocated cluster (extended L2, merged head+tail
     /// read, `perform_cow`) goes through `qcow2_co_preadv_part` of the same image; when that

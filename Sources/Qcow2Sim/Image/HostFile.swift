@@ -50,6 +50,20 @@ final class HostFile {
         if (offset + bytes) % Self.blockSize != 0 { data.insert(Self.blocks(covering: offset + bytes - 1, 1)) }
     }
 
+    /// Records a read of `[offset, offset + bytes)` through the page cache: pages of unwritten
+    /// extents become up to date, and ext4's SEEK_DATA then reports them as data (observed with
+    /// QEMU 7.2 on Debian 12: a guest read over a COW zero range turns it into "data").
+    func read(_ offset: UInt64, _ bytes: UInt64) {
+        // Written data is a subset of the allocation: equal counts mean no unwritten extent.
+        guard bytes > 0, allocated.count != data.count else { return }
+        var b = offset / Self.blockSize
+        let end = (offset + bytes + Self.blockSize - 1) / Self.blockSize
+        while b < end {
+            if allocated.contains(b) && !data.contains(b) { data.insert(b..<(b + 1)) }
+            b += 1
+        }
+    }
+
     /// Extends the file without allocating (truncate up).
     func extend(to newLength: UInt64) { length = max(length, newLength) }
 

@@ -70,7 +70,7 @@ extension Qcow2Image {
         var g = g, left = len
         var pool = false
         while left > 0 {
-            let (n, type, _) = map(g, left)
+            let (n, type, hostOffset) = map(g, left)
             let needsTask: Bool
             switch type {
             case .unallocatedPlain, .unallocatedAlloc: needsTask = backing != nil
@@ -85,6 +85,7 @@ extension Qcow2Image {
                 }
             case .normal, .compressed:
                 if !cow { stats.guestBytesRead += n }
+                if type == .normal { host.read(hostOffset, n) }
             case .zeroPlain, .zeroAlloc, .invalid:
                 break
             }
