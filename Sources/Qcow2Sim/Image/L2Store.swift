@@ -46,12 +46,21 @@ struct L2Store {
             wordCount = values.count
         }
 
+        /// Switches to `count` zeroed words.
+        func setZeroWords(count: Int) {
+            words?.deallocate()
+            let p = UnsafeMutablePointer<UInt64>.allocate(capacity: max(count, 1))
+            p.initialize(repeating: 0, count: max(count, 1))
+            words = p
+            wordCount = count
+        }
+
         /// The words as a collection (for copying a table).
         var wordArray: [UInt64]? { words.map { Array(UnsafeBufferPointer(start: $0, count: wordCount)) } }
     }
 
     /// Slots of the direct-mapped table cache (48 KiB per image; a 1 TiB image with 64 KiB
-    /// clusters has 2048 tables; 65536 slots measured no faster on a 64 TiB image).
+    /// clusters has 2048 tables; 16 K and 64 K slots measured no faster).
     static let recentSlots = 1 << 12
 
     /// Above this many runs a table is materialized into words.
@@ -186,13 +195,14 @@ struct L2Store {
 
     private func materialize(_ t: Table) {
         guard t.words == nil else { return }
-        var w = ContiguousArray<UInt64>(repeating: 0, count: geometry.l2Entries * wordsPerEntry)
-        for r in t.runs {
+        let runs = t.runs
+        t.setZeroWords(count: geometry.l2Entries * wordsPerEntry)
+        guard let w = t.words else { return }
+        for r in runs {
             for j in 0..<r.count {
                 w[(r.first + j) * wordsPerEntry] = (r.host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied
             }
         }
-        t.setWords(w)
         t.runs = []
     }
 }
