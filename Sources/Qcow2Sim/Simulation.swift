@@ -379,6 +379,12 @@ struct Replay<P: EvictionPolicy> {
         }
         log?.beginClose()
         for image in chain.reversed() { image.close() }
+        #if DEBUG
+            for image in chain {
+                let problems = image.checkInvariants()
+                precondition(problems.isEmpty, "simulator invariant violated: \(problems.joined(separator: "; "))")
+            }
+        #endif
         report.images = chain.map { image in
             ImageReport(
                 index: image.chainIndex, geometry: image.geometry, sizing: image.sizing ?? fallbackSizing(image),

@@ -1,0 +1,52 @@
+/// Structural invariants of an image, checked after every simulation in debug builds (and so in
+/// every test): each cache is consistent (no pinned or dirty empty slot, the index matches), and
+/// every host cluster's refcount equals the number of references to it (header, refcount table
+/// and blocks, L1 table, L2 tables, data clusters), as `qemu-img check` would require.
+extension Qcow2Image {
+    /// Every problem found; empty when the image is consistent.
+    func checkInvariants() -> [String] {
+        var problems = caches.rc.checkInvariants().map { "refcount cache: \($0)" }
+        problems += caches.l2.checkInvariants().map { "L2 cache: \($0)" }
+        let g = geometry
+        let cs = g.clusterSize
+        var refs: [UInt64: UInt64] = [:]
+        func reference(_ offset: UInt64, _ bytes: UInt64) {
+            guard bytes > 0 else { return }
+            var c = offset >> UInt64(g.clusterBits)
+            let last = (offset + bytes - 1) >> UInt64(g.clusterBits)
+            while c <= last {
+                refs[c, default: 0] += 1
+                c += 1
+            }
+        }
+        reference(0, cs)
+        reference(reftableOffset, UInt64(reftable.count) * 8)
+        for e in reftable where e & EntryBits.reftableOffsetMask != 0 { reference(e & EntryBits.reftableOffsetMask, cs) }
+        reference(l1Offset, UInt64(l1.count) * 8)
+        for e in l1 where e & EntryBits.offsetMask != 0 {
+            let table = e & EntryBits.offsetMask
+            reference(table, cs)
+            for i in 0..<g.l2Entries {
+                let w = l2Store.entry(table, i).word
+                switch g.clusterType(w) {
+                case .normal, .zeroAlloc: reference(w & EntryBits.offsetMask, cs)
+                default: break
+                }
+            }
+        }
+        let end = max(g.clusters(covering: host.length), (refs.keys.max() ?? 0) + 1)
+        var k: UInt64 = 0
+        while k < end {
+            let t = Int(g.refblockIndex(ofCluster: k))
+            let block = t < reftable.count ? reftable[t] & EntryBits.reftableOffsetMask : 0
+            let rc = block == 0 ? 0 : rcStore.get(block, Int(k & (g.refblockEntries - 1)))
+            let expected = refs[k] ?? 0
+            if rc != expected {
+                problems.append("image \(chainIndex): cluster \(k) has refcount \(rc) but \(expected) references")
+                if problems.count > 20 { break }
+            }
+            k += 1
+        }
+        return problems
+    }
+}
