@@ -75,7 +75,7 @@ public protocol PolicyVisitor {
 /// The policies qcow2sim ships: one line each.
 public enum PolicyRegistry {
     /// Every policy type, in `--help` order.
-    public static let all: [any EvictionPolicy.Type] = [QemuPolicy.self, LRUPolicy.self, FIFOPolicy.self]
+    public static var all: [any EvictionPolicy.Type] { [QemuPolicy.self, LRUPolicy.self, FIFOPolicy.self] }
 
     /// The names accepted by `--policy`.
     public static var names: [String] { all.map { $0.name } }

@@ -40,35 +40,40 @@ extension Qcow2Image {
 
     /// `qcow2_cluster_discard` (type REQUEST, not a full discard).
     private func clusterDiscard(_ offset: UInt64, _ bytes: UInt64) {
-        var offset = offset
-        var n = Int(geometry.clusters(covering: bytes))
         cacheDiscards = true
+        rewriteEntries(from: offset, clusters: Int(geometry.clusters(covering: bytes))) { w, b in
+            // v3 without a backing file: an unallocated cluster already reads as zeroes.
+            guard backing != nil || geometry.clusterType(w).isAllocated else { return nil }
+            return geometry.extendedL2 ? (0, EntryBits.zeroMask, true) : (EntryBits.zero, b, true)
+        }
+        cacheDiscards = false
+        processDiscards()
+    }
+
+    /// The per-slice loop of `discard_in_l2_slice` and `zero_in_l2_slice`: for every cluster
+    /// from `offset`, one TABLE_FOR_WRITE (and PUT) per L2 slice; `change` maps an entry to its
+    /// new word, bitmap and whether the old one is freed (nil: unchanged). A changed entry marks
+    /// the slice dirty, is stored, and its old cluster is freed (type REQUEST) if asked.
+    private func rewriteEntries(
+        from offset: UInt64, clusters: Int, _ change: (UInt64, UInt64) -> (word: UInt64, bitmap: UInt64, free: Bool)?
+    ) {
+        var offset = offset
+        var n = clusters
         while n > 0 {
             let (slot, table) = tableForWrite(offset)
             let l2i = geometry.l2Index(offset)
             let count = min(n, sliceEntries - (l2i & (sliceEntries - 1)))
             for i in 0..<count {
                 let (w, b) = l2Store.entry(table, l2i + i)
-                var nw = w, nb = b
-                if backing != nil || geometry.clusterType(w).isAllocated {
-                    if geometry.extendedL2 {
-                        nw = 0
-                        nb = EntryBits.zeroMask
-                    } else {
-                        nw = EntryBits.zero
-                    }
-                }
-                if nw == w && nb == b { continue }
+                guard let new = change(w, b), new.word != w || new.bitmap != b else { continue }
                 markDirty(Self.l2, slot)
-                l2Store.set(table, l2i + i, word: nw, bitmap: nb)
-                freeEntry(w, type: .request)
+                l2Store.set(table, l2i + i, word: new.word, bitmap: new.bitmap)
+                if new.free { freeEntry(w, type: .request) }
             }
             put(Self.l2, slot)
             n -= count
             offset += UInt64(count) << UInt64(geometry.clusterBits)
         }
-        cacheDiscards = false
-        processDiscards()
     }
 
     /// WRITE_ZEROES (§9.2): the block layer's split at subcluster alignment, qcow2's
@@ -126,26 +131,11 @@ extension Qcow2Image {
         if head != 0 {
             guard zeroSubclusters(offset - head, head) else { return false }
         }
-        var n = Int(geometry.clusters(covering: end - offset))
-        while n > 0 {
-            let (slot, table) = tableForWrite(offset)
-            let l2i = geometry.l2Index(offset)
-            let count = min(n, sliceEntries - (l2i & (sliceEntries - 1)))
-            for i in 0..<count {
-                let (w, b) = l2Store.entry(table, l2i + i)
-                let type = geometry.clusterType(w)
-                let drop = type == .compressed || (unmap && type.isAllocated)
-                var nw = drop ? 0 : w
-                var nb = b
-                if geometry.extendedL2 { nb = EntryBits.zeroMask } else { nw |= EntryBits.zero }
-                if nw == w && nb == b { continue }
-                markDirty(Self.l2, slot)
-                l2Store.set(table, l2i + i, word: nw, bitmap: nb)
-                if drop { freeEntry(w, type: .request) }
-            }
-            put(Self.l2, slot)
-            n -= count
-            offset += UInt64(count) << UInt64(geometry.clusterBits)
+        rewriteEntries(from: offset, clusters: Int(geometry.clusters(covering: end - offset))) { w, b in
+            let type = geometry.clusterType(w)
+            let drop = type == .compressed || (unmap && type.isAllocated)
+            let word = drop ? 0 : w
+            return geometry.extendedL2 ? (word, EntryBits.zeroMask, drop) : (word | EntryBits.zero, b, drop)
         }
         if tail != 0 {
             guard zeroSubclusters(end, tail) else { return false }

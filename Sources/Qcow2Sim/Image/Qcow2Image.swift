@@ -102,28 +102,10 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         reftable = ContiguousArray(try file.refcountTable())
         // Tables are read lazily; check now that every one lies inside the file, so a damaged
         // image is refused at open with the table's location rather than read as zeroes later.
-        let cs = h.geometry.clusterSize
-        for (i, e) in l1.enumerated() where e & EntryBits.offsetMask != 0 {
-            let t = e & EntryBits.offsetMask
-            if t % cs != 0 || t + cs > file.fileLength {
-                throw Qcow2FileError(
-                    file: file.path, byteOffset: h.l1TableOffset + 8 * UInt64(i),
-                    message:
-                        "L1 entry \(i) points to an L2 table at 0x\(String(t, radix: 16)) that is not a whole cluster inside the file (length 0x\(String(file.fileLength, radix: 16)))"
-                )
-            }
-        }
-        for (i, e) in reftable.enumerated() where e & EntryBits.reftableOffsetMask != 0 {
-            let b = e & EntryBits.reftableOffsetMask
-            if b % cs != 0 || b + cs > file.fileLength {
-                throw Qcow2FileError(
-                    file: file.path, byteOffset: h.refcountTableOffset + 8 * UInt64(i),
-                    message:
-                        "refcount table entry \(i) points to a refcount block at 0x\(String(b, radix: 16)) that is not a whole cluster inside the file (length 0x\(String(file.fileLength, radix: 16)))"
-                )
-            }
-        }
-        if l1.count < geometry.l1Size { l1.append(contentsOf: repeatElement(0, count: geometry.l1Size - l1.count)) }
+        try Self.checkTables(l1, mask: EntryBits.offsetMask, at: h.l1TableOffset, what: ("L1 entry", "an L2 table"), file: file)
+        try Self.checkTables(
+            reftable, mask: EntryBits.reftableOffsetMask, at: h.refcountTableOffset,
+            what: ("refcount table entry", "a refcount block"), file: file)
         l1Offset = h.l1TableOffset
         reftableOffset = h.refcountTableOffset
         l2Store = L2Store(geometry: h.geometry)
@@ -146,6 +128,24 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         host = HostFile(length: file.fileLength)
         for r in try file.allocatedRanges() { host.markAllocated(r) }
         for r in try file.dataRanges() { host.markData(r) }
+    }
+
+    /// Throws for a table entry pointing at a table that is not a whole cluster inside the file.
+    private static func checkTables(
+        _ entries: ContiguousArray<UInt64>, mask: UInt64, at tableOffset: UInt64, what: (entry: String, table: String),
+        file: Qcow2File
+    ) throws {
+        let cs = file.header.geometry.clusterSize
+        for (i, e) in entries.enumerated() where e & mask != 0 {
+            let t = e & mask
+            if t % cs != 0 || t + cs > file.fileLength {
+                throw Qcow2FileError(
+                    file: file.path, byteOffset: tableOffset + 8 * UInt64(i),
+                    message:
+                        "\(what.entry) \(i) points to \(what.table) at 0x\(String(t, radix: 16)) that is not a whole cluster inside the file (length 0x\(String(file.fileLength, radix: 16)))"
+                )
+            }
+        }
     }
 
     // MARK: - Sessions (§2, §10)
