@@ -414,6 +414,7 @@ struct Replay<P: EvictionPolicy> {
 extension Qcow2Image {
     /// Replays one request on this image (QEMU splits requests above `maxRequestBytes`).
     /// Returns whether QEMU would run it as concurrent segments.
+    @discardableResult
     func apply(_ rec: TraceRecord) -> Bool {
         var multi = false
         switch rec.op {
