@@ -89,7 +89,12 @@ enum SimulateCommand {
             Console.printErr(e.description)
             return e.exitCode
         } catch let e as SimulationError {
-            if case .trace(let t) = e { Console.printErr(t.description) } else { Console.error("simulate", e.description) }
+            switch e {
+            // Located errors already name their file: print them compiler-style as they are.
+            case .trace(let t): Console.printErr(t.description)
+            case .image(let message, _): Console.printErr(message)
+            case .usage: Console.error("simulate", e.description)
+            }
             return e.exitCode
         } catch {
             Console.error("simulate", "\(error)")

@@ -98,7 +98,12 @@ enum ValidateCommand {
             if e.exitCode == 64 { Console.error("validate", e.message) } else { Console.printErr(e.description) }
             return e.exitCode
         } catch let e as SimulationError {
-            Console.error("validate", e.description)
+            switch e {
+            // Located errors already name their file: print them compiler-style as they are.
+            case .trace(let t): Console.printErr(t.description)
+            case .image(let message, _): Console.printErr(message)
+            case .usage: Console.error("validate", e.description)
+            }
             return e.exitCode
         } catch let e as ValidationError {
             switch e {

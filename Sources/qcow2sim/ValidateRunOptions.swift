@@ -77,14 +77,13 @@ enum RunConfigArguments {
         }
     }
 
-    /// The virtual size in a qcow2 header (big-endian u64 at byte 24, qcow2-model.md §1.1).
+    /// The virtual size in a qcow2 image's header; a file that is not a usable qcow2 image
+    /// gives the image reader's located error.
     static func virtualSize(ofImage path: String) throws -> UInt64 {
-        guard let h = FileHandle(forReadingAtPath: path) else { throw UsageError("cannot read image '\(path)'") }
-        defer { try? h.close() }
-        let head = [UInt8]((try? h.read(upToCount: 32)) ?? Data())
-        guard head.count == 32, head[0] == 0x51, head[1] == 0x46, head[2] == 0x49, head[3] == 0xfb else {
-            throw UsageError("'\(path)' is not a qcow2 image (no 'QFI\\xfb' magic)")
+        do {
+            return try Qcow2File(path: path).header.virtualSize
+        } catch let e as Qcow2FileError {
+            throw SimulationError.image(e.description, e.exitCode)
         }
-        return head[24..<32].reduce(0) { $0 << 8 | UInt64($1) }
     }
 }

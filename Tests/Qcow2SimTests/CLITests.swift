@@ -114,4 +114,14 @@ import Testing
         #expect(lines.count == 53)
         #expect(lines.first == "qcow2_cache_get image 0 is_l2_cache 0 offset 0x20000 read_from_disk 1")
     }
+
+    @Test func imageThatIsNotQcow2IsLocated() throws {
+        let path = try Self.trace("R,0,4K\n")
+        let image = try Self.trace("not a qcow2 image\n", name: "disk.img")
+        let (s, out, err) = try Self.run(["simulate", path, "--image", image])
+        #expect(s == 65)
+        #expect(out.isEmpty)
+        #expect(
+            err == "\(image): byte 0: error: not a qcow2 file: magic bytes are 6e 6f 74 20, expected 51 46 49 fb ('QFI\\xfb')\n")
+    }
 }
