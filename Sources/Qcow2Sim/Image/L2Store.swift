@@ -132,6 +132,23 @@ struct L2Store {
         return (0, 0)
     }
 
+    /// How many consecutive entries from `i` (at most `limit`) are all-zero (word and bitmap),
+    /// answered from the run list without visiting entries when the table is compact.
+    mutating func zeroRunLength(_ offset: UInt64, from i: Int, limit: Int) -> Int {
+        let t = table(offset)
+        guard t.words == nil else {
+            var n = 0
+            while n < limit && entry(offset, i + n) == (0, 0) { n += 1 }
+            return n
+        }
+        var next = i + limit
+        for r in t.runs where r.first + r.count > i {
+            next = min(next, max(r.first, i))
+            break
+        }
+        return next - i
+    }
+
     /// Sets entry `i` of the table at `offset`.
     mutating func set(_ offset: UInt64, _ i: Int, word: UInt64, bitmap: UInt64) {
         let t = table(offset)

@@ -153,7 +153,12 @@ extension Qcow2Image {
         let (slot, table) = tableForWrite(pos)
         let l2i = geometry.l2Index(pos)
         var need = 0
-        while need < k && geometry.needsNewAllocation(l2Store.entry(table, l2i + need).word) { need += 1 }
+        while need < k {
+            // Runs of empty entries are counted at once (preallocation walks whole slices).
+            need += l2Store.zeroRunLength(table, from: l2i + need, limit: k - need)
+            guard need < k, geometry.needsNewAllocation(l2Store.entry(table, l2i + need).word) else { break }
+            need += 1
+        }
         k = max(need, 1)
         let a: UInt64
         if let h = host {
@@ -302,9 +307,13 @@ extension Qcow2Image {
         let scb = UInt64(geometry.subclusterBits)
         let spcMask = UInt64(geometry.subclustersPerCluster - 1)
         if !geometry.extendedL2 || m.prealloc {
-            for i in 0..<m.clusters {
+            var i = 0
+            while i < m.clusters {
+                i += l2Store.zeroRunLength(table, from: l2i + i, limit: m.clusters - i)
+                guard i < m.clusters else { break }
                 let w = l2Store.entry(table, l2i + i).word
                 if w != 0 { old.append(w) }
+                i += 1
             }
             if geometry.extendedL2 {
                 for i in 0..<m.clusters {
