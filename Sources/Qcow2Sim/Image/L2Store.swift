@@ -297,16 +297,23 @@ struct RefcountStore {
 
     /// Sets refcount `i` of the block at `offset`.
     mutating func set(_ offset: UInt64, _ i: Int, _ v: UInt64) {
+        if offset != lastOffset { _ = block(offset) }
+        // Fast paths on the borrowed block (no retain per refcount update).
+        let done = lastBlock._withUnsafeGuaranteedRef { b -> Bool in
+            if b.words != nil {
+                b.words?[i] = v
+                return true
+            }
+            // Extending the last run (sequential allocation).
+            let n = b.runs.count
+            if n > 0, i == b.runs[n - 1].start + b.runs[n - 1].count, v == b.runs[n - 1].value {
+                b.runs[n - 1].count += 1
+                return true
+            }
+            return false
+        }
+        if done { return }
         let b = block(offset)
-        if b.words != nil {
-            b.words?[i] = v
-            return
-        }
-        // Fast path: extending the last run (sequential allocation).
-        if let last = b.runs.last, i == last.start + last.count, v == last.value {
-            b.runs[b.runs.count - 1].count += 1
-            return
-        }
         if get(offset, i) == v { return }
         // General case: rebuild the runs around i.
         var runs: [Run] = []
