@@ -135,18 +135,26 @@ struct L2Store {
     /// How many consecutive entries from `i` (at most `limit`) are all-zero (word and bitmap),
     /// answered from the run list without visiting entries when the table is compact.
     mutating func zeroRunLength(_ offset: UInt64, from i: Int, limit: Int) -> Int {
-        let t = table(offset)
-        guard t.words == nil else {
-            var n = 0
-            while n < limit && entry(offset, i + n) == (0, 0) { n += 1 }
-            return n
+        let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & (L2Store.recentSlots - 1)
+        if recentKeys[slot] != offset { _ = table(offset) }
+        return recentTables[slot]._withUnsafeGuaranteedRef { t in
+            guard t.words == nil else {
+                var n = 0
+                while n < limit && entry(in: t, i + n) == (0, 0) { n += 1 }
+                return n
+            }
+            let r0 = t.firstRun
+            if t.runs.count < 2 {
+                // At most one run: empty entries stop at its start (if it lies ahead).
+                return r0.end > r0.first && r0.first >= i ? min(limit, r0.first - i) : (r0.end > i && r0.first <= i ? 0 : limit)
+            }
+            var next = i + limit
+            for r in t.runs where r.first + r.count > i {
+                next = min(next, max(r.first, i))
+                break
+            }
+            return next - i
         }
-        var next = i + limit
-        for r in t.runs where r.first + r.count > i {
-            next = min(next, max(r.first, i))
-            break
-        }
-        return next - i
     }
 
     /// Sets entry `i` of the table at `offset`.
