@@ -32,16 +32,7 @@ public struct BlkparseReader: TraceReader {
         scanner = LineScanner(input)
         fileName = input.fileName
         selected = options.event.rawValue.utf8.first ?? UInt8(ascii: "D")
-        if let d = options.device {
-            guard let dev = Blktrace.parseDevice(d) else {
-                throw TraceError(
-                    file: "--device", location: .file,
-                    message: "invalid device '\(d)' (expected MAJOR,MINOR such as 8,0)", exitCode: 64)
-            }
-            deviceFilter = dev
-        } else {
-            deviceFilter = nil
-        }
+        deviceFilter = try Blktrace.deviceFilter(options)
         words.reserveCapacity(16)
     }
 

@@ -31,6 +31,17 @@ enum Blktrace {
     static func deviceName(_ dev: UInt32) -> String { "\(dev >> 20),\(dev & 0xFFFFF)" }
 
     /// Parses `MAJ,MIN` into the kernel dev_t encoding.
+    /// The `--device MAJOR,MINOR` filter of `options` (nil: every device), or a usage error.
+    static func deviceFilter(_ options: TraceOptions) throws -> UInt32? {
+        guard let d = options.device else { return nil }
+        guard let dev = parseDevice(d) else {
+            throw TraceError(
+                file: "--device", location: .file,
+                message: "invalid device '\(d)' (expected MAJOR,MINOR such as 8,0)", exitCode: 64)
+        }
+        return dev
+    }
+
     static func parseDevice(_ s: String) -> UInt32? {
         let parts = s.split(separator: ",")
         guard parts.count == 2, let ma = UInt32(parts[0].trimmingCharacters(in: .whitespaces)),
@@ -183,16 +194,7 @@ public struct BlktraceReader: TraceReader {
         case .issue: selected = Blktrace.taIssue
         case .complete: selected = Blktrace.taComplete
         }
-        if let d = options.device {
-            guard let dev = Blktrace.parseDevice(d) else {
-                throw TraceError(
-                    file: "--device", location: .file,
-                    message: "invalid device '\(d)' (expected MAJOR,MINOR such as 8,0)", exitCode: 64)
-            }
-            deviceFilter = dev
-        } else {
-            deviceFilter = nil
-        }
+        deviceFilter = try Blktrace.deviceFilter(options)
         for i in streams.indices { heads.append(try streams[i].next()) }
         // Like blkparse, count time from the first event of the recording (any CPU, any
         // action), in integer nanoseconds so no precision is lost to the uptime clock.
