@@ -430,11 +430,14 @@ extension Qcow2Image {
             while left > 0 {
                 let n = min(left, Simulation.maxRequestBytes)
                 if rec.op == .read ? read(off, n) : write(off, n) { multi = true }
+                // Writethrough: one flush per write request (FUA emulation, §7.1).
+                if rec.op == .write && writethrough { flushRequest() }
                 off += n
                 left -= n
             }
         case .writeZeroes:
             multi = writeZeroes(rec.offset, rec.length, unmap: rec.flags.contains(.unmap))
+            if writethrough { flushRequest() }
         case .discard:
             discard(rec.offset, rec.length)
         case .flush:

@@ -85,14 +85,7 @@ extension Qcow2Image {
         for (offset, num) in Self.alignedPieces(g, len, align: geometry.subclusterSize)
         where !pwriteZeroes(offset, num, unmap: unmap) {
             // Not supported by qcow2: the block layer writes a buffer of zeroes instead.
-            let saved = writethrough
-            writethrough = false
             if write(offset, num) { multi = true }
-            writethrough = saved
-        }
-        if writethrough {
-            writeCache(Self.l2)
-            writeCache(Self.rc)
         }
         return multi
     }
@@ -161,7 +154,8 @@ extension Qcow2Image {
         return true
     }
 
-    /// Flush (§10): WRITE(L2), then WRITE(RC), on this image only.
+    /// Flush (§10): WRITE(L2), then WRITE(RC), on this image only. Also the flush the block
+    /// layer adds after every write and write-zeroes request in writethrough mode (§7.1, §9.2).
     func flushRequest() {
         // `bdrv_co_flush` returns early for read-only nodes: nothing reaches qcow2.
         if readOnly { return }

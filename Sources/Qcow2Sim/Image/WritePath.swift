@@ -60,8 +60,9 @@ extension Qcow2Image {
     }
 
     /// WRITE (§7.1, `qcow2_co_pwritev_part`): returns whether QEMU runs it as several segments.
+    /// The writethrough flush belongs to the request (`apply`), not to this driver call.
     @discardableResult
-    func write(_ g: UInt64, _ len: UInt64, prealloc: Bool = false) -> Bool {
+    func write(_ g: UInt64, _ len: UInt64) -> Bool {
         var g = g, left = len
         var multi = false
         var first = true
@@ -69,20 +70,9 @@ extension Qcow2Image {
             let (n, hostStart, metas) = allocateHost(g, left)
             if first && n < left { multi = true }
             first = false
-            if prealloc {
-                for var m in metas {
-                    m.prealloc = true
-                    link(&m)
-                }
-            } else {
-                task(hostStart, g, n, metas)
-            }
+            task(hostStart, g, n, metas)
             g += n
             left -= n
-        }
-        if writethrough && !prealloc {
-            writeCache(Self.l2)
-            writeCache(Self.rc)
         }
         if multi { requestState.taskPool = true }
         return multi
