@@ -56,8 +56,6 @@ public struct Geometry: Equatable, Hashable, Sendable {
 
     /// Subcluster size in bytes (`SC`).
     @inline(__always) public var subclusterSize: UInt64 { 1 << UInt64(subclusterBits) }
-    /// Guest bytes covered by one L2 table.
-    @inline(__always) public var l2Coverage: UInt64 { 1 << UInt64(clusterBits + l2Bits) }
     /// `l1_index(g)`.
     @inline(__always) public func l1Index(_ g: UInt64) -> Int { Int(g >> UInt64(clusterBits + l2Bits)) }
     /// `l2_index(g)`.
@@ -78,8 +76,6 @@ public struct Geometry: Equatable, Hashable, Sendable {
     @inline(__always) public func hostCluster(_ h: UInt64) -> UInt64 { h >> UInt64(clusterBits) }
     /// Refcount-table index of host cluster `k`.
     @inline(__always) public func refblockIndex(ofCluster k: UInt64) -> UInt64 { k >> UInt64(refblockBits) }
-    /// Largest refcount value.
-    public var maxRefcount: UInt64 { refcountBits == 64 ? UInt64.max : (1 << UInt64(refcountBits)) - 1 }
 }
 
 /// L1 / L2 entry bits (qcow2-model.md §1.3, QEMU `QCOW_OFLAG_*`, `L1E_OFFSET_MASK`).

@@ -35,10 +35,6 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     public func offset(at i: Int) -> UInt64 { offsets[i] }
     /// Slot `i`'s pin count (QEMU `ref`).
     public func pinCount(at i: Int) -> Int { Int(pins[i]) }
-    /// Slot `i`'s LRU stamp (QEMU `lru_counter`).
-    public func stamp(at i: Int) -> UInt64 { lru[i] }
-    /// Whether slot `i` is dirty.
-    public func isDirty(at i: Int) -> Bool { dirty[i] }
     /// Number of dirty slots.
     public private(set) var dirtyCount = 0
     /// QEMU's cache-wide `lru_counter`.

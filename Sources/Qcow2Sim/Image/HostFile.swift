@@ -25,9 +25,6 @@ final class HostFile {
     /// `st_blocks * 512` on ext4: allocated blocks plus the extent-tree blocks that index them.
     var allocatedBytes: UInt64 { (allocated.count + extentTreeBlocks()) * Self.blockSize }
 
-    /// Allocated blocks without the extent tree.
-    var allocatedBlocks: UInt64 { allocated.count }
-
     /// Records a data write of `bytes` at `offset`.
     func write(_ offset: UInt64, _ bytes: UInt64) {
         guard bytes > 0 else { return }

@@ -77,9 +77,6 @@ struct L2Store {
         self.wordsPerEntry = geometry.extendedL2 ? 2 : 1
     }
 
-    /// Number of tables held (for tests and memory reports).
-    var tableCount: Int { tables.count }
-
     /// A direct-mapped cache in front of `tables` (host cluster number modulo its size): random
     /// access over thousands of tables skips the dictionary's hashing and the retain of the
     /// found table (`qcow2sim-bench read-1e7`: hashing plus retain/release were half the run).

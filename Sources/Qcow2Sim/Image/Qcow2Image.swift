@@ -35,6 +35,9 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// sessions are not: their refcount searches read the store directly (same result, same
     /// final image, no per-cluster cache GETs).
     var observed = true
+    /// Entries per L2 slice in the current session (L2 cache entry size / L2 entry size),
+    /// set at open: MAP and ALLOC_HOST need it on every request.
+    private(set) var sliceEntries = 1
     /// Opened read-only (backing images).
     public internal(set) var readOnly = false
     /// Writethrough: flush both caches after every write request.
@@ -160,6 +163,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         self.log = log
         caches.rc.reset(count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize)
         caches.l2.reset(count: sizing.l2Entries, tableSize: sizing.l2EntrySize)
+        sliceEntries = Int(sizing.l2EntrySize / geometry.l2EntrySize)
         freeClusterIndex = 0
         probeDone = false
         metadataPreallocation = false

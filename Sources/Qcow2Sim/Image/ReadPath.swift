@@ -1,7 +1,5 @@
 /// L2 access primitives (§5), the read path (§6) and block-status queries (§8).
 extension Qcow2Image {
-    /// Entries per L2 slice in the current session.
-    @inline(__always) var sliceEntries: Int { Int(caches[Self.l2].tableSize / geometry.l2EntrySize) }
 
     /// Host offset of the slice holding guest offset `g` in the table at `table` (§1.2).
     @inline(__always) func sliceOffset(_ g: UInt64, table: UInt64) -> UInt64 {
