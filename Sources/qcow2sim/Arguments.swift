@@ -1,4 +1,7 @@
 import Foundation
+import Qcow2Sim
+import TraceKit
+import Validation
 
 /// A command-line usage error: printed as `qcow2sim <command>: error: <message>`, exit 64.
 struct UsageError: Error, CustomStringConvertible {
@@ -75,6 +78,38 @@ struct Arguments {
         if positionals.count < count { throw UsageError("missing \(what)") }
         if positionals.count > count { throw UsageError("unexpected argument '\(positionals[count])'") }
         return positionals
+    }
+}
+
+/// How every command reports a failure: located input errors compiler-style as they are
+/// (`file:line: error: …`), everything else as `qcow2sim <command>: error: …`; returns the
+/// sysexits status (64 usage, 65 bad data, 66 no input, 69 unavailable, 70 internal).
+func reportFailure(_ error: Error, command: String) -> Int32 {
+    switch error {
+    case let e as UsageError:
+        Console.error(command, e.message)
+        return 64
+    case let e as TraceError:
+        // Usage errors raised while opening a trace name the option in `file`.
+        if e.exitCode == 64 {
+            Console.error(command, e.file.hasPrefix("--") ? "\(e.file): \(e.message)" : e.message)
+        } else {
+            Console.printErr(e.description)
+        }
+        return e.exitCode
+    case let e as SimulationError:
+        switch e {
+        case .trace(let t): Console.printErr(t.description)
+        case .image(let message, _): Console.printErr(message)
+        case .usage: Console.error(command, e.description)
+        }
+        return e.exitCode
+    case let e as ValidationError:
+        if case .badTrace = e { Console.printErr(e.description) } else { Console.error(command, e.description) }
+        return e.exitCode
+    default:
+        Console.error(command, "\(error)")
+        return 70
     }
 }
 

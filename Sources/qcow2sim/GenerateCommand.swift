@@ -43,15 +43,8 @@ enum GenerateCommand {
             let generator = try WorkloadGenerator(spec)
             _ = try NativeTraceWriter.write(generator, withTime: spec.interval != nil, to: out)
             return 0
-        } catch let e as UsageError {
-            Console.error("generate", e.message)
-            return 64
-        } catch let e as TraceError {
-            if e.exitCode == 64 { Console.error("generate", e.message) } else { Console.printErr(e.description) }
-            return e.exitCode
         } catch {
-            Console.error("generate", "\(error)")
-            return 70
+            return reportFailure(error, command: "generate")
         }
     }
 

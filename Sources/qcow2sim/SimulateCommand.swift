@@ -82,23 +82,8 @@ enum SimulateCommand {
             }
             try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
             return 0
-        } catch let e as UsageError {
-            Console.error("simulate", e.message)
-            return 64
-        } catch let e as TraceError {
-            Console.printErr(e.description)
-            return e.exitCode
-        } catch let e as SimulationError {
-            switch e {
-            // Located errors already name their file: print them compiler-style as they are.
-            case .trace(let t): Console.printErr(t.description)
-            case .image(let message, _): Console.printErr(message)
-            case .usage: Console.error("simulate", e.description)
-            }
-            return e.exitCode
         } catch {
-            Console.error("simulate", "\(error)")
-            return 70
+            return reportFailure(error, command: "simulate")
         }
     }
 }

@@ -42,19 +42,8 @@ enum TraceCommand {
             case "convert": return try convert(rest)
             default: throw UsageError("unknown subcommand '\(sub)' (expected info or convert)")
             }
-        } catch let e as UsageError {
-            Console.error("trace \(sub)", e.message)
-            return 64
-        } catch let e as TraceError {
-            if e.exitCode == 64 {
-                Console.error("trace \(sub)", "\(e.file): \(e.message)")
-            } else {
-                Console.printErr(e.description)
-            }
-            return e.exitCode
         } catch {
-            Console.error("trace \(sub)", "\(error)")
-            return 70
+            return reportFailure(error, command: "trace \(sub)")
         }
     }
 

@@ -91,29 +91,8 @@ enum ValidateCommand {
             }
             FileHandle.standardOutput.write(Data((format == "json" ? report.json() : report.text()).utf8))
             return report.exitCode
-        } catch let e as UsageError {
-            Console.error("validate", e.message)
-            return 64
-        } catch let e as TraceError {
-            if e.exitCode == 64 { Console.error("validate", e.message) } else { Console.printErr(e.description) }
-            return e.exitCode
-        } catch let e as SimulationError {
-            switch e {
-            // Located errors already name their file: print them compiler-style as they are.
-            case .trace(let t): Console.printErr(t.description)
-            case .image(let message, _): Console.printErr(message)
-            case .usage: Console.error("validate", e.description)
-            }
-            return e.exitCode
-        } catch let e as ValidationError {
-            switch e {
-            case .badTrace: Console.printErr(e.description)
-            default: Console.error("validate", e.description)
-            }
-            return e.exitCode
         } catch {
-            Console.error("validate", "\(error)")
-            return 70
+            return reportFailure(error, command: "validate")
         }
     }
 }
