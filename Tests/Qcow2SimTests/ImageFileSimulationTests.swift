@@ -29,7 +29,7 @@ struct ImageFileSimulationTests {
         ])
         _ = try Simulation.run(config: config, reader: &reader, log: log)
         #expect(log.count == 53)
-        #expect(log.events.map { $0.line(includeImage: false) } == (try Vector.events(ops: ["write 0 4k", "read 0 4k"])))
+        #expect(log.events.map { $0.line(includeImage: false) } == SpecVectorTests.tv1)
     }
 
     @Test func l2TableBeyondTheFileIsRefusedAtOpen() throws {
