@@ -144,6 +144,22 @@ public final class AtomicOutput {
 
     deinit { if !done { abandon() } }
 
+    /// Overwrites bytes already written at `offset` (a binary trace's record count, known only
+    /// at the end). Returns `false` when the output cannot be rewritten (a pipe or terminal).
+    public func rewrite(_ bytes: [UInt8], at offset: Int) throws -> Bool {
+        var st = stat()
+        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return false }
+        let n = bytes.withUnsafeBytes { p -> Int in
+            guard let b = p.baseAddress else { return 0 }
+            return pwrite(fd, b, p.count, off_t(offset))
+        }
+        guard n == bytes.count else {
+            throw TraceError(
+                file: path, location: .file, message: "write failed: \(String(cString: strerror(errno)))", exitCode: 74)
+        }
+        return true
+    }
+
     /// Appends bytes.
     public func write(_ bytes: [UInt8]) throws {
         var off = 0

@@ -127,6 +127,7 @@ public struct AnyTraceReader: TraceReader {
         // Held only while a reader is moved out, so mutating it never copies its buffers.
         case moved
         case native(NativeTraceReader)
+        case binary(NativeBinaryTraceReader)
         case blktrace(BlktraceReader)
         case blkparse(BlkparseReader)
         case vscsi(VscsiReader)
@@ -154,6 +155,7 @@ public struct AnyTraceReader: TraceReader {
         mapper = RecordMapper(options: options, format: format, fileName: input.fileName)
         switch format {
         case .native: source = .native(NativeTraceReader(input: input))
+        case .binary: source = .binary(NativeBinaryTraceReader(input: input))
         case .blktrace: source = .blktrace(try BlktraceReader(inputs: [input], options: options))
         case .blkparse: source = .blkparse(try BlkparseReader(input: input, options: options))
         case .vscsi: source = .vscsi(VscsiReader(input: input))
@@ -190,6 +192,7 @@ public struct AnyTraceReader: TraceReader {
         switch source {
         case .moved: return nil
         case .native(var r): source = .moved; defer { source = .native(r) }; result = try mapper.next(from: &r)
+        case .binary(var r): source = .moved; defer { source = .binary(r) }; result = try mapper.next(from: &r)
         case .blktrace(var r): source = .moved; defer { source = .blktrace(r) }; result = try mapper.next(from: &r)
         case .blkparse(var r): source = .moved; defer { source = .blkparse(r) }; result = try mapper.next(from: &r)
         case .vscsi(var r): source = .moved; defer { source = .vscsi(r) }; result = try mapper.next(from: &r)

@@ -3,6 +3,9 @@
 public enum TraceFormat: String, Sendable, CaseIterable {
     /// qcow2sim's CSV: `[time,]op,offset,length` (``NativeTraceReader``).
     case native
+    /// qcow2sim's binary native format: fixed-size records after a header with a magic
+    /// (``NativeBinaryTraceReader``, layout in ``NativeBinaryTrace``).
+    case binary
     /// blktrace binary per-CPU files (``BlktraceReader``).
     case blktrace
     /// blkparse default text output (``BlkparseReader``).
@@ -44,7 +47,7 @@ public enum TraceFormat: String, Sendable, CaseIterable {
     /// rebases it so the first record is at 0.
     var hasAbsoluteTime: Bool {
         switch self {
-        case .native, .fio, .spc: false
+        case .native, .binary, .fio, .spc: false
         case .blktrace, .blkparse, .vscsi, .vscsiCSV, .msr, .systor, .tencent, .alibaba, .qemu: true
         }
     }
@@ -60,10 +63,11 @@ public enum TraceFormat: String, Sendable, CaseIterable {
 
     /// Guesses the format from the first bytes of the (decompressed) input.
     ///
-    /// Binary formats are recognised by their magic (blktrace) or record structure (vscsi's
+    /// Binary formats are recognised by their magic (qcow2sim binary, blktrace) or record structure (vscsi's
     /// version byte); text formats by their first content line. Falls back to `.native`, whose
     /// reader then reports what it found.
     public static func detect(_ head: ArraySlice<UInt8>) -> TraceFormat {
+        if NativeBinaryTrace.hasMagic(head) { return .binary }
         let b = Array(head)
         if b.count >= 4 {
             let le = UInt32(b[0]) | UInt32(b[1]) << 8 | UInt32(b[2]) << 16 | UInt32(b[3]) << 24

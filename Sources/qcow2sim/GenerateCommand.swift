@@ -8,7 +8,7 @@ enum GenerateCommand {
         usage: qcow2sim generate --pattern uniform|sequential|zipf|hotset --count N --size DISKSIZE
                                  [--request-size 4K] [--read-ratio 1.0] [--seed S]
                                  [--region START:LEN] [--alignment BYTES] [--theta 0.99]
-                                 [--hot-fraction 0.1 --hot-access 0.9] [--interval SECONDS] -o OUT
+                                 [--hot-fraction 0.1 --hot-access 0.9] [--interval SECONDS] [--binary] -o OUT
 
         Writes COUNT requests in the native trace format (`-o -` = standard output). The same
         seed gives the same trace on every machine (xoshiro256** seeded by SplitMix64).
@@ -21,6 +21,7 @@ enum GenerateCommand {
           --alignment     offset granularity (default: the request size)
           --read-ratio    fraction of reads, 0 to 1 (the rest are writes; default 1.0)
           --interval      seconds between requests; adds a time column
+          --binary        write the binary native format (fixed 32-byte records) instead of CSV
 
         """
 
@@ -36,12 +37,16 @@ enum GenerateCommand {
                     "--pattern", "--count", "--size", "--request-size", "--read-ratio", "--seed", "--region",
                     "--theta", "--hot-fraction", "--hot-access", "--interval", "--alignment", "--output",
                 ],
-                aliases: ["-o": "--output"])
+                flags: ["--binary"], aliases: ["-o": "--output"])
             _ = try a.positionals(0, what: "")
             let spec = try makeSpec(a)
             guard let out = a.value("--output") else { throw UsageError("missing -o OUT (use '-o -' for standard output)") }
             let generator = try WorkloadGenerator(spec)
-            _ = try NativeTraceWriter.write(generator, withTime: spec.interval != nil, to: out)
+            if a.has("--binary") {
+                _ = try NativeBinaryTraceWriter.write(generator, count: UInt64(spec.count), to: out)
+            } else {
+                _ = try NativeTraceWriter.write(generator, withTime: spec.interval != nil, to: out)
+            }
             return 0
         } catch {
             return reportFailure(error, command: "generate")

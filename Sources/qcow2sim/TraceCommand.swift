@@ -6,10 +6,11 @@ import TraceKit
 enum TraceCommand {
     static let help = """
         usage: qcow2sim trace info TRACE [--format text|json] [--cluster-size 64K] [mapping options]
-               qcow2sim trace convert TRACE -o OUT [--to native|qemu-io] [mapping options]
+               qcow2sim trace convert TRACE -o OUT [--to native|binary|qemu-io] [mapping options]
 
         TRACE is any supported trace (compressed with gzip, bzip2, xz or zstd too), '-' for
-        standard input, or a directory of blktrace per-CPU files.
+        standard input, or a directory of blktrace per-CPU files. `--to binary` writes the
+        binary native format (fixed 32-byte records; the fastest to read; layout in README).
 
         mapping options:
           --trace-format NAME   \(TraceFormat.names.joined(separator: ", ")) (default: by content)
@@ -109,7 +110,7 @@ enum TraceCommand {
     static func convert(_ args: [String]) throws -> Int32 {
         let a = try Arguments(
             args, options: mappingOptions.union(["--to", "--output"]), flags: ["--no-rebase"], aliases: ["-o": "--output"])
-        let to = try a.choice("--to", ["native", "qemu-io"], default: "native")
+        let to = try a.choice("--to", ["native", "binary", "qemu-io"], default: "native")
         guard let outPath = a.value("--output") else { throw UsageError("missing -o OUT (use '-o -' for standard output)") }
         var reader = try open(a)
         let out = try AtomicOutput(path: outPath)
@@ -124,6 +125,15 @@ enum TraceCommand {
                     if w.bytes.count >= 1 << 20 { try out.write(w.take()) }
                 }
                 try out.write(w.take())
+            } else if to == "binary" {
+                var w = NativeBinaryTraceWriter()
+                while let r = try reader.next() {
+                    w.append(r)
+                    if w.bytes.count >= 1 << 20 { try out.write(w.take()) }
+                }
+                try out.write(w.take())
+                if w.count == 0 { throw TraceError(file: reader.fileName, location: .file, message: "empty trace (no records)") }
+                try w.finish(out, path: outPath, announced: nil)
             } else {
                 var w = QemuIOScriptWriter()
                 while let r = try reader.next() {

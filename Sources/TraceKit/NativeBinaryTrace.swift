@@ -1,0 +1,326 @@
+import Foundation
+
+/// The layout of qcow2sim's binary native trace format: fixed-size little-endian records after a
+/// fixed-size header, so a reader decodes a record with four loads and no parsing.
+///
+/// ```
+/// header, 32 bytes
+///   0   8  magic          89 51 32 53 54 52 0a 00   ("\x89Q2STR\n\0")
+///   8   4  version        u32, 1
+///  12   4  record size    u32, 32
+///  16   8  record count   u64; ffffffffffffffff = not known when written (streamed to a pipe):
+///                          the records then run to the end of the file
+///  24   8  reserved       zero
+/// record, 32 bytes
+///   0   8  time           f64 (IEEE 754) seconds since the start of the trace;
+///                          ffffffffffffffff (a NaN) = the record has no time
+///   8   8  offset         u64, guest bytes
+///  16   8  length         u64, bytes (0 for flushes)
+///  24   1  op             0 R, 1 W, 2 D (discard), 3 Z (write-zeroes),
+///                          4 ZU (write-zeroes that may unmap), 5 F (flush)
+///  25   1  flags          bit 0 FUA, bit 2 preflush; every other bit zero
+///  26   6  reserved       zero
+/// ```
+///
+/// The magic's first byte has the high bit set and its last is NUL, so no text trace starts with
+/// it and a transfer that strips the eighth bit or rewrites line ends is caught.
+public enum NativeBinaryTrace {
+    /// The eight bytes every binary trace starts with.
+    public static let magic: [UInt8] = [0x89, 0x51, 0x32, 0x53, 0x54, 0x52, 0x0A, 0x00]
+    /// The magic as one little-endian word, for the per-file check.
+    static let magicWord: UInt64 = magic.reversed().reduce(0) { $0 << 8 | UInt64($1) }
+    /// The only version written and read.
+    public static let version: UInt32 = 1
+    /// Bytes in the header.
+    public static let headerSize = 32
+    /// Bytes in one record.
+    public static let recordSize = 32
+    /// The record count of a file written without knowing how many records would follow.
+    public static let unknownCount = UInt64.max
+    /// The time field of a record without a time.
+    static let noTime = UInt64.max
+    /// Flag bits a record may carry (the unmap flag is op code 4, not a flag bit).
+    static let allowedFlags = TraceRecord.Flags.fua.rawValue | TraceRecord.Flags.preflush.rawValue
+
+    /// Op codes in record order; the index is the code.
+    static let opNames = "0 R, 1 W, 2 D, 3 Z, 4 ZU or 5 F"
+
+    /// Whether `head` starts with the binary trace magic.
+    public static func hasMagic(_ head: ArraySlice<UInt8>) -> Bool {
+        head.count >= magic.count && head.prefix(magic.count).elementsEqual(magic)
+    }
+
+    /// The 32-byte header announcing `count` records.
+    public static func header(count: UInt64) -> [UInt8] {
+        var h = magic
+        h.reserveCapacity(headerSize)
+        withUnsafeBytes(of: version.littleEndian) { h += $0 }
+        withUnsafeBytes(of: UInt32(recordSize).littleEndian) { h += $0 }
+        withUnsafeBytes(of: count.littleEndian) { h += $0 }
+        h += repeatElement(0, count: 8)
+        return h
+    }
+
+    /// Encodes `r` into the 32 bytes at `p`.
+    @inline(__always)
+    static func encode(_ r: TraceRecord, into p: UnsafeMutableRawPointer) {
+        let code: UInt8
+        switch r.op {
+        case .read: code = 0
+        case .write: code = 1
+        case .discard: code = 2
+        case .writeZeroes: code = r.flags.contains(.unmap) ? 4 : 3
+        case .flush: code = 5
+        }
+        p.storeBytes(of: (r.time?.bitPattern ?? noTime).littleEndian, as: UInt64.self)
+        p.storeBytes(of: r.offset.littleEndian, toByteOffset: 8, as: UInt64.self)
+        p.storeBytes(of: r.length.littleEndian, toByteOffset: 16, as: UInt64.self)
+        // Byte 24 is the op, 25 the flags, 26–31 reserved: one little-endian word.
+        let flags = UInt64(r.flags.rawValue & allowedFlags)
+        p.storeBytes(of: (UInt64(code) | flags << 8).littleEndian, toByteOffset: 24, as: UInt64.self)
+    }
+}
+
+/// Writes records in the binary native trace format (see ``NativeBinaryTrace``), buffering them
+/// for the caller to flush in chunks like ``NativeTraceWriter``.
+public struct NativeBinaryTraceWriter {
+    /// Formatted output not yet taken by the caller (starts with the header).
+    public private(set) var bytes: [UInt8]
+    /// Records appended so far.
+    public private(set) var count: UInt64 = 0
+
+    /// A writer whose header announces `count` records, or ``NativeBinaryTrace/unknownCount``
+    /// when the number is not known yet (the caller may patch the header's count at the end,
+    /// see ``NativeBinaryTrace/header(count:)``).
+    public init(count: UInt64 = NativeBinaryTrace.unknownCount) {
+        bytes = NativeBinaryTrace.header(count: count)
+        bytes.reserveCapacity(1 << 20)
+    }
+
+    /// Appends one record.
+    @inline(__always)
+    public mutating func append(_ r: TraceRecord) {
+        let at = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: NativeBinaryTrace.recordSize))
+        bytes.withUnsafeMutableBytes { raw in
+            guard let b = raw.baseAddress else { return }
+            NativeBinaryTrace.encode(r, into: b + at)
+        }
+        count += 1
+    }
+
+    /// Returns and clears the buffered output.
+    public mutating func take() -> [UInt8] {
+        defer { bytes.removeAll(keepingCapacity: true) }
+        return bytes
+    }
+
+    /// Writes `records` to `path` atomically (see ``AtomicOutput``), streaming in 1 MiB chunks;
+    /// `-` writes to standard output. The header's record count is exact when `count` is given
+    /// and the sequence delivers that many records, or when the output can be rewritten in
+    /// place; a pipe keeps ``NativeBinaryTrace/unknownCount``. Returns the number of records.
+    public static func write<S: Sequence>(_ records: S, count: UInt64? = nil, to path: String) throws -> Int
+    where S.Element == TraceRecord {
+        var writer = NativeBinaryTraceWriter(count: count ?? NativeBinaryTrace.unknownCount)
+        let out = try AtomicOutput(path: path)
+        do {
+            for r in records {
+                writer.append(r)
+                if writer.bytes.count >= 1 << 20 { try out.write(writer.take()) }
+            }
+            try out.write(writer.take())
+            try writer.finish(out, path: path, announced: count)
+            try out.commit()
+        } catch {
+            out.abandon()
+            throw error
+        }
+        return Int(writer.count)
+    }
+
+    /// Makes the header's count agree with the records written: rewrites it in place when it
+    /// was unknown or differs; a pipe (no rewriting) keeps ``NativeBinaryTrace/unknownCount``,
+    /// and an announced count that cannot be corrected is an internal error (exit 70).
+    public func finish(_ out: AtomicOutput, path: String, announced: UInt64?) throws {
+        if announced == count { return }
+        let fixed = NativeBinaryTrace.header(count: count)
+        if try out.rewrite(fixed, at: 0) { return }
+        if announced == nil { return }
+        throw TraceError(
+            file: path, location: .file,
+            message: "wrote \(count) records but the header announced \(announced ?? 0) and cannot be rewritten", exitCode: 70)
+    }
+}
+
+/// Reads the binary native trace format (see ``NativeBinaryTrace``) with large reads (1 MiB
+/// chunks), from a file, a decompressor's pipe or memory, in constant memory.
+///
+/// Every record is checked: op code, flag bits, reserved bytes, time (finite and non-negative,
+/// or none) and that offset + length fits in 64 bits. Errors are located by byte offset and
+/// 0-based record index; header errors name the file.
+public struct NativeBinaryTraceReader: TraceReader {
+    private let input: ByteInput
+    private var index = 0
+    private var announced: UInt64 = 0
+    private var headerRead = false
+    private var lastOffset: UInt64 = 0
+    /// The file name used in error messages.
+    public let fileName: String
+
+    /// Opens `path` for streaming (compressed files are decompressed by the system's tools).
+    public init(path: String) throws {
+        self.init(input: try TraceFile.openInput(path: path, decompress: true))
+    }
+
+    /// Reads bytes already in memory (tests, fuzzing, benchmarks).
+    public init(bytes: [UInt8], fileName: String = "<memory>") {
+        self.init(input: ByteInput(bytes: bytes, fileName: fileName))
+    }
+
+    init(input: ByteInput) {
+        self.input = input
+        fileName = input.fileName
+    }
+
+    /// `byte N (record I)` of the record most recently returned.
+    public var location: TraceLocation {
+        index == 0 ? .file : .record(byteOffset: lastOffset, index: index - 1)
+    }
+
+    private func fileError(_ m: String) -> TraceError { TraceError(file: fileName, location: .file, message: m) }
+
+    private func recordError(_ offset: UInt64, _ i: Int, _ m: String) -> TraceError {
+        TraceError(file: fileName, location: .record(byteOffset: offset, index: i), message: m)
+    }
+
+    private mutating func readHeader() throws {
+        let size = NativeBinaryTrace.headerSize
+        guard try input.ensure(size) else {
+            if input.available == 0 { throw fileError("empty trace (no records)") }
+            throw fileError("truncated header: \(input.available) bytes, expected a \(size)-byte qcow2sim binary trace header")
+        }
+        let s = input.start
+        let (word, version, recordSize, count, reserved) = input.buffer.withUnsafeBytes { raw in
+            let p = raw.baseAddress.unsafelyUnwrapped + s
+            return (
+                UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)),
+                UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt32.self)),
+                UInt32(littleEndian: p.loadUnaligned(fromByteOffset: 12, as: UInt32.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+            )
+        }
+        guard word == NativeBinaryTrace.magicWord else {
+            let found = input.buffer[s..<s + 8].map { String(format: "%02x", $0) }.joined(separator: " ")
+            let expected = NativeBinaryTrace.magic.map { String(format: "%02x", $0) }.joined(separator: " ")
+            throw fileError("bad magic \(found) (expected \(expected), a qcow2sim binary trace)")
+        }
+        guard version == NativeBinaryTrace.version else {
+            throw fileError("unsupported binary trace version \(version) (expected \(NativeBinaryTrace.version))")
+        }
+        guard recordSize == NativeBinaryTrace.recordSize else {
+            throw fileError("unsupported record size \(recordSize) (expected \(NativeBinaryTrace.recordSize))")
+        }
+        guard reserved == 0 else { throw fileError("header bytes 24 to 31 are reserved and must be zero") }
+        announced = count
+        headerRead = true
+        input.start += size
+    }
+
+    /// The next record, or `nil` at the end of the input.
+    @inline(__always)
+    public mutating func next() throws -> TraceRecord? {
+        if !headerRead { try readHeader() }
+        let size = NativeBinaryTrace.recordSize
+        if input.end - input.start < size || UInt64(index) >= announced {
+            guard try more() else { return nil }
+        }
+        let s = input.start
+        let (timeBits, offset, length, tail) = input.buffer.withUnsafeBytes { raw in
+            let p = raw.baseAddress.unsafelyUnwrapped + s
+            return (
+                UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+            )
+        }
+        // Byte 24 is the op, 25 the flags, 26–31 reserved: anything above the known bits is bad.
+        let code = tail & 0xFF
+        let flags = UInt8(truncatingIfNeeded: tail >> 8)
+        let time = Double(bitPattern: timeBits)
+        if code > 5 || tail >> 16 != 0 || flags & ~NativeBinaryTrace.allowedFlags != 0
+            || (timeBits != NativeBinaryTrace.noTime && !(time >= 0 && time.isFinite))
+            || offset.addingReportingOverflow(length).overflow
+        {
+            throw invalid(timeBits, offset, length, tail)
+        }
+        let op: TraceRecord.Op
+        var recordFlags = TraceRecord.Flags(rawValue: flags)
+        switch code {
+        case 0: op = .read
+        case 1: op = .write
+        case 2: op = .discard
+        case 3: op = .writeZeroes
+        case 4:
+            op = .writeZeroes
+            recordFlags.insert(.unmap)
+        default: op = .flush
+        }
+        lastOffset = input.offset
+        input.start += size
+        index += 1
+        return TraceRecord(
+            time: timeBits == NativeBinaryTrace.noTime ? nil : time, op: op, offset: offset, length: length,
+            flags: recordFlags)
+    }
+
+    /// Makes the next record available; `false` at a clean end. Throws for a truncated record and
+    /// for a file whose record count disagrees with its header.
+    private mutating func more() throws -> Bool {
+        let size = NativeBinaryTrace.recordSize
+        let known = announced != NativeBinaryTrace.unknownCount
+        if known && UInt64(index) >= announced {
+            if try input.ensure(1) {
+                throw recordError(
+                    input.offset, index,
+                    "record count mismatch: the header says \(announced) records but the file holds more data")
+            }
+            if index == 0 { throw fileError("empty trace (no records)") }
+            return false
+        }
+        if try input.ensure(size) { return true }
+        if input.available == 0 {
+            if known {
+                throw recordError(
+                    input.offset, index,
+                    "record count mismatch: the header says \(announced) records but the file ends after \(index)")
+            }
+            if index == 0 { throw fileError("empty trace (no records)") }
+            return false
+        }
+        throw recordError(
+            input.offset, index, "truncated record: \(input.available) bytes left, expected a \(size)-byte record")
+    }
+
+    /// The error for a record that failed the checks, naming the first field at fault.
+    private func invalid(_ timeBits: UInt64, _ offset: UInt64, _ length: UInt64, _ tail: UInt64) -> TraceError {
+        let at = input.offset
+        let code = tail & 0xFF
+        let flags = UInt8(truncatingIfNeeded: tail >> 8)
+        let t = Double(bitPattern: timeBits)
+        let message: String
+        if code > 5 {
+            message = "invalid op code \(code) (expected \(NativeBinaryTrace.opNames))"
+        } else if flags & ~NativeBinaryTrace.allowedFlags != 0 {
+            message = String(format: "invalid flags 0x%02x (expected 0x01 FUA, 0x04 preflush or none)", flags)
+        } else if tail >> 16 != 0 {
+            message = "record bytes 26 to 31 are reserved and must be zero"
+        } else if timeBits != NativeBinaryTrace.noTime && !(t >= 0 && t.isFinite) {
+            message = "invalid time \(t) (expected non-negative finite seconds, or bits ffffffffffffffff for none)"
+        } else {
+            message = "request at offset \(offset) with length \(length) ends beyond 2^64 bytes"
+        }
+        return recordError(at, index, message)
+    }
+}
