@@ -163,7 +163,8 @@ public struct NativeBinaryTraceReader: TraceReader {
     private var index = 0
     private var announced: UInt64 = 0
     private var headerRead = false
-    private var lastOffset: UInt64 = 0
+    private var batch: [TraceRecord] = []
+    private var position = 0
     /// The file name used in error messages.
     public let fileName: String
 
@@ -180,11 +181,17 @@ public struct NativeBinaryTraceReader: TraceReader {
     init(input: ByteInput) {
         self.input = input
         fileName = input.fileName
+        batch.reserveCapacity(Self.batchSize)
     }
 
     /// `byte N (record I)` of the record most recently returned.
     public var location: TraceLocation {
-        index == 0 ? .file : .record(byteOffset: lastOffset, index: index - 1)
+        // Records are fixed-size, so the offset follows from the index.
+        index == 0
+            ? .file
+            : .record(
+                byteOffset: UInt64(NativeBinaryTrace.headerSize) + UInt64(index - 1) * UInt64(NativeBinaryTrace.recordSize),
+                index: index - 1)
     }
 
     private func fileError(_ m: String) -> TraceError { TraceError(file: fileName, location: .file, message: m) }
@@ -230,21 +237,52 @@ public struct NativeBinaryTraceReader: TraceReader {
     /// The next record, or `nil` at the end of the input.
     @inline(__always)
     public mutating func next() throws -> TraceRecord? {
+        if position < batch.count {
+            let r = batch[position]
+            position += 1
+            index += 1
+            return r
+        }
+        return try nextBatch()
+    }
+
+    /// Decodes the records already buffered (up to ``batchSize``) in one pass over the buffer and
+    /// returns the first: one access to the input's buffer per batch instead of per record.
+    /// A batch stops before an invalid record, which is reported when it is reached, after
+    /// every record before it was returned.
+    private mutating func nextBatch() throws -> TraceRecord? {
         if !headerRead { try readHeader() }
+        guard try more() else { return nil }
         let size = NativeBinaryTrace.recordSize
-        if input.end - input.start < size || UInt64(index) >= announced {
-            guard try more() else { return nil }
-        }
+        var n = min(input.available / size, Self.batchSize)
+        if announced != NativeBinaryTrace.unknownCount { n = Int(min(UInt64(n), announced - UInt64(index))) }
+        batch.removeAll(keepingCapacity: true)
+        position = 0
         let s = input.start
-        let (timeBits, offset, length, tail) = input.buffer.withUnsafeBytes { raw in
-            let p = raw.baseAddress.unsafelyUnwrapped + s
-            return (
-                UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)),
-                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
-                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
-                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
-            )
+        input.buffer.withUnsafeBytes { raw in
+            let base = raw.baseAddress.unsafelyUnwrapped + s
+            for k in 0..<n {
+                guard let r = Self.decode(base + k * size) else { break }
+                batch.append(r)
+            }
         }
+        input.start += batch.count * size
+        guard !batch.isEmpty else { throw invalidRecord() }
+        position = 1
+        index += 1
+        return batch[0]
+    }
+
+    /// Records decoded per pass: 128 KiB of input, a 5 KiB array of records.
+    static let batchSize = 4096
+
+    /// The record at `p`, or `nil` when any field fails the checks.
+    @inline(__always)
+    private static func decode(_ p: UnsafeRawPointer) -> TraceRecord? {
+        let timeBits = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+        let offset = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+        let length = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+        let tail = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
         // Byte 24 is the op, 25 the flags, 26–31 reserved: anything above the known bits is bad.
         let code = tail & 0xFF
         let flags = UInt8(truncatingIfNeeded: tail >> 8)
@@ -253,7 +291,7 @@ public struct NativeBinaryTraceReader: TraceReader {
             || (timeBits != NativeBinaryTrace.noTime && !(time >= 0 && time.isFinite))
             || offset.addingReportingOverflow(length).overflow
         {
-            throw invalid(timeBits, offset, length, tail)
+            return nil
         }
         let op: TraceRecord.Op
         var recordFlags = TraceRecord.Flags(rawValue: flags)
@@ -267,9 +305,6 @@ public struct NativeBinaryTraceReader: TraceReader {
             recordFlags.insert(.unmap)
         default: op = .flush
         }
-        lastOffset = input.offset
-        input.start += size
-        index += 1
         return TraceRecord(
             time: timeBits == NativeBinaryTrace.noTime ? nil : time, op: op, offset: offset, length: length,
             flags: recordFlags)
@@ -303,9 +338,20 @@ public struct NativeBinaryTraceReader: TraceReader {
             input.offset, index, "truncated record: \(input.available) bytes left, expected a \(size)-byte record")
     }
 
-    /// The error for a record that failed the checks, naming the first field at fault.
-    private func invalid(_ timeBits: UInt64, _ offset: UInt64, _ length: UInt64, _ tail: UInt64) -> TraceError {
+    /// The error for the record at the input's position, which failed the checks, naming the
+    /// first field at fault.
+    private func invalidRecord() -> TraceError {
         let at = input.offset
+        let s = input.start
+        let (timeBits, offset, length, tail) = input.buffer.withUnsafeBytes { raw in
+            let p = raw.baseAddress.unsafelyUnwrapped + s
+            return (
+                UInt64(littleEndian: p.loadUnaligned(as: UInt64.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self)),
+                UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+            )
+        }
         let code = tail & 0xFF
         let flags = UInt8(truncatingIfNeeded: tail >> 8)
         let t = Double(bitPattern: timeBits)

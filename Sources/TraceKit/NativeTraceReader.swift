@@ -17,6 +17,16 @@ public struct NativeTraceReader: TraceReader {
     private var fields: [Range<Int>] = []
     private var sawContent = false
     private var count = 0
+    /// Line of the record most recently returned.
+    private var line = 0
+    /// Records parsed ahead by the fast path, all from consecutive lines starting at
+    /// `batchFirstLine`; `position` is the next to return.
+    private var batch = [TraceRecord](repeating: TraceRecord(op: .read, offset: 0, length: 0), count: NativeTraceReader.batchSize)
+    private var batchCount = 0
+    private var position = 0
+    private var batchFirstLine = 0
+    /// Whether plain lines take the fast path (tests turn it off to compare with the general path).
+    var fastPath = true
     /// The file name used in error messages.
     public let fileName: String
 
@@ -37,10 +47,20 @@ public struct NativeTraceReader: TraceReader {
     }
 
     /// `.line(n)` of the record most recently returned.
-    public var location: TraceLocation { .line(scanner.lineNumber) }
+    public var location: TraceLocation { .line(line) }
 
     /// The next record, or `nil` at end of input.
     public mutating func next() throws -> TraceRecord? {
+        // After the first content line (which may be a header), plain lines take the fast path;
+        // everything else (blanks, comments, suffixes, blanks around fields, errors, a line not
+        // yet complete in the buffer) goes through the general path below, unchanged.
+        if position < batchCount || (sawContent && fastPath && fillBatch()) {
+            let r = batch[position]
+            line = batchFirstLine + position
+            position += 1
+            count += 1
+            return r
+        }
         while let range = try scanner.nextLine() {
             let result = try scanner.input.buffer.withUnsafeBufferPointer { p -> TraceRecord? in
                 if Scan.isBlankOrComment(p, range) { return nil }
@@ -59,6 +79,7 @@ public struct NativeTraceReader: TraceReader {
             }
             if let result {
                 count += 1
+                line = scanner.lineNumber
                 return result
             }
         }
@@ -66,6 +87,107 @@ public struct NativeTraceReader: TraceReader {
             throw TraceError(file: fileName, location: .file, message: "empty trace (no records)")
         }
         return nil
+    }
+
+    /// Lines parsed per pass of the fast path.
+    static let batchSize = 1024
+
+    /// The fast path: parses the plain lines at the start of the buffered input, up to
+    /// ``batchSize``, in one pass over the buffer, into `batch`. Returns whether it parsed any.
+    ///
+    /// A plain line is complete in the buffer and has the form `[time,]op,offset,length`: time
+    /// digits with an optional fraction, a one-letter op, offset and length of 1 to 19 decimal
+    /// digits, `\n` or `\r\n`, which is what the writer and the generator produce. The pass
+    /// stops before anything else (blanks, comments, suffixes, blanks around fields, errors, a
+    /// line not yet complete), which the general path then reads exactly as it always did. No
+    /// line is consumed before its `\n` is in the buffer, and a plain line is at most about 80
+    /// bytes, so the general path's checks on long lines still see every line that is not plain.
+    private mutating func fillBatch() -> Bool {
+        let input = scanner.input
+        let s = input.start
+        let e = input.end
+        guard e - s >= 6 else { return false }
+        position = 0
+        batchFirstLine = scanner.lineNumber + 1
+        let (parsed, last) = input.buffer.withUnsafeBufferPointer { buf -> (Int, Int) in
+            guard let b = buf.baseAddress else { return (0, -1) }
+            // Only complete lines are parsed: everything up to the last `\n` in the buffer. That
+            // `\n` stops every scan below, so no step needs a bounds check.
+            var lastNL = e - 1
+            while lastNL >= s && b[lastNL] != 0x0A { lastNL -= 1 }
+            guard lastNL >= s else { return (0, -1) }
+            let end = lastNL + 1
+            return batch.withUnsafeMutableBufferPointer { out -> (Int, Int) in
+                var i = s
+                var k = 0
+                var lastNewline = -1
+                while k < out.count, i < end, let (record, newline) = Self.plainLine(b, buf, from: i) {
+                    out[k] = record
+                    k += 1
+                    lastNewline = newline
+                    i = newline + 1
+                }
+                return (k, lastNewline)
+            }
+        }
+        batchCount = parsed
+        guard parsed > 0 else { return false }
+        scanner.consumeLines(parsed, lastNewlineAt: last)
+        return true
+    }
+
+    /// The record on the plain line starting at `s` and the index of its `\n`, or `nil` when the
+    /// line is not plain (see ``fillBatch()``). A `\n` must follow `s` in the buffer.
+    @inline(__always)
+    private static func plainLine(_ b: UnsafePointer<UInt8>, _ buf: UnsafeBufferPointer<UInt8>, from s: Int)
+        -> (TraceRecord, Int)?
+    {
+        var i = s
+        var time: Double?
+        var c = b[i]
+        if c &- 0x30 < 10 {
+            // Scan.decimal does the conversion, so the value is the general path's to the bit.
+            let t0 = i
+            while b[i] &- 0x30 < 10 || b[i] == UInt8(ascii: ".") { i += 1 }
+            guard i - t0 <= 40, b[i] == UInt8(ascii: ","), case .value(let t) = Scan.decimal(buf, t0..<i) else {
+                return nil
+            }
+            time = t
+            i += 1
+            c = b[i]
+        }
+        let op: TraceRecord.Op
+        switch c | 0x20 {
+        case UInt8(ascii: "r"): op = .read
+        case UInt8(ascii: "w"): op = .write
+        case UInt8(ascii: "d"): op = .discard
+        case UInt8(ascii: "z"): op = .writeZeroes
+        case UInt8(ascii: "f"): op = .flush
+        default: return nil
+        }
+        i += 1
+        guard b[i] == UInt8(ascii: ",") else { return nil }
+        i += 1
+        // 1 to 19 digits: 10^19 - 1 < 2^64, so neither number can overflow (longer runs wrap but
+        // are then refused).
+        var offset: UInt64 = 0
+        var from = i
+        while case let d = b[i] &- 0x30, d < 10 {
+            offset = offset &* 10 &+ UInt64(d)
+            i &+= 1
+        }
+        guard i > from, i - from <= 19, b[i] == UInt8(ascii: ",") else { return nil }
+        i += 1
+        var length: UInt64 = 0
+        from = i
+        while case let d = b[i] &- 0x30, d < 10 {
+            length = length &* 10 &+ UInt64(d)
+            i &+= 1
+        }
+        guard i > from, i - from <= 19 else { return nil }
+        if b[i] == 0x0D { i += 1 }
+        guard b[i] == 0x0A, !offset.addingReportingOverflow(length).overflow else { return nil }
+        return (TraceRecord(time: time, op: op, offset: offset, length: length), i)
     }
 
     private func isHeader(_ p: UnsafeBufferPointer<UInt8>) -> Bool {

@@ -49,6 +49,15 @@ struct LineScanner {
     }
 }
 
+extension LineScanner {
+    /// Consumes `lines` lines that a reader's fast path parsed straight from `input.buffer`; the
+    /// last ends at the `\n` at index `newline`, which must be inside the buffered bytes.
+    mutating func consumeLines(_ lines: Int, lastNewlineAt newline: Int) {
+        lineNumber += lines
+        input.start = newline + 1
+    }
+}
+
 /// Byte-level helpers shared by the text readers: field splitting and number parsing straight
 /// from bytes, so no `String` is built for a well-formed line.
 enum Scan {

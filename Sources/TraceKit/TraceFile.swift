@@ -123,25 +123,35 @@ public enum TraceFile {
 /// Any trace reader, chosen at open time: an enum over the concrete readers (no existential), with
 /// the shared selection/mapping stage applied on top.
 public struct AnyTraceReader: TraceReader {
+    /// One reader, held by reference so that `next()` mutates it in place: moving a reader out
+    /// of the enum and back copied the whole (largest-case-sized) payload twice per record.
+    /// The two native formats, the ones big traces come in, are stored inline instead
+    /// (`nativeReader`, `binaryReader`): a class's stored property costs a dynamic exclusivity
+    /// check per access, a struct's none.
+    final class ReaderBox<R: TraceReader> {
+        var reader: R
+        init(_ reader: R) { self.reader = reader }
+    }
+
     enum Source {
-        // Held only while a reader is moved out, so mutating it never copies its buffers.
-        case moved
-        case native(NativeTraceReader)
-        case binary(NativeBinaryTraceReader)
-        case blktrace(BlktraceReader)
-        case blkparse(BlkparseReader)
-        case vscsi(VscsiReader)
-        case fio(DelimitedTraceReader<FioIologFormat>)
-        case vscsiCSV(DelimitedTraceReader<CloudPhysicsCSVFormat>)
-        case msr(DelimitedTraceReader<MSRCambridgeFormat>)
-        case systor(DelimitedTraceReader<SystorFormat>)
-        case tencent(DelimitedTraceReader<TencentCBSFormat>)
-        case alibaba(DelimitedTraceReader<AlibabaFormat>)
-        case spc(DelimitedTraceReader<SPCFormat>)
-        case qemu(DelimitedTraceReader<QemuTraceLogFormat>)
+        case native
+        case binary
+        case blktrace(ReaderBox<BlktraceReader>)
+        case blkparse(ReaderBox<BlkparseReader>)
+        case vscsi(ReaderBox<VscsiReader>)
+        case fio(ReaderBox<DelimitedTraceReader<FioIologFormat>>)
+        case vscsiCSV(ReaderBox<DelimitedTraceReader<CloudPhysicsCSVFormat>>)
+        case msr(ReaderBox<DelimitedTraceReader<MSRCambridgeFormat>>)
+        case systor(ReaderBox<DelimitedTraceReader<SystorFormat>>)
+        case tencent(ReaderBox<DelimitedTraceReader<TencentCBSFormat>>)
+        case alibaba(ReaderBox<DelimitedTraceReader<AlibabaFormat>>)
+        case spc(ReaderBox<DelimitedTraceReader<SPCFormat>>)
+        case qemu(ReaderBox<DelimitedTraceReader<QemuTraceLogFormat>>)
     }
 
     private var source: Source
+    private var nativeReader: NativeTraceReader
+    private var binaryReader: NativeBinaryTraceReader
     private var mapper: RecordMapper
     private var lastLocation: TraceLocation = .file
     /// The detected or requested format.
@@ -153,20 +163,26 @@ public struct AnyTraceReader: TraceReader {
         self.format = format
         fileName = input.fileName
         mapper = RecordMapper(options: options, format: format, fileName: input.fileName)
+        nativeReader = NativeTraceReader(bytes: [], fileName: input.fileName)
+        binaryReader = NativeBinaryTraceReader(bytes: [], fileName: input.fileName)
         switch format {
-        case .native: source = .native(NativeTraceReader(input: input))
-        case .binary: source = .binary(NativeBinaryTraceReader(input: input))
-        case .blktrace: source = .blktrace(try BlktraceReader(inputs: [input], options: options))
-        case .blkparse: source = .blkparse(try BlkparseReader(input: input, options: options))
-        case .vscsi: source = .vscsi(VscsiReader(input: input))
-        case .fio: source = .fio(try DelimitedTraceReader(input: input, options: options))
-        case .vscsiCSV: source = .vscsiCSV(try DelimitedTraceReader(input: input, options: options))
-        case .msr: source = .msr(try DelimitedTraceReader(input: input, options: options))
-        case .systor: source = .systor(try DelimitedTraceReader(input: input, options: options))
-        case .tencent: source = .tencent(try DelimitedTraceReader(input: input, options: options))
-        case .alibaba: source = .alibaba(try DelimitedTraceReader(input: input, options: options))
-        case .spc: source = .spc(try DelimitedTraceReader(input: input, options: options))
-        case .qemu: source = .qemu(try DelimitedTraceReader(input: input, options: options))
+        case .native:
+            source = .native
+            nativeReader = NativeTraceReader(input: input)
+        case .binary:
+            source = .binary
+            binaryReader = NativeBinaryTraceReader(input: input)
+        case .blktrace: source = .blktrace(ReaderBox(try BlktraceReader(inputs: [input], options: options)))
+        case .blkparse: source = .blkparse(ReaderBox(try BlkparseReader(input: input, options: options)))
+        case .vscsi: source = .vscsi(ReaderBox(VscsiReader(input: input)))
+        case .fio: source = .fio(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .vscsiCSV: source = .vscsiCSV(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .msr: source = .msr(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .systor: source = .systor(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .tencent: source = .tencent(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .alibaba: source = .alibaba(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .spc: source = .spc(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .qemu: source = .qemu(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
         }
     }
 
@@ -174,12 +190,14 @@ public struct AnyTraceReader: TraceReader {
         format = .blktrace
         fileName = blktrace.fileName
         mapper = RecordMapper(options: options, format: .blktrace, fileName: blktrace.fileName)
-        source = .blktrace(blktrace)
+        nativeReader = NativeTraceReader(bytes: [], fileName: blktrace.fileName)
+        binaryReader = NativeBinaryTraceReader(bytes: [], fileName: blktrace.fileName)
+        source = .blktrace(ReaderBox(blktrace))
     }
 
     /// Records of the selected kind that a reader skipped (vscsi: non-READ/WRITE SCSI commands).
     public var skippedRecords: Int {
-        if case .vscsi(let r) = source { return r.skippedCommands }
+        if case .vscsi(let r) = source { return r.reader.skippedCommands }
         return 0
     }
 
@@ -190,20 +208,19 @@ public struct AnyTraceReader: TraceReader {
     public mutating func next() throws -> TraceRecord? {
         let result: (TraceRecord, TraceLocation)?
         switch source {
-        case .moved: return nil
-        case .native(var r): source = .moved; defer { source = .native(r) }; result = try mapper.next(from: &r)
-        case .binary(var r): source = .moved; defer { source = .binary(r) }; result = try mapper.next(from: &r)
-        case .blktrace(var r): source = .moved; defer { source = .blktrace(r) }; result = try mapper.next(from: &r)
-        case .blkparse(var r): source = .moved; defer { source = .blkparse(r) }; result = try mapper.next(from: &r)
-        case .vscsi(var r): source = .moved; defer { source = .vscsi(r) }; result = try mapper.next(from: &r)
-        case .fio(var r): source = .moved; defer { source = .fio(r) }; result = try mapper.next(from: &r)
-        case .vscsiCSV(var r): source = .moved; defer { source = .vscsiCSV(r) }; result = try mapper.next(from: &r)
-        case .msr(var r): source = .moved; defer { source = .msr(r) }; result = try mapper.next(from: &r)
-        case .systor(var r): source = .moved; defer { source = .systor(r) }; result = try mapper.next(from: &r)
-        case .tencent(var r): source = .moved; defer { source = .tencent(r) }; result = try mapper.next(from: &r)
-        case .alibaba(var r): source = .moved; defer { source = .alibaba(r) }; result = try mapper.next(from: &r)
-        case .spc(var r): source = .moved; defer { source = .spc(r) }; result = try mapper.next(from: &r)
-        case .qemu(var r): source = .moved; defer { source = .qemu(r) }; result = try mapper.next(from: &r)
+        case .native: result = try mapper.next(from: &nativeReader)
+        case .binary: result = try mapper.next(from: &binaryReader)
+        case .blktrace(let b): result = try mapper.next(from: &b.reader)
+        case .blkparse(let b): result = try mapper.next(from: &b.reader)
+        case .vscsi(let b): result = try mapper.next(from: &b.reader)
+        case .fio(let b): result = try mapper.next(from: &b.reader)
+        case .vscsiCSV(let b): result = try mapper.next(from: &b.reader)
+        case .msr(let b): result = try mapper.next(from: &b.reader)
+        case .systor(let b): result = try mapper.next(from: &b.reader)
+        case .tencent(let b): result = try mapper.next(from: &b.reader)
+        case .alibaba(let b): result = try mapper.next(from: &b.reader)
+        case .spc(let b): result = try mapper.next(from: &b.reader)
+        case .qemu(let b): result = try mapper.next(from: &b.reader)
         }
         guard let (record, loc) = result else { return nil }
         lastLocation = loc

@@ -89,7 +89,35 @@ func runParse() throws {
     }
 }
 
+/// Reads a trace file end to end through TraceFile (detection, reader, mapping stage) and prints
+/// the ingestion rate in CPU time.
+func runRead(_ path: String) throws {
+    let c0 = TraceBenchmarks.cpuSeconds()
+    var reader = try TraceFile.open(path: path)
+    var n = 0
+    var bytes: UInt64 = 0
+    while let r = try reader.next() {
+        n += 1
+        bytes &+= r.length
+    }
+    let cpu = TraceBenchmarks.cpuSeconds() - c0
+    var st = stat()
+    let size = stat(path, &st) == 0 ? Double(st.st_size) : 0
+    print(
+        String(
+            format: "read %@ (%@): %d records, %.0f MB in %.3f CPU s = %.0f MB/s, %.2f M records/s (checksum %llu)",
+            path as NSString, reader.format.rawValue as NSString, n, size / 1e6, cpu, size / cpu / 1e6,
+            Double(n) / cpu / 1e6, bytes))
+}
+
 let args = Array(CommandLine.arguments.dropFirst())
+if args.first == "--read", args.count == 2 {
+    do { try runRead(args[1]) } catch {
+        FileHandle.standardError.write(Data("\(error)\n".utf8))
+        exit(65)
+    }
+    exit(0)
+}
 if args.first == "--list" {
     for b in benchmarks { print("\(b.name): \(b.summary)") }
     print("parse: blktrace binary and blkparse text parse throughput")
