@@ -7,6 +7,8 @@ import TraceKit
 //   qcow2sim-bench                 run every benchmark
 //   qcow2sim-bench NAME…           run the named ones (see --list)
 //   qcow2sim-bench --single NAME   run one in this process (used by the parent)
+//   qcow2sim-bench --read FILE     read a trace file end to end and print the ingestion rate
+//   qcow2sim-bench peer            qcow2sim against a reference LRU on the same requests
 
 /// One benchmark: a simulation over a generated workload.
 struct Benchmark {
@@ -89,6 +91,128 @@ func runParse() throws {
     }
 }
 
+/// Reads 4 KiB reads at the given offsets, from memory.
+struct OffsetReader: TraceReader {
+    let offsets: [UInt64]
+    var position = 0
+    let fileName = "<peer>"
+    mutating func next() throws -> TraceRecord? {
+        guard position < offsets.count else { return nil }
+        position += 1
+        return TraceRecord(op: .read, offset: offsets[position - 1], length: 4096)
+    }
+    var location: TraceLocation { .line(position) }
+}
+
+/// The reference cache of peer mode: a plain LRU over L2 slice ids with a direct-index table
+/// (slice id → node) and a doubly linked list in arrays, the shape of libCacheSim's `LRU_get`
+/// (one lookup; a hit moves the node to the head, a miss evicts the tail and inserts at the
+/// head). It does the least any cache simulator must per request.
+struct ReferenceLRU {
+    private var slot: [Int32]
+    private var ids: [Int32]
+    private var prev: [Int32]
+    private var next: [Int32]
+    private var head: Int32 = -1
+    private var tail: Int32 = -1
+    private var used: Int32 = 0
+    private(set) var hits = 0
+    private(set) var misses = 0
+
+    init(capacity: Int, idSpace: Int) {
+        slot = [Int32](repeating: -1, count: idSpace)
+        ids = [Int32](repeating: -1, count: capacity)
+        prev = [Int32](repeating: -1, count: capacity)
+        next = [Int32](repeating: -1, count: capacity)
+    }
+
+    private mutating func unlink(_ n: Int32) {
+        let p = prev[Int(n)]
+        let x = next[Int(n)]
+        if p >= 0 { next[Int(p)] = x } else { head = x }
+        if x >= 0 { prev[Int(x)] = p } else { tail = p }
+    }
+
+    private mutating func pushFront(_ n: Int32) {
+        prev[Int(n)] = -1
+        next[Int(n)] = head
+        if head >= 0 { prev[Int(head)] = n }
+        head = n
+        if tail < 0 { tail = n }
+    }
+
+    /// One access; returns whether it hit.
+    @inline(__always)
+    mutating func get(_ id: Int) -> Bool {
+        let n = slot[id]
+        if n >= 0 {
+            hits += 1
+            if n != head {
+                unlink(n)
+                pushFront(n)
+            }
+            return true
+        }
+        misses += 1
+        let node: Int32
+        if used < Int32(ids.count) {
+            node = used
+            used += 1
+        } else {
+            node = tail
+            unlink(node)
+            slot[Int(ids[Int(node)])] = -1
+        }
+        ids[Int(node)] = Int32(id)
+        slot[id] = node
+        pushFront(node)
+        return false
+    }
+}
+
+/// Peer mode: the same requests (10^7 uniform 4 KiB reads over a preallocated 1 TiB image, 1 MiB
+/// L2 cache = 256 slices of 4 KiB, each slice 512 L2 entries = 32 MiB of guest space) through
+/// qcow2sim (QEMU's policy and plain LRU) and through ``ReferenceLRU`` in this process, in CPU
+/// time. qcow2sim's setup (preallocating the image) is measured with a one-request run and
+/// subtracted. Prints both rates, their ratio, and whether the LRU miss counts agree.
+func runPeer(count: Int) throws {
+    let spec = WorkloadSpec(pattern: .uniform, count: count, diskSize: TiB, requestSize: 4096, readRatio: 1, seed: 1)
+    var offsets: [UInt64] = []
+    offsets.reserveCapacity(count)
+    for r in try WorkloadGenerator(spec) { offsets.append(r.offset) }
+    let sliceShift: UInt64 = 25  // 4 KiB slice = 512 entries × 64 KiB clusters = 32 MiB
+    func simulate(_ policy: String, _ offs: [UInt64]) throws -> (Double, Int) {
+        var config = SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: "l2-cache-size=1M")
+        config.policy = policy
+        var reader = OffsetReader(offsets: offs)
+        let c0 = TraceBenchmarks.cpuSeconds()
+        let report = try Simulation.run(config: config, reader: &reader)
+        let cpu = TraceBenchmarks.cpuSeconds() - c0
+        return (cpu, report.images[report.images.count - 1].l2.misses)
+    }
+    func replay(_ policy: String) throws -> (Double, Int) {
+        let (setup, _) = try simulate(policy, [0])
+        let (all, misses) = try simulate(policy, offsets)
+        return (max(all - setup, 1e-9), misses)
+    }
+    let (qemuCPU, qemuMisses) = try replay("qemu")
+    let (lruCPU, lruMisses) = try replay("lru")
+    var lru = ReferenceLRU(capacity: 256, idSpace: Int(TiB >> sliceShift))
+    let c0 = TraceBenchmarks.cpuSeconds()
+    for o in offsets { _ = lru.get(Int(o >> sliceShift)) }
+    let refCPU = max(TraceBenchmarks.cpuSeconds() - c0, 1e-9)
+    let n = Double(count)
+    func rate(_ cpu: Double) -> String { String(format: "%6.2f M req/s (%.3f CPU s)", n / cpu / 1e6, cpu) }
+    print("peer: \(count) uniform 4 KiB reads, 1 TiB preallocated, L2 cache 256 x 4 KiB slices, CPU time")
+    print("  qcow2sim, qemu policy   \(rate(qemuCPU))  L2 misses \(qemuMisses)")
+    print("  qcow2sim, lru policy    \(rate(lruCPU))  L2 misses \(lruMisses)")
+    print("  reference LRU           \(rate(refCPU))  misses    \(lru.misses)")
+    print(
+        String(
+            format: "  ratio reference / qcow2sim: %.2fx (qemu policy), %.2fx (lru policy); LRU misses %@",
+            qemuCPU / refCPU, lruCPU / refCPU, (lruMisses == lru.misses ? "agree" : "DIFFER") as NSString))
+}
+
 /// Reads a trace file end to end through TraceFile (detection, reader, mapping stage) and prints
 /// the ingestion rate in CPU time.
 func runRead(_ path: String) throws {
@@ -120,10 +244,19 @@ if args.first == "--read", args.count == 2 {
 }
 if args.first == "--list" {
     for b in benchmarks { print("\(b.name): \(b.summary)") }
-    print("parse: blktrace binary and blkparse text parse throughput")
+    print("parse: blktrace binary, blkparse text, native CSV and binary parse throughput")
+    print("peer: read-1e7's requests through qcow2sim and a reference LRU in this process, both rates and their ratio")
+    print("peer-1e6: the same with 10^6 requests")
     exit(0)
 }
 if args.first == "--single", args.count == 2 {
+    if args[1] == "peer" || args[1] == "peer-1e6" {
+        do { try runPeer(count: args[1] == "peer" ? 10_000_000 : 1_000_000) } catch {
+            FileHandle.standardError.write(Data("qcow2sim-bench: error: \(error)\n".utf8))
+            exit(70)
+        }
+        exit(0)
+    }
     if args[1] == "parse" {
         do { try runParse() } catch {
             FileHandle.standardError.write(Data("qcow2sim-bench: error: \(error)\n".utf8))
@@ -141,7 +274,7 @@ if args.first == "--single", args.count == 2 {
     }
     exit(0)
 }
-let names = args.isEmpty ? benchmarks.map(\.name) + ["parse"] : args
+let names = args.isEmpty ? benchmarks.map(\.name) + ["parse", "peer"] : args
 for name in names {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
