@@ -37,10 +37,11 @@ import Testing
             + Self.record(time: 2, op: 5, offset: 0, length: 0, flags: 4)
         #expect(w.bytes == expected)
         // The header by hand: magic, version 1, record size 32, count 3, reserved.
-        #expect(Array(w.bytes.prefix(32)) == [
-            0x89, 0x51, 0x32, 0x53, 0x54, 0x52, 0x0A, 0x00, 1, 0, 0, 0, 32, 0, 0, 0,
-            3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        ])
+        #expect(
+            Array(w.bytes.prefix(32)) == [
+                0x89, 0x51, 0x32, 0x53, 0x54, 0x52, 0x0A, 0x00, 1, 0, 0, 0, 32, 0, 0, 0,
+                3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ])
         // 0.5 is 0x3fe0000000000000.
         #expect(Array(w.bytes[32..<40]) == [0, 0, 0, 0, 0, 0, 0xE0, 0x3F])
     }
@@ -67,14 +68,16 @@ import Testing
     }
 
     @Test func unknownCountReadsToTheEnd() {
-        let b = Self.header(count: UInt64.max) + Self.record(time: nil, op: 0, offset: 0, length: 1)
+        let b =
+            Self.header(count: UInt64.max) + Self.record(time: nil, op: 0, offset: 0, length: 1)
             + Self.record(time: nil, op: 1, offset: 1, length: 1)
         guard case .success(let recs) = Self.read(b) else { Issue.record("failed"); return }
         #expect(recs.map(\.op) == [.read, .write])
     }
 
     @Test func locationIsByteOffsetAndRecordIndex() throws {
-        let b = Self.header(count: 2) + Self.record(time: nil, op: 0, offset: 0, length: 1)
+        let b =
+            Self.header(count: 2) + Self.record(time: nil, op: 0, offset: 0, length: 1)
             + Self.record(time: nil, op: 0, offset: 1, length: 1)
         var r = NativeBinaryTraceReader(bytes: b, fileName: "t.bin")
         _ = try r.next()
@@ -136,7 +139,8 @@ import Testing
             "t.bin: byte 32 (record 0): error: invalid flags 0x02 (expected 0x01 FUA, 0x04 preflush or none)"
         ),
         (
-            "record reserved bytes", header(count: 1) + record(time: nil, op: 1, offset: 0, length: 1, reserved: [0, 0, 0, 0, 0, 9]),
+            "record reserved bytes",
+            header(count: 1) + record(time: nil, op: 1, offset: 0, length: 1, reserved: [0, 0, 0, 0, 0, 9]),
             "t.bin: byte 32 (record 0): error: record bytes 26 to 31 are reserved and must be zero"
         ),
         (
