@@ -113,9 +113,12 @@ public struct NativeTraceReader: TraceReader {
             guard let b = buf.baseAddress else { return (0, -1) }
             // Only complete lines are parsed: everything up to the last `\n` in the buffer. That
             // `\n` stops every scan below, so no step needs a bounds check.
+            // The search is bounded so that a long partial line at the end of the buffer is not
+            // rescanned for every batch; without a `\n` in reach the general path reads on.
+            let floor = max(s, e - 256)
             var lastNL = e - 1
-            while lastNL >= s && b[lastNL] != 0x0A { lastNL -= 1 }
-            guard lastNL >= s else { return (0, -1) }
+            while lastNL >= floor && b[lastNL] != 0x0A { lastNL -= 1 }
+            guard lastNL >= floor else { return (0, -1) }
             let end = lastNL + 1
             return batch.withUnsafeMutableBufferPointer { out -> (Int, Int) in
                 var i = s

@@ -115,3 +115,13 @@ import Testing
         #expect(r.location == .line(expected.count + 1))
     }
 }
+
+extension NativeFastPathTests {
+    /// Plain lines, then a line longer than the fast path's look-behind at the end of the input
+    /// (no `\n` in reach): every record is still read, by the general path where needed.
+    @Test func longLastLineWithoutNewline() {
+        let long = "R,0," + String(repeating: "0", count: 600) + "4096"
+        Self.expectSame(Array(("R,0,1\nW,1,1\n" + long).utf8), "long last line")
+        Self.expectSame(Array(("R,0,1\nW,1,1\n" + long + "\nR,2,2\n").utf8), "long line in the middle")
+    }
+}
