@@ -189,7 +189,8 @@ public enum Comparator {
         x.kind == y.kind && x.isL2 == y.isL2 && x.offset == y.offset && x.readFromDisk == y.readFromDisk && x.index == y.index
     }
 
-    static func same(_ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>) -> Bool {
+    /// Whether two event sequences are equal, event for event, without the image field.
+    public static func same(_ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>) -> Bool {
         e.count == a.count && zip(e, a).allSatisfy { matches($0, $1) }
     }
 

@@ -40,6 +40,19 @@ public struct QemuRunStats: Equatable, Sendable, Codable {
     public var peakResidentBytes: UInt64?
 }
 
+/// What a validation found (README "validate outcomes").
+public enum ValidationOutcome: String, Equatable, Sendable, Codable {
+    /// Every compared event matched, in order (exit 0).
+    case identical
+    /// Every request's events are a valid interleaving of the coroutines QEMU runs concurrently
+    /// for it (§13) and every count is equal, but some requests' order differs (exit 3).
+    case equivalent
+    /// Events or counts differ (exit 1).
+    case divergent
+    /// QEMU's side only (`--qemu-only`; exit 0).
+    case notCompared = "not compared"
+}
+
 /// The outcome of `qcow2sim validate`.
 public struct ValidationReport: Equatable, Sendable, Codable {
     /// Whether a simulated log was compared (false for a QEMU-only run).
@@ -78,6 +91,13 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     public var keptDirectory: String?
     /// Remarks (what was not compared, classification disagreements).
     public var notes: [String]
+
+    /// identical, equivalent, divergent or not compared.
+    public var outcome: ValidationOutcome {
+        if !compared { return .notCompared }
+        if identical { return .identical }
+        return .divergent
+    }
 
     /// The sysexits-style status: 0 identical, 1 divergent (like `diff`).
     public var exitCode: Int32 { identical || !compared ? 0 : 1 }
