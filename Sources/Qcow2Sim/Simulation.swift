@@ -325,6 +325,7 @@ struct Replay<P: EvictionPolicy> {
         }
         guard let top = chain.last else { throw SimulationError.usage("empty chain") }
         top.debugMisEvictAtLookup = misEvict
+        for image in chain { image.debugReverseTaskResumption = config.debugReverseTaskResumption }
         for image in chain {
             image.timeline = timeline
             timeline?.sample(time: 0, image: image)

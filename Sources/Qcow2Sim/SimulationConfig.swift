@@ -73,6 +73,10 @@ public struct SimulationConfig: Sendable {
     /// cache options and no metrics: `(chain index, requests)`. Models images prepared with
     /// qemu-io, e.g. `qemu-io -c 'write 64k 64k' overlay.qcow2`.
     public var preparation: [PreparationSession] = []
+    /// Test only: a multi-segment write's tasks resume in reverse submission order, one of the
+    /// other orders QEMU can take when I/O completes differently (§13); proves `validate` tells
+    /// a reordered run (`equivalent`) from one whose order changed later cache decisions.
+    public var debugReverseTaskResumption = false
 
     /// Creates a configuration; the defaults match `qcow2sim simulate` without options.
     public init(

@@ -185,14 +185,13 @@ public struct Validator: Sendable {
         if let first = comparison.firstDivergence {
             // A divergence in the close (no request) comes after every request.
             let limit = first.request ?? Int.max
-            let flaggedBefore = checks.filter { $0.write && !$0.passed && $0.request < limit }.map(\.request)
-            if !flaggedBefore.isEmpty {
+            let before = comparison.equivalentRequests.filter { $0 < limit }
+            if !before.isEmpty {
                 notes.append(
-                    "the first divergence follows multi-segment write(s) flagged at request(s) "
-                        + flaggedBefore.prefix(5).map(String.init).joined(separator: ", ")
-                        + (flaggedBefore.count > 5 ? ", …" : "")
-                        + ": QEMU links their segments in an order that depends on I/O completion (qcow2-model.md §13), "
-                        + "so the cache state can legitimately differ from there on")
+                    "the first divergence follows multi-segment request(s) "
+                        + before.prefix(5).map(String.init).joined(separator: ", ") + (before.count > 5 ? ", …" : "")
+                        + " that QEMU ran in another valid order of their concurrent tasks (qcow2-model.md §13): "
+                        + "that order changed the cache state (which entries are dirty, which are evicted) from there on")
             }
         }
         let discards = input.records.filter { $0.op == .discard && QemuIOScript.isReplayed($0) }.count
@@ -218,7 +217,7 @@ public struct Validator: Sendable {
             comparison.divergentSpans = 0
             notes.append("QEMU only: nothing was compared (the simulated column is empty)")
         }
-        return ValidationReport(
+        var report = ValidationReport(
             compared: givenExpected != nil, identical: givenExpected != nil && comparison.identical, tool: replay.tool.rawValue,
             argv: replay.argv, aio: replay.aio, requests: input.records.count,
             replayedRequests: replayed, simulatedEvents: expected.events.count, qemuEvents: replay.log.events.count,
@@ -233,6 +232,13 @@ public struct Validator: Sendable {
                 wallSeconds: wall, opsPerSecond: wall > 0 ? Double(replayed) / wall : nil,
                 peakResidentBytes: replay.peakResidentBytes),
             simulatedCacheBytes: sizes.map { $0.reduce(0) { $0 + $1.memoryBytes } }, keptDirectory: keptDirectory, notes: notes)
+        if givenExpected != nil {
+            report.equivalentRequests = comparison.equivalentRequests
+            report.equivalentLocations = comparison.equivalentRequests.map { i in
+                i < input.locations.count ? input.locations[i].description : ""
+            }
+        }
+        return report
     }
 
     private func makeDirectory() throws -> String {

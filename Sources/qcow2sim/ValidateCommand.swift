@@ -4,18 +4,23 @@ import TraceKit
 import Validation
 
 /// `qcow2sim validate TRACE`: the same I/O on a real image through QEMU, compared event by event
-/// with the simulation (issue 4). Exit 0 identical, 1 divergent (like diff), 64 usage, 65 bad
-/// trace, 69 QEMU missing, 70 QEMU failed.
+/// with the simulation (issue 4). Exit 0 identical, 3 equivalent (1 with --strict), 1 divergent
+/// (like diff), 64 usage, 65 bad trace, 69 QEMU missing, 70 QEMU failed.
 enum ValidateCommand {
     static let help = """
         usage: qcow2sim validate TRACE [run options] [--keep DIR] [--format text|json]
                                  [--runner auto|qemu-io|qemu-system] [--time-scale X]
                                  [--trace-format FMT] [--no-io-uring] [--qemu-only]
-                                 [--read-only] [--discard unmap|ignore]
+                                 [--read-only] [--discard unmap|ignore] [--strict]
 
         Builds the real image(s) with qemu-img exactly as the simulation starts, replays TRACE through
         qemu-io (one request at a time, QEMU's qcow2_cache* trace captured), and compares QEMU's cache
-        events with the simulator's: `identical`, or the first divergence with its request and context.
+        events with the simulator's. Outcomes:
+          identical    every event in order
+          equivalent   every request's events are a valid interleaving of the tasks QEMU runs
+                       concurrently for a multi-segment request, and all counts are equal, but
+                       some requests ran in another order (they are named)
+          divergent    events or counts differ: the first divergence with its request and context
         With a non-zero cache-clean-interval in --drive, qemu-system-x86_64 -machine none replays the
         requests over QMP, paced by the trace's timestamps (× --time-scale).
 
@@ -24,7 +29,8 @@ enum ValidateCommand {
           --read-only           open the top image read-only (qemu-io -r)
           --discard MODE        unmap (default, like qemu-io) or ignore (a VM's default -drive);
                                 with ignore, qemu-io is sent no discards (it always unmaps)
-          --keep DIR            keep images, the QEMU trace log and events in DIR
+          --keep DIR            keep the images and QEMU's raw trace log (DIR/qemu-trace.log, text) in DIR
+          --strict              count `equivalent` as a failure (exit 1)
           --format FMT          text (default) or json
           --runner R            auto (default), qemu-io or qemu-system
           --time-scale X        multiply trace timestamps when pacing qemu-system (default 1)
@@ -34,7 +40,8 @@ enum ValidateCommand {
           --debug-mis-evict-at-lookup N
                                 test only: the simulator picks a wrong victim at lookup N
 
-        exit status: 0 identical, 1 divergent, 64 usage, 65 bad trace, 69 QEMU missing, 70 QEMU failed
+        exit status: 0 identical, 3 equivalent (1 with --strict), 1 divergent, 64 usage, 65 bad trace,
+                     69 QEMU missing, 70 QEMU failed
 
         """
 
@@ -50,7 +57,7 @@ enum ValidateCommand {
                     "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup",
                     "--discard",
                 ]),
-                flags: ["--no-io-uring", "--qemu-only", "--read-only"], aliases: RunConfigArguments.aliases)
+                flags: ["--no-io-uring", "--qemu-only", "--read-only", "--strict"], aliases: RunConfigArguments.aliases)
             let misEvict = try a.value("--debug-mis-evict-at-lookup").map { text -> Int in
                 guard let n = Int(text), n >= 0 else {
                     throw UsageError("invalid value '\(text)' for --debug-mis-evict-at-lookup (expected a lookup number)")
@@ -78,7 +85,7 @@ enum ValidateCommand {
                 keepDirectory: a.value("--keep"), tool: ReplayTool(rawValue: runnerName), timeScale: timeScale,
                 preferIOUring: !a.has("--no-io-uring"))
             let validator = Validator(runner: SystemProcessRunner(), options: options)
-            let report: ValidationReport
+            var report: ValidationReport
             if a.has("--qemu-only") {
                 let replay = try validator.replay(config: config, input: input)
                 report = Validator.report(
@@ -89,6 +96,7 @@ enum ValidateCommand {
                 let (log, sizes) = try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: misEvict)
                 report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
             }
+            report.strict = a.has("--strict")
             FileHandle.standardOutput.write(Data((format == "json" ? report.json() : report.text()).utf8))
             return report.exitCode
         } catch {

@@ -73,6 +73,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// a miss picks the next slot instead of QEMU's victim. Used to prove validation catches a
     /// single wrong eviction.
     public var debugMisEvictAtLookup: Int?
+    /// Test-only: multi-segment write tasks resume last submitted first (`write`, §13).
+    var debugReverseTaskResumption = false
     private var lookupSequence = 0
 
     /// An image in the state `qemu-img create` leaves before allocating anything: header,

@@ -81,10 +81,17 @@ extension Qcow2Image {
         // Tasks waiting for their I/O, in submission order (the order QEMU resumes them).
         var waiting: [WriteTask] = []
         var head = 0
+        var launched: Int32 = 0
+        // The event log tags each task's events (1, 2, …; 0 is the request's own coroutine).
+        func run(_ t: inout WriteTask) -> Bool {
+            log?.task = t.tag
+            defer { log?.task = 0 }
+            return runTask(&t)
+        }
         func resumeOne() -> Bool {
             var t = waiting[head]
             head += 1
-            if runTask(&t) { return true }
+            if run(&t) { return true }
             waiting.append(t)
             return false
         }
@@ -93,14 +100,23 @@ extension Qcow2Image {
             while waiting.count - head >= Self.maxWorkers {
                 while !resumeOne() {}
             }
-            var t = WriteTask(host: hostStart, guest: g, bytes: n, metas: metas)
-            if !runTask(&t) { waiting.append(t) }
+            launched += 1
+            var t = WriteTask(host: hostStart, guest: g, bytes: n, metas: metas, tag: launched)
+            if !run(&t) { waiting.append(t) }
             g += n
             left -= n
             if left == 0 { break }
             (n, hostStart, metas) = allocateHost(g, left)
         }
         // `aio_task_pool_wait_all`.
+        if debugReverseTaskResumption {
+            // Test only: the last submitted I/O completes first, each task then runs to its end.
+            for k in stride(from: waiting.count - 1, through: head, by: -1) {
+                var t = waiting[k]
+                while !run(&t) {}
+            }
+            return true
+        }
         while head < waiting.count { _ = resumeOne() }
         return true
     }
@@ -286,6 +302,8 @@ extension Qcow2Image {
         var nextProbe = 0
         /// The guest data has been written (or merged into a COW write).
         var dataWritten = false
+        /// The coroutine tag of the task's events (`EventLog.task`; 0 runs inline).
+        var tag: Int32 = 0
     }
 
     /// TASK (§7.6, `qcow2_co_pwritev_task`) from where `t` stopped, up to its next I/O
