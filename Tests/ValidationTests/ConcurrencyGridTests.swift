@@ -188,3 +188,64 @@ struct ConcurrencyGridTests {
         #expect(o.stableMismatches.isEmpty, "\(c)\nstable requests not matched: \(o.stableMismatches)\n\(detail)\n\(DiffCase.text(c.records))")
     }
 }
+
+/// `validate`'s outcomes on real qemu-io runs (issue 15 item 2), with the simulator switched to
+/// another completion order of a multi-segment write's tasks (`debugReverseTaskResumption`).
+@Suite("validate outcomes against qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+struct ValidateOutcomeTests {
+    let validator = Validator(runner: Qemu.runner)
+
+    /// 512 B clusters: an L2 table covers 32 KiB, so a write over 31.5–32.5 KiB has one new
+    /// cluster in each of two tables, and the second table is allocated between them: two
+    /// segments, two tasks, two LINKs in different tables.
+    static func config(l2Cache: String?) -> SimulationConfig {
+        var c = SimulationConfig(virtualSize: 16 << 20, createOptions: "cluster_size=512")
+        if let l2Cache { c.driveOptions = "l2-cache-size=\(l2Cache)" }
+        return c
+    }
+
+    func run(_ config: SimulationConfig, _ trace: String) throws -> (normal: ValidationReport, reversed: ValidationReport) {
+        let input = ValidationInput(records: records(trace), fileName: "outcome.trace")
+        let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
+        var reversedConfig = config
+        reversedConfig.debugReverseTaskResumption = true
+        let (reversedLog, _) = try SimulatorValidationTests.simulate(reversedConfig, input)
+        let replay = try validator.replay(config: config, input: input)
+        return (
+            Validator.report(config: config, input: input, expected: log, replay: replay, sizes: sizes, keptDirectory: nil),
+            Validator.report(config: config, input: input, expected: reversedLog, replay: replay, sizes: sizes, keptDirectory: nil)
+        )
+    }
+
+    @Test("another valid order of a write's tasks is equivalent: named, exit 3, exit 1 with --strict")
+    func equivalent() throws {
+        let (normal, reversed) = try run(Self.config(l2Cache: nil), "W 0 512\nW 32256 1024\nR 0 512")
+        #expect(normal.outcome == .identical, "\(normal.text())")
+        #expect(normal.exitCode == 0)
+        #expect(reversed.outcome == .equivalent, "\(reversed.text())")
+        #expect(reversed.equivalentRequests == [1])
+        #expect(reversed.exitCode == 3)
+        #expect(reversed.text().hasPrefix("equivalent: every request's events are a valid interleaving"))
+        #expect(reversed.text().contains("request 1 (trace line 2)"))
+        #expect(reversed.images.allSatisfy { $0.simulated == $0.qemu })
+        var strict = reversed
+        strict.strict = true
+        #expect(strict.exitCode == 1)
+        #expect(strict.json().contains("\"outcome\" : \"equivalent\""))
+    }
+
+    @Test("a different order that changes a later eviction is divergent at the later request, with a note")
+    func laterEviction() throws {
+        // Two L2 entries: after the write, the read of a third table (allocated by request 0)
+        // evicts the entry released first, which is the other one when the tasks link in the
+        // other order.
+        let (normal, reversed) = try run(Self.config(l2Cache: "1"), "W 64k 512\nW 0 512\nW 32256 1024\nR 64k 512")
+        #expect(normal.outcome == .identical, "\(normal.text())")
+        #expect(reversed.outcome == .divergent, "\(reversed.text())")
+        #expect(reversed.exitCode == 1)
+        #expect(reversed.equivalentRequests == [2])
+        #expect(reversed.firstDivergence?.request == 3)
+        #expect(reversed.firstDivergence?.actual.contains { $0.hasPrefix("qcow2_cache_get_replace_entry") } == true)
+        #expect(reversed.notes.contains { $0.hasPrefix("the first divergence follows multi-segment request(s) 2 that QEMU ran") })
+    }
+}
