@@ -185,6 +185,17 @@ struct ConcurrencyGridTests {
         return (o, detail)
     }
 
+    @Test(
+        "print a case's preparation and trace (QCOW2SIM_CONCURRENCY_DUMP=i)",
+        .enabled(if: ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] != nil))
+    func dump() {
+        let index = Int(ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] ?? "") ?? 0
+        let c = ConcurrencyGrid.make(index)
+        print("\(c)")
+        for p in c.config.preparation { print("=== preparation image \(p.image)\n\(DiffCase.text(p.records))") }
+        print("=== trace\n\(DiffCase.text(c.records))\n=== end")
+    }
+
     @Test("every request QEMU orders the same way in two runs matches the simulator exactly", arguments: 0..<ConcurrencyGrid.count)
     func grid(index: Int) throws {
         let c = ConcurrencyGrid.make(index)
