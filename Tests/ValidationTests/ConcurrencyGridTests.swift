@@ -14,9 +14,9 @@ enum ConcurrencyGrid {
     /// Cases with a request whose order QEMU repeated in five runs and the simulator does not
     /// reproduce: yields the model leaves out (§13 of the report). Reported as known issues.
     static let knownGaps: [Int: String] = [
-        5: "an L2 miss in the request coroutine between two segments: it waits for the read holding s->lock while an earlier task's write completes",
-        27: "one segment's LINK runs before the next segment is mapped: its data write completed before the request coroutine went on (io_uring completion checked at submission)",
-        28: "a LINK's dependency flush writes an L2 entry: the task yields inside LINK holding s->lock",
+        5: "request 22: two tasks' zero-COW writes (thread pool) race; in 6 further runs each finished first 3 times, so the 5 agreeing runs were chance",
+        27: "request 34: the first task's data write had completed when io_uring reaped completions at submission (ioq_submit), so it linked before the next segment was mapped; QEMU did so in 7 of 9 runs",
+        28: "request 34: as in case 27 (the data write completed at submission, 3 of 3 runs), then the LINK's dependency flush wrote an L2 entry and the task yielded holding s->lock, so the request coroutine waited for it",
     ]
     /// Extra qemu-io runs that confirm a request both runs ordered alike but the simulator not.
     static let confirmationRuns = 3
