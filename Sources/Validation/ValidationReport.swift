@@ -181,7 +181,7 @@ public struct ValidationReport: Equatable, Sendable, Codable {
         }
         let ms = multiSegment
         if ms.requests > 0 {
-            s += "\nmulti-segment requests: \(ms.requests) checked as interleavings of per-image sequences: "
+            s += "\nmulti-segment requests: \(ms.requests) checked as interleavings per image and coroutine: "
             s +=
                 "\(ms.passed) passed (\(ms.identicalOrder) in identical order, \(ms.passed - ms.identicalOrder) in another valid order), \(ms.failedReads) reads and \(ms.flaggedWrites) writes failed\n"
             for c in ms.checks where !c.passed {
