@@ -120,7 +120,8 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     func equivalentList(limit: Int = 10) -> String {
         var items: [String] = []
         for (k, r) in equivalentRequests.prefix(limit).enumerated() {
-            let loc = k < equivalentLocations.count && !equivalentLocations[k].isEmpty ? " (trace line \(equivalentLocations[k]))" : ""
+            let loc =
+                k < equivalentLocations.count && !equivalentLocations[k].isEmpty ? " (trace line \(equivalentLocations[k]))" : ""
             items.append("request \(r)\(loc)")
         }
         if equivalentRequests.count > limit { items.append("… \(equivalentRequests.count - limit) more") }

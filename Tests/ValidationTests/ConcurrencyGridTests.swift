@@ -14,9 +14,12 @@ enum ConcurrencyGrid {
     /// Requests QEMU ordered alike in five runs and the simulator not, as investigated with more
     /// runs: races between I/O completions, where QEMU's other order is as common or more.
     static let knownGaps: [Int: String] = [
-        5: "request 22: two tasks' zero-COW writes (thread pool) race; in 6 further runs each finished first 3 times, so the 5 agreeing runs were chance",
-        27: "request 34: the first task's data write had completed when io_uring reaped completions at submission (ioq_submit), so it linked before the next segment was mapped; QEMU did so in 7 of 9 runs",
-        28: "request 34: as in case 27 (the data write completed at submission, 3 of 3 runs), then the LINK's dependency flush wrote an L2 entry and the task yielded holding s->lock, so the request coroutine waited for it",
+        5:
+            "request 22: two tasks' zero-COW writes (thread pool) race; in 6 further runs each finished first 3 times, so the 5 agreeing runs were chance",
+        27:
+            "request 34: the first task's data write had completed when io_uring reaped completions at submission (ioq_submit), so it linked before the next segment was mapped; QEMU did so in 7 of 9 runs",
+        28:
+            "request 34: as in case 27 (the data write completed at submission, 3 of 3 runs), then the LINK's dependency flush wrote an L2 entry and the task yielded holding s->lock, so the request coroutine waited for it",
     ]
     /// Requests per case that QEMU ordered alike in every run but the simulator not, tolerated
     /// as races that went the same way each time (see `knownGaps`). Which way a race goes most
@@ -33,8 +36,10 @@ enum ConcurrencyGrid {
     static let seedBase: UInt64 =
         ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_SEED"].flatMap { UInt64($0, radix: 16) } ?? 0xC0C0_0000
     /// Image kinds, rotated over the cases.
-    static let kinds = ["fresh 64K", "fresh 4K", "fresh 512", "extended L2 64K", "fragmented 64K", "small cache 4K", "chain data 64K",
-        "extended L2 chain 64K"]
+    static let kinds = [
+        "fresh 64K", "fresh 4K", "fresh 512", "extended L2 64K", "fragmented 64K", "small cache 4K", "chain data 64K",
+        "extended L2 chain 64K",
+    ]
 
     /// Builds case `i`.
     static func make(_ i: Int) -> DiffCase {
@@ -64,7 +69,9 @@ enum ConcurrencyGrid {
         if kind == "fragmented 64K" {
             // Scattered single-cluster writes leave the host placement non-contiguous.
             let recs = (0..<40).map { _ in
-                TraceRecord(op: .write, offset: (hot[Int(rng.nextBelow(3))] + rng.nextBelow(48)) * cs, length: 512 * (1 + rng.nextBelow(8)))
+                TraceRecord(
+                    op: .write, offset: (hot[Int(rng.nextBelow(3))] + rng.nextBelow(48)) * cs,
+                    length: 512 * (1 + rng.nextBelow(8)))
             }
             config.preparation = [PreparationSession(image: 0, records: recs)]
         }
@@ -107,7 +114,8 @@ enum ConcurrencyGrid {
         }
         switch roll {
         case 0..<55: return TraceRecord(op: .write, offset: start, length: span(1 + rng.nextBelow(4)))
-        case 55..<67: return TraceRecord(op: .write, offset: start, length: min(cs * (c + 1) - start, 512 * (1 + rng.nextBelow(16))))
+        case 55..<67:
+            return TraceRecord(op: .write, offset: start, length: min(cs * (c + 1) - start, 512 * (1 + rng.nextBelow(16))))
         case 67..<77: return TraceRecord(op: .discard, offset: c * cs, length: min(size - c * cs, cs * (1 + rng.nextBelow(3))))
         case 77..<87:
             return TraceRecord(
@@ -205,7 +213,8 @@ struct ConcurrencyGridTests {
         print("=== trace\n\(DiffCase.text(c.records))\n=== end")
     }
 
-    @Test("every request QEMU orders the same way in two runs matches the simulator exactly", arguments: 0..<ConcurrencyGrid.count)
+    @Test(
+        "every request QEMU orders the same way in two runs matches the simulator exactly", arguments: 0..<ConcurrencyGrid.count)
     func grid(index: Int) throws {
         let c = ConcurrencyGrid.make(index)
         let (o, detail) = try Self.check(c, validator: validator)
@@ -214,7 +223,9 @@ struct ConcurrencyGridTests {
         )
         let message = "\(c)\nstable requests not matched: \(o.stableMismatches)\n\(detail)\n\(DiffCase.text(c.records))"
         if !o.stableMismatches.isEmpty {
-            print("concurrency grid \(index): QEMU repeated an order the simulator does not take for requests \(o.stableMismatches)\(ConcurrencyGrid.knownGaps[index].map { " (seen before: \($0))" } ?? "")")
+            print(
+                "concurrency grid \(index): QEMU repeated an order the simulator does not take for requests \(o.stableMismatches)\(ConcurrencyGrid.knownGaps[index].map { " (seen before: \($0))" } ?? "")"
+            )
         }
         // A race can come out the same way in all five runs: two such requests per case are
         // tolerated and printed; a scheduling rule the model gets wrong shows up in many
@@ -247,7 +258,8 @@ struct ValidateOutcomeTests {
         let replay = try validator.replay(config: config, input: input)
         return (
             Validator.report(config: config, input: input, expected: log, replay: replay, sizes: sizes, keptDirectory: nil),
-            Validator.report(config: config, input: input, expected: reversedLog, replay: replay, sizes: sizes, keptDirectory: nil)
+            Validator.report(
+                config: config, input: input, expected: reversedLog, replay: replay, sizes: sizes, keptDirectory: nil)
         )
     }
 
