@@ -39,6 +39,9 @@ enum ValidateCommand {
           --qemu-only           run QEMU and report its counts without comparing
           --debug-mis-evict-at-lookup N
                                 test only: the simulator picks a wrong victim at lookup N
+          --debug-reverse-task-order
+                                test only: the simulator resumes a multi-segment write's tasks
+                                last submitted first (another order QEMU can take)
 
         exit status: 0 identical, 3 equivalent (1 with --strict), 1 divergent, 64 usage, 65 bad trace,
                      69 QEMU missing, 70 QEMU failed
@@ -57,7 +60,8 @@ enum ValidateCommand {
                     "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup",
                     "--discard",
                 ]),
-                flags: ["--no-io-uring", "--qemu-only", "--read-only", "--strict"], aliases: RunConfigArguments.aliases)
+                flags: ["--no-io-uring", "--qemu-only", "--read-only", "--strict", "--debug-reverse-task-order"],
+                aliases: RunConfigArguments.aliases)
             let misEvict = try a.value("--debug-mis-evict-at-lookup").map { text -> Int in
                 guard let n = Int(text), n >= 0 else {
                     throw UsageError("invalid value '\(text)' for --debug-mis-evict-at-lookup (expected a lookup number)")
@@ -93,7 +97,9 @@ enum ValidateCommand {
             } else {
                 // Check QEMU first: a missing QEMU is exit 69 whatever else is missing.
                 try validator.checkTools(for: config)
-                let (log, sizes) = try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: misEvict)
+                var simulated = config
+                simulated.debugReverseTaskResumption = a.has("--debug-reverse-task-order")
+                let (log, sizes) = try ExpectedRun.simulate(config: simulated, input: input, misEvictAtLookup: misEvict)
                 report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
             }
             report.strict = a.has("--strict")
