@@ -58,9 +58,23 @@ public final class EventLog {
         self.sink = sink
     }
 
+    /// Events being held back (innermost last), see `beginCapture`.
+    private var captures: [[CacheEvent]] = []
+
+    /// From now on events are held back instead of logged, until `endCapture` (nestable). The
+    /// read path uses it to print a backing task's events after its first I/O where QEMU does.
+    public func beginCapture() { captures.append([]) }
+
+    /// Stops holding back and returns the events held since the matching `beginCapture`.
+    public func endCapture() -> [CacheEvent] { captures.popLast() ?? [] }
+
     /// Appends one event.
     @inline(__always)
     public func append(_ event: CacheEvent) {
+        if !captures.isEmpty {
+            captures[captures.count - 1].append(event)
+            return
+        }
         count += 1
         if retainEvents {
             events.append(event)

@@ -309,3 +309,33 @@ struct ValidateOutcomeTests {
         #expect(other.notes.contains { $0.hasPrefix("the first divergence follows multi-segment request(s) 2 that QEMU ran") })
     }
 }
+
+/// TV11 (qcow2-model.md §16) against qemu-io: a three-segment read (backing | data | backing)
+/// whose first backing lookup misses prints the top image's next MAPs before the backing's
+/// `get_done`, and the simulator now prints them in that order too.
+@Suite("multi-segment reads over a backing file", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+struct BackingReadOrderTests {
+    @Test("TV11: identical to qemu-io, the backing miss completing after the top's MAPs")
+    func tv11() throws {
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, chainLength: 2, driveOptions: "l2-cache-size=8K,backing.l2-cache-size=8K",
+            cacheMode: .writethrough)
+        config.preparation = [
+            PreparationSession(image: 0, records: records("W 0 256k\nW 600M 64k")),
+            PreparationSession(image: 1, records: records("W 64k 64k\nW 700M 64k")),
+        ]
+        let input = ValidationInput(records: records("R 600M 64k\nR 0 192k"))
+        let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
+        // The spec's listing of the second read, images labelled: top = image 1, backing = 0.
+        let e = Array(log.events(ofRequest: 1))
+        let top = compact("[image 1] L2 get 0x40000 miss 1")
+        #expect(Array(e[0..<4]) == top)
+        #expect(e[4].kind == .get && e[4].image == 0)
+        #expect(e[5].kind == .replaceEntry && e[6].kind == .getRead && e[6].image == 0)
+        #expect(Array(e[7..<11]) == compact("[image 1] L2 get 0x40000 hit 1 (x2)"))
+        #expect(e[11].kind == .getDone && e[11].image == 0)
+        #expect(Array(e[12..<14]) == compact("[image 0] L2 get 0x40000 hit 1"))
+        let report = try Validator(runner: Qemu.runner).validate(config: config, input: input, expected: log, sizes: sizes)
+        #expect(report.outcome == .identical, "\(report.text())")
+    }
+}

@@ -477,6 +477,7 @@ struct DifferentialTests {
         // Multi-segment reads over backing files may print their images' events in another
         // valid interleaving (`equivalent`, §13): only a divergence is a failure.
         if report.outcome == .divergent { problems.append("divergent") }
+        if report.outcome == .equivalent { print("differential case \(c.index): equivalent, requests \(report.equivalentRequests)") }
         let under = report.multiSegment.checks.filter { $0.qemuPooled && !$0.simulatorMarked }
         if !under.isEmpty { problems.append("QEMU ran requests as task pools the simulator did not mark: " + describe(under)) }
         if report.multiSegment.flaggedWrites > 0 {
