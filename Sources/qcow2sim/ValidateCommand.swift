@@ -40,8 +40,7 @@ enum ValidateCommand {
 
     static func run(_ args: [String]) -> Int32 {
         if args.contains("--help") || args.contains("-h") {
-            FileHandle.standardOutput.write(Data(help.utf8))
-            return 0
+            return Console.help(help, command: "validate")
         }
         do {
             let a = try Arguments(
@@ -89,7 +88,7 @@ enum ValidateCommand {
                 let (log, sizes) = try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: misEvict)
                 report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
             }
-            FileHandle.standardOutput.write(Data((format == "json" ? report.json() : report.text()).utf8))
+            try Console.print(format == "json" ? report.json() : report.text())
             return report.exitCode
         } catch {
             return reportFailure(error, command: "validate")
