@@ -61,13 +61,25 @@ public final class Termination: @unchecked Sendable {
             }
         }
         thread.start()
+        var unblock = sigset_t()
+        sigemptyset(&unblock)
         for sig in [SIGINT, SIGTERM, SIGHUP] {
-            _ = signal(sig) { number in
+            let previous = signal(sig) { number in
                 // Only async-signal-safe work here: one write(2) of the signal number.
                 var b = UInt8(truncatingIfNeeded: number)
                 _ = write(terminationPipeWriteEnd, &b, 1)
             }
+            // A signal ignored at startup stays ignored (`nohup`, a background job of a
+            // non-interactive shell), as shells and POSIX utilities do.
+            if let previous, unsafeBitCast(previous, to: Int.self) == unsafeBitCast(SIG_IGN, to: Int.self) {
+                _ = signal(sig, SIG_IGN)
+            } else {
+                sigaddset(&unblock, sig)
+            }
         }
+        // A parent may have started us with these blocked (test runners, some daemons); threads
+        // started from here on inherit the main thread's mask.
+        pthread_sigmask(SIG_UNBLOCK, &unblock, nil)
     }
 
     /// Runs `body`, which creates a resource, under the registry's lock; once termination has
