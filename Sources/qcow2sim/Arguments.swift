@@ -22,12 +22,9 @@ struct Arguments {
     private var spelling: [String: String] = [:]
 
     /// Parses `args`. `options` take a value (`--size 1G` or `--size=1G`); `flags` do not.
-    /// `aliases` maps short spellings (`-o`) to long names. An option given twice is an error
-    /// (it takes one value; silently keeping the last hid typos) unless it is in `repeatable`.
-    init(
-        _ args: [String], options: Set<String>, flags: Set<String> = [], aliases: [String: String] = [:],
-        repeatable: Set<String> = []
-    ) throws {
+    /// `aliases` maps short spellings (`-o`) to long names. An option given twice is an error:
+    /// every option takes one value, and silently keeping the last one hid mistakes.
+    init(_ args: [String], options: Set<String>, flags: Set<String> = [], aliases: [String: String] = [:]) throws {
         var i = 0
         var onlyPositionals = false
         while i < args.count {
@@ -46,7 +43,7 @@ struct Arguments {
             }
             let given = name
             name = aliases[name] ?? name
-            if options.contains(name), values[name] != nil, !repeatable.contains(name) {
+            if options.contains(name), values[name] != nil {
                 let first = spelling[name] ?? name
                 let also = first == given ? "" : " (as '\(first)' and '\(given)')"
                 throw UsageError("option '\(given)' given more than once\(also); it takes one value")
