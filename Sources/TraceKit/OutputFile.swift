@@ -68,6 +68,9 @@ public final class OutputFile {
         // target so that rename(2) replaces the target, not the link.
         var target = path
         var hops = 0
+        // /dev/stdout → /proc/self/fd/1 → the file the shell opened: written in place, since
+        // replacing it would detach it from the descriptor the caller holds.
+        var viaProc = path.hasPrefix("/proc/")
         while true {
             var st = stat()
             guard lstat(target, &st) == 0 else { break }  // nothing there: a new file
@@ -76,14 +79,17 @@ public final class OutputFile {
             guard hops <= 40, let link = Self.readLink(target) else { throw refuse(Self.errnoMessage(ELOOP)) }
             let linkDir = (target as NSString).deletingLastPathComponent
             target = link.hasPrefix("/") || linkDir.isEmpty ? link : linkDir + "/" + link
+            if target.hasPrefix("/proc/") { viaProc = true }
         }
         var st = stat()
         // `stat` (not `lstat`) of the user's path: magic links such as /dev/stdout → /proc/self/fd/1
         // → pipe:[…] are only resolvable by the kernel.
         let exists = stat(path, &st) == 0
         let type = st.st_mode & S_IFMT
-        if exists && (type == S_IFCHR || type == S_IFIFO || target.hasPrefix("/proc/")) {
-            let f = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY)
+        if exists && (type == S_IFCHR || type == S_IFIFO || viaProc) {
+            // A regular file reached through /proc gets a new file offset: append, as the
+            // caller's descriptor would (the shell truncated it already for `>`).
+            let f = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY | (type == S_IFREG ? O_APPEND : 0))
             guard f >= 0 else { throw refuse("cannot open: " + Self.errnoMessage(errno)) }
             fd = f
             ownsFD = true

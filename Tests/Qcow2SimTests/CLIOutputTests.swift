@@ -235,7 +235,8 @@ struct OutputCase: Sendable, CustomTestStringConvertible {
     /// Standard output on /dev/full: the report, `trace info`, `generate -o -`, `trace convert -o -`.
     @Test(arguments: [
         (["simulate", "{T}", "--size", "1G"], "simulate"), (["trace", "info", "{T}"], "trace info"),
-        (["generate", "--count", "10", "--size", "1G", "-o", "-"], "generate"), (["trace", "convert", "{T}", "-o", "-"], "trace convert"),
+        (["generate", "--count", "10", "--size", "1G", "-o", "-"], "generate"),
+        (["trace", "convert", "{T}", "-o", "-"], "trace convert"),
         (["simulate", "--help"], "simulate"),
     ])
     func standardOutputOnAFullDevice(_ args: [String], _ command: String) throws {
@@ -247,6 +248,21 @@ struct OutputCase: Sendable, CustomTestStringConvertible {
         let (s, _, err) = try CLIRun.run(args.map { $0 == "{T}" ? trace : $0 }, standardOutput: full)
         #expect(s == 74)
         #expect(err == "qcow2sim \(command): error: standard output: No space left on device\n")
+    }
+
+    /// `-o /dev/stdout` with standard output on a regular file (`>> file`): written in place
+    /// through the caller's file, appended, never replaced by a rename.
+    @Test func devStdoutOnARegularFileIsAppendedInPlace() throws {
+        let trace = try Self.traceFile()
+        let dir = try CLIRun.directory()
+        let file = dir + "/out.txt"
+        try Data("keep\n".utf8).write(to: URL(fileURLWithPath: file))
+        let handle = try #require(FileHandle(forWritingAtPath: file))
+        handle.seekToEndOfFile()
+        let (s, _, err) = try CLIRun.run(["trace", "convert", trace, "-o", "/dev/stdout"], standardOutput: handle)
+        #expect(s == 0, "\(err)")
+        #expect(try String(contentsOfFile: file, encoding: .utf8) == "keep\nop,offset,length\nW,0,4096\nR,0,4096\n")
+        #expect(try CLIRun.leftovers(dir, keeping: ["out.txt"]) == [])
     }
 
     @Test func directoryTargetIsRefused() throws {
@@ -268,7 +284,10 @@ struct OutputCase: Sendable, CustomTestStringConvertible {
             ["--image", "{I}", "-o", "cluster_size=4K"],
             "-o cannot be combined with --image (the image exists; -o is for qemu-img create)"
         ),
-        (["--image", "{I}", "--populate", "full"], "--populate cannot be combined with --image (the image already has its contents)"),
+        (
+            ["--image", "{I}", "--populate", "full"],
+            "--populate cannot be combined with --image (the image already has its contents)"
+        ),
         (
             ["--image", "{I}", "--populate-mode", "data"],
             "--populate-mode cannot be combined with --image (the image already has its contents)"
@@ -297,10 +316,14 @@ struct OutputCase: Sendable, CustomTestStringConvertible {
         let trace = try CLITests.trace("R,0,4K\n")
         let (s, _, err) = try CLIRun.run(["validate", trace, "--image", "x.qcow2", "--chain", "3"])
         #expect(s == 64)
-        #expect(err == "qcow2sim validate: error: --chain cannot be combined with --image (the chain is the image's backing chain)\n")
+        #expect(
+            err == "qcow2sim validate: error: --chain cannot be combined with --image (the chain is the image's backing chain)\n")
         let (s2, _, err2) = try CLIRun.run(["validate", trace, "--size", "1G", "--qemu-timeout", "-5"])
         #expect(s2 == 64)
-        #expect(err2 == "qcow2sim validate: error: invalid value '-5' for --qemu-timeout (expected a non-negative number of seconds)\n")
+        #expect(
+            err2
+                == "qcow2sim validate: error: invalid value '-5' for --qemu-timeout (expected a non-negative number of seconds)\n"
+        )
         let (s3, _, err3) = try CLIRun.run(["validate", trace, "--size", "1G", "--keep", "a", "--keep", "b"])
         #expect(s3 == 64)
         #expect(err3 == "qcow2sim validate: error: option '--keep' given more than once; it takes one value\n")

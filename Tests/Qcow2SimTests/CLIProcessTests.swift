@@ -136,7 +136,9 @@ enum ProcessTable {
                 "/base.qcow2' made no progress for 1 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-io: stuck\n"
             ))
         // The whole group was killed: the grandchild too.
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
+            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
         #expect(sleeper != nil)
         if let sleeper { #expect(!ProcessTable.alive(sleeper)) }
         #expect(ProcessTable.matching(bin).isEmpty)
@@ -158,7 +160,9 @@ enum ProcessTable {
         #expect(status == expected)
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty)
         #expect(ProcessTable.matching(bin).isEmpty)
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
+            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
         if let sleeper { #expect(!ProcessTable.alive(sleeper)) }
         #expect(try String(contentsOfFile: logs + "/out", encoding: .utf8).isEmpty)
     }

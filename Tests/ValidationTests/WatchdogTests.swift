@@ -8,7 +8,8 @@ import Validation
         let runner = SystemProcessRunner(inactivityTimeout: 1)
         let request = ProcessRequest(executable: "/bin/sh", arguments: ["-c", "echo started >&2; sleep 30"])
         #expect(
-            throws: ValidationError.toolTimedOut(argv: ["/bin/sh", "-c", "echo started >&2; sleep 30"], seconds: 1, outputTail: "started")
+            throws: ValidationError.toolTimedOut(
+                argv: ["/bin/sh", "-c", "echo started >&2; sleep 30"], seconds: 1, outputTail: "started")
         ) { try runner.run(request) }
         let message = ValidationError.toolTimedOut(argv: request.argv, seconds: 1, outputTail: "started\n").description
         #expect(
@@ -26,7 +27,9 @@ import Validation
         #expect(busy.status == 0)
         #expect(String(decoding: busy.standardOutput, as: UTF8.self) == "400000\n")
         let reader = try runner.run(
-            ProcessRequest(executable: "/bin/sh", arguments: ["-c", "wc -l"], standardInput: Data(String(repeating: "x\n", count: 100_000).utf8)))
+            ProcessRequest(
+                executable: "/bin/sh", arguments: ["-c", "wc -l"],
+                standardInput: Data(String(repeating: "x\n", count: 100_000).utf8)))
         #expect(String(decoding: reader.standardOutput, as: UTF8.self).trimmingCharacters(in: .whitespaces) == "100000\n")
     }
 
@@ -36,6 +39,8 @@ import Validation
         #expect(try runner.run(ProcessRequest(executable: "/bin/sh", arguments: ["-c", "kill -9 $$"])).status == 137)
         let dir = FileManager.default.temporaryDirectory.path
         let pwd = try runner.run(ProcessRequest(executable: "/bin/pwd", arguments: [], workingDirectory: dir))
-        #expect(String(decoding: pwd.standardOutput, as: UTF8.self) == URL(fileURLWithPath: dir).resolvingSymlinksInPath().path + "\n")
+        #expect(
+            String(decoding: pwd.standardOutput, as: UTF8.self) == URL(fileURLWithPath: dir).resolvingSymlinksInPath().path + "\n"
+        )
     }
 }
