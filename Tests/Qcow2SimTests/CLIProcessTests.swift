@@ -106,6 +106,9 @@ enum ProcessTable {
         let scripts = [
             "qemu-img": "#!/bin/sh\nexit 0\n",
             "qemu-io": "#!/bin/sh\necho 'fake qemu-io: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
+            // Greets over QMP, then never answers qmp_capabilities.
+            "qemu-system-x86_64":
+                "#!/bin/sh\necho '{\"QMP\": {}}'\necho 'fake qemu-system: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
         ]
         for (name, text) in scripts {
             try Data(text.utf8).write(to: URL(fileURLWithPath: bin + "/" + name))
@@ -136,6 +139,30 @@ enum ProcessTable {
                 "/base.qcow2' made no progress for 1 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-io: stuck\n"
             ))
         // The whole group was killed: the grandchild too.
+        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
+            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        #expect(sleeper != nil)
+        if let sleeper { #expect(!ProcessTable.alive(sleeper)) }
+        #expect(ProcessTable.matching(bin).isEmpty)
+    }
+
+    /// The QMP conversation: the watchdog runs while we wait for an answer.
+    @Test func watchdogKillsAHungQemuSystem() throws {
+        let (bin, pidFile) = try Self.fakeQemu()
+        let tmp = try CLIRun.directory()
+        let trace = try CLITests.trace("W,0,4K\nR,0,4K\n")
+        let (s, out, err) = try CLIRun.run(
+            ["validate", trace, "--size", "1G", "--runner", "qemu-system", "--qemu-timeout", "1"],
+            environment: ProcessInfo.processInfo.environment.merging(Self.environment(bin: bin, tmp: tmp)) { $1 })
+        #expect(s == 70)
+        #expect(out.isEmpty)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty)
+        #expect(err.hasPrefix("qcow2sim validate: error: 'qemu-system-x86_64 -machine none -nodefaults -display none -qmp stdio"))
+        #expect(
+            err.hasSuffix(
+                "/qemu-trace.log' made no progress for 1 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-system: stuck\n"
+            ))
         let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
             Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
         }
