@@ -194,6 +194,30 @@ enum ProcessTable {
         #expect(try String(contentsOfFile: logs + "/out", encoding: .utf8).isEmpty)
     }
 
+    /// `simulate --events` and `--output` on an interrupted run: the temporary files go, an
+    /// existing report stays as it was.
+    @Test func signalRemovesSimulateTemporaryOutputs() throws {
+        let dir = try CLIRun.directory()
+        let trace = dir + "/long.csv"
+        let (g, _, gerr) = try CLIRun.run([
+            "generate", "--count", "200000", "--size", "1G", "--read-ratio", "0.5", "--seed", "3", "-o", trace,
+        ])
+        #expect(g == 0, "\(gerr)")
+        let out = try CLIRun.directory()
+        try Data("old report\n".utf8).write(to: URL(fileURLWithPath: out + "/report.txt"))
+        let job = try GroupLeader.start(
+            ["simulate", trace, "--size", "1G", "--events", out + "/events.log", "--output", out + "/report.txt"],
+            environment: [:], stdoutPath: dir + "/out", stderrPath: dir + "/err")
+        let writing = ProcessTable.waitFor(120) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: out)) ?? []).contains { $0.hasPrefix(".events.log.tmp.") }
+        }
+        #expect(writing, "no temporary events file appeared")
+        job.signalGroup(SIGINT)
+        #expect(job.wait() == 130)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: out) == ["report.txt"])
+        #expect(try String(contentsOfFile: out + "/report.txt", encoding: .utf8) == "old report\n")
+    }
+
     /// The reproduction: a long trace through real qemu-io, SIGINT to the job's group
     /// once qemu-io replays it.
     @Test(.enabled(if: Qemu.available, Qemu.skipMessage))
