@@ -135,7 +135,9 @@ public struct TraceSummary: Sendable {
 
             """
         for k in sizeHistogram.keys.sorted() {
-            s += "  <= \(String(k).padding(toLength: 12, withPad: " ", startingAt: 0)) \(sizeHistogram[k] ?? 0)\n"
+            // Padded to 12 columns, never cut: 2^40 and above have 13 or more digits.
+            let label = String(k)
+            s += "  <= \(label)\(String(repeating: " ", count: max(0, 12 - label.count))) \(sizeHistogram[k] ?? 0)\n"
         }
         return s
     }

@@ -107,7 +107,10 @@ public struct Validator: Sendable {
         try Self.checkReadOnly(config: config, input: input)
         let directory = try makeDirectory()
         defer {
-            if options.keepDirectory == nil { try? FileManager.default.removeItem(atPath: directory) }
+            if options.keepDirectory == nil {
+                try? FileManager.default.removeItem(atPath: directory)
+                Termination.shared.unregister(.directory(directory))
+            }
         }
         let images = try ImageBuilder(runner: runner).build(config, in: directory)
         let replayer = QemuReplayer(runner: runner, preferIOUring: options.preferIOUring, timeScale: options.timeScale)
@@ -254,7 +257,11 @@ public struct Validator: Sendable {
         let parent = options.temporaryParent.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory
         let base = parent.appendingPathComponent("qcow2sim-validate-\(UUID().uuidString)")
         do {
-            try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+            // Registered as it is created: a signal removes it (issue 14, item 7).
+            try Termination.shared.create {
+                try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+                Termination.shared.registerLocked(.directory(base.path))
+            }
         } catch {
             throw ValidationError.io("cannot create a temporary directory: \(error.localizedDescription)")
         }

@@ -5,7 +5,8 @@ import Validation
 
 /// `qcow2sim validate TRACE`: the same I/O on a real image through QEMU, compared event by event
 /// with the simulation (issue 4). Exit 0 identical, 3 equivalent (1 with --strict), 1 divergent
-/// (like diff), 64 usage, 65 bad trace, 69 QEMU missing, 70 QEMU failed.
+/// (like diff), 64 usage, 65 bad trace, 69 QEMU missing, 70 QEMU failed or hung (`--qemu-timeout`),
+/// 74 the report cannot be written.
 enum ValidateCommand {
     static let help = """
         usage: qcow2sim validate TRACE [run options] [--keep DIR] [--format text|json]
@@ -37,6 +38,8 @@ enum ValidateCommand {
           --trace-format FMT    input format (default: detected)
           --no-io-uring         use QEMU's thread pool instead of trying io_uring
           --qemu-only           run QEMU and report its counts without comparing
+          --qemu-timeout S      kill a QEMU program that shows no sign of life (no output, CPU
+                                time or file I/O) for S seconds: exit 70 (default 300; 0 = never)
           --debug-mis-evict-at-lookup N
                                 test only: the simulator picks a wrong victim at lookup N
           --debug-reverse-task-order
@@ -44,21 +47,22 @@ enum ValidateCommand {
                                 last submitted first (another order QEMU can take)
 
         exit status: 0 identical, 3 equivalent (1 with --strict), 1 divergent, 64 usage, 65 bad trace,
-                     69 QEMU missing, 70 QEMU failed
+                     69 QEMU missing, 70 QEMU failed or hung, 74 the report cannot be written;
+                     SIGINT/SIGTERM/SIGHUP kill QEMU, remove the temporary directory and exit
+                     130/143/129
 
         """
 
     static func run(_ args: [String]) -> Int32 {
         if args.contains("--help") || args.contains("-h") {
-            FileHandle.standardOutput.write(Data(help.utf8))
-            return 0
+            return Console.help(help, command: "validate")
         }
         do {
             let a = try Arguments(
                 args,
                 options: RunConfigArguments.options.union([
                     "--keep", "--format", "--runner", "--time-scale", "--trace-format", "--debug-mis-evict-at-lookup",
-                    "--discard",
+                    "--discard", "--qemu-timeout",
                 ]),
                 flags: ["--no-io-uring", "--qemu-only", "--read-only", "--strict", "--debug-reverse-task-order"],
                 aliases: RunConfigArguments.aliases)
@@ -79,6 +83,13 @@ enum ValidateCommand {
                 timeScale = try TraceArgs.double(t, "--time-scale")
                 if timeScale < 0 { throw UsageError("invalid value '\(t)' for --time-scale (expected a non-negative number)") }
             }
+            var qemuTimeout = SystemProcessRunner.defaultInactivityTimeout
+            if let t = a.value("--qemu-timeout") {
+                qemuTimeout = try TraceArgs.double(t, "--qemu-timeout")
+                if qemuTimeout < 0 {
+                    throw UsageError("invalid value '\(t)' for --qemu-timeout (expected a non-negative number of seconds)")
+                }
+            }
             let traceFormat = try a.value("--trace-format").map { try TraceFormat.parse($0) }
             var traceOptions = TraceOptions()
             traceOptions.diskSize = config.virtualSize
@@ -88,7 +99,7 @@ enum ValidateCommand {
             let options = ValidatorOptions(
                 keepDirectory: a.value("--keep"), tool: ReplayTool(rawValue: runnerName), timeScale: timeScale,
                 preferIOUring: !a.has("--no-io-uring"))
-            let validator = Validator(runner: SystemProcessRunner(), options: options)
+            let validator = Validator(runner: SystemProcessRunner(inactivityTimeout: qemuTimeout), options: options)
             var report: ValidationReport
             if a.has("--qemu-only") {
                 let replay = try validator.replay(config: config, input: input)
@@ -103,7 +114,7 @@ enum ValidateCommand {
                 report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
             }
             report.strict = a.has("--strict")
-            FileHandle.standardOutput.write(Data((format == "json" ? report.json() : report.text()).utf8))
+            try Console.print(format == "json" ? report.json() : report.text())
             return report.exitCode
         } catch {
             return reportFailure(error, command: "validate")

@@ -28,6 +28,12 @@ enum RunConfigArguments {
     /// The configuration the arguments describe.
     static func config(_ a: Arguments) throws -> SimulationConfig {
         let image = a.value("--image")
+        if image != nil {
+            // The image file defines all of these; accepting them would silently ignore them.
+            for (option, spelling, reason) in imageConflicts where a.value(option) != nil {
+                throw UsageError("\(spelling) cannot be combined with --image (\(reason))")
+            }
+        }
         var size: UInt64
         if let text = a.value("--size") {
             size = try TraceArgs.bytes(text, "--size")
@@ -54,6 +60,15 @@ enum RunConfigArguments {
             populateMode: PopulateMode(rawValue: modeName) ?? .metadata, imageFile: image, driveOptions: a.value("--drive") ?? "",
             cacheMode: CacheMode(rawValue: cacheName) ?? .writeback)
     }
+
+    /// Options that `--image FILE` makes meaningless: (name, spelling in messages, why).
+    static let imageConflicts: [(String, String, String)] = [
+        ("--size", "--size", "the virtual size is the image's"),
+        ("--chain", "--chain", "the chain is the image's backing chain"),
+        ("--create-options", "-o", "the image exists; -o is for qemu-img create"),
+        ("--populate", "--populate", "the image already has its contents"),
+        ("--populate-mode", "--populate-mode", "the image already has its contents"),
+    ]
 
     /// `none`, `full`, or comma-separated `START:LEN` ranges.
     static func parsePopulate(_ text: String, size: UInt64) throws -> Populate {
