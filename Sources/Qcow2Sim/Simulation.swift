@@ -321,7 +321,7 @@ struct Replay<P: EvictionPolicy> {
             }
             let isTop = k == chain.count - 1
             image.open(
-                sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode == .writethrough, log: log)
+                sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode.writethrough, log: log)
         }
         guard let top = chain.last else { throw SimulationError.usage("empty chain") }
         top.debugMisEvictAtLookup = misEvict

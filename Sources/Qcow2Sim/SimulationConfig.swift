@@ -1,11 +1,32 @@
 import TraceKit
 
-/// How the simulated image's writes reach the disk (QEMU `-t` / `cache=`).
+/// How the simulated image's writes reach the disk (QEMU `-t` / `cache=`), with the meaning
+/// `bdrv_parse_cache_mode` (block.c) gives each name: `cache.direct` (O_DIRECT on the image
+/// file), `cache.no-flush` (flushes stop before the host's fdatasync) and writethrough
+/// (`blk_set_enable_write_cache(false)`).
+///
+/// Only writethrough changes what the metadata caches do: the block layer then adds FUA to every
+/// write and write-zeroes request, which qcow2 does not support natively, so `bdrv_driver_pwritev`
+/// emulates it with a flush after the request (§7.1). O_DIRECT changes only how the host file is
+/// written. `cache.no-flush` does not skip qcow2's own write-back: `bdrv_co_flush` calls the
+/// driver's `bdrv_co_flush_to_os` (`qcow2_write_caches`) "even with cache=unsafe" and only then
+/// skips the disk flush. Checked against qemu-io 7.2: `none` and `unsafe` give writeback's events,
+/// `directsync` writethrough's.
 public enum CacheMode: String, Sendable, CaseIterable {
     /// `cache=writeback`: a VM's default; no flush after each write.
     case writeback
     /// `cache=writethrough`: qemu-io's default; WRITE(L2)+WRITE(RC) after every write (§7.1).
     case writethrough
+    /// `cache=none`: writeback with O_DIRECT on the image file (`cache.direct=on`).
+    case none
+    /// `cache=directsync`: writethrough with O_DIRECT.
+    case directsync
+    /// `cache=unsafe`: writeback with `cache.no-flush=on`; the caches are still written back on
+    /// every flush, only the host's fdatasync is skipped.
+    case unsafe
+
+    /// Whether the block layer flushes after every write (`cache.writeback=off`).
+    public var writethrough: Bool { self == .writethrough || self == .directsync }
 }
 
 /// A byte range on the virtual disk.
@@ -60,7 +81,7 @@ public struct SimulationConfig: Sendable {
     /// qcow2 runtime options as QEMU's `-drive` / `--image-opts` spell them
     /// (`l2-cache-size=1M,backing.l2-cache-size=256K`).
     public var driveOptions: String
-    /// Writeback (default, like a VM) or writethrough (qemu-io's default).
+    /// Writeback (default, like a VM), writethrough (qemu-io's default), none, directsync or unsafe.
     public var cacheMode: CacheMode
     /// Name of the eviction policy (`qemu` reproduces QEMU; see `PolicyRegistry`).
     public var policy: String

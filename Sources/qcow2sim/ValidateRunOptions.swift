@@ -22,7 +22,8 @@ enum RunConfigArguments {
           --populate-mode MODE  metadata (preallocation=metadata, full only), zero or data
           --image FILE          start from a copy of this qcow2 file (never modified)
           --drive OPTS          qcow2 runtime options (l2-cache-size=1M,cache-clean-interval=30,…)
-          --cache-mode MODE     writeback (default, like a VM) or writethrough (qemu-io's default)
+          --cache-mode MODE     writeback (default, like a VM), writethrough (qemu-io's default),
+                                none, directsync or unsafe (QEMU's -t / cache= names)
         """
 
     /// The configuration the arguments describe.

@@ -34,10 +34,38 @@ struct FidelityModesTests {
         #expect(a.identical, "\(a.text())")
         let b = try Self.run(validator, config, plain)
         #expect(b.identical, "\(b.text())")
-        // qemu-io 7.2's own refcount-block lookups differ: the flag reaches QEMU (34 with unmap,
-        // 44 without, where the zero-flagged clusters stay allocated and the later write at 4M
-        // searches past them).
+        // qemu-io 7.2's own refcount-block lookups differ, so the flag reaches QEMU: 34 with
+        // unmap, 44 without.
         #expect(a.images[0].qemu.refcount.lookups == 34)
         #expect(b.images[0].qemu.refcount.lookups == 44)
+    }
+}
+
+/// Cache modes against qemu-io (`-t MODE`).
+@Suite("cache modes vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+struct CacheModeTests {
+    @Test(
+        "every cache mode is identical to qemu-io -t MODE; none and unsafe write back like writeback, directsync like writethrough",
+        arguments: [("", ""), ("cluster_size=4096", "l2-cache-size=16K"), ("cluster_size=32K,extended_l2=on", "l2-cache-size=16K")])
+    func modes(create: String, drive: String) throws {
+        let v = Validator(runner: Qemu.runner)
+        let size: UInt64 = 256 << 20
+        let cluster: UInt64 = create.contains("4096") ? 4096 : create.contains("32K") ? 32768 : 65536
+        let recs = SimulatorValidationTests.randomTrace(seed: 15, count: 200, size: size, cluster: cluster)
+        let input = ValidationInput(records: recs, fileName: "modes")
+        var qemuEvents: [CacheMode: [CacheEvent]] = [:]
+        for mode in CacheMode.allCases {
+            let config = SimulationConfig(virtualSize: size, createOptions: create, driveOptions: drive, cacheMode: mode)
+            let report = try FidelityModesTests.run(v, config, input)
+            #expect(report.identical, "\(mode):\n\(report.text())")
+            #expect(report.argv.contains(mode.rawValue))
+            let replay = try v.replay(config: config, input: input)
+            qemuEvents[mode] = replay.log.events
+        }
+        // QEMU's own streams: the O_DIRECT and no-flush variants change nothing in the caches.
+        #expect(qemuEvents[.none] == qemuEvents[.writeback])
+        #expect(qemuEvents[.unsafe] == qemuEvents[.writeback])
+        #expect(qemuEvents[.directsync] == qemuEvents[.writethrough])
+        #expect(qemuEvents[.writethrough] != qemuEvents[.writeback])
     }
 }
