@@ -78,13 +78,32 @@ public struct Validator: Sendable {
         self.options = options
     }
 
-    /// The tool used for `config`.
-    public func tool(for config: SimulationConfig) -> ReplayTool {
-        options.tool ?? ReplayTool.automatic(driveOptions: config.driveOptions)
+    /// The tool used for `config` and `input`: the one asked for, or `ReplayTool.automatic`.
+    public func tool(for config: SimulationConfig, input: ValidationInput? = nil) -> ReplayTool {
+        options.tool ?? ReplayTool.automatic(cleanTimer: input.flatMap { cleanTimerPlan(config: config, input: $0) })
+    }
+
+    /// How the cache-clean timer fires over `input` in the simulation, or nil when it never does
+    /// (every image's interval, QEMU's 600 s default included, against the last timestamp).
+    public func cleanTimerPlan(config: SimulationConfig, input: ValidationInput) -> CleanTimerPlan? {
+        var count = config.chainLength
+        if let file = config.imageFile { count = (try? ImageBuilder.backingChain(of: file).count) ?? 1 }
+        guard let intervals = CleanTimerPlan.intervals(config: config, imageCount: count) else { return nil }
+        return CleanTimerPlan(intervals: intervals, records: input.records)
+    }
+
+    /// What to tell the user before a replay whose results will differ from the simulation for a
+    /// reason the comparison cannot show: qemu-io chosen explicitly for a trace on which the
+    /// simulation fires the clean timer. Nil when there is nothing to say.
+    public func warning(config: SimulationConfig, input: ValidationInput) -> String? {
+        guard tool(for: config, input: input) == .qemuIO, let plan = cleanTimerPlan(config: config, input: input) else {
+            return nil
+        }
+        return plan.qemuIOWarning()
     }
 
     /// Checks that the QEMU programs this run needs are installed (exit 69 otherwise).
-    public func checkTools(for config: SimulationConfig) throws {
+    public func checkTools(for config: SimulationConfig, input: ValidationInput? = nil) throws {
         var needed = ["qemu-io"]
         // qemu-img creates the images, or rebases the copies of a user's backing chain.
         if let file = config.imageFile {
@@ -92,16 +111,18 @@ public struct Validator: Sendable {
         } else {
             needed.insert("qemu-img", at: 0)
         }
-        if tool(for: config) == .qemuSystem { needed.append("qemu-system-x86_64") }
+        if tool(for: config, input: input) == .qemuSystem { needed.append("qemu-system-x86_64") }
         for t in needed where runner.locate(t) == nil {
             throw ValidationError.toolMissing(tool: t, packages: QemuPackages.all)
         }
     }
 
     /// Builds the images and replays `input` through QEMU; the working directory is removed
-    /// afterwards unless `keepDirectory` is set.
+    /// afterwards unless `keepDirectory` is set. When the simulation fires the clean timer and
+    /// qemu-system replays, time is compressed (`CleanTimerPlan`); a replay that could not keep
+    /// the pace is rebuilt and run again with a larger factor (at most 3 attempts).
     public func replay(config: SimulationConfig, input: ValidationInput) throws -> ReplayResult {
-        try checkTools(for: config)
+        try checkTools(for: config, input: input)
         try QemuIOScript.checkBounds(
             input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
         try Self.checkReadOnly(config: config, input: input)
@@ -109,13 +130,40 @@ public struct Validator: Sendable {
         defer {
             if options.keepDirectory == nil { try? FileManager.default.removeItem(atPath: directory) }
         }
-        let images = try ImageBuilder(runner: runner).build(config, in: directory)
         let replayer = QemuReplayer(runner: runner, preferIOUring: options.preferIOUring, timeScale: options.timeScale)
-        switch tool(for: config) {
+        let plan = cleanTimerPlan(config: config, input: input)
+        switch tool(for: config, input: input) {
         case .qemuIO:
-            return try replayer.replayQemuIO(config: config, images: images, records: input.records, directory: directory)
+            let images = try ImageBuilder(runner: runner).build(config, in: directory)
+            var result = try replayer.replayQemuIO(config: config, images: images, records: input.records, directory: directory)
+            if let plan { result.notes.append(plan.qemuIOWarning()) }
+            return result
         case .qemuSystem:
-            return try replayer.replayQemuSystem(config: config, images: images, records: input.records, directory: directory)
+            guard let plan else {
+                let images = try ImageBuilder(runner: runner).build(config, in: directory)
+                return try replayer.replayQemuSystem(config: config, images: images, records: input.records, directory: directory)
+            }
+            var secondsPerUnit = plan.secondsPerUnit(input.records)
+            var attempt = 1
+            while true {
+                let images = try ImageBuilder(runner: runner).build(config, in: directory)
+                do {
+                    return try replayer.replayQemuSystem(
+                        config: config, images: images, records: input.records, directory: directory,
+                        cleanTimer: (plan, secondsPerUnit))
+                } catch let overrun as CleanTimerOverrun {
+                    guard attempt < 3 else {
+                        throw ValidationError.toolFailed(
+                            argv: ["qemu-system-x86_64"], status: -1,
+                            outputTail:
+                                "the clean-timer replay could not keep pace: request \(overrun.request) was still running when "
+                                + "the next scaled tick was due, even at \(secondsPerUnit) s per \(plan.unit) s of trace time")
+                    }
+                    attempt += 1
+                    secondsPerUnit = max(
+                        secondsPerUnit * 2, plan.secondsPerUnit(input.records, requestSeconds: overrun.requestSeconds * 1.5))
+                }
+            }
         }
     }
 
@@ -175,7 +223,7 @@ public struct Validator: Sendable {
         let dropsDiscards = !config.discardUnmap && replay.tool == .qemuIO
         let replayed = input.records.filter { QemuIOScript.isReplayed($0) && !(dropsDiscards && $0.op == .discard) }.count
         let checks = givenExpected == nil ? [] : comparison.multiSegment
-        var notes: [String] = []
+        var notes: [String] = replay.notes
         if !compareClose {
             notes.append("compared up to the last request: qemu-system's close differs from qemu-io's (qcow2-model.md §10)")
         }

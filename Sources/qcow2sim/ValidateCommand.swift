@@ -16,8 +16,12 @@ enum ValidateCommand {
         Builds the real image(s) with qemu-img exactly as the simulation starts, replays TRACE through
         qemu-io (one request at a time, QEMU's qcow2_cache* trace captured), and compares QEMU's cache
         events with the simulator's: `identical`, or the first divergence with its request and context.
-        With a non-zero cache-clean-interval in --drive, qemu-system-x86_64 -machine none replays the
-        requests over QMP, paced by the trace's timestamps (× --time-scale).
+        When the trace's timestamps span at least one cache-clean-interval (QEMU's default is 600 s),
+        the simulation fires the clean timer, which qemu-io 7.2 never does: --runner auto then replays
+        through qemu-system-x86_64 -machine none over QMP, time compressed (timestamps and intervals
+        scaled by the same factor, whole seconds) so the ticks fall between the same requests. With
+        --runner qemu-io it says so before running. Otherwise qemu-system paces requests by their
+        timestamps (× --time-scale).
 
         run options (as for simulate):
         \(RunConfigArguments.help)
@@ -78,6 +82,8 @@ enum ValidateCommand {
                 keepDirectory: a.value("--keep"), tool: ReplayTool(rawValue: runnerName), timeScale: timeScale,
                 preferIOUring: !a.has("--no-io-uring"))
             let validator = Validator(runner: SystemProcessRunner(), options: options)
+            // Said before running: the replay takes a while, and the reason is not in the events.
+            if let warning = validator.warning(config: config, input: input) { Console.printErr("qcow2sim validate: warning: " + warning) }
             let report: ValidationReport
             if a.has("--qemu-only") {
                 let replay = try validator.replay(config: config, input: input)
@@ -85,7 +91,7 @@ enum ValidateCommand {
                     config: config, input: input, expected: nil, replay: replay, sizes: nil, keptDirectory: options.keepDirectory)
             } else {
                 // Check QEMU first: a missing QEMU is exit 69 whatever else is missing.
-                try validator.checkTools(for: config)
+                try validator.checkTools(for: config, input: input)
                 let (log, sizes) = try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: misEvict)
                 report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
             }

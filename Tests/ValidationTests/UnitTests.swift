@@ -36,7 +36,7 @@ struct ProcessRunnerTests {
         #expect(throws: ValidationError.toolMissing(tool: "qemu-system-x86_64", packages: QemuPackages.all)) {
             _ = try v.replay(
                 config: SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=2"),
-                input: ValidationInput(records: records("R 0 4k")))
+                input: ValidationInput(records: [TraceRecord(time: 3, op: .read, offset: 0, length: 4096)]))
         }
         #expect(mock.requests.isEmpty)
     }
@@ -280,8 +280,13 @@ struct ScriptAndLogTests {
         #expect(
             QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
                 == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
-        #expect(ReplayTool.automatic(driveOptions: "l2-cache-size=1M,cache-clean-interval=0") == .qemuIO)
-        #expect(ReplayTool.automatic(driveOptions: "backing.cache-clean-interval=5") == .qemuSystem)
+        let timed = [TraceRecord(time: 0, op: .read, offset: 0, length: 512), TraceRecord(time: 5, op: .read, offset: 0, length: 512)]
+        let v = Validator(runner: MockRunner())
+        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "l2-cache-size=1M,cache-clean-interval=0")
+        #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuIO)
+        config.chainLength = 2
+        config.driveOptions = "backing.cache-clean-interval=5,cache-clean-interval=0"
+        #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuSystem)
         let args = QemuReplayer.qemuSystemArguments(
             top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e",
             logFile: "/l")
