@@ -69,3 +69,93 @@ struct CacheModeTests {
         #expect(qemuEvents[.writethrough] != qemuEvents[.writeback])
     }
 }
+
+/// `CleanTimerPlan`'s arithmetic (no QEMU).
+@Suite struct CleanTimerPlanTests {
+    static func at(_ times: [Double]) -> [TraceRecord] { times.map { TraceRecord(time: $0, op: .read, offset: 0, length: 512) } }
+
+    @Test("no plan without timestamps, with every interval 0, or before the shortest interval; 600 s is the default")
+    func whenTicks() {
+        #expect(CleanTimerPlan(intervals: [600], records: [TraceRecord(op: .read, offset: 0, length: 512)]) == nil)
+        #expect(CleanTimerPlan(intervals: [0, 0], records: Self.at([0, 5000])) == nil)
+        #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 599.9])) == nil)
+        #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 600]))?.simulatedTicks == 1)
+        let config = SimulationConfig(virtualSize: 1 << 30, chainLength: 3, driveOptions: "backing.cache-clean-interval=0,cache-clean-interval=900")
+        #expect(CleanTimerPlan.intervals(config: config, imageCount: 3) == [600, 0, 900])
+    }
+
+    @Test("intervals 600 and 900 (base, top) share 300 s units; scaled options are whole seconds for every image")
+    func scaling() throws {
+        let plan = try #require(CleanTimerPlan(intervals: [600, 900], records: Self.at([0, 100, 650, 1000, 1801, 1802, 2000])))
+        #expect(plan.unit == 300)
+        #expect(plan.simulatedTicks == 3 + 2)
+        #expect(plan.unitIndex(899.9) == 2 && plan.unitIndex(900) == 3)
+        // Ticks at units 2 (base), 3 (top), 4 (base), 6 (both): unit 5 belongs to the stretch of 4.
+        #expect((1...6).map(plan.ticks(atUnit:)) == [false, true, true, true, false, true])
+        #expect(plan.stretch(ofUnit: 5) == 4 && plan.stretch(ofUnit: 1) == 0)
+        #expect(plan.nextTickUnit(after: 4) == 6)
+        // Stretches: [0,100] → 0, 650 → 2, 1000 → 3, 1801/1802/2000 → 6.
+        #expect(plan.busiestStretch(Self.at([0, 100, 650, 1000, 1801, 1802, 2000])) == 3)
+        #expect(
+            plan.scaledDriveOptions("l2-cache-size=1M,cache-clean-interval=900,backing.cache-clean-interval=600", secondsPerUnit: 2)
+                == "l2-cache-size=1M,backing.cache-clean-interval=4,cache-clean-interval=6")
+        #expect(plan.secondsPerUnit(Self.at([0, 100, 650, 1000, 1801, 1802, 2000])) == 1)
+        #expect(plan.secondsPerUnit(Self.at([0, 100, 650, 1000, 1801, 1802, 2000]), requestSeconds: 1) == 4)
+    }
+}
+
+/// The clean timer in validate, through qemu-system (issue 15 item 3).
+@Suite("clean timer in validate", .enabled(if: Qemu.hasQemuSystem, Qemu.skipSystem))
+struct CleanTimerValidateTests {
+    /// Bursts of reads and writes over a data-filled 256 MiB image, spread over 3 100 trace
+    /// seconds: with QEMU's default interval (600 s) the simulation ticks 5 times, and idle tables
+    /// are dropped between bursts.
+    static func bursts() -> [TraceRecord] {
+        var rng = SimulatorValidationTests.Mix(state: 42)
+        var out: [TraceRecord] = []
+        for (burst, start) in [0.0, 500, 1300, 1900, 2500, 3100].enumerated() {
+            for k in 0..<40 {
+                let table = rng.below(4) + UInt64(burst % 2) * 4
+                let offset = table * (512 << 20) / 8 + rng.below(64) * 65536 % (64 << 20)
+                let op: TraceRecord.Op = rng.below(4) == 0 ? .write : .read
+                out.append(TraceRecord(time: start + Double(k) * 0.5, op: op, offset: offset % (256 << 20), length: 4096))
+            }
+        }
+        return out
+    }
+
+    @Test("default options on a trace spanning five 600 s intervals: auto runs qemu-system, compressed, identical")
+    func defaultInterval() throws {
+        let config = SimulationConfig(
+            virtualSize: 256 << 20, createOptions: "cluster_size=4096", populate: .full, populateMode: .data,
+            driveOptions: "l2-cache-size=64K")
+        let input = ValidationInput(records: Self.bursts(), fileName: "bursts")
+        let v = Validator(runner: Qemu.runner)
+        let plan = try #require(v.cleanTimerPlan(config: config, input: input))
+        #expect(plan.intervals == [600] && plan.simulatedTicks == 5)
+        #expect(v.tool(for: config, input: input) == .qemuSystem)
+        #expect(v.warning(config: config, input: input) == nil)
+        let (log, sizes) = try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: nil)
+        let report = try v.validate(config: config, input: input, expected: log, sizes: sizes)
+        #expect(report.tool == "qemu-system")
+        #expect(report.identical, "\(report.text())")
+        #expect(report.argv.contains { $0.hasSuffix(",cache-clean-interval=1,cache=writeback,discard=unmap") })
+        #expect(report.notes.contains { $0.hasPrefix("clean timer: the trace spans 3120 s with cache-clean-interval 600 s") })
+        // The ticks really fired in QEMU: without them the simulation differs from QEMU's run.
+        var off = config
+        off.driveOptions += ",cache-clean-interval=0"
+        let (noTicks, _) = try ExpectedRun.simulate(config: off, input: input, misEvictAtLookup: nil)
+        #expect(noTicks.events != log.events)
+    }
+
+    @Test("qemu-io chosen explicitly on such a trace: the warning says why results differ and how to choose")
+    func forcedQemuIO() throws {
+        let config = SimulationConfig(virtualSize: 256 << 20)
+        let input = ValidationInput(records: Self.bursts())
+        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(tool: .qemuIO))
+        let warning = try #require(v.warning(config: config, input: input))
+        #expect(warning.hasPrefix("the trace spans 3120 s, longer than cache-clean-interval 600 s (base first; QEMU's default is 600)"))
+        #expect(warning.contains("qemu-io 7.2 never does"))
+        #expect(warning.contains("use --runner auto or qemu-system"))
+    }
+}
