@@ -90,6 +90,9 @@ public struct SimulationConfig: Sendable {
     /// Discards reach qcow2 and punch holes (qemu-io's default, `-drive discard=unmap`); false
     /// models a VM's default `discard=ignore`, where discards never reach the image.
     public var discardUnmap = true
+    /// Per-layer settings (`--layer N:…`), by chain index (0 = base): create options added after
+    /// `createOptions` for that image, and its own populate plan.
+    public var layers: [Int: LayerPlan] = [:]
     /// Sessions run before the trace, after populating, each in its own open/close with default
     /// cache options and no metrics: `(chain index, requests)`. Models images prepared with
     /// qemu-io, e.g. `qemu-io -c 'write 64k 64k' overlay.qcow2`.
@@ -110,6 +113,42 @@ public struct SimulationConfig: Sendable {
         self.driveOptions = driveOptions
         self.cacheMode = cacheMode
         self.policy = policy
+    }
+}
+
+extension SimulationConfig {
+    /// The `qemu-img create -o` options of chain image `layer`: the chain-wide options, then the
+    /// layer's own (qemu-img takes the last value of an option given twice).
+    public func createOptions(layer: Int) -> String {
+        let own = layers[layer]?.createOptions ?? ""
+        if own.isEmpty { return createOptions }
+        return createOptions.isEmpty ? own : createOptions + "," + own
+    }
+
+    /// What chain image `layer` holds before the trace, and how it is written: the base takes
+    /// `populate`/`populateMode` unless its layer plan says otherwise; other images start empty.
+    public func populatePlan(layer: Int) -> (populate: Populate, mode: PopulateMode) {
+        let plan = layers[layer]
+        let populate = plan?.populate ?? (layer == 0 ? self.populate : .none)
+        let mode = plan?.populateMode ?? (layer == 0 ? populateMode : .data)
+        return (populate, mode)
+    }
+}
+
+/// One chain image's own settings (`--layer N:-o=OPTS`, `--layer N:populate=…`,
+/// `--layer N:populate-mode=…`).
+public struct LayerPlan: Equatable, Sendable {
+    /// Create options added after the chain-wide `-o` (`cluster_size=4K,compat=0.10`).
+    public var createOptions: String
+    /// Initial contents, or nil for the chain-wide default (the base's `--populate`, else none).
+    public var populate: Populate?
+    /// How `populate` is written, or nil for the default (the base's `--populate-mode`, else data).
+    public var populateMode: PopulateMode?
+    /// Creates a plan.
+    public init(createOptions: String = "", populate: Populate? = nil, populateMode: PopulateMode? = nil) {
+        self.createOptions = createOptions
+        self.populate = populate
+        self.populateMode = populateMode
     }
 }
 

@@ -30,6 +30,10 @@ extension Qcow2Image {
     }
 
     private func pdiscard(_ offset: UInt64, _ bytes: UInt64) {
+        // qcow2_co_pdiscard: without the zero flag a discarded cluster of an overlay would show
+        // the backing file's stale data, so a v2 overlay refuses discards (-ENOTSUP, which the
+        // block layer ignores).
+        if version < 3 && backing != nil { return }
         let cs = geometry.clusterSize
         if (offset | bytes) % cs != 0 {
             // Partial clusters are ignored, except the whole partial cluster at an unaligned end.
@@ -42,9 +46,12 @@ extension Qcow2Image {
     private func clusterDiscard(_ offset: UInt64, _ bytes: UInt64) {
         cacheDiscards = true
         rewriteEntries(from: offset, clusters: Int(geometry.clusters(covering: bytes))) { w, b in
-            // v3 without a backing file: an unallocated cluster already reads as zeroes.
+            // Without a backing file an unallocated cluster already reads as zeroes.
             guard backing != nil || geometry.clusterType(w).isAllocated else { return nil }
-            return geometry.extendedL2 ? (0, EntryBits.zeroMask, true) : (EntryBits.zero, b, true)
+            if geometry.extendedL2 { return (0, EntryBits.zeroMask, true) }
+            // discard_in_l2_slice: v2 has no zero flag, the entry is simply cleared (a discarded
+            // cluster then reads from the backing file, or as zeroes without one).
+            return (version >= 3 ? EntryBits.zero : 0, b, true)
         }
         cacheDiscards = false
         processDiscards()
@@ -82,13 +89,23 @@ extension Qcow2Image {
     @discardableResult
     func writeZeroes(_ g: UInt64, _ len: UInt64, unmap: Bool) -> Bool {
         var multi = false
-        for (offset, num) in Self.alignedPieces(g, len, align: geometry.subclusterSize)
-        where !pwriteZeroes(offset, num, unmap: unmap) {
-            // Not supported by qcow2: the block layer writes a buffer of zeroes instead.
-            if write(offset, num) { multi = true }
+        for (offset, num) in Self.alignedPieces(g, len, align: geometry.subclusterSize) {
+            var offset = offset, num = num
+            // bdrv_co_do_pwrite_zeroes: where qcow2 refuses, the block layer writes a buffer of
+            // zeroes of at most MAX_BOUNCE_BUFFER (16 MiB) and asks qcow2 again for the rest.
+            while num > 0 && !pwriteZeroes(offset, num, unmap: unmap) {
+                let n = min(num, Self.maxBounceBuffer)
+                if write(offset, n) { multi = true }
+                offset += n
+                num -= n
+            }
         }
         return multi
     }
+
+    /// `MAX_BOUNCE_BUFFER` (block/io.c): the largest write of zeroes the block layer's
+    /// write-zeroes fallback makes at once.
+    static var maxBounceBuffer: UInt64 { 32768 * 512 }
 
     /// `qcow2_co_pwrite_zeroes`; false means "not supported" (the caller falls back).
     private func pwriteZeroes(_ offset: UInt64, _ bytes: UInt64, unmap: Bool) -> Bool {
@@ -109,6 +126,13 @@ extension Qcow2Image {
 
     /// ZEROIZE (§9.2 step 3, `qcow2_subcluster_zeroize`).
     private func zeroize(_ offset: UInt64, _ bytes: UInt64, unmap: Bool) -> Bool {
+        // The zero flag exists from v3 on; a v2 image without a backing file discards instead
+        // (type REQUEST, not full), and with one refuses, so the block layer writes zeroes.
+        if version < 3 {
+            guard backing == nil else { return false }
+            clusterDiscard(offset, bytes)
+            return true
+        }
         let cs = geometry.clusterSize
         var offset = offset
         var end = offset + bytes

@@ -15,6 +15,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
 
     /// The image's geometry.
     public let geometry: Geometry
+    /// The qcow2 version (2 = `compat=0.10`, 3); v2 has no zero flag (§9, DiscardZero.swift).
+    var version = 3
     /// Position in the chain (0 = base).
     public let chainIndex: Int
     /// The backing image, if any.
@@ -99,6 +101,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     init(file: Qcow2File, chainIndex: Int, backing: Qcow2Image<Policy>?) throws {
         let h = file.header
         geometry = h.geometry
+        version = h.version
         self.chainIndex = chainIndex
         self.backing = backing
         l1 = ContiguousArray(try file.l1Table())
