@@ -320,7 +320,7 @@ struct Replay<P: EvictionPolicy> {
     func run(_ reader: RecordSource) throws -> SimulationReport {
         let driveOptions: [CacheOptions]
         do {
-            driveOptions = try DriveOptions.parse(config.driveOptions, depth: chain.count)
+            driveOptions = try DriveOptions.parse(config.driveOptions, depth: chain.count, version: config.qemuVersion)
         } catch {
             throw SimulationError.usage("--drive: \(error.message)")
         }
@@ -335,10 +335,17 @@ struct Replay<P: EvictionPolicy> {
                     chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
                 throw SimulationError.usage("--drive\(which): \(error.message)")
             }
+            // qcow2_update_options_prepare checks it after sizing the caches.
+            if opts.discardNoUnref && image.version < 3 {
+                let which =
+                    chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
+                throw SimulationError.usage("--drive\(which): discard-no-unref is only supported since qcow2 version 3")
+            }
             let isTop = k == chain.count - 1
             image.open(
                 sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode.writethrough, log: log)
         }
+        for (k, image) in chain.enumerated() { image.discardNoUnref = driveOptions[chain.count - 1 - k].discardNoUnref }
         guard let top = chain.last else { throw SimulationError.usage("empty chain") }
         top.debugMisEvictAtLookup = misEvict
         for image in chain {

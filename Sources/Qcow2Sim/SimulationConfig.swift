@@ -90,6 +90,9 @@ public struct SimulationConfig: Sendable {
     /// Discards reach qcow2 and punch holes (qemu-io's default, `-drive discard=unmap`); false
     /// models a VM's default `discard=ignore`, where discards never reach the image.
     public var discardUnmap = true
+    /// The QEMU release reproduced (`--qemu-version`; default 7.2): which runtime options are
+    /// accepted (`discard-no-unref` from 8.1) and where the clean timer runs.
+    public var qemuVersion: QemuVersion = .v7_2
     /// Per-layer settings (`--layer N:…`), by chain index (0 = base): create options added after
     /// `createOptions` for that image, and its own populate plan.
     public var layers: [Int: LayerPlan] = [:]

@@ -117,12 +117,36 @@ public struct Validator: Sendable {
         }
     }
 
+    /// The `major.minor` version the QEMU tool `tool` reports (`qemu-io --version`), or nil when
+    /// it prints none.
+    public func installedVersion(of tool: String) throws -> String? {
+        let result = try runner.run(ProcessRequest(executable: tool, arguments: ["--version"], outputLimit: 4096))
+        return QemuVersion.reported(in: String(decoding: result.standardOutput, as: UTF8.self))
+    }
+
+    /// Refuses a run whose `--qemu-version` is not the version of the QEMU tools it would run:
+    /// the simulation would reproduce one release and be compared with another.
+    public func checkVersion(for config: SimulationConfig, input: ValidationInput? = nil) throws {
+        var tools = ["qemu-io"]
+        if tool(for: config, input: input) == .qemuSystem { tools.append("qemu-system-x86_64") }
+        for t in tools {
+            // A tool that prints no version cannot be checked (every real QEMU prints one).
+            guard let found = try installedVersion(of: t), found != config.qemuVersion.rawValue else { continue }
+            let path = runner.locate(t) ?? t
+            throw ValidationError.usage(
+                "--qemu-version \(config.qemuVersion.rawValue) simulates QEMU \(config.qemuVersion.rawValue), but \(path) is "
+                    + "QEMU \(found): put QEMU \(config.qemuVersion.rawValue)'s tools first on PATH (.ci/setup --more-qemu installs 10.0 and "
+                    + "11.1 under .build/qemu-VERSION/bin), or pass --qemu-version \(found)")
+        }
+    }
+
     /// Builds the images and replays `input` through QEMU; the working directory is removed
     /// afterwards unless `keepDirectory` is set. When the simulation fires the clean timer and
     /// qemu-system replays, time is compressed (`CleanTimerPlan`); a replay that could not keep
     /// the pace is rebuilt and run again with a larger factor (at most 3 attempts).
     public func replay(config: SimulationConfig, input: ValidationInput) throws -> ReplayResult {
         try checkTools(for: config, input: input)
+        try checkVersion(for: config, input: input)
         try QemuIOScript.checkBounds(
             input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
         try Self.checkReadOnly(config: config, input: input)

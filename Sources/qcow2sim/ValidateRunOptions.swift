@@ -9,7 +9,7 @@ enum RunConfigArguments {
     /// Options taking a value.
     static let options: Set<String> = [
         "--size", "--create-options", "--chain", "--populate", "--populate-mode", "--image", "--drive", "--cache-mode",
-        "--layer",
+        "--layer", "--qemu-version",
     ]
     /// Short spellings.
     static let aliases: [String: String] = ["-o": "--create-options"]
@@ -26,6 +26,8 @@ enum RunConfigArguments {
           --layer N:populate=WHAT, --layer N:populate-mode=MODE
                                 initial contents of image N (an overlay's data writes copy
                                 from the images below); repeat --layer for each setting
+          --qemu-version V      the QEMU release reproduced: 7.2 (default), 8.2, 10.0, 10.2 or 11.1
+                                (discard-no-unref from 8.2; validate refuses other installed versions)
           --image FILE          start from a copy of this qcow2 file (never modified)
           --drive OPTS          qcow2 runtime options (l2-cache-size=1M,cache-clean-interval=30,…)
           --cache-mode MODE     writeback (default, like a VM), writethrough (qemu-io's default),
@@ -60,6 +62,9 @@ enum RunConfigArguments {
             virtualSize: size, createOptions: a.value("--create-options") ?? "", chainLength: chain, populate: populate,
             populateMode: PopulateMode(rawValue: modeName) ?? .metadata, imageFile: image, driveOptions: a.value("--drive") ?? "",
             cacheMode: CacheMode(rawValue: cacheName) ?? .writeback)
+        let version = try a.choice(
+            "--qemu-version", QemuVersion.allCases.map(\.rawValue), default: QemuVersion.v7_2.rawValue)
+        config.qemuVersion = QemuVersion(rawValue: version) ?? .v7_2
         for text in a.all("--layer") {
             let (layer, plan) = try parseLayer(text, size: size, into: config.layers)
             if layer >= chain {

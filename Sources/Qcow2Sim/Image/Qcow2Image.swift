@@ -17,6 +17,9 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     public let geometry: Geometry
     /// The qcow2 version (2 = `compat=0.10`, 3); v2 has no zero flag (§9, DiscardZero.swift).
     var version = 3
+    /// `discard-no-unref=on` for the trace session (QEMU 8.1+): guest discards and write-zeroes
+    /// keep the clusters allocated (DiscardZero.swift).
+    var discardNoUnref = false
     /// Position in the chain (0 = base).
     public let chainIndex: Int
     /// The backing image, if any.
