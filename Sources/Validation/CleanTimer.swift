@@ -137,11 +137,18 @@ public struct CleanTimerPlan: Equatable, Sendable {
     }
 
     /// The warning given before a qemu-io replay of a trace on which the simulation ticks.
-    public func qemuIOWarning() -> String {
+    /// From 10.2 qemu-io runs the timer too, but on the real-time clock from its own open, and
+    /// the replay does not pace requests by their timestamps, so its ticks fall elsewhere.
+    public func qemuIOWarning(version: QemuVersion = .v7_2) -> String {
         let shown = intervals.map(String.init).joined(separator: "/")
+        let why =
+            version.cleanTimerInTools
+            ? "qemu-io \(version.rawValue) fires it on the real-time clock from its own open while validate sends it the "
+                + "requests as fast as it takes them, so its ticks (if any) fall between other requests"
+            : "qemu-io \(version.rawValue) never does (the timer runs on the virtual clock, which only a VM runs)"
         return "the trace spans \(Self.seconds(traceEnd)) s, longer than cache-clean-interval \(shown) s (base first; "
-            + "QEMU's default is 600): the simulation fires the clean timer \(simulatedTicks) time(s), but qemu-io 7.2 never "
-            + "does (the timer runs on the virtual clock, which only a VM runs), so results differ from the first tick on; "
+            + "QEMU's default is 600): the simulation fires the clean timer \(simulatedTicks) time(s), but \(why), "
+            + "so results differ from the first tick on; "
             + "use --runner auto or qemu-system (the timer then fires at the same requests), or --drive "
             + "cache-clean-interval=0 (and backing.cache-clean-interval=0 for backing images) to turn it off on both sides"
     }

@@ -99,7 +99,7 @@ public struct Validator: Sendable {
         guard tool(for: config, input: input) == .qemuIO, let plan = cleanTimerPlan(config: config, input: input) else {
             return nil
         }
-        return plan.qemuIOWarning()
+        return plan.qemuIOWarning(version: config.qemuVersion)
     }
 
     /// Checks that the QEMU programs this run needs are installed (exit 69 otherwise).
@@ -160,7 +160,7 @@ public struct Validator: Sendable {
         case .qemuIO:
             let images = try ImageBuilder(runner: runner).build(config, in: directory)
             var result = try replayer.replayQemuIO(config: config, images: images, records: input.records, directory: directory)
-            if let plan { result.notes.append(plan.qemuIOWarning()) }
+            if let plan { result.notes.append(plan.qemuIOWarning(version: config.qemuVersion)) }
             return result
         case .qemuSystem:
             guard let plan else {

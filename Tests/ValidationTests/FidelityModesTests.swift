@@ -157,6 +157,13 @@ struct CleanTimerValidateTests {
         #expect(warning.hasPrefix("the trace spans 3120 s, longer than cache-clean-interval 600 s (base first; QEMU's default is 600)"))
         #expect(warning.contains("qemu-io 7.2 never does"))
         #expect(warning.contains("use --runner auto or qemu-system"))
+        var newer = config
+        newer.qemuVersion = .v11_1
+        #expect(try #require(v.warning(config: newer, input: input)).contains(
+            "qemu-io 11.1 fires it on the real-time clock from its own open while validate sends it the requests as fast as it takes them"))
+        #expect(QemuVersion.reported(in: "qemu-io version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)\n") == "10.0")
+        #expect(QemuVersion.reported(in: "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)") == "7.2")
+        #expect(QemuVersion.reported(in: "no version here") == nil)
     }
 }
 
@@ -237,6 +244,140 @@ struct LayerTests {
             Issue.record("'\(options)' was accepted")
         } catch {
             #expect(result.outputTail == "qemu-img: v.qcow2: \(error.message)")
+        }
+    }
+}
+
+/// QEMU 10.0 and 11.1 from `.ci/setup --more-qemu` (Debian trixie and sid chroots under
+/// `.build/qemu-VERSION/bin`), when present.
+enum MoreQemu {
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    static func bin(_ v: QemuVersion) -> String { root.appendingPathComponent(".build/qemu-\(v.rawValue)/bin").path }
+    static func has(_ v: QemuVersion) -> Bool { FileManager.default.isExecutableFile(atPath: bin(v) + "/qemu-io") }
+    static let versions = [QemuVersion.v10_0, .v11_1]
+    static let any = versions.contains(where: has)
+    static let skip: Comment = "no QEMU 10.0 / 11.1 under .build/qemu-*/bin: skipping the version grid (run .ci/setup --more-qemu)"
+    /// A runner that finds version `v`'s tools first.
+    static func runner(_ v: QemuVersion) -> SystemProcessRunner {
+        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
+        return SystemProcessRunner(searchPath: [bin(v)] + path)
+    }
+}
+
+/// The version grid (issue 15 item 7): `discard-no-unref` on and off, discard and write-zeroes
+/// grids on fresh, preallocated and chained images, against QEMU 10.0 and 11.1.
+@Suite("version grid: QEMU 10.0 and 11.1", .enabled(if: Qemu.hasQemuIO && MoreQemu.any, MoreQemu.skip))
+struct VersionGridTests {
+    enum Layout: String, CaseIterable { case fresh, preallocated, chained }
+    enum Grid: String, CaseIterable { case discard, writeZeroes }
+
+    static func config(_ layout: Layout, version: QemuVersion, noUnref: Bool) -> SimulationConfig {
+        var c = SimulationConfig(virtualSize: 64 << 20, driveOptions: "l2-cache-size=32K")
+        switch layout {
+        case .fresh: break
+        case .preallocated: c.populate = .full
+        case .chained:
+            c.chainLength = 2
+            c.populate = .ranges([ByteRange(start: 0, length: 16 << 20)])
+            c.populateMode = .data
+        }
+        if noUnref { c.driveOptions += ",discard-no-unref=on" }
+        c.qemuVersion = version
+        return c
+    }
+
+    /// Writes that allocate, then the grid's operation over random ranges (aligned, unaligned
+    /// heads and tails, several clusters), with reads and flushes between.
+    static func trace(_ grid: Grid, seed: UInt64) -> [TraceRecord] {
+        var rng = SimulatorValidationTests.Mix(state: seed)
+        var out: [TraceRecord] = []
+        let size: UInt64 = 64 << 20
+        for _ in 0..<160 {
+            let start = rng.below(size / 512 / 2) * 512
+            switch rng.below(10) {
+            case 0..<3: out.append(TraceRecord(op: .write, offset: start, length: (rng.below(32) + 1) * 4096))
+            case 3..<4: out.append(TraceRecord(op: .read, offset: start, length: (rng.below(16) + 1) * 4096))
+            case 4: out.append(TraceRecord(op: .flush, offset: 0, length: 0))
+            default:
+                let aligned = rng.below(2) == 0
+                let off = aligned ? start / 65536 * 65536 : start
+                let len = aligned ? (rng.below(8) + 1) * 65536 : (rng.below(300) + 1) * 512
+                if grid == .discard {
+                    out.append(TraceRecord(op: .discard, offset: off, length: len))
+                } else {
+                    out.append(TraceRecord(op: .writeZeroes, offset: off, length: len, flags: rng.below(2) == 0 ? .unmap : []))
+                }
+            }
+        }
+        return out
+    }
+
+    static let cases: [(QemuVersion, Layout, Grid)] = MoreQemu.versions.filter(MoreQemu.has).flatMap { v in
+        Layout.allCases.flatMap { l in Grid.allCases.map { (v, l, $0) } }
+    }
+
+    @Test("discard-no-unref=on and off are event-identical to QEMU 10.0 and 11.1", arguments: cases)
+    func grid(version: QemuVersion, layout: Layout, grid: Grid) throws {
+        let v = Validator(runner: MoreQemu.runner(version))
+        // The runner really reaches that release.
+        #expect(try v.installedVersion(of: "qemu-io") == version.rawValue)
+        let input = ValidationInput(records: Self.trace(grid, seed: 1000 + UInt64(grid == .discard ? 0 : 1)), fileName: "\(grid)")
+        var logs: [Bool: [CacheEvent]] = [:]
+        for noUnref in [true, false] {
+            let config = Self.config(layout, version: version, noUnref: noUnref)
+            let (log, sizes) = try ExpectedRun.simulate(config: config, input: input, misEvictAtLookup: nil)
+            let report = try v.validate(config: config, input: input, expected: log, sizes: sizes)
+            #expect(report.identical, "QEMU \(version.rawValue) \(layout) \(grid) discard-no-unref=\(noUnref):\n\(report.text())")
+            logs[noUnref] = log.events
+        }
+        // The option changes the run (it reached QEMU, which then agreed with the simulation).
+        #expect(logs[true] != logs[false])
+    }
+
+    @Test("discard-no-unref's open errors are QEMU's own, per version and qcow2 version", arguments: [
+        ("discard-no-unref=maybe", "", QemuVersion.v10_0), ("discard-no-unref=on", "compat=0.10", .v10_0),
+        ("discard-no-unref=on", "", .v7_2),
+    ])
+    func openErrors(drive: String, create: String, version: QemuVersion) throws {
+        let runner = version == .v7_2 ? Qemu.runner : MoreQemu.runner(version)
+        guard version == .v7_2 || MoreQemu.has(version) else {
+            print("skipping: QEMU \(version.rawValue) not installed")
+            return
+        }
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        _ = try runner.runChecked(
+            ProcessRequest(
+                executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2"] + (create.isEmpty ? [] : ["-o", create]) + ["i.qcow2", "64M"],
+                workingDirectory: dir))
+        let real = try runner.run(
+            ProcessRequest(
+                executable: "qemu-io", arguments: ["--image-opts", "driver=qcow2,file.filename=i.qcow2," + drive, "-c", "read -q 0 1"],
+                workingDirectory: dir))
+        var config = SimulationConfig(virtualSize: 64 << 20, createOptions: create, driveOptions: drive)
+        config.qemuVersion = version
+        var reader = ArrayTraceReader([TraceRecord(op: .read, offset: 0, length: 512)])
+        #expect(throws: SimulationError.usage("--drive: " + real.outputTail.replacingOccurrences(of: "qemu-io: can't open: ", with: ""))) {
+            _ = try Simulation.run(config: config, reader: &reader)
+        }
+    }
+
+    @Test("validate refuses the system's QEMU 7.2 for --qemu-version 10.0, naming both versions")
+    func mismatch() throws {
+        var config = Self.config(.fresh, version: .v10_0, noUnref: false)
+        config.qemuVersion = .v10_0
+        let v = Validator(runner: Qemu.runner)
+        guard try v.installedVersion(of: "qemu-io") == "7.2" else {
+            print("skipping: the qemu-io on PATH is not QEMU 7.2")
+            return
+        }
+        do {
+            _ = try v.replay(config: config, input: ValidationInput(records: records("R 0 4k")))
+            Issue.record("a mismatched QEMU was accepted")
+        } catch let e as ValidationError {
+            #expect(e.description.hasPrefix("--qemu-version 10.0 simulates QEMU 10.0, but /usr/bin/qemu-io is QEMU 7.2: "))
+            #expect(e.exitCode == 64)
         }
     }
 }
