@@ -146,10 +146,10 @@ public struct Validator: Sendable {
     /// the pace is rebuilt and run again with a larger factor (at most 3 attempts).
     public func replay(config: SimulationConfig, input: ValidationInput) throws -> ReplayResult {
         try checkTools(for: config, input: input)
-        try checkVersion(for: config, input: input)
         try QemuIOScript.checkBounds(
             input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
         try Self.checkReadOnly(config: config, input: input)
+        try checkVersion(for: config, input: input)
         let directory = try makeDirectory()
         defer {
             if options.keepDirectory == nil { try? FileManager.default.removeItem(atPath: directory) }

@@ -58,8 +58,9 @@ struct ProcessRunnerTests {
                 text.contains(
                     "failed with exit status 1; its output ended with:\nqemu-io: can't open: Could not open 'x': No such file"))
         }
-        // qemu-img create ran first, as argv, in the working directory.
-        let create = try #require(mock.requests.first)
+        // After the version check (qemu-io --version), qemu-img create ran first, as argv.
+        #expect(mock.requests.first?.arguments == ["--version"])
+        let create = try #require(mock.requests.first { $0.executable == "qemu-img" })
         #expect(create.executable == "qemu-img")
         #expect(create.arguments == ["create", "-q", "-f", "qcow2", "base.qcow2", "1073741824"])
         let io = try #require(mock.requests.last)
