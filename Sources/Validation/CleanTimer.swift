@@ -51,7 +51,9 @@ public struct CleanTimerPlan: Equatable, Sendable {
     /// level's `cache-clean-interval` (`backing.` prefixes for lower images), QEMU's default
     /// where not given. Nil when the drive options do not parse (the simulation reports that).
     public static func intervals(config: SimulationConfig, imageCount: Int) -> [UInt64]? {
-        guard let top = try? DriveOptions.parse(config.driveOptions, depth: imageCount) else { return nil }
+        guard let top = try? DriveOptions.parse(config.driveOptions, depth: imageCount, version: config.qemuVersion) else {
+            return nil
+        }
         return top.reversed().map { $0.cacheCleanInterval ?? CacheSizing.defaultCleanInterval }
     }
 
