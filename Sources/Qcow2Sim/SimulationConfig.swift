@@ -129,11 +129,14 @@ extension SimulationConfig {
     }
 
     /// What chain image `layer` holds before the trace, and how it is written: the base takes
-    /// `populate`/`populateMode` unless its layer plan says otherwise; other images start empty.
+    /// `populate`/`populateMode` unless its layer plan says otherwise; other images start empty;
+    /// a layer plan's populate without a mode is written with data.
     public func populatePlan(layer: Int) -> (populate: Populate, mode: PopulateMode) {
         let plan = layers[layer]
         let populate = plan?.populate ?? (layer == 0 ? self.populate : .none)
-        let mode = plan?.populateMode ?? (layer == 0 ? populateMode : .data)
+        // A layer's own populate plan defaults to data writes; the base's `--populate` keeps
+        // `--populate-mode`.
+        let mode = plan?.populateMode ?? (layer == 0 && plan?.populate == nil ? populateMode : .data)
         return (populate, mode)
     }
 }
