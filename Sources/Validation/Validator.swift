@@ -95,11 +95,18 @@ public struct Validator: Sendable {
     /// What to tell the user before a replay whose results will differ from the simulation for a
     /// reason the comparison cannot show: qemu-io chosen explicitly for a trace on which the
     /// simulation fires the clean timer. Nil when there is nothing to say.
+    /// For a compressed qemu-system replay that will take more than a minute, says how long.
     public func warning(config: SimulationConfig, input: ValidationInput) -> String? {
-        guard tool(for: config, input: input) == .qemuIO, let plan = cleanTimerPlan(config: config, input: input) else {
-            return nil
-        }
-        return plan.qemuIOWarning(version: config.qemuVersion)
+        guard let plan = cleanTimerPlan(config: config, input: input) else { return nil }
+        if tool(for: config, input: input) == .qemuIO { return plan.qemuIOWarning(version: config.qemuVersion) }
+        let c = plan.secondsPerUnit(input.records)
+        let seconds = Double(plan.unitIndex(plan.traceEnd) + 1) * Double(c)
+        guard seconds > 60 else { return nil }
+        return "the simulation fires the clean timer \(plan.simulatedTicks) time(s) over \(CleanTimerPlan.seconds(plan.traceEnd)) s "
+            + "of trace (cache-clean-interval \(plan.intervals.map(String.init).joined(separator: "/")) s), which only a VM "
+            + "reproduces: replaying through qemu-system with time compressed \(c)/\(plan.unit), about "
+            + "\(CleanTimerPlan.seconds(seconds)) s (longer if it has to be retried); --drive cache-clean-interval=0 turns the timer "
+            + "off on both sides and lets qemu-io replay at full speed"
     }
 
     /// Checks that the QEMU programs this run needs are installed (exit 69 otherwise).

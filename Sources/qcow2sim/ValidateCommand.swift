@@ -83,7 +83,10 @@ enum ValidateCommand {
                 preferIOUring: !a.has("--no-io-uring"))
             let validator = Validator(runner: SystemProcessRunner(), options: options)
             // Said before running: the replay takes a while, and the reason is not in the events.
-            if let warning = validator.warning(config: config, input: input) { Console.printErr("qcow2sim validate: warning: " + warning) }
+            if let warning = validator.warning(config: config, input: input) {
+                let kind = validator.tool(for: config, input: input) == .qemuIO ? "warning" : "note"
+                Console.printErr("qcow2sim validate: \(kind): " + warning)
+            }
             let report: ValidationReport
             if a.has("--qemu-only") {
                 let replay = try validator.replay(config: config, input: input)
