@@ -78,16 +78,20 @@ public struct CreateOptions: Equatable, Sendable {
             if o.refcountBits != 16 {
                 throw Failure(
                     message:
-                        "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
+                        "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)"
+                )
             }
             if o.extendedL2 {
                 throw Failure(
-                    message: "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+                    message:
+                        "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)"
+                )
             }
             if nonZlib {
                 throw Failure(
                     message:
-                        "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)")
+                        "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)"
+                )
             }
         }
         if o.extendedL2 && o.clusterSize < 16384 {

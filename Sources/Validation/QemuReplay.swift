@@ -202,7 +202,8 @@ public struct QemuReplayer: Sendable {
             try session.execute(["execute": "qmp_capabilities"])
             if let cleanTimer {
                 try session.execute(["execute": "cont"])
-                try sendPaced(records, session: session, plan: cleanTimer.plan, secondsPerUnit: cleanTimer.secondsPerUnit,
+                try sendPaced(
+                    records, session: session, plan: cleanTimer.plan, secondsPerUnit: cleanTimer.secondsPerUnit,
                     virtualSize: config.virtualSize)
             } else {
                 let start = Date()

@@ -102,7 +102,8 @@ public struct Validator: Sendable {
         let c = plan.secondsPerUnit(input.records)
         let seconds = Double(plan.unitIndex(plan.traceEnd) + 1) * Double(c)
         guard seconds > 60 else { return nil }
-        return "the simulation fires the clean timer \(plan.simulatedTicks) time(s) over \(CleanTimerPlan.seconds(plan.traceEnd)) s "
+        return
+            "the simulation fires the clean timer \(plan.simulatedTicks) time(s) over \(CleanTimerPlan.seconds(plan.traceEnd)) s "
             + "of trace (cache-clean-interval \(plan.intervals.map(String.init).joined(separator: "/")) s), which only a VM "
             + "reproduces: replaying through qemu-system with time compressed \(c)/\(plan.unit), about "
             + "\(CleanTimerPlan.seconds(seconds)) s (longer if it has to be retried); --drive cache-clean-interval=0 turns the timer "

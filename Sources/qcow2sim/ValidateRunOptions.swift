@@ -68,7 +68,8 @@ enum RunConfigArguments {
         for text in a.all("--layer") {
             let (layer, plan) = try parseLayer(text, size: size, into: config.layers)
             if layer >= chain {
-                throw UsageError("invalid value '\(text)' for --layer (image \(layer), but --chain is \(chain): 0 to \(chain - 1))")
+                throw UsageError(
+                    "invalid value '\(text)' for --layer (image \(layer), but --chain is \(chain): 0 to \(chain - 1))")
             }
             config.layers[layer] = plan
         }
@@ -93,7 +94,8 @@ enum RunConfigArguments {
         case "populate-mode":
             guard let mode = PopulateMode(rawValue: value) else {
                 throw UsageError(
-                    "invalid value '\(value)' in --layer \(text) (expected one of: \(PopulateMode.allCases.map(\.rawValue).joined(separator: ", ")))")
+                    "invalid value '\(value)' in --layer \(text) (expected one of: \(PopulateMode.allCases.map(\.rawValue).joined(separator: ", ")))"
+                )
             }
             plan.populateMode = mode
         default:

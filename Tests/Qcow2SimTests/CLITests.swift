@@ -140,17 +140,30 @@ import Testing
         #expect(try String(contentsOfFile: out, encoding: .utf8) == "op,offset,length\nZU,0,65536\nZ,65536,4096\n")
     }
 
-    @Test("--layer: per-image create options and populate plans, with located usage errors", arguments: [
-        (["--chain", "2", "--layer", "2:-o=cluster_size=4K"], 64,
-         "qcow2sim simulate: error: invalid value '2:-o=cluster_size=4K' for --layer (image 2, but --chain is 2: 0 to 1)\n"),
-        (["--chain", "2", "--layer", "1:size=4K"], 64,
-         "qcow2sim simulate: error: invalid value '1:size=4K' for --layer (expected N:-o=OPTS, N:populate=WHAT or N:populate-mode=MODE)\n"),
-        (["--chain", "2", "--layer", "1:-o=compat=0.10,extended_l2=on"], 64,
-         "qcow2sim simulate: error: --layer 1: -o: Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)\n"),
-        (["--chain", "2", "--layer", "1:populate=full", "--layer", "1:populate-mode=metadata"], 64,
-         "qcow2sim simulate: error: --layer 1: Backing file and preallocation can only be used at the same time if extended_l2 is on\n"),
-        (["--chain", "3", "--layer", "1:-o=compat=0.10", "--layer", "1:populate=0:1M", "--layer", "0:-o=cluster_size=4K"], 0, ""),
-    ])
+    @Test(
+        "--layer: per-image create options and populate plans, with located usage errors",
+        arguments: [
+            (
+                ["--chain", "2", "--layer", "2:-o=cluster_size=4K"], 64,
+                "qcow2sim simulate: error: invalid value '2:-o=cluster_size=4K' for --layer (image 2, but --chain is 2: 0 to 1)\n"
+            ),
+            (
+                ["--chain", "2", "--layer", "1:size=4K"], 64,
+                "qcow2sim simulate: error: invalid value '1:size=4K' for --layer (expected N:-o=OPTS, N:populate=WHAT or N:populate-mode=MODE)\n"
+            ),
+            (
+                ["--chain", "2", "--layer", "1:-o=compat=0.10,extended_l2=on"], 64,
+                "qcow2sim simulate: error: --layer 1: -o: Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)\n"
+            ),
+            (
+                ["--chain", "2", "--layer", "1:populate=full", "--layer", "1:populate-mode=metadata"], 64,
+                "qcow2sim simulate: error: --layer 1: Backing file and preallocation can only be used at the same time if extended_l2 is on\n"
+            ),
+            (
+                ["--chain", "3", "--layer", "1:-o=compat=0.10", "--layer", "1:populate=0:1M", "--layer", "0:-o=cluster_size=4K"],
+                0, ""
+            ),
+        ])
     func layers(_ args: [String], _ status: Int32, _ message: String) throws {
         let path = try Self.trace("W,0,4K\nR,0,4K\n")
         let (s, _, err) = try Self.run(["simulate", path, "--size", "64M"] + args)

@@ -64,7 +64,8 @@ func nativeError(_ text: String) -> String? {
         #expect(text == "op,offset,length\nZU,4096,512\nZ,0,4096\nD,0,4096\nW,0,512\n")
         #expect(
             try readNative(text) == [
-                recs[0], recs[1], TraceRecord(op: .discard, offset: 0, length: 4096), TraceRecord(op: .write, offset: 0, length: 512),
+                recs[0], recs[1], TraceRecord(op: .discard, offset: 0, length: 4096),
+                TraceRecord(op: .write, offset: 0, length: 512),
             ])
     }
 

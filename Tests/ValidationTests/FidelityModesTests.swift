@@ -46,7 +46,9 @@ struct FidelityModesTests {
 struct CacheModeTests {
     @Test(
         "every cache mode is identical to qemu-io -t MODE; none and unsafe write back like writeback, directsync like writethrough",
-        arguments: [("", ""), ("cluster_size=4096", "l2-cache-size=16K"), ("cluster_size=32K,extended_l2=on", "l2-cache-size=16K")])
+        arguments: [
+            ("", ""), ("cluster_size=4096", "l2-cache-size=16K"), ("cluster_size=32K,extended_l2=on", "l2-cache-size=16K"),
+        ])
     func modes(create: String, drive: String) throws {
         let v = Validator(runner: Qemu.runner)
         let size: UInt64 = 256 << 20
@@ -80,7 +82,8 @@ struct CacheModeTests {
         #expect(CleanTimerPlan(intervals: [0, 0], records: Self.at([0, 5000])) == nil)
         #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 599.9])) == nil)
         #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 600]))?.simulatedTicks == 1)
-        let config = SimulationConfig(virtualSize: 1 << 30, chainLength: 3, driveOptions: "backing.cache-clean-interval=0,cache-clean-interval=900")
+        let config = SimulationConfig(
+            virtualSize: 1 << 30, chainLength: 3, driveOptions: "backing.cache-clean-interval=0,cache-clean-interval=900")
         #expect(CleanTimerPlan.intervals(config: config, imageCount: 3) == [600, 0, 900])
     }
 
@@ -97,7 +100,8 @@ struct CacheModeTests {
         // Stretches: [0,100] → 0, 650 → 2, 1000 → 3, 1801/1802/2000 → 6.
         #expect(plan.busiestStretch(Self.at([0, 100, 650, 1000, 1801, 1802, 2000])) == 3)
         #expect(
-            plan.scaledDriveOptions("l2-cache-size=1M,cache-clean-interval=900,backing.cache-clean-interval=600", secondsPerUnit: 2)
+            plan.scaledDriveOptions(
+                "l2-cache-size=1M,cache-clean-interval=900,backing.cache-clean-interval=600", secondsPerUnit: 2)
                 == "l2-cache-size=1M,backing.cache-clean-interval=4,cache-clean-interval=6")
         #expect(plan.secondsPerUnit(Self.at([0, 100, 650, 1000, 1801, 1802, 2000])) == 1)
         #expect(plan.secondsPerUnit(Self.at([0, 100, 650, 1000, 1801, 1802, 2000]), requestSeconds: 1) == 4)
@@ -163,13 +167,17 @@ struct CleanTimerValidateTests {
         let input = ValidationInput(records: Self.bursts())
         let v = Validator(runner: Qemu.runner, options: ValidatorOptions(tool: .qemuIO))
         let warning = try #require(v.warning(config: config, input: input))
-        #expect(warning.hasPrefix("the trace spans 3120 s, longer than cache-clean-interval 600 s (base first; QEMU's default is 600)"))
+        #expect(
+            warning.hasPrefix(
+                "the trace spans 3120 s, longer than cache-clean-interval 600 s (base first; QEMU's default is 600)"))
         #expect(warning.contains("qemu-io 7.2 never does"))
         #expect(warning.contains("use --runner auto or qemu-system"))
         var newer = config
         newer.qemuVersion = .v11_1
-        #expect(try #require(v.warning(config: newer, input: input)).contains(
-            "qemu-io 11.1 fires it on the real-time clock from its own open while validate sends it the requests as fast as it takes them"))
+        #expect(
+            try #require(v.warning(config: newer, input: input)).contains(
+                "qemu-io 11.1 fires it on the real-time clock from its own open while validate sends it the requests as fast as it takes them"
+            ))
         #expect(QemuVersion.reported(in: "qemu-io version 10.0.13 (Debian 1:10.0.13+ds-0+deb13u1)\n") == "10.0")
         #expect(QemuVersion.reported(in: "QEMU emulator version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)") == "7.2")
         #expect(QemuVersion.reported(in: "no version here") == nil)
@@ -191,7 +199,8 @@ struct LayerTests {
             // bounce buffer of the block layer's fallback.
             let start = rng.below(size / 2 / 512) * 512
             let len = i % 3 == 0 ? (20 << 20) + 1536 : (rng.below(8) + 1) * cluster + 512
-            recs[i] = TraceRecord(op: .writeZeroes, offset: start, length: min(len, size - start), flags: i % 2 == 0 ? .unmap : [])
+            recs[i] = TraceRecord(
+                op: .writeZeroes, offset: start, length: min(len, size - start), flags: i % 2 == 0 ? .unmap : [])
         }
         return recs
     }
@@ -201,8 +210,10 @@ struct LayerTests {
         var config = SimulationConfig(
             virtualSize: 128 << 20, chainLength: 3, driveOptions: "l2-cache-size=32K,backing.l2-cache-size=16K")
         config.layers = [
-            0: LayerPlan(createOptions: "cluster_size=4K", populate: .ranges([ByteRange(start: 0, length: 8 << 20)]), populateMode: .data),
-            1: LayerPlan(createOptions: "cluster_size=16K,compat=0.10", populate: .ranges([ByteRange(start: 4 << 20, length: 8 << 20)])),
+            0: LayerPlan(
+                createOptions: "cluster_size=4K", populate: .ranges([ByteRange(start: 0, length: 8 << 20)]), populateMode: .data),
+            1: LayerPlan(
+                createOptions: "cluster_size=16K,compat=0.10", populate: .ranges([ByteRange(start: 4 << 20, length: 8 << 20)])),
             2: LayerPlan(createOptions: "cluster_size=64K,extended_l2=on"),
         ]
         let input = ValidationInput(records: Self.mixed(seed: 5, count: 250, size: 128 << 20, cluster: 65536), fileName: "chain")
@@ -238,14 +249,17 @@ struct LayerTests {
         #expect(other.log.events != v2Replay.log.events)
     }
 
-    @Test("qemu-img's messages for what v2 cannot hold, word for word", arguments: [
-        "compat=0.10,extended_l2=on", "compat=0.10,refcount_bits=8", "compat=0.10,compression_type=zstd", "compat=0.9",
-    ])
+    @Test(
+        "qemu-img's messages for what v2 cannot hold, word for word",
+        arguments: [
+            "compat=0.10,extended_l2=on", "compat=0.10,refcount_bits=8", "compat=0.10,compression_type=zstd", "compat=0.9",
+        ])
     func v2Errors(options: String) throws {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let result = try Qemu.runner.run(
-            ProcessRequest(executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2", "-o", options, "v.qcow2", "64M"],
+            ProcessRequest(
+                executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2", "-o", options, "v.qcow2", "64M"],
                 workingDirectory: dir))
         #expect(result.status == 1)
         do {
@@ -266,7 +280,8 @@ enum MoreQemu {
     static func has(_ v: QemuVersion) -> Bool { FileManager.default.isExecutableFile(atPath: bin(v) + "/qemu-io") }
     static let versions = [QemuVersion.v10_0, .v11_1]
     static let any = versions.contains(where: has)
-    static let skip: Comment = "no QEMU 10.0 / 11.1 under .build/qemu-*/bin: skipping the version grid (run .ci/setup --more-qemu)"
+    static let skip: Comment =
+        "no QEMU 10.0 / 11.1 under .build/qemu-*/bin: skipping the version grid (run .ci/setup --more-qemu)"
     /// A runner that finds version `v`'s tools first.
     static func runner(_ v: QemuVersion) -> SystemProcessRunner {
         let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
@@ -344,10 +359,12 @@ struct VersionGridTests {
         #expect(logs[true] != logs[false])
     }
 
-    @Test("discard-no-unref's open errors are QEMU's own, per version and qcow2 version", arguments: [
-        ("discard-no-unref=maybe", "", QemuVersion.v10_0), ("discard-no-unref=on", "compat=0.10", .v10_0),
-        ("discard-no-unref=on", "", .v7_2),
-    ])
+    @Test(
+        "discard-no-unref's open errors are QEMU's own, per version and qcow2 version",
+        arguments: [
+            ("discard-no-unref=maybe", "", QemuVersion.v10_0), ("discard-no-unref=on", "compat=0.10", .v10_0),
+            ("discard-no-unref=on", "", .v7_2),
+        ])
     func openErrors(drive: String, create: String, version: QemuVersion) throws {
         let runner = version == .v7_2 ? Qemu.runner : MoreQemu.runner(version)
         guard version == .v7_2 || MoreQemu.has(version) else {
@@ -358,16 +375,21 @@ struct VersionGridTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         _ = try runner.runChecked(
             ProcessRequest(
-                executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2"] + (create.isEmpty ? [] : ["-o", create]) + ["i.qcow2", "64M"],
+                executable: "qemu-img",
+                arguments: ["create", "-q", "-f", "qcow2"] + (create.isEmpty ? [] : ["-o", create]) + ["i.qcow2", "64M"],
                 workingDirectory: dir))
         let real = try runner.run(
             ProcessRequest(
-                executable: "qemu-io", arguments: ["--image-opts", "driver=qcow2,file.filename=i.qcow2," + drive, "-c", "read -q 0 1"],
+                executable: "qemu-io",
+                arguments: ["--image-opts", "driver=qcow2,file.filename=i.qcow2," + drive, "-c", "read -q 0 1"],
                 workingDirectory: dir))
         var config = SimulationConfig(virtualSize: 64 << 20, createOptions: create, driveOptions: drive)
         config.qemuVersion = version
         var reader = ArrayTraceReader([TraceRecord(op: .read, offset: 0, length: 512)])
-        #expect(throws: SimulationError.usage("--drive: " + real.outputTail.replacingOccurrences(of: "qemu-io: can't open: ", with: ""))) {
+        #expect(
+            throws: SimulationError.usage(
+                "--drive: " + real.outputTail.replacingOccurrences(of: "qemu-io: can't open: ", with: ""))
+        ) {
             _ = try Simulation.run(config: config, reader: &reader)
         }
     }

@@ -281,7 +281,9 @@ struct ScriptAndLogTests {
         #expect(
             QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
                 == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
-        let timed = [TraceRecord(time: 0, op: .read, offset: 0, length: 512), TraceRecord(time: 5, op: .read, offset: 0, length: 512)]
+        let timed = [
+            TraceRecord(time: 0, op: .read, offset: 0, length: 512), TraceRecord(time: 5, op: .read, offset: 0, length: 512),
+        ]
         let v = Validator(runner: MockRunner())
         var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "l2-cache-size=1M,cache-clean-interval=0")
         #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuIO)

@@ -56,7 +56,9 @@ extension Qcow2Image {
             // v2 has no zero flag: the entry is simply cleared (a discarded cluster then reads
             // from the backing file, or as zeroes without one).
             return ((version >= 3 ? EntryBits.zero : 0) | (keep ? w : 0), b, !keep)
-        } kept: { w in keptDiscard(w) }
+        } kept: { w in
+            keptDiscard(w)
+        }
         cacheDiscards = false
         processDiscards()
     }
