@@ -30,6 +30,8 @@ public struct NativeTraceWriter {
             bytes.append(UInt8(ascii: ","))
         }
         bytes.append(r.op.letter.asciiValue ?? UInt8(ascii: "R"))
+        // Write-zeroes with unmap is `ZU`; the other flags (FUA, preflush) have no native spelling.
+        if r.op == .writeZeroes && r.flags.contains(.unmap) { bytes.append(UInt8(ascii: "U")) }
         bytes.append(UInt8(ascii: ","))
         appendInteger(r.offset)
         bytes.append(UInt8(ascii: ","))

@@ -12,7 +12,7 @@ public struct TraceRecord: Equatable, Hashable, Sendable {
         case write
         /// Discard / TRIM / UNMAP (`D`).
         case discard
-        /// Write zeroes (`Z`).
+        /// Write zeroes (`Z`; `ZU` with ``Flags/unmap``, qemu-io `write -z -u`).
         case writeZeroes
         /// Flush the disk's volatile cache (`F`); offset and length are 0.
         case flush

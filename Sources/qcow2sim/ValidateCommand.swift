@@ -22,8 +22,12 @@ enum ValidateCommand {
                        concurrently for a multi-segment request, and all counts are equal, but
                        some requests ran in another order (they are named)
           divergent    events or counts differ: the first divergence with its request and context
-        With a non-zero cache-clean-interval in --drive, qemu-system-x86_64 -machine none replays the
-        requests over QMP, paced by the trace's timestamps (× --time-scale).
+        When the trace's timestamps span at least one cache-clean-interval (QEMU's default is 600 s),
+        the simulation fires the clean timer, which qemu-io 7.2 never does: --runner auto then replays
+        through qemu-system-x86_64 -machine none over QMP, time compressed (timestamps and intervals
+        scaled by the same factor, whole seconds) so the ticks fall between the same requests. With
+        --runner qemu-io it says so before running. Otherwise qemu-system paces requests by their
+        timestamps (× --time-scale).
 
         run options (as for simulate):
         \(RunConfigArguments.help)
@@ -100,6 +104,11 @@ enum ValidateCommand {
                 keepDirectory: a.value("--keep"), tool: ReplayTool(rawValue: runnerName), timeScale: timeScale,
                 preferIOUring: !a.has("--no-io-uring"))
             let validator = Validator(runner: SystemProcessRunner(inactivityTimeout: qemuTimeout), options: options)
+            // Said before running: the replay takes a while, and the reason is not in the events.
+            if let warning = validator.warning(config: config, input: input) {
+                let kind = validator.tool(for: config, input: input) == .qemuIO ? "warning" : "note"
+                Console.printErr("qcow2sim validate: \(kind): " + warning)
+            }
             var report: ValidationReport
             if a.has("--qemu-only") {
                 let replay = try validator.replay(config: config, input: input)
@@ -107,7 +116,7 @@ enum ValidateCommand {
                     config: config, input: input, expected: nil, replay: replay, sizes: nil, keptDirectory: options.keepDirectory)
             } else {
                 // Check QEMU first: a missing QEMU is exit 69 whatever else is missing.
-                try validator.checkTools(for: config)
+                try validator.checkTools(for: config, input: input)
                 var simulated = config
                 simulated.debugReverseTaskResumption = a.has("--debug-reverse-task-order")
                 let (log, sizes) = try ExpectedRun.simulate(config: simulated, input: input, misEvictAtLookup: misEvict)

@@ -15,6 +15,11 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
 
     /// The image's geometry.
     public let geometry: Geometry
+    /// The qcow2 version (2 = `compat=0.10`, 3); v2 has no zero flag (§9, DiscardZero.swift).
+    var version = 3
+    /// `discard-no-unref=on` for the trace session (QEMU 8.1+): guest discards and write-zeroes
+    /// keep the clusters allocated (DiscardZero.swift).
+    var discardNoUnref = false
     /// Position in the chain (0 = base).
     public let chainIndex: Int
     /// The backing image, if any.
@@ -101,6 +106,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     init(file: Qcow2File, chainIndex: Int, backing: Qcow2Image<Policy>?) throws {
         let h = file.header
         geometry = h.geometry
+        version = h.version
         self.chainIndex = chainIndex
         self.backing = backing
         l1 = ContiguousArray(try file.l1Table())
