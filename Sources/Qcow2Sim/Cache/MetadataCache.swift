@@ -179,8 +179,13 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 
     /// QEMU's cache-clean tick (`qcow2_cache_clean_unused`): empties every unpinned, clean,
     /// non-empty entry whose stamp is at most the previous tick's clock, returns each maximal run
-    /// of cleaned slots' memory (rounded inward to pages), then moves the mark.
-    public func clean() {
+    /// of cleaned slots' memory (rounded inward to pages), then moves the mark. Returns whether
+    /// anything changed (an entry emptied or the mark moved): a tick that changes nothing would
+    /// change nothing again until the next PUT.
+    @discardableResult
+    public func clean() -> Bool {
+        let markBefore = cleanMark
+        let cleanedBefore = stats.cleaned
         var i = 0
         while i < count {
             while i < count && !canClean(i) { i += 1 }
@@ -197,6 +202,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             if i > runStart { releaseMemory(from: runStart, to: i) }
         }
         cleanMark = lruClock
+        return cleanMark != markBefore || stats.cleaned != cleanedBefore
     }
 
     @inline(__always) private func canClean(_ i: Int) -> Bool {
