@@ -229,7 +229,7 @@ enum ChainBuilder<P: EvictionPolicy> {
             }
             return
         }
-        for r in ranges where r.start + r.length > config.virtualSize {
+        for r in ranges where !r.endsWithin(config.virtualSize) {
             throw SimulationError.usage(
                 "--populate: range \(r.start):\(r.length) lies beyond the virtual size \(config.virtualSize)")
         }
