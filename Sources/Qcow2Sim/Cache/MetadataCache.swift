@@ -132,6 +132,20 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         touchMemory(i)
     }
 
+    /// `count` hits on slot `i` in a row, each followed by its PUT (QEMU reading one refcount
+    /// block once per cluster): the counters, clock and stamp end as after `count` hit/put pairs.
+    @inline(__always) public func repeatHits(_ i: Int, count: Int) {
+        guard count > 0 else { return }
+        stats.lookups += count
+        stats.hits += count
+        let releases = pins[i] == 0
+        if releases {
+            lruClock += UInt64(count)
+            lru[i] = lruClock
+        }
+        policy.repeatedHits(i, count: count, released: releases)
+    }
+
     /// QEMU's PUT: unpins slot `i`; the last release stamps it.
     @inline(__always) public func put(_ i: Int) {
         pins[i] -= 1

@@ -271,6 +271,20 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         return v
     }
 
+    /// `count` more GET/PUT pairs of the table at `offset`, resident in slot `i`: hits, with
+    /// their events.
+    func repeatGet(_ c: Int, _ i: Int, offset: UInt64, count: Int) {
+        guard count > 0 else { return }
+        if log != nil {
+            for _ in 0..<count {
+                emit(.get, c, offset: offset)
+                emit(.getDone, c, index: i)
+            }
+        }
+        lookupSequence += count
+        caches[c].repeatHits(i, count: count)
+    }
+
     /// PUT (§3.3).
     @inline(__always) func put(_ c: Int, _ i: Int) { caches[c].put(i) }
 
