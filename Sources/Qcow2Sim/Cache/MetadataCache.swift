@@ -52,6 +52,8 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     private var empty = Bitset(count: 0, set: true)
     private var policy = Policy(capacity: 0)
     private var resident = Bitset(count: 0, set: false)
+    /// The dirty slots as a bit set, so a cache write visits them without scanning every slot.
+    private var dirtySet = Bitset(count: 0, set: false)
     private var residentPages = 0
 
     /// Host page size used for the resident-memory model (Linux x86-64).
@@ -81,6 +83,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         stats = CacheStats()
         index = OffsetIndex(capacity: count)
         empty = Bitset(count: count, set: true)
+        dirtySet = Bitset(count: count, set: false)
         policy = Policy(capacity: count)
         let pages = (UInt64(count) * tableSize + Self.pageSize - 1) / Self.pageSize
         resident = Bitset(count: Int(pages), set: false)
@@ -160,6 +163,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     @inline(__always) public func markDirty(_ i: Int) {
         if !dirty[i] {
             dirty[i] = true
+            dirtySet.set(i)
             dirtyCount += 1
         }
     }
@@ -168,10 +172,18 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     @inline(__always) public func markClean(_ i: Int) {
         if dirty[i] {
             dirty[i] = false
+            dirtySet.clear(i)
             dirtyCount -= 1
         }
         stats.writebacks += 1
         stats.bytesWritten += tableSize
+    }
+
+    /// The first dirty slot at or after `i`, or nil: what QEMU's index-order scan in
+    /// `qcow2_cache_write` reaches next that has anything to write.
+    @inline(__always) public func nextDirty(from i: Int) -> Int? {
+        guard i < count, dirtyCount > 0, let j = dirtySet.firstSet(from: i), j >= i else { return nil }
+        return j
     }
 
     /// Whether slot `i` needs a write-back (dirty and non-empty).
@@ -185,6 +197,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         lru[i] = 0
         if dirty[i] {
             dirty[i] = false
+            dirtySet.clear(i)
             dirtyCount -= 1
         }
         empty.set(i)
@@ -273,6 +286,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             if pins[i] < 0 { problems.append("slot \(i) has a negative pin count") }
         }
         if dirtySeen != dirtyCount { problems.append("dirty count \(dirtyCount) but \(dirtySeen) dirty slots") }
+        for i in 0..<count where dirtySet.test(i) != dirty[i] { problems.append("slot \(i) dirty bit and dirty set disagree") }
         return problems
     }
 }

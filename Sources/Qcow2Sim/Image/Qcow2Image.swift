@@ -311,11 +311,13 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     func writeCache(_ c: Int) {
         emit(.flush, c)
         caches[c].stats.flushes += 1
+        // QEMU scans every slot in index order; only dirty ones write, so jump between them.
+        // A write-back (and the dependency flush it may start) only clears dirty bits, so a
+        // slot skipped here stays clean until the full scan would have passed it.
         var i = 0
-        let n = caches[c].count
-        while i < n && caches[c].dirtyCount > 0 {
-            writeback(c, i)
-            i += 1
+        while let j = caches[c].nextDirty(from: i) {
+            writeback(c, j)
+            i = j + 1
         }
     }
 
