@@ -108,10 +108,30 @@ struct BlockRanges {
 
     /// Sets or clears blocks `[a, b)` (page-relative, `b - a` < 512 or not page-aligned) of `page`.
     private mutating func updatePartOfPage(_ page: UInt64, _ a: Int, _ b: Int, set: Bool) {
-        let wasFull = partial[page] == nil && isFull(page)
-        guard !(set && wasFull) else { return }
-        var words = partial[page] ?? (wasFull ? Self.allOnes : [UInt64](repeating: 0, count: Self.wordsPerPage))
-        let before = Self.population(words)
+        if partial[page] == nil {
+            let wasFull = isFull(page)
+            // Nothing to do: setting inside a whole page, clearing inside an absent one.
+            if set == wasFull { return }
+            if wasFull { _ = removeFull(page..<(page + 1)) }
+            partial[page] = wasFull ? Self.allOnes : [UInt64](repeating: 0, count: Self.wordsPerPage)
+            sortedPartialCache = nil
+        }
+        // Mutated in place (a copy per update was an allocation per write).
+        let (before, after) = Self.apply(&partial[page, default: []], a, b, set: set)
+        count = count - before + after
+        if after == Self.pageBlocks {
+            partial[page] = nil
+            sortedPartialCache = nil
+            _ = addFull(page..<(page + 1))
+        } else if after == 0 {
+            partial[page] = nil
+            sortedPartialCache = nil
+        }
+    }
+
+    /// Sets or clears bits `[a, b)` of `words`; returns the population before and after.
+    private static func apply(_ words: inout [UInt64], _ a: Int, _ b: Int, set: Bool) -> (UInt64, UInt64) {
+        let before = population(words)
         var i = a
         while i < b {
             let w = i >> 6, bit = i & 63
@@ -120,24 +140,7 @@ struct BlockRanges {
             if set { words[w] |= mask } else { words[w] &= ~mask }
             i += span
         }
-        let after = Self.population(words)
-        count = count - before + after
-        let hadBitmap = partial[page] != nil
-        if after == Self.pageBlocks {
-            partial[page] = nil
-            sortedPartialCache = nil
-            _ = addFull(page..<(page + 1))
-        } else if after == 0 {
-            if hadBitmap {
-                partial[page] = nil
-                sortedPartialCache = nil
-            }
-            if wasFull { _ = removeFull(page..<(page + 1)) }
-        } else {
-            if wasFull { _ = removeFull(page..<(page + 1)) }
-            if !hadBitmap { sortedPartialCache = nil }
-            partial[page] = words
-        }
+        return (before, population(words))
     }
 
     /// Applies `set` (or clear) to every block of `r`.
@@ -238,74 +241,104 @@ struct BlockRanges {
         }
     }
 
-    /// The maximal runs of blocks in the set, in order.
-    private mutating func runs() -> [Range<UInt64>] {
-        let pageBits = UInt64(Self.pageBits)
-        var out: [Range<UInt64>] = []
-        func add(_ r: Range<UInt64>) {
-            if let last = out.last, last.upperBound == r.lowerBound {
-                out[out.count - 1] = last.lowerBound..<r.upperBound
-            } else {
-                out.append(r)
-            }
+    /// The maximal runs of blocks of a set, in order, produced one at a time (a set of many
+    /// scattered blocks has as many runs: no array of them is built).
+    struct Runs {
+        private let set: BlockRanges
+        private let keys: [UInt64]
+        private var fi = 0, ki = 0
+        /// The partly filled page being scanned: its number, bitmap, and the next word.
+        private var page: UInt64 = 0
+        private var words: [UInt64] = []
+        private var w = BlockRanges.wordsPerPage
+        private var bits: UInt64 = 0
+        private var pending: Range<UInt64>?
+
+        init(_ set: inout BlockRanges) {
+            keys = set.sortedPartialPages()
+            self.set = set
         }
-        let keys = sortedPartialPages()
-        var k = 0
-        func addPartialPages(before limit: UInt64) {
-            while k < keys.count && keys[k] < limit {
-                let page = keys[k]
-                if let words = partial[page] {
-                    for w in 0..<Self.wordsPerPage {
-                        var bits = words[w]
-                        while bits != 0 {
-                            let t = bits.trailingZeroBitCount
-                            let ones = (~(bits >> UInt64(t))).trailingZeroBitCount
-                            let start = (page << pageBits) + UInt64(w * 64 + t)
-                            add(start..<(start + UInt64(ones)))
-                            bits = t + ones >= 64 ? 0 : bits & ~(((1 << UInt64(ones)) - 1) << UInt64(t))
-                        }
-                    }
+
+        /// The next run of one bitmap or one whole-page range (possibly touching the last).
+        private mutating func nextPiece() -> Range<UInt64>? {
+            let pageBits = UInt64(BlockRanges.pageBits)
+            while true {
+                while bits == 0 && w < BlockRanges.wordsPerPage - 1 {
+                    w += 1
+                    bits = words[w]
                 }
-                k += 1
+                if bits != 0 {
+                    let t = bits.trailingZeroBitCount
+                    let ones = (~(bits >> UInt64(t))).trailingZeroBitCount
+                    bits = t + ones >= 64 ? 0 : bits & ~(((1 << UInt64(ones)) - 1) << UInt64(t))
+                    let start = (page << pageBits) + UInt64(w * 64 + t)
+                    return start..<(start + UInt64(ones))
+                }
+                let nextFull = fi < set.full.count ? set.full[fi].lowerBound : UInt64.max
+                let nextPartial = ki < keys.count ? keys[ki] : UInt64.max
+                if nextFull == .max && nextPartial == .max { return nil }
+                if nextFull < nextPartial {
+                    fi += 1
+                    return (nextFull << pageBits)..<(set.full[fi - 1].upperBound << pageBits)
+                }
+                page = nextPartial
+                ki += 1
+                words = set.partial[page] ?? [UInt64](repeating: 0, count: BlockRanges.wordsPerPage)
+                w = 0
+                bits = words[0]
             }
         }
-        for r in full {
-            addPartialPages(before: r.lowerBound)
-            add((r.lowerBound << pageBits)..<(r.upperBound << pageBits))
+
+        /// The next maximal run, or nil.
+        mutating func next() -> Range<UInt64>? {
+            while let piece = nextPiece() {
+                guard let p = pending else {
+                    pending = piece
+                    continue
+                }
+                if p.upperBound == piece.lowerBound {
+                    pending = p.lowerBound..<piece.upperBound
+                } else {
+                    pending = piece
+                    return p
+                }
+            }
+            defer { pending = nil }
+            return pending
         }
-        addPartialPages(before: .max)
-        return out
     }
 
     /// Number of maximal runs of blocks in `self` and (when `within` is given) in `self ∩ within`
     /// or `self \ within` as `inside` says, each run split into pieces of at most `maxRun`.
     mutating func runCount(maxRun: UInt64, within other: BlockRanges? = nil, inside: Bool = true) -> UInt64 {
-        let mine = runs()
-        var pieces: [Range<UInt64>] = []
-        if var other {
-            let theirs = other.runs()
-            var j = 0
-            for a in mine {
-                while j < theirs.count && theirs[j].upperBound <= a.lowerBound { j += 1 }
-                var cursor = a.lowerBound
-                var t = j
-                while t < theirs.count && theirs[t].lowerBound < a.upperBound {
-                    let o = max(theirs[t].lowerBound, a.lowerBound)..<min(theirs[t].upperBound, a.upperBound)
-                    if inside {
-                        pieces.append(o)
-                    } else if o.lowerBound > cursor {
-                        pieces.append(cursor..<o.lowerBound)
-                    }
-                    cursor = o.upperBound
-                    t += 1
-                }
-                if !inside && cursor < a.upperBound { pieces.append(cursor..<a.upperBound) }
-            }
-        } else {
-            pieces = mine
-        }
+        var total: UInt64 = 0
         // Pieces of one run of `self` cut by `other` are separated by blocks of `other` (or
         // gaps), and pieces of different runs by gaps of `self`: each piece is maximal.
-        return pieces.reduce(0) { $0 + (UInt64($1.count) + maxRun - 1) / maxRun }
+        func add(_ r: Range<UInt64>) { total += (r.upperBound - r.lowerBound + maxRun - 1) / maxRun }
+        var mine = Runs(&self)
+        guard var other else {
+            while let a = mine.next() { add(a) }
+            return total
+        }
+        var theirs = Runs(&other)
+        var b = theirs.next()
+        while let a = mine.next() {
+            while let r = b, r.upperBound <= a.lowerBound { b = theirs.next() }
+            var cursor = a.lowerBound
+            while let r = b, r.lowerBound < a.upperBound {
+                let o = max(r.lowerBound, a.lowerBound)..<min(r.upperBound, a.upperBound)
+                if inside {
+                    add(o)
+                } else if o.lowerBound > cursor {
+                    add(cursor..<o.lowerBound)
+                }
+                cursor = o.upperBound
+                // A run reaching past `a` may also cut the next run of `self`: keep it.
+                if r.upperBound > a.upperBound { break }
+                b = theirs.next()
+            }
+            if !inside && cursor < a.upperBound { add(cursor..<a.upperBound) }
+        }
+        return total
     }
 }
