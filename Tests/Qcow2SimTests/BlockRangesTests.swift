@@ -57,8 +57,12 @@ import Testing
                 }
                 for maxRun: UInt64 in [1, 7, 512, 32768] {
                     #expect(a.runCount(maxRun: maxRun) == Self.modelRuns(ma, maxRun: maxRun))
-                    #expect(a.runCount(maxRun: maxRun, within: b, inside: true) == Self.modelRuns(ma.intersection(mb), maxRun: maxRun))
-                    #expect(a.runCount(maxRun: maxRun, within: b, inside: false) == Self.modelRuns(ma.subtracting(mb), maxRun: maxRun))
+                    #expect(
+                        a.runCount(maxRun: maxRun, within: b, inside: true) == Self.modelRuns(ma.intersection(mb), maxRun: maxRun)
+                    )
+                    #expect(
+                        a.runCount(maxRun: maxRun, within: b, inside: false) == Self.modelRuns(ma.subtracting(mb), maxRun: maxRun)
+                    )
                 }
             }
         }

@@ -84,7 +84,10 @@ import TraceKit
     ])
     func unusableTimesFromALibraryReaderAreLocatedErrors(time: Double, message: String) throws {
         var reader = ArrayTraceReader(
-            [TraceRecord(time: 0, op: .read, offset: 0, length: 4096), TraceRecord(time: time, op: .read, offset: 0, length: 4096)],
+            [
+                TraceRecord(time: 0, op: .read, offset: 0, length: 4096),
+                TraceRecord(time: time, op: .read, offset: 0, length: 4096),
+            ],
             fileName: "lib")
         let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=1")
         #expect(throws: SimulationError.trace(TraceError(file: "lib", location: .line(2), message: message))) {
@@ -95,7 +98,8 @@ import TraceKit
 
     @Test func theTimeLimitItselfIsAccepted() throws {
         var reader = ArrayTraceReader([
-            TraceRecord(time: 0, op: .read, offset: 0, length: 4096), TraceRecord(time: 0x1p52, op: .read, offset: 0, length: 4096),
+            TraceRecord(time: 0, op: .read, offset: 0, length: 4096),
+            TraceRecord(time: 0x1p52, op: .read, offset: 0, length: 4096),
         ])
         let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=4294967295")
         let report = try Simulation.run(config: config, reader: &reader)

@@ -86,7 +86,8 @@ import Testing
     @Test func scalingPastTheLimitIsCaughtAfterScaling() throws {
         var o = TraceOptions()
         o.timeScale = 1e10
-        var r = try TraceFile.open(bytes: Array("0,R,0,4096\n1e300,R,0,4096\n".utf8), fileName: "t.csv", format: .native, options: o)
+        var r = try TraceFile.open(
+            bytes: Array("0,R,0,4096\n1e300,R,0,4096\n".utf8), fileName: "t.csv", format: .native, options: o)
         #expect(throws: TraceError(file: "t.csv", location: .line(2), message: "time inf is not a finite number of seconds")) {
             try Self.readAll(&r)
         }
@@ -119,7 +120,9 @@ import Testing
     /// overlaps of them; tables {0, 1, 5}.
     @Test func footprintCountsSharedTablesOnce() throws {
         var s = TraceSummary(clusterSize: 512)
-        let recs: [(UInt64, UInt64)] = [(0, 512), (63 * 512, 1024), (10 * 512, 100), (320 * 512, 512), (0, 512), (63 * 512 + 5, 600)]
+        let recs: [(UInt64, UInt64)] = [
+            (0, 512), (63 * 512, 1024), (10 * 512, 100), (320 * 512, 512), (0, 512), (63 * 512 + 5, 600),
+        ]
         for (off, len) in recs { s.add(TraceRecord(op: .write, offset: off, length: len)) }
         #expect(s.footprintClusters == 5)
         #expect(s.footprintL2Tables == 3)

@@ -404,12 +404,16 @@ struct RefcountStore {
                     runs.append(r)
                     continue
                 }
-                if r.start < range.lowerBound { runs.append(Run(start: r.start, count: range.lowerBound - r.start, value: r.value)) }
+                if r.start < range.lowerBound {
+                    runs.append(Run(start: r.start, count: range.lowerBound - r.start, value: r.value))
+                }
                 if !placed {
                     runs.append(Run(start: range.lowerBound, count: range.count, value: v))
                     placed = true
                 }
-                if end > range.upperBound { runs.append(Run(start: range.upperBound, count: end - range.upperBound, value: r.value)) }
+                if end > range.upperBound {
+                    runs.append(Run(start: range.upperBound, count: end - range.upperBound, value: r.value))
+                }
             }
             if !placed { runs.append(Run(start: range.lowerBound, count: range.count, value: v)) }
             var merged: [Run] = []
