@@ -96,3 +96,43 @@ struct SplitMix {
     }
     mutating func below(_ n: UInt64) -> UInt64 { next() % n }
 }
+
+/// `RefcountStore`'s range update and run length (the bulk path of UPDATE) against a plain
+/// array of refcounts, with single-entry updates mixed in.
+@Suite struct RefcountStoreRangeTests {
+    @Test(arguments: [11, 12, 13, 14])
+    func rangeUpdatesMatchAnArray(seed: UInt64) {
+        let g = Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 1 << 30)
+        let n = Int(g.refblockEntries)
+        var store = RefcountStore(geometry: g)
+        let block: UInt64 = 0x30000
+        store.zero(block)
+        var model = [UInt64](repeating: 0, count: n)
+        var rng = SplitMix(seed)
+        for step in 0..<300 {
+            let a = Int(rng.below(UInt64(n)))
+            let len = 1 + Int(rng.below(step % 3 == 0 ? 5000 : 40))
+            let r = a..<min(n, a + len)
+            let v = 1 + rng.below(3)
+            if step % 4 == 3 {
+                store.set(block, a, v)
+                model[a] = v
+            } else {
+                store.set(block, r, v)
+                for i in r { model[i] = v }
+            }
+            for _ in 0..<20 {
+                let i = Int(rng.below(UInt64(n)))
+                #expect(store.get(block, i) == model[i])
+                let limit = 1 + Int(rng.below(UInt64(n - i)))
+                var expected = 1
+                while expected < limit && model[i + expected] == model[i] { expected += 1 }
+                #expect(store.runLength(block, from: i, limit: limit) == expected)
+            }
+        }
+        for i in 0..<n where store.get(block, i) != model[i] {
+            Issue.record("refcount \(i): \(store.get(block, i)) != \(model[i])")
+            return
+        }
+    }
+}
