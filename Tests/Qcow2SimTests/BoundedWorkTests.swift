@@ -134,6 +134,34 @@ import TraceKit
         )
     }
 
+    /// Issue 14 item 8 on the command line: a 10^12 s timestamp simulates; 10^20 s and
+    /// `generate --interval 1e308` (which wrote `inf` times) are refused with their messages.
+    @Test func timeLimitsOnTheCommandLine() throws {
+        let far = try CLITests.trace("0,W,0,4096\n1e12,R,0,4096\n")
+        let (ok, report, _) = try CLITests.run(["simulate", far, "--size", "1G"])
+        #expect(ok == 0)
+        #expect(report.hasPrefix("requests: 2"))
+        let bad = try CLITests.trace("0,W,0,4096\n1e20,R,0,4096\n")
+        let (status, out, err) = try CLITests.run(["simulate", bad, "--size", "1G"])
+        #expect(status == 65)
+        #expect(out.isEmpty)
+        #expect(
+            err
+                == "\(bad):2: error: time 1e+20 s is beyond the limit of 4503599627370496 s (2^52; a clock in micro- or nanoseconds read as seconds? scale it with --time-scale)\n"
+        )
+        let target = URL(fileURLWithPath: bad).deletingLastPathComponent().appendingPathComponent("g.csv").path
+        let (gs, gout, gerr) = try CLITests.run([
+            "generate", "--pattern", "uniform", "--count", "3", "--size", "1G", "--interval", "1e308", "-o", target,
+        ])
+        #expect(gs == 64)
+        #expect(gout.isEmpty)
+        #expect(
+            gerr
+                == "qcow2sim generate: error: interval '1e+308' puts record 3 beyond the trace time limit of 4503599627370496 s (2^52)\n"
+        )
+        #expect(!FileManager.default.fileExists(atPath: target))
+    }
+
     /// Issue 14 item 9 (`W,0,16T --size 64T`: 28 s, 2.5 GB), at a size a debug test build
     /// runs quickly: one 16 GiB write over a fresh 64 TiB image (QEMU splits it into 9 requests
     /// of at most 2147483136 bytes; each refcount block covers 2 GiB). Hand-computed: 2^34 / 2^16
