@@ -245,7 +245,7 @@ enum ChainBuilder<P: EvictionPolicy> {
             }
             return
         }
-        for r in ranges where r.start + r.length > size {
+        for r in ranges where !r.endsWithin(size) {
             throw SimulationError.usage(
                 "\(option): range \(r.start):\(r.length) lies beyond the virtual size \(size)")
         }
@@ -370,6 +370,11 @@ struct Replay<P: EvictionPolicy> {
                         message: "request [\(rec.offset), \(rec.offset + rec.length)) lies beyond the virtual size \(size)"))
             }
             if let t = rec.time {
+                // Readers from files check this already (RecordMapper); library readers may not,
+                // and an infinite time would run the clean timer forever.
+                if let problem = TraceRecord.timeProblem(t) {
+                    throw SimulationError.trace(TraceError(file: reader.fileName, location: reader.location(), message: problem))
+                }
                 if firstTime == nil { firstTime = t }
                 if t > lastTime {
                     lastTime = t

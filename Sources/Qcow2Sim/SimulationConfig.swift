@@ -40,6 +40,10 @@ public struct ByteRange: Equatable, Hashable, Sendable {
         self.start = start
         self.length = length
     }
+
+    /// Whether the range ends at or before `size`, computed without overflow (a start near
+    /// 2^64 plus a length must not wrap around to a small end).
+    public func endsWithin(_ size: UInt64) -> Bool { start <= size && length <= size - start }
 }
 
 /// What the base image holds before the trace runs (`--populate`).

@@ -56,11 +56,11 @@ public struct ImageBuilder: Sendable {
         let piece = plan.mode == .zero ? zeroPieceBytes : dataPieceBytes
         var commands: [String] = []
         for range in ranges {
-            let end = range.start + range.length
-            guard end <= config.virtualSize else {
+            guard range.endsWithin(config.virtualSize) else {
                 throw ValidationError.usage(
                     "populate range \(range.start)+\(range.length) ends beyond the disk size \(config.virtualSize)")
             }
+            let end = range.start + range.length
             var start = range.start
             while start < end {
                 let len = min(piece, end - start)

@@ -132,7 +132,11 @@ enum RunConfigArguments {
                 else {
                     throw UsageError("invalid value '\(item)' for --populate (expected none, full or START:LEN ranges)")
                 }
-                ranges.append(ByteRange(start: start, length: len))
+                let range = ByteRange(start: start, length: len)
+                guard range.endsWithin(size) else {
+                    throw UsageError("invalid value '\(item)' for --populate (the range ends beyond the virtual size \(size))")
+                }
+                ranges.append(range)
             }
             if ranges.isEmpty {
                 throw UsageError("invalid value '\(text)' for --populate (expected none, full or START:LEN ranges)")
