@@ -11,6 +11,8 @@ public struct CacheOptions: Equatable, Sendable {
     public var l2CacheEntrySize: UInt64?
     /// `cache-clean-interval` in seconds, if set (QEMU's Linux default is 600; 0 disables).
     public var cacheCleanInterval: UInt64?
+    /// `discard-no-unref` (QEMU 8.1 and later; default off): discards keep the cluster allocated.
+    public var discardNoUnref = false
 
     /// No options: QEMU's defaults.
     public init() {}
@@ -35,8 +37,9 @@ public struct OpenError: Error, Equatable, CustomStringConvertible {
 /// Parses a `--drive` option string into per-image `CacheOptions`: index 0 of the result is the
 /// top image, 1 its backing file (`backing.` prefix), and so on.
 public enum DriveOptions {
-    /// Parses `text` for a chain of `depth` images (top first in the result).
-    public static func parse(_ text: String, depth: Int) throws(OpenError) -> [CacheOptions] {
+    /// Parses `text` for a chain of `depth` images (top first in the result), as QEMU `version`
+    /// does: `discard-no-unref` is an unknown option before 8.1.
+    public static func parse(_ text: String, depth: Int, version: QemuVersion = .v7_2) throws(OpenError) -> [CacheOptions] {
         var result = Array(repeating: CacheOptions(), count: max(depth, 1))
         for item in text.split(separator: ",", omittingEmptySubsequences: true) {
             let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
@@ -46,6 +49,15 @@ public enum DriveOptions {
             while key.hasPrefix("backing.") {
                 key = key.dropFirst("backing.".count)
                 level += 1
+            }
+            if key == "discard-no-unref" && version.hasDiscardNoUnref && level < result.count {
+                // QEMU_OPT_BOOL (qapi_bool_parse).
+                switch value {
+                case "on", "yes", "true", "y": result[level].discardNoUnref = true
+                case "off", "no", "false", "n": result[level].discardNoUnref = false
+                default: throw OpenError("Parameter 'discard-no-unref' expects 'on' or 'off'")
+                }
+                continue
             }
             guard CacheOptions.names.contains(String(key)) else {
                 throw OpenError("Block format 'qcow2' does not support the option '\(kv[0])'")

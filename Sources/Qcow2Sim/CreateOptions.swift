@@ -7,6 +7,9 @@ public struct CreateOptions: Equatable, Sendable {
     public var extendedL2 = false
     /// `refcount_bits` (default 16).
     public var refcountBits = 16
+    /// The qcow2 version: 3 (`compat=1.1`, the default) or 2 (`compat=0.10`: no zero clusters,
+    /// no extended L2 entries, 16-bit refcounts only).
+    public var version = 3
 
     /// The defaults of `qemu-img create -f qcow2`.
     public init() {}
@@ -24,6 +27,7 @@ public struct CreateOptions: Equatable, Sendable {
     /// Parses a comma-separated `key=value` list as qemu-img does.
     public static func parse(_ text: String) throws(Failure) -> CreateOptions {
         var o = CreateOptions()
+        var nonZlib = false
         for item in text.split(separator: ",", omittingEmptySubsequences: true) {
             let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(kv[0])
@@ -40,6 +44,13 @@ public struct CreateOptions: Equatable, Sendable {
                 case "off", "false", "no": o.extendedL2 = false
                 default: throw Failure(message: "Parameter 'extended_l2' expects 'on' or 'off'")
                 }
+            case "compat":
+                // qcow2_co_create_opts: "0.10"/"v2" and "1.1"/"v3" (qemu-img names the option 'version').
+                switch value {
+                case "0.10", "v2": o.version = 2
+                case "1.1", "v3": o.version = 3
+                default: throw Failure(message: "Parameter 'version' does not accept value '\(value)'")
+                }
             case "refcount_bits":
                 guard let v = Int(value) else { throw Failure(message: "Parameter 'refcount_bits' expects a number") }
                 o.refcountBits = v
@@ -47,6 +58,7 @@ public struct CreateOptions: Equatable, Sendable {
                 guard value == "zlib" || value == "zstd" else {
                     throw Failure(message: "Parameter 'compression_type' does not accept value '\(value)'")
                 }
+                nonZlib = value == "zstd"
             case "lazy_refcounts":
                 guard value == "off" || value == "false" else {
                     throw Failure(message: "lazy_refcounts=on is not simulated (qcow2-model.md §18: unverified)")
@@ -60,6 +72,27 @@ public struct CreateOptions: Equatable, Sendable {
         }
         guard o.refcountBits > 0, o.refcountBits <= 64, o.refcountBits.nonzeroBitCount == 1 else {
             throw Failure(message: "Refcount width must be a power of two and may not exceed 64 bits")
+        }
+        // qcow2_co_create's version checks, with qemu-img's messages (checked against 7.2).
+        if o.version < 3 {
+            if o.refcountBits != 16 {
+                throw Failure(
+                    message:
+                        "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)"
+                )
+            }
+            if o.extendedL2 {
+                throw Failure(
+                    message:
+                        "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)"
+                )
+            }
+            if nonZlib {
+                throw Failure(
+                    message:
+                        "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)"
+                )
+            }
         }
         if o.extendedL2 && o.clusterSize < 16384 {
             throw Failure(message: "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")

@@ -35,6 +35,12 @@ public final class EventLog {
 
     /// Every event, when `retainEvents` is true.
     public private(set) var events: [CacheEvent] = []
+    /// The coroutine that printed each event of `events`: 0 for the request's own coroutine, k
+    /// for the k-th task of a multi-segment write's task pool (§13). QEMU's order within one
+    /// coroutine is fixed; between the tasks of a pool it can depend on I/O completion.
+    public private(set) var eventTasks: [Int32] = []
+    /// The coroutine the next events belong to (set by the write path's task pool).
+    public var task: Int32 = 0
     /// One mark per request, in order.
     public private(set) var requests: [RequestMark] = []
     /// Index into `events` where the close sequence starts (nil until `beginClose`).
@@ -52,11 +58,28 @@ public final class EventLog {
         self.sink = sink
     }
 
+    /// Events being held back (innermost last), see `beginCapture`.
+    private var captures: [[CacheEvent]] = []
+
+    /// From now on events are held back instead of logged, until `endCapture` (nestable). The
+    /// read path uses it to print a backing task's events after its first I/O where QEMU does.
+    public func beginCapture() { captures.append([]) }
+
+    /// Stops holding back and returns the events held since the matching `beginCapture`.
+    public func endCapture() -> [CacheEvent] { captures.popLast() ?? [] }
+
     /// Appends one event.
     @inline(__always)
     public func append(_ event: CacheEvent) {
+        if !captures.isEmpty {
+            captures[captures.count - 1].append(event)
+            return
+        }
         count += 1
-        if retainEvents { events.append(event) }
+        if retainEvents {
+            events.append(event)
+            eventTasks.append(task)
+        }
         sink?(event)
     }
 
@@ -84,9 +107,18 @@ public final class EventLog {
 
     /// The events of request number `i` (an index into `requests`).
     public func events(ofRequest i: Int) -> ArraySlice<CacheEvent> {
+        events[span(ofRequest: i)]
+    }
+
+    /// The coroutine tags (`eventTasks`) of the events of request number `i`.
+    public func tasks(ofRequest i: Int) -> ArraySlice<Int32> {
+        eventTasks[span(ofRequest: i)]
+    }
+
+    private func span(ofRequest i: Int) -> Range<Int> {
         let start = requests[i].firstEvent
         let end = i + 1 < requests.count ? requests[i + 1].firstEvent : (closeStart ?? events.count)
-        return events[start..<end]
+        return start..<end
     }
 
     /// The close phase.

@@ -152,21 +152,35 @@ final class BoxedSource<Reader: TraceReader>: RecordSource {
 enum ChainBuilder<P: EvictionPolicy> {
     static func build(_ config: SimulationConfig) throws -> [Qcow2Image<P>] {
         if let path = config.imageFile { return try fromFile(path) }
-        let create: CreateOptions
-        let geometry: Geometry
-        do {
-            create = try CreateOptions.parse(config.createOptions)
-            geometry = try create.geometry(virtualSize: config.virtualSize)
-        } catch {
-            throw SimulationError.usage("-o: \(error.message)")
-        }
         guard config.chainLength >= 1 else { throw SimulationError.usage("--chain must be at least 1") }
+        if let bad = config.layers.keys.sorted().first(where: { $0 < 0 || $0 >= config.chainLength }) {
+            throw SimulationError.usage("--layer \(bad): the chain has images 0 to \(config.chainLength - 1) (0 = base)")
+        }
         var images: [Qcow2Image<P>] = []
         for k in 0..<config.chainLength {
+            let create: CreateOptions
+            let geometry: Geometry
+            let which = config.layers[k].map { $0.createOptions.isEmpty } == false ? "--layer \(k): -o" : "-o"
+            do {
+                create = try CreateOptions.parse(config.createOptions(layer: k))
+                geometry = try create.geometry(virtualSize: config.virtualSize)
+            } catch {
+                throw SimulationError.usage("\(which): \(error.message)")
+            }
             let image = Qcow2Image<P>(geometry: geometry, chainIndex: k, backing: images.last)
-            let preallocate = k == 0 && config.populate == .full && config.populateMode == .metadata
+            image.version = create.version
+            let plan = config.populatePlan(layer: k)
+            let preallocate = plan.populate == .full && plan.mode == .metadata
+            if preallocate && k > 0 {
+                // qcow2_co_create's message (qemu-img 7.2); with extended_l2=on QEMU allows it,
+                // but preallocating over a backing file is not simulated.
+                throw SimulationError.usage(
+                    create.extendedL2
+                        ? "--layer \(k): preallocation=metadata over a backing file is not simulated"
+                        : "--layer \(k): Backing file and preallocation can only be used at the same time if extended_l2 is on")
+            }
             try createImage(image, preallocate: preallocate)
-            if k == 0 { try populate(image, config) }
+            try populate(image, plan.populate, plan.mode, size: config.virtualSize, layer: k)
             images.append(image)
         }
         for session in config.preparation {
@@ -213,25 +227,27 @@ enum ChainBuilder<P: EvictionPolicy> {
         image.close()
     }
 
-    /// The zero / data populate modes: a separate session, cache mode unsafe (§ issue 2).
-    static func populate(_ image: Qcow2Image<P>, _ config: SimulationConfig) throws {
+    /// The zero / data populate modes: a separate session, cache mode unsafe (§ issue 2), on
+    /// chain image `layer` (an overlay's data writes copy from its backing file, as QEMU's do).
+    static func populate(_ image: Qcow2Image<P>, _ what: Populate, _ mode: PopulateMode, size: UInt64, layer: Int) throws {
         let ranges: [ByteRange]
-        switch config.populate {
+        let option = layer == 0 ? "--populate" : "--layer \(layer): populate"
+        switch what {
         case .none: return
-        case .full: ranges = [ByteRange(start: 0, length: config.virtualSize)]
+        case .full: ranges = [ByteRange(start: 0, length: size)]
         case .ranges(let r): ranges = r
         }
-        if config.populateMode == .metadata {
-            guard config.populate == .full else {
+        if mode == .metadata {
+            guard what == .full else {
                 throw SimulationError.usage(
                     "--populate-mode metadata takes only --populate full (qemu-img preallocation=metadata is whole-disk); use --populate-mode zero or data for ranges"
                 )
             }
             return
         }
-        for r in ranges where r.start + r.length > config.virtualSize {
+        for r in ranges where !r.endsWithin(size) {
             throw SimulationError.usage(
-                "--populate: range \(r.start):\(r.length) lies beyond the virtual size \(config.virtualSize)")
+                "\(option): range \(r.start):\(r.length) lies beyond the virtual size \(size)")
         }
         image.open(
             sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil,
@@ -239,10 +255,10 @@ enum ChainBuilder<P: EvictionPolicy> {
         for r in ranges {
             var off = r.start
             let end = r.start + r.length
-            let piece = config.populateMode == .zero ? Simulation.maxRequestBytes : Simulation.populateDataPiece
+            let piece = mode == .zero ? Simulation.maxRequestBytes : Simulation.populateDataPiece
             while off < end {
                 let n = min(piece, end - off)
-                if config.populateMode == .zero {
+                if mode == .zero {
                     image.writeZeroes(off, n, unmap: false)
                 } else {
                     image.write(off, n)
@@ -304,7 +320,7 @@ struct Replay<P: EvictionPolicy> {
     func run(_ reader: RecordSource) throws -> SimulationReport {
         let driveOptions: [CacheOptions]
         do {
-            driveOptions = try DriveOptions.parse(config.driveOptions, depth: chain.count)
+            driveOptions = try DriveOptions.parse(config.driveOptions, depth: chain.count, version: config.qemuVersion)
         } catch {
             throw SimulationError.usage("--drive: \(error.message)")
         }
@@ -319,12 +335,20 @@ struct Replay<P: EvictionPolicy> {
                     chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
                 throw SimulationError.usage("--drive\(which): \(error.message)")
             }
+            // qcow2_update_options_prepare checks it after sizing the caches.
+            if opts.discardNoUnref && image.version < 3 {
+                let which =
+                    chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
+                throw SimulationError.usage("--drive\(which): discard-no-unref is only supported since qcow2 version 3")
+            }
             let isTop = k == chain.count - 1
             image.open(
-                sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode == .writethrough, log: log)
+                sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode.writethrough, log: log)
         }
+        for (k, image) in chain.enumerated() { image.discardNoUnref = driveOptions[chain.count - 1 - k].discardNoUnref }
         guard let top = chain.last else { throw SimulationError.usage("empty chain") }
         top.debugMisEvictAtLookup = misEvict
+        for image in chain { image.debugReverseTaskResumption = config.debugReverseTaskResumption }
         for image in chain {
             image.timeline = timeline
             timeline?.sample(time: 0, image: image)
@@ -346,6 +370,11 @@ struct Replay<P: EvictionPolicy> {
                         message: "request [\(rec.offset), \(rec.offset + rec.length)) lies beyond the virtual size \(size)"))
             }
             if let t = rec.time {
+                // Readers from files check this already (RecordMapper); library readers may not,
+                // and an infinite time would run the clean timer forever.
+                if let problem = TraceRecord.timeProblem(t) {
+                    throw SimulationError.trace(TraceError(file: reader.fileName, location: reader.location(), message: problem))
+                }
                 if firstTime == nil { firstTime = t }
                 if t > lastTime {
                     lastTime = t

@@ -115,14 +115,14 @@ public struct NativeBinaryTraceWriter {
         return bytes
     }
 
-    /// Writes `records` to `path` atomically (see ``AtomicOutput``), streaming in 1 MiB chunks;
-    /// `-` writes to standard output. The header's record count is exact when `count` is given
+    /// Writes `records` to `path` through ``OutputFile`` (a regular file is replaced atomically),
+    /// streaming in 1 MiB chunks; `-` writes to standard output. The header's record count is exact when `count` is given
     /// and the sequence delivers that many records, or when the output can be rewritten in
     /// place; a pipe keeps ``NativeBinaryTrace/unknownCount``. Returns the number of records.
     public static func write<S: Sequence>(_ records: S, count: UInt64? = nil, to path: String) throws -> Int
     where S.Element == TraceRecord {
         var writer = NativeBinaryTraceWriter(count: count ?? NativeBinaryTrace.unknownCount)
-        let out = try AtomicOutput(path: path)
+        let out = try OutputFile(path: path)
         do {
             for r in records {
                 writer.append(r)
@@ -141,7 +141,7 @@ public struct NativeBinaryTraceWriter {
     /// Makes the header's count agree with the records written: rewrites it in place when it
     /// was unknown or differs; a pipe (no rewriting) keeps ``NativeBinaryTrace/unknownCount``,
     /// and an announced count that cannot be corrected is an internal error (exit 70).
-    public func finish(_ out: AtomicOutput, path: String, announced: UInt64?) throws {
+    public func finish(_ out: OutputFile, path: String, announced: UInt64?) throws {
         if announced == count { return }
         let fixed = NativeBinaryTrace.header(count: count)
         if try out.rewrite(fixed, at: 0) { return }

@@ -9,7 +9,9 @@
 /// R,0,4096                   (time is optional)
 /// ```
 ///
-/// `op` is `R` read, `W` write, `D` discard, `Z` write-zeroes or `F` flush (either case).
+/// `op` is `R` read, `W` write, `D` discard, `Z` write-zeroes, `ZU` write-zeroes that may
+/// unmap (qemu-io `write -z -u`, a guest's WRITE ZEROES with UNMAP; the record carries
+/// ``TraceRecord/Flags/unmap``) or `F` flush (either case).
 /// Offsets and lengths are bytes with an optional binary suffix (`K` = 1024, `M`, `G`, `T`).
 /// Time is decimal seconds since the start of the trace.
 public struct NativeTraceReader: TraceReader {
@@ -218,24 +220,30 @@ public struct NativeTraceReader: TraceReader {
         }
         let opField = fields[n - 3]
         let op: TraceRecord.Op
-        if opField.count == 1 {
+        var flags: TraceRecord.Flags = []
+        if opField.count == 2 && p[opField.lowerBound] | 0x20 == UInt8(ascii: "z")
+            && p[opField.lowerBound + 1] | 0x20 == UInt8(ascii: "u")
+        {
+            op = .writeZeroes
+            flags = .unmap
+        } else if opField.count == 1 {
             switch p[opField.lowerBound] | 0x20 {
             case UInt8(ascii: "r"): op = .read
             case UInt8(ascii: "w"): op = .write
             case UInt8(ascii: "d"): op = .discard
             case UInt8(ascii: "z"): op = .writeZeroes
             case UInt8(ascii: "f"): op = .flush
-            default: throw error("invalid op '\(Scan.text(p, opField))' (expected R, W, D, Z or F)")
+            default: throw error("invalid op '\(Scan.text(p, opField))' (expected R, W, D, Z, ZU or F)")
             }
         } else {
-            throw error("invalid op '\(Scan.text(p, opField))' (expected R, W, D, Z or F)")
+            throw error("invalid op '\(Scan.text(p, opField))' (expected R, W, D, Z, ZU or F)")
         }
         let offset = try number(p, fields[n - 2], "offset")
         let length = try number(p, fields[n - 1], "length")
         if offset.addingReportingOverflow(length).overflow {
             throw error("request at offset \(offset) with length \(length) ends beyond 2^64 bytes")
         }
-        return TraceRecord(time: time, op: op, offset: offset, length: length)
+        return TraceRecord(time: time, op: op, offset: offset, length: length, flags: flags)
     }
 
     @inline(__always)

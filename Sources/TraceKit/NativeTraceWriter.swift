@@ -30,6 +30,8 @@ public struct NativeTraceWriter {
             bytes.append(UInt8(ascii: ","))
         }
         bytes.append(r.op.letter.asciiValue ?? UInt8(ascii: "R"))
+        // Write-zeroes with unmap is `ZU`; the other flags (FUA, preflush) have no native spelling.
+        if r.op == .writeZeroes && r.flags.contains(.unmap) { bytes.append(UInt8(ascii: "U")) }
         bytes.append(UInt8(ascii: ","))
         appendInteger(r.offset)
         bytes.append(UInt8(ascii: ","))
@@ -86,13 +88,13 @@ public struct NativeTraceWriter {
         }
     }
 
-    /// Writes `records` to `path` atomically (temporary file in the same directory, then
-    /// rename), streaming in 1 MiB chunks; `-` writes to standard output. On error nothing is
-    /// left at `path`.
+    /// Writes `records` to `path` through ``OutputFile`` (a regular file is replaced atomically,
+    /// a device or FIFO written in place), streaming in 1 MiB chunks; `-` writes to standard
+    /// output. On error a regular target is left as it was.
     public static func write<S: Sequence>(_ records: S, withTime: Bool, to path: String) throws -> Int
     where S.Element == TraceRecord {
         var writer = NativeTraceWriter(withTime: withTime)
-        let out = try AtomicOutput(path: path)
+        let out = try OutputFile(path: path)
         var n = 0
         do {
             for r in records {
@@ -107,97 +109,5 @@ public struct NativeTraceWriter {
             throw error
         }
         return n
-    }
-}
-
-/// An output file written through a temporary file and renamed into place on `commit()`, so a
-/// failure never leaves a half-written file; `-` is standard output.
-public final class AtomicOutput {
-    private let path: String
-    private let tempPath: String?
-    private var fd: Int32
-    private var done = false
-
-    /// Creates the temporary file next to `path` (exit 73 when it cannot be created).
-    public init(path: String) throws {
-        self.path = path
-        if path == "-" {
-            fd = 1
-            tempPath = nil
-            return
-        }
-        let dir = (path as NSString).deletingLastPathComponent
-        let base = (path as NSString).lastPathComponent
-        var template = Array(((dir.isEmpty ? "." : dir) + "/.\(base).tmp.XXXXXX").utf8CString)
-        let f = template.withUnsafeMutableBufferPointer { p -> Int32 in
-            guard let b = p.baseAddress else { return -1 }
-            return mkstemp(b)
-        }
-        guard f >= 0 else {
-            throw TraceError(
-                file: path, location: .file, message: "cannot create: \(String(cString: strerror(errno)))", exitCode: 73)
-        }
-        fchmod(f, 0o644)
-        fd = f
-        tempPath = template.withUnsafeBufferPointer { p in p.baseAddress.map { String(cString: $0) } }
-    }
-
-    deinit { if !done { abandon() } }
-
-    /// Overwrites bytes already written at `offset` (a binary trace's record count, known only
-    /// at the end). Returns `false` when the output cannot be rewritten (a pipe or terminal).
-    public func rewrite(_ bytes: [UInt8], at offset: Int) throws -> Bool {
-        var st = stat()
-        guard fstat(fd, &st) == 0, st.st_mode & S_IFMT == S_IFREG else { return false }
-        let n = bytes.withUnsafeBytes { p -> Int in
-            guard let b = p.baseAddress else { return 0 }
-            return pwrite(fd, b, p.count, off_t(offset))
-        }
-        guard n == bytes.count else {
-            throw TraceError(
-                file: path, location: .file, message: "write failed: \(String(cString: strerror(errno)))", exitCode: 74)
-        }
-        return true
-    }
-
-    /// Appends bytes.
-    public func write(_ bytes: [UInt8]) throws {
-        var off = 0
-        while off < bytes.count {
-            let n = bytes.withUnsafeBytes { p -> Int in
-                guard let b = p.baseAddress else { return 0 }
-                return Foundation.write(fd, b + off, bytes.count - off)
-            }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                throw TraceError(
-                    file: path, location: .file, message: "write failed: \(String(cString: strerror(errno)))", exitCode: 74)
-            }
-            off += n
-        }
-    }
-
-    /// Closes the temporary file and renames it to the final path.
-    public func commit() throws {
-        done = true
-        guard let tempPath else { return }
-        if fsync(fd) != 0 || close(fd) != 0 {
-            let msg = String(cString: strerror(errno))
-            unlink(tempPath)
-            throw TraceError(file: path, location: .file, message: "write failed: \(msg)", exitCode: 74)
-        }
-        if rename(tempPath, path) != 0 {
-            let msg = String(cString: strerror(errno))
-            unlink(tempPath)
-            throw TraceError(file: path, location: .file, message: "cannot create: \(msg)", exitCode: 73)
-        }
-    }
-
-    /// Removes the temporary file.
-    public func abandon() {
-        done = true
-        guard let tempPath else { return }
-        close(fd)
-        unlink(tempPath)
     }
 }

@@ -80,6 +80,10 @@ struct RecordMapper {
             } else if options.timeScale != 1 {
                 r.time = t * options.timeScale
             }
+            // Checked after scaling: that is the time the simulator's clock will run to.
+            if let mapped = r.time, let problem = TraceRecord.timeProblem(mapped) {
+                throw TraceError(file: fileName, location: loc, message: problem)
+            }
         }
         if r.op == .flush { return r }
         if options.offsetShift != 0 {

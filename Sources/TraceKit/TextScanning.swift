@@ -12,8 +12,20 @@ struct LineScanner {
     let input: ByteInput
     /// 1-based number of the line most recently returned.
     private(set) var lineNumber = 0
+    /// The longest line accepted, in bytes without its line break. Checked while the line is
+    /// still being read, so a file without line breaks (`/dev/zero`, a binary file read as
+    /// text) fails after one limit's worth of input instead of buffering all of it.
+    static let maxLineBytes = 1 << 20
 
     init(_ input: ByteInput) { self.input = input }
+
+    private func tooLong() -> TraceError {
+        TraceError(
+            file: input.fileName, location: .line(lineNumber + 1),
+            message:
+                "line is longer than \(Self.maxLineBytes) bytes (the limit for a text trace line; a binary file or one without line breaks?)"
+        )
+    }
 
     /// The next line's range in `input.buffer`, or `nil` at end of input.
     mutating func nextLine() throws -> Range<Int>? {
@@ -27,6 +39,9 @@ struct LineScanner {
                 return UnsafeRawPointer(hit) - UnsafeRawPointer(b)
             }
             if let nl = found {
+                if nl - s > Self.maxLineBytes + 1 || (nl - s == Self.maxLineBytes + 1 && input.buffer[nl - 1] != 0x0D) {
+                    throw tooLong()
+                }
                 lineNumber += 1
                 input.start = nl + 1
                 var lineEnd = nl
@@ -34,11 +49,19 @@ struct LineScanner {
                 return s..<lineEnd
             }
             let scanned = e - s
+            // More than the limit plus a possible `\r` and still no line break: stop here, before
+            // the buffer grows any further.
+            if scanned > Self.maxLineBytes + 1 { throw tooLong() }
             if try input.fill() {
                 searchFrom = input.start + scanned
                 continue
             }
             guard input.start < input.end else { return nil }
+            if input.end - input.start > Self.maxLineBytes + 1
+                || (input.end - input.start == Self.maxLineBytes + 1 && input.buffer[input.end - 1] != 0x0D)
+            {
+                throw tooLong()
+            }
             lineNumber += 1
             let r = input.start..<input.end
             input.start = input.end

@@ -12,7 +12,7 @@ public struct TraceRecord: Equatable, Hashable, Sendable {
         case write
         /// Discard / TRIM / UNMAP (`D`).
         case discard
-        /// Write zeroes (`Z`).
+        /// Write zeroes (`Z`; `ZU` with ``Flags/unmap``, qemu-io `write -z -u`).
         case writeZeroes
         /// Flush the disk's volatile cache (`F`); offset and length are 0.
         case flush
@@ -155,4 +155,24 @@ public struct ArrayTraceReader: TraceReader {
 
     /// `.line(n)` where n is the 1-based position of the last record returned.
     public var location: TraceLocation { .line(position) }
+}
+
+extension TraceRecord {
+    /// The largest accepted timestamp: 2^52 s (about 143 million years). Below it every whole
+    /// second is an exact `Double`, and so is every cache-clean tick `k × interval` (intervals
+    /// are whole seconds below 2^32, qcow2-model.md §3.7), so tick times never round. A larger
+    /// value is almost always a clock in micro- or nanoseconds read as seconds.
+    public static let maxTime: Double = 0x1p52
+
+    /// Why `time` cannot be a trace time (not finite, negative, or above ``maxTime``); nil if it
+    /// can.
+    public static func timeProblem(_ time: Double) -> String? {
+        if !time.isFinite { return "time \(time) is not a finite number of seconds" }
+        if time < 0 { return "time \(time) is negative" }
+        if time > maxTime {
+            return
+                "time \(time) s is beyond the limit of 4503599627370496 s (2^52; a clock in micro- or nanoseconds read as seconds? scale it with --time-scale)"
+        }
+        return nil
+    }
 }

@@ -38,8 +38,9 @@ public struct TraceSummary: Sendable {
     public private(set) var maxEnd: UInt64 = 0
     /// Request-size histogram: key = the smallest power of two ≥ the length, value = count.
     public private(set) var sizeHistogram: [UInt64: Int] = [:]
-    private var clusters: Set<UInt64> = []
-    private var tables: Set<UInt64> = []
+    /// Cluster numbers touched, as ranges: memory follows the number of distinct requests,
+    /// not their lengths.
+    private var clusters = IntervalSet()
 
     /// An empty summary for `clusterSize`-byte clusters (a power of two, 512 B to 2 MiB).
     public init(clusterSize: UInt64 = 65536) {
@@ -47,17 +48,38 @@ public struct TraceSummary: Sendable {
     }
 
     /// Distinct clusters touched.
-    public var footprintClusters: Int { clusters.count }
+    public var footprintClusters: Int { footprint.clusters }
     /// Distinct L2 tables touched.
-    public var footprintL2Tables: Int { tables.count }
+    public var footprintL2Tables: Int { footprint.tables }
     /// L2 cache bytes to hold every touched table (full coverage of the footprint).
-    public var l2CacheBytesFullCoverage: UInt64 { UInt64(tables.count) * clusterSize }
+    public var l2CacheBytesFullCoverage: UInt64 { UInt64(footprint.tables) * clusterSize }
     /// L2 cache bytes QEMU needs to cover a disk ending at ``maxEnd``: 8 bytes per cluster,
     /// rounded up to whole tables (qcow2 docs/qcow2-cache.txt).
     public var l2CacheBytesForSpan: UInt64 {
-        let clustersSpanned = (maxEnd + clusterSize - 1) / clusterSize
+        // Rounded up without overflow: maxEnd may be close to 2^64.
+        let clustersSpanned = maxEnd / clusterSize + (maxEnd % clusterSize == 0 ? 0 : 1)
         let entriesPerTable = clusterSize / 8
-        return (clustersSpanned + entriesPerTable - 1) / entriesPerTable * clusterSize
+        return (clustersSpanned / entriesPerTable + (clustersSpanned % entriesPerTable == 0 ? 0 : 1)) * clusterSize
+    }
+
+    /// Distinct clusters and distinct L2 tables (one per `clusterSize / 8` clusters) of the
+    /// footprint, counted over the merged cluster ranges: a range's tables are
+    /// `first / perTable ... last / perTable`, and a table shared with the previous range is
+    /// counted once.
+    private var footprint: (clusters: Int, tables: Int) {
+        let perTable = clusterSize / 8
+        var clusterCount: UInt64 = 0
+        var tableCount: UInt64 = 0
+        var lastTable: UInt64?
+        for r in clusters.ranges {
+            clusterCount += r.upperBound - r.lowerBound
+            var first = r.lowerBound / perTable
+            let last = (r.upperBound - 1) / perTable
+            if let t = lastTable, t == first { first += 1 }
+            if first <= last { tableCount += last - first + 1 }
+            lastTable = last
+        }
+        return (Int(clusterCount), Int(tableCount))
     }
 
     /// Adds one record.
@@ -78,15 +100,13 @@ public struct TraceSummary: Sendable {
             r.length <= 1 ? r.length : (r.length > 1 << 63 ? 1 << 63 : 1 << (64 - UInt64((r.length - 1).leadingZeroBitCount)))
         sizeHistogram[bucket, default: 0] += 1
         guard r.length > 0 else { return }
-        let end = r.offset &+ r.length
+        // Saturating: without a disk size a record may claim to end past 2^64.
+        let (sum, overflow) = r.offset.addingReportingOverflow(r.length)
+        let end = overflow ? UInt64.max : sum
         maxEnd = Swift.max(maxEnd, end)
-        let perTable = clusterSize / 8
-        var c = r.offset / clusterSize
+        let first = r.offset / clusterSize
         let last = (end - 1) / clusterSize
-        while c <= last {
-            if clusters.insert(c).inserted { tables.insert(c / perTable) }
-            c += 1
-        }
+        clusters.insert(first..<(last + 1))
     }
 
     /// A JSON object (stable key order).
@@ -95,6 +115,7 @@ public struct TraceSummary: Sendable {
             guard let d else { return "null" }
             return d == d.rounded() && abs(d) < 1e15 ? String(Int64(d)) : "\(d)"
         }
+        let fp = footprint
         let hist = sizeHistogram.keys.sorted().map { "{\"max_bytes\": \($0), \"count\": \(sizeHistogram[$0] ?? 0)}" }
         return """
             {
@@ -113,9 +134,9 @@ public struct TraceSummary: Sendable {
               "max_offset_end": \(maxEnd),
               "request_size_histogram": [\(hist.joined(separator: ", "))],
               "cluster_size": \(clusterSize),
-              "footprint_clusters": \(clusters.count),
-              "footprint_l2_tables": \(tables.count),
-              "l2_cache_bytes_full_coverage": \(l2CacheBytesFullCoverage),
+              "footprint_clusters": \(fp.clusters),
+              "footprint_l2_tables": \(fp.tables),
+              "l2_cache_bytes_full_coverage": \(UInt64(fp.tables) * clusterSize),
               "l2_cache_bytes_for_span": \(l2CacheBytesForSpan)
             }
 
@@ -124,18 +145,21 @@ public struct TraceSummary: Sendable {
 
     /// A human-readable report.
     public func text() -> String {
+        let fp = footprint
         var s = """
             records        \(records) (\(reads) reads, \(writes) writes, \(discards) discards, \(writeZeroes) write-zeroes, \(flushes) flushes)
             bytes          \(bytesRead) read, \(bytesWritten) written, \(bytesDiscarded) discarded, \(bytesZeroed) zeroed
             time           \(firstTime.map { "\($0)" } ?? "-") to \(lastTime.map { "\($0)" } ?? "-") s
             span           0 to \(maxEnd) bytes
-            footprint      \(clusters.count) clusters of \(clusterSize) bytes in \(tables.count) L2 tables
-            L2 cache       \(l2CacheBytesFullCoverage) bytes for full coverage of the footprint, \(l2CacheBytesForSpan) for the whole span
+            footprint      \(fp.clusters) clusters of \(clusterSize) bytes in \(fp.tables) L2 tables
+            L2 cache       \(UInt64(fp.tables) * clusterSize) bytes for full coverage of the footprint, \(l2CacheBytesForSpan) for the whole span
             request sizes
 
             """
         for k in sizeHistogram.keys.sorted() {
-            s += "  <= \(String(k).padding(toLength: 12, withPad: " ", startingAt: 0)) \(sizeHistogram[k] ?? 0)\n"
+            // Padded to 12 columns, never cut: 2^40 and above have 13 or more digits.
+            let label = String(k)
+            s += "  <= \(label)\(String(repeating: " ", count: max(0, 12 - label.count))) \(sizeHistogram[k] ?? 0)\n"
         }
         return s
     }

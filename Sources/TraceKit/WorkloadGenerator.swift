@@ -202,6 +202,12 @@ public struct WorkloadSpec: Sendable, Equatable {
             guard interval >= 0 && interval.isFinite else {
                 throw bad("interval '\(interval)' must be a non-negative number of seconds")
             }
+            // The last record's time must stay a usable trace time (`TraceRecord.maxTime`).
+            let last = Double(Swift.max(count - 1, 0)) * interval
+            guard last <= TraceRecord.maxTime else {
+                throw bad(
+                    "interval '\(interval)' puts record \(count) beyond the trace time limit of 4503599627370496 s (2^52)")
+            }
         }
         switch pattern {
         case .zipf(let theta):

@@ -46,7 +46,7 @@ public struct InterleavingCheck: Equatable, Sendable, Codable {
     public var request: Int
     /// Its trace location.
     public var traceLocation: String?
-    /// Whether the request is a write (writes are flagged, not failed, §13).
+    /// Whether the request is a write.
     public var write: Bool
     /// The simulator classified it as multi-segment.
     public var simulatorMarked: Bool
@@ -54,7 +54,8 @@ public struct InterleavingCheck: Equatable, Sendable, Codable {
     public var qemuPooled: Bool
     /// The global orders were identical.
     public var identicalOrder: Bool
-    /// QEMU's order is an interleaving of the simulator's per-image sequences.
+    /// QEMU's order is the simulator's, or an interleaving of the simulator's sequences per
+    /// image and coroutine (the request's own and each task's, §13).
     public var passed: Bool
 
     /// Creates a check record.
@@ -74,8 +75,13 @@ public struct InterleavingCheck: Equatable, Sendable, Codable {
 
 /// The result of comparing two event streams.
 public struct Comparison: Sendable {
-    /// No divergence anywhere that was compared (flagged multi-segment writes excepted).
-    public var identical: Bool { firstDivergence == nil }
+    /// Every compared event matched, in order.
+    public var identical: Bool { firstDivergence == nil && equivalentRequests.isEmpty }
+    /// No divergence, but some requests' events came in another valid concurrent order.
+    public var equivalent: Bool { firstDivergence == nil && !equivalentRequests.isEmpty }
+    /// Requests (0-based) whose events are a valid interleaving of their concurrent coroutines
+    /// in another order than the simulator's.
+    public var equivalentRequests: [Int] = []
     /// The first divergence, or nil.
     public var firstDivergence: Divergence?
     /// Number of requests (plus open and close) whose events differ.
@@ -93,9 +99,10 @@ public struct Comparison: Sendable {
 /// Lines are compared without the image field (QEMU does not print one). Each span (open, each
 /// request, close) is compared separately, so one divergence does not hide later agreement:
 /// * a single-segment request must match exactly;
-/// * a request that either side classifies as multi-segment passes if QEMU's order is an
-///   interleaving of the simulator's per-image sequences (`interleave`); a multi-segment
-///   *write* that fails is flagged in `multiSegment` but is not a divergence;
+/// * a request that either side classifies as multi-segment matches exactly, or is
+///   *equivalent* when QEMU's order is an interleaving of the simulator's sequences per image
+///   and coroutine (`interleave`: the request's own and each write task's, whose relative order
+///   depends on I/O completion, §13); anything else is a divergence;
 /// * the close is compared only when `compareClose` (qemu-io; qemu-system's tail differs, §10).
 ///
 /// Image attribution: a matching span takes the simulator's labels (or the interleaving's);
@@ -144,21 +151,23 @@ public enum Comparator {
                     request: i, traceLocation: loc, write: isWrite, simulatorMarked: simMulti, qemuPooled: pooled,
                     identicalOrder: false,
                     passed: false)
+                let tasks = byRequest[i].map { expected.tasks(ofRequest: $0) }
                 if same(e, a) {
                     check.identicalOrder = true
                     check.passed = true
                     for (k, ev) in zip(a.indices, e) { labels[k] = ev.image }
-                } else if let found = interleave(expected: e, actual: a) {
+                } else if let found = interleave(expected: e, tasks: tasks, actual: a) {
                     check.passed = true
+                    result.equivalentRequests.append(i)
                     for (k, img) in zip(a.indices, found) { labels[k] = img }
                 } else {
                     greedyLabels(e, a, labels: &labels, topImage: topImage)
-                    if !isWrite {
-                        note(
-                            divergence(
-                                e, a, actual: actual, labels: labels, phase: "request", request: i, location: loc,
-                                reason: "not an interleaving of the simulator's per-image sequences (multi-segment read)"))
-                    }
+                    note(
+                        divergence(
+                            e, a, actual: actual, labels: labels, phase: "request", request: i, location: loc,
+                            reason:
+                                "not an interleaving of the simulator's concurrent tasks (multi-segment \(isWrite ? "write" : "read"))"
+                        ))
                 }
                 result.multiSegment.append(check)
             } else if let d = compareExact(
@@ -189,7 +198,8 @@ public enum Comparator {
         x.kind == y.kind && x.isL2 == y.isL2 && x.offset == y.offset && x.readFromDisk == y.readFromDisk && x.index == y.index
     }
 
-    static func same(_ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>) -> Bool {
+    /// Whether two event sequences are equal, event for event, without the image field.
+    public static func same(_ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>) -> Bool {
         e.count == a.count && zip(e, a).allSatisfy { matches($0, $1) }
     }
 
@@ -237,15 +247,23 @@ public enum Comparator {
             expected: expectedWindow, actual: actualWindow)
     }
 
-    /// The expected events of each image, in order (keyed by image).
-    static func perImage(_ e: ArraySlice<CacheEvent>) -> [(image: Int, events: [CacheEvent])] {
-        var order: [Int] = []
-        var seqs: [Int: [CacheEvent]] = [:]
-        for ev in e {
-            if seqs[ev.image] == nil { order.append(ev.image) }
-            seqs[ev.image, default: []].append(ev)
+    /// The expected events of each image, in order (keyed by image), or with `tasks` of each
+    /// image and coroutine.
+    static func perImage(_ e: ArraySlice<CacheEvent>, tasks: ArraySlice<Int32>? = nil) -> [(image: Int, events: [CacheEvent])] {
+        struct Key: Hashable {
+            var image: Int
+            var task: Int32
         }
-        return order.map { ($0, seqs[$0] ?? []) }
+        var order: [Key] = []
+        var seqs: [Key: [CacheEvent]] = [:]
+        for (k, ev) in zip(e.indices, e) {
+            var task: Int32 = 0
+            if let tasks, k - e.startIndex < tasks.count { task = tasks[tasks.startIndex + (k - e.startIndex)] }
+            let key = Key(image: ev.image, task: task)
+            if seqs[key] == nil { order.append(key) }
+            seqs[key, default: []].append(ev)
+        }
+        return order.map { ($0.image, seqs[$0] ?? []) }
     }
 
     private static func greedyLabels(_ e: ArraySlice<CacheEvent>, _ a: ArraySlice<CacheEvent>, labels: inout [Int], topImage: Int)
@@ -275,14 +293,17 @@ public enum Comparator {
 
     /// Whether `actual` is an interleaving of the per-image subsequences of `expected`
     /// (each image's events in their expected order, the images merged in any order), and if so
-    /// the image of every actual event. Dynamic programming over position vectors, one layer
+    /// the image of every actual event. With `tasks` (the simulator's coroutine tag of each
+    /// expected event, `EventLog.eventTasks`) the subsequences are per image and coroutine. Dynamic programming over position vectors, one layer
     /// per actual event; identical position vectors reached in different ways are merged.
     ///
     /// - Complexity: O(m · S · k) for m events, k images and S live states per layer (at most
     ///   the product of the per-image lengths; in practice close to the diagonal).
-    public static func interleave(expected: ArraySlice<CacheEvent>, actual: ArraySlice<CacheEvent>) -> [Int]? {
+    public static func interleave(
+        expected: ArraySlice<CacheEvent>, tasks: ArraySlice<Int32>? = nil, actual: ArraySlice<CacheEvent>
+    ) -> [Int]? {
         guard expected.count == actual.count else { return nil }
-        let seqs = perImage(expected)
+        let seqs = perImage(expected, tasks: tasks)
         if seqs.isEmpty { return actual.isEmpty ? [] : nil }
         var layers: [[[Int]]] = [[[Int](repeating: 0, count: seqs.count)]]
         var parents: [[(Int, Int)]] = [[]]

@@ -34,31 +34,37 @@ public struct ImageBuilder: Sendable {
     /// by qemu-io (fresh image, or `preallocation=metadata`). Throws for combinations that
     /// cannot be realised.
     public static func populateCommands(_ config: SimulationConfig) throws -> [String] {
+        try populateCommands(config, layer: 0)
+    }
+
+    /// The qemu-io commands that populate chain image `layer` (its `populatePlan`), in order.
+    public static func populateCommands(_ config: SimulationConfig, layer: Int) throws -> [String] {
         let ranges: [ByteRange]
-        switch config.populate {
+        let plan = config.populatePlan(layer: layer)
+        switch plan.populate {
         case .none: return []
         case .full:
-            if config.populateMode == .metadata { return [] }
+            if plan.mode == .metadata { return [] }
             ranges = [ByteRange(start: 0, length: config.virtualSize)]
         case .ranges(let r):
-            if config.populateMode == .metadata {
+            if plan.mode == .metadata {
                 throw ValidationError.usage(
                     "populate mode 'metadata' covers the whole disk only; use 'zero' or 'data' for ranges")
             }
             ranges = r
         }
-        let piece = config.populateMode == .zero ? zeroPieceBytes : dataPieceBytes
+        let piece = plan.mode == .zero ? zeroPieceBytes : dataPieceBytes
         var commands: [String] = []
         for range in ranges {
-            let end = range.start + range.length
-            guard end <= config.virtualSize else {
+            guard range.endsWithin(config.virtualSize) else {
                 throw ValidationError.usage(
                     "populate range \(range.start)+\(range.length) ends beyond the disk size \(config.virtualSize)")
             }
+            let end = range.start + range.length
             var start = range.start
             while start < end {
                 let len = min(piece, end - start)
-                commands.append(config.populateMode == .zero ? "write -q -z \(start) \(len)" : "write -q \(start) \(len)")
+                commands.append(plan.mode == .zero ? "write -q -z \(start) \(len)" : "write -q \(start) \(len)")
                 start += len
             }
         }
@@ -85,25 +91,26 @@ public struct ImageBuilder: Sendable {
                 )
             }
         } else {
-            var args = ["create", "-q", "-f", "qcow2"]
-            if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
-            if config.populate == .full && config.populateMode == .metadata { args += ["-o", "preallocation=metadata"] }
-            args += [Self.fileName(0), String(config.virtualSize)]
-            _ = try runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: directory))
-            let commands = try Self.populateCommands(config)
-            if !commands.isEmpty {
-                let input = Data((commands.joined(separator: "\n") + "\n").utf8)
-                _ = try runner.runChecked(
-                    ProcessRequest(
-                        executable: "qemu-io", arguments: ["-t", "unsafe", "-f", "qcow2", Self.fileName(0)], standardInput: input,
-                        workingDirectory: directory, outputLimit: 8192))
-            }
-            paths.append(directory + "/" + Self.fileName(0))
-            for i in 1..<config.chainLength {
-                var args = ["create", "-q", "-f", "qcow2", "-b", Self.fileName(i - 1), "-F", "qcow2"]
+            // Each image: qemu-img create with the chain-wide -o, then the layer's own (qemu-img
+            // takes an option's last value), then that layer's populate session (qemu-io, unsafe;
+            // on an overlay its writes copy from the images below, populated first).
+            for i in 0..<config.chainLength {
+                var args = ["create", "-q", "-f", "qcow2"]
+                if i > 0 { args += ["-b", Self.fileName(i - 1), "-F", "qcow2"] }
                 if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
+                if let own = config.layers[i]?.createOptions, !own.isEmpty { args += ["-o", own] }
+                let plan = config.populatePlan(layer: i)
+                if plan.populate == .full && plan.mode == .metadata { args += ["-o", "preallocation=metadata"] }
                 args += [Self.fileName(i), String(config.virtualSize)]
                 _ = try runner.runChecked(ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: directory))
+                let commands = try Self.populateCommands(config, layer: i)
+                if !commands.isEmpty {
+                    let input = Data((commands.joined(separator: "\n") + "\n").utf8)
+                    _ = try runner.runChecked(
+                        ProcessRequest(
+                            executable: "qemu-io", arguments: ["-t", "unsafe", "-f", "qcow2", Self.fileName(i)],
+                            standardInput: input, workingDirectory: directory, outputLimit: 8192))
+                }
                 paths.append(directory + "/" + Self.fileName(i))
             }
         }

@@ -167,17 +167,27 @@ private final class Sampler: @unchecked Sendable {
     }
 }
 
-/// Runs programs with Foundation's `Process`: argv only, standard input fed from one thread
-/// while two others drain standard output and standard error, so neither side can block on a
-/// full pipe however large the trace.
+/// Runs programs with posix_spawn (``ChildProcess``): argv only, each child the leader of its
+/// own process group, standard input fed from one thread while two others drain standard output
+/// and standard error, so neither side can block on a full pipe however large the trace. A
+/// watchdog kills a child that makes no progress for `inactivityTimeout` seconds
+/// (``ValidationError/toolTimedOut(argv:seconds:outputTail:)``, exit 70).
 public struct SystemProcessRunner: ProcessRunner {
     /// Directories searched for bare program names; `nil` uses the `PATH` environment variable.
     public var searchPath: [String]?
+    /// Seconds without output, CPU time or file I/O after which a child is killed (`--qemu-timeout`);
+    /// nil or 0 waits forever.
+    public var inactivityTimeout: Double?
+
+    /// The default watchdog: five minutes without any sign of life (a populate of a large image
+    /// keeps qemu-io busy, so only a real hang lasts that long).
+    public static let defaultInactivityTimeout = 300.0
 
     /// Creates a runner; pass `searchPath` to override `PATH` (tests use an empty directory to
     /// simulate a machine without QEMU).
-    public init(searchPath: [String]? = nil) {
+    public init(searchPath: [String]? = nil, inactivityTimeout: Double? = SystemProcessRunner.defaultInactivityTimeout) {
         self.searchPath = searchPath
+        self.inactivityTimeout = inactivityTimeout
     }
 
     /// The absolute path of `executable`, or `nil`.
@@ -194,50 +204,32 @@ public struct SystemProcessRunner: ProcessRunner {
         return nil
     }
 
-    private func makeProcess(_ request: ProcessRequest) throws -> Process {
+    private func spawn(_ request: ProcessRequest, pipeInput: Bool) throws -> ChildProcess {
         guard let path = locate(request.executable) else {
             throw ValidationError.toolMissing(tool: request.executable, packages: QemuPackages.all)
         }
         // A child that exits before reading all its input must give us EPIPE, not kill us.
         signal(SIGPIPE, SIG_IGN)
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = request.arguments
-        if let dir = request.workingDirectory { process.currentDirectoryURL = URL(fileURLWithPath: dir) }
-        return process
+        return try ChildProcess.spawn(
+            path: path, argv: request.argv, workingDirectory: request.workingDirectory, pipeInput: pipeInput)
     }
 
     /// Runs `request` to completion.
     public func run(_ request: ProcessRequest) throws -> ProcessResult {
-        let process = try makeProcess(request)
-        let outPipe = Pipe()
-        let errPipe = Pipe()
-        let inPipe: Pipe? = request.standardInput == nil ? nil : Pipe()
-        process.standardOutput = outPipe
-        process.standardError = errPipe
-        if let inPipe { process.standardInput = inPipe } else { process.standardInput = FileHandle.nullDevice }
-
+        let start = Date()
+        let child = try spawn(request, pipeInput: request.standardInput != nil)
         let out = TailBuffer(limit: request.outputLimit)
         let err = TailBuffer(limit: 4096)
         let group = DispatchGroup()
-        let start = Date()
-        do {
-            try process.run()
-        } catch {
-            throw ValidationError.toolFailed(argv: request.argv, status: 127, outputTail: "cannot start: \(error)")
-        }
-        let pid = process.processIdentifier
+        let pid = child.pid
         let sampler = Sampler()
-        let outHandle = outPipe.fileHandleForReading
-        let errHandle = errPipe.fileHandleForReading
-        spawnThread(group) { Self.drain(outHandle, into: out) }
-        spawnThread(group) { Self.drain(errHandle, into: err) }
-        if let inPipe, let input = request.standardInput {
-            let writer = inPipe.fileHandleForWriting
+        spawnThread(group) { drain(child.stdoutFD, into: out, child) }
+        spawnThread(group) { drain(child.stderrFD, into: err, child) }
+        if let input = request.standardInput {
             spawnThread(group) {
                 // EPIPE (the child stopped reading) is reported through its exit status.
-                try? writer.write(contentsOf: input)
-                try? writer.close()
+                feed(input, to: child)
+                close(child.stdinFD)
             }
         }
         if request.measureMemory {
@@ -248,37 +240,62 @@ public struct SystemProcessRunner: ProcessRunner {
                 }
             }
         }
-        process.waitUntilExit()
+        child.startWatchdog(timeout: inactivityTimeout)
+        let status = child.wait()
         sampler.stop()
         group.wait()
-        let elapsed = Date().timeIntervalSince(start)
-        let status: Int32 =
-            process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-        return ProcessResult(
+        close(child.stdoutFD)
+        close(child.stderrFD)
+        let result = ProcessResult(
             status: status, standardOutput: out.value, standardErrorTail: String(decoding: err.value, as: UTF8.self),
-            wallTime: elapsed, peakResidentBytes: sampler.value)
-    }
-
-    private static func drain(_ handle: FileHandle, into buffer: TailBuffer) {
-        while true {
-            let chunk = handle.availableData
-            if chunk.isEmpty { break }
-            buffer.append(chunk)
+            wallTime: Date().timeIntervalSince(start), peakResidentBytes: sampler.value)
+        if child.timedOut {
+            throw ValidationError.toolTimedOut(argv: request.argv, seconds: inactivityTimeout ?? 0, outputTail: result.outputTail)
         }
+        return result
     }
 
     /// Starts `request` for line-by-line interaction.
     public func start(_ request: ProcessRequest) throws -> any InteractiveProcess {
-        let process = try makeProcess(request)
-        return try SystemInteractiveProcess(process: process, request: request)
+        let child = try spawn(request, pipeInput: true)
+        return SystemInteractiveProcess(child: child, request: request, inactivityTimeout: inactivityTimeout)
     }
 }
 
-/// A line-oriented conversation with a running program (QMP on stdio).
+/// Reads `fd` to its end into `buffer`, telling the watchdog about every chunk.
+private func drain(_ fd: Int32, into buffer: TailBuffer, _ child: ChildProcess) {
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { p in p.baseAddress.map { read(fd, $0, p.count) } ?? 0 }
+        if n < 0 && errno == EINTR { continue }
+        guard n > 0 else { return }
+        child.noteActivity()
+        buffer.append(Data(chunk[0..<n]))
+    }
+}
+
+/// Writes `data` to the child's standard input in 64 KiB pieces (each one progress); stops at
+/// the first error (EPIPE when the child exited).
+private func feed(_ data: Data, to child: ChildProcess) {
+    data.withUnsafeBytes { raw in
+        guard let base = raw.baseAddress else { return }
+        var off = 0
+        while off < raw.count {
+            let n = write(child.stdinFD, base + off, min(65536, raw.count - off))
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }
+            child.noteActivity()
+            off += n
+        }
+    }
+}
+
+/// A line-oriented conversation with a running program (QMP on stdio). The watchdog only runs
+/// while we wait for it (an answer, its exit): between paced requests it is idle by design.
 final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
-    private let process: Process
+    private let child: ChildProcess
     private let request: ProcessRequest
-    private let input: FileHandle
+    private let inactivityTimeout: Double?
     private let condition = NSCondition()
     private var lines: [String] = []
     private var pending = Data()
@@ -287,37 +304,30 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
     private let group = DispatchGroup()
     private let sampler = Sampler()
     private let start = Date()
+    private var inputClosed = false
 
-    init(process: Process, request: ProcessRequest) throws {
-        self.process = process
+    init(child: ChildProcess, request: ProcessRequest, inactivityTimeout: Double?) {
+        self.child = child
         self.request = request
-        let inPipe = Pipe()
-        let outPipe = Pipe()
-        let errPipe = Pipe()
-        process.standardInput = inPipe
-        process.standardOutput = outPipe
-        process.standardError = errPipe
-        input = inPipe.fileHandleForWriting
-        do {
-            try process.run()
-        } catch {
-            throw ValidationError.toolFailed(argv: request.argv, status: 127, outputTail: "cannot start: \(error)")
-        }
-        let outHandle = outPipe.fileHandleForReading
-        let errHandle = errPipe.fileHandleForReading
+        self.inactivityTimeout = inactivityTimeout
+        child.setWatching(false)
         let err = self.err
         spawnThread(group) { [self] in
+            var chunk = [UInt8](repeating: 0, count: 65536)
             while true {
-                let chunk = outHandle.availableData
+                var n = chunk.withUnsafeMutableBytes { p in p.baseAddress.map { read(child.stdoutFD, $0, p.count) } ?? 0 }
+                if n < 0 && errno == EINTR { continue }
+                if n < 0 { n = 0 }
+                if n > 0 { child.noteActivity() }
                 condition.lock()
-                if chunk.isEmpty {
+                if n == 0 {
                     if !pending.isEmpty { lines.append(String(decoding: pending, as: UTF8.self)); pending = Data() }
                     outputClosed = true
                     condition.broadcast()
                     condition.unlock()
                     break
                 }
-                pending.append(chunk)
+                pending.append(contentsOf: chunk[0..<n])
                 while let nl = pending.firstIndex(of: UInt8(ascii: "\n")) {
                     lines.append(String(decoding: pending[pending.startIndex..<nl], as: UTF8.self))
                     pending = Data(pending[(nl + 1)...])
@@ -326,15 +336,9 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
                 condition.unlock()
             }
         }
-        spawnThread(group) {
-            while true {
-                let chunk = errHandle.availableData
-                if chunk.isEmpty { break }
-                err.append(chunk)
-            }
-        }
+        spawnThread(group) { drain(child.stderrFD, into: err, child) }
         if request.measureMemory {
-            let pid = process.processIdentifier
+            let pid = child.pid
             let sampler = self.sampler
             spawnThread(nil) {
                 while !sampler.isStopped {
@@ -343,23 +347,33 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
                 }
             }
         }
+        child.startWatchdog(timeout: inactivityTimeout)
     }
 
     func send(_ line: String) throws {
-        do {
-            try input.write(contentsOf: Data((line + "\n").utf8))
-        } catch {
-            throw ValidationError.toolFailed(
-                argv: request.argv, status: -1, outputTail: "cannot write to its input: \(error)\n" + err.valueText)
+        let bytes = Array((line + "\n").utf8)
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { p in p.baseAddress.map { write(child.stdinFD, $0, p.count) } ?? 0 }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else {
+                let message = String(cString: strerror(errno))
+                throw ValidationError.toolFailed(
+                    argv: request.argv, status: -1, outputTail: "cannot write to its input: \(message)\n" + err.valueText)
+            }
+            off += n
         }
     }
 
     func readLine(timeout: Double) throws -> String? {
         let deadline = Date().addingTimeInterval(timeout)
+        child.setWatching(true)
+        defer { child.setWatching(false) }
         condition.lock()
         defer { condition.unlock() }
         while lines.isEmpty && !outputClosed {
             if !condition.wait(until: deadline) {
+                child.killGroup()
                 throw ValidationError.toolFailed(
                     argv: request.argv, status: -1, outputTail: "no answer within \(timeout) s\n" + err.valueText)
             }
@@ -368,15 +382,23 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
     }
 
     func finish() throws -> ProcessResult {
-        try? input.close()
-        process.waitUntilExit()
+        if !inputClosed {
+            inputClosed = true
+            close(child.stdinFD)
+        }
+        child.setWatching(true)
+        let status = child.wait()
         sampler.stop()
         group.wait()
-        let status: Int32 =
-            process.terminationReason == .uncaughtSignal ? 128 + process.terminationStatus : process.terminationStatus
-        return ProcessResult(
+        close(child.stdoutFD)
+        close(child.stderrFD)
+        let result = ProcessResult(
             status: status, standardOutput: Data(), standardErrorTail: err.valueText,
             wallTime: Date().timeIntervalSince(start), peakResidentBytes: sampler.value)
+        if child.timedOut {
+            throw ValidationError.toolTimedOut(argv: request.argv, seconds: inactivityTimeout ?? 0, outputTail: result.outputTail)
+        }
+        return result
     }
 }
 

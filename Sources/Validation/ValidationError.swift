@@ -7,6 +7,9 @@ public enum ValidationError: Error, Equatable, Sendable, CustomStringConvertible
     case toolMissing(tool: String, packages: [String])
     /// A QEMU process failed: its argv, exit status and the tail of what it printed; exit 70.
     case toolFailed(argv: [String], status: Int32, outputTail: String)
+    /// A QEMU process made no progress (no output, CPU time or file I/O) for `seconds` and was
+    /// killed by the watchdog: its argv and the tail of what it printed; exit 70.
+    case toolTimedOut(argv: [String], seconds: Double, outputTail: String)
     /// The configuration or the command line cannot be realised: exit 64 (EX_USAGE).
     case usage(String)
     /// The input trace cannot be replayed (for example a request beyond the disk): exit 65.
@@ -22,7 +25,7 @@ public enum ValidationError: Error, Equatable, Sendable, CustomStringConvertible
     public var exitCode: Int32 {
         switch self {
         case .toolMissing: 69
-        case .toolFailed, .badQemuLog: 70
+        case .toolFailed, .toolTimedOut, .badQemuLog: 70
         case .usage: 64
         case .badTrace: 65
         case .noInput: 66
@@ -38,6 +41,12 @@ public enum ValidationError: Error, Equatable, Sendable, CustomStringConvertible
             return "'\(tool)' not found in PATH; install QEMU 7.2 (Debian/Ubuntu: apt-get install \(list))"
         case .toolFailed(let argv, let status, let tail):
             var s = "'\(ValidationError.render(argv))' failed with exit status \(status)"
+            let trimmed = tail.trimmingCharacters(in: .whitespacesAndNewlines)
+            s += trimmed.isEmpty ? " (it printed nothing)" : "; its output ended with:\n" + trimmed
+            return s
+        case .toolTimedOut(let argv, let seconds, let tail):
+            let time = seconds == seconds.rounded() ? String(Int(seconds)) : String(seconds)
+            var s = "'\(ValidationError.render(argv))' made no progress for \(time) s (no output, CPU time or file I/O) and was killed"
             let trimmed = tail.trimmingCharacters(in: .whitespacesAndNewlines)
             s += trimmed.isEmpty ? " (it printed nothing)" : "; its output ended with:\n" + trimmed
             return s

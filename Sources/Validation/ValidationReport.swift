@@ -22,7 +22,7 @@ public struct MultiSegmentSummary: Equatable, Sendable, Codable {
     public var passed: Int
     /// Of those, how many had the very same global order.
     public var identicalOrder: Int
-    /// Multi-segment writes whose order is not an interleaving: flagged, not failed.
+    /// Multi-segment writes whose order is not an interleaving of their coroutines: divergences.
     public var flaggedWrites: Int
     /// Multi-segment reads whose order is not an interleaving: divergences.
     public var failedReads: Int
@@ -40,12 +40,31 @@ public struct QemuRunStats: Equatable, Sendable, Codable {
     public var peakResidentBytes: UInt64?
 }
 
+/// What a validation found (README "validate outcomes").
+public enum ValidationOutcome: String, Equatable, Sendable, Codable {
+    /// Every compared event matched, in order (exit 0).
+    case identical
+    /// Every request's events are a valid interleaving of the coroutines QEMU runs concurrently
+    /// for it (§13) and every count is equal, but some requests' order differs (exit 3).
+    case equivalent
+    /// Events or counts differ (exit 1).
+    case divergent
+    /// QEMU's side only (`--qemu-only`; exit 0).
+    case notCompared = "not compared"
+}
+
 /// The outcome of `qcow2sim validate`.
 public struct ValidationReport: Equatable, Sendable, Codable {
     /// Whether a simulated log was compared (false for a QEMU-only run).
     public var compared: Bool
-    /// Every compared event matched.
+    /// Every compared event matched, in order.
     public var identical: Bool
+    /// Requests (0-based) QEMU ran in another valid concurrent order (`equivalent`).
+    public var equivalentRequests: [Int] = []
+    /// The trace location of each of `equivalentRequests`.
+    public var equivalentLocations: [String] = []
+    /// `--strict`: an `equivalent` run fails (exit 1) like a divergent one.
+    public var strict = false
     /// `qemu-io` or `qemu-system`.
     public var tool: String
     /// QEMU's argv.
@@ -79,15 +98,52 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     /// Remarks (what was not compared, classification disagreements).
     public var notes: [String]
 
-    /// The sysexits-style status: 0 identical, 1 divergent (like `diff`).
-    public var exitCode: Int32 { identical || !compared ? 0 : 1 }
+    /// identical, equivalent, divergent or not compared.
+    public var outcome: ValidationOutcome {
+        if !compared { return .notCompared }
+        if identical { return .identical }
+        if firstDivergence == nil && !equivalentRequests.isEmpty { return .equivalent }
+        return .divergent
+    }
+
+    /// The exit status: 0 identical (or not compared), 3 equivalent (1 with `strict`),
+    /// 1 divergent (like `diff`).
+    public var exitCode: Int32 {
+        switch outcome {
+        case .identical, .notCompared: 0
+        case .equivalent: strict ? 1 : 3
+        case .divergent: 1
+        }
+    }
+
+    /// The equivalent requests as `request 12 (trace line 13)`, at most `limit` of them.
+    func equivalentList(limit: Int = 10) -> String {
+        var items: [String] = []
+        for (k, r) in equivalentRequests.prefix(limit).enumerated() {
+            let loc =
+                k < equivalentLocations.count && !equivalentLocations[k].isEmpty ? " (trace line \(equivalentLocations[k]))" : ""
+            items.append("request \(r)\(loc)")
+        }
+        if equivalentRequests.count > limit { items.append("… \(equivalentRequests.count - limit) more") }
+        return items.joined(separator: ", ")
+    }
 
     /// Pretty-printed JSON with sorted keys.
     public func json() -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         guard let data = try? encoder.encode(self) else { return "{}" }
-        return String(decoding: data, as: UTF8.self) + "\n"
+        // The outcome and exit status are derived, not stored: add them to the object.
+        guard var object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
+            return String(decoding: data, as: UTF8.self) + "\n"
+        }
+        object["outcome"] = outcome.rawValue
+        object["exitCode"] = Int(exitCode)
+        guard
+            let full = try? JSONSerialization.data(
+                withJSONObject: object, options: [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes])
+        else { return String(decoding: data, as: UTF8.self) + "\n" }
+        return String(decoding: full, as: UTF8.self) + "\n"
     }
 
     /// The human-readable report.
@@ -98,6 +154,10 @@ public struct ValidationReport: Equatable, Sendable, Codable {
             s += "not compared: QEMU's side only, \(qemuEvents) cache events over \(requests) requests\n"
         } else if identical {
             s += "identical: QEMU's \(qemuEvents) cache events match the simulation over \(requests) requests (\(scope))\n"
+        } else if outcome == .equivalent {
+            s +=
+                "equivalent\(strict ? " (a failure with --strict)" : ""): every request's events are a valid interleaving of QEMU's concurrent tasks and all counts are equal, "
+                + "but \(equivalentRequests.count) multi-segment request(s) ran in another order than the simulation's (\(scope)): \(equivalentList())\n"
         } else {
             s += "divergent: \(divergentSpans) span(s) differ from the simulation (\(scope))\n"
         }
@@ -122,12 +182,12 @@ public struct ValidationReport: Equatable, Sendable, Codable {
         }
         let ms = multiSegment
         if ms.requests > 0 {
-            s += "\nmulti-segment requests: \(ms.requests) checked as interleavings of per-image sequences: "
+            s += "\nmulti-segment requests: \(ms.requests) checked as interleavings per image and coroutine: "
             s +=
-                "\(ms.passed) passed (\(ms.identicalOrder) in identical order), \(ms.failedReads) reads failed, \(ms.flaggedWrites) writes flagged\n"
+                "\(ms.passed) passed (\(ms.identicalOrder) in identical order, \(ms.passed - ms.identicalOrder) in another valid order), \(ms.failedReads) reads and \(ms.flaggedWrites) writes failed\n"
             for c in ms.checks where !c.passed {
                 s +=
-                    "  request \(c.request)\(c.traceLocation.map { " (line \($0))" } ?? ""): \(c.write ? "write flagged" : "read failed")\n"
+                    "  request \(c.request)\(c.traceLocation.map { " (line \($0))" } ?? ""): \(c.write ? "write" : "read") not an interleaving\n"
             }
         }
         s += "\n"
@@ -166,7 +226,7 @@ public struct ValidationReport: Equatable, Sendable, Codable {
         if let mem = simulatedCacheBytes { s += "; simulated cache memory \(Self.mib(mem))" }
         s += "\n"
         for n in notes { s += "note: \(n)\n" }
-        if let k = keptDirectory { s += "kept images and logs in \(k)\n" }
+        if let k = keptDirectory { s += "kept the images and QEMU's raw trace log (\(k)/qemu-trace.log) in \(k)\n" }
         return s
     }
 

@@ -78,13 +78,40 @@ public struct Validator: Sendable {
         self.options = options
     }
 
-    /// The tool used for `config`.
-    public func tool(for config: SimulationConfig) -> ReplayTool {
-        options.tool ?? ReplayTool.automatic(driveOptions: config.driveOptions)
+    /// The tool used for `config` and `input`: the one asked for, or `ReplayTool.automatic`.
+    public func tool(for config: SimulationConfig, input: ValidationInput? = nil) -> ReplayTool {
+        options.tool ?? ReplayTool.automatic(cleanTimer: input.flatMap { cleanTimerPlan(config: config, input: $0) })
+    }
+
+    /// How the cache-clean timer fires over `input` in the simulation, or nil when it never does
+    /// (every image's interval, QEMU's 600 s default included, against the last timestamp).
+    public func cleanTimerPlan(config: SimulationConfig, input: ValidationInput) -> CleanTimerPlan? {
+        var count = config.chainLength
+        if let file = config.imageFile { count = (try? ImageBuilder.backingChain(of: file).count) ?? 1 }
+        guard let intervals = CleanTimerPlan.intervals(config: config, imageCount: count) else { return nil }
+        return CleanTimerPlan(intervals: intervals, records: input.records)
+    }
+
+    /// What to tell the user before a replay whose results will differ from the simulation for a
+    /// reason the comparison cannot show: qemu-io chosen explicitly for a trace on which the
+    /// simulation fires the clean timer. Nil when there is nothing to say.
+    /// For a compressed qemu-system replay that will take more than a minute, says how long.
+    public func warning(config: SimulationConfig, input: ValidationInput) -> String? {
+        guard let plan = cleanTimerPlan(config: config, input: input) else { return nil }
+        if tool(for: config, input: input) == .qemuIO { return plan.qemuIOWarning(version: config.qemuVersion) }
+        let c = plan.secondsPerUnit(input.records)
+        let seconds = Double(plan.unitIndex(plan.traceEnd) + 1) * Double(c)
+        guard seconds > 60 else { return nil }
+        return
+            "the simulation fires the clean timer \(plan.simulatedTicks) time(s) over \(CleanTimerPlan.seconds(plan.traceEnd)) s "
+            + "of trace (cache-clean-interval \(plan.intervals.map(String.init).joined(separator: "/")) s), which only a VM "
+            + "reproduces: replaying through qemu-system with time compressed \(c)/\(plan.unit), about "
+            + "\(CleanTimerPlan.seconds(seconds)) s (longer if it has to be retried); --drive cache-clean-interval=0 turns the timer "
+            + "off on both sides and lets qemu-io replay at full speed"
     }
 
     /// Checks that the QEMU programs this run needs are installed (exit 69 otherwise).
-    public func checkTools(for config: SimulationConfig) throws {
+    public func checkTools(for config: SimulationConfig, input: ValidationInput? = nil) throws {
         var needed = ["qemu-io"]
         // qemu-img creates the images, or rebases the copies of a user's backing chain.
         if let file = config.imageFile {
@@ -92,30 +119,86 @@ public struct Validator: Sendable {
         } else {
             needed.insert("qemu-img", at: 0)
         }
-        if tool(for: config) == .qemuSystem { needed.append("qemu-system-x86_64") }
+        if tool(for: config, input: input) == .qemuSystem { needed.append("qemu-system-x86_64") }
         for t in needed where runner.locate(t) == nil {
             throw ValidationError.toolMissing(tool: t, packages: QemuPackages.all)
         }
     }
 
+    /// The `major.minor` version the QEMU tool `tool` reports (`qemu-io --version`), or nil when
+    /// it prints none.
+    public func installedVersion(of tool: String) throws -> String? {
+        let result = try runner.run(ProcessRequest(executable: tool, arguments: ["--version"], outputLimit: 4096))
+        return QemuVersion.reported(in: String(decoding: result.standardOutput, as: UTF8.self))
+    }
+
+    /// Refuses a run whose `--qemu-version` is not the version of the QEMU tools it would run:
+    /// the simulation would reproduce one release and be compared with another.
+    public func checkVersion(for config: SimulationConfig, input: ValidationInput? = nil) throws {
+        var tools = ["qemu-io"]
+        if tool(for: config, input: input) == .qemuSystem { tools.append("qemu-system-x86_64") }
+        for t in tools {
+            // A tool that prints no version cannot be checked (every real QEMU prints one).
+            guard let found = try installedVersion(of: t), found != config.qemuVersion.rawValue else { continue }
+            let path = runner.locate(t) ?? t
+            throw ValidationError.usage(
+                "--qemu-version \(config.qemuVersion.rawValue) simulates QEMU \(config.qemuVersion.rawValue), but \(path) is "
+                    + "QEMU \(found): put QEMU \(config.qemuVersion.rawValue)'s tools first on PATH (.ci/setup --more-qemu installs 10.0 and "
+                    + "11.1 under .build/qemu-VERSION/bin), or pass --qemu-version \(found)")
+        }
+    }
+
     /// Builds the images and replays `input` through QEMU; the working directory is removed
-    /// afterwards unless `keepDirectory` is set.
+    /// afterwards unless `keepDirectory` is set. When the simulation fires the clean timer and
+    /// qemu-system replays, time is compressed (`CleanTimerPlan`); a replay that could not keep
+    /// the pace is rebuilt and run again with a larger factor (at most 3 attempts).
     public func replay(config: SimulationConfig, input: ValidationInput) throws -> ReplayResult {
-        try checkTools(for: config)
+        try checkTools(for: config, input: input)
         try QemuIOScript.checkBounds(
             input.records, locations: input.locations, fileName: input.fileName, virtualSize: config.virtualSize)
         try Self.checkReadOnly(config: config, input: input)
+        try checkVersion(for: config, input: input)
         let directory = try makeDirectory()
         defer {
-            if options.keepDirectory == nil { try? FileManager.default.removeItem(atPath: directory) }
+            if options.keepDirectory == nil {
+                try? FileManager.default.removeItem(atPath: directory)
+                Termination.shared.unregister(.directory(directory))
+            }
         }
-        let images = try ImageBuilder(runner: runner).build(config, in: directory)
         let replayer = QemuReplayer(runner: runner, preferIOUring: options.preferIOUring, timeScale: options.timeScale)
-        switch tool(for: config) {
+        let plan = cleanTimerPlan(config: config, input: input)
+        switch tool(for: config, input: input) {
         case .qemuIO:
-            return try replayer.replayQemuIO(config: config, images: images, records: input.records, directory: directory)
+            let images = try ImageBuilder(runner: runner).build(config, in: directory)
+            var result = try replayer.replayQemuIO(config: config, images: images, records: input.records, directory: directory)
+            if let plan { result.notes.append(plan.qemuIOWarning(version: config.qemuVersion)) }
+            return result
         case .qemuSystem:
-            return try replayer.replayQemuSystem(config: config, images: images, records: input.records, directory: directory)
+            guard let plan else {
+                let images = try ImageBuilder(runner: runner).build(config, in: directory)
+                return try replayer.replayQemuSystem(config: config, images: images, records: input.records, directory: directory)
+            }
+            var secondsPerUnit = plan.secondsPerUnit(input.records)
+            var attempt = 1
+            while true {
+                let images = try ImageBuilder(runner: runner).build(config, in: directory)
+                do {
+                    return try replayer.replayQemuSystem(
+                        config: config, images: images, records: input.records, directory: directory,
+                        cleanTimer: (plan, secondsPerUnit))
+                } catch let overrun as CleanTimerOverrun {
+                    guard attempt < 3 else {
+                        throw ValidationError.toolFailed(
+                            argv: ["qemu-system-x86_64"], status: -1,
+                            outputTail:
+                                "the clean-timer replay could not keep pace: request \(overrun.request) was still running when "
+                                + "the next scaled tick was due, even at \(secondsPerUnit) s per \(plan.unit) s of trace time")
+                    }
+                    attempt += 1
+                    secondsPerUnit = max(
+                        secondsPerUnit * 2, plan.secondsPerUnit(input.records, requestSeconds: overrun.requestSeconds * 1.5))
+                }
+            }
         }
     }
 
@@ -175,7 +258,7 @@ public struct Validator: Sendable {
         let dropsDiscards = !config.discardUnmap && replay.tool == .qemuIO
         let replayed = input.records.filter { QemuIOScript.isReplayed($0) && !(dropsDiscards && $0.op == .discard) }.count
         let checks = givenExpected == nil ? [] : comparison.multiSegment
-        var notes: [String] = []
+        var notes: [String] = replay.notes
         if !compareClose {
             notes.append("compared up to the last request: qemu-system's close differs from qemu-io's (qcow2-model.md §10)")
         }
@@ -185,14 +268,13 @@ public struct Validator: Sendable {
         if let first = comparison.firstDivergence {
             // A divergence in the close (no request) comes after every request.
             let limit = first.request ?? Int.max
-            let flaggedBefore = checks.filter { $0.write && !$0.passed && $0.request < limit }.map(\.request)
-            if !flaggedBefore.isEmpty {
+            let before = comparison.equivalentRequests.filter { $0 < limit }
+            if !before.isEmpty {
                 notes.append(
-                    "the first divergence follows multi-segment write(s) flagged at request(s) "
-                        + flaggedBefore.prefix(5).map(String.init).joined(separator: ", ")
-                        + (flaggedBefore.count > 5 ? ", …" : "")
-                        + ": QEMU links their segments in an order that depends on I/O completion (qcow2-model.md §13), "
-                        + "so the cache state can legitimately differ from there on")
+                    "the first divergence follows multi-segment request(s) "
+                        + before.prefix(5).map(String.init).joined(separator: ", ") + (before.count > 5 ? ", …" : "")
+                        + " that QEMU ran in another valid order of their concurrent tasks (qcow2-model.md §13): "
+                        + "that order changed the cache state (which entries are dirty, which are evicted) from there on")
             }
         }
         let discards = input.records.filter { $0.op == .discard && QemuIOScript.isReplayed($0) }.count
@@ -218,7 +300,7 @@ public struct Validator: Sendable {
             comparison.divergentSpans = 0
             notes.append("QEMU only: nothing was compared (the simulated column is empty)")
         }
-        return ValidationReport(
+        var report = ValidationReport(
             compared: givenExpected != nil, identical: givenExpected != nil && comparison.identical, tool: replay.tool.rawValue,
             argv: replay.argv, aio: replay.aio, requests: input.records.count,
             replayedRequests: replayed, simulatedEvents: expected.events.count, qemuEvents: replay.log.events.count,
@@ -233,6 +315,13 @@ public struct Validator: Sendable {
                 wallSeconds: wall, opsPerSecond: wall > 0 ? Double(replayed) / wall : nil,
                 peakResidentBytes: replay.peakResidentBytes),
             simulatedCacheBytes: sizes.map { $0.reduce(0) { $0 + $1.memoryBytes } }, keptDirectory: keptDirectory, notes: notes)
+        if givenExpected != nil {
+            report.equivalentRequests = comparison.equivalentRequests
+            report.equivalentLocations = comparison.equivalentRequests.map { i in
+                i < input.locations.count ? input.locations[i].description : ""
+            }
+        }
+        return report
     }
 
     private func makeDirectory() throws -> String {
@@ -248,7 +337,11 @@ public struct Validator: Sendable {
         let parent = options.temporaryParent.map { URL(fileURLWithPath: $0) } ?? FileManager.default.temporaryDirectory
         let base = parent.appendingPathComponent("qcow2sim-validate-\(UUID().uuidString)")
         do {
-            try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+            // Registered as it is created: a signal removes it (issue 14, item 7).
+            try Termination.shared.create {
+                try FileManager.default.createDirectory(at: base, withIntermediateDirectories: true)
+                Termination.shared.registerLocked(.directory(base.path))
+            }
         } catch {
             throw ValidationError.io("cannot create a temporary directory: \(error.localizedDescription)")
         }

@@ -18,9 +18,12 @@ struct Arguments {
     private(set) var positionals: [String] = []
     private var values: [String: [String]] = [:]
     private var flags: Set<String> = []
+    /// The spelling each option was first given with (for the repeated-option message).
+    private var spelling: [String: String] = [:]
 
     /// Parses `args`. `options` take a value (`--size 1G` or `--size=1G`); `flags` do not.
-    /// `aliases` maps short spellings (`-o`) to long names.
+    /// `aliases` maps short spellings (`-o`) to long names. An option given twice is an error:
+    /// every option takes one value, and silently keeping the last one hid mistakes.
     init(_ args: [String], options: Set<String>, flags: Set<String> = [], aliases: [String: String] = [:]) throws {
         var i = 0
         var onlyPositionals = false
@@ -38,7 +41,14 @@ struct Arguments {
                 name = String(arg[..<eq])
                 inline = String(arg[arg.index(after: eq)...])
             }
+            let given = name
             name = aliases[name] ?? name
+            if options.contains(name), values[name] != nil {
+                let first = spelling[name] ?? name
+                let also = first == given ? "" : " (as '\(first)' and '\(given)')"
+                throw UsageError("option '\(given)' given more than once\(also); it takes one value")
+            }
+            spelling[name] = spelling[name] ?? given
             if flags.contains(name) {
                 if inline != nil { throw UsageError("option '\(name)' takes no value") }
                 self.flags.insert(name)
@@ -83,7 +93,8 @@ struct Arguments {
 
 /// How every command reports a failure: located input errors compiler-style as they are
 /// (`file:line: error: …`), everything else as `qcow2sim <command>: error: …`; returns the
-/// sysexits status (64 usage, 65 bad data, 66 no input, 69 unavailable, 70 internal).
+/// sysexits status (64 usage, 65 bad data, 66 no input, 69 unavailable, 70 internal, 73 an
+/// output cannot be created or is refused, 74 an output cannot be written).
 func reportFailure(_ error: Error, command: String) -> Int32 {
     switch error {
     case let e as UsageError:
@@ -104,6 +115,9 @@ func reportFailure(_ error: Error, command: String) -> Int32 {
         case .usage: Console.error(command, e.description)
         }
         return e.exitCode
+    case let e as OutputError:
+        Console.error(command, e.description)
+        return e.exitCode
     case let e as ValidationError:
         if case .badTrace = e { Console.printErr(e.description) } else { Console.error(command, e.description) }
         return e.exitCode
@@ -113,22 +127,40 @@ func reportFailure(_ error: Error, command: String) -> Int32 {
     }
 }
 
-/// Standard error output.
+/// Standard output and standard error through write(2): `FileHandle.write` traps on an error
+/// (ENOSPC on `> /dev/full`), so reports go through ``OutputFile`` and messages are best effort.
 enum Console {
     static func error(_ command: String, _ message: String) {
-        FileHandle.standardError.write(Data("qcow2sim \(command): error: \(message)\n".utf8))
+        printErr("qcow2sim \(command): error: \(message)")
     }
     static func printErr(_ text: String) {
-        FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+        let bytes = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
+        var off = 0
+        while off < bytes.count {
+            let n = bytes[off...].withUnsafeBytes { p in p.baseAddress.map { write(2, $0, p.count) } ?? 0 }
+            if n < 0 && errno == EINTR { continue }
+            guard n > 0 else { return }  // nowhere left to report to
+            off += n
+        }
+    }
+    /// Writes `text` to standard output (an ``OutputError`` with exit 74 when it cannot be written).
+    static func print(_ text: String) throws {
+        try OutputFile.write(Data(text.utf8), to: "-")
+    }
+    /// Writes a help text: a failure is reported like any other output error.
+    static func help(_ text: String, command: String) -> Int32 {
+        do {
+            try print(text)
+            return 0
+        } catch {
+            return reportFailure(error, command: command)
+        }
     }
 }
 
-/// Writes `data` to `path` atomically (temporary file + rename), so a failure never leaves a
-/// half-written output; "-" means standard output.
+/// Writes `data` to `path` through ``OutputFile``: a regular file (or a new path, or a symlink's
+/// target) is replaced atomically, a character device or FIFO written in place; "-" means
+/// standard output.
 func writeOutput(_ data: Data, to path: String) throws {
-    if path == "-" {
-        FileHandle.standardOutput.write(data)
-        return
-    }
-    try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    try OutputFile.write(data, to: path)
 }

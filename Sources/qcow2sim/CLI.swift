@@ -1,11 +1,14 @@
 import Foundation
+import TraceKit
 
 /// The command registry: one line per subcommand. Each command type parses its own arguments,
 /// calls the libraries and prints; it returns a sysexits status.
 enum CLI {
     static func main(_ args: [String]) -> Int32 {
+        // SIGINT, SIGTERM, SIGHUP: stop QEMU children, remove temporary files, exit 130/143/129.
+        Termination.shared.installSignalHandlers()
         guard let name = args.first, name != "--help", name != "-h", name != "help" else {
-            FileHandle.standardError.write(Data(usage.utf8))
+            Console.printErr(usage)
             return args.isEmpty ? 64 : 0
         }
         let rest = Array(args.dropFirst())
@@ -15,8 +18,7 @@ enum CLI {
         case "generate": return GenerateCommand.run(rest)
         case "trace": return TraceCommand.run(rest)
         default:
-            FileHandle.standardError.write(
-                Data("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, validate, generate, trace)\n".utf8))
+            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, validate, generate, trace)")
             return 64
         }
     }

@@ -27,8 +27,7 @@ enum GenerateCommand {
 
     static func run(_ args: [String]) -> Int32 {
         if args.contains("--help") || args.contains("-h") {
-            FileHandle.standardOutput.write(Data(help.utf8))
-            return 0
+            return Console.help(help, command: "generate")
         }
         do {
             let a = try Arguments(

@@ -34,11 +34,10 @@ enum SimulateCommand {
 
     static func run(_ args: [String]) -> Int32 {
         if args.contains("--help") || args.contains("-h") {
-            FileHandle.standardOutput.write(Data(help.utf8))
-            return 0
+            return Console.help(help, command: "simulate")
         }
-        var eventsTemp: String?
-        defer { if let t = eventsTemp { unlink(t) } }
+        var events: BufferedFileWriter?
+        defer { events?.abandon() }
         do {
             let a = try Arguments(
                 args,
@@ -51,15 +50,13 @@ enum SimulateCommand {
             config.readOnly = a.has("--read-only")
             config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
             let format = try a.choice("--format", ["text", "json", "csv"], default: "text")
-            var reader = try TraceCommand.open(a)
+            // With --image the trace's disk is the image's (--size is refused there).
+            var reader = try TraceCommand.open(a, diskSize: config.virtualSize)
 
             var log: EventLog?
-            var writer: BufferedFileWriter?
             if let path = a.value("--events") {
-                let temp = path + ".tmp.\(getpid())"
-                let w = try BufferedFileWriter(path: temp)
-                eventsTemp = temp
-                writer = w
+                let w = try BufferedFileWriter(path: path)
+                events = w
                 log = EventLog(retainEvents: false) { w.writeLine($0.description) }
             }
             let timeline = a.value("--memory-timeline") == nil ? nil : MemoryTimeline()
@@ -67,13 +64,8 @@ enum SimulateCommand {
             if let timeline, let path = a.value("--memory-timeline") {
                 try writeOutput(Data(timeline.csv.utf8), to: path)
             }
-            if let writer, let path = a.value("--events"), let temp = eventsTemp {
-                try writer.close()
-                guard rename(temp, path) == 0 else {
-                    throw UsageError("cannot write '\(path)': \(String(cString: strerror(errno)))")
-                }
-                eventsTemp = nil
-            }
+            try events?.commit()
+            events = nil
             let out: String
             switch format {
             case "json": out = ReportFormat.json(report, config: config)
@@ -88,31 +80,42 @@ enum SimulateCommand {
     }
 }
 
-/// A buffered line writer for large event logs.
+/// A buffered line writer for large event logs, over an ``OutputFile``. The event callback
+/// cannot throw, so the first write error is kept (later lines are dropped) and thrown by
+/// `commit()`.
 final class BufferedFileWriter {
-    private let handle: FileHandle
-    private var buffer = Data()
+    private let output: OutputFile
+    private var buffer: [UInt8] = []
+    private var failure: Error?
 
     init(path: String) throws {
-        guard FileManager.default.createFile(atPath: path, contents: nil), let h = FileHandle(forWritingAtPath: path) else {
-            throw UsageError("cannot create '\(path)'")
-        }
-        handle = h
+        output = try OutputFile(path: path)
         buffer.reserveCapacity(1 << 20)
     }
 
     func writeLine(_ s: String) {
+        guard failure == nil else { return }
         buffer.append(contentsOf: s.utf8)
         buffer.append(0x0a)
-        if buffer.count >= 1 << 20 {
-            handle.write(buffer)
-            buffer.removeAll(keepingCapacity: true)
-        }
+        if buffer.count >= 1 << 20 { flush() }
     }
 
-    func close() throws {
-        handle.write(buffer)
-        buffer.removeAll()
-        try handle.close()
+    private func flush() {
+        do {
+            try output.write(buffer)
+        } catch {
+            failure = error
+        }
+        buffer.removeAll(keepingCapacity: true)
     }
+
+    /// Writes what is buffered and makes the file final; throws the first write error.
+    func commit() throws {
+        flush()
+        if let failure { throw failure }
+        try output.commit()
+    }
+
+    /// Removes the temporary file (after a failure).
+    func abandon() { output.abandon() }
 }

@@ -29,12 +29,11 @@ enum TraceCommand {
 
     static func run(_ args: [String]) -> Int32 {
         guard let sub = args.first, sub != "--help", sub != "-h" else {
-            FileHandle.standardOutput.write(Data(help.utf8))
-            return args.isEmpty ? 64 : 0
+            let status = Console.help(help, command: "trace")
+            return args.isEmpty && status == 0 ? 64 : status
         }
         if args.contains("--help") || args.contains("-h") {
-            FileHandle.standardOutput.write(Data(help.utf8))
-            return 0
+            return Console.help(help, command: "trace")
         }
         let rest = Array(args.dropFirst())
         do {
@@ -53,8 +52,9 @@ enum TraceCommand {
         "--offset-shift", "--time-scale", "--reorder-window",
     ]
 
-    /// Opens the trace named by the single positional argument with the mapping options.
-    static func open(_ a: Arguments) throws -> AnyTraceReader {
+    /// Opens the trace named by the single positional argument with the mapping options;
+    /// `diskSize` applies when `--size` is not given.
+    static func open(_ a: Arguments, diskSize: UInt64? = nil) throws -> AnyTraceReader {
         let path = try a.positionals(1, what: "TRACE argument")[0]
         var o = TraceOptions()
         o.device = a.value("--device")
@@ -64,7 +64,7 @@ enum TraceCommand {
             }
             o.event = ev
         }
-        o.diskSize = try a.value("--size").map { try TraceArgs.bytes($0, "--size") }
+        o.diskSize = try a.value("--size").map { try TraceArgs.bytes($0, "--size") } ?? diskSize
         if let b = a.value("--beyond") {
             guard let v = TraceOptions.BeyondDisk(rawValue: b) else {
                 throw UsageError("invalid value '\(b)' for --beyond (expected one of: reject, wrap, clip)")
@@ -79,7 +79,11 @@ enum TraceCommand {
             }
             o.offsetShift = negative ? -Int64(magnitude) : Int64(magnitude)
         }
-        o.timeScale = try a.value("--time-scale").map { try TraceArgs.double($0, "--time-scale") } ?? 1
+        if let t = a.value("--time-scale") {
+            o.timeScale = try TraceArgs.double(t, "--time-scale")
+            // A negative scale reverses time, which every reader would then reject record by record.
+            if o.timeScale < 0 { throw UsageError("invalid value '\(t)' for --time-scale (expected a non-negative number)") }
+        }
         if let w = a.value("--reorder-window") {
             guard let n = Int(w), n >= 0 else {
                 throw UsageError("invalid value '\(w)' for --reorder-window (expected a non-negative integer)")
@@ -103,7 +107,7 @@ enum TraceCommand {
         var summary = TraceSummary(clusterSize: cluster)
         while let r = try reader.next() { summary.add(r) }
         let text = output == "json" ? summary.json() : "format         \(reader.format.rawValue)\n" + summary.text()
-        FileHandle.standardOutput.write(Data(text.utf8))
+        try Console.print(text)
         return 0
     }
 
@@ -113,7 +117,7 @@ enum TraceCommand {
         let to = try a.choice("--to", ["native", "binary", "qemu-io"], default: "native")
         guard let outPath = a.value("--output") else { throw UsageError("missing -o OUT (use '-o -' for standard output)") }
         var reader = try open(a)
-        let out = try AtomicOutput(path: outPath)
+        let out = try OutputFile(path: outPath)
         do {
             if to == "native" {
                 // The time column is kept when the first record has one.

@@ -35,7 +35,7 @@ import Testing
     }
 
     static let cases: [(String, [String], Int32, String)] = [
-        ("R,0,4K\nX,1,2\n", ["--size", "1G"], 65, "{T}:2: error: invalid op 'X' (expected R, W, D, Z or F)\n"),
+        ("R,0,4K\nX,1,2\n", ["--size", "1G"], 65, "{T}:2: error: invalid op 'X' (expected R, W, D, Z, ZU or F)\n"),
         (
             "R,0,4K\nR,1G,4K\n", ["--size", "1G"], 65,
             "{T}:2: error: request at offset 1073741824 length 4096 ends beyond the disk size 1073741824 (use --beyond wrap or clip)\n"
@@ -123,5 +123,51 @@ import Testing
         #expect(out.isEmpty)
         #expect(
             err == "\(image): byte 0: error: not a qcow2 file: magic bytes are 6e 6f 74 20, expected 51 46 49 fb ('QFI\\xfb')\n")
+    }
+
+    @Test("trace convert keeps write-zeroes with unmap: QEMU's flags 0x6 become ZU, flags 0x2 Z")
+    func convertKeepsUnmap() throws {
+        // blk_co_pwritev lines as qemu-io 7.2 prints them for `write -z -u` (0x6) and `write -z` (0x2).
+        let log = try Self.trace(
+            """
+            blk_co_pwritev blk 0x55a437887990 bs 0x55a437892be0 offset 0 bytes 65536 flags 0x6
+            blk_co_pwritev blk 0x55a437887990 bs 0x55a437892be0 offset 65536 bytes 4096 flags 0x2
+
+            """, name: "q.log")
+        let out = URL(fileURLWithPath: log).deletingLastPathComponent().appendingPathComponent("n.csv").path
+        let (s, _, err) = try Self.run(["trace", "convert", log, "-o", out])
+        #expect(s == 0, "\(err)")
+        #expect(try String(contentsOfFile: out, encoding: .utf8) == "op,offset,length\nZU,0,65536\nZ,65536,4096\n")
+    }
+
+    @Test(
+        "--layer: per-image create options and populate plans, with located usage errors",
+        arguments: [
+            (
+                ["--chain", "2", "--layer", "2:-o=cluster_size=4K"], 64,
+                "qcow2sim simulate: error: invalid value '2:-o=cluster_size=4K' for --layer (image 2, but --chain is 2: 0 to 1)\n"
+            ),
+            (
+                ["--chain", "2", "--layer", "1:size=4K"], 64,
+                "qcow2sim simulate: error: invalid value '1:size=4K' for --layer (expected N:-o=OPTS, N:populate=WHAT or N:populate-mode=MODE)\n"
+            ),
+            (
+                ["--chain", "2", "--layer", "1:-o=compat=0.10,extended_l2=on"], 64,
+                "qcow2sim simulate: error: --layer 1: -o: Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)\n"
+            ),
+            (
+                ["--chain", "2", "--layer", "1:populate=full", "--layer", "1:populate-mode=metadata"], 64,
+                "qcow2sim simulate: error: --layer 1: Backing file and preallocation can only be used at the same time if extended_l2 is on\n"
+            ),
+            (
+                ["--chain", "3", "--layer", "1:-o=compat=0.10", "--layer", "1:populate=0:1M", "--layer", "0:-o=cluster_size=4K"],
+                0, ""
+            ),
+        ])
+    func layers(_ args: [String], _ status: Int32, _ message: String) throws {
+        let path = try Self.trace("W,0,4K\nR,0,4K\n")
+        let (s, _, err) = try Self.run(["simulate", path, "--size", "64M"] + args)
+        #expect(s == status)
+        #expect(err == message)
     }
 }

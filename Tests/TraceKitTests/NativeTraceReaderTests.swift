@@ -38,6 +38,37 @@ func nativeError(_ text: String) -> String? {
             ])
     }
 
+    @Test("ZU (any case) is write-zeroes with unmap; Z stays without; ZX and U alone are errors")
+    func writeZeroesUnmap() throws {
+        #expect(
+            try readNative("ZU,0,64K\n0.5,zu,1M,4K\nZ,0,4K\n") == [
+                TraceRecord(op: .writeZeroes, offset: 0, length: 64 << 10, flags: .unmap),
+                TraceRecord(time: 0.5, op: .writeZeroes, offset: 1 << 20, length: 4096, flags: .unmap),
+                TraceRecord(op: .writeZeroes, offset: 0, length: 4096),
+            ])
+        #expect(nativeError("ZX,0,1\n") == "trace.csv:1: error: invalid op 'ZX' (expected R, W, D, Z, ZU or F)")
+        #expect(nativeError("U,0,1\n") == "trace.csv:1: error: invalid op 'U' (expected R, W, D, Z, ZU or F)")
+    }
+
+    @Test("the writer spells unmap write-zeroes ZU and reads back the same records; FUA has no spelling")
+    func writerUnmapRoundTrip() throws {
+        var w = NativeTraceWriter(withTime: false)
+        let recs = [
+            TraceRecord(op: .writeZeroes, offset: 4096, length: 512, flags: .unmap),
+            TraceRecord(op: .writeZeroes, offset: 0, length: 4096),
+            TraceRecord(op: .discard, offset: 0, length: 4096, flags: .unmap),
+            TraceRecord(op: .write, offset: 0, length: 512, flags: .fua),
+        ]
+        for r in recs { w.append(r) }
+        let text = String(decoding: w.bytes, as: UTF8.self)
+        #expect(text == "op,offset,length\nZU,4096,512\nZ,0,4096\nD,0,4096\nW,0,512\n")
+        #expect(
+            try readNative(text) == [
+                recs[0], recs[1], TraceRecord(op: .discard, offset: 0, length: 4096),
+                TraceRecord(op: .write, offset: 0, length: 512),
+            ])
+    }
+
     @Test func headerWithoutTime() throws {
         #expect(try readNative("op,offset,length\nW,1T,4K\n") == [TraceRecord(op: .write, offset: 1 << 40, length: 4096)])
     }
@@ -57,8 +88,8 @@ func nativeError(_ text: String) -> String? {
     static let errorCases: [(String, String)] = [
         ("R,0,4096\nW,1,2,3,4\n", "trace.csv:2: error: expected 3 or 4 fields, found 5"),
         ("R,0\n", "trace.csv:1: error: expected 3 or 4 fields, found 2"),
-        ("R,0,1\nX,0,4096\n", "trace.csv:2: error: invalid op 'X' (expected R, W, D, Z or F)"),
-        ("R,0,1\nRW,0,4096\n", "trace.csv:2: error: invalid op 'RW' (expected R, W, D, Z or F)"),
+        ("R,0,1\nX,0,4096\n", "trace.csv:2: error: invalid op 'X' (expected R, W, D, Z, ZU or F)"),
+        ("R,0,1\nRW,0,4096\n", "trace.csv:2: error: invalid op 'RW' (expected R, W, D, Z, ZU or F)"),
         ("R,12Q,4096\n", "trace.csv:1: error: invalid offset '12Q' (expected bytes, optionally with a K, M, G or T suffix)"),
         ("R,0,abc\n", "trace.csv:1: error: invalid length 'abc' (expected bytes, optionally with a K, M, G or T suffix)"),
         ("R,,4096\n", "trace.csv:1: error: missing offset (expected bytes, optionally with a K, M, G or T suffix)"),

@@ -72,7 +72,10 @@ struct ComparatorTests {
         let c = Comparator.compare(
             expected: expected, actual: actual, writes: [false, false], locations: [.line(1), .line(2)], compareClose: true,
             topImage: 1)
-        #expect(c.identical)
+        // Another valid order is `equivalent`, not `identical`, and the request is named.
+        #expect(!c.identical)
+        #expect(c.equivalent)
+        #expect(c.equivalentRequests == [1])
         #expect(
             c.multiSegment == [
                 InterleavingCheck(
@@ -84,7 +87,7 @@ struct ComparatorTests {
         #expect(c.labeled.events[4 + 7].image == 1)
     }
 
-    @Test("a multi-segment read that is not an interleaving fails; a write is flagged, not failed")
+    @Test("a multi-segment read or write that is not an interleaving is a divergence")
     func multiSegmentFailure() {
         var bad = Self.tv11Qemu
         bad.swapAt(1, 2)
@@ -94,12 +97,88 @@ struct ComparatorTests {
             expected: expected, actual: actual, writes: [false], locations: [.line(7)], compareClose: true, topImage: 1)
         #expect(!read.identical)
         #expect(read.firstDivergence?.request == 0)
-        #expect(read.firstDivergence?.reason == "not an interleaving of the simulator's per-image sequences (multi-segment read)")
+        #expect(read.firstDivergence?.reason == "not an interleaving of the simulator's concurrent tasks (multi-segment read)")
         let write = Comparator.compare(
             expected: expected, actual: actual, writes: [true], locations: [.line(7)], compareClose: true, topImage: 1)
-        #expect(write.identical)
+        #expect(!write.identical && !write.equivalent)
+        #expect(write.firstDivergence?.reason == "not an interleaving of the simulator's concurrent tasks (multi-segment write)")
         #expect(write.multiSegment.first?.passed == false)
         #expect(write.multiSegment.first?.write == true)
+    }
+
+    /// A two-segment write as the simulator logs it (§13): the request coroutine (task 0) maps
+    /// segment 1 and launches task 1, whose zero-COW probe runs at once; it maps segment 2 and
+    /// launches task 2 (data write, no probe); task 1 then links, task 2 links. Distinct offsets
+    /// make every coroutine's events recognizable. Request 1 is a read of slice 0x50000 whose
+    /// victim depends on which LINK released its slice last.
+    static func twoSegmentWrite() -> EventLog {
+        let log = EventLog()
+        log.beginRequest(0, location: .line(1))
+        log.markMultiSegment(write: true)
+        func add(_ task: Int32, _ text: String) {
+            log.task = task
+            for e in compact(text) { log.append(e) }
+            log.task = 0
+        }
+        add(0, "L2 get 0x40000 hit 0 ; RC get 0x20000 hit 0")  // segment 1: handle_alloc, refcount
+        add(1, "L2 get 0x70000 hit 2")  // task 1: zero-COW probe
+        add(0, "L2 get 0x60000 hit 1")  // segment 2: handle_copied
+        add(1, "L2 get 0x40000 hit 0")  // task 1: LINK
+        add(2, "L2 get 0x80000 hit 3")  // task 2: LINK
+        log.beginRequest(1, location: .line(2))
+        for e in compact("L2 get 0x50000 miss 0") { log.append(e) }
+        log.beginClose()
+        return log
+    }
+
+    @Test("a write whose tasks linked in another order is equivalent and named; a reorder inside one task is not")
+    func writeTasksReordered() throws {
+        let expected = Self.twoSegmentWrite()
+        let e = Array(expected.events(ofRequest: 0))
+        let read = compact("L2 get 0x50000 miss 0")
+        // Hits are 2 events: [0, 4) segment 1, [4, 6) probe, [6, 8) segment 2, [8, 10) task 1's
+        // LINK, [10, 12) task 2's. QEMU: task 2's LINK before task 1's.
+        #expect(e.count == 12)
+        let swapped = Array(e[0..<8]) + Array(e[10..<12]) + Array(e[8..<10])
+        let ok = Comparator.compare(
+            expected: expected, actual: qemuLog(requests: [swapped, read], close: [], pooled: [0]), writes: [true, false],
+            locations: [.line(1), .line(2)], compareClose: true, topImage: 0)
+        #expect(ok.firstDivergence == nil)
+        #expect(ok.equivalent)
+        #expect(ok.equivalentRequests == [0])
+        #expect(ok.multiSegment.first?.passed == true && ok.multiSegment.first?.identicalOrder == false)
+        // The same events with the request coroutine's second GET moved before task 1's probe:
+        // still one valid interleaving of the three coroutines.
+        let early = Array(e[0..<4]) + Array(e[6..<8]) + Array(e[4..<6]) + Array(e[8..<12])
+        let ok2 = Comparator.compare(
+            expected: expected, actual: qemuLog(requests: [early, read], close: [], pooled: [0]), writes: [true, false],
+            locations: [], compareClose: true, topImage: 0)
+        #expect(ok2.equivalent)
+        // Segment 2's handle_copied GET before segment 1's refcount GET: the request
+        // coroutine's own order changed, which no completion order produces.
+        let worse = Array(e[0..<2]) + Array(e[6..<8]) + Array(e[2..<6]) + Array(e[8..<12])
+        let no = Comparator.compare(
+            expected: expected, actual: qemuLog(requests: [worse, read], close: [], pooled: [0]), writes: [true, false],
+            locations: [.line(1), .line(2)], compareClose: true, topImage: 0)
+        #expect(no.firstDivergence?.request == 0)
+        #expect(no.firstDivergence?.reason == "not an interleaving of the simulator's concurrent tasks (multi-segment write)")
+        #expect(!no.equivalent)
+    }
+
+    @Test("a reordered write followed by a request whose eviction differs is divergent at that request")
+    func reorderChangesLaterEviction() {
+        let expected = Self.twoSegmentWrite()
+        let e = Array(expected.events(ofRequest: 0))
+        let swapped = Array(e[0..<8]) + Array(e[10..<12]) + Array(e[8..<10])
+        // With task 2's LINK first, QEMU's least recently released slot is another one.
+        let c = Comparator.compare(
+            expected: expected,
+            actual: qemuLog(requests: [swapped, compact("L2 get 0x50000 miss 1")], close: [], pooled: [0]),
+            writes: [true, false], locations: [.line(1), .line(2)], compareClose: true, topImage: 0)
+        #expect(!c.identical && !c.equivalent)
+        #expect(c.equivalentRequests == [0])
+        #expect(c.firstDivergence?.request == 1)
+        #expect(c.firstDivergence?.reason == "event differs")
     }
 
     @Test("a hand-built divergence is reported with request, trace line, QEMU log line and both windows")

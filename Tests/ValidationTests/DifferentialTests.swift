@@ -474,7 +474,12 @@ struct DifferentialTests {
             }.joined(separator: "; ")
         }
         var problems: [String] = []
-        if !report.identical { problems.append("divergent") }
+        // Multi-segment reads over backing files follow QEMU's task order too (§13): another
+        // valid interleaving (`equivalent`) is a failure here, as a divergence is.
+        if report.outcome == .divergent { problems.append("divergent") }
+        if report.outcome == .equivalent {
+            problems.append("equivalent: requests \(report.equivalentRequests) in another order than QEMU's")
+        }
         let under = report.multiSegment.checks.filter { $0.qemuPooled && !$0.simulatorMarked }
         if !under.isEmpty { problems.append("QEMU ran requests as task pools the simulator did not mark: " + describe(under)) }
         if report.multiSegment.flaggedWrites > 0 {

@@ -28,7 +28,10 @@ struct GuestTraceValidationTests {
         #expect(input.records.count == 2883)
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
         let report = try Validator(runner: Qemu.runner).validate(config: config, input: input, expected: log, sizes: sizes)
-        #expect(report.identical, "\(drive.isEmpty ? "default caches" : drive): \(report.text())")
+        // The guest's multi-cluster writes run as task pools: where their tasks' I/O completed in
+        // another order the run is `equivalent` (§13); nothing may diverge.
+        #expect(report.outcome != .divergent, "\(drive.isEmpty ? "default caches" : drive): \(report.text())")
+        #expect(report.images.allSatisfy { $0.simulated == $0.qemu })
         #expect(report.qemuEvents == (drive.isEmpty ? 13335 : 15986))
         if drive.isEmpty {
             // Default caches hold all 16 L2 tables: misses are first uses only, as in the VM.

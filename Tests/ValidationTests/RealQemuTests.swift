@@ -281,7 +281,6 @@ struct RealQemuSystemTests {
             virtualSize: 1 << 30,
             populate: .ranges([ByteRange(start: 0, length: 64 << 10), ByteRange(start: 600 << 20, length: 64 << 10)]),
             populateMode: .data, driveOptions: "cache-clean-interval=1")
-        #expect(ReplayTool.automatic(driveOptions: config.driveOptions) == .qemuSystem)
         let validator = Validator(runner: Qemu.runner)
         for (gap, second) in [(2.5, "L2 get 0x40000 miss 0"), (1.5, "L2 get 0x40000 hit 0")] {
             let recs = [

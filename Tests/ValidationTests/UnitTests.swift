@@ -36,7 +36,7 @@ struct ProcessRunnerTests {
         #expect(throws: ValidationError.toolMissing(tool: "qemu-system-x86_64", packages: QemuPackages.all)) {
             _ = try v.replay(
                 config: SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=2"),
-                input: ValidationInput(records: records("R 0 4k")))
+                input: ValidationInput(records: [TraceRecord(time: 3, op: .read, offset: 0, length: 4096)]))
         }
         #expect(mock.requests.isEmpty)
     }
@@ -58,8 +58,9 @@ struct ProcessRunnerTests {
                 text.contains(
                     "failed with exit status 1; its output ended with:\nqemu-io: can't open: Could not open 'x': No such file"))
         }
-        // qemu-img create ran first, as argv, in the working directory.
-        let create = try #require(mock.requests.first)
+        // After the version check (qemu-io --version), qemu-img create ran first, as argv.
+        #expect(mock.requests.first?.arguments == ["--version"])
+        let create = try #require(mock.requests.first { $0.executable == "qemu-img" })
         #expect(create.executable == "qemu-img")
         #expect(create.arguments == ["create", "-q", "-f", "qcow2", "base.qcow2", "1073741824"])
         let io = try #require(mock.requests.last)
@@ -280,8 +281,15 @@ struct ScriptAndLogTests {
         #expect(
             QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
                 == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
-        #expect(ReplayTool.automatic(driveOptions: "l2-cache-size=1M,cache-clean-interval=0") == .qemuIO)
-        #expect(ReplayTool.automatic(driveOptions: "backing.cache-clean-interval=5") == .qemuSystem)
+        let timed = [
+            TraceRecord(time: 0, op: .read, offset: 0, length: 512), TraceRecord(time: 5, op: .read, offset: 0, length: 512),
+        ]
+        let v = Validator(runner: MockRunner())
+        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "l2-cache-size=1M,cache-clean-interval=0")
+        #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuIO)
+        config.chainLength = 2
+        config.driveOptions = "backing.cache-clean-interval=5,cache-clean-interval=0"
+        #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuSystem)
         let args = QemuReplayer.qemuSystemArguments(
             top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e",
             logFile: "/l")

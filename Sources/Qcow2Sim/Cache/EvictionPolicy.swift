@@ -23,6 +23,21 @@ public protocol EvictionPolicy {
     mutating func emptied(_ i: Int)
     /// The filled slot to replace, skipping slots with `pins[i] > 0`; nil if every one is pinned.
     func victim(pins: UnsafeBufferPointer<Int32>) -> Int?
+    /// `count` lookups of slot `i` in a row, each a `hit` followed (when `released`) by the
+    /// `released` of the same slot: QEMU's per-cluster refcount reads of one block (§4.1, §4.2).
+    /// The default replays them one by one; a policy for which a repeat changes nothing may do
+    /// one.
+    mutating func repeatedHits(_ i: Int, count: Int, released: Bool)
+}
+
+extension EvictionPolicy {
+    /// Replays the lookups one by one.
+    public mutating func repeatedHits(_ i: Int, count: Int, released: Bool) {
+        for _ in 0..<count {
+            hit(i)
+            if released { self.released(i) }
+        }
+    }
 }
 
 /// An intrusive doubly linked list over slot indices, ordered from least to most recently

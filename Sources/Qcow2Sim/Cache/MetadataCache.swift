@@ -52,6 +52,8 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     private var empty = Bitset(count: 0, set: true)
     private var policy = Policy(capacity: 0)
     private var resident = Bitset(count: 0, set: false)
+    /// The dirty slots as a bit set, so a cache write visits them without scanning every slot.
+    private var dirtySet = Bitset(count: 0, set: false)
     private var residentPages = 0
 
     /// Host page size used for the resident-memory model (Linux x86-64).
@@ -81,6 +83,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         stats = CacheStats()
         index = OffsetIndex(capacity: count)
         empty = Bitset(count: count, set: true)
+        dirtySet = Bitset(count: count, set: false)
         policy = Policy(capacity: count)
         let pages = (UInt64(count) * tableSize + Self.pageSize - 1) / Self.pageSize
         resident = Bitset(count: Int(pages), set: false)
@@ -132,6 +135,20 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         touchMemory(i)
     }
 
+    /// `count` hits on slot `i` in a row, each followed by its PUT (QEMU reading one refcount
+    /// block once per cluster): the counters, clock and stamp end as after `count` hit/put pairs.
+    @inline(__always) public func repeatHits(_ i: Int, count: Int) {
+        guard count > 0 else { return }
+        stats.lookups += count
+        stats.hits += count
+        let releases = pins[i] == 0
+        if releases {
+            lruClock += UInt64(count)
+            lru[i] = lruClock
+        }
+        policy.repeatedHits(i, count: count, released: releases)
+    }
+
     /// QEMU's PUT: unpins slot `i`; the last release stamps it.
     @inline(__always) public func put(_ i: Int) {
         pins[i] -= 1
@@ -146,6 +163,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     @inline(__always) public func markDirty(_ i: Int) {
         if !dirty[i] {
             dirty[i] = true
+            dirtySet.set(i)
             dirtyCount += 1
         }
     }
@@ -154,10 +172,18 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     @inline(__always) public func markClean(_ i: Int) {
         if dirty[i] {
             dirty[i] = false
+            dirtySet.clear(i)
             dirtyCount -= 1
         }
         stats.writebacks += 1
         stats.bytesWritten += tableSize
+    }
+
+    /// The first dirty slot at or after `i`, or nil: what QEMU's index-order scan in
+    /// `qcow2_cache_write` reaches next that has anything to write.
+    @inline(__always) public func nextDirty(from i: Int) -> Int? {
+        guard i < count, dirtyCount > 0, let j = dirtySet.firstSet(from: i), j >= i else { return nil }
+        return j
     }
 
     /// Whether slot `i` needs a write-back (dirty and non-empty).
@@ -171,6 +197,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         lru[i] = 0
         if dirty[i] {
             dirty[i] = false
+            dirtySet.clear(i)
             dirtyCount -= 1
         }
         empty.set(i)
@@ -179,8 +206,13 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 
     /// QEMU's cache-clean tick (`qcow2_cache_clean_unused`): empties every unpinned, clean,
     /// non-empty entry whose stamp is at most the previous tick's clock, returns each maximal run
-    /// of cleaned slots' memory (rounded inward to pages), then moves the mark.
-    public func clean() {
+    /// of cleaned slots' memory (rounded inward to pages), then moves the mark. Returns whether
+    /// anything changed (an entry emptied or the mark moved): a tick that changes nothing would
+    /// change nothing again until the next PUT.
+    @discardableResult
+    public func clean() -> Bool {
+        let markBefore = cleanMark
+        let cleanedBefore = stats.cleaned
         var i = 0
         while i < count {
             while i < count && !canClean(i) { i += 1 }
@@ -197,6 +229,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             if i > runStart { releaseMemory(from: runStart, to: i) }
         }
         cleanMark = lruClock
+        return cleanMark != markBefore || stats.cleaned != cleanedBefore
     }
 
     @inline(__always) private func canClean(_ i: Int) -> Bool {
@@ -253,6 +286,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             if pins[i] < 0 { problems.append("slot \(i) has a negative pin count") }
         }
         if dirtySeen != dirtyCount { problems.append("dirty count \(dirtyCount) but \(dirtySeen) dirty slots") }
+        for i in 0..<count where dirtySet.test(i) != dirty[i] { problems.append("slot \(i) dirty bit and dirty set disagree") }
         return problems
     }
 }

@@ -17,6 +17,12 @@ public struct QemuPolicy: EvictionPolicy {
     @inline(__always) public mutating func released(_ i: Int) { order.moveToBack(i) }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func emptied(_ i: Int) { order.remove(i) }
+    /// A repeated hit (and release) of one slot moves nothing further: one is enough.
+    @inline(__always) public mutating func repeatedHits(_ i: Int, count: Int, released: Bool) {
+        guard count > 0 else { return }
+        hit(i)
+        if released { self.released(i) }
+    }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public func victim(pins: UnsafeBufferPointer<Int32>) -> Int? { order.firstUnpinned(pins) }
 }
@@ -38,6 +44,12 @@ public struct LRUPolicy: EvictionPolicy {
     @inline(__always) public mutating func released(_ i: Int) {}
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func emptied(_ i: Int) { order.remove(i) }
+    /// A repeated hit (and release) of one slot moves nothing further: one is enough.
+    @inline(__always) public mutating func repeatedHits(_ i: Int, count: Int, released: Bool) {
+        guard count > 0 else { return }
+        hit(i)
+        if released { self.released(i) }
+    }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public func victim(pins: UnsafeBufferPointer<Int32>) -> Int? { order.firstUnpinned(pins) }
 }
@@ -59,6 +71,12 @@ public struct FIFOPolicy: EvictionPolicy {
     @inline(__always) public mutating func released(_ i: Int) {}
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func emptied(_ i: Int) { order.remove(i) }
+    /// A repeated hit (and release) of one slot moves nothing further: one is enough.
+    @inline(__always) public mutating func repeatedHits(_ i: Int, count: Int, released: Bool) {
+        guard count > 0 else { return }
+        hit(i)
+        if released { self.released(i) }
+    }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public func victim(pins: UnsafeBufferPointer<Int32>) -> Int? { order.firstUnpinned(pins) }
 }

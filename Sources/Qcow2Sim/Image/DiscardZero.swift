@@ -30,6 +30,10 @@ extension Qcow2Image {
     }
 
     private func pdiscard(_ offset: UInt64, _ bytes: UInt64) {
+        // qcow2_co_pdiscard: without the zero flag a discarded cluster of an overlay would show
+        // the backing file's stale data, so a v2 overlay refuses discards (-ENOTSUP, which the
+        // block layer ignores).
+        if version < 3 && backing != nil { return }
         let cs = geometry.clusterSize
         if (offset | bytes) % cs != 0 {
             // Partial clusters are ignored, except the whole partial cluster at an unaligned end.
@@ -42,9 +46,18 @@ extension Qcow2Image {
     private func clusterDiscard(_ offset: UInt64, _ bytes: UInt64) {
         cacheDiscards = true
         rewriteEntries(from: offset, clusters: Int(geometry.clusters(covering: bytes))) { w, b in
-            // v3 without a backing file: an unallocated cluster already reads as zeroes.
-            guard backing != nil || geometry.clusterType(w).isAllocated else { return nil }
-            return geometry.extendedL2 ? (0, EntryBits.zeroMask, true) : (EntryBits.zero, b, true)
+            let type = geometry.clusterType(w)
+            // discard_in_l2_slice with discard-no-unref (8.1+, v3 only): a guest discard keeps
+            // the reference (the old offset stays in the entry) except for compressed clusters.
+            let keep = discardNoUnref && type != .compressed
+            // Without a backing file an unallocated cluster already reads as zeroes.
+            guard backing != nil || type.isAllocated else { return nil }
+            if geometry.extendedL2 { return (keep ? w : 0, EntryBits.zeroMask, !keep) }
+            // v2 has no zero flag: the entry is simply cleared (a discarded cluster then reads
+            // from the backing file, or as zeroes without one).
+            return ((version >= 3 ? EntryBits.zero : 0) | (keep ? w : 0), b, !keep)
+        } kept: { w in
+            keptDiscard(w)
         }
         cacheDiscards = false
         processDiscards()
@@ -55,7 +68,8 @@ extension Qcow2Image {
     /// new word, bitmap and whether the old one is freed (nil: unchanged). A changed entry marks
     /// the slice dirty, is stored, and its old cluster is freed (type REQUEST) if asked.
     private func rewriteEntries(
-        from offset: UInt64, clusters: Int, _ change: (UInt64, UInt64) -> (word: UInt64, bitmap: UInt64, free: Bool)?
+        from offset: UInt64, clusters: Int, _ change: (UInt64, UInt64) -> (word: UInt64, bitmap: UInt64, free: Bool)?,
+        kept: (UInt64) -> Void = { _ in }
     ) {
         var offset = offset
         var n = clusters
@@ -68,12 +82,21 @@ extension Qcow2Image {
                 guard let new = change(w, b), new.word != w || new.bitmap != b else { continue }
                 markDirty(Self.l2, slot)
                 l2Store.set(table, l2i + i, word: new.word, bitmap: new.bitmap)
-                if new.free { freeEntry(w, type: .request) }
+                if new.free { freeEntry(w, type: .request) } else { kept(w) }
             }
             put(Self.l2, slot)
             n -= count
             offset += UInt64(count) << UInt64(geometry.clusterBits)
         }
+    }
+
+    /// discard-no-unref: the cluster keeps its reference, but with `pass-discard-request` (on with
+    /// `discard=unmap`) its host range is still discarded at once (`bdrv_pdiscard` on the data
+    /// file in `discard_in_l2_slice` / `zero_in_l2_slice`), for NORMAL and ZERO_ALLOC clusters.
+    private func keptDiscard(_ word: UInt64) {
+        let type = geometry.clusterType(word)
+        guard discardPassthroughRequest, type == .normal || type == .zeroAlloc else { return }
+        host.punch(word & EntryBits.offsetMask, geometry.clusterSize)
     }
 
     /// WRITE_ZEROES (§9.2): the block layer's split at subcluster alignment, qcow2's
@@ -82,13 +105,23 @@ extension Qcow2Image {
     @discardableResult
     func writeZeroes(_ g: UInt64, _ len: UInt64, unmap: Bool) -> Bool {
         var multi = false
-        for (offset, num) in Self.alignedPieces(g, len, align: geometry.subclusterSize)
-        where !pwriteZeroes(offset, num, unmap: unmap) {
-            // Not supported by qcow2: the block layer writes a buffer of zeroes instead.
-            if write(offset, num) { multi = true }
+        for (offset, num) in Self.alignedPieces(g, len, align: geometry.subclusterSize) {
+            var offset = offset, num = num
+            // bdrv_co_do_pwrite_zeroes: where qcow2 refuses, the block layer writes a buffer of
+            // zeroes of at most MAX_BOUNCE_BUFFER (16 MiB) and asks qcow2 again for the rest.
+            while num > 0 && !pwriteZeroes(offset, num, unmap: unmap) {
+                let n = min(num, Self.maxBounceBuffer)
+                if write(offset, n) { multi = true }
+                offset += n
+                num -= n
+            }
         }
         return multi
     }
+
+    /// `MAX_BOUNCE_BUFFER` (block/io.c): the largest write of zeroes the block layer's
+    /// write-zeroes fallback makes at once.
+    static var maxBounceBuffer: UInt64 { 32768 * 512 }
 
     /// `qcow2_co_pwrite_zeroes`; false means "not supported" (the caller falls back).
     private func pwriteZeroes(_ offset: UInt64, _ bytes: UInt64, unmap: Bool) -> Bool {
@@ -109,6 +142,13 @@ extension Qcow2Image {
 
     /// ZEROIZE (§9.2 step 3, `qcow2_subcluster_zeroize`).
     private func zeroize(_ offset: UInt64, _ bytes: UInt64, unmap: Bool) -> Bool {
+        // The zero flag exists from v3 on; a v2 image without a backing file discards instead
+        // (type REQUEST, not full), and with one refuses, so the block layer writes zeroes.
+        if version < 3 {
+            guard backing == nil else { return false }
+            clusterDiscard(offset, bytes)
+            return true
+        }
         let cs = geometry.clusterSize
         var offset = offset
         var end = offset + bytes
@@ -127,8 +167,16 @@ extension Qcow2Image {
         rewriteEntries(from: offset, clusters: Int(geometry.clusters(covering: end - offset))) { w, b in
             let type = geometry.clusterType(w)
             let drop = type == .compressed || (unmap && type.isAllocated)
-            let word = drop ? 0 : w
-            return geometry.extendedL2 ? (word, EntryBits.zeroMask, drop) : (word | EntryBits.zero, b, drop)
+            // zero_in_l2_slice with discard-no-unref (8.2+): an unmapped cluster keeps its
+            // reference (the old word is OR-ed back in) unless it is compressed.
+            let keep = discardNoUnref && type != .compressed
+            let word = (drop ? 0 : w) | (keep ? w : 0)
+            let free = drop && !keep
+            return geometry.extendedL2 ? (word, EntryBits.zeroMask, free) : (word | EntryBits.zero, b, free)
+        } kept: { w in
+            // Only entries that were to be unmapped pass the discard on.
+            let type = geometry.clusterType(w)
+            if unmap && type.isAllocated { keptDiscard(w) }
         }
         if tail != 0 {
             guard zeroSubclusters(end, tail) else { return false }

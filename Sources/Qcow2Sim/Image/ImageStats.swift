@@ -24,6 +24,11 @@ public struct ImageStats: Equatable, Sendable {
     public var directMetadataBytesWritten: UInt64 = 0
     /// Times the one-time preallocation probe ran.
     public var preallocationProbes: UInt64 = 0
+    /// Cache-clean ticks that fired during the session (§3.7), as QEMU's timer would fire them.
+    public var cleanTicks: UInt64 = 0
+    /// Of `cleanTicks`, those the simulation actually ran; the others changed nothing and were
+    /// skipped (at most three are run per gap between requests).
+    public var cleanTicksEvaluated: UInt64 = 0
 
     /// Zeroed counters.
     public init() {}

@@ -356,6 +356,86 @@ struct RefcountStore {
         }
     }
 
+    /// How many refcounts from `i` (at most `limit`) equal refcount `i`.
+    mutating func runLength(_ offset: UInt64, from i: Int, limit: Int) -> Int {
+        let b = block(offset)
+        if let w = b.words {
+            let v = w[i]
+            var n = 1
+            while n < limit && w[i + n] == v { n += 1 }
+            return n
+        }
+        let r = Self.runIndex(b.runs, i)
+        if r >= 0 && i < b.runs[r].start + b.runs[r].count {
+            // Runs are merged when adjacent and equal, so one run holds the whole stretch.
+            return min(limit, b.runs[r].start + b.runs[r].count - i)
+        }
+        let next = r + 1 < b.runs.count ? b.runs[r + 1].start : Int.max
+        return min(limit, next - i)
+    }
+
+    /// Sets refcounts `range` of the block at `offset` to `v` (non-zero).
+    mutating func set(_ offset: UInt64, _ range: Range<Int>, _ v: UInt64) {
+        let b = block(offset)
+        if b.words != nil {
+            for i in range { b.words?[i] = v }
+            return
+        }
+        // Extending the last run, or appending after it (sequential allocation).
+        if let lastRun = b.runs.last, range.lowerBound >= lastRun.start + lastRun.count {
+            if range.lowerBound == lastRun.start + lastRun.count && lastRun.value == v {
+                b.runs[b.runs.count - 1].count += range.count
+            } else {
+                b.runs.append(Run(start: range.lowerBound, count: range.count, value: v))
+            }
+        } else if b.runs.isEmpty {
+            b.runs = [Run(start: range.lowerBound, count: range.count, value: v)]
+        } else {
+            var runs: [Run] = []
+            runs.reserveCapacity(b.runs.count + 2)
+            var placed = false
+            for r in b.runs {
+                let end = r.start + r.count
+                if end <= range.lowerBound || r.start >= range.upperBound {
+                    if !placed && r.start >= range.upperBound {
+                        runs.append(Run(start: range.lowerBound, count: range.count, value: v))
+                        placed = true
+                    }
+                    runs.append(r)
+                    continue
+                }
+                if r.start < range.lowerBound {
+                    runs.append(Run(start: r.start, count: range.lowerBound - r.start, value: r.value))
+                }
+                if !placed {
+                    runs.append(Run(start: range.lowerBound, count: range.count, value: v))
+                    placed = true
+                }
+                if end > range.upperBound {
+                    runs.append(Run(start: range.upperBound, count: end - range.upperBound, value: r.value))
+                }
+            }
+            if !placed { runs.append(Run(start: range.lowerBound, count: range.count, value: v)) }
+            var merged: [Run] = []
+            merged.reserveCapacity(runs.count)
+            for r in runs {
+                if var last = merged.last, last.start + last.count == r.start, last.value == r.value {
+                    last.count += r.count
+                    merged[merged.count - 1] = last
+                } else {
+                    merged.append(r)
+                }
+            }
+            b.runs = merged
+        }
+        if b.runs.count > Self.maxRuns {
+            var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
+            for r in b.runs { for j in r.start..<(r.start + r.count) { w[j] = r.value } }
+            b.words = w
+            b.runs = []
+        }
+    }
+
     /// The first index at or after `i` (below `end`) whose refcount is 0, or `end`.
     mutating func firstZero(_ offset: UInt64, from i: Int, end: Int) -> Int {
         let b = block(offset)

@@ -15,6 +15,11 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
 
     /// The image's geometry.
     public let geometry: Geometry
+    /// The qcow2 version (2 = `compat=0.10`, 3); v2 has no zero flag (§9, DiscardZero.swift).
+    var version = 3
+    /// `discard-no-unref=on` for the trace session (QEMU 8.1+): guest discards and write-zeroes
+    /// keep the clusters allocated (DiscardZero.swift).
+    var discardNoUnref = false
     /// Position in the chain (0 = base).
     public let chainIndex: Int
     /// The backing image, if any.
@@ -73,6 +78,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// a miss picks the next slot instead of QEMU's victim. Used to prove validation catches a
     /// single wrong eviction.
     public var debugMisEvictAtLookup: Int?
+    /// Test-only: multi-segment write tasks resume last submitted first (`write`, §13).
+    var debugReverseTaskResumption = false
     private var lookupSequence = 0
 
     /// An image in the state `qemu-img create` leaves before allocating anything: header,
@@ -99,6 +106,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     init(file: Qcow2File, chainIndex: Int, backing: Qcow2Image<Policy>?) throws {
         let h = file.header
         geometry = h.geometry
+        version = h.version
         self.chainIndex = chainIndex
         self.backing = backing
         l1 = ContiguousArray(try file.l1Table())
@@ -188,13 +196,39 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
 
     /// Advances trace time to `t`: runs every cache-clean tick due by then (§3.7) and integrates
     /// resident memory over time.
+    ///
+    /// Between two requests only the ticks change the caches, and a tick that changes nothing
+    /// (nothing to clean and the mark already at the clock) leaves the state as it found it, so
+    /// every later tick before `t` would change nothing either. Such ticks are counted, not run:
+    /// at most three ticks are evaluated per request gap whatever its length. Tick times are
+    /// `open time + k × interval`, exact integers below `TraceRecord.maxTime` + 2^32, so the
+    /// jumped-to tick is the one repeated addition would reach.
     func advanceTime(to t: Double) {
         while let tick = nextCleanTick, tick <= t, let s = sizing {
+            let interval = Double(s.cleanInterval)
             accumulateMemory(until: tick)
-            caches[Self.l2].clean()
-            caches[Self.rc].clean()
-            nextCleanTick = tick + Double(s.cleanInterval)
+            let changedL2 = caches[Self.l2].clean()
+            let changedRC = caches[Self.rc].clean()
+            stats.cleanTicks += 1
+            stats.cleanTicksEvaluated += 1
             timeline?.sample(time: tick, image: self)
+            if changedL2 || changedRC {
+                nextCleanTick = tick + interval
+                continue
+            }
+            // Idle ticks: skip to the first tick after `t`.
+            var skipped = ((t - tick) / interval).rounded(.down)
+            var next = tick + (skipped + 1) * interval
+            while next <= t {
+                next += interval
+                skipped += 1
+            }
+            while skipped > 0 && next - interval > t {
+                next -= interval
+                skipped -= 1
+            }
+            stats.cleanTicks += UInt64(skipped)
+            nextCleanTick = next
         }
         accumulateMemory(until: t)
     }
@@ -245,6 +279,20 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         return v
     }
 
+    /// `count` more GET/PUT pairs of the table at `offset`, resident in slot `i`: hits, with
+    /// their events.
+    func repeatGet(_ c: Int, _ i: Int, offset: UInt64, count: Int) {
+        guard count > 0 else { return }
+        if log != nil {
+            for _ in 0..<count {
+                emit(.get, c, offset: offset)
+                emit(.getDone, c, index: i)
+            }
+        }
+        lookupSequence += count
+        caches[c].repeatHits(i, count: count)
+    }
+
     /// PUT (§3.3).
     @inline(__always) func put(_ c: Int, _ i: Int) { caches[c].put(i) }
 
@@ -271,11 +319,13 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     func writeCache(_ c: Int) {
         emit(.flush, c)
         caches[c].stats.flushes += 1
+        // QEMU scans every slot in index order; only dirty ones write, so jump between them.
+        // A write-back (and the dependency flush it may start) only clears dirty bits, so a
+        // slot skipped here stays clean until the full scan would have passed it.
         var i = 0
-        let n = caches[c].count
-        while i < n && caches[c].dirtyCount > 0 {
-            writeback(c, i)
-            i += 1
+        while let j = caches[c].nextDirty(from: i) {
+            writeback(c, j)
+            i = j + 1
         }
     }
 

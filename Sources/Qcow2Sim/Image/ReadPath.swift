@@ -63,10 +63,18 @@ extension Qcow2Image {
 
     /// READ (§6.2, `qcow2_co_preadv_part`). Returns whether QEMU runs it through a task pool
     /// (§6.4): a segment that needs a task (backing, data, compressed) is not the last one.
+    ///
+    /// In a pool, a backing task is entered at once and runs until its first I/O (§13): when
+    /// its first GET misses, its events after the miss's read (`get_read`) come after the rest
+    /// of this loop's MAPs, and a later backing task, which waits for the backing image's lock,
+    /// comes after it (`aio_task_pool_wait_all`).
     @discardableResult
     func read(_ g: UInt64, _ len: UInt64, cow: Bool = false) -> Bool {
         var g = g, left = len
         var pool = false
+        // Backing tasks' events held back until the pool is waited for, in submission order.
+        var deferred: [CacheEvent] = []
+        defer { if let log { for ev in deferred { log.append(ev) } } }
         while left > 0 {
             let (n, type, hostOffset) = map(g, left)
             let needsTask: Bool
@@ -79,7 +87,24 @@ extension Qcow2Image {
             switch type {
             case .unallocatedPlain, .unallocatedAlloc:
                 if let b = backing, g < b.geometry.virtualSize {
-                    b.read(g, min(n, b.geometry.virtualSize - g))
+                    if pool, let log {
+                        log.beginCapture()
+                        b.read(g, min(n, b.geometry.virtualSize - g))
+                        let events = log.endCapture()
+                        // The task yields at its first I/O: a miss's read or a write-back.
+                        var cut = events.count
+                        if deferred.isEmpty {
+                            cut =
+                                (events.firstIndex { $0.kind == .getRead || $0.kind == .entryFlush }).map { $0 + 1 }
+                                ?? events.count
+                        } else {
+                            cut = 0
+                        }
+                        for ev in events[..<cut] { log.append(ev) }
+                        deferred += events[cut...]
+                    } else {
+                        b.read(g, min(n, b.geometry.virtualSize - g))
+                    }
                 }
             case .normal, .compressed:
                 if !cow { stats.guestBytesRead += n }

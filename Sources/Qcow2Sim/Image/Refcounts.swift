@@ -68,13 +68,40 @@ extension Qcow2Image {
                 freeClusterIndex = end
             }
         }
-        var j: UInt64 = 0
-        while j < n {
-            let k = freeClusterIndex
-            freeClusterIndex += 1
-            if refcount(ofCluster: k) != 0 { j = 0 } else { j += 1 }
+        // QEMU reads the refcount of every cluster from `fci` up to the end of the first run of
+        // `n` free ones (a used cluster restarts the count). The run is found in the store; the
+        // reads are then replayed block by block (`readRefcounts`), with the same cache traffic.
+        let from = freeClusterIndex
+        var start = from
+        while true {
+            start = nextCluster(from: start, free: true)
+            let end = nextCluster(from: start, free: false, limit: start + n)
+            if end - start >= n { break }
+            start = end
         }
-        return (freeClusterIndex - n) << UInt64(geometry.clusterBits)
+        readRefcounts(from: from, count: start + n - from)
+        freeClusterIndex = start + n
+        return start << UInt64(geometry.clusterBits)
+    }
+
+    /// GET_REFCOUNT of clusters `k ..< k + count` in order, for its cache traffic only: the
+    /// first cluster of each refcount block is a full GET (maybe a miss); the others GET the
+    /// same block again, hits on the slot just released, so they are counted in bulk (their
+    /// events still printed one by one). Clusters without a refcount block read nothing.
+    func readRefcounts(from k: UInt64, count: UInt64) {
+        var c = k
+        let end = k + count
+        let per = geometry.refblockEntries
+        while c < end {
+            let t = Int(geometry.refblockIndex(ofCluster: c))
+            let blockEnd = min((UInt64(t) << UInt64(geometry.refblockBits)) + per, end)
+            let block = t < reftable.count ? reftable[t] & EntryBits.reftableOffsetMask : 0
+            if block != 0 {
+                _ = refcount(ofCluster: c)
+                if let i = caches[Self.rc].find(block) { repeatGet(Self.rc, i, offset: block, count: Int(blockEnd - c - 1)) }
+            }
+            c = blockEnd
+        }
     }
 
     /// ALLOC(bytes) (§4.3, `qcow2_alloc_clusters`).
@@ -94,10 +121,10 @@ extension Qcow2Image {
         while true {
             var i: UInt64 = 0
             let k = geometry.hostCluster(off)
+            i = nextCluster(from: k, free: false, limit: k + n) - k
             if observed {
-                while i < n && refcount(ofCluster: k + i) == 0 { i += 1 }
-            } else {
-                i = nextCluster(from: k, free: false, limit: k + n) - k
+                // QEMU reads each refcount up to and including the first used cluster.
+                readRefcounts(from: k, count: i < n ? i + 1 : n)
             }
             if update(off, i << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) == .ok {
                 return i
@@ -153,6 +180,18 @@ extension Qcow2Image {
             let idx = Int(k & (geometry.refblockEntries - 1))
             let old = rcStore.get(heldBlock, idx)
             let new = decrease ? old &- delta : old &+ delta
+            if new != 0 {
+                // A run of equal refcounts in this block, none reaching 0, is updated at once:
+                // per cluster QEMU would only mark the held block dirty again (a no-op).
+                let inBlock = Int(geometry.refblockEntries) - idx
+                let toLast = Int(min((last - c) >> UInt64(geometry.clusterBits), UInt64(inBlock - 1))) + 1
+                let run = rcStore.runLength(heldBlock, from: idx, limit: toLast)
+                if run > 1 {
+                    rcStore.set(heldBlock, idx..<(idx + run), new)
+                    c += UInt64(run) * cs
+                    continue
+                }
+            }
             if new == 0 && k < freeClusterIndex { freeClusterIndex = k }
             rcStore.set(heldBlock, idx, new)
             if new == 0 {

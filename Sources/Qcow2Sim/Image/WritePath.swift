@@ -61,22 +61,68 @@ extension Qcow2Image {
 
     /// WRITE (§7.1, `qcow2_co_pwritev_part`): returns whether QEMU runs it as several segments.
     /// The writethrough flush belongs to the request (`apply`), not to this driver call.
+    ///
+    /// A request whose first ALLOC_HOST does not cover it runs as a task pool (§13): each
+    /// segment's task is entered at once (`aio_task_pool_start_task`) and runs until its first
+    /// I/O (the zero-COW write or the data write); the request coroutine then maps the next
+    /// segment. The tasks resume, after the last segment is launched (or when all
+    /// `QCOW2_MAX_WORKERS` slots are busy), in the order their I/O was submitted.
     @discardableResult
     func write(_ g: UInt64, _ len: UInt64) -> Bool {
+        var (n, hostStart, metas) = allocateHost(g, len)
+        if n == len {
+            // `qcow2_add_task` with no pool: the task runs inline, to completion.
+            var t = WriteTask(host: hostStart, guest: g, bytes: n, metas: metas)
+            while !runTask(&t) {}
+            return false
+        }
+        requestState.taskPool = true
         var g = g, left = len
-        var multi = false
-        var first = true
-        while left > 0 {
-            let (n, hostStart, metas) = allocateHost(g, left)
-            if first && n < left { multi = true }
-            first = false
-            task(hostStart, g, n, metas)
+        // Tasks waiting for their I/O, in submission order (the order QEMU resumes them).
+        var waiting: [WriteTask] = []
+        var head = 0
+        var launched: Int32 = 0
+        // The event log tags each task's events (1, 2, …; 0 is the request's own coroutine).
+        func run(_ t: inout WriteTask) -> Bool {
+            log?.task = t.tag
+            defer { log?.task = 0 }
+            return runTask(&t)
+        }
+        func resumeOne() -> Bool {
+            var t = waiting[head]
+            head += 1
+            if run(&t) { return true }
+            waiting.append(t)
+            return false
+        }
+        while true {
+            // `aio_task_pool_wait_slot`: with every worker busy, wait until one task ends.
+            while waiting.count - head >= Self.maxWorkers {
+                while !resumeOne() {}
+            }
+            launched += 1
+            var t = WriteTask(host: hostStart, guest: g, bytes: n, metas: metas, tag: launched)
+            if !run(&t) { waiting.append(t) }
             g += n
             left -= n
+            if left == 0 { break }
+            (n, hostStart, metas) = allocateHost(g, left)
         }
-        if multi { requestState.taskPool = true }
-        return multi
+        // `aio_task_pool_wait_all`.
+        if debugReverseTaskResumption {
+            // Test only: the last submitted I/O completes first, each task then runs to its end.
+            for k in stride(from: waiting.count - 1, through: head, by: -1) {
+                var t = waiting[k]
+                while !run(&t) {}
+            }
+            return true
+        }
+        while head < waiting.count { _ = resumeOne() }
+        return true
     }
+
+    /// `QCOW2_MAX_WORKERS`: tasks of one pool running at once.
+    static var maxWorkers: Int { 8 }
 
     /// ALLOC_HOST (§7.2, `qcow2_alloc_host_offset`): metas are newest first.
     func allocateHost(_ g: UInt64, _ len: UInt64) -> (bytes: UInt64, host: UInt64, metas: [L2Meta]) {
@@ -242,23 +288,63 @@ extension Qcow2Image {
         metas.insert(meta, at: 0)
     }
 
-    /// TASK (§7.6, `qcow2_co_pwritev_task`): zero-COW probe, data write, then LINK of every meta.
-    func task(_ hostStart: UInt64, _ g: UInt64, _ n: UInt64, _ metas: [L2Meta]) {
-        var metas = metas
-        for j in metas.indices where metas[j].hasCow {
-            let m = metas[j]
+    /// One segment's task (`Qcow2AioTask`) and how far it has run.
+    struct WriteTask {
+        /// Host offset of the segment's first byte.
+        var host: UInt64
+        /// Guest offset of the segment's first byte.
+        var guest: UInt64
+        /// Bytes in the segment.
+        var bytes: UInt64
+        /// Newest first (§7.2).
+        var metas: [L2Meta]
+        /// Next meta the zero-COW probe looks at; `metas.count` once the data is written.
+        var nextProbe = 0
+        /// The guest data has been written (or merged into a COW write).
+        var dataWritten = false
+        /// The coroutine tag of the task's events (`EventLog.task`; 0 runs inline).
+        var tag: Int32 = 0
+    }
+
+    /// TASK (§7.6, `qcow2_co_pwritev_task`) from where `t` stopped, up to its next I/O
+    /// (returns false: the task yields there) or to its end, LINK included (returns true).
+    /// The zero-COW probe and the zero write of each meta, then the data write, then LINK.
+    func runTask(_ t: inout WriteTask) -> Bool {
+        while t.nextProbe < t.metas.count {
+            let j = t.nextProbe
+            t.nextProbe += 1
+            let m = t.metas[j]
+            guard m.hasCow else { continue }
             // `is_zero_cow`: the head, and only if it is zero, the tail.
             guard isZeroFast(m.guestCluster + m.cowStartOffset, m.cowStartBytes) else { continue }
             guard isZeroFast(m.guestCluster + m.cowEndOffset, m.cowEndBytes) else { continue }
             let start = m.hostCluster + m.cowStartOffset
             let bytes = m.cowEndOffset + m.cowEndBytes - m.cowStartOffset
             host.zeroRange(start, bytes)
-            metas[j].skipCow = true
+            t.metas[j].skipCow = true
             stats.cowSkipped += 1
+            // `bdrv_co_pwrite_zeroes` on the file: the task waits for it.
+            return false
         }
-        host.write(hostStart, n)
-        stats.guestBytesWritten += n
-        for j in metas.indices { link(&metas[j]) }
+        if !t.dataWritten {
+            t.dataWritten = true
+            host.write(t.host, t.bytes)
+            stats.guestBytesWritten += t.bytes
+            // Unless `merge_cow` folds the data into a COW write, it is written now and the
+            // task waits for it.
+            if !mergesWithCow(t) { return false }
+        }
+        for j in t.metas.indices { link(&t.metas[j]) }
+        return true
+    }
+
+    /// `merge_cow`: some meta still to copy has its COW head ending where the data starts and
+    /// its tail starting where the data ends.
+    func mergesWithCow(_ t: WriteTask) -> Bool {
+        t.metas.contains { m in
+            m.hasCow && !m.skipCow && m.guestCluster + m.cowStartOffset + m.cowStartBytes == t.guest
+                && m.guestCluster + m.cowEndOffset == t.guest + t.bytes
+        }
     }
 
     /// COPY_ON_WRITE (§7.6 step 4, `perform_cow`): reads through this image's own read path.
