@@ -105,10 +105,12 @@ enum ProcessTable {
         let pidFile = dir + "/sleep.pid"
         let scripts = [
             "qemu-img": "#!/bin/sh\nexit 0\n",
-            "qemu-io": "#!/bin/sh\necho 'fake qemu-io: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
+            // Answers validate's version probe as Debian's 7.2 does, then hangs on the replay.
+            "qemu-io":
+                "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'qemu-io version 7.2.22'; exit 0; }\necho 'fake qemu-io: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
             // Greets over QMP, then never answers qmp_capabilities.
             "qemu-system-x86_64":
-                "#!/bin/sh\necho '{\"QMP\": {}}'\necho 'fake qemu-system: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
+                "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'QEMU emulator version 7.2.22'; exit 0; }\necho '{\"QMP\": {}}'\necho 'fake qemu-system: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
         ]
         for (name, text) in scripts {
             try Data(text.utf8).write(to: URL(fileURLWithPath: bin + "/" + name))
