@@ -89,7 +89,13 @@ struct RecordMapper {
                 throw TraceError(file: fileName, location: loc, message: problem)
             }
         }
-        if r.op == .flush { return r }
+        if r.op == .flush {
+            // A flush has no range (bdrv_co_flush takes none): one a reader parsed (native
+            // `F,2,0`) is dropped here, so every flush is offset 0, length 0 as TraceRecord says.
+            r.offset = 0
+            r.length = 0
+            return r
+        }
         if options.offsetShift != 0 {
             let shift = options.offsetShift
             if shift > 0 {

@@ -157,4 +157,18 @@ import Testing
         #expect(times(t, .tencent, rebase: false) == [1_538_323_199, 1_538_323_200, 1_538_323_201])
         #expect(times(t, .tencent, rebase: false, scale: 0.5) == [769_161_599.5, 769_161_600, 769_161_600.5])
     }
+
+    @Test func aFlushHasNoRange() {
+        // Found by FuzzTests: native `F,2,0` gave a flush at offset 2. bdrv_co_flush takes no
+        // range and TraceRecord documents a flush as offset 0, length 0; the shift and the disk
+        // bound do not apply to it either.
+        var o = TraceOptions()
+        o.offsetShift = 4096
+        o.diskSize = 1 << 20
+        let t = Array("0,F,2,0\n1,F,0,9\n2,f,1G,1G\n".utf8)
+        guard case .success(let r) = TraceFixtures.readBytes(t, fileName: "f.csv", format: .native, options: o) else {
+            Issue.record("rejected"); return
+        }
+        #expect(r == [0.0, 1, 2].map { TraceRecord(time: $0, op: .flush, offset: 0, length: 0) })
+    }
 }
