@@ -177,7 +177,9 @@ import Testing
         #expect(TraceFixtures.errorText(Array(input.utf8), fileName: "t.txt", format: format) == expected)
     }
 
-    @Test(.enabled(if: TraceFixtures.available), arguments: [TraceFormat.native, .blkparse, .msr, .fio, .qemu, .systor])
+    @Test(
+        .enabled(if: TraceFixtures.available, TraceFixtures.skipMessage),
+        arguments: [TraceFormat.native, .blkparse, .msr, .fio, .qemu, .systor])
     func binaryFedToATextReader(_ format: TraceFormat) throws {
         let b = try TraceFixtures.bytes("sample.blktrace.0")
         #expect(

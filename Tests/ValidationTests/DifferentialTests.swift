@@ -534,7 +534,9 @@ struct DifferentialTests {
     /// drops chunks of requests while the failure persists and prints the smallest trace.
     @Test(
         "minimize divergent cases (QCOW2SIM_MINIMIZE=i,j,…)",
-        .enabled(if: ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] != nil))
+        .enabled(
+            if: ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] != nil,
+            "a debugging tool, run on demand: set QCOW2SIM_MINIMIZE=i,j,… to shrink those grid cases"))
     func minimize() throws {
         let list = ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] ?? ""
         for item in list.split(separator: ",") {

@@ -117,7 +117,8 @@ struct SimulatorValidationTests {
         func hit(_ l2: Bool, _ offset: String) -> [String] {
             let c = l2 ? 1 : 0
             return [
-                "qcow2_cache_get is_l2_cache \(c) offset \(offset) read_from_disk 1", "qcow2_cache_get_done is_l2_cache \(c) index 0",
+                "qcow2_cache_get is_l2_cache \(c) offset \(offset) read_from_disk 1",
+                "qcow2_cache_get_done is_l2_cache \(c) index 0",
             ]
         }
         let lines = { (l: EventLog, n: Int) in l.events.prefix(n).map { $0.line(includeImage: false) } }
