@@ -1,10 +1,13 @@
 /// Alibaba Cloud block traces (2020, `io_traces.csv`), no header:
 /// `device_id,opcode,offset,length,timestamp`; opcode `R` or `W`, offset and length in bytes,
 /// timestamp in microseconds since the epoch. ``TraceOptions/device`` selects the device ID.
+/// Times are reported relative to the first selected row, subtracted in integer microseconds
+/// (``timeOrigin``; the mapping stage rebases or adds it back).
 struct AlibabaFormat: LineFormat {
     static let separator: UInt8? = UInt8(ascii: ",")
     private let device: UInt64?
-    private var firstMicros: UInt64?
+    private var originMicros: UInt64?
+    private(set) var timeOrigin = TraceTimeOrigin.zero
 
     init(options: TraceOptions) throws {
         if let d = options.device {
@@ -37,8 +40,12 @@ struct AlibabaFormat: LineFormat {
         let t = try f.unsigned(4, "timestamp")
         try f.checkEnd(offset, length)
         if let device, device != dev { return nil }
-        let base = firstMicros ?? t
-        firstMicros = base
+        let base = originMicros ?? t
+        if originMicros == nil {
+            originMicros = t
+            timeOrigin = TraceTimeOrigin(ticks: t, ticksPerSecond: 1_000_000)
+        }
+        // Epoch µs divided as a whole would round to 2.4·10⁻⁷ s; the difference is exact.
         return TraceRecord(time: (t >= base ? Double(t - base) : -Double(base - t)) / 1e6, op: op, offset: offset, length: length)
     }
 }

@@ -175,6 +175,12 @@ public struct BlkparseReader: TraceReader {
         default:
             throw error("invalid rwbs '\(Scan.text(p, rwbs))' (expected R, W, D or N with optional F, A, S, M)")
         }
-        return TraceRecord(time: time, op: op, offset: sector &* 512, length: length, flags: flags)
+        // A sector past 2^55 (or a partition offset that wrapped it) has no byte offset.
+        let (offset, o) = sector.multipliedReportingOverflow(by: 512)
+        if o { throw error("offset of sector \(sector) overflows 64 bits") }
+        if offset.addingReportingOverflow(length).overflow {
+            throw error("request at offset \(offset) with length \(length) ends beyond 2^64 bytes")
+        }
+        return TraceRecord(time: time, op: op, offset: offset, length: length, flags: flags)
     }
 }

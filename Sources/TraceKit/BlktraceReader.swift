@@ -236,7 +236,7 @@ public struct BlktraceReader: TraceReader {
                 return nil
             }
             heads[best] = try streams[best].next()
-            if let rec = process(ev) {
+            if let rec = try process(ev, file: streams[best].input.fileName) {
                 lastEvent = ev
                 lastStream = best
                 fileName = streams[best].input.fileName
@@ -251,7 +251,7 @@ public struct BlktraceReader: TraceReader {
     }
 
     @inline(__always)
-    private mutating func process(_ ev: BlktraceEvent) -> TraceRecord? {
+    private mutating func process(_ ev: BlktraceEvent, file: String) throws -> TraceRecord? {
         let category = ev.action >> Blktrace.categoryShift
         let act = ev.action & 0xFFFF
         if category & Blktrace.tcNotify != 0 { return nil }
@@ -294,7 +294,15 @@ public struct BlktraceReader: TraceReader {
         } else {
             return nil
         }
-        return TraceRecord(
-            time: Double(ev.time &- genesis) / 1e9, op: op, offset: sector &* 512, length: UInt64(ev.bytes), flags: flags)
+        // A sector past 2^55 (or a partition offset that wrapped it) has no byte offset.
+        let (offset, o) = sector.multipliedReportingOverflow(by: 512)
+        if o || offset.addingReportingOverflow(UInt64(ev.bytes)).overflow {
+            throw TraceError(
+                file: file, location: .record(byteOffset: ev.byteOffset, index: ev.index),
+                message: o
+                    ? "offset of sector \(sector) overflows 64 bits"
+                    : "request at offset \(offset) with length \(ev.bytes) ends beyond 2^64 bytes")
+        }
+        return TraceRecord(time: Double(ev.time &- genesis) / 1e9, op: op, offset: offset, length: UInt64(ev.bytes), flags: flags)
     }
 }

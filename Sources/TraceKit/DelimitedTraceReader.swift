@@ -10,10 +10,13 @@ protocol LineFormat {
     func isHeader(_ line: inout FieldCursor) -> Bool
     /// The record on this line, or `nil` to skip the line.
     mutating func record(_ line: inout FieldCursor) throws -> TraceRecord?
+    /// What `time == 0` stands for (``TraceReader/timeOrigin``).
+    var timeOrigin: TraceTimeOrigin { get }
 }
 
 extension LineFormat {
     func isHeader(_ line: inout FieldCursor) -> Bool { false }
+    var timeOrigin: TraceTimeOrigin { .zero }
 }
 
 /// The fields of one line, with typed accessors whose errors quote the field and say what was
@@ -129,6 +132,8 @@ struct DelimitedTraceReader<Format: LineFormat>: TraceReader {
     }
 
     var location: TraceLocation { .line(line) }
+
+    var timeOrigin: TraceTimeOrigin { format.timeOrigin }
 
     mutating func next() throws -> TraceRecord? {
         while let range = try scanner.nextLine() {

@@ -1,13 +1,15 @@
 /// MSR Cambridge (SNIA IOTTA) CSV, no header:
 /// `Timestamp,Hostname,DiskNumber,Type,Offset,Size,ResponseTime` with Timestamp in Windows
 /// FILETIME (100 ns ticks since 1601), Type `Read` or `Write`, Offset and Size in bytes.
-/// ``TraceOptions/device`` selects `HOST` or `HOST:DISK`. Times are rebased to the first row in
-/// integer ticks, so no precision is lost to the 1.3·10¹⁷ epoch.
+/// ``TraceOptions/device`` selects `HOST` or `HOST:DISK`. Times are reported relative to the
+/// first selected row, subtracted in integer ticks so no precision is lost to the 1.3·10¹⁷
+/// epoch; that row's reading is ``timeOrigin`` (the mapping stage rebases or adds it back).
 struct MSRCambridgeFormat: LineFormat {
     static let separator: UInt8? = UInt8(ascii: ",")
     private let host: [UInt8]?
     private let disk: UInt64?
-    private var firstTicks: UInt64?
+    private var originTicks: UInt64?
+    private(set) var timeOrigin = TraceTimeOrigin.zero
 
     init(options: TraceOptions) throws {
         if let d = options.device {
@@ -50,9 +52,13 @@ struct MSRCambridgeFormat: LineFormat {
             guard r.count == host.count, zip(f.p[r], host).allSatisfy({ $0 == $1 }) else { return nil }
             if let disk, disk != diskNumber { return nil }
         }
-        let base = firstTicks ?? ticks
-        firstTicks = base
-        let delta = ticks >= base ? Double(ticks - base) : -Double(base - ticks)
+        let origin = originTicks ?? ticks
+        if originTicks == nil {
+            originTicks = ticks
+            timeOrigin = TraceTimeOrigin(ticks: ticks, ticksPerSecond: 10_000_000)
+        }
+        // A Double of ~1.3·10¹⁷ ticks steps by 16 ticks; the difference of two readings is exact.
+        let delta = ticks >= origin ? Double(ticks - origin) : -Double(origin - ticks)
         return TraceRecord(time: delta / 1e7, op: op, offset: offset, length: size)
     }
 }

@@ -34,7 +34,8 @@ struct RecordMapper {
     mutating func next<R: TraceReader>(from source: inout R) throws -> (TraceRecord, TraceLocation)? {
         while true {
             guard let (raw, loc) = try nextOrdered(from: &source) else { return nil }
-            if let mapped = try map(raw, loc) { return (mapped, loc) }
+            // A reader's origin is fixed once it has read its first row, before any record leaves.
+            if let mapped = try map(raw, loc, origin: rebase ? .zero : source.timeOrigin) { return (mapped, loc) }
         }
     }
 
@@ -71,21 +72,30 @@ struct RecordMapper {
     }
 
     @inline(__always)
-    private mutating func map(_ raw: TraceRecord, _ loc: TraceLocation) throws -> TraceRecord? {
+    private mutating func map(_ raw: TraceRecord, _ loc: TraceLocation, origin: TraceTimeOrigin) throws -> TraceRecord? {
         var r = raw
         if let t = r.time {
+            // The one place times are rebased: to the first record in (sorted) order, or not at all,
+            // in which case the reader's origin is added back to give its absolute clock.
             if rebase {
                 if timeOrigin == nil { timeOrigin = t }
                 r.time = (t - (timeOrigin ?? t)) * options.timeScale
-            } else if options.timeScale != 1 {
-                r.time = t * options.timeScale
+            } else {
+                let absolute = origin.absolute(t)
+                r.time = options.timeScale != 1 ? absolute * options.timeScale : absolute
             }
             // Checked after scaling: that is the time the simulator's clock will run to.
             if let mapped = r.time, let problem = TraceRecord.timeProblem(mapped) {
                 throw TraceError(file: fileName, location: loc, message: problem)
             }
         }
-        if r.op == .flush { return r }
+        if r.op == .flush {
+            // A flush has no range (bdrv_co_flush takes none): one a reader parsed (native
+            // `F,2,0`) is dropped here, so every flush is offset 0, length 0 as TraceRecord says.
+            r.offset = 0
+            r.length = 0
+            return r
+        }
         if options.offsetShift != 0 {
             let shift = options.offsetShift
             if shift > 0 {

@@ -1,11 +1,13 @@
 /// SNIA SYSTOR'17 CSV: header `Timestamp,Response,IOType,LUN,Offset,Size`; Timestamp in epoch
 /// seconds with a fraction, IOType `R` or `W`, Offset and Size in bytes. ``TraceOptions/device``
 /// selects the LUN. Rows are not sorted by time (the reorder window sorts them); times are
-/// rebased on whole seconds first so the fraction keeps its nanoseconds.
+/// reported relative to the first row's whole second (``timeOrigin``) so the fraction keeps its
+/// nanoseconds; the mapping stage rebases or adds the origin back.
 struct SystorFormat: LineFormat {
     static let separator: UInt8? = UInt8(ascii: ",")
     private let lun: UInt64?
-    private var firstSecond: UInt64?
+    private var originSecond: UInt64?
+    private(set) var timeOrigin = TraceTimeOrigin.zero
 
     init(options: TraceOptions) throws {
         if let d = options.device {
@@ -37,8 +39,12 @@ struct SystorFormat: LineFormat {
         let size = try f.bytes(5, "size")
         try f.checkEnd(offset, size)
         if let lun, lun != l { return nil }
-        let base = firstSecond ?? whole
-        firstSecond = base
+        let base = originSecond ?? whole
+        if originSecond == nil {
+            originSecond = whole
+            timeOrigin = TraceTimeOrigin(seconds: whole, fraction: 0)
+        }
+        // A Double of 1.5·10⁹ s resolves 2.4·10⁻⁷ s; small whole-second differences keep the ns.
         let delta = whole >= base ? Double(whole - base) : -Double(base - whole)
         return TraceRecord(time: delta + fraction, op: op, offset: offset, length: size)
     }

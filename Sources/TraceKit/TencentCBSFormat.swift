@@ -1,11 +1,11 @@
 /// Tencent CBS cloud block storage (SNIA IOTTA) CSV, no header:
 /// `Timestamp,Offset,Size,IOType,VolumeID`; Timestamp in epoch seconds, Offset and Size in
 /// 512-byte sectors, IOType 0 = read, 1 = write. ``TraceOptions/device`` selects the volume.
-/// Rows are only roughly sorted (1 s granularity); the reorder window sorts them.
+/// Rows are only roughly sorted (1 s granularity); the reorder window sorts them. Whole epoch
+/// seconds are exact as a `Double`, so times are the absolute clock (the mapping stage rebases).
 struct TencentCBSFormat: LineFormat {
     static let separator: UInt8? = UInt8(ascii: ",")
     private let volume: UInt64?
-    private var firstSecond: UInt64?
 
     init(options: TraceOptions) throws {
         if let d = options.device {
@@ -34,8 +34,6 @@ struct TencentCBSFormat: LineFormat {
         let v = try f.unsigned(4, "volume ID")
         try f.checkEnd(offset, size)
         if let volume, volume != v { return nil }
-        let base = firstSecond ?? t
-        firstSecond = base
-        return TraceRecord(time: t >= base ? Double(t - base) : -Double(base - t), op: op, offset: offset, length: size)
+        return TraceRecord(time: Double(t), op: op, offset: offset, length: size)
     }
 }

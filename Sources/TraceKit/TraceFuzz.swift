@@ -95,15 +95,22 @@ public enum TraceFuzz {
         return b
     }
 
-    /// Runs one seeded input through detection and through one explicitly chosen reader.
-    public static func run(seed: UInt64, corpus: [[UInt8]], stats: inout Stats) {
-        let b = input(seed: seed, corpus: corpus)
+    /// The reader (`nil`: detection) and options input `seed` is read with: even seeds are
+    /// detected, odd ones forced to one format in turn; some get a disk bound or a reorder window.
+    public static func configuration(seed: UInt64) -> (format: TraceFormat?, options: TraceOptions) {
         let forced = TraceFormat.allCases[Int(seed % UInt64(TraceFormat.allCases.count))]
-        stats.inputs += 1
         var options = TraceOptions()
         if seed % 7 == 0 { options.diskSize = 1 << 30; options.beyondDisk = [.reject, .wrap, .clip][Int(seed / 7 % 3)] }
         if seed % 5 == 0 { options.reorderWindow = 4 }
-        if parse(b, format: seed % 2 == 0 ? nil : forced, options: options) { stats.accepted += 1 } else { stats.rejected += 1 }
+        return (seed % 2 == 0 ? nil : forced, options)
+    }
+
+    /// Runs one seeded input through detection and through one explicitly chosen reader.
+    public static func run(seed: UInt64, corpus: [[UInt8]], stats: inout Stats) {
+        let b = input(seed: seed, corpus: corpus)
+        let (format, options) = configuration(seed: seed)
+        stats.inputs += 1
+        if parse(b, format: format, options: options) { stats.accepted += 1 } else { stats.rejected += 1 }
     }
 
     /// Reads `bytes` as `format` (nil = detect) to the end or the first error; true when the

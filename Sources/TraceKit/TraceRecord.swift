@@ -1,8 +1,8 @@
 /// One guest block request, as every trace reader produces it and the simulator consumes it.
 ///
 /// Offsets and lengths are in bytes on the guest's virtual disk. `time` is in seconds on the
-/// trace's own clock, rebased by readers of absolute-time formats so the first record is at 0;
-/// it is `nil` for traces without timestamps.
+/// trace's own clock; `TraceFile`'s mapping stage rebases absolute clocks so the first record is
+/// at 0 (unless ``TraceOptions/rebaseTime`` is `false`). It is `nil` for traces without timestamps.
 public struct TraceRecord: Equatable, Hashable, Sendable {
     /// The kind of request.
     public enum Op: UInt8, Sendable, CaseIterable {
@@ -131,6 +131,49 @@ public protocol TraceReader {
     var location: TraceLocation { get }
     /// The file name used in error messages.
     var fileName: String { get }
+    /// The absolute clock reading that `time == 0` stands for in this reader's records.
+    ///
+    /// A reader of a clock too large for a `Double` to keep its resolution (FILETIME ticks,
+    /// epoch microseconds) reports times relative to its first row, subtracted in integers, and
+    /// exposes that row's reading here; the mapping stage adds it back when rebasing is off.
+    /// The default, ``TraceTimeOrigin/zero``, says `time` is the clock itself.
+    var timeOrigin: TraceTimeOrigin { get }
+}
+
+extension TraceReader {
+    /// `time` is the trace's clock itself (no origin to add back).
+    public var timeOrigin: TraceTimeOrigin { .zero }
+}
+
+/// An absolute clock reading kept exact: whole seconds plus a fraction in `0..<1`.
+///
+/// A `Double` of 1.3·10¹⁰ s (FILETIME) or 1.6·10⁹ s (the Unix epoch) resolves only about
+/// 2·10⁻⁶ or 2·10⁻⁷ s, so readers keep their origin split and records small and relative.
+public struct TraceTimeOrigin: Sendable, Equatable {
+    /// Whole seconds.
+    public var seconds: UInt64
+    /// The fraction of a second, `0..<1`.
+    public var fraction: Double
+
+    /// The clock's own zero.
+    public static let zero = TraceTimeOrigin(seconds: 0, fraction: 0)
+
+    /// An origin of `seconds` plus `fraction`.
+    public init(seconds: UInt64, fraction: Double) {
+        self.seconds = seconds
+        self.fraction = fraction
+    }
+
+    /// An integer clock reading of `ticks` units of `1/ticksPerSecond` s, split exactly.
+    public init(ticks: UInt64, ticksPerSecond: UInt64) {
+        seconds = ticks / ticksPerSecond
+        fraction = Double(ticks % ticksPerSecond) / Double(ticksPerSecond)
+    }
+
+    /// The absolute time of a record `time` seconds after the origin (the small parts are added
+    /// first, so the sum loses only what a `Double` of its size cannot hold).
+    @inline(__always)
+    public func absolute(_ time: Double) -> Double { Double(seconds) + (fraction + time) }
 }
 
 /// A reader over records already in memory (generators, tests, benchmarks).

@@ -92,7 +92,12 @@ public struct VscsiReader: TraceReader {
                 skippedCommands += 1
                 continue
             }
-            guard lbn >> 55 == 0 else { throw error(off, "offset of sector \(lbn) overflows 64 bits") }
+            // Located at this record (`i`): `index` already counts it.
+            guard lbn >> 55 == 0 else {
+                throw TraceError(
+                    file: fileName, location: .record(byteOffset: off, index: i),
+                    message: "offset of sector \(lbn) overflows 64 bits")
+            }
             lastOffset = off
             lastIndex = i
             return TraceRecord(time: Double(ts) / 1e6, op: op, offset: lbn << 9, length: UInt64(len))

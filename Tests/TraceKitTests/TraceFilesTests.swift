@@ -5,7 +5,7 @@ import Testing
 
 /// Every public trace parses, and decodes to the facts its README states (or that an
 /// independent tool — blkparse, awk — reports).
-@Suite(.enabled(if: TraceFixtures.available)) struct TraceFilesTests {
+@Suite(.enabled(if: TraceFixtures.available, TraceFixtures.skipMessage)) struct TraceFilesTests {
     @Test(arguments: [
         ("cloudPhysicsIO.vscsi", TraceFormat.vscsi), ("cloudPhysicsIO.csv", .vscsiCSV), ("sample.blktrace.0", .blktrace),
         ("sample.blkparse.txt", .blkparse), ("msr-cambridge1-sample.csv", .msr), ("systor17-traces-sample.csv.gz", .systor),
@@ -134,6 +134,20 @@ import Testing
         #expect(vol.reduce(0) { $0 + $1.length } == 65_941 * 512)
         // Timestamps 1538323199 … 1538323200.
         #expect(recs.first?.time == 0 && recs.last?.time == 1)
+    }
+
+    @Test func noRebaseKeepsEachSampleAbsoluteClock() throws {
+        var o = TraceOptions()
+        o.rebaseTime = false
+        // First row 128166385295514663 FILETIME ticks = 12816638529.5514663 s since 1601.
+        let msr = try TraceFixtures.read("msr-cambridge1-sample.csv", options: o)
+        #expect(msr.count == 1000 && msr[0].time == 12_816_638_529.551_4663)
+        // Sorted rows: earliest 1456095145.126285000, last 1456095147.574052000 (epoch s).
+        let systor = try TraceFixtures.read("systor17-traces-sample.csv.gz", options: o)
+        #expect(systor.first?.time == 1_456_095_145.126_285 && systor.last?.time == 1_456_095_147.574_052)
+        // Timestamps 1538323199 … 1538323200 (epoch s).
+        let tencent = try TraceFixtures.read("tencent-cbs-cloud_storage-sample.bz2", options: o)
+        #expect(tencent.first?.time == 1_538_323_199 && tencent.last?.time == 1_538_323_200)
     }
 
     @Test func fioVersion3Iolog() throws {

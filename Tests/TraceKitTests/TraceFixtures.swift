@@ -1,4 +1,5 @@
 import Foundation
+import Testing
 
 @testable import TraceKit
 
@@ -18,6 +19,11 @@ enum TraceFixtures {
     }()
 
     static var available: Bool { FileManager.default.fileExists(atPath: path("README.md")) }
+
+    /// Why tests of the public traces are skipped (a fresh clone without ../shared shows it).
+    static let skipMessage = Comment(
+        rawValue:
+            "public traces not found (\(directory)/README.md): skipping; check out ../shared/traces or set QCOW2SIM_TRACES")
 
     static func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
 

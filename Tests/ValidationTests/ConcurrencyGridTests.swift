@@ -204,7 +204,9 @@ struct ConcurrencyGridTests {
 
     @Test(
         "print a case's preparation and trace (QCOW2SIM_CONCURRENCY_DUMP=i)",
-        .enabled(if: ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] != nil))
+        .enabled(
+            if: ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] != nil,
+            "a debugging tool, run on demand: set QCOW2SIM_CONCURRENCY_DUMP=i to print case i"))
     func dump() {
         let index = Int(ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] ?? "") ?? 0
         let c = ConcurrencyGrid.make(index)

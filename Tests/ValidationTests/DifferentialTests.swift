@@ -439,8 +439,20 @@ struct DifferentialGridTests {
         // Every known divergent case names a repro in the list.
         let names = Set(KnownDivergence.all.map(\.name))
         #expect(DifferentialGrid.knownDivergentCases.values.allSatisfy(names.contains))
-        // The same seed gives the same case.
-        #expect(DifferentialGrid.make(17).records == DifferentialGrid.make(17).records)
+        // "Crossed exactly": the first 180 cases hold each (geometry, populate, chain, cache mode)
+        // once: 6 × 5 × 3 × 2 = 180 (the grid's definition above).
+        let cells = Set(
+            cases.prefix(DifferentialGrid.crossed).map {
+                "\($0.clusterSize) \($0.extendedL2) \($0.populateName) \($0.config.chainLength) \($0.config.cacheMode)"
+            })
+        #expect(DifferentialGrid.crossed == 6 * 5 * 3 * 2 && cells.count == DifferentialGrid.crossed)
+        // Case 17 worked by hand from the definition: geometry 17 % 6 = 5 (2 MiB, extended L2),
+        // populate (17 / 6) % 5 = 2 (zero ranges), chain 1 + (17 / 30) % 3 = 1, mode (17 / 90) % 2 = 0
+        // (writeback), seed 0xD1FF0000 + 17.
+        let c17 = cases[17]
+        #expect(c17.seed == 0xD1FF_0011 || DifferentialGrid.seedBase != DifferentialGrid.defaultSeedBase)
+        #expect(c17.config.createOptions == "cluster_size=2097152,extended_l2=on")
+        #expect(c17.populateName == "zero ranges" && c17.config.chainLength == 1 && c17.config.cacheMode == .writeback)
     }
 }
 
@@ -522,7 +534,9 @@ struct DifferentialTests {
     /// drops chunks of requests while the failure persists and prints the smallest trace.
     @Test(
         "minimize divergent cases (QCOW2SIM_MINIMIZE=i,j,…)",
-        .enabled(if: ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] != nil))
+        .enabled(
+            if: ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] != nil,
+            "a debugging tool, run on demand: set QCOW2SIM_MINIMIZE=i,j,… to shrink those grid cases"))
     func minimize() throws {
         let list = ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] ?? ""
         for item in list.split(separator: ",") {
