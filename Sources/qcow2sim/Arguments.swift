@@ -135,13 +135,8 @@ enum Console {
     }
     static func printErr(_ text: String) {
         let bytes = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { p in p.baseAddress.map { write(2, $0, p.count) } ?? 0 }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }  // nowhere left to report to
-            off += n
-        }
+        // A failure is dropped: there is nowhere left to report it to.
+        _ = bytes.withUnsafeBytes { OutputFile.writeAll(2, $0) }
     }
     /// Writes `text` to standard output (an ``OutputError`` with exit 74 when it cannot be written).
     static func print(_ text: String) throws {
