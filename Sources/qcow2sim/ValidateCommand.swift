@@ -69,7 +69,7 @@ enum ValidateCommand {
                     "--discard", "--qemu-timeout",
                 ]),
                 flags: ["--no-io-uring", "--qemu-only", "--read-only", "--strict", "--debug-reverse-task-order"],
-                aliases: RunConfigArguments.aliases)
+                aliases: RunConfigArguments.aliases, repeatable: RunConfigArguments.repeatable)
             let misEvict = try a.value("--debug-mis-evict-at-lookup").map { text -> Int in
                 guard let n = Int(text), n >= 0 else {
                     throw UsageError("invalid value '\(text)' for --debug-mis-evict-at-lookup (expected a lookup number)")
