@@ -125,6 +125,11 @@ enum ProcessTable {
         return (bin, pidFile)
     }
 
+    /// The sleeping grandchild's pid the fake wrote, if it got that far.
+    static func pid(in file: String) -> Int32? {
+        (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
     static func environment(bin: String, tmp: String) -> [String: String] {
         ["PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"), "TMPDIR": tmp]
     }
@@ -152,9 +157,7 @@ enum ProcessTable {
         // The whole group was killed: the grandchild too. SIGKILL was sent before qcow2sim exited,
         // but a loaded machine may not have run the grandchild's exit yet: poll (an upper bound,
         // not a timed assertion).
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
-            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
+        let sleeper = Self.pid(in: pidFile)
         #expect(sleeper != nil)
         if let sleeper { #expect(ProcessTable.waitFor(30) { !ProcessTable.alive(sleeper) }, "the sleeping grandchild survived") }
         #expect(ProcessTable.waitFor(30) { ProcessTable.matching(bin).isEmpty })
@@ -176,9 +179,7 @@ enum ProcessTable {
             err.hasSuffix(
                 "/qemu-trace.log' made no progress for 3 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-system: stuck\n"
             ))
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
-            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
+        let sleeper = Self.pid(in: pidFile)
         #expect(sleeper != nil)
         if let sleeper { #expect(ProcessTable.waitFor(30) { !ProcessTable.alive(sleeper) }, "the sleeping grandchild survived") }
         #expect(ProcessTable.waitFor(30) { ProcessTable.matching(bin).isEmpty })
@@ -200,9 +201,7 @@ enum ProcessTable {
         #expect(status == expected)
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty)
         #expect(ProcessTable.waitFor(30) { ProcessTable.matching(bin).isEmpty })
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
-            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
+        let sleeper = Self.pid(in: pidFile)
         if let sleeper { #expect(ProcessTable.waitFor(30) { !ProcessTable.alive(sleeper) }, "the sleeping grandchild survived") }
         #expect(try String(contentsOfFile: logs + "/out", encoding: .utf8).isEmpty)
     }
