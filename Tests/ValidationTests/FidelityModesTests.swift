@@ -87,6 +87,20 @@ struct CacheModeTests {
         #expect(CleanTimerPlan.intervals(config: config, imageCount: 3) == [600, 0, 900])
     }
 
+    /// Intervals 4294967295 and 4294967294 s (QEMU's largest) share a 1 s unit: the stretch and
+    /// the next tick are the nearest multiples, found without walking billions of units.
+    @Test("coprime intervals near 2^32: stretches and next ticks by arithmetic")
+    func largeCoprimeIntervals() throws {
+        let plan = try #require(CleanTimerPlan(intervals: [4_294_967_295, 4_294_967_294], records: Self.at([0, 5e9])))
+        #expect(plan.unit == 1)
+        // 5·10^9 s: the last multiples are 4294967295 and 4294967294; the next, 2·4294967294.
+        #expect(plan.stretch(ofUnit: 5_000_000_000) == 4_294_967_295)
+        #expect(plan.nextTickUnit(after: 4_294_967_295) == 8_589_934_588)
+        #expect(plan.stretch(ofUnit: 4_294_967_293) == 0)
+        #expect(plan.busiestStretch(Self.at([0, 1, 4_294_967_294, 5e9])) == 2)
+        #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, .infinity])) == nil)
+    }
+
     @Test("intervals 600 and 900 (base, top) share 300 s units; scaled options are whole seconds for every image")
     func scaling() throws {
         let plan = try #require(CleanTimerPlan(intervals: [600, 900], records: Self.at([0, 100, 650, 1000, 1801, 1802, 2000])))
@@ -104,6 +118,9 @@ struct CacheModeTests {
                 "l2-cache-size=1M,cache-clean-interval=900,backing.cache-clean-interval=600", secondsPerUnit: 2)
                 == "l2-cache-size=1M,backing.cache-clean-interval=4,cache-clean-interval=6")
         #expect(plan.secondsPerUnit(Self.at([0, 100, 650, 1000, 1801, 1802, 2000])) == 1)
+        // Units 0 to 12, listed by hand: ticks at the multiples of 2 (base) and 3 (top).
+        #expect((0..<13).map(plan.stretch(ofUnit:)) == [0, 0, 2, 3, 4, 4, 6, 6, 8, 9, 10, 10, 12])
+        #expect((0..<13).map { plan.nextTickUnit(after: $0) } == [2, 2, 3, 4, 6, 6, 8, 8, 9, 10, 12, 12, 14])
         #expect(plan.secondsPerUnit(Self.at([0, 100, 650, 1000, 1801, 1802, 2000]), requestSeconds: 1) == 4)
     }
 }
