@@ -327,18 +327,17 @@ struct Replay<P: EvictionPolicy> {
         // Options are given top first; the chain is base first.
         for (k, image) in chain.enumerated() {
             let opts = driveOptions[chain.count - 1 - k]
+            // Which image's options a message is about: `--drive (image 0, backing.options)`.
+            let which =
+                chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
             let sizing: CacheSizing
             do {
                 sizing = try CacheSizing(geometry: image.geometry, options: opts)
             } catch {
-                let which =
-                    chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
                 throw SimulationError.usage("--drive\(which): \(error.message)")
             }
             // qcow2_update_options_prepare checks it after sizing the caches.
             if opts.discardNoUnref && image.version < 3 {
-                let which =
-                    chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
                 throw SimulationError.usage("--drive\(which): discard-no-unref is only supported since qcow2 version 3")
             }
             let isTop = k == chain.count - 1

@@ -152,14 +152,26 @@ public final class OutputFile {
     }
 
     private func write(raw: UnsafeRawBufferPointer) throws {
-        guard let base = raw.baseAddress else { return }
+        if let code = Self.writeAll(fd, raw) { throw ioError(code) }
+    }
+
+    /// Writes all of `raw` to `fd` with write(2), retrying after EINTR and short writes, in
+    /// pieces of at most `piece` bytes, calling `progress` after each; returns nil, or the errno
+    /// of the write that failed (ENOSPC for a write that took nothing). The one write loop of
+    /// the package: outputs, messages on standard error and the input of QEMU children.
+    public static func writeAll(
+        _ fd: Int32, _ raw: UnsafeRawBufferPointer, piece: Int = .max, progress: () -> Void = {}
+    ) -> Int32? {
+        guard let base = raw.baseAddress else { return nil }
         var off = 0
         while off < raw.count {
-            let n = Foundation.write(fd, base + off, raw.count - off)
+            let n = Foundation.write(fd, base + off, min(piece, raw.count - off))
             if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { throw ioError(n == 0 ? ENOSPC : errno) }
+            guard n > 0 else { return n == 0 ? ENOSPC : errno }
+            progress()
             off += n
         }
+        return nil
     }
 
     /// Overwrites bytes already written at `offset` (a binary trace's record count, known only

@@ -41,6 +41,10 @@ public struct CleanTimerPlan: Equatable, Sendable {
     public init?(intervals: [UInt64], records: [TraceRecord]) {
         let end = records.reduce(0.0) { max($0, $1.time ?? 0) }
         let active = intervals.filter { $0 > 0 }
+        // A time past the trace time limit (possible from a library caller; the readers refuse
+        // it) is refused by the simulation with its location; no plan here, so nothing traps
+        // converting it to a unit index.
+        guard end <= TraceRecord.maxTime else { return nil }
         guard let shortest = active.min(), end >= Double(shortest) else { return nil }
         self.intervals = intervals
         traceEnd = end
@@ -74,21 +78,24 @@ public struct CleanTimerPlan: Equatable, Sendable {
         intervals.contains { $0 > 0 && u % Int($0 / unit) == 0 }
     }
 
-    /// The first unit after `u` at which some image ticks.
+    /// Each ticking image's interval in units (image k ticks at the units that are multiples).
+    private var unitsPerInterval: [Int] { intervals.filter { $0 > 0 }.map { Int($0 / unit) } }
+
+    /// The first unit after `u` (≥ 0) at which some image ticks: the smallest next multiple.
+    ///
+    /// Computed, not searched: with intervals such as 4294967295 and 4294967294 s the unit is
+    /// 1 s, and a unit-by-unit search would take billions of steps.
     public func nextTickUnit(after u: Int) -> Int {
-        var n = u + 1
-        while !ticks(atUnit: n) { n += 1 }
-        return n
+        unitsPerInterval.map { (u / $0 + 1) * $0 }.min() ?? u + 1
     }
 
     /// The tick unit that starts the stretch holding unit `u`: the last unit ≤ u at which some
-    /// image ticks, 0 before the first tick.
+    /// image ticks (the largest multiple not above `u`), 0 before the first tick.
     ///
-    /// - Complexity: O(shortest interval / unit).
+    /// - Complexity: O(images), for the reason given at `nextTickUnit(after:)`.
     public func stretch(ofUnit u: Int) -> Int {
-        var s = u
-        while s > 0 && !ticks(atUnit: s) { s -= 1 }
-        return s
+        guard u > 0 else { return 0 }
+        return unitsPerInterval.map { u / $0 * $0 }.max() ?? 0
     }
 
     /// The largest number of requests in one stretch between consecutive ticks.

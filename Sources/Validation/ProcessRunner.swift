@@ -1,4 +1,5 @@
 import Foundation
+import TraceKit
 
 #if canImport(Glibc)
     import Glibc
@@ -155,6 +156,16 @@ private final class Sampler: @unchecked Sendable {
     func record(_ v: UInt64) { lock.lock(); peak = max(peak ?? 0, v); lock.unlock() }
     var value: UInt64? { lock.lock(); defer { lock.unlock() }; return peak }
 
+    /// Samples `pid`'s high-water mark every 10 ms on a thread of its own until `stop()`.
+    func start(pid: Int32) {
+        spawnThread(nil) { [self] in
+            while !isStopped {
+                if let v = Self.highWaterMark(pid: pid) { record(v) }
+                usleep(10_000)
+            }
+        }
+    }
+
     /// `VmHWM` of `pid` in bytes (Linux); the kernel keeps the high-water mark, so sampling
     /// misses nothing that happened before the last sample.
     static func highWaterMark(pid: Int32) -> UInt64? {
@@ -232,14 +243,7 @@ public struct SystemProcessRunner: ProcessRunner {
                 close(child.stdinFD)
             }
         }
-        if request.measureMemory {
-            spawnThread(nil) {
-                while !sampler.isStopped {
-                    if let v = Sampler.highWaterMark(pid: pid) { sampler.record(v) }
-                    usleep(10_000)
-                }
-            }
-        }
+        if request.measureMemory { sampler.start(pid: pid) }
         child.startWatchdog(timeout: inactivityTimeout)
         let status = child.wait()
         sampler.stop()
@@ -277,17 +281,7 @@ private func drain(_ fd: Int32, into buffer: TailBuffer, _ child: ChildProcess) 
 /// Writes `data` to the child's standard input in 64 KiB pieces (each one progress); stops at
 /// the first error (EPIPE when the child exited).
 private func feed(_ data: Data, to child: ChildProcess) {
-    data.withUnsafeBytes { raw in
-        guard let base = raw.baseAddress else { return }
-        var off = 0
-        while off < raw.count {
-            let n = write(child.stdinFD, base + off, min(65536, raw.count - off))
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }
-            child.noteActivity()
-            off += n
-        }
-    }
+    _ = data.withUnsafeBytes { OutputFile.writeAll(child.stdinFD, $0, piece: 65536, progress: child.noteActivity) }
 }
 
 /// A line-oriented conversation with a running program (QMP on stdio). The watchdog only runs
@@ -337,31 +331,16 @@ final class SystemInteractiveProcess: InteractiveProcess, @unchecked Sendable {
             }
         }
         spawnThread(group) { drain(child.stderrFD, into: err, child) }
-        if request.measureMemory {
-            let pid = child.pid
-            let sampler = self.sampler
-            spawnThread(nil) {
-                while !sampler.isStopped {
-                    if let v = Sampler.highWaterMark(pid: pid) { sampler.record(v) }
-                    usleep(10_000)
-                }
-            }
-        }
+        if request.measureMemory { sampler.start(pid: child.pid) }
         child.startWatchdog(timeout: inactivityTimeout)
     }
 
     func send(_ line: String) throws {
         let bytes = Array((line + "\n").utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { p in p.baseAddress.map { write(child.stdinFD, $0, p.count) } ?? 0 }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else {
-                let message = String(cString: strerror(errno))
-                throw ValidationError.toolFailed(
-                    argv: request.argv, status: -1, outputTail: "cannot write to its input: \(message)\n" + err.valueText)
-            }
-            off += n
+        if let code = bytes.withUnsafeBytes({ OutputFile.writeAll(child.stdinFD, $0) }) {
+            let message = String(cString: strerror(code))
+            throw ValidationError.toolFailed(
+                argv: request.argv, status: -1, outputTail: "cannot write to its input: \(message)\n" + err.valueText)
         }
     }
 

@@ -368,7 +368,9 @@ struct QMPSession {
         // Built by hand: the commands are plain ASCII words and numbers (QemuIOScript), so only
         // the quotes around the qemu-io command need escaping, and JSONSerialization per command
         // was measured to dominate the replay.
-        precondition(!command.contains("\"") && !command.contains("\\"), "qemu-io command needs no JSON escaping")
+        guard !command.contains("\"") && !command.contains("\\") else {
+            throw fail("qemu-io command '\(command)' would need JSON escaping")
+        }
         try process.send(
             "{\"execute\": \"human-monitor-command\", \"arguments\": {\"command-line\": \"qemu-io d0 \\\"\(command)\\\"\"}}")
     }

@@ -22,9 +22,13 @@ struct Arguments {
     private var spelling: [String: String] = [:]
 
     /// Parses `args`. `options` take a value (`--size 1G` or `--size=1G`); `flags` do not.
-    /// `aliases` maps short spellings (`-o`) to long names. An option given twice is an error:
-    /// every option takes one value, and silently keeping the last one hid mistakes.
-    init(_ args: [String], options: Set<String>, flags: Set<String> = [], aliases: [String: String] = [:]) throws {
+    /// `aliases` maps short spellings (`-o`) to long names. An option given twice is an error
+    /// (it takes one value, and silently keeping the last one hid mistakes) unless it is in
+    /// `repeatable` (`--layer`, one setting per use, read with `all`).
+    init(
+        _ args: [String], options: Set<String>, flags: Set<String> = [], aliases: [String: String] = [:],
+        repeatable: Set<String> = []
+    ) throws {
         var i = 0
         var onlyPositionals = false
         while i < args.count {
@@ -43,7 +47,7 @@ struct Arguments {
             }
             let given = name
             name = aliases[name] ?? name
-            if options.contains(name), values[name] != nil {
+            if options.contains(name), values[name] != nil, !repeatable.contains(name) {
                 let first = spelling[name] ?? name
                 let also = first == given ? "" : " (as '\(first)' and '\(given)')"
                 throw UsageError("option '\(given)' given more than once\(also); it takes one value")
@@ -135,13 +139,8 @@ enum Console {
     }
     static func printErr(_ text: String) {
         let bytes = Array((text.hasSuffix("\n") ? text : text + "\n").utf8)
-        var off = 0
-        while off < bytes.count {
-            let n = bytes[off...].withUnsafeBytes { p in p.baseAddress.map { write(2, $0, p.count) } ?? 0 }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { return }  // nowhere left to report to
-            off += n
-        }
+        // A failure is dropped: there is nowhere left to report it to.
+        _ = bytes.withUnsafeBytes { OutputFile.writeAll(2, $0) }
     }
     /// Writes `text` to standard output (an ``OutputError`` with exit 74 when it cannot be written).
     static func print(_ text: String) throws {

@@ -44,7 +44,8 @@ enum SimulateCommand {
                 options: RunConfigArguments.options.union(TraceCommand.mappingOptions).union([
                     "--format", "--events", "--output", "--policy", "--discard", "--memory-timeline",
                 ]),
-                flags: ["--read-only", "--no-rebase"], aliases: RunConfigArguments.aliases)
+                flags: ["--read-only", "--no-rebase"], aliases: RunConfigArguments.aliases,
+                repeatable: RunConfigArguments.repeatable)
             var config = try RunConfigArguments.config(a)
             config.policy = a.value("--policy") ?? "qemu"
             config.readOnly = a.has("--read-only")

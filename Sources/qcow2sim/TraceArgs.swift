@@ -17,4 +17,12 @@ enum TraceArgs {
         }
         return v
     }
+
+    /// A finite number of at least 0; `what` completes the message's "expected a non-negative …"
+    /// (`number`, `number of seconds`).
+    static func nonNegative(_ text: String, _ option: String, what: String = "number") throws -> Double {
+        let v = try double(text, option)
+        guard v >= 0 else { throw UsageError("invalid value '\(text)' for \(option) (expected a non-negative \(what))") }
+        return v
+    }
 }

@@ -80,9 +80,8 @@ enum TraceCommand {
             o.offsetShift = negative ? -Int64(magnitude) : Int64(magnitude)
         }
         if let t = a.value("--time-scale") {
-            o.timeScale = try TraceArgs.double(t, "--time-scale")
             // A negative scale reverses time, which every reader would then reject record by record.
-            if o.timeScale < 0 { throw UsageError("invalid value '\(t)' for --time-scale (expected a non-negative number)") }
+            o.timeScale = try TraceArgs.nonNegative(t, "--time-scale")
         }
         if let w = a.value("--reorder-window") {
             guard let n = Int(w), n >= 0 else {

@@ -69,7 +69,7 @@ enum ValidateCommand {
                     "--discard", "--qemu-timeout",
                 ]),
                 flags: ["--no-io-uring", "--qemu-only", "--read-only", "--strict", "--debug-reverse-task-order"],
-                aliases: RunConfigArguments.aliases)
+                aliases: RunConfigArguments.aliases, repeatable: RunConfigArguments.repeatable)
             let misEvict = try a.value("--debug-mis-evict-at-lookup").map { text -> Int in
                 guard let n = Int(text), n >= 0 else {
                     throw UsageError("invalid value '\(text)' for --debug-mis-evict-at-lookup (expected a lookup number)")
@@ -82,18 +82,10 @@ enum ValidateCommand {
             config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
             let format = try a.choice("--format", ["text", "json"], default: "text")
             let runnerName = try a.choice("--runner", ["auto", "qemu-io", "qemu-system"], default: "auto")
-            var timeScale = 1.0
-            if let t = a.value("--time-scale") {
-                timeScale = try TraceArgs.double(t, "--time-scale")
-                if timeScale < 0 { throw UsageError("invalid value '\(t)' for --time-scale (expected a non-negative number)") }
-            }
-            var qemuTimeout = SystemProcessRunner.defaultInactivityTimeout
-            if let t = a.value("--qemu-timeout") {
-                qemuTimeout = try TraceArgs.double(t, "--qemu-timeout")
-                if qemuTimeout < 0 {
-                    throw UsageError("invalid value '\(t)' for --qemu-timeout (expected a non-negative number of seconds)")
-                }
-            }
+            let timeScale = try a.value("--time-scale").map { try TraceArgs.nonNegative($0, "--time-scale") } ?? 1
+            let qemuTimeout =
+                try a.value("--qemu-timeout").map { try TraceArgs.nonNegative($0, "--qemu-timeout", what: "number of seconds") }
+                ?? SystemProcessRunner.defaultInactivityTimeout
             let traceFormat = try a.value("--trace-format").map { try TraceFormat.parse($0) }
             var traceOptions = TraceOptions()
             traceOptions.diskSize = config.virtualSize

@@ -13,6 +13,8 @@ enum RunConfigArguments {
     ]
     /// Short spellings.
     static let aliases: [String: String] = ["-o": "--create-options"]
+    /// Options that may be given more than once: each `--layer` sets one thing of one image.
+    static let repeatable: Set<String> = ["--layer"]
 
     /// Help lines for these options.
     static let help = """

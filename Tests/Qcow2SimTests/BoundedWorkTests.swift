@@ -8,22 +8,7 @@ import TraceKit
 @Suite struct BoundedWorkTests {
     /// CacheCleanTests' TV9 run with a gap of `gap` seconds between the two reads.
     static func tv9(gap: Double) throws -> (events: [String], timeline: MemoryTimeline, report: ImageReport) {
-        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=1")
-        config.preparation = [
-            PreparationSession(
-                image: 0,
-                records: [
-                    TraceRecord(op: .write, offset: 0, length: 4096), TraceRecord(op: .write, offset: 600 << 20, length: 4096),
-                ])
-        ]
-        let log = EventLog()
-        let timeline = MemoryTimeline()
-        var reader = ArrayTraceReader([
-            TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096),
-            TraceRecord(time: 0.3 + gap, op: .read, offset: 0, length: 4096),
-        ])
-        let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
-        return (log.events.map { $0.line(includeImage: false) }, timeline, report.images[0])
+        try CacheCleanTests.runReport(gap: gap)
     }
 
     /// 10^6 s between two reads with a 1 s interval: 10^6 ticks fire, three are run (the mark

@@ -18,10 +18,20 @@ enum CLIRun {
         p.standardOutput = standardOutput ?? out
         p.standardError = err
         try p.run()
+        // Standard error is drained on its own thread: read one after the other, a child that
+        // fills the stderr pipe (64 KiB) before closing stdout would hang the test.
+        final class Box: @unchecked Sendable { var data = Data() }
+        let e = Box()
+        let done = DispatchSemaphore(value: 0)
+        let errHandle = err.fileHandleForReading
+        Thread {
+            e.data = errHandle.readDataToEndOfFile()
+            done.signal()
+        }.start()
         let o = standardOutput == nil ? out.fileHandleForReading.readDataToEndOfFile() : Data()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
+        done.wait()
         p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e.data, as: UTF8.self))
     }
 
     /// A fresh directory.

@@ -97,20 +97,26 @@ enum ProcessTable {
 @Suite(.serialized) struct CLIProcessTests {
     /// A PATH directory with a fake `qemu-img` (succeeds, does nothing) and a fake `qemu-io` that
     /// prints a line to standard error, starts a child that sleeps (its pid in `sleep.pid`) and
-    /// waits for it: a hung qemu-io with a grandchild holding its pipes open.
+    /// waits for it: a hung qemu-io with a grandchild holding its pipes open. `--version` answers
+    /// as QEMU 7.2 does, so validate's version check passes and the hang is in the replay.
     static func fakeQemu() throws -> (bin: String, sleepPidFile: String) {
         let dir = try CLIRun.directory()
         let bin = dir + "/bin"
         try FileManager.default.createDirectory(atPath: bin, withIntermediateDirectories: true)
         let pidFile = dir + "/sleep.pid"
+        // The first line of Debian bookworm's `qemu-io --version` / `qemu-system-x86_64 --version`.
+        func version(_ name: String) -> String {
+            "if [ \"$1\" = --version ]; then echo '\(name) version 7.2.22 (Debian 1:7.2+dfsg-7+deb12u18)'; exit 0; fi\n"
+        }
         let scripts = [
             "qemu-img": "#!/bin/sh\nexit 0\n",
-            // Answers validate's version probe as Debian's 7.2 does, then hangs on the replay.
             "qemu-io":
-                "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'qemu-io version 7.2.22'; exit 0; }\necho 'fake qemu-io: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
+                "#!/bin/sh\n" + version("qemu-io")
+                + "echo 'fake qemu-io: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
             // Greets over QMP, then never answers qmp_capabilities.
             "qemu-system-x86_64":
-                "#!/bin/sh\n[ \"$1\" = --version ] && { echo 'QEMU emulator version 7.2.22'; exit 0; }\necho '{\"QMP\": {}}'\necho 'fake qemu-system: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
+                "#!/bin/sh\n" + version("QEMU emulator")
+                + "echo '{\"QMP\": {}}'\necho 'fake qemu-system: stuck' >&2\nsleep 600 &\necho $! > \(pidFile)\nwait\n",
         ]
         for (name, text) in scripts {
             try Data(text.utf8).write(to: URL(fileURLWithPath: bin + "/" + name))
@@ -119,16 +125,24 @@ enum ProcessTable {
         return (bin, pidFile)
     }
 
+    /// The sleeping grandchild's pid the fake wrote, if it got that far.
+    static func pid(in file: String) -> Int32? {
+        (try? String(contentsOfFile: file, encoding: .utf8)).flatMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+    }
+
     static func environment(bin: String, tmp: String) -> [String: String] {
         ["PATH": bin + ":" + (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"), "TMPDIR": tmp]
     }
 
+    /// The hung fake is killed after 3 s without progress: long enough that the fake qemu-img and
+    /// `qemu-io --version` (a shell's start and exit) are never mistaken for hung on a loaded
+    /// machine, short enough to keep the suite quick.
     @Test func watchdogKillsAHungQemuIO() throws {
         let (bin, pidFile) = try Self.fakeQemu()
         let tmp = try CLIRun.directory()
         let trace = try CLITests.trace("W,0,4K\nR,0,4K\n")
         let (s, out, err) = try CLIRun.run(
-            ["validate", trace, "--size", "1G", "--no-io-uring", "--qemu-timeout", "1"],
+            ["validate", trace, "--size", "1G", "--no-io-uring", "--qemu-timeout", "3"],
             environment: ProcessInfo.processInfo.environment.merging(Self.environment(bin: bin, tmp: tmp)) { $1 })
         #expect(s == 70)
         #expect(out.isEmpty)
@@ -138,15 +152,15 @@ enum ProcessTable {
         #expect(err.hasPrefix("qcow2sim validate: error: 'qemu-io -t writeback -T events=\(work)"))
         #expect(
             err.hasSuffix(
-                "/base.qcow2' made no progress for 1 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-io: stuck\n"
+                "/base.qcow2' made no progress for 3 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-io: stuck\n"
             ))
-        // The whole group was killed: the grandchild too.
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
-            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
+        // The whole group was killed: the grandchild too. SIGKILL was sent before qcow2sim exited,
+        // but a loaded machine may not have run the grandchild's exit yet: poll (an upper bound,
+        // not a timed assertion).
+        let sleeper = Self.pid(in: pidFile)
         #expect(sleeper != nil)
-        if let sleeper { #expect(!ProcessTable.alive(sleeper)) }
-        #expect(ProcessTable.matching(bin).isEmpty)
+        if let sleeper { #expect(ProcessTable.waitFor(30) { !ProcessTable.alive(sleeper) }, "the sleeping grandchild survived") }
+        #expect(ProcessTable.waitFor(30) { ProcessTable.matching(bin).isEmpty })
     }
 
     /// The QMP conversation: the watchdog runs while we wait for an answer.
@@ -155,7 +169,7 @@ enum ProcessTable {
         let tmp = try CLIRun.directory()
         let trace = try CLITests.trace("W,0,4K\nR,0,4K\n")
         let (s, out, err) = try CLIRun.run(
-            ["validate", trace, "--size", "1G", "--runner", "qemu-system", "--qemu-timeout", "1"],
+            ["validate", trace, "--size", "1G", "--runner", "qemu-system", "--qemu-timeout", "3"],
             environment: ProcessInfo.processInfo.environment.merging(Self.environment(bin: bin, tmp: tmp)) { $1 })
         #expect(s == 70)
         #expect(out.isEmpty)
@@ -163,14 +177,12 @@ enum ProcessTable {
         #expect(err.hasPrefix("qcow2sim validate: error: 'qemu-system-x86_64 -machine none -nodefaults -display none -qmp stdio"))
         #expect(
             err.hasSuffix(
-                "/qemu-trace.log' made no progress for 1 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-system: stuck\n"
+                "/qemu-trace.log' made no progress for 3 s (no output, CPU time or file I/O) and was killed; its output ended with:\nfake qemu-system: stuck\n"
             ))
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
-            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
+        let sleeper = Self.pid(in: pidFile)
         #expect(sleeper != nil)
-        if let sleeper { #expect(!ProcessTable.alive(sleeper)) }
-        #expect(ProcessTable.matching(bin).isEmpty)
+        if let sleeper { #expect(ProcessTable.waitFor(30) { !ProcessTable.alive(sleeper) }, "the sleeping grandchild survived") }
+        #expect(ProcessTable.waitFor(30) { ProcessTable.matching(bin).isEmpty })
     }
 
     @Test(arguments: [(SIGINT, 130), (SIGTERM, 143), (SIGHUP, 129)] as [(Int32, Int32)])
@@ -188,11 +200,9 @@ enum ProcessTable {
         let status = job.wait()
         #expect(status == expected)
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp).isEmpty)
-        #expect(ProcessTable.matching(bin).isEmpty)
-        let sleeper = (try? String(contentsOfFile: pidFile, encoding: .utf8)).flatMap {
-            Int32($0.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-        if let sleeper { #expect(!ProcessTable.alive(sleeper)) }
+        #expect(ProcessTable.waitFor(30) { ProcessTable.matching(bin).isEmpty })
+        let sleeper = Self.pid(in: pidFile)
+        if let sleeper { #expect(ProcessTable.waitFor(30) { !ProcessTable.alive(sleeper) }, "the sleeping grandchild survived") }
         #expect(try String(contentsOfFile: logs + "/out", encoding: .utf8).isEmpty)
     }
 
@@ -244,7 +254,7 @@ enum ProcessTable {
         let status = job.wait()
         #expect(status == 130)
         #expect(try FileManager.default.contentsOfDirectory(atPath: tmp) == [])
-        #expect(ProcessTable.matching(tmp).isEmpty)
+        #expect(ProcessTable.waitFor(30) { ProcessTable.matching(tmp).isEmpty })
         #expect(try String(contentsOfFile: dir + "/err", encoding: .utf8) == "")
     }
 }

@@ -11,19 +11,7 @@ import Testing
     }()
 
     /// Runs qcow2sim with `args`; returns (status, stdout, stderr).
-    static func run(_ args: [String]) throws -> (Int32, String, String) {
-        let p = Process()
-        p.executableURL = binary
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
-    }
+    static func run(_ args: [String]) throws -> (Int32, String, String) { try CLIRun.run(args) }
 
     /// A temporary trace file with `text`.
     static func trace(_ text: String, name: String = "t.csv") throws -> String {

@@ -8,6 +8,12 @@ import TraceKit
 @Suite struct CacheCleanTests {
     /// TV9's image: data at 0 and at 600M; `read 0 4k` twice, `gap` seconds apart, first at 0.3 s.
     static func run(gap: Double) throws -> (events: [String], timeline: MemoryTimeline, stats: CacheStats) {
+        let r = try runReport(gap: gap)
+        return (r.events, r.timeline, r.report.l2)
+    }
+
+    /// `run(gap:)` with the whole image report (BoundedWorkTests reads its tick counts).
+    static func runReport(gap: Double) throws -> (events: [String], timeline: MemoryTimeline, report: ImageReport) {
         var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=1")
         config.preparation = [
             PreparationSession(
@@ -23,7 +29,7 @@ import TraceKit
             TraceRecord(time: 0.3 + gap, op: .read, offset: 0, length: 4096),
         ])
         let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
-        return (log.events.map { $0.line(includeImage: false) }, timeline, report.images[0].l2)
+        return (log.events.map { $0.line(includeImage: false) }, timeline, report.images[0])
     }
 
     @Test func gapOfOneAndAHalfIntervalsStillHits() throws {

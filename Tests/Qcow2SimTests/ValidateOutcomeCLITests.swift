@@ -1,22 +1,12 @@
 import Foundation
 import Testing
 
-/// Whether qemu-io and qemu-img are on PATH.
-enum CLIQemu {
-    static let available: Bool = {
-        let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin"
-        return ["qemu-io", "qemu-img"].allSatisfy { tool in
-            path.split(separator: ":").contains { FileManager.default.isExecutableFile(atPath: "\($0)/\(tool)") }
-        }
-    }()
-}
-
 /// `qcow2sim validate`'s exit statuses for its three outcomes (issue 15 item 2), `--strict` and
 /// `--keep`, against real qemu-io.
 @Suite(
     "validate outcomes (CLI)",
     .enabled(
-        if: CLIQemu.available,
+        if: Qemu.available,
         "qemu-io / qemu-img not installed: skipping the real-QEMU CLI test (apt-get install qemu-utils)"))
 struct ValidateOutcomeCLITests {
     /// 512 B clusters: the write over 31.5–32.5 KiB is two segments in two L2 tables, so its two

@@ -165,7 +165,10 @@ import Testing
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         for (tool, ext) in [("gzip", "gz"), ("bzip2", "bz2"), ("xz", "xz"), ("zstd", "zst")] {
-            guard ByteInput.findExecutable(tool) != nil else { continue }
+            guard ByteInput.findExecutable(tool) != nil else {
+                print("skipping the \(tool) copy: \(tool) is not installed (.ci/setup installs it)")
+                continue
+            }
             let out = dir.appendingPathComponent("t.\(ext)")
             let p = Process()
             p.executableURL = ByteInput.findExecutable(tool)

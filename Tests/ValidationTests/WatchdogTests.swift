@@ -19,13 +19,15 @@ import Validation
     }
 
     /// A child that computes without printing (CPU time grows) or keeps reading its input is alive.
+    /// The loop runs well past the 1 s timeout (about 2 s on a quiet machine; 400000 turns took
+    /// 0.9 s, so it ended before the watchdog could have fired and the check could not fail).
     @Test func busyChildIsNotKilled() throws {
         let runner = SystemProcessRunner(inactivityTimeout: 1)
         let busy = try runner.run(
             ProcessRequest(
-                executable: "/bin/sh", arguments: ["-c", "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; echo $i"]))
+                executable: "/bin/sh", arguments: ["-c", "i=0; while [ $i -lt 1500000 ]; do i=$((i+1)); done; echo $i"]))
         #expect(busy.status == 0)
-        #expect(String(decoding: busy.standardOutput, as: UTF8.self) == "400000\n")
+        #expect(String(decoding: busy.standardOutput, as: UTF8.self) == "1500000\n")
         let reader = try runner.run(
             ProcessRequest(
                 executable: "/bin/sh", arguments: ["-c", "wc -l"],

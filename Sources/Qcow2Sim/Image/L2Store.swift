@@ -277,6 +277,22 @@ struct RefcountStore {
         return b
     }
 
+    /// `runs` (sorted, disjoint) with adjacent runs of equal value joined, so that one run holds
+    /// a whole stretch of equal refcounts (`runLength` relies on it).
+    private static func merged(_ runs: [Run]) -> [Run] {
+        var merged: [Run] = []
+        merged.reserveCapacity(runs.count)
+        for r in runs {
+            if var last = merged.last, last.start + last.count == r.start, last.value == r.value {
+                last.count += r.count
+                merged[merged.count - 1] = last
+            } else {
+                merged.append(r)
+            }
+        }
+        return merged
+    }
+
     /// Index of the last run starting at or before `i`, or -1.
     private static func runIndex(_ runs: [Run], _ i: Int) -> Int {
         var lo = 0, hi = runs.count
@@ -335,25 +351,7 @@ struct RefcountStore {
             let at = runs.firstIndex { $0.start > i } ?? runs.count
             runs.insert(Run(start: i, count: 1, value: v), at: at)
         }
-        // Merge neighbours with equal values.
-        var merged: [Run] = []
-        merged.reserveCapacity(runs.count)
-        for r in runs {
-            if var last = merged.last, last.start + last.count == r.start, last.value == r.value {
-                last.count += r.count
-                merged[merged.count - 1] = last
-            } else {
-                merged.append(r)
-            }
-        }
-        if merged.count > Self.maxRuns {
-            var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
-            for r in merged { for j in r.start..<(r.start + r.count) { w[j] = r.value } }
-            b.words = w
-            b.runs = []
-        } else {
-            b.runs = merged
-        }
+        store(Self.merged(runs), in: b)
     }
 
     /// How many refcounts from `i` (at most `limit`) equal refcount `i`.
@@ -416,24 +414,21 @@ struct RefcountStore {
                 }
             }
             if !placed { runs.append(Run(start: range.lowerBound, count: range.count, value: v)) }
-            var merged: [Run] = []
-            merged.reserveCapacity(runs.count)
-            for r in runs {
-                if var last = merged.last, last.start + last.count == r.start, last.value == r.value {
-                    last.count += r.count
-                    merged[merged.count - 1] = last
-                } else {
-                    merged.append(r)
-                }
-            }
-            b.runs = merged
+            b.runs = Self.merged(runs)
         }
-        if b.runs.count > Self.maxRuns {
-            var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
-            for r in b.runs { for j in r.start..<(r.start + r.count) { w[j] = r.value } }
-            b.words = w
-            b.runs = []
+        store(b.runs, in: b)
+    }
+
+    /// Keeps `runs` as `b`'s runs, or materializes the block when they are more than `maxRuns`.
+    private func store(_ runs: [Run], in b: Block) {
+        guard runs.count > Self.maxRuns else {
+            b.runs = runs
+            return
         }
+        var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
+        for r in runs { for j in r.start..<(r.start + r.count) { w[j] = r.value } }
+        b.words = w
+        b.runs = []
     }
 
     /// The first index at or after `i` (below `end`) whose refcount is 0, or `end`.
