@@ -50,3 +50,8 @@ func decodeBigEndianWords(_ bytes: [UInt8]) -> [UInt64] {
 func qcow2Hex<T: BinaryInteger>(_ v: T) -> String {
     "0x" + String(v, radix: 16)
 }
+
+/// C's `%#x`, as QEMU's messages print numbers: `0x30000`, but `0` for zero.
+func qemuHex<T: BinaryInteger>(_ v: T) -> String {
+    v == 0 ? "0" : qcow2Hex(v)
+}
