@@ -44,7 +44,8 @@ extension Qcow2Image {
         rewriteEntries(from: offset, clusters: Int(geometry.clusters(covering: bytes))) { w, b in
             // v3 without a backing file: an unallocated cluster already reads as zeroes.
             guard backing != nil || geometry.clusterType(w).isAllocated else { return nil }
-            return geometry.extendedL2 ? (0, EntryBits.zeroMask, true) : (EntryBits.zero, b, true)
+            // Version 2 has no zero flag: the entry is cleared (`discard_in_l2_slice`).
+            return geometry.extendedL2 ? (0, EntryBits.zeroMask, true) : (isVersion2 ? 0 : EntryBits.zero, b, true)
         }
         cacheDiscards = false
         processDiscards()
@@ -109,6 +110,9 @@ extension Qcow2Image {
 
     /// ZEROIZE (§9.2 step 3, `qcow2_subcluster_zeroize`).
     private func zeroize(_ offset: UInt64, _ bytes: UInt64, unmap: Bool) -> Bool {
+        // "The zero flag is only supported by version 3 and newer": ENOTSUP, the block layer
+        // writes zeroes instead.
+        if isVersion2 { return false }
         let cs = geometry.clusterSize
         var offset = offset
         var end = offset + bytes

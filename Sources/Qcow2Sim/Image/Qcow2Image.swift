@@ -382,6 +382,20 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// DISCARD_ENTRY of the entry holding `offset`, if cached (§3.8).
     func discardEntry(_ c: Int, at offset: UInt64) -> Bool {
         guard let i = caches[c].find(offset) else { return false }
+        return discardSlot(c, i)
+    }
+
+    /// DISCARD_ENTRY of slot `i`. A pinned slot only happens when a damaged image frees a
+    /// cluster that is also a table in use; QEMU's cache asserts there, the simulator records the
+    /// failure and leaves the slot alone.
+    func discardSlot(_ c: Int, _ i: Int) -> Bool {
+        if caches[c].pinCount(at: i) != 0 {
+            fail(
+                nil,
+                "host cluster \(qcow2Hex(caches[c].offset(at: i))) is freed while the \(c == Self.l2 ? "L2 table" : "refcount block") it holds is in use",
+                "qcow2_cache_discard: Assertion `c->entries[i].ref == 0' failed (the process aborts)")
+            return false
+        }
         caches[c].discard(i)
         return true
     }

@@ -226,6 +226,14 @@ extension Qcow2Image {
         let end = geometry.clusters(covering: host.length)
         var i: UInt64 = 0
         while i < end && threshold != 0 {
+            // Clusters without a refcount block count 0 and cost no cache lookup: skip them in
+            // bulk (a damaged image may have written data near 2^56, making the file that long).
+            let t = Int(geometry.refblockIndex(ofCluster: i))
+            if t >= reftable.count { break }
+            if reftable[t] & EntryBits.reftableOffsetMask == 0 {
+                i = UInt64(t + 1) << UInt64(geometry.refblockBits)
+                continue
+            }
             threshold &-= Int64(bitPattern: refcount(ofCluster: i))
             i += 1
         }

@@ -172,7 +172,7 @@ extension Qcow2Image {
                     put(Self.rc, h)
                     held = nil
                     prevTable = UInt64.max
-                    caches[Self.rc].discard(e)
+                    _ = discardSlot(Self.rc, e)
                 }
                 _ = discardEntry(Self.l2, at: off)
                 if passthrough(type) { queueDiscard(c, cs) }
@@ -181,8 +181,10 @@ extension Qcow2Image {
         }
         if !cacheDiscards { processDiscards() }
         if let h = held { put(Self.rc, h) }
-        if result == .again && failure == nil {
-            // Undo the clusters already updated (QEMU tries the same on any error).
+        if result == .again && failure == nil && c > off {
+            // Undo the clusters already updated (QEMU tries the same on any error; for an
+            // unaligned `off` stopped in its first cluster the length would be negative, which
+            // `update_refcount` refuses with EINVAL).
             _ = update(off, c - off, delta: delta, decrease: !decrease, type: .never)
         }
         return result

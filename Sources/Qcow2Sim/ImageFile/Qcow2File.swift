@@ -29,7 +29,11 @@ public final class Qcow2File: Sendable {
     /// Where the bytes come from: a read-only descriptor (closed in `deinit`) or memory.
     private enum Source {
         case descriptor(Int32)
-        case memory([UInt8])
+        case memory([Extent])
+    }
+    private struct Extent {
+        var offset: UInt64
+        var bytes: [UInt8]
     }
     private let source: Source
 
@@ -73,10 +77,17 @@ public final class Qcow2File: Sendable {
 
     /// An image held in memory under the name `name` (the seeded mutation test and the image
     /// fuzz target): the same checks as `init(path:)`; every byte counts as allocated data.
-    public init(bytes: [UInt8], name: String) throws {
+    public convenience init(bytes: [UInt8], name: String) throws {
+        try self.init(extents: [(0, bytes)], length: UInt64(bytes.count), name: name)
+    }
+
+    /// A sparse image in memory: `length` bytes that are zero except for `extents` (offset,
+    /// bytes; sorted, not overlapping). Lets a fuzz input describe an image with 2 MiB clusters
+    /// in a few KiB.
+    public init(extents: [(UInt64, [UInt8])], length: UInt64, name: String) throws {
         path = name
-        source = .memory(bytes)
-        fileLength = UInt64(bytes.count)
+        source = .memory(extents.map { Extent(offset: $0.0, bytes: $0.1) })
+        fileLength = length
         identity = nil
         header = try Self.parseHeader(source, path: name, length: fileLength)
     }
@@ -179,7 +190,14 @@ public final class Qcow2File: Sendable {
     /// `lseek(SEEK_DATA)` reports them as holes. Without FIEMAP the map comes from
     /// `SEEK_DATA`/`SEEK_HOLE`, and without those from `[0, st_blocks * 512)`.
     public func allocatedRanges() throws -> [Range<UInt64>] {
-        guard case .descriptor(let fd) = source else { return fileLength == 0 ? [] : [0..<fileLength] }
+        guard case .descriptor(let fd) = source else {
+            guard case .memory(let extents) = source else { return [] }
+            return Self.roundAndMerge(
+                extents.compactMap { e in
+                    let end = min(e.offset + UInt64(e.bytes.count), fileLength)
+                    return e.offset < end ? e.offset..<end : nil
+                })
+        }
         var st = stat()
         if fstat(fd, &st) != 0 {
             throw Qcow2FileError(file: path, byteOffset: nil, message: "cannot stat: \(Self.errnoText())", exitCode: 74)
@@ -233,10 +251,15 @@ public final class Qcow2File: Sendable {
     private static func read(_ source: Source, path: String, count: Int, at offset: UInt64) throws -> [UInt8] {
         let fd: Int32
         switch source {
-        case .memory(let bytes):
-            guard offset < UInt64(bytes.count) else { return [] }
-            let start = Int(offset)
-            return Array(bytes[start..<min(bytes.count, start + count)])
+        case .memory(let extents):
+            // The file length bounds every read (`readTable` checks it); zeroes between extents.
+            var out = [UInt8](repeating: 0, count: count)
+            let end = offset + UInt64(count)
+            for e in extents where e.offset < end && offset < e.offset + UInt64(e.bytes.count) {
+                let from = max(offset, e.offset), to = min(end, e.offset + UInt64(e.bytes.count))
+                for i in from..<to { out[Int(i - offset)] = e.bytes[Int(i - e.offset)] }
+            }
+            return out
         case .descriptor(let d): fd = d
         }
         var buffer = [UInt8](repeating: 0, count: count)
