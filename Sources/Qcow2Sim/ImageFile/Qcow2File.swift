@@ -166,12 +166,24 @@ public final class Qcow2File: Sendable {
         try checkAligned("refcount block", hostOffset)
         let bytes = try readTable("refcount block", at: hostOffset, bytes: g.clusterSize)
         let bits = g.refcountBits
+        if bits == 64 { return decodeBigEndianWords(bytes) }
         if bits >= 8 {
-            let width = bits / 8
-            return (0..<Int(g.refblockEntries)).map { i in
-                var v: UInt64 = 0
-                for j in 0..<width { v = v << 8 | UInt64(bytes[i * width + j]) }
-                return v
+            // One load per refcount, written into uninitialized storage: a 2 MiB block holds
+            // a million 16-bit refcounts (the image fuzz target spent most of its time here).
+            let n = Int(g.refblockEntries)
+            return bytes.withUnsafeBytes { p in
+                [UInt64](unsafeUninitializedCapacity: n) { out, count in
+                    for i in 0..<n {
+                        let v: UInt64
+                        switch bits {
+                        case 8: v = UInt64(p[i])
+                        case 16: v = UInt64(UInt16(bigEndian: p.loadUnaligned(fromByteOffset: i * 2, as: UInt16.self)))
+                        default: v = UInt64(UInt32(bigEndian: p.loadUnaligned(fromByteOffset: i * 4, as: UInt32.self)))
+                        }
+                        out.initializeElement(at: i, to: v)
+                    }
+                    count = n
+                }
             }
         }
         let perByte = 8 / bits
@@ -257,7 +269,7 @@ public final class Qcow2File: Sendable {
             let end = offset + UInt64(count)
             for e in extents where e.offset < end && offset < e.offset + UInt64(e.bytes.count) {
                 let from = max(offset, e.offset), to = min(end, e.offset + UInt64(e.bytes.count))
-                for i in from..<to { out[Int(i - offset)] = e.bytes[Int(i - e.offset)] }
+                out.replaceSubrange(Int(from - offset)..<Int(to - offset), with: e.bytes[Int(from - e.offset)..<Int(to - e.offset)])
             }
             return out
         case .descriptor(let d): fd = d
