@@ -169,8 +169,13 @@ struct HostileImageTests {
         try Qemu.create(p, size: "0", options: "")
         #expect(Self.simulate(p, []) == nil)
         let e = try #require(Self.simulate(p, Self.r))
-        #expect(e.0 == "t.csv: error: request [0, 4096) lies beyond the virtual size 0")
+        #expect(e.0 == "t.csv:1: error: request [0, 4096) lies beyond the virtual size 0")
         #expect(e.1 == 65)
+        // The CLI takes the size from the image without blaming --size.
+        let trace = try CLITests.trace("R,0,4096\n")
+        let (status, _, stderr) = try CLITests.run(["simulate", trace, "--image", p])
+        #expect(status == 65)
+        #expect(stderr == "\(trace):1: error: request [0, 4096) lies beyond the virtual size 0\n")
     }
 
     // MARK: - Seeded mutation test
@@ -178,13 +183,14 @@ struct HostileImageTests {
     /// Real images in cluster-prefix form: plain, chained, extended L2, 512 B, 2 MiB clusters,
     /// version 2, 1-bit refcounts.
     static func seedCorpus(_ dir: ScratchDir) throws -> [[UInt8]] {
+        // Small clusters keep 10^4 debug-build runs short; the libFuzzer target also starts from
+        // 64 KiB and 2 MiB clusters.
         let specs: [(String, String, [String])] = [
             ("plain", "", ["write 0 64k", "write 1M 4k"]),
-            ("ext", "extended_l2=on", ["write 0 4k", "write 1M 64k", "write 2M 6k"]),
+            ("ext", "extended_l2=on,cluster_size=16K", ["write 0 4k", "write 1M 64k", "write 2M 6k"]),
             ("c512", "cluster_size=512", ["write 0 4k", "write 1M 1k"]),
-            ("c2m", "cluster_size=2M", ["write 0 4k", "write 4M 64k"]),
-            ("v2", "compat=0.10", ["write 0 64k", "write -z 2M 64k"]),
-            ("rc1", "refcount_bits=1", ["write 0 64k"]),
+            ("v2", "compat=0.10,cluster_size=512", ["write 0 4k", "write -z 2M 4k"]),
+            ("rc1", "refcount_bits=1,cluster_size=512", ["write 0 4k"]),
         ]
         var out: [[UInt8]] = []
         for (name, options, writes) in specs {
@@ -195,7 +201,7 @@ struct HostileImageTests {
         }
         // An overlay naming a backing file (in the fuzz run it opens the same input).
         let top = dir.path("top.qcow2")
-        try Qemu.create(top, size: "16M", options: "", extra: ["-F", "qcow2", "-b", "plain.qcow2"])
+        try Qemu.create(top, size: "16M", options: "cluster_size=512", extra: ["-F", "qcow2", "-b", "c512.qcow2"])
         try Qemu.io(top, ["write 64k 4k"])
         out.append(ImageFuzz.encode(image: Array(try Data(contentsOf: URL(fileURLWithPath: top)))))
         return out

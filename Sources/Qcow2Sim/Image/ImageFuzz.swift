@@ -82,17 +82,15 @@ public enum ImageFuzz {
             out.append(TraceRecord(op: op, offset: offset, length: length, flags: flags))
         }
         let mid = size / 2 & ~511
-        add(.read, 0, min(size, 128 << 10))
+        add(.read, 0, min(size, 64 << 10))
         add(.write, 0, 4096)
-        add(.write, mid + 512, 70_000)
-        add(.read, mid, 131_072)
+        add(.write, mid + 512, 20_000)
         add(.writeZeroes, 65_536, 65_536)
         add(.writeZeroes, 4096, 4096, .unmap)
         add(.discard, 0, 131_072)
-        add(.write, 8192, 1024)
+        add(.read, mid, 32_768)
         add(.read, size >= 4096 ? size - 4096 : 0, min(size, 4096))
         add(.flush, 0, 0)
-        add(.write, 0, min(size, 256 << 10))
         return out
     }
 
@@ -103,7 +101,7 @@ public enum ImageFuzz {
         do {
             var depth = 0
             var base = input
-            for i in 8..<min(16, base.count) { base[i] = 0 }
+            for i in 8..<16 where i < base.count { base[i] = 0 }
             let chain = try Qcow2Image<QemuPolicy>.loadChain(imageName) { name in
                 depth += 1
                 return try file(depth == 1 ? input : base, name: name)

@@ -63,7 +63,7 @@ extension Qcow2Image {
                 i = rcStore.firstNonZero(block, from: i + 1, end: Int(g.refblockEntries))
             }
         }
-        for k in refs.keys.sorted() {
+        for k in refs.keys {
             let t = Int(g.refblockIndex(ofCluster: k))
             let block = t < reftable.count ? reftable[t] & EntryBits.reftableOffsetMask : 0
             if block == 0 || rcStore.get(block, Int(k & (g.refblockEntries - 1))) == 0 { compare(k, 0) }
