@@ -133,7 +133,9 @@ public enum ImageFuzz {
             let n = UInt64(b.count)
             // A word position: a header field, or any aligned word (the metadata clusters of a
             // small image are most of its chunks).
-            let word = rng.nextBelow(4) == 0 ? headerFields[Int(rng.nextBelow(UInt64(headerFields.count)))] : Int(rng.nextBelow(n / 8 + 1)) * 8
+            let word =
+                rng.nextBelow(4) == 0
+                ? headerFields[Int(rng.nextBelow(UInt64(headerFields.count)))] : Int(rng.nextBelow(n / 8 + 1)) * 8
             switch rng.nextBelow(6) {
             case 0: b[Int(rng.nextBelow(n))] ^= UInt8(1) << UInt8(rng.nextBelow(8))
             case 1: b[Int(rng.nextBelow(n))] = UInt8(truncatingIfNeeded: rng.next())

@@ -182,8 +182,10 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         let cs = g.clusterSize
         let length = file.fileLength
         // Fixed structures as cluster ranges (the header is cluster 0).
-        let l1Clusters = g.hostCluster(h.l1TableOffset)..<(g.hostCluster(h.l1TableOffset) + g.clusters(covering: UInt64(h.l1Size) * 8))
-        let rtClusters = g.hostCluster(h.refcountTableOffset)..<(g.hostCluster(h.refcountTableOffset) + UInt64(h.refcountTableClusters))
+        let l1Clusters =
+            g.hostCluster(h.l1TableOffset)..<(g.hostCluster(h.l1TableOffset) + g.clusters(covering: UInt64(h.l1Size) * 8))
+        let rtClusters =
+            g.hostCluster(h.refcountTableOffset)..<(g.hostCluster(h.refcountTableOffset) + UInt64(h.refcountTableClusters))
         var refblocks = Set<UInt64>()
         func check(_ e: UInt64, mask: UInt64, index i: Int, tableAt: UInt64, entry: String, table: String) throws -> UInt64? {
             let t = e & mask
@@ -198,7 +200,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
             }
             let k = g.hostCluster(t)
             let clash: String? =
-                k == 0 ? "the header" : l1Clusters.contains(k) ? "the L1 table" : rtClusters.contains(k) ? "the refcount table" : nil
+                k == 0
+                ? "the header" : l1Clusters.contains(k) ? "the L1 table" : rtClusters.contains(k) ? "the refcount table" : nil
             if let clash {
                 throw Qcow2FileError(
                     file: file.path, byteOffset: at,
@@ -217,7 +220,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
             }
         }
         for (i, e) in l1.enumerated() {
-            if let k = try check(e, mask: EntryBits.offsetMask, index: i, tableAt: h.l1TableOffset, entry: "L1 entry", table: "an L2 table"),
+            if let k = try check(
+                e, mask: EntryBits.offsetMask, index: i, tableAt: h.l1TableOffset, entry: "L1 entry", table: "an L2 table"),
                 refblocks.contains(k)
             {
                 throw Qcow2FileError(

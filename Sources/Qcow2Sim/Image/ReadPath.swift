@@ -80,12 +80,14 @@ extension Qcow2Image {
         let suppressed = "; further corruption events will be suppressed"
         if type == .invalid {
             fail(
-                at + 8, "L2 entry \(l2i) of the table at \(qcow2Hex(table)): subcluster bitmap \(qcow2Hex(bitmap)) (entry \(qcow2Hex(word)))",
+                at + 8,
+                "L2 entry \(l2i) of the table at \(qcow2Hex(table)): subcluster bitmap \(qcow2Hex(bitmap)) (entry \(qcow2Hex(word)))",
                 corrupt + "Invalid cluster entry found  (L2 offset: \(qemuHex(table)), L2 index: \(index))" + suppressed)
         } else if type.isZero && isVersion2 {
             fail(
                 at, "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word)))",
-                corrupt + "Zero cluster entry found in pre-v3 image (L2 offset: \(qemuHex(table)), L2 index: \(index))" + suppressed)
+                corrupt + "Zero cluster entry found in pre-v3 image (L2 offset: \(qemuHex(table)), L2 index: \(index))"
+                    + suppressed)
         } else {
             fail(
                 at, "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word)))",

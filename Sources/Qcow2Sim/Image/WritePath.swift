@@ -132,7 +132,8 @@ extension Qcow2Image {
         if !geometry.needsNewAllocation(word) && geometry.offsetInCluster(word & EntryBits.offsetMask) != 0 {
             // `handle_copied`: QEMU signals corruption and fails the write with EIO.
             fail(
-                table + geometry.l2EntrySize * UInt64(l2i), "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word)))",
+                table + geometry.l2EntrySize * UInt64(l2i),
+                "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word)))",
                 "qcow2: Marking image as corrupt: \(word & EntryBits.zero != 0 ? "Preallocated zero" : "Data") cluster offset \(qemuHex(word & EntryBits.offsetMask)) unaligned (guest offset: \(qemuHex(pos))); further corruption events will be suppressed"
             )
         } else if !geometry.needsNewAllocation(word) {

@@ -269,7 +269,8 @@ public final class Qcow2File: Sendable {
             let end = offset + UInt64(count)
             for e in extents where e.offset < end && offset < e.offset + UInt64(e.bytes.count) {
                 let from = max(offset, e.offset), to = min(end, e.offset + UInt64(e.bytes.count))
-                out.replaceSubrange(Int(from - offset)..<Int(to - offset), with: e.bytes[Int(from - e.offset)..<Int(to - e.offset)])
+                out.replaceSubrange(
+                    Int(from - offset)..<Int(to - offset), with: e.bytes[Int(from - e.offset)..<Int(to - e.offset)])
             }
             return out
         case .descriptor(let d): fd = d
