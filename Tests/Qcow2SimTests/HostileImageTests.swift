@@ -142,6 +142,41 @@ struct HostileImageTests {
         #expect(Self.simulate(p, Self.d) == nil)
     }
 
+    // MARK: - Corruption QEMU finds at use
+
+    @Test("a data cluster inside the L1 table: the write stops with QEMU's overlap-check message")
+    func dataWriteIntoL1() throws {
+        let dir = try ScratchDir()
+        let p = try Self.image(dir, "overlap.qcow2")
+        try Self.patch(p, at: 0x40000, 0x8000_0000_0003_0000)
+        // qemu-io: the same corruption line, then "write failed: Input/output error".
+        let e = try #require(Self.simulate(p, Self.w))
+        #expect(
+            e.0
+                == "\(p): byte 196608: error: guest data write of 4096 bytes at host offset 0x30000: QEMU 7.2: qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with active L1 table); further corruption events will be suppressed"
+        )
+        #expect(e.1 == 65)
+        #expect(Self.simulate(p, Self.r) == nil)
+    }
+
+    @Test("a used cluster with refcount 0: freeing it stops the run (QEMU: EINVAL, the cluster leaks)")
+    func zeroRefcountForUsedCluster() throws {
+        let dir = try ScratchDir()
+        let p = try Self.image(dir, "refcount0.qcow2")
+        // Refcount block 0 at 0x20000, 16-bit entries: cluster 5 (the data) at byte 10.
+        let h = try #require(FileHandle(forWritingAtPath: p))
+        try h.seek(toOffset: 0x2000a)
+        h.write(Data([0, 0]))
+        try h.close()
+        // qemu-io: "qcow2_free_clusters failed: Invalid argument", then the discard succeeds.
+        let e = try #require(Self.simulate(p, Self.d))
+        #expect(
+            e.0
+                == "\(p): byte 131082: error: refcount of host cluster 0x5 (offset 0x50000) is 0 and the cluster is freed again: QEMU 7.2: update_refcount fails with EINVAL: \"qcow2_free_clusters failed: Invalid argument\" and the cluster leaks"
+        )
+        #expect(e.1 == 65)
+    }
+
     // MARK: - Item 10 (image points)
 
     @Test("item 10: a backing loop is reported as a loop with the chain")
