@@ -37,6 +37,13 @@ let package = Package(
                 .unsafeFlags(
                     ["-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))
             ]),
+        // libFuzzer entry point over qcow2 image bytes (open + a short trace): as trace-fuzz.
+        .executableTarget(
+            name: "image-fuzz", dependencies: ["Qcow2Sim"],
+            linkerSettings: [
+                .unsafeFlags(
+                    ["-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))
+            ]),
         .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit"]),
         .testTarget(name: "TraceKitTests", dependencies: ["TraceKit"]),
         .testTarget(name: "ValidationTests", dependencies: ["Validation", "Qcow2Sim", "TraceKit"]),

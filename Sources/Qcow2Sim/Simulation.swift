@@ -193,6 +193,7 @@ enum ChainBuilder<P: EvictionPolicy> {
                 observed: false)
             for r in session.records { image.apply(r) }
             image.close()
+            try Qcow2Image.throwFailure(of: [image])
         }
         return images
     }
@@ -267,6 +268,7 @@ enum ChainBuilder<P: EvictionPolicy> {
             }
         }
         image.close()
+        try Qcow2Image.throwFailure(of: [image])
     }
 
     static func openSizing(_ g: Geometry, _ o: CacheOptions) throws -> CacheSizing {
@@ -280,32 +282,7 @@ enum ChainBuilder<P: EvictionPolicy> {
     /// A chain read from a real file and its backing files (relative names resolve against the
     /// directory of the file that names them).
     static func fromFile(_ path: String) throws -> [Qcow2Image<P>] {
-        var files: [Qcow2File] = []
-        var next: String? = path
-        while let p = next {
-            guard files.count < 64 else { throw SimulationError.image("\(path): error: backing chain deeper than 64 images", 65) }
-            do {
-                let f = try Qcow2File(path: p)
-                files.append(f)
-                if let b = f.header.backingFileName {
-                    next =
-                        b.hasPrefix("/") ? b : URL(fileURLWithPath: p).deletingLastPathComponent().appendingPathComponent(b).path
-                } else {
-                    next = nil
-                }
-            } catch let e as Qcow2FileError {
-                throw SimulationError.image(e.description, e.exitCode)
-            }
-        }
-        var images: [Qcow2Image<P>] = []
-        for (k, f) in files.reversed().enumerated() {
-            do {
-                images.append(try Qcow2Image<P>(file: f, chainIndex: k, backing: images.last))
-            } catch let e as Qcow2FileError {
-                throw SimulationError.image(e.description, e.exitCode)
-            }
-        }
-        return images
+        try Qcow2Image<P>.loadChain(path, open: { try Qcow2File(path: $0) })
     }
 }
 
@@ -392,6 +369,7 @@ struct Replay<P: EvictionPolicy> {
             }
             requestState.taskPool = false
             if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
+            try Qcow2Image.throwFailure(of: chain)
             let multi = requestState.taskPool
             if let timeline { for image in chain { timeline.sample(time: rec.time ?? Double(index), image: image) } }
             if multi {
@@ -414,6 +392,7 @@ struct Replay<P: EvictionPolicy> {
         }
         log?.beginClose()
         for image in chain.reversed() { image.close() }
+        try Qcow2Image.throwFailure(of: chain)
         #if DEBUG
             for image in chain {
                 let problems = image.checkInvariants()

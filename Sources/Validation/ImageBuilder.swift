@@ -142,6 +142,7 @@ public struct ImageBuilder: Sendable {
     /// the simulator do).
     public static func backingChain(of path: String) throws -> [String] {
         var chain: [String] = []
+        var seen: [(device: UInt64, inode: UInt64)] = []
         var next: String? = path
         while let p = next {
             guard chain.count < 64 else { throw ValidationError.usage("'\(path)': backing chain deeper than 64 images") }
@@ -151,6 +152,14 @@ public struct ImageBuilder: Sendable {
                 file = try Qcow2File(path: p)
             } catch let e as Qcow2FileError {
                 throw ValidationError.noInput("cannot read image '\(p)': \(e.description)")
+            }
+            // The same file again (by device and inode) is a loop, as qemu-img reports it.
+            if let id = file.identity {
+                if seen.contains(where: { $0 == id }) {
+                    throw ValidationError.usage(
+                        "'\(path)': backing file '\(p)' creates an infinite loop: \(chain.joined(separator: " -> "))")
+                }
+                seen.append(id)
             }
             if let format = file.header.backingFormat, format != "qcow2" {
                 throw ValidationError.usage("'\(p)': backing file format '\(format)' is not supported (expected qcow2)")

@@ -48,12 +48,14 @@ enum RunConfigArguments {
         var size: UInt64
         if let text = a.value("--size") {
             size = try TraceArgs.bytes(text, "--size")
+            if size == 0 { throw UsageError("invalid value '0' for --size (expected a positive size)") }
         } else if let image {
+            // An image of virtual size 0 is valid qcow2 (QEMU opens it); every request then lies
+            // beyond it, which the trace replay reports at the first one.
             size = try virtualSize(ofImage: image)
         } else {
             throw UsageError("missing --size SIZE (or --image FILE)")
         }
-        if size == 0 { throw UsageError("invalid value '0' for --size (expected a positive size)") }
         var chain = 1
         if let text = a.value("--chain") {
             guard let n = Int(text), n >= 1, n <= 64 else {

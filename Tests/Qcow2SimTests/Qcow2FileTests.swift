@@ -457,7 +457,7 @@ struct Qcow2FileTests {
         let dir = try ScratchDir()
         let error = try #require(throws: Qcow2FileError.self) { try Qcow2File(path: dir.url.path) }
         #expect(error.exitCode == 66)
-        #expect(error.message == "not a regular file")
+        #expect(error.message == "not a regular file (a directory)")
     }
 
     @Test("bad L2 and refcount-block offsets are reported where they point")

@@ -24,6 +24,9 @@ struct OffsetIndex {
 
     /// The slot holding `key`, or nil.
     @inline(__always) func find(_ key: UInt64) -> Int? {
+        // Key 0 is the empty marker and would "find" slot -1; offset 0 can come from a damaged
+        // image (a freed header cluster), so it is answered here rather than trusted away.
+        if key == 0 { return nil }
         var b = bucket(key)
         while true {
             let k = keys[b]

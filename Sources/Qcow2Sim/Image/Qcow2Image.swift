@@ -74,6 +74,17 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     var nextCleanTick: Double?
     var lastMemoryTime: Double = 0
 
+    /// The file this image was loaded from (nil: built by the simulator), for messages.
+    let filePath: String?
+    /// A version-2 image: zero clusters are corruption there (QEMU's "pre-v3" check).
+    var isVersion2: Bool { version < 3 }
+    /// The first point where QEMU would fail the current request or mark the image corrupt
+    /// (see `fail`); the replay stops with it after the request (exit 65).
+    var failure: Qcow2FileError?
+    /// Whether refcounts matched references when the image was loaded (checked in debug builds
+    /// only); the end-of-run invariant check compares refcounts only then.
+    var refcountsTrusted = true
+
     /// Test-only: on the lookup with this sequence number (counting every GET of this image),
     /// a miss picks the next slot instead of QEMU's victim. Used to prove validation catches a
     /// single wrong eviction.
@@ -100,30 +111,44 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         rcStore.zero(2 * cs)
         host = HostFile(length: 0)
         host.write(0, 3 * cs)
+        filePath = nil
     }
 
     /// An image whose metadata is loaded from a real file, lazily.
+    ///
+    /// - Throws: `Qcow2FileError` (exit 65) for an L1 or refcount-table entry that points outside
+    ///   the file, at an unaligned offset, or at a cluster another metadata structure occupies.
     init(file: Qcow2File, chainIndex: Int, backing: Qcow2Image<Policy>?) throws {
         let h = file.header
         geometry = h.geometry
         version = h.version
         self.chainIndex = chainIndex
         self.backing = backing
+        filePath = file.path
         l1 = ContiguousArray(try file.l1Table())
         reftable = ContiguousArray(try file.refcountTable())
         // Tables are read lazily; check now that every one lies inside the file, so a damaged
         // image is refused at open with the table's location rather than read as zeroes later.
-        try Self.checkTables(l1, mask: EntryBits.offsetMask, at: h.l1TableOffset, what: ("L1 entry", "an L2 table"), file: file)
-        try Self.checkTables(
-            reftable, mask: EntryBits.reftableOffsetMask, at: h.refcountTableOffset,
-            what: ("refcount table entry", "a refcount block"), file: file)
+        try Self.checkTables(file: file, l1: l1, reftable: reftable)
         l1Offset = h.l1TableOffset
         reftableOffset = h.refcountTableOffset
         l2Store = L2Store(geometry: h.geometry)
         rcStore = RefcountStore(geometry: h.geometry)
+        host = HostFile(length: file.fileLength)
         let extended = h.geometry.extendedL2
-        l2Store.loader = { offset in
-            guard let t = try? file.l2Table(at: offset) else { return nil }
+        // The loaders run inside cache operations, which cannot throw: a read error is recorded
+        // as the image's failure (the replay stops after the request) and the table reads as
+        // zeroes until then.
+        l2Store.loader = { [unowned self] offset in
+            let t: (entries: [UInt64], bitmaps: [UInt64]?)
+            do {
+                t = try file.l2Table(at: offset)
+            } catch let e as Qcow2FileError {
+                if failure == nil { failure = e }
+                return nil
+            } catch {
+                return nil
+            }
             var words = ContiguousArray<UInt64>()
             words.reserveCapacity(t.entries.count * (extended ? 2 : 1))
             for (i, e) in t.entries.enumerated() {
@@ -132,31 +157,96 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
             }
             return words
         }
-        rcStore.loader = { offset in
-            guard let b = try? file.refcountBlock(at: offset) else { return nil }
-            return ContiguousArray(b)
+        rcStore.loader = { [unowned self] offset in
+            do {
+                return ContiguousArray(try file.refcountBlock(at: offset))
+            } catch let e as Qcow2FileError {
+                if failure == nil { failure = e }
+                return nil
+            } catch {
+                return nil
+            }
         }
-        host = HostFile(length: file.fileLength)
         for r in try file.allocatedRanges() { host.markAllocated(r) }
         for r in try file.dataRanges() { host.markData(r) }
+        #if DEBUG
+            // A damaged image may start with wrong refcounts; the invariant check at the end of a
+            // run can then only judge the caches.
+            refcountsTrusted = refcountProblems(limit: 1).isEmpty
+        #endif
     }
 
-    /// Throws for a table entry pointing at a table that is not a whole cluster inside the file.
-    private static func checkTables(
-        _ entries: ContiguousArray<UInt64>, mask: UInt64, at tableOffset: UInt64, what: (entry: String, table: String),
-        file: Qcow2File
-    ) throws {
-        let cs = file.header.geometry.clusterSize
-        for (i, e) in entries.enumerated() where e & mask != 0 {
+    /// Throws for an L1 or refcount-table entry whose table is not a whole, aligned cluster inside
+    /// the file, or lies in a cluster the header, the L1 table, the refcount table or another kind
+    /// of table occupies. QEMU reads such tables, but marks the image corrupt on the first write
+    /// to one of them (`qcow2_pre_write_overlap_check`: "Preventing invalid write on metadata
+    /// (overlaps with …)"); the simulator keeps each kind of table in its own store and could not
+    /// follow a cluster that is two tables at once.
+    private static func checkTables(file: Qcow2File, l1: ContiguousArray<UInt64>, reftable: ContiguousArray<UInt64>) throws {
+        let h = file.header
+        let g = h.geometry
+        let cs = g.clusterSize
+        let length = file.fileLength
+        // Fixed structures as cluster ranges (the header is cluster 0).
+        let l1Clusters =
+            g.hostCluster(h.l1TableOffset)..<(g.hostCluster(h.l1TableOffset) + g.clusters(covering: UInt64(h.l1Size) * 8))
+        let rtClusters =
+            g.hostCluster(h.refcountTableOffset)..<(g.hostCluster(h.refcountTableOffset) + UInt64(h.refcountTableClusters))
+        var refblocks = Set<UInt64>()
+        func check(_ e: UInt64, mask: UInt64, index i: Int, tableAt: UInt64, entry: String, table: String) throws -> UInt64? {
             let t = e & mask
-            if t % cs != 0 || t + cs > file.fileLength {
+            guard t != 0 else { return nil }
+            let at = tableAt + 8 * UInt64(i)
+            if t % cs != 0 || t > length || cs > length - t {
                 throw Qcow2FileError(
-                    file: file.path, byteOffset: tableOffset + 8 * UInt64(i),
+                    file: file.path, byteOffset: at,
                     message:
-                        "\(what.entry) \(i) points to \(what.table) at 0x\(String(t, radix: 16)) that is not a whole cluster inside the file (length 0x\(String(file.fileLength, radix: 16)))"
+                        "\(entry) \(i) points to \(table) at \(qcow2Hex(t)) that is not a whole cluster inside the file (length \(qcow2Hex(length)))"
+                )
+            }
+            let k = g.hostCluster(t)
+            let clash: String? =
+                k == 0
+                ? "the header" : l1Clusters.contains(k) ? "the L1 table" : rtClusters.contains(k) ? "the refcount table" : nil
+            if let clash {
+                throw Qcow2FileError(
+                    file: file.path, byteOffset: at,
+                    message:
+                        "\(entry) \(i) points to \(table) at \(qcow2Hex(t)), inside \(clash); QEMU marks the image corrupt on the first write there (\"Preventing invalid write on metadata\")"
+                )
+            }
+            return k
+        }
+        for (i, e) in reftable.enumerated() {
+            if let k = try check(
+                e, mask: EntryBits.reftableOffsetMask, index: i, tableAt: h.refcountTableOffset, entry: "refcount table entry",
+                table: "a refcount block")
+            {
+                refblocks.insert(k)
+            }
+        }
+        for (i, e) in l1.enumerated() {
+            if let k = try check(
+                e, mask: EntryBits.offsetMask, index: i, tableAt: h.l1TableOffset, entry: "L1 entry", table: "an L2 table"),
+                refblocks.contains(k)
+            {
+                throw Qcow2FileError(
+                    file: file.path, byteOffset: h.l1TableOffset + 8 * UInt64(i),
+                    message:
+                        "L1 entry \(i) points to an L2 table at \(qcow2Hex(k << UInt64(g.clusterBits))), which is also a refcount block; QEMU marks the image corrupt on the first write there (\"Preventing invalid write on metadata\")"
                 )
             }
         }
+    }
+
+    /// Records the first place where QEMU would fail the current request (`-EIO`, `-EFBIG`,
+    /// `-EINVAL`) or mark the image corrupt (`qcow2_signal_corruption`): `field` names the
+    /// metadata, `byteOffset` its place in the file, `qemu` what QEMU reports. The caller goes on
+    /// with a safe value; the replay stops after the request with this error (exit 65).
+    func fail(_ byteOffset: UInt64?, _ field: String, _ qemu: String) {
+        guard failure == nil else { return }
+        failure = Qcow2FileError(
+            file: filePath ?? "image \(chainIndex)", byteOffset: byteOffset, message: "\(field): QEMU 7.2: \(qemu)")
     }
 
     // MARK: - Sessions (§2, §10)
@@ -256,6 +346,8 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// GET (§3.2): a hit pins the entry; a miss writes the victim back and fills it.
     @inline(__always)
     func get(_ c: Int, _ offset: UInt64, readFromDisk: Bool = true) -> Int {
+        // Offset 0 marks an empty slot; callers check table offsets that come from a file.
+        precondition(offset != 0, "qcow2 cache: GET of offset 0")
         emit(.get, c, offset: offset, readFromDisk: readFromDisk)
         lookupSequence += 1
         if let i = caches[c].find(offset) {
@@ -342,6 +434,20 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// DISCARD_ENTRY of the entry holding `offset`, if cached (§3.8).
     func discardEntry(_ c: Int, at offset: UInt64) -> Bool {
         guard let i = caches[c].find(offset) else { return false }
+        return discardSlot(c, i)
+    }
+
+    /// DISCARD_ENTRY of slot `i`. A pinned slot only happens when a damaged image frees a
+    /// cluster that is also a table in use; QEMU's cache asserts there, the simulator records the
+    /// failure and leaves the slot alone.
+    func discardSlot(_ c: Int, _ i: Int) -> Bool {
+        if caches[c].pinCount(at: i) != 0 {
+            fail(
+                nil,
+                "host cluster \(qcow2Hex(caches[c].offset(at: i))) is freed while the \(c == Self.l2 ? "L2 table" : "refcount block") it holds is in use",
+                "qcow2_cache_discard: Assertion `c->entries[i].ref == 0' failed (the process aborts)")
+            return false
+        }
         caches[c].discard(i)
         return true
     }

@@ -35,12 +35,20 @@ extension Qcow2Image {
         let sc = geometry.subclusterIndex(g)
         let nbClusters = Int((need + geometry.clusterSize - 1) >> cb)
         let (w0, b0) = l2Store.entry(table, l2i)
-        let (t0, run0) = geometry.subclusterRun(w0, b0, sc)
+        var (t0, run0) = geometry.subclusterRun(w0, b0, sc)
         var host: UInt64 = 0
         if t0.hasHostCluster { host = (w0 & EntryBits.offsetMask) + oic }
-        var count = run0
         let spc = geometry.subclustersPerCluster
-        if t0 != .compressed && sc + run0 >= spc {
+        if t0 == .invalid || (t0.hasHostCluster && geometry.offsetInCluster(w0 & EntryBits.offsetMask) != 0)
+            || (isVersion2 && t0.isZero)
+        {
+            // QEMU fails the request with EIO here; go on over the rest of the cluster.
+            mapCorruption(table: table, l2i: l2i, word: w0, bitmap: b0, type: t0)
+            host = geometry.clusterStart(host)
+            run0 = spc - sc
+        }
+        var count = run0
+        if t0 != .compressed && t0 != .invalid && sc + run0 >= spc {
             var expected = w0 & EntryBits.offsetMask
             var j = 1
             while j < nbClusters {
@@ -59,6 +67,42 @@ extension Qcow2Image {
         put(Self.l2, slot)
         let avail = UInt64(count + sc) << UInt64(geometry.subclusterBits)
         return (min(avail, need) - oic, t0, host)
+    }
+
+    /// The corruption `qcow2_get_host_offset` signals for the entry MAP found (never inlined:
+    /// only damaged images get here).
+    @inline(never)
+    func mapCorruption(table: UInt64, l2i: Int, word: UInt64, bitmap: UInt64, type: SubclusterType) {
+        // QEMU's "L2 index" is the index inside the slice.
+        let index = qemuHex(l2i & (sliceEntries - 1))
+        let at = table + geometry.l2EntrySize * UInt64(l2i)
+        let corrupt = "qcow2: Marking image as corrupt: "
+        let suppressed = "; further corruption events will be suppressed"
+        if type == .invalid {
+            fail(
+                at + 8,
+                "L2 entry \(l2i) of the table at \(qcow2Hex(table)): subcluster bitmap \(qcow2Hex(bitmap)) (entry \(qcow2Hex(word)))",
+                corrupt + "Invalid cluster entry found  (L2 offset: \(qemuHex(table)), L2 index: \(index))" + suppressed)
+        } else if type.isZero && isVersion2 {
+            fail(
+                at, "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word)))",
+                corrupt + "Zero cluster entry found in pre-v3 image (L2 offset: \(qemuHex(table)), L2 index: \(index))"
+                    + suppressed)
+        } else {
+            fail(
+                at, "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word)))",
+                corrupt
+                    + "Cluster allocation offset \(qemuHex(word & EntryBits.offsetMask)) unaligned (L2 offset: \(qemuHex(table)), L2 index: \(index))"
+                    + suppressed)
+        }
+    }
+
+    /// A compressed cluster's data: `qcow2_parse_compressed_l2_entry` (host offset, bytes).
+    func compressedRange(_ word: UInt64) -> (offset: UInt64, bytes: UInt64) {
+        let csizeShift = UInt64(62 - (geometry.clusterBits - 8))
+        let offset = word & ((1 << csizeShift) - 1)
+        let sectors = ((word >> csizeShift) & ((1 << UInt64(geometry.clusterBits - 8)) - 1)) + 1
+        return (offset, sectors * 512 - (offset & 511))
     }
 
     /// READ (§6.2, `qcow2_co_preadv_part`). Returns whether QEMU runs it through a task pool
@@ -108,7 +152,7 @@ extension Qcow2Image {
                 }
             case .normal, .compressed:
                 if !cow { stats.guestBytesRead += n }
-                if type == .normal { host.read(hostOffset, n) }
+                if type == .normal { host.read(hostOffset, n) } else { checkCompressedRead(g) }
             case .zeroPlain, .zeroAlloc, .invalid:
                 break
             }
@@ -117,6 +161,23 @@ extension Qcow2Image {
         }
         if pool { requestState.taskPool = true }
         return pool
+    }
+
+    /// A compressed cluster whose data lies past the end of the file reads as zeroes, which do
+    /// not decompress: QEMU fails the read with EIO (`qcow2_co_preadv_compressed`).
+    @inline(never)
+    func checkCompressedRead(_ g: UInt64) {
+        let table = l2Table(for: g)
+        guard table != 0 else { return }
+        let l2i = geometry.l2Index(g)
+        let word = l2Store.entry(table, l2i).word
+        let (offset, bytes) = compressedRange(word)
+        if offset >= host.length || bytes > host.length - offset {
+            fail(
+                table + geometry.l2EntrySize * UInt64(l2i),
+                "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word))): compressed data of \(bytes) bytes at \(qcow2Hex(offset)) lies past the end of the file (\(qcow2Hex(host.length)))",
+                "the read fails with EIO (zeroes past the end of the file do not decompress)")
+        }
     }
 
     /// Block status of one layer.
@@ -192,6 +253,14 @@ extension Qcow2Image {
         let end = geometry.clusters(covering: host.length)
         var i: UInt64 = 0
         while i < end && threshold != 0 {
+            // Clusters without a refcount block count 0 and cost no cache lookup: skip them in
+            // bulk (a damaged image may have written data near 2^56, making the file that long).
+            let t = Int(geometry.refblockIndex(ofCluster: i))
+            if t >= reftable.count { break }
+            if reftable[t] & EntryBits.reftableOffsetMask == 0 {
+                i = UInt64(t + 1) << UInt64(geometry.refblockBits)
+                continue
+            }
             threshold &-= Int64(bitPattern: refcount(ofCluster: i))
             i += 1
         }

@@ -4,8 +4,9 @@ extension Qcow2Image {
     /// Discard types (`enum qcow2_discard_type`); only REQUEST passes through by option.
     enum DiscardType { case never, always, request, snapshot, other }
 
-    /// Result of an update that may have to restart its caller's search (QEMU's -EAGAIN).
-    enum UpdateResult { case ok, again }
+    /// Result of an update that may have to restart its caller's search (QEMU's -EAGAIN), or
+    /// that failed where QEMU's fails (`failure` says why; the replay stops after the request).
+    enum UpdateResult { case ok, again, failed }
 
     private func passthrough(_ t: DiscardType) -> Bool {
         switch t {
@@ -109,7 +110,7 @@ extension Qcow2Image {
         let n = geometry.clusters(covering: bytes)
         while true {
             let off = findFree(n)
-            if update(off, n << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) == .ok {
+            if update(off, n << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) != .again {
                 return off
             }
         }
@@ -126,7 +127,7 @@ extension Qcow2Image {
                 // QEMU reads each refcount up to and including the first used cluster.
                 readRefcounts(from: k, count: i < n ? i + 1 : n)
             }
-            if update(off, i << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) == .ok {
+            if update(off, i << UInt64(geometry.clusterBits), delta: 1, decrease: false, type: .never) != .again {
                 return i
             }
         }
@@ -142,8 +143,9 @@ extension Qcow2Image {
         switch geometry.clusterType(word) {
         case .normal, .zeroAlloc: free(word & EntryBits.offsetMask, geometry.clusterSize, type: type)
         case .compressed:
-            // Compressed byte ranges are not modelled (§18); free the containing cluster.
-            free(word & EntryBits.offsetMask & ((1 << 62) - 1), geometry.clusterSize, type: type)
+            // `qcow2_free_any_cluster`: the compressed data's byte range.
+            let (offset, bytes) = compressedRange(word)
+            free(offset, bytes, type: type)
         case .zeroPlain, .unallocated: break
         }
     }
@@ -168,6 +170,10 @@ extension Qcow2Image {
                 let (r, h, blockOffset) = refblock(forCluster: k)
                 held = h
                 heldBlock = blockOffset
+                if r == .failed {
+                    result = .failed
+                    break
+                }
                 if r == .again {
                     freeClusterIndex = min(freeClusterIndex, start >> UInt64(geometry.clusterBits))
                     result = .again
@@ -179,7 +185,12 @@ extension Qcow2Image {
             markDirty(Self.rc, h)
             let idx = Int(k & (geometry.refblockEntries - 1))
             let old = rcStore.get(heldBlock, idx)
-            let new = decrease ? old &- delta : old &+ delta
+            if decrease ? old < delta : old > maxRefcount - delta {
+                refcountOutOfRange(k, old, decrease: decrease, block: heldBlock)
+                result = .failed
+                break
+            }
+            let new = decrease ? old - delta : old + delta
             if new != 0 {
                 // A run of equal refcounts in this block, none reaching 0, is updated at once:
                 // per cluster QEMU would only mark the held block dirty again (a no-op).
@@ -200,7 +211,7 @@ extension Qcow2Image {
                     put(Self.rc, h)
                     held = nil
                     prevTable = UInt64.max
-                    caches[Self.rc].discard(e)
+                    _ = discardSlot(Self.rc, e)
                 }
                 _ = discardEntry(Self.l2, at: off)
                 if passthrough(type) { queueDiscard(c, cs) }
@@ -209,8 +220,10 @@ extension Qcow2Image {
         }
         if !cacheDiscards { processDiscards() }
         if let h = held { put(Self.rc, h) }
-        if result == .again {
-            // Undo the clusters already updated (QEMU tries the same on any error).
+        if result == .again && failure == nil && c > off {
+            // Undo the clusters already updated (QEMU tries the same on any error; for an
+            // unaligned `off` stopped in its first cluster the length would be negative, which
+            // `update_refcount` refuses with EINVAL).
             _ = update(off, c - off, delta: delta, decrease: !decrease, type: .never)
         }
         return result
@@ -227,6 +240,14 @@ extension Qcow2Image {
         }
         writeCache(Self.l2)
         let nb = findFree(1)
+        if nb == 0 {
+            // Cluster 0 (the header) counted as free: a damaged refcount block.
+            fail(
+                nil, "the refcount of host cluster 0 (the header) is 0",
+                "qcow2: Marking image as corrupt: Preventing invalid allocation of refcount block at offset 0; further corruption events will be suppressed"
+            )
+            return (.failed, nil, 0)
+        }
         let nbCluster = geometry.hostCluster(nb)
         var i: Int
         if geometry.refblockIndex(ofCluster: nbCluster) == UInt64(t) {
@@ -251,8 +272,10 @@ extension Qcow2Image {
         }
         put(Self.rc, i)
         let blocksUsed = (max(k + 1, nbCluster + 1) + geometry.refblockEntries - 1) / geometry.refblockEntries
-        growRefcountTable(
-            startOffset: blocksUsed * geometry.refblockEntries * geometry.clusterSize, newBlockIndex: t, newBlockOffset: nb)
+        guard
+            growRefcountTable(
+                startOffset: blocksUsed * geometry.refblockEntries * geometry.clusterSize, newBlockIndex: t, newBlockOffset: nb)
+        else { return (.failed, nil, 0) }
         i = get(Self.rc, nb)
         return (.again, i, nb)
     }
@@ -279,14 +302,25 @@ extension Qcow2Image {
         return blocks
     }
 
-    /// GROW_REFTABLE (§4.7, `qcow2_refcount_area`).
-    func growRefcountTable(startOffset: UInt64, newBlockIndex: Int, newBlockOffset: UInt64) {
+    /// GROW_REFTABLE (§4.7, `qcow2_refcount_area`). Returns false, changing nothing, where QEMU
+    /// returns EFBIG: a table above `QCOW_MAX_REFTABLE_SIZE` entries.
+    func growRefcountTable(startOffset: UInt64, newBlockIndex: Int, newBlockOffset: UInt64) -> Bool {
         let cs = geometry.clusterSize
-        let total = Int(refcountMetadataBlocks(clusters: startOffset / cs, generous: true))
-        let areaIndex = Int(startOffset / cs / geometry.refblockEntries)
+        let total64 = refcountMetadataBlocks(clusters: startOffset / cs, generous: true)
         let perCluster = Int(cs / 8)
-        var tableSize = total + (total + 1) / 2
-        tableSize = (tableSize + perCluster - 1) / perCluster * perCluster
+        let limit = Qcow2Limits.maxRefcountTableBytes
+        let tableSize64 = ((total64 + (total64 + 1) / 2) + UInt64(perCluster) - 1) / UInt64(perCluster) * UInt64(perCluster)
+        if total64 > limit || tableSize64 > limit {
+            fail(
+                nil,
+                "refcounts up to host offset \(qcow2Hex(startOffset)) need a refcount table of \(tableSize64) entries, above QEMU's limit of \(limit) (QCOW_MAX_REFTABLE_SIZE)",
+                "qcow2_refcount_area fails with EFBIG (\"File too large\"): a write fails; a discard or COW prints \"qcow2_free_clusters failed: File too large\" and leaks the cluster"
+            )
+            return false
+        }
+        let total = Int(total64)
+        let areaIndex = Int(startOffset / cs / geometry.refblockEntries)
+        let tableSize = Int(tableSize64)
         let tableClusters = UInt64(tableSize * 8) / cs
         var newTable = ContiguousArray<UInt64>(repeating: 0, count: tableSize)
         for j in 0..<min(reftable.count, tableSize) { newTable[j] = reftable[j] }
@@ -334,6 +368,24 @@ extension Qcow2Image {
         reftableOffset = tableOffset
         stats.refcountTableGrowths += 1
         free(oldOffset, oldSize, type: .other)
+        return true
+    }
+
+    /// The largest refcount the image's refcount width holds (`s->refcount_max`).
+    var maxRefcount: UInt64 { geometry.refcountBits == 64 ? .max : (1 << UInt64(geometry.refcountBits)) - 1 }
+
+    /// `update_refcount`'s range check failed: QEMU returns EINVAL (only damaged metadata gets
+    /// here: a used cluster whose refcount is 0, or one already at the refcount maximum).
+    @inline(never)
+    private func refcountOutOfRange(_ k: UInt64, _ old: UInt64, decrease: Bool, block: UInt64) {
+        let bitOffset = (k & (geometry.refblockEntries - 1)) * UInt64(geometry.refcountBits)
+        let what = decrease ? "is freed again" : "gets one more reference"
+        fail(
+            block + bitOffset / 8,
+            "refcount of host cluster \(qcow2Hex(k)) (offset \(qcow2Hex(k << UInt64(geometry.clusterBits)))) is \(old) and the cluster \(what)",
+            decrease
+                ? "update_refcount fails with EINVAL: \"qcow2_free_clusters failed: Invalid argument\" and the cluster leaks"
+                : "update_refcount fails with EINVAL: the refcount would exceed \(maxRefcount) and the request fails")
     }
 
     /// A metadata write that bypasses the caches (L1 entries, refcount-table entries, tables).

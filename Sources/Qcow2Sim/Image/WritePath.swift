@@ -31,6 +31,13 @@ extension Qcow2Image {
             let old = l1[l1i] & EntryBits.offsetMask
             allocateL2(l1i)
             if old != 0 { free(old, geometry.clusterSize, type: .other) }
+        } else if l1[l1i] & EntryBits.offsetMask == 0 {
+            // QEMU loads the slice at offset 0, which its cache refuses with an assertion (a crash
+            // of qemu-io / the VM); go on as if COPIED were clear, and stop after the request.
+            fail(
+                l1Offset + 8 * UInt64(l1i), "L1 entry \(l1i) (\(qcow2Hex(l1[l1i]))) has the COPIED flag but no L2 table offset",
+                "qcow2_cache_do_get: Assertion `offset != 0' failed (the process aborts on the first write)")
+            allocateL2(l1i)
         }
         let table = l1[l1i] & EntryBits.offsetMask
         return (loadSlice(g, table: table), table)
@@ -39,7 +46,15 @@ extension Qcow2Image {
     /// ALLOCATE_L2 (§5.3, `l2_allocate`).
     func allocateL2(_ l1i: Int) {
         let old = l1[l1i] & EntryBits.offsetMask
-        let new = allocate(bytes: geometry.clusterSize)
+        var new = allocate(bytes: geometry.clusterSize)
+        if new == 0 {
+            // Cluster 0 (the header) counted as free: QEMU's cache asserts on offset 0. Go on with
+            // a table at an offset no image reaches (the replay stops after the request).
+            fail(
+                nil, "the refcount of host cluster 0 (the header) is 0, so a new L2 table would be allocated there",
+                "qcow2_cache_do_get: Assertion `offset != 0' failed (the process aborts)")
+            new = geometry.clusterStart(EntryBits.offsetMask)
+        }
         stats.l2TablesAllocated += 1
         writeCache(Self.rc)
         let sliceBytes = caches[Self.l2].tableSize
@@ -160,7 +175,14 @@ extension Qcow2Image {
         let l2i = geometry.l2Index(pos)
         let word = l2Store.entry(table, l2i).word
         var result = false
-        if !geometry.needsNewAllocation(word) {
+        if !geometry.needsNewAllocation(word) && geometry.offsetInCluster(word & EntryBits.offsetMask) != 0 {
+            // `handle_copied`: QEMU signals corruption and fails the write with EIO.
+            fail(
+                table + geometry.l2EntrySize * UInt64(l2i),
+                "L2 entry \(l2i) of the table at \(qcow2Hex(table)) (\(qcow2Hex(word)))",
+                "qcow2: Marking image as corrupt: \(word & EntryBits.zero != 0 ? "Preallocated zero" : "Data") cluster offset \(qemuHex(word & EntryBits.offsetMask)) unaligned (guest offset: \(qemuHex(pos))); further corruption events will be suppressed"
+            )
+        } else if !geometry.needsNewAllocation(word) {
             let clusterOffset = word & EntryBits.offsetMask
             if let h = host, h != clusterOffset {
                 bytes = 0
@@ -246,6 +268,7 @@ extension Qcow2Image {
         let (w0, b0) = l2Store.entry(table, l2i)
         let sc0 = geometry.subclusterIndex(pos)
         let t0 = geometry.subclusterType(w0, b0, sc0)
+        if t0 == .invalid { cowMetaCorruption(table: table, l2i: l2i, bitmap: b0) }
         var cowStartFrom: UInt64
         if !keepOld {
             switch t0 {
@@ -265,6 +288,7 @@ extension Qcow2Image {
         let (wl, bl) = l2Store.entry(table, l2i + m - 1)
         let scl = geometry.subclusterIndex(pos + bytes - 1)
         let tl = geometry.subclusterType(wl, bl, scl)
+        if tl == .invalid { cowMetaCorruption(table: table, l2i: l2i + m - 1, bitmap: bl) }
         var cowEndTo: UInt64
         if !keepOld {
             switch tl {
@@ -286,6 +310,17 @@ extension Qcow2Image {
             cowStartOffset: cowStartFrom, cowStartBytes: cowStartTo - cowStartFrom,
             cowEndOffset: cowEndFrom, cowEndBytes: cowEndTo - cowEndFrom)
         metas.insert(meta, at: 0)
+    }
+
+    /// `calculate_l2_meta` found a subcluster both allocated and zero: QEMU marks the image
+    /// corrupt and fails the write with EIO.
+    @inline(never)
+    private func cowMetaCorruption(table: UInt64, l2i: Int, bitmap: UInt64) {
+        fail(
+            table + geometry.l2EntrySize * UInt64(l2i) + 8,
+            "L2 entry \(l2i) of the table at \(qcow2Hex(table)): subcluster bitmap \(qcow2Hex(bitmap))",
+            "qcow2: Marking image as corrupt: Invalid cluster entry found (L2 offset: \(qemuHex(table)), L2 index: \(qemuHex(l2i & (sliceEntries - 1)))); further corruption events will be suppressed"
+        )
     }
 
     /// One segment's task (`Qcow2AioTask`) and how far it has run.
@@ -320,6 +355,7 @@ extension Qcow2Image {
             guard isZeroFast(m.guestCluster + m.cowEndOffset, m.cowEndBytes) else { continue }
             let start = m.hostCluster + m.cowStartOffset
             let bytes = m.cowEndOffset + m.cowEndBytes - m.cowStartOffset
+            checkDataWrite(start, bytes)
             host.zeroRange(start, bytes)
             t.metas[j].skipCow = true
             stats.cowSkipped += 1
@@ -328,6 +364,7 @@ extension Qcow2Image {
         }
         if !t.dataWritten {
             t.dataWritten = true
+            checkDataWrite(t.host, t.bytes)
             host.write(t.host, t.bytes)
             stats.guestBytesWritten += t.bytes
             // Unless `merge_cow` folds the data into a COW write, it is written now and the
@@ -365,6 +402,8 @@ extension Qcow2Image {
                 stats.cowBytesRead += m.cowEndBytes
             }
         }
+        if m.cowStartBytes != 0 { checkDataWrite(m.hostCluster + m.cowStartOffset, m.cowStartBytes) }
+        if m.cowEndBytes != 0 { checkDataWrite(m.hostCluster + m.cowEndOffset, m.cowEndBytes) }
         host.write(m.hostCluster + m.cowStartOffset, m.cowStartBytes)
         host.write(m.hostCluster + m.cowEndOffset, m.cowEndBytes)
         stats.cowBytesWritten += m.cowStartBytes + m.cowEndBytes
@@ -418,5 +457,30 @@ extension Qcow2Image {
         if !m.keepOld {
             for w in old { freeEntry(w, type: .never) }
         }
+    }
+}
+
+extension Qcow2Image {
+    /// QEMU's overlap check before a guest-data write (`qcow2_pre_write_overlap_check`, default
+    /// "cached" mode) for the structures whose place is fixed: the header, the L1 table and the
+    /// refcount table. Only a damaged image (an L2 entry naming one of them, or a refcount of 0
+    /// for one of their clusters) gets here; QEMU then marks the image corrupt and fails the write.
+    func checkDataWrite(_ offset: UInt64, _ bytes: UInt64) {
+        let end = offset + bytes
+        func overlaps(_ start: UInt64, _ length: UInt64) -> Bool { length > 0 && offset < start + length && start < end }
+        let what: String
+        if overlaps(0, geometry.clusterSize) {
+            what = "qcow2_header"
+        } else if overlaps(l1Offset, 8 * UInt64(l1.count)) {
+            what = "active L1 table"
+        } else if overlaps(reftableOffset, 8 * UInt64(reftable.count)) {
+            what = "refcount table"
+        } else {
+            return
+        }
+        fail(
+            offset, "guest data write of \(bytes) bytes at host offset \(qcow2Hex(offset))",
+            "qcow2: Marking image as corrupt: Preventing invalid write on metadata (overlaps with \(what)); further corruption events will be suppressed"
+        )
     }
 }

@@ -35,12 +35,11 @@ struct BigEndianReader {
 func decodeBigEndianWords(_ bytes: [UInt8]) -> [UInt64] {
     let n = bytes.count / 8
     var out = [UInt64](repeating: 0, count: n)
-    bytes.withUnsafeBufferPointer { p in
-        for i in 0..<n {
-            var v: UInt64 = 0
-            let base = i * 8
-            for j in 0..<8 { v = v << 8 | UInt64(p[base + j]) }
-            out[i] = v
+    // One unaligned load per word: a 2 MiB table is 256 Ki words (the image fuzz target opens
+    // many such tables per second).
+    bytes.withUnsafeBytes { p in
+        out.withUnsafeMutableBufferPointer { o in
+            for i in 0..<n { o[i] = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: i * 8, as: UInt64.self)) }
         }
     }
     return out
@@ -49,4 +48,9 @@ func decodeBigEndianWords(_ bytes: [UInt8]) -> [UInt64] {
 /// `0x30000`: lower-case hex without leading zeros, the way QEMU's traces print offsets.
 func qcow2Hex<T: BinaryInteger>(_ v: T) -> String {
     "0x" + String(v, radix: 16)
+}
+
+/// C's `%#x`, as QEMU's messages print numbers: `0x30000`, but `0` for zero.
+func qemuHex<T: BinaryInteger>(_ v: T) -> String {
+    v == 0 ? "0" : qcow2Hex(v)
 }
