@@ -51,8 +51,9 @@ enum SimulateCommand {
             config.readOnly = a.has("--read-only")
             config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
             let format = try a.choice("--format", ["text", "json", "csv"], default: "text")
-            // With --image the trace's disk is the image's (--size is refused there).
-            var reader = try TraceCommand.open(a, diskSize: config.virtualSize)
+            // With --image (--size is refused there) the simulation itself checks every request
+            // against the image's virtual size, which may be 0 (a valid qcow2 image).
+            var reader = try TraceCommand.open(a)
 
             var log: EventLog?
             if let path = a.value("--events") {
