@@ -39,7 +39,7 @@ let package = Package(
             ]),
         // libFuzzer entry point over qcow2 image bytes (open + a short trace): as trace-fuzz.
         .executableTarget(
-            name: "image-fuzz", dependencies: ["Qcow2Sim"],
+            name: "image-fuzz", dependencies: ["Qcow2Sim", "TraceKit"],
             linkerSettings: [
                 .unsafeFlags(
                     ["-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))

@@ -10,6 +10,7 @@
 // `ImageFuzzMain.main` finds libFuzzer's driver at run time (as `trace-fuzz` does).
 import Foundation
 import Qcow2Sim
+import TraceKit
 
 #if canImport(Glibc)
     import Glibc
@@ -26,12 +27,6 @@ public func imageFuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) ->
 
 @main
 enum ImageFuzzMain {
-    typealias Callback = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-    typealias Driver =
-        @convention(c) (
-            UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>, Callback
-        ) -> Int32
-
     static func fail(_ message: String, _ code: Int32) -> Never {
         FileHandle.standardError.write(Data("image-fuzz: error: \(message)\n".utf8))
         exit(code)
@@ -79,12 +74,6 @@ enum ImageFuzzMain {
             print("inputs \(count): \(outcomes.sorted { $0.key < $1.key }) in \(Date().timeIntervalSince(start)) s")
             exit(0)
         }
-        guard let sym = dlsym(dlopen(nil, RTLD_NOW), "LLVMFuzzerRunDriver") else {
-            fail("built without libFuzzer (rebuild with -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library)", 69)
-        }
-        let driver = unsafeBitCast(sym, to: Driver.self)
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(driver(&argc, &argv, imageFuzzTestOneInput))
+        LibFuzzerDriver.run(tool: "image-fuzz", imageFuzzTestOneInput)
     }
 }

@@ -29,23 +29,7 @@ public func traceFuzzTestOneInput(_ data: UnsafePointer<UInt8>?, _ size: Int) ->
 
 @main
 enum TraceFuzzMain {
-    typealias Callback = @convention(c) (UnsafePointer<UInt8>?, Int) -> Int32
-    typealias Driver =
-        @convention(c) (
-            UnsafeMutablePointer<Int32>, UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>, Callback
-        ) -> Int32
-
     static func main() {
-        guard let sym = dlsym(dlopen(nil, RTLD_NOW), "LLVMFuzzerRunDriver") else {
-            FileHandle.standardError.write(
-                Data(
-                    "trace-fuzz: error: built without libFuzzer (rebuild with -Xswiftc -sanitize=fuzzer -Xswiftc -parse-as-library)\n"
-                        .utf8))
-            exit(69)
-        }
-        let driver = unsafeBitCast(sym, to: Driver.self)
-        var argc = CommandLine.argc
-        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
-        exit(driver(&argc, &argv, traceFuzzTestOneInput))
+        LibFuzzerDriver.run(tool: "trace-fuzz", traceFuzzTestOneInput)
     }
 }
