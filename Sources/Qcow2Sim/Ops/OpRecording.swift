@@ -206,6 +206,8 @@ final class OpFileReader {
     private var lastOffset: (UInt64, UInt64) = (0, 0)
     private var lastIndex: UInt64 = 0
     private var headerBytes: UInt64 = 0
+    /// The end marker has been read.
+    private var atEnd = false
 
     init(path: String) throws {
         self.path = path
@@ -343,11 +345,14 @@ final class OpFileReader {
     /// Decodes up to `ops.count` operations; returns how many (0 at the end marker).
     func next(into ops: UnsafeMutableBufferPointer<MetadataOp>, images: Int) throws -> Int {
         var n = 0
-        while n < ops.count {
+        while n < ops.count && !atEnd {
             let at = position
             let b = try byte()
             let raw = b & 0x1F
-            if raw == OpRecording.endMarker { return n }
+            if raw == OpRecording.endMarker {
+                atEnd = true
+                return n
+            }
             guard let code = MetadataOp.Code(rawValue: raw) else { throw fail(at, "unknown operation code \(raw)") }
             let kind: CacheKind = b & 0x20 != 0 ? .l2 : .refcount
             var flag: UInt8 = b & 0x40 != 0 ? 1 : 0
