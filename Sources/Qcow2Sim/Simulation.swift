@@ -175,8 +175,6 @@ enum ChainBuilder {
             throw SimulationError.usage("--layer \(bad): the chain has images 0 to \(config.chainLength - 1) (0 = base)")
         }
         var images: [Qcow2Image] = []
-        // One operation buffer for the chain: its images' operations interleave in QEMU's order.
-        let ops = OpBuffer()
         for k in 0..<config.chainLength {
             let create: CreateOptions
             let geometry: Geometry
@@ -188,7 +186,6 @@ enum ChainBuilder {
                 throw SimulationError.usage("\(which): \(error.message)")
             }
             let image = Qcow2Image(geometry: geometry, chainIndex: k, backing: images.last)
-            image.ops = ops
             image.version = create.version
             let plan = config.populatePlan(layer: k)
             let preallocate = plan.populate == .full && plan.mode == .metadata
@@ -263,8 +260,8 @@ enum ChainBuilder {
         let sizings = try chain.map { try openSizing($0.geometry, CacheOptions()) }
         let system = CacheSystem<P>(sizings: sizings)
         system.hosts = chain.map { $0.host }
-        image.ops.consumer = system
-        defer { image.ops.consumer = nil }
+        image.ops.drain = { system.consume($0) }
+        defer { image.ops.drain = nil }
         image.open(
             l2EntrySize: sizings[image.chainIndex].l2EntrySize, readOnly: false, writethrough: false, observed: false)
         try body()
@@ -388,9 +385,16 @@ struct Replay {
                 path: record.path, geometries: geometries, l2EntrySizes: sizings.map { $0.l2EntrySize },
                 refcountEntrySizes: sizings.map { $0.refcountEntrySize }, streamKey: streamKey)
         }
-        let consumer: any MetadataOpConsumer = recorder.map { OpTee(system, $0) } ?? system
-        ops.consumer = consumer
-        defer { ops.consumer = nil }
+        // Closures made here, where `P` is static, so every batch runs specialized cache code.
+        if let recorder {
+            ops.drain = { batch in
+                system.consume(batch)
+                recorder.consume(batch)
+            }
+        } else {
+            ops.drain = { system.consume($0) }
+        }
+        defer { ops.drain = nil }
         for (k, image) in chain.enumerated() {
             let isTop = k == chain.count - 1
             image.open(
@@ -488,20 +492,6 @@ struct Replay {
         } catch let e as TraceError {
             throw SimulationError.trace(e)
         }
-    }
-}
-
-/// Hands every batch to a cache layer, then to a second consumer (which sees the guards filled).
-final class OpTee: MetadataOpConsumer {
-    let first: any MetadataOpConsumer
-    let second: any MetadataOpConsumer
-    init(_ first: any MetadataOpConsumer, _ second: any MetadataOpConsumer) {
-        self.first = first
-        self.second = second
-    }
-    func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
-        first.consume(ops)
-        second.consume(ops)
     }
 }
 

@@ -1,13 +1,13 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
 /// Issue 8 item 9: the README's "Use as a library" program, built in its own package that
 /// depends on this one by path (the repository as a folder named `qcow2sim`), run on a trace.
 @Suite struct LibrarySnippetTests {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
+    static let root = Repository.root
 
     /// The README's fenced Swift block whose first line is `first`.
     static func block(_ readme: String, startingWith first: String) throws -> String {

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -7,8 +8,7 @@ import TraceKit
 /// the L2 entry size only, and one recording replayed through many cache configurations gives
 /// exactly what live runs with those configurations give (counts, events, memory timelines).
 @Suite struct OperationStreamTests {
-    static let traces = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Traces")
+    static let traces = Repository.root.appendingPathComponent("Traces")
 
     static func scratch(_ name: String) -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qcow2sim-ops-\(getpid())")

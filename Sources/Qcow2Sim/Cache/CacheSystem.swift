@@ -87,12 +87,19 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// Processes a batch in order.
     public func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
         operations += UInt64(ops.count)
-        for k in ops.indices { apply(&ops[k]) }
+        // The base image's caches are looked up once per batch (most chains have one image).
+        let first = images[0]
+        for k in ops.indices {
+            if ops[k].image == 0 {
+                apply(&ops[k], first)
+            } else {
+                apply(&ops[k], images[Int(ops[k].image)])
+            }
+        }
     }
 
     @inline(__always)
-    private func apply(_ op: inout MetadataOp) {
-        let im = images[Int(op.image)]
+    private func apply(_ op: inout MetadataOp, _ im: ImageCaches) {
         switch op.code {
         case .get: _ = get(im, op.kind, op.offset, readFromDisk: op.flag != 0, image: Int(op.image))
         case .repeatGet: repeatGet(im, op.kind, op.offset, count: Int(op.count), image: Int(op.image))
@@ -182,7 +189,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             }
             requestTime = Double(index)
         }
-        log?.beginRequest(Int(index), location: location())
+        if let log { log.beginRequest(Int(index), location: location()) }
     }
 
     /// Runs every cache-clean tick due by `t` (§3.7) and integrates resident memory over time.

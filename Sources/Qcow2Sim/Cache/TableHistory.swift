@@ -1,13 +1,10 @@
 /// Why each table of one cache last left it, for the miss classes (cold, evicted, cleaned,
-/// discarded): two bits per table index (`offset / tableSize`).
-///
-/// Pages of 32 768 tables (8 KiB) are allocated on first touch, found through a flat directory
-/// for table indices below 2^30 (host offsets below 4 TiB with 4 KiB slices, 64 PiB with 64 KiB
-/// tables) and through a dictionary above, so a damaged image naming offsets near 2^56 costs one
-/// page per distinct region, never memory proportional to the offset.
+/// discarded): one byte per table index (`offset / tableSize`), in 512-byte pages allocated on
+/// first touch, so memory follows the tables touched (a damaged image naming offsets near 2^56
+/// costs a page per region, never memory in proportion to the offset).
 struct TableHistory {
     /// A table's last departure.
-    enum Reason: UInt64 {
+    enum Reason: UInt8 {
         /// Never loaded in this session: its next miss is cold.
         case never = 0
         /// Replaced by another table (or resident now).
@@ -18,52 +15,47 @@ struct TableHistory {
         case discarded = 3
     }
 
-    private static let pageBits = 15
-    private static let wordsPerPage = (1 << pageBits) / 32
-    private static let directoryLimit: UInt64 = 1 << 30
-
-    /// Page number + 1 per directory entry (0: no page yet).
+    /// Tables per page (one byte each), and pages reachable through the flat directory: 2^33
+    /// tables, host offsets below 32 TiB with 4 KiB slices; beyond, a dictionary of pages.
+    private static let pageBits: UInt64 = 9
+    private static let directoryLimit = 1 << 24
+    /// Page number + 1 per directory entry (0: no page), grown on first touch.
     private var directory = ContiguousArray<Int32>()
     private var far: [UInt64: Int32] = [:]
-    private var words = ContiguousArray<UInt64>()
+    private var bytes = ContiguousArray<UInt8>()
+
+    @inline(__always) private func page(_ table: UInt64) -> Int {
+        let d = table >> Self.pageBits
+        if d < UInt64(directory.count) { return Int(directory[Int(d)]) - 1 }
+        if d < UInt64(Self.directoryLimit) { return -1 }
+        return far[d].map { Int($0) - 1 } ?? -1
+    }
 
     @inline(__always) func get(_ table: UInt64) -> Reason {
         let p = page(table)
         guard p >= 0 else { return .never }
-        let (w, shift) = Self.position(table, page: p)
-        return Reason(rawValue: (words[w] >> shift) & 3) ?? .never
+        return Reason(rawValue: bytes[p << Int(Self.pageBits) | Int(table & ((1 << Self.pageBits) - 1))]) ?? .never
     }
 
     @inline(__always) mutating func set(_ table: UInt64, _ reason: Reason) {
         var p = page(table)
         if p < 0 { p = addPage(table) }
-        let (w, shift) = Self.position(table, page: p)
-        words[w] = (words[w] & ~(3 << shift)) | (reason.rawValue << shift)
-    }
-
-    @inline(__always) private static func position(_ table: UInt64, page: Int) -> (Int, UInt64) {
-        let inPage = Int(table & ((1 << UInt64(pageBits)) - 1))
-        return (page * wordsPerPage + inPage >> 5, UInt64(inPage & 31) * 2)
-    }
-
-    /// The page holding `table`, or -1.
-    @inline(__always) private func page(_ table: UInt64) -> Int {
-        if table < Self.directoryLimit {
-            let d = Int(table >> UInt64(Self.pageBits))
-            return d < directory.count ? Int(directory[d]) - 1 : -1
-        }
-        return far[table >> UInt64(Self.pageBits)].map { Int($0) - 1 } ?? -1
+        bytes[p << Int(Self.pageBits) | Int(table & ((1 << Self.pageBits) - 1))] = reason.rawValue
     }
 
     private mutating func addPage(_ table: UInt64) -> Int {
-        let p = words.count / Self.wordsPerPage
-        words.append(contentsOf: repeatElement(0, count: Self.wordsPerPage))
-        if table < Self.directoryLimit {
-            let d = Int(table >> UInt64(Self.pageBits))
-            if d >= directory.count { directory.append(contentsOf: repeatElement(0, count: d + 1 - directory.count)) }
-            directory[d] = Int32(p + 1)
+        let p = bytes.count >> Int(Self.pageBits)
+        bytes.append(contentsOf: repeatElement(0, count: 1 << Int(Self.pageBits)))
+        let d = table >> Self.pageBits
+        if d < UInt64(Self.directoryLimit) {
+            if d >= UInt64(directory.count) {
+                // Geometric growth: amortized O(1) per page whatever the order of first touches.
+                let n = min(Self.directoryLimit, max(Int(d) + 1, directory.count * 2))
+                directory.append(contentsOf: repeatElement(0, count: n - directory.count))
+            }
+            directory[Int(d)] = Int32(p + 1)
         } else {
-            far[table >> UInt64(Self.pageBits)] = Int32(p + 1)
+            far[d] = Int32(p + 1)
         }
         return p
     }

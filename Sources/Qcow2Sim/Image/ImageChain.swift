@@ -45,11 +45,9 @@ extension Qcow2Image {
             }
         }
         var images: [Qcow2Image] = []
-        let ops = OpBuffer()
         for (k, f) in files.reversed().enumerated() {
             do {
                 images.append(try Qcow2Image(file: f, chainIndex: k, backing: images.last))
-                images[k].ops = ops
             } catch let e as Qcow2FileError {
                 throw SimulationError.image(e.description, e.exitCode)
             }

@@ -28,8 +28,9 @@ public final class Qcow2Image {
     /// The backing image, if any.
     public let backing: Qcow2Image?
 
-    /// Where this image's metadata operations go (one buffer for the whole chain, in order).
-    var ops = OpBuffer()
+    /// Where this image's metadata operations go: one buffer for the whole chain (the base's),
+    /// so the images' operations interleave in QEMU's order.
+    let ops: OpBuffer
     /// The L2 cache entry size of the current session (a slice, or the whole table).
     public internal(set) var l2EntrySize: UInt64 = 0
     /// Per-image counters of the current session.
@@ -90,6 +91,7 @@ public final class Qcow2Image {
         self.geometry = geometry
         self.chainIndex = chainIndex
         self.backing = backing
+        ops = backing?.ops ?? OpBuffer()
         let cs = geometry.clusterSize
         l1 = ContiguousArray(repeating: 0, count: geometry.l1Size)
         l1Offset = 0
@@ -114,6 +116,7 @@ public final class Qcow2Image {
         version = h.version
         self.chainIndex = chainIndex
         self.backing = backing
+        ops = backing?.ops ?? OpBuffer()
         filePath = file.path
         l1 = ContiguousArray(try file.l1Table())
         reftable = ContiguousArray(try file.refcountTable())

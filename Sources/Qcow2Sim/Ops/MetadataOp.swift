@@ -123,7 +123,13 @@ public final class OpBuffer {
     private var capacity: Int
     private(set) var count = 0
     /// The consumer (nil: operations are dropped). Consumers do not hold the buffer back.
-    public var consumer: (any MetadataOpConsumer)?
+    public var consumer: (any MetadataOpConsumer)? {
+        didSet { drain = consumer.map { c in { c.consume($0) } } }
+    }
+    /// What `sync` calls. The engine sets it to a closure made where the cache layer's policy is
+    /// a static type, so the hand-over runs specialized code (a call through the existential
+    /// `consumer` would run the cache layer's unspecialized generic body).
+    var drain: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)?
     /// Operations handed out so far.
     public private(set) var total: UInt64 = 0
 
@@ -150,7 +156,7 @@ public final class OpBuffer {
         let n = count
         count = 0
         total += UInt64(n)
-        consumer?.consume(UnsafeMutableBufferPointer(start: ops, count: n))
+        drain?(UnsafeMutableBufferPointer(start: ops, count: n))
     }
 
     /// Appends a `hostGuard` and hands the buffer over: the host file is then as the cache

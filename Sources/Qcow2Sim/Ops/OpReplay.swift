@@ -1,15 +1,25 @@
 import Foundation
 import TraceKit
 
-/// A cache layer of any policy, as a replay of a recording drives it.
-public protocol CacheLayer: MetadataOpConsumer {
-    /// The index of the request at which this layer's write-backs first differed from the
-    /// recording's where the model read host-file state (nil: never).
-    var divergedAt: UInt64? { get }
-    /// Image `k`'s sizing and counters.
-    func counters(image k: Int) -> CacheLayerCounters
-    /// QEMU's asserts at close and the caches' invariants: the problems found.
-    func finish() -> [String]
+/// A cache layer of any policy, as a replay of a recording drives it: closures made where the
+/// policy is a static type, so each batch runs specialized code (a call through an existential
+/// of the generic `CacheSystem` would run its unspecialized body).
+struct AnyCacheLayer {
+    /// Processes a batch.
+    let consume: (UnsafeMutableBufferPointer<MetadataOp>) -> Void
+    /// Where the replay diverged (nil: never).
+    let divergedAt: () -> UInt64?
+    /// Image `k`'s counters.
+    let counters: (Int) -> CacheLayerCounters
+    /// QEMU's asserts at close and the invariants: the problems found.
+    let finish: () -> [String]
+
+    init<P: EvictionPolicy>(_ system: CacheSystem<P>) {
+        consume = { system.consume($0) }
+        divergedAt = { system.divergedAt }
+        counters = { system.counters(image: $0) }
+        finish = { system.finish() }
+    }
 }
 
 /// One image's cache counters after a run.
@@ -26,7 +36,7 @@ public struct CacheLayerCounters: Sendable {
     public var cleanTicksEvaluated: UInt64
 }
 
-extension CacheSystem: CacheLayer {
+extension CacheSystem {
     /// Image `k`'s sizing and counters.
     public func counters(image k: Int) -> CacheLayerCounters {
         let c = images[k]
@@ -88,7 +98,7 @@ extension Simulation {
         guard let live = recording.liveReport else {
             throw SimulationError.usage("\(recording.path): a recording opened from a file has no live report to replay against")
         }
-        var layers: [any CacheLayer] = []
+        var layers: [AnyCacheLayer] = []
         for (n, config) in configs.enumerated() {
             let (sizings, key) = try streamKey(config, geometries: recording.geometries)
             guard key == recording.streamKey else {
@@ -123,13 +133,13 @@ extension Simulation {
         return zip(configs, layers).map { config, layer in
             let problems = layer.finish()
             precondition(problems.isEmpty, "simulator invariant violated: \(problems.joined(separator: "; "))")
-            if let d = layer.divergedAt { return ReplayOutcome(report: nil, divergedAtRequest: d) }
+            if let d = layer.divergedAt() { return ReplayOutcome(report: nil, divergedAtRequest: d) }
             var report = live
             report.policy = config.policy
             report.setupSeconds = 0
             report.replaySeconds = seconds
             for k in report.images.indices {
-                let c = layer.counters(image: k)
+                let c = layer.counters(k)
                 report.images[k].sizing = c.sizing
                 report.images[k].l2 = c.l2
                 report.images[k].refcount = c.refcount
@@ -141,7 +151,7 @@ extension Simulation {
     }
 
     /// Feeds every operation of `recording` to `layers`, batch by batch.
-    private static func drive(_ recording: OpRecording, _ layers: [any CacheLayer]) throws {
+    private static func drive(_ recording: OpRecording, _ layers: [AnyCacheLayer]) throws {
         let reader = try OpFileReader(path: recording.path)
         let (geometries, _, _) = try reader.header()
         let batch = UnsafeMutableBufferPointer<MetadataOp>.allocate(capacity: 4096)
@@ -203,15 +213,15 @@ private struct LayerMaker: PolicyVisitor {
     let sizings: [CacheSizing]
     let log: EventLog?
     let timeline: MemoryTimeline?
-    func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> any CacheLayer {
-        CacheSystem<P>(sizings: sizings, log: log, timeline: timeline)
+    func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> AnyCacheLayer {
+        AnyCacheLayer(CacheSystem<P>(sizings: sizings, log: log, timeline: timeline))
     }
 }
 
 /// Layers handed to parallel passes: each pass touches only its own share.
 private final class Shared: @unchecked Sendable {
-    let value: [any CacheLayer]
-    init(_ value: [any CacheLayer]) { self.value = value }
+    let value: [AnyCacheLayer]
+    init(_ value: [AnyCacheLayer]) { self.value = value }
 }
 
 /// The first error of parallel passes.
