@@ -89,7 +89,7 @@ enum SweepCommand {
         if let text = a.value("--policy") {
             let policies = try SweepValues.parse(text, key: .policy, argument: "--policy")
             if axes.contains(where: { $0.key == .policy }) {
-                throw UsageError("the key policy is varied twice (--vary policy and --policy); give one of them")
+                throw UsageError("--vary policy and --policy both vary the policy; give one of them")
             }
             if policies.count == 1 {
                 base.policy = policies[0].text

@@ -298,7 +298,7 @@ public struct SweepGrid: Sendable {
         var seen = Set<SweepKey>()
         for axis in axes {
             guard seen.insert(axis.key).inserted else {
-                throw SimulationError.usage("the key \(axis.key) is varied twice (each key may be varied once)")
+                throw SimulationError.usage("--vary \(axis.key) is given twice (each key may be varied once)")
             }
             if case .create = axis.key, base.imageFile != nil {
                 throw SimulationError.usage(
