@@ -46,7 +46,8 @@ enum MrcCommand {
             if let text = a.value("--entry-size") {
                 guard case .success(let size) = QemuSize.parse(Substring(text)) else {
                     throw UsageError(
-                        "invalid value '\(text)' for --entry-size (expected a size in bytes, optionally with a K, M, G or T suffix)")
+                        "invalid value '\(text)' for --entry-size (expected a size in bytes, optionally with a K, M, G or T suffix)"
+                    )
                 }
                 base.driveOptions = SweepGrid.setting("l2-cache-entry-size", String(size), in: base.driveOptions)
             }

@@ -179,7 +179,9 @@ final class Progress: @unchecked Sendable {
                 first = false
                 let head = Array(buffer.prefix(min(n, 8)))
                 if head.starts(with: NativeBinaryTrace.magic.prefix(4)) { return max(0, (Int(st.st_size) - 32) / 32) }
-                let compressed: [[UInt8]] = [[0x1F, 0x8B], [0x42, 0x5A, 0x68], [0xFD, 0x37, 0x7A, 0x58], [0x28, 0xB5, 0x2F, 0xFD]]
+                let compressed: [[UInt8]] = [
+                    [0x1F, 0x8B], [0x42, 0x5A, 0x68], [0xFD, 0x37, 0x7A, 0x58], [0x28, 0xB5, 0x2F, 0xFD],
+                ]
                 if compressed.contains(where: { head.starts(with: $0) }) { return nil }
             }
             buffer.withUnsafeBytes { raw in

@@ -57,7 +57,8 @@ import Testing
         #expect(rows.allSatisfy { $0["trace"] == Self.seedMixed && $0["requests"] == "20000" })
         // Row 2k is point k's L2 cache: point 2 is 64K/off/256K, 17 is 64K/on/2M, 47 128K/on/128M.
         for (point, o, drive) in [
-            (2, "cluster_size=64K,extended_l2=off", "l2-cache-size=256K"), (17, "cluster_size=64K,extended_l2=on", "l2-cache-size=2M"),
+            (2, "cluster_size=64K,extended_l2=off", "l2-cache-size=256K"),
+            (17, "cluster_size=64K,extended_l2=on", "l2-cache-size=2M"),
             (47, "cluster_size=128K,extended_l2=on", "l2-cache-size=128M"),
         ] {
             let theirs = try Self.simulate(Self.seedMixed, ["--size", "8G", "-o", o, "--drive", drive])
@@ -115,7 +116,8 @@ import Testing
         // --entry-size holds even where the cache covers the disk (1M of 8 GiB with 64K clusters).
         #expect(rows.map { $0["entry_size"] } == ["4096", "65536", "4096", "65536"])
         for (i, size) in ["64K", "1M"].enumerated() {
-            let theirs = try Self.simulate(Self.guest, ["--size", "8G", "--drive", "l2-cache-size=\(size),l2-cache-entry-size=4K"])
+            let theirs = try Self.simulate(
+                Self.guest, ["--size", "8G", "--drive", "l2-cache-size=\(size),l2-cache-entry-size=4K"])
             Self.expectSame(rows[2 * i], theirs[0], "\(size) l2")
             Self.expectSame(rows[2 * i + 1], theirs[1], "\(size) refcount")
         }
@@ -152,7 +154,10 @@ import Testing
     }
 
     static let errors: [([String], Int32, String)] = [
-        (["sweep", "{T}", "--size", "8G"], 64, "qcow2sim sweep: error: nothing to vary: give --vary KEY=VALUES (or --policy with several names)\n"),
+        (
+            ["sweep", "{T}", "--size", "8G"], 64,
+            "qcow2sim sweep: error: nothing to vary: give --vary KEY=VALUES (or --policy with several names)\n"
+        ),
         (["sweep", "--size", "8G", "--vary", "l2-cache-size=1M"], 64, "qcow2sim sweep: error: missing TRACE argument\n"),
         (
             ["sweep", "{T}", "--size", "8G", "--vary", "l2_cache_size=1M"], 64,
@@ -202,7 +207,10 @@ import Testing
             ["sweep", "{T}", "--size", "8G", "--vary", "l2-cache-size=1M", "--events", "x"], 64,
             "qcow2sim sweep: error: unknown option '--events' (valid options: "
         ),
-        (["sweep", "{BAD}", "--size", "8G", "--vary", "l2-cache-size=1M,2M"], 65, "{BAD}:2: error: invalid op 'X' (expected R, W, D, Z, ZU or F)\n"),
+        (
+            ["sweep", "{BAD}", "--size", "8G", "--vary", "l2-cache-size=1M,2M"], 65,
+            "{BAD}:2: error: invalid op 'X' (expected R, W, D, Z, ZU or F)\n"
+        ),
         (
             ["sweep", "{T}", "/nonexistent/t.csv", "--size", "8G", "--vary", "l2-cache-size=1M"], 66,
             "/nonexistent/t.csv: error: cannot open: No such file or directory\n"
@@ -233,7 +241,9 @@ import Testing
     @Test(arguments: errors)
     func usageAndInputErrors(_ args: [String], _ status: Int32, _ message: String) throws {
         let bad = try CLITests.trace("R,0,4K\nX,1,2\n")
-        let fill = { (s: String) in s.replacingOccurrences(of: "{T}", with: Self.guest).replacingOccurrences(of: "{BAD}", with: bad) }
+        let fill = { (s: String) in
+            s.replacingOccurrences(of: "{T}", with: Self.guest).replacingOccurrences(of: "{BAD}", with: bad)
+        }
         let (s, out, err) = try CLIRun.run(args.map(fill))
         #expect(s == status)
         #expect(out == "")
@@ -249,7 +259,10 @@ import Testing
         try Data("keep\n".utf8).write(to: URL(fileURLWithPath: out))
         let (s, _, err) = try CLIRun.run(["sweep", bad, "--size", "8G", "--vary", "l2-cache-size=1M,2M", "--output", out])
         #expect(s == 65)
-        #expect(err == "\(bad):3: error: request at offset 8589934592 length 4096 ends beyond the disk size 8589934592 (use --beyond wrap or clip)\n")
+        #expect(
+            err
+                == "\(bad):3: error: request at offset 8589934592 length 4096 ends beyond the disk size 8589934592 (use --beyond wrap or clip)\n"
+        )
         #expect(try String(contentsOfFile: out, encoding: .utf8) == "keep\n")
         #expect(try CLIRun.leftovers(dir, keeping: ["bad.csv", "out.csv"]) == [])
     }
@@ -267,7 +280,9 @@ import Testing
         let last = try #require(lines.last)
         #expect(last.wholeMatch(of: /sweep: 2\/2 points, 5766 records, [0-9]+\.[0-9] s/) != nil, "\(e1)")
         for line in lines.dropLast() {
-            #expect(line.wholeMatch(of: /sweep: [0-2]\/2 points, [0-9]+ records \([0-9]+%\), [0-9]+ records\/s, ETA ([0-9:]+|\?)/) != nil)
+            #expect(
+                line.wholeMatch(of: /sweep: [0-2]\/2 points, [0-9]+ records \([0-9]+%\), [0-9]+ records\/s, ETA ([0-9:]+|\?)/)
+                    != nil)
         }
         let (s2, quiet, e2) = try CLIRun.run(sweep + ["--quiet"])
         #expect(s2 == 0 && quiet == plain && e2 == "")

@@ -57,8 +57,14 @@ import TraceKit
     }
 
     static let badValues: [(String, String, String)] = [
-        ("1M..256K*2", "l2-cache-size", "invalid value '1M..256K*2' for --vary l2-cache-size (empty range: 1048576 is above 262144)"),
-        ("256K..1M*1", "l2-cache-size", "invalid value '256K..1M*1' for --vary l2-cache-size (the factor '1' must be a number above 1)"),
+        (
+            "1M..256K*2", "l2-cache-size",
+            "invalid value '1M..256K*2' for --vary l2-cache-size (empty range: 1048576 is above 262144)"
+        ),
+        (
+            "256K..1M*1", "l2-cache-size",
+            "invalid value '256K..1M*1' for --vary l2-cache-size (the factor '1' must be a number above 1)"
+        ),
         ("0..1M*2", "l2-cache-size", "invalid value '0..1M*2' for --vary l2-cache-size (a geometric range cannot start at 0)"),
         (
             "1M..2M", "l2-cache-size",
@@ -68,7 +74,10 @@ import TraceKit
             "1..2:5", "l2-cache-size",
             "invalid value '1..2:5' for --vary l2-cache-size (the value 1 repeats after rounding to whole numbers; use fewer points)"
         ),
-        ("1M..2M:1", "l2-cache-size", "invalid value '1M..2M:1' for --vary l2-cache-size (the count '1' must be a whole number of at least 2)"),
+        (
+            "1M..2M:1", "l2-cache-size",
+            "invalid value '1M..2M:1' for --vary l2-cache-size (the count '1' must be a whole number of at least 2)"
+        ),
         ("1M,,2M", "l2-cache-size", "invalid value '1M,,2M' for --vary l2-cache-size (empty value in the list)"),
         ("1M,1024K", "l2-cache-size", "invalid value '1M,1024K' for --vary l2-cache-size (the value 1048576 appears twice)"),
         (
@@ -82,7 +91,10 @@ import TraceKit
             "writeback,fast", "cache-mode",
             "invalid value 'writeback,fast' for --vary cache-mode ('fast': expected one of: writeback, writethrough, none, directsync, unsafe)"
         ),
-        ("1..100000000+1", "cache-clean-interval", "invalid value '1..100000000+1' for --vary cache-clean-interval (more than 10000 values)"),
+        (
+            "1..100000000+1", "cache-clean-interval",
+            "invalid value '1..100000000+1' for --vary cache-clean-interval (more than 10000 values)"
+        ),
     ]
 
     @Test(arguments: badValues)
@@ -96,7 +108,10 @@ import TraceKit
         #expect(SweepKey("backing.cluster_size") == nil)
         #expect(SweepKey("l2_cache_size") == nil)
         #expect(SweepKey("compat") == nil)
-        #expect(throws: SimulationError.usage("invalid value 'l2-cache-size' for --vary (expected KEY=VALUES, e.g. l2-cache-size=256K..32M*2)")) {
+        #expect(
+            throws: SimulationError.usage(
+                "invalid value 'l2-cache-size' for --vary (expected KEY=VALUES, e.g. l2-cache-size=256K..32M*2)")
+        ) {
             try SweepAxis.parse("l2-cache-size")
         }
         #expect(
@@ -118,7 +133,8 @@ import TraceKit
         #expect(
             points.map(\.config.createOptions) == [
                 "refcount_bits=8,cluster_size=65536", "refcount_bits=8,cluster_size=65536", "refcount_bits=8,cluster_size=65536",
-                "refcount_bits=8,cluster_size=131072", "refcount_bits=8,cluster_size=131072", "refcount_bits=8,cluster_size=131072",
+                "refcount_bits=8,cluster_size=131072", "refcount_bits=8,cluster_size=131072",
+                "refcount_bits=8,cluster_size=131072",
             ])
         #expect(
             points.map(\.config.driveOptions) == [
@@ -126,7 +142,8 @@ import TraceKit
                 "cache-clean-interval=0,l2-cache-size=4194304", "cache-clean-interval=0,l2-cache-size=1048576",
                 "cache-clean-interval=0,l2-cache-size=2097152", "cache-clean-interval=0,l2-cache-size=4194304",
             ])
-        let modes = try SweepGrid(base: base, axes: [try SweepAxis.parse("cache-mode=writethrough"), try SweepAxis.parse("policy=lru")])
+        let modes = try SweepGrid(
+            base: base, axes: [try SweepAxis.parse("cache-mode=writethrough"), try SweepAxis.parse("policy=lru")])
         #expect(modes.points.map { "\($0.config.cacheMode.rawValue) \($0.config.policy)" } == ["writethrough lru"])
     }
 
@@ -144,7 +161,8 @@ import TraceKit
         // 400 × 400 > 100000.
         #expect(throws: SimulationError.usage("the grid has more than 100000 points")) {
             try SweepGrid(
-                base: base, axes: [try SweepAxis.parse("cache-clean-interval=1..400+1"), try SweepAxis.parse("l2-cache-size=1K..400K+1K")])
+                base: base,
+                axes: [try SweepAxis.parse("cache-clean-interval=1..400+1"), try SweepAxis.parse("l2-cache-size=1K..400K+1K")])
         }
     }
 
@@ -225,7 +243,8 @@ import TraceKit
             axes: ["cluster_size=64K,128K", "extended_l2=off,on", "l2-cache-size=256K,2M"], jobs: 2
         ) { v in
             SimulationConfig(
-                virtualSize: 8 << 30, createOptions: "cluster_size=\(v[0]),extended_l2=\(v[1])", driveOptions: "l2-cache-size=\(v[2])")
+                virtualSize: 8 << 30, createOptions: "cluster_size=\(v[0]),extended_l2=\(v[1])",
+                driveOptions: "l2-cache-size=\(v[2])")
         }
         // 8 points × 1 image × 2 caches.
         #expect(table.rows.count == 16)
@@ -255,7 +274,8 @@ import TraceKit
     /// varied apart, and both traces in one sweep.
     @Test func chainPointsEqualSimulate() throws {
         var base = SimulationConfig(
-            virtualSize: 8 << 30, chainLength: 2, populate: .ranges([ByteRange(start: 0, length: 256 << 20)]), populateMode: .data)
+            virtualSize: 8 << 30, chainLength: 2, populate: .ranges([ByteRange(start: 0, length: 256 << 20)]), populateMode: .data
+        )
         base.driveOptions = "cache-clean-interval=0"
         let table = try Self.checkEqualsSimulate(
             traces: [Self.guest, Self.seedMixed], base: base,
@@ -278,7 +298,8 @@ import TraceKit
         var outputs: [String] = []
         for jobs in [1, 4] {
             let reports = try SweepExecutor.run(
-                points: points, traces: 1, jobs: jobs, runner: LivePointRunner(), open: { _ in try TraceFile.open(path: Self.guest) })
+                points: points, traces: 1, jobs: jobs, runner: LivePointRunner(),
+                open: { _ in try TraceFile.open(path: Self.guest) })
             let table = SweepTable(command: "sweep", traces: ["guest"], grid: grid, points: points, reports: reports)
             outputs.append(table.csv() + table.json() + table.text())
         }
@@ -310,7 +331,9 @@ import TraceKit
     @Test func csvHeaderAndQuoting() throws {
         let grid = try SweepGrid(
             base: SimulationConfig(virtualSize: 1 << 30),
-            axes: [try SweepAxis.parse("extended_l2=on"), try SweepAxis.parse("policy=lru"), try SweepAxis.parse("l2-cache-size=1M")])
+            axes: [
+                try SweepAxis.parse("extended_l2=on"), try SweepAxis.parse("policy=lru"), try SweepAxis.parse("l2-cache-size=1M"),
+            ])
         let points = grid.points
         let reports = try SweepExecutor.run(
             points: points, traces: 1, jobs: 1, runner: LivePointRunner(),
@@ -323,7 +346,8 @@ import TraceKit
         )
         // The row is simulate's CSV row, column for column (simulate's memory_bytes is not a
         // sweep column; sweep adds the varied keys, policy and the trace).
-        var config = SimulationConfig(virtualSize: 1 << 30, createOptions: "extended_l2=on", driveOptions: "l2-cache-size=1048576")
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, createOptions: "extended_l2=on", driveOptions: "l2-cache-size=1048576")
         config.policy = "lru"
         var reader = try TraceFile.open(bytes: Array("W,0,4096\n".utf8))
         let simulate = ReportFormat.csv(try Simulation.run(config: config, reader: &reader)).split(separator: "\n")

@@ -111,7 +111,8 @@ public struct SweepAxis: Sendable {
     /// Parses `KEY=VALUES` (the argument of `--vary`).
     public static func parse(_ text: String) throws -> SweepAxis {
         guard let eq = text.firstIndex(of: "="), eq != text.startIndex else {
-            throw SimulationError.usage("invalid value '\(text)' for --vary (expected KEY=VALUES, e.g. l2-cache-size=256K..32M*2)")
+            throw SimulationError.usage(
+                "invalid value '\(text)' for --vary (expected KEY=VALUES, e.g. l2-cache-size=256K..32M*2)")
         }
         let name = String(text[..<eq])
         guard let key = SweepKey(name) else {
@@ -245,7 +246,8 @@ public enum SweepValues {
             let ratio = Double(end) / Double(start)
             for k in 0..<n {
                 // Both ends exactly; the inner points rounded to whole bytes.
-                let v = k == 0 ? start : k == n - 1 ? end : UInt64((Double(start) * pow(ratio, Double(k) / Double(n - 1))).rounded())
+                let v =
+                    k == 0 ? start : k == n - 1 ? end : UInt64((Double(start) * pow(ratio, Double(k) / Double(n - 1))).rounded())
                 try add(v)
             }
         }
@@ -387,7 +389,9 @@ public struct PointGroup: Sendable {
 
     /// The drive options that only size a cache or time its cleaning: points differing only in
     /// these (and in the policy) replay the same operations.
-    public static let cacheOnlyOptions: Set<String> = ["l2-cache-size", "refcount-cache-size", "cache-size", "cache-clean-interval"]
+    public static let cacheOnlyOptions: Set<String> = [
+        "l2-cache-size", "refcount-cache-size", "cache-size", "cache-clean-interval",
+    ]
 
     /// Groups `points` (all from one ``SweepGrid``) for each of `traces` traces, in order of
     /// first appearance. A point whose entry size cannot be worked out before the run (an
@@ -419,7 +423,8 @@ public struct PointGroup: Sendable {
     /// The L2 entry size each image (base first) gets: `read_cache_sizes` in ``CacheSizing``,
     /// which switches to whole tables once the cache covers the disk.
     static func entrySizes(_ c: SimulationConfig) -> [UInt64]? {
-        guard c.chainLength >= 1, let drive = try? DriveOptions.parse(c.driveOptions, depth: c.chainLength, version: c.qemuVersion)
+        guard c.chainLength >= 1,
+            let drive = try? DriveOptions.parse(c.driveOptions, depth: c.chainLength, version: c.qemuVersion)
         else { return nil }
         var sizes: [UInt64] = []
         for k in 0..<c.chainLength {

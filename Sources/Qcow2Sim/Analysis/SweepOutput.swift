@@ -83,7 +83,8 @@ public struct SweepTable: Sendable {
     private func fixedFields(_ row: SweepRow) -> [String] {
         let s = row.stats
         return [
-            row.policy, "\(row.image)", row.cache, "\(row.entrySize)", "\(row.entries)", "\(s.lookups)", "\(s.hits)", "\(s.misses)",
+            row.policy, "\(row.image)", row.cache, "\(row.entrySize)", "\(row.entries)", "\(s.lookups)", "\(s.hits)",
+            "\(s.misses)",
             ReportFormat.number(s.hitRate), "\(s.evictions)", "\(s.writebacks)", "\(s.flushes)", "\(s.bytesRead)",
             "\(s.bytesWritten)", "\(s.memoryPeakBytes)", ReportFormat.number(row.memoryMean), ReportFormat.number(s.missRate),
             "\(s.dirtyEvictions)", "\(s.emptyGets)", "\(s.cleaned)", "\(row.requests)",
@@ -131,7 +132,8 @@ public struct SweepTable: Sendable {
     private func fixedJSON() -> String {
         let b = grid.base
         let keys = Set(grid.axes.map(\.key))
-        let drive = SweepGrid.removing(Set(keys.compactMap { if case .drive(let k) = $0 { k } else { nil } }), from: b.driveOptions)
+        let drive = SweepGrid.removing(
+            Set(keys.compactMap { if case .drive(let k) = $0 { k } else { nil } }), from: b.driveOptions)
         let create = SweepGrid.removing(
             Set(keys.compactMap { if case .create(let k) = $0 { k } else { nil } }), from: b.createOptions)
         var fields = [
