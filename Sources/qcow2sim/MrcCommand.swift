@@ -19,12 +19,14 @@ enum MrcCommand {
                                 QEMU's minimum to full coverage in one pass, is not available yet
           --entry-size SIZE     l2-cache-entry-size for every point (default QEMU's: 4K slices
                                 until the cache covers the disk, then whole tables)
+
         \(SweepCommand.valuesHelp)
 
         run options: as 'qcow2sim simulate --help' lists them; --policy, --jobs, --format,
         --output, --progress and --quiet as 'qcow2sim sweep --help' describes them.
 
         \(SweepCommand.columnsHelp)
+
         """
 
     static func run(_ args: [String]) -> Int32 {

@@ -158,7 +158,8 @@ final class Progress: @unchecked Sendable {
         _ = bytes.withUnsafeBytes { OutputFile.writeAll(2, $0) }
     }
 
-    /// The records a trace file holds, roughly: its lines (a header or comment line counts too),
+    /// The records a trace file holds, roughly: its lines (a header or comment line counts too;
+    /// past 64 MiB, extrapolated from the first 64 MiB),
     /// or (size − 32) / 32 for the binary native format; nil for compressed or unreadable
     /// input, standard input and directories.
     static func estimateRecords(_ path: String) -> Int? {
@@ -171,7 +172,11 @@ final class Progress: @unchecked Sendable {
         var buffer = [UInt8](repeating: 0, count: 1 << 20)
         var lines = 0
         var first = true
-        while true {
+        // A big file is sampled: its first 64 MiB of lines, scaled to its size (an ETA needs no
+        // more, and reading a whole large trace twice would cost real I/O).
+        let sample = 64 << 20
+        var scanned = 0
+        while scanned < sample {
             let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
             guard n > 0 else { break }
@@ -184,6 +189,7 @@ final class Progress: @unchecked Sendable {
                 ]
                 if compressed.contains(where: { head.starts(with: $0) }) { return nil }
             }
+            scanned += n
             buffer.withUnsafeBytes { raw in
                 var p = raw.baseAddress
                 var left = n
@@ -195,7 +201,8 @@ final class Progress: @unchecked Sendable {
                 }
             }
         }
-        return lines
+        let size = Int(st.st_size)
+        return scanned < size && scanned > 0 ? Int(Double(lines) * Double(size) / Double(scanned)) : lines
     }
 }
 

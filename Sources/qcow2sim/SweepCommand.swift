@@ -14,12 +14,17 @@ enum SweepCommand {
         varying slowest) over every TRACE, as `simulate` would run each one, and prints one row
         per trace, configuration, image and cache.
 
-        --vary KEY=VALUES, KEY being
-          a --drive option: \(CacheOptions.names.joined(separator: ", ")),
-                                each also with backing. prefixes (backing.l2-cache-size = the
-                                backing file's); it replaces that option of --drive
-          a -o option:      \(SweepKey.createNames.joined(separator: ", ")) (not with --image)
+        --vary KEY=VALUES, KEY being one of
+          l2-cache-size, l2-cache-entry-size, refcount-cache-size, cache-size,
+          cache-clean-interval
+                                a --drive option; also with backing. prefixes
+                                (backing.l2-cache-size: the backing file's); replaces that
+                                option of --drive
+          cluster_size, extended_l2, refcount_bits
+                                a -o option (not with --image; a --layer N:-o= setting of
+                                the same option still wins for image N)
           cache-mode, policy
+
         \(valuesHelp)
 
         run options: as 'qcow2sim simulate --help' lists them (--size, -o, --chain, --populate,
@@ -34,6 +39,7 @@ enum SweepCommand {
         \(Progress.help)
 
         \(columnsHelp)
+
         """
 
     /// The VALUES syntax, for `sweep` and `mrc`.
@@ -51,11 +57,26 @@ enum SweepCommand {
         """
 
     /// The columns, for `sweep` and `mrc`.
-    static let columnsHelp = """
-        columns (csv, and the objects under "rows" in json): trace, one per varied KEY (named as
-        the key), \(SweepTable.fixedColumns.joined(separator: ", ")).
-        The counters are simulate's (image 0 is the base of the chain).
-        """
+    static let columnsHelp =
+        wrap(
+            "columns (csv, and the objects under \"rows\" in json): trace, one per varied KEY (named as the key), "
+                + SweepTable.fixedColumns.joined(separator: ", ")
+                + ". The counters are simulate's (image 0 is the base of the chain).")
+
+    /// `text` in lines of at most 92 characters, broken at spaces.
+    static func wrap(_ text: String) -> String {
+        var lines: [String] = []
+        var line = ""
+        for word in text.split(separator: " ") {
+            if !line.isEmpty && line.count + 1 + word.count > 92 {
+                lines.append(line)
+                line = ""
+            }
+            line += (line.isEmpty ? "" : " ") + word
+        }
+        lines.append(line)
+        return lines.joined(separator: "\n")
+    }
 
     static func run(_ args: [String]) -> Int32 {
         if args.contains("--help") || args.contains("-h") {
