@@ -290,6 +290,31 @@ import TraceKit
         #expect(table.rows.prefix(4).map { "\($0.image) \($0.cache)" } == ["0 l2", "0 refcount", "1 l2", "1 refcount"])
     }
 
+    /// The public traces in ../shared/traces (or `QCOW2SIM_TRACES`), read in place.
+    static let sharedTraces: String = {
+        if let d = ProcessInfo.processInfo.environment["QCOW2SIM_TRACES"] { return d }
+        return traces.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/traces").path
+    }()
+    static let sharedAvailable = FileManager.default.fileExists(atPath: sharedTraces + "/README.md")
+
+    /// Two public traces (MSR Cambridge with 127 s of timestamps; SYSTOR'17, gzip-compressed,
+    /// over 4.6 TiB) in one sweep: the clean timer off and at 5 s, two cache sizes.
+    @Test(
+        .enabled(
+            if: sharedAvailable,
+            "public traces not found (\(sharedTraces)/README.md): skipping; check out ../shared/traces or set QCOW2SIM_TRACES"))
+    func publicTracePointsEqualSimulate() throws {
+        let names = ["msr-cambridge1-sample.csv", "systor17-traces-sample.csv.gz"].map { Self.sharedTraces + "/" + $0 }
+        let table = try Self.checkEqualsSimulate(
+            traces: names, base: SimulationConfig(virtualSize: 5 << 40),
+            axes: ["cache-clean-interval=0,5", "l2-cache-size=64K,1M"], jobs: 2
+        ) { v in SimulationConfig(virtualSize: 5 << 40, driveOptions: "l2-cache-size=\(v[1]),cache-clean-interval=\(v[0])") }
+        // Interval 0 is no timer; at 5 s it drops idle entries in the MSR trace's 127 s.
+        #expect(table.rows[0].values.map(\.text) == ["0", "65536"] && table.rows[0].stats.cleaned == 0)
+        #expect(table.rows[4].trace == names[0] && table.rows[4].values.map(\.text) == ["5", "65536"])
+        #expect(table.rows[4].stats.cleaned > 0)
+    }
+
     @Test func outputDoesNotDependOnJobs() throws {
         let grid = try SweepGrid(
             base: SimulationConfig(virtualSize: 8 << 30),
