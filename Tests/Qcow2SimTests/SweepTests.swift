@@ -331,6 +331,43 @@ import TraceKit
         #expect(outputs[0] == outputs[1])
     }
 
+    /// A runner that takes a whole group as one batch (as a one-pass runner will) plugs into
+    /// the executor: the same table, one `run` per group.
+    @Test func wholeGroupRunnerPlugsIn() throws {
+        final class Calls: @unchecked Sendable {
+            let lock = NSLock()
+            var sizes: [Int] = []
+        }
+        struct WholeGroups: PointRunner {
+            let calls: Calls
+            func batches(_ group: PointGroup) -> [PointGroup] { [group] }
+            func run<R: TraceReader>(_ batch: PointGroup, open: () throws -> R) throws -> [SimulationReport] {
+                calls.lock.lock()
+                calls.sizes.append(batch.points.count)
+                calls.lock.unlock()
+                return try batch.points.map { p in
+                    var reader = try open()
+                    return try Simulation.run(config: p.config, reader: &reader)
+                }
+            }
+        }
+        let grid = try SweepGrid(
+            base: SimulationConfig(virtualSize: 8 << 30),
+            axes: [try SweepAxis.parse("l2-cache-size=64K..2M*2"), try SweepAxis.parse("policy=qemu,lru")])
+        let points = grid.points
+        let calls = Calls()
+        var tables: [String] = []
+        let open: @Sendable (Int) throws -> AnyTraceReader = { _ in try TraceFile.open(path: Self.guest) }
+        let grouped = try SweepExecutor.run(points: points, traces: 1, jobs: 2, runner: WholeGroups(calls: calls), open: open)
+        tables.append(SweepTable(command: "mrc", traces: ["g"], grid: grid, points: points, reports: grouped).csv())
+        let live = try SweepExecutor.run(points: points, traces: 1, jobs: 2, runner: LivePointRunner(), open: open)
+        tables.append(SweepTable(command: "mrc", traces: ["g"], grid: grid, points: points, reports: live).csv())
+        #expect(tables[0] == tables[1])
+        // 64K … 512K are below full coverage of 8 GiB (1M, 64K clusters), 1M and 2M are not:
+        // two groups of 4 sizes × 2 policies and 2 sizes × 2 policies.
+        #expect(calls.sizes.sorted() == [4, 8])
+    }
+
     /// Points 1 (entry size 256 < 512), 2 (cluster 3K) and 3 fail: whatever the threads, the
     /// failure reported is point 1's, with QEMU's message.
     @Test func firstFailingPointIsReported() throws {

@@ -452,6 +452,12 @@ enum GridDrive {
     }
 }
 
+/// A broken ``PointRunner`` contract (a bug, exit 70 in the command).
+public struct SweepInternalError: Error, CustomStringConvertible {
+    /// What went wrong.
+    public var description: String
+}
+
 /// A failure of one point, with its position in the grid.
 public struct SweepFailure: Error {
     /// The point's index.
@@ -525,8 +531,8 @@ public enum SweepExecutor {
             do {
                 let reports = try runner.run(batch, open: { try open(batch.trace) })
                 guard reports.count == batch.points.count else {
-                    throw SimulationError.usage(
-                        "internal error: the runner returned \(reports.count) reports for \(batch.points.count) points")
+                    throw SweepInternalError(
+                        description: "the point runner returned \(reports.count) reports for \(batch.points.count) points")
                 }
                 state.store(batch, reports)
                 finished?(batch.points.count)
@@ -596,7 +602,7 @@ private final class ExecutorState: @unchecked Sendable {
         if let failure { throw failure.failure }
         return try reports.map { row in
             try row.map { r in
-                guard let r else { throw SimulationError.usage("internal error: a sweep point was not run") }
+                guard let r else { throw SweepInternalError(description: "a sweep point was not run") }
                 return r
             }
         }
