@@ -58,10 +58,10 @@ enum SimulateCommand {
                 // as it is.
                 progress.estimate(traces: [opened.fileName], pointsPerTrace: 1)
                 var reader = CountingReader(opened, progress)
-                return try finish(a, config, format, &reader, &events)
+                return try finish(a, config, format, &reader, &events, progress: progress)
             }
             var reader = opened
-            return try finish(a, config, format, &reader, &events)
+            return try finish(a, config, format, &reader, &events, progress: nil)
         } catch {
             return reportFailure(error, command: "simulate")
         }
@@ -82,7 +82,8 @@ enum SimulateCommand {
     }
 
     private static func finish<R: TraceReader>(
-        _ a: Arguments, _ config: SimulationConfig, _ format: String, _ reader: inout R, _ events: inout BufferedFileWriter?
+        _ a: Arguments, _ config: SimulationConfig, _ format: String, _ reader: inout R, _ events: inout BufferedFileWriter?,
+        progress: Progress?
     ) throws -> Int32 {
         var log: EventLog?
         if let path = a.value("--events") {
@@ -92,6 +93,8 @@ enum SimulateCommand {
         }
         let timeline = a.value("--memory-timeline") == nil ? nil : MemoryTimeline()
         let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
+        // The progress line goes before the report does (both may be on one terminal).
+        progress?.finish()
         if let timeline, let path = a.value("--memory-timeline") {
             try writeOutput(Data(timeline.csv.utf8), to: path)
         }

@@ -155,6 +155,8 @@ enum SweepCommand {
         } catch let f as SweepFailure {
             throw explain(f, grid: grid, points: points)
         }
+        // The progress line goes before the table does (both may be on one terminal).
+        progress?.finish()
         let table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports)
         let out: String
         switch format {
