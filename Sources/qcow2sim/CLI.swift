@@ -17,8 +17,10 @@ enum CLI {
         case "validate": return ValidateCommand.run(rest)
         case "generate": return GenerateCommand.run(rest)
         case "trace": return TraceCommand.run(rest)
+        case "sweep": return SweepCommand.run(rest)
+        case "mrc": return MrcCommand.run(rest)
         default:
-            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, validate, generate, trace)")
+            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, validate, generate, trace)")
             return 64
         }
     }
@@ -28,6 +30,8 @@ enum CLI {
 
         commands:
           simulate TRACE    replay a trace through the simulated qcow2 image and its caches
+          sweep TRACE...    simulate every configuration of a grid (--vary KEY=VALUES), one table
+          mrc TRACE         the L2 miss-ratio curve over a list of cache sizes (--sizes VALUES)
           validate TRACE    replay the same trace through real QEMU and compare event by event
           generate          write a synthetic workload in the native trace format
           trace info TRACE  summarize a trace; trace convert TRACE -o OUT converts it

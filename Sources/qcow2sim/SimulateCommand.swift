@@ -26,6 +26,7 @@ enum SimulateCommand {
                                 (time,image,cache,resident_bytes), one row per change
           --events FILE         write every cache event in QEMU's qcow2_cache_* format, with
                                 `co 0x…` replaced by `image N` (0 = base of the chain)
+        \(Progress.help)
 
         trace mapping options: --trace-format, --device, --event, --beyond, --offset-shift,
         --time-scale, --reorder-window, --no-rebase (see 'qcow2sim trace --help')
@@ -41,44 +42,72 @@ enum SimulateCommand {
         do {
             let a = try Arguments(
                 args,
-                options: RunConfigArguments.options.union(TraceCommand.mappingOptions).union([
-                    "--format", "--events", "--output", "--policy", "--discard", "--memory-timeline",
-                ]),
-                flags: ["--read-only", "--no-rebase"], aliases: RunConfigArguments.aliases,
+                options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline"]),
+                flags: runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable)
-            var config = try RunConfigArguments.config(a)
+            var config = try runConfig(a)
             config.policy = a.value("--policy") ?? "qemu"
-            config.readOnly = a.has("--read-only")
-            config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
             let format = try a.choice("--format", ["text", "json", "csv"], default: "text")
+            let progress = try Progress.start(a, command: "simulate", points: 1)
+            defer { progress?.finish() }
             // With --image (--size is refused there) the simulation itself checks every request
             // against the image's virtual size, which may be 0 (a valid qcow2 image).
-            var reader = try TraceCommand.open(a)
-
-            var log: EventLog?
-            if let path = a.value("--events") {
-                let w = try BufferedFileWriter(path: path)
-                events = w
-                log = EventLog(retainEvents: false) { w.writeLine($0.description) }
+            let opened = try TraceCommand.open(a)
+            if let progress {
+                // The records-done counter wraps the reader; without progress the reader goes in
+                // as it is.
+                progress.estimate(traces: [opened.fileName], pointsPerTrace: 1)
+                var reader = CountingReader(opened, progress)
+                return try finish(a, config, format, &reader, &events, progress: progress)
             }
-            let timeline = a.value("--memory-timeline") == nil ? nil : MemoryTimeline()
-            let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
-            if let timeline, let path = a.value("--memory-timeline") {
-                try writeOutput(Data(timeline.csv.utf8), to: path)
-            }
-            try events?.commit()
-            events = nil
-            let out: String
-            switch format {
-            case "json": out = ReportFormat.json(report, config: config)
-            case "csv": out = ReportFormat.csv(report)
-            default: out = ReportFormat.text(report, config: config)
-            }
-            try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
-            return 0
+            var reader = opened
+            return try finish(a, config, format, &reader, &events, progress: nil)
         } catch {
             return reportFailure(error, command: "simulate")
         }
+    }
+
+    /// Options (taking a value) of a run that `sweep` and `mrc` share with `simulate`: the run
+    /// configuration, the trace mapping options and `--discard`.
+    static let runOptions = RunConfigArguments.options.union(TraceCommand.mappingOptions).union(["--discard"])
+    /// The flags they share.
+    static let runFlags: Set<String> = ["--read-only", "--no-rebase"]
+
+    /// The configuration of the run options (the policy is the caller's).
+    static func runConfig(_ a: Arguments) throws -> SimulationConfig {
+        var config = try RunConfigArguments.config(a)
+        config.readOnly = a.has("--read-only")
+        config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
+        return config
+    }
+
+    private static func finish<R: TraceReader>(
+        _ a: Arguments, _ config: SimulationConfig, _ format: String, _ reader: inout R, _ events: inout BufferedFileWriter?,
+        progress: Progress?
+    ) throws -> Int32 {
+        var log: EventLog?
+        if let path = a.value("--events") {
+            let w = try BufferedFileWriter(path: path)
+            events = w
+            log = EventLog(retainEvents: false) { w.writeLine($0.description) }
+        }
+        let timeline = a.value("--memory-timeline") == nil ? nil : MemoryTimeline()
+        let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
+        // The progress line goes before the report does (both may be on one terminal).
+        progress?.finish()
+        if let timeline, let path = a.value("--memory-timeline") {
+            try writeOutput(Data(timeline.csv.utf8), to: path)
+        }
+        try events?.commit()
+        events = nil
+        let out: String
+        switch format {
+        case "json": out = ReportFormat.json(report, config: config)
+        case "csv": out = ReportFormat.csv(report)
+        default: out = ReportFormat.text(report, config: config)
+        }
+        try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+        return 0
     }
 }
 

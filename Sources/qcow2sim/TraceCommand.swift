@@ -56,6 +56,13 @@ enum TraceCommand {
     /// `diskSize` applies when `--size` is not given.
     static func open(_ a: Arguments, diskSize: UInt64? = nil) throws -> AnyTraceReader {
         let path = try a.positionals(1, what: "TRACE argument")[0]
+        let (format, o) = try mapping(a, diskSize: diskSize)
+        return try TraceFile.open(path: path, format: format, options: o)
+    }
+
+    /// The trace format and mapping options the arguments give (`sweep` opens many traces,
+    /// each once per point, with them).
+    static func mapping(_ a: Arguments, diskSize: UInt64? = nil) throws -> (TraceFormat?, TraceOptions) {
         var o = TraceOptions()
         o.device = a.value("--device")
         if let e = a.value("--event") {
@@ -91,7 +98,7 @@ enum TraceCommand {
         }
         if a.has("--no-rebase") { o.rebaseTime = false }
         let format = try a.value("--trace-format").map { try TraceFormat.parse($0) }
-        return try TraceFile.open(path: path, format: format, options: o)
+        return (format, o)
     }
 
     static func info(_ args: [String]) throws -> Int32 {

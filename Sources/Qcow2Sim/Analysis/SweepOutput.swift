@@ -1,0 +1,226 @@
+import Foundation
+
+/// One row of a sweep's output: one cache of one image, for one (trace, point).
+public struct SweepRow: Sendable {
+    /// The trace as given on the command line.
+    public var trace: String
+    /// The point's values, one per axis.
+    public var values: [SweepValue]
+    /// The eviction policy.
+    public var policy: String
+    /// Chain position (0 = base).
+    public var image: Int
+    /// `l2` or `refcount`.
+    public var cache: String
+    /// Bytes per cache entry.
+    public var entrySize: UInt64
+    /// Number of cache entries.
+    public var entries: Int
+    /// The counters, as `simulate` reports them.
+    public var stats: CacheStats
+    /// Time-weighted mean resident memory (`memory_mean_bytes`).
+    public var memoryMean: Double
+    /// Trace records replayed.
+    public var requests: Int
+}
+
+/// A sweep's rows and how they print (CSV, JSON, text). Rows come in (trace, point, image,
+/// cache) order, the caches as `simulate --format csv` lists them (l2, then refcount).
+public struct SweepTable: Sendable {
+    /// `sweep` or `mrc` (the JSON's `command`).
+    public var command: String
+    /// The traces, as given.
+    public var traces: [String]
+    /// The grid the rows come from.
+    public var grid: SweepGrid
+    /// The rows.
+    public var rows: [SweepRow]
+
+    /// The JSON's `schema_version`.
+    public static let schemaVersion = 1
+
+    /// The columns after the varied keys, in order: the ones issue 10 fixes, then ours
+    /// (`miss_rate` … `requests`).
+    public static let fixedColumns = [
+        "policy", "image", "cache", "entry_size", "entries", "lookups", "hits", "misses", "hit_rate", "evictions", "writebacks",
+        "flushes", "bytes_read", "bytes_written", "memory_peak_bytes", "memory_mean_bytes", "miss_rate", "dirty_evictions",
+        "empty_gets", "cleaned", "requests",
+    ]
+
+    /// Builds the rows from `reports[trace][point index]` (``SweepExecutor/run``).
+    public init(command: String, traces: [String], grid: SweepGrid, points: [SweepPoint], reports: [[SimulationReport]]) {
+        self.command = command
+        self.traces = traces
+        self.grid = grid
+        var rows: [SweepRow] = []
+        for (t, trace) in traces.enumerated() {
+            for p in points {
+                let r = reports[t][p.index]
+                for im in r.images {
+                    for (name, st, size, n) in [
+                        ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),
+                        ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
+                    ] {
+                        rows.append(
+                            SweepRow(
+                                trace: trace, values: p.values, policy: p.config.policy, image: im.index, cache: name,
+                                entrySize: size, entries: n, stats: st,
+                                memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests))
+                    }
+                }
+            }
+        }
+        self.rows = rows
+    }
+
+    /// Axes with a column of their own (the policy has its fixed column).
+    private var columnAxes: [Int] { grid.axes.indices.filter { grid.axes[$0].key != .policy } }
+
+    /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns``.
+    public var columns: [String] { ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns }
+
+    /// The fields of `row` after the varied keys, as CSV and JSON print them.
+    private func fixedFields(_ row: SweepRow) -> [String] {
+        let s = row.stats
+        return [
+            row.policy, "\(row.image)", row.cache, "\(row.entrySize)", "\(row.entries)", "\(s.lookups)", "\(s.hits)",
+            "\(s.misses)",
+            ReportFormat.number(s.hitRate), "\(s.evictions)", "\(s.writebacks)", "\(s.flushes)", "\(s.bytesRead)",
+            "\(s.bytesWritten)", "\(s.memoryPeakBytes)", ReportFormat.number(row.memoryMean), ReportFormat.number(s.missRate),
+            "\(s.dirtyEvictions)", "\(s.emptyGets)", "\(s.cleaned)", "\(row.requests)",
+        ]
+    }
+
+    /// RFC 4180 CSV with a header line.
+    public func csv() -> String {
+        var out = columns.joined(separator: ",") + "\n"
+        for row in rows {
+            let fields = [Self.csvField(row.trace)] + columnAxes.map { Self.csvField(row.values[$0].text) } + fixedFields(row)
+            out += fields.joined(separator: ",") + "\n"
+        }
+        return out
+    }
+
+    /// `{"schema_version", "command", "traces", "fixed", "varied", "columns", "rows": [{column: value}]}`;
+    /// `fixed` holds the run options common to every point (the varied keys removed).
+    public func json() -> String {
+        let strings: Set<String> = ["trace", "policy", "cache"]
+        let axisColumns = columnAxes
+        var rowTexts: [String] = []
+        for row in rows {
+            let values =
+                [Self.jsonString(row.trace)]
+                + axisColumns.map { a in
+                    grid.axes[a].key.isNumeric ? row.values[a].text : Self.jsonString(row.values[a].text)
+                }
+                + zip(Self.fixedColumns, fixedFields(row)).map { strings.contains($0.0) ? Self.jsonString($0.1) : $0.1 }
+            rowTexts.append(
+                "{" + zip(columns, values).map { "\(Self.jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}")
+        }
+        let varied = grid.axes.map { axis in
+            let values = axis.values.map { axis.key.isNumeric ? $0.text : Self.jsonString($0.text) }
+            return "{\"key\": \(Self.jsonString(axis.key.description)), \"values\": [\(values.joined(separator: ", "))]}"
+        }
+        return "{\"schema_version\": \(Self.schemaVersion), \"command\": \(Self.jsonString(command)), "
+            + "\"traces\": [\(traces.map(Self.jsonString).joined(separator: ", "))], \"fixed\": \(fixedJSON()), "
+            + "\"varied\": [\(varied.joined(separator: ", "))], "
+            + "\"columns\": [\(columns.map(Self.jsonString).joined(separator: ", "))], "
+            + "\"rows\": [\(rowTexts.joined(separator: ",\n  "))]}\n"
+    }
+
+    /// The options every point shares.
+    private func fixedJSON() -> String {
+        let b = grid.base
+        let keys = Set(grid.axes.map(\.key))
+        let drive = SweepGrid.removing(
+            Set(keys.compactMap { if case .drive(let k) = $0 { k } else { nil } }), from: b.driveOptions)
+        let create = SweepGrid.removing(
+            Set(keys.compactMap { if case .create(let k) = $0 { k } else { nil } }), from: b.createOptions)
+        var fields = [
+            "\"virtual_size\": \(b.virtualSize)",
+            "\"create_options\": \(Self.jsonString(create.joined(separator: ",")))",
+            "\"drive_options\": \(Self.jsonString(drive.joined(separator: ",")))",
+        ]
+        if !keys.contains(.cacheMode) { fields.append("\"cache_mode\": \(Self.jsonString(b.cacheMode.rawValue))") }
+        if !keys.contains(.policy) { fields.append("\"policy\": \(Self.jsonString(b.policy))") }
+        fields += [
+            "\"chain\": \(b.chainLength)", "\"image\": \(b.imageFile.map(Self.jsonString) ?? "null")",
+            "\"populate\": \(Self.jsonString(Self.describe(b.populate)))",
+            "\"populate_mode\": \(Self.jsonString(b.populateMode.rawValue))",
+            "\"qemu_version\": \(Self.jsonString(b.qemuVersion.rawValue))", "\"read_only\": \(b.readOnly)",
+            "\"discard\": \(Self.jsonString(b.discardUnmap ? "unmap" : "ignore"))",
+        ]
+        return "{" + fields.joined(separator: ", ") + "}"
+    }
+
+    /// An aligned table: the CSV's columns up to `memory_mean_bytes`, sizes in K/M/G.
+    public func text() -> String {
+        let axes = columnAxes
+        let shown = Array(Self.fixedColumns.prefix(16))
+        var header = ["trace"] + axes.map { grid.axes[$0].key.description } + shown
+        header = header.map { $0.replacingOccurrences(of: "_bytes", with: "").replacingOccurrences(of: "_", with: " ") }
+        var left = Set([0])
+        for (i, a) in axes.enumerated() where !grid.axes[a].key.isNumeric { left.insert(1 + i) }
+        let policyColumn = 1 + axes.count
+        left.formUnion([policyColumn, policyColumn + 2])
+        var table = [header]
+        for row in rows {
+            let s = row.stats
+            let values = axes.map { a in
+                grid.axes[a].key.kind.isSize ? ReportFormat.bytes(row.values[a].number ?? 0) : row.values[a].text
+            }
+            table.append(
+                [row.trace] + values + [
+                    row.policy, "\(row.image)", row.cache, ReportFormat.bytes(row.entrySize), "\(row.entries)", "\(s.lookups)",
+                    "\(s.hits)", "\(s.misses)", String(format: "%.4f", s.hitRate), "\(s.evictions)", "\(s.writebacks)",
+                    "\(s.flushes)", ReportFormat.bytes(s.bytesRead), ReportFormat.bytes(s.bytesWritten),
+                    ReportFormat.bytes(s.memoryPeakBytes), ReportFormat.bytes(UInt64(max(0, row.memoryMean).rounded())),
+                ])
+        }
+        var widths = [Int](repeating: 0, count: header.count)
+        for line in table { for (i, f) in line.enumerated() { widths[i] = max(widths[i], f.count) } }
+        var out = ""
+        for line in table {
+            var fields: [String] = []
+            for (i, f) in line.enumerated() {
+                let pad = String(repeating: " ", count: widths[i] - f.count)
+                fields.append(left.contains(i) ? f + pad : pad + f)
+            }
+            var text = fields.joined(separator: "  ")
+            while text.hasSuffix(" ") { text.removeLast() }
+            out += text + "\n"
+        }
+        return out
+    }
+
+    /// A CSV field, quoted when it holds a comma, a quote or a line break.
+    static func csvField(_ s: String) -> String {
+        guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
+        return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+    }
+
+    /// A JSON string literal.
+    static func jsonString(_ s: String) -> String {
+        var out = "\""
+        for c in s.unicodeScalars {
+            switch c {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\r": out += "\\r"
+            case "\t": out += "\\t"
+            default:
+                if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
+            }
+        }
+        return out + "\""
+    }
+
+    private static func describe(_ p: Populate) -> String {
+        switch p {
+        case .none: "none"
+        case .full: "full"
+        case .ranges(let r): r.map { "\($0.start):\($0.length)" }.joined(separator: ",")
+        }
+    }
+}

@@ -1,0 +1,179 @@
+import Foundation
+import Qcow2Sim
+import TraceKit
+
+/// `qcow2sim sweep TRACE… --vary KEY=VALUES…`: every configuration of a grid over every trace
+/// in one command (issue 10, item 1), one output row per (trace, point, image, cache).
+enum SweepCommand {
+    static let help = """
+        usage: qcow2sim sweep TRACE... [run options] --vary KEY=VALUES [--vary KEY=VALUES...]
+                              [--policy NAME[,NAME...]] [--jobs N] [--format csv|json|text]
+                              [--output FILE] [--progress|--quiet] [trace mapping options]
+
+        Runs every configuration of the grid (the cross product of the --vary axes, the first
+        varying slowest) over every TRACE, as `simulate` would run each one, and prints one row
+        per trace, configuration, image and cache.
+
+        --vary KEY=VALUES, KEY being one of
+          l2-cache-size, l2-cache-entry-size, refcount-cache-size, cache-size,
+          cache-clean-interval
+                                a --drive option; also with backing. prefixes
+                                (backing.l2-cache-size: the backing file's); replaces that
+                                option of --drive
+          cluster_size, extended_l2, refcount_bits
+                                a -o option (not with --image; a --layer N:-o= setting of
+                                the same option still wins for image N)
+          cache-mode, policy
+
+        \(valuesHelp)
+
+        run options: as 'qcow2sim simulate --help' lists them (--size, -o, --chain, --populate,
+        --layer, --image, --drive, --cache-mode, --qemu-version, --read-only, --discard, …)
+          --policy NAME[,NAME...]  eviction policies (default qemu); several are the last axis
+
+        output:
+          --format FMT          csv (default), json or text
+          --output FILE         write the table to FILE instead of standard output
+          --jobs N              points run on N threads (default: all cores); the output is the
+                                same whatever N is
+        \(Progress.help)
+
+        \(columnsHelp)
+
+        """
+
+    /// The VALUES syntax, for `sweep` and `mrc`.
+    static let valuesHelp = """
+        VALUES
+          A,B,C                 a list (sizes take K, M, G, T suffixes; extended_l2 on or off)
+          START..END*F          geometric: START, START×F, START×F², … up to END (END included if
+                                reached): 256K..32M*2 is 8 sizes; a fractional F's values are
+                                rounded to the nearest whole byte
+          START..END+STEP       arithmetic: START, START+STEP, … up to END
+          START..END:N          N sizes, geometric from START to END with both ends included; the
+                                k-th is START×(END/START)^(k/(N−1)) rounded to the nearest whole
+                                byte (halves up)
+          Values must not repeat. Sizes are printed in bytes (in K/M/G in the text table).
+        """
+
+    /// The columns, for `sweep` and `mrc`.
+    static let columnsHelp =
+        wrap(
+            "columns (csv, and the objects under \"rows\" in json): trace, one per varied KEY (named as the key), "
+                + SweepTable.fixedColumns.joined(separator: ", ")
+                + ". The counters are simulate's (image 0 is the base of the chain).")
+
+    /// `text` in lines of at most 92 characters, broken at spaces.
+    static func wrap(_ text: String) -> String {
+        var lines: [String] = []
+        var line = ""
+        for word in text.split(separator: " ") {
+            if !line.isEmpty && line.count + 1 + word.count > 92 {
+                lines.append(line)
+                line = ""
+            }
+            line += (line.isEmpty ? "" : " ") + word
+        }
+        lines.append(line)
+        return lines.joined(separator: "\n")
+    }
+
+    static func run(_ args: [String]) -> Int32 {
+        if args.contains("--help") || args.contains("-h") {
+            return Console.help(help, command: "sweep")
+        }
+        do {
+            let a = try arguments(args, extra: ["--vary"])
+            let traces = a.positionals
+            guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+            let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
+            return try execute(a, command: "sweep", traces: traces, base: try SimulateCommand.runConfig(a), axes: axes)
+        } catch {
+            return reportFailure(error, command: "sweep")
+        }
+    }
+
+    /// The arguments of `sweep` (or `mrc`, with its own `extra` options).
+    static func arguments(_ args: [String], extra: Set<String>) throws -> Arguments {
+        try Arguments(
+            args, options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output"]).union(extra),
+            flags: SimulateCommand.runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
+            repeatable: RunConfigArguments.repeatable.union(["--vary"]))
+    }
+
+    /// Runs the grid `axes` over `base` on every trace and writes the table; shared by `mrc`.
+    static func execute(_ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis]) throws
+        -> Int32
+    {
+        var base = base
+        var axes = axes
+        if let text = a.value("--policy") {
+            let policies = try SweepValues.parse(text, key: .policy, argument: "--policy")
+            if axes.contains(where: { $0.key == .policy }) {
+                throw UsageError("--vary policy and --policy both vary the policy; give one of them")
+            }
+            if policies.count == 1 {
+                base.policy = policies[0].text
+            } else {
+                axes.append(SweepAxis(key: .policy, values: policies))
+            }
+        }
+        guard !axes.isEmpty else {
+            throw UsageError("nothing to vary: give --vary KEY=VALUES (or --policy with several names)")
+        }
+        let format = try a.choice("--format", ["csv", "json", "text"], default: "csv")
+        var jobs = ProcessInfo.processInfo.activeProcessorCount
+        if let text = a.value("--jobs") {
+            guard let n = Int(text), n >= 1, n <= 1024 else {
+                throw UsageError("invalid value '\(text)' for --jobs (expected 1 to 1024)")
+            }
+            jobs = n
+        }
+        let grid = try SweepGrid(base: base, axes: axes)
+        let points = grid.points
+        if traces.contains("-") && traces.count * points.count > 1 {
+            throw UsageError("TRACE '-' (standard input) can be read only once, but every point reads its trace; give a file")
+        }
+        let (traceFormat, mapping) = try TraceCommand.mapping(a)
+        let progress = try Progress.start(a, command: command, points: points.count * traces.count)
+        defer { progress?.finish() }
+        progress?.estimate(traces: traces, pointsPerTrace: points.count)
+        let reports: [[SimulationReport]]
+        do {
+            // Each point opens its own reader, through the path `simulate` uses.
+            let open: @Sendable (Int) throws -> AnyTraceReader = { t in
+                try TraceFile.open(path: traces[t], format: traceFormat, options: mapping)
+            }
+            if let progress {
+                reports = try SweepExecutor.run(
+                    points: points, traces: traces.count, jobs: jobs, runner: LivePointRunner(),
+                    open: { CountingReader(try open($0), progress) }, finished: { progress.add(points: $0) })
+            } else {
+                reports = try SweepExecutor.run(
+                    points: points, traces: traces.count, jobs: jobs, runner: LivePointRunner(), open: open)
+            }
+        } catch let f as SweepFailure {
+            throw explain(f, grid: grid, points: points)
+        }
+        // The progress line goes before the table does (both may be on one terminal).
+        progress?.finish()
+        let table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports)
+        let out: String
+        switch format {
+        case "json": out = table.json()
+        case "text": out = table.text()
+        default: out = table.csv()
+        }
+        try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+        return 0
+    }
+
+    /// A point's failure as the command reports it: a bad option value names the point
+    /// (`point l2-cache-size=262144, cluster_size=3K: -o: …`); trace and image errors are
+    /// located already and pass unchanged.
+    static func explain(_ f: SweepFailure, grid: SweepGrid, points: [SweepPoint]) -> Error {
+        guard case SimulationError.usage(let message) = f.error, f.point < points.count else { return f.error }
+        let values = zip(grid.axes, points[f.point].values).map { "\($0.0.key)=\($0.1.text)" }.joined(separator: ", ")
+        return SimulationError.usage("point \(values): \(message)")
+    }
+}
