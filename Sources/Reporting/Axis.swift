@@ -135,9 +135,10 @@ public enum Ticks {
         return AxisLayout(lower: lo, upper: hi, scale: .linear, ticks: ticks)
     }
 
-    /// Log ticks at powers of `base`; when there are more than `maxTicks`, every second, third, …
-    /// power (aligned to multiples of the stride so the labels stay round: 1K, 4K, 16K, …). The
-    /// domain is widened to whole strides. A range inside one decade (base 10) also gets 2 and 5.
+    /// Log ticks at powers of `base`; when there are more than `maxTicks`, every 2nd, 5th, 10th …
+    /// power of two, or every k-th power of ten (aligned to multiples of the stride so the labels
+    /// stay round). The domain is widened to whole strides. A range inside one decade (base 10)
+    /// also gets 2 and 5.
     public static func log(_ lo: Double, _ hi: Double, base: Double, maxTicks: Int, format: ValueFormat) -> AxisLayout {
         let lo = lo > 0 ? lo : (hi > 0 ? hi : 1)
         let hi = max(hi, lo)
@@ -146,8 +147,17 @@ public enum Ticks {
         var e0 = Int((Foundation.log(lo) / b + 1e-9).rounded(.down))
         var e1 = Int((Foundation.log(hi) / b - 1e-9).rounded(.up))
         if e1 <= e0 { e1 = e0 + 1 }
-        var stride = 1
-        while (e1 - e0) / stride + 1 > max(2, maxTicks) { stride += 1 }
+        // Powers of two step by 1, 2, 5, 10, … exponents, so labels land on K/M/G boundaries
+        // (1K, 32K, 1M, 32M, 1G); powers of ten by any whole number of decades.
+        let strides = base == 2 ? [1, 2, 5, 10, 20, 30, 40, 50, 60] : Array(1...64)
+        var stride = strides[strides.count - 1]
+        for s in strides {
+            let a = floorDiv(e0, s) * s, z = -floorDiv(-e1, s) * s
+            if (z - a) / s + 1 <= max(2, maxTicks) {
+                stride = s
+                break
+            }
+        }
         e0 = floorDiv(e0, stride) * stride
         e1 = -floorDiv(-e1, stride) * stride
         var ticks: [Tick] = []

@@ -30,7 +30,8 @@ enum SimulateCommand {
           --events FILE         write every cache event in QEMU's qcow2_cache_* format, with
                                 `co 0x…` replaced by `image N` (0 = base of the chain)
           --request-markers     in the --events log, a `# request N OP OFFSET LENGTH` line before
-                                each request's events (N from 1, as validate counts requests);
+                                each request's events (N from 1, as validate counts requests)
+                                and `# close` before the close's;
                                 without it the log is QEMU's format alone, to diff against QEMU
 
         trace mapping options: --trace-format, --device, --event, --beyond, --offset-shift,
@@ -106,11 +107,12 @@ enum SimulateCommand {
 }
 
 /// A reader that writes `# request N OP OFFSET LENGTH` to the event log as it hands out
-/// record N (from 1).
+/// record N (from 1), and `# close` at the end of the trace, before the close's events.
 struct RequestMarkingReader<Inner: TraceReader>: TraceReader {
     var inner: Inner
     let writer: BufferedFileWriter
     private var count = 0
+    private var closed = false
 
     init(inner: Inner, writer: BufferedFileWriter) {
         self.inner = inner
@@ -118,7 +120,12 @@ struct RequestMarkingReader<Inner: TraceReader>: TraceReader {
     }
 
     mutating func next() throws -> TraceRecord? {
-        guard let r = try inner.next() else { return nil }
+        guard let r = try inner.next() else {
+            // The images close next: their write-backs are no request's.
+            if !closed { writer.writeLine("# close") }
+            closed = true
+            return nil
+        }
         count += 1
         let op: String
         switch r.op {
