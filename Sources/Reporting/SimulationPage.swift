@@ -217,7 +217,8 @@ public enum SimulationPage {
         var rows: [[String]] = []
         for b in 0..<spans {
             let lo = end * Double(b) / Double(spans), hi = end * Double(b + 1) / Double(spans)
-            var row = ["\(Format.trimmed(lo, decimals: 2))–\(Format.trimmed(hi, decimals: 2))"]
+            let decimals = r.duration > 0 ? 2 : 0  // request numbers are whole
+            var row = ["\(Format.trimmed(lo, decimals: decimals))–\(Format.trimmed(hi, decimals: decimals))"]
             for (_, iv) in perCache {
                 let inSpan = iv.filter { $0.to > lo && ($0.to <= hi || (b == spans - 1 && $0.to >= hi)) || (b == 0 && $0.to == 0) }
                 let l = inSpan.reduce(0) { $0 + $1.lookups }, h = inSpan.reduce(0) { $0 + $1.hits }
@@ -226,7 +227,8 @@ public enum SimulationPage {
             rows.append(row)
         }
         let table = Table(
-            caption: "Hit rate by span of \(axis.label)", header: [axis.label] + perCache.map(\.0), rows: rows)
+            caption: "Hit rate in ten equal spans of the trace (hit rate of the span's lookups, and their number)",
+            header: [r.duration > 0 ? "trace time (s)" : "requests"] + perCache.map(\.0), rows: rows)
         return .figure(
             svg: chart.svg(),
             caption:
