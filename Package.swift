@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "Qcow2Sim", targets: ["Qcow2Sim"]),
         .library(name: "TraceKit", targets: ["TraceKit"]),
         .library(name: "Validation", targets: ["Validation"]),
+        .library(name: "Reporting", targets: ["Reporting"]),
     ],
     targets: [
         // Trace records, one streaming reader per format, format detection, generators.
@@ -25,8 +26,10 @@ let package = Package(
             ]),
         // qemu-img / qemu-io / qemu-system runners, QEMU trace parser, comparator.
         .target(name: "Validation", dependencies: ["Qcow2Sim", "TraceKit"]),
+        // Our own SVG charts and self-contained HTML pages (`--format html`).
+        .target(name: "Reporting", dependencies: ["Qcow2Sim", "TraceKit"]),
         // The CLI: thin commands over the libraries.
-        .executableTarget(name: "qcow2sim", dependencies: ["Qcow2Sim", "TraceKit", "Validation"]),
+        .executableTarget(name: "qcow2sim", dependencies: ["Qcow2Sim", "TraceKit", "Validation", "Reporting"]),
         // Deterministic benchmarks (release build).
         .executableTarget(name: "qcow2sim-bench", dependencies: ["Qcow2Sim", "TraceKit"]),
         // libFuzzer entry point over every trace reader: build with -sanitize=fuzzer (see README).
@@ -47,7 +50,7 @@ let package = Package(
         // Helpers the three test targets share (QEMU and trace locators that say why a test
         // skips, the spec's notation, trace text, the seeded generator). Not a product.
         .target(name: "QcowTestSupport", dependencies: ["Qcow2Sim", "TraceKit"], path: "Tests/QcowTestSupport"),
-        .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit", "QcowTestSupport"]),
+        .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit", "Reporting", "QcowTestSupport"]),
         .testTarget(name: "TraceKitTests", dependencies: ["TraceKit", "QcowTestSupport"]),
         .testTarget(name: "ValidationTests", dependencies: ["Validation", "Qcow2Sim", "TraceKit", "QcowTestSupport"]),
     ]

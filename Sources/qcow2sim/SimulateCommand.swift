@@ -1,12 +1,13 @@
 import Foundation
+import Reporting
 import Qcow2Sim
 import TraceKit
 
 /// `qcow2sim simulate TRACE`: replay a trace through the simulated image chain and report.
 enum SimulateCommand {
     static let help = """
-        usage: qcow2sim simulate TRACE [run options] [--format text|json|csv] [--events FILE]
-                                 [--output FILE] [--policy NAME] [--read-only] [--discard unmap|ignore]
+        usage: qcow2sim simulate TRACE [run options] [--format text|json|csv|html] [--events FILE]
+                                 [--request-markers] [--output FILE] [--policy NAME] [--read-only] [--discard unmap|ignore]
                                  [trace mapping options]
 
         Replays TRACE through a discrete simulation of QEMU 7.2's qcow2 mapping code and metadata
@@ -20,12 +21,18 @@ enum SimulateCommand {
           --discard MODE        unmap (default, like qemu-io) or ignore (a VM's default -drive)
 
         output:
-          --format FMT          text (default), json or csv
+          --format FMT          text (default), json, csv, or html: one self-contained page (inline
+                                SVG and CSS, no scripts) with memory and hit rate over trace time,
+                                per-image bars and the numbers under each chart
           --output FILE         write the report to FILE instead of standard output
           --memory-timeline FILE  CSV of resident cache memory over trace time
                                 (time,image,cache,resident_bytes), one row per change
           --events FILE         write every cache event in QEMU's qcow2_cache_* format, with
                                 `co 0x…` replaced by `image N` (0 = base of the chain)
+          --request-markers     in the --events log, a `# request N OP OFFSET LENGTH` line before
+                                each request's events (N from 1, as validate counts requests)
+                                and `# close` before the close's;
+                                without it the log is QEMU's format alone, to diff against QEMU
         \(Progress.help)
 
         trace mapping options: --trace-format, --device, --event, --beyond, --offset-shift,
@@ -43,11 +50,14 @@ enum SimulateCommand {
             let a = try Arguments(
                 args,
                 options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline"]),
-                flags: runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
+                flags: runFlags.union(Progress.flags).union(["--request-markers"]), aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable)
             var config = try runConfig(a)
             config.policy = a.value("--policy") ?? "qemu"
-            let format = try a.choice("--format", ["text", "json", "csv"], default: "text")
+            let format = try a.choice("--format", ["text", "json", "csv", "html"], default: "text")
+            if a.has("--request-markers") && a.value("--events") == nil {
+                throw UsageError("--request-markers needs --events FILE")
+            }
             let progress = try Progress.start(a, command: "simulate", points: 1)
             defer { progress?.finish() }
             // With --image (--size is refused there) the simulation itself checks every request
@@ -58,10 +68,10 @@ enum SimulateCommand {
                 // as it is.
                 progress.estimate(traces: [opened.fileName], pointsPerTrace: 1)
                 var reader = CountingReader(opened, progress)
-                return try finish(a, config, format, &reader, &events, progress: progress)
+                return try finish(a, args, config, format, &reader, &events, progress: progress)
             }
             var reader = opened
-            return try finish(a, config, format, &reader, &events, progress: nil)
+            return try finish(a, args, config, format, &reader, &events, progress: nil)
         } catch {
             return reportFailure(error, command: "simulate")
         }
@@ -82,8 +92,8 @@ enum SimulateCommand {
     }
 
     private static func finish<R: TraceReader>(
-        _ a: Arguments, _ config: SimulationConfig, _ format: String, _ reader: inout R, _ events: inout BufferedFileWriter?,
-        progress: Progress?
+        _ a: Arguments, _ args: [String], _ config: SimulationConfig, _ format: String, _ reader: inout R,
+        _ events: inout BufferedFileWriter?, progress: Progress?
     ) throws -> Int32 {
         var log: EventLog?
         if let path = a.value("--events") {
@@ -91,8 +101,17 @@ enum SimulateCommand {
             events = w
             log = EventLog(retainEvents: false) { w.writeLine($0.description) }
         }
-        let timeline = a.value("--memory-timeline") == nil ? nil : MemoryTimeline()
-        let report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
+        let timeline = a.value("--memory-timeline") == nil && format != "html" ? nil : MemoryTimeline()
+        let report: SimulationReport
+        if a.has("--request-markers"), let events {
+            // The simulation asks for a record only when the previous request's events are all
+            // out (the clean timer prints none), so a marker written as the record is handed
+            // over lands exactly before that request's events.
+            var marking = RequestMarkingReader(inner: reader, writer: events)
+            report = try Simulation.run(config: config, reader: &marking, log: log, memoryTimeline: timeline)
+        } else {
+            report = try Simulation.run(config: config, reader: &reader, log: log, memoryTimeline: timeline)
+        }
         // The progress line goes before the report does (both may be on one terminal).
         progress?.finish()
         if let timeline, let path = a.value("--memory-timeline") {
@@ -104,6 +123,10 @@ enum SimulateCommand {
         switch format {
         case "json": out = ReportFormat.json(report, config: config)
         case "csv": out = ReportFormat.csv(report)
+        case "html":
+            out = SimulationPage.html(
+                report: report, config: config, timeline: timeline ?? MemoryTimeline(), trace: a.positionals.first ?? "",
+                command: "qcow2sim simulate " + args.map(shellQuoted).joined(separator: " "))
         default: out = ReportFormat.text(report, config: config)
         }
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
@@ -149,4 +172,49 @@ final class BufferedFileWriter {
 
     /// Removes the temporary file (after a failure).
     func abandon() { output.abandon() }
+}
+
+/// A reader that writes `# request N OP OFFSET LENGTH` to the event log as it hands out
+/// record N (from 1), and `# close` at the end of the trace, before the close's events.
+struct RequestMarkingReader<Inner: TraceReader>: TraceReader {
+    var inner: Inner
+    let writer: BufferedFileWriter
+    private var count = 0
+    private var closed = false
+
+    init(inner: Inner, writer: BufferedFileWriter) {
+        self.inner = inner
+        self.writer = writer
+    }
+
+    mutating func next() throws -> TraceRecord? {
+        guard let r = try inner.next() else {
+            // The images close next: their write-backs are no request's.
+            if !closed { writer.writeLine("# close") }
+            closed = true
+            return nil
+        }
+        count += 1
+        let op: String
+        switch r.op {
+        case .read: op = "read"
+        case .write: op = "write"
+        case .discard: op = "discard"
+        case .writeZeroes: op = r.flags.contains(.unmap) ? "write_zeroes_unmap" : "write_zeroes"
+        case .flush: op = "flush"
+        }
+        writer.writeLine("# request \(count) \(op) \(r.offset) \(r.length)")
+        return r
+    }
+
+    var location: TraceLocation { inner.location }
+    var fileName: String { inner.fileName }
+    var timeOrigin: TraceTimeOrigin { inner.timeOrigin }
+}
+
+/// `s` as a shell word: bare when it is plainly safe, single-quoted otherwise.
+func shellQuoted(_ s: String) -> String {
+    let safe = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_=+,./:@%")
+    if !s.isEmpty && s.allSatisfy({ safe.contains($0) }) { return s }
+    return "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
 }

@@ -50,7 +50,7 @@ import Testing
         ),
         (
             "R,0,4K\n", ["--size", "1G", "--format", "xml"], 64,
-            "qcow2sim simulate: error: invalid value 'xml' for --format (expected one of: text, json, csv)\n"
+            "qcow2sim simulate: error: invalid value 'xml' for --format (expected one of: text, json, csv, html)\n"
         ),
         ("R,0,4K\n", [], 64, "qcow2sim simulate: error: missing --size SIZE (or --image FILE)\n"),
         ("W,0,4K\n", ["--size", "1G", "--read-only"], 65, "{T}:1: error: write request on an image opened read-only\n"),
