@@ -146,11 +146,11 @@ enum SweepCommand {
             }
             if let progress {
                 reports = try SweepExecutor.run(
-                    points: points, traces: traces.count, jobs: jobs, runner: LivePointRunner(),
+                    points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(),
                     open: { CountingReader(try open($0), progress) }, finished: { progress.add(points: $0) })
             } else {
                 reports = try SweepExecutor.run(
-                    points: points, traces: traces.count, jobs: jobs, runner: LivePointRunner(), open: open)
+                    points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(), open: open)
             }
         } catch let f as SweepFailure {
             throw explain(f, grid: grid, points: points)

@@ -205,8 +205,9 @@ import TraceKit
     ) throws -> SweepTable {
         let grid = try SweepGrid(base: base, axes: try axes.map { try SweepAxis.parse($0) })
         let points = grid.points
+        // The one-recording runner: every replayed point must equal its own live run.
         let reports = try SweepExecutor.run(
-            points: points, traces: traces.count, jobs: jobs, runner: LivePointRunner(),
+            points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(),
             open: { try TraceFile.open(path: traces[$0]) })
         let table = SweepTable(command: "sweep", traces: traces, grid: grid, points: points, reports: reports)
         var rows = table.rows[...]
