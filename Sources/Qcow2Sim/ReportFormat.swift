@@ -35,7 +35,7 @@ public enum ReportFormat {
             "{\"read\": \(ops[.read] ?? 0), \"write\": \(ops[.write] ?? 0), \"discard\": \(ops[.discard] ?? 0), \"write_zeroes\": \(ops[.writeZeroes] ?? 0), \"flush\": \(ops[.flush] ?? 0)}"
         let cfg =
             "{\"policy\": \(quote(config.policy)), \"cache_mode\": \(quote(config.cacheMode.rawValue)), "
-            + "\"create_options\": \(quote(config.createOptions)), \"drive_options\": \(quote(config.driveOptions)), "
+            + "\"create_options\": \(quote(config.createOptions.rendered)), \"drive_options\": \(quote(config.driveOptions.rendered)), "
             + "\"chain\": \(r.images.count), \"images\": [\(configImages.joined(separator: ", "))]}"
         return "{\"config\": \(cfg), \"images\": [\(images.joined(separator: ", "))], "
             + "\"totals\": {\"l2\": \(cache(totalL2, span: r.memorySpan)), \"refcount\": \(cache(totalRC, span: r.memorySpan))}, "

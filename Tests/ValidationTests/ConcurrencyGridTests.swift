@@ -64,8 +64,8 @@ enum ConcurrencyGrid {
         if ext { create += ",extended_l2=on" }
         let chain = kind.contains("chain") ? 2 : 1
         var config = SimulationConfig(
-            virtualSize: size, createOptions: create, chainLength: chain, cacheMode: i % 3 == 2 ? .writethrough : .writeback)
-        if kind == "small cache 4K" { config.driveOptions = "l2-cache-size=\(2 + rng.nextBelow(3))K,l2-cache-entry-size=1K" }
+            virtualSize: size, createOptions: try! CreateOptions(parsing: create), chainLength: chain, cacheMode: i % 3 == 2 ? .writethrough : .writeback)
+        if kind == "small cache 4K" { config.driveOptions = try! DriveOptions(parsing: "l2-cache-size=\(2 + rng.nextBelow(3))K,l2-cache-entry-size=1K") }
         if chain > 1 {
             config.populate = .ranges(DifferentialGrid.ranges(&rng, cs: cs, size: size))
             config.populateMode = .data
@@ -254,8 +254,8 @@ struct ValidateOutcomeTests {
     /// cluster in each of two tables, and the second table is allocated between them: two
     /// segments, two tasks, two LINKs in different tables.
     static func config(l2Cache: String?) -> SimulationConfig {
-        var c = SimulationConfig(virtualSize: 16 << 20, createOptions: "cluster_size=512")
-        if let l2Cache { c.driveOptions = "l2-cache-size=\(l2Cache)" }
+        var c = SimulationConfig(virtualSize: 16 << 20, createOptions: try! CreateOptions(parsing: "cluster_size=512"))
+        if let l2Cache { c.driveOptions = try! DriveOptions(parsing: "l2-cache-size=\(l2Cache)") }
         return c
     }
 
@@ -328,7 +328,7 @@ struct BackingReadOrderTests {
     @Test("TV11: identical to qemu-io, the backing miss completing after the top's MAPs")
     func tv11() throws {
         var config = SimulationConfig(
-            virtualSize: 1 << 30, chainLength: 2, driveOptions: "l2-cache-size=8K,backing.l2-cache-size=8K",
+            virtualSize: 1 << 30, chainLength: 2, driveOptions: try DriveOptions(parsing: "l2-cache-size=8K,backing.l2-cache-size=8K"),
             cacheMode: .writethrough)
         config.preparation = [
             PreparationSession(image: 0, records: records("W 0 256k\nW 600M 64k")),

@@ -125,7 +125,7 @@ struct RealQemuTests {
 
     static func tv6Config(_ l2: String, readOnly: Bool = false) -> SimulationConfig {
         var config = SimulationConfig(
-            virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: "l2-cache-size=\(l2)")
+            virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: try! DriveOptions(parsing: "l2-cache-size=\(l2)"))
         config.readOnly = readOnly
         return config
     }
@@ -247,7 +247,8 @@ struct RealQemuTests {
 
     @Test("a failing qemu-io reports its argv, exit status and the tail of its output")
     func failingQemuIO() throws {
-        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "l2-cache-size=bogus")
+        // A value the typed options hold but QEMU refuses when it opens the image.
+        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: DriveOptions([CacheOptions(l2CacheEntrySize: 1000)]))
         do {
             _ = try validator.replay(config: config, input: ValidationInput(records: records("R 0 4k")))
             Issue.record("expected a failure")
@@ -258,9 +259,9 @@ struct RealQemuTests {
                 return
             }
             #expect(argv.first == "qemu-io")
-            #expect(argv.contains { $0.contains("l2-cache-size=bogus") })
+            #expect(argv.contains { $0.contains("l2-cache-entry-size=1000") })
             #expect(status == 1)
-            #expect(tail.contains("l2-cache-size"))
+            #expect(tail.contains("L2 cache entry size must be a power of two between 512 and the cluster size (65536)"))
             #expect(error.description.contains("failed with exit status 1"))
         }
     }
@@ -280,7 +281,7 @@ struct RealQemuSystemTests {
         let config = SimulationConfig(
             virtualSize: 1 << 30,
             populate: .ranges([ByteRange(start: 0, length: 64 << 10), ByteRange(start: 600 << 20, length: 64 << 10)]),
-            populateMode: .data, driveOptions: "cache-clean-interval=1")
+            populateMode: .data, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         let validator = Validator(runner: Qemu.runner)
         for (gap, second) in [(2.5, "L2 get 0x40000 miss 0"), (1.5, "L2 get 0x40000 hit 0")] {
             let recs = [
@@ -300,7 +301,7 @@ struct RealQemuSystemTests {
     func simulatorTV9() throws {
         let config = SimulationConfig(
             virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 64 << 10)]), populateMode: .data,
-            driveOptions: "cache-clean-interval=1")
+            driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         let recs = [
             TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096),
             TraceRecord(time: 2.8, op: .read, offset: 0, length: 4096),

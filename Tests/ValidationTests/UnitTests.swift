@@ -35,7 +35,7 @@ struct ProcessRunnerTests {
         let v = Validator(runner: mock)
         #expect(throws: ValidationError.toolMissing(tool: "qemu-system-x86_64", packages: QemuPackages.all)) {
             _ = try v.replay(
-                config: SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=2"),
+                config: SimulationConfig(virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "cache-clean-interval=2")),
                 input: ValidationInput(records: [TraceRecord(time: 3, op: .read, offset: 0, length: 4096)]))
         }
         #expect(mock.requests.isEmpty)
@@ -102,7 +102,7 @@ struct ImageBuilderTests {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = SimulationConfig(
-            virtualSize: 5 << 30, createOptions: "cluster_size=4096,extended_l2=off", chainLength: 3, populate: .full,
+            virtualSize: 5 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4096,extended_l2=off"), chainLength: 3, populate: .full,
             populateMode: .zero)
         let built = try ImageBuilder(runner: mock).build(config, in: dir)
         #expect(built.paths == [dir + "/base.qcow2", dir + "/top1.qcow2", dir + "/top2.qcow2"])
@@ -110,7 +110,8 @@ struct ImageBuilderTests {
         #expect(r.map(\.executable) == ["qemu-img", "qemu-io", "qemu-img", "qemu-img"])
         #expect(
             r[0].arguments == [
-                "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,extended_l2=off", "base.qcow2", "5368709120",
+                // The rendering of the parsed options: extended_l2=off is the default.
+                "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "base.qcow2", "5368709120",
             ])
         #expect(r[1].arguments == ["-t", "unsafe", "-f", "qcow2", "base.qcow2"])
         #expect(
@@ -118,7 +119,7 @@ struct ImageBuilderTests {
                 == "write -q -z 0 2147483136\nwrite -q -z 2147483136 2147483136\nwrite -q -z 4294966272 1073742848\n")
         #expect(
             r[3].arguments == [
-                "create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "-o", "cluster_size=4096,extended_l2=off",
+                "create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "-o", "cluster_size=4096",
                 "top2.qcow2",
                 "5368709120",
             ])
@@ -277,7 +278,7 @@ struct ScriptAndLogTests {
     }
 
     @Test("the drive syntax doubles commas and qemu-system is chosen for a non-zero cache-clean-interval")
-    func options() {
+    func options() throws {
         #expect(
             QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
                 == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
@@ -285,10 +286,10 @@ struct ScriptAndLogTests {
             TraceRecord(time: 0, op: .read, offset: 0, length: 512), TraceRecord(time: 5, op: .read, offset: 0, length: 512),
         ]
         let v = Validator(runner: MockRunner())
-        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "l2-cache-size=1M,cache-clean-interval=0")
+        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "l2-cache-size=1M,cache-clean-interval=0"))
         #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuIO)
         config.chainLength = 2
-        config.driveOptions = "backing.cache-clean-interval=5,cache-clean-interval=0"
+        config.driveOptions = try DriveOptions(parsing: "backing.cache-clean-interval=5,cache-clean-interval=0")
         #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuSystem)
         let args = QemuReplayer.qemuSystemArguments(
             top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e",
