@@ -7,8 +7,14 @@ public struct BuiltImages: Equatable, Sendable {
     public var directory: String
     /// Absolute paths, index = chain position (0 = base, last = top).
     public var paths: [String]
-    /// The image QEMU opens.
-    public var top: String { paths[paths.count - 1] }
+    /// The image QEMU opens ("" for no images).
+    public var top: String { paths.last ?? "" }
+
+    /// Images already built in `directory`, base first.
+    public init(directory: String, paths: [String]) {
+        self.directory = directory
+        self.paths = paths
+    }
 }
 
 /// Creates the real image (or chain) that matches a `SimulationConfig`'s initial state

@@ -87,7 +87,7 @@ enum DifferentialGrid {
     static let populateKinds = ["none", "full metadata", "zero ranges", "data ranges", "full zero"]
 
     /// Builds case `i`.
-    static func make(_ i: Int) -> DiffCase {
+    static func make(_ i: Int) throws -> DiffCase {
         var rng = Xoshiro256StarStar(seed: seed(i))
         let g: Int, p: Int, chain: Int, mode: CacheMode
         if i < crossed {
@@ -110,7 +110,7 @@ enum DifferentialGrid {
         }
         var create = "cluster_size=\(cs)"
         if ext { create += ",extended_l2=on" } else if rng.nextBelow(4) == 0 { create += ",extended_l2=off" }
-        var config = SimulationConfig(virtualSize: size, createOptions: try! CreateOptions(parsing: create), chainLength: chain, cacheMode: mode)
+        var config = SimulationConfig(virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain, cacheMode: mode)
         switch populateKinds[p] {
         case "full metadata":
             config.populate = .full
@@ -132,7 +132,7 @@ enum DifferentialGrid {
             let prefix = String(repeating: "backing.", count: level)
             for item in cacheOptions(&rng, variant: variant, cs: cs, ext: ext, size: size) { drive.append(prefix + item) }
         }
-        config.driveOptions = try! DriveOptions(parsing: drive.joined(separator: ","))
+        config.driveOptions = try DriveOptions(parsing: drive.joined(separator: ","))
 
         let hot = (0..<3).map { _ in rng.nextBelow(size / cs) }
         var count = 100 + Int(rng.nextBelow(101))
@@ -409,8 +409,8 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
 @Suite("differential grid: generator")
 struct DifferentialGridTests {
     @Test("the grid covers every dimension the issues name")
-    func coverage() {
-        let cases = (0..<DifferentialGrid.count).map(DifferentialGrid.make)
+    func coverage() throws {
+        let cases = try (0..<DifferentialGrid.count).map(DifferentialGrid.make)
         #expect(cases.count >= 200)
         #expect(Set(cases.map(\.clusterSize)) == [512, 4096, 65536, 2 << 20])
         #expect(Set(cases.filter(\.extendedL2).map(\.clusterSize)) == [65536, 2 << 20])
@@ -509,7 +509,7 @@ struct DifferentialTests {
 
     @Test("seeded case: simulator and qemu-io agree event for event", arguments: 0..<DifferentialGrid.count)
     func differential(index: Int) throws {
-        let c = DifferentialGrid.make(index)
+        let c = try DifferentialGrid.make(index)
         let outcome = try Self.check(c, validator: validator)
         if DifferentialGrid.seedBase == DifferentialGrid.defaultSeedBase, let name = DifferentialGrid.knownDivergentCases[index] {
             withKnownIssue(
@@ -545,7 +545,7 @@ struct DifferentialTests {
         let list = ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] ?? ""
         for item in list.split(separator: ",") {
             guard let index = Int(item) else { continue }
-            let c = DifferentialGrid.make(index)
+            let c = try DifferentialGrid.make(index)
             func fails(_ recs: [TraceRecord]) throws -> Bool {
                 let o = try Self.check(c, records: recs, validator: validator)
                 return o.failure != nil || o.overMarked != nil

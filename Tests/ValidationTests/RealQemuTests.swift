@@ -123,9 +123,9 @@ struct RealQemuTests {
 
     static let tv6Reads = "R 0 4k\nR 32M 4k\nR 0 4k\nR 64M 4k\nR 32M 4k\nR 1G 4k"
 
-    static func tv6Config(_ l2: String, readOnly: Bool = false) -> SimulationConfig {
+    static func tv6Config(_ l2: String, readOnly: Bool = false) throws -> SimulationConfig {
         var config = SimulationConfig(
-            virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: try! DriveOptions(parsing: "l2-cache-size=\(l2)"))
+            virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: try DriveOptions(parsing: "l2-cache-size=\(l2)"))
         config.readOnly = readOnly
         return config
     }
@@ -153,7 +153,7 @@ struct RealQemuTests {
         for (size, lines) in cases {
             // The spec's run used -r: the read-only close is 2 flush lines (§10).
             let expected = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC"))
-            let config = Self.tv6Config(size, readOnly: true)
+            let config = try Self.tv6Config(size, readOnly: true)
             let report = try validator.validate(
                 config: config, input: ValidationInput(records: records(Self.tv6Reads)), expected: expected)
             #expect(report.identical, "l2-cache-size=\(size)\n\(report.text())")
@@ -162,7 +162,7 @@ struct RealQemuTests {
             let writable = makeLog(
                 requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
             let rw = try validator.validate(
-                config: Self.tv6Config(size), input: ValidationInput(records: records(Self.tv6Reads)), expected: writable)
+                config: try Self.tv6Config(size), input: ValidationInput(records: records(Self.tv6Reads)), expected: writable)
             #expect(rw.identical, "l2-cache-size=\(size), read-write\n\(rw.text())")
             #expect(!rw.argv.contains("-r"))
         }
@@ -175,7 +175,7 @@ struct RealQemuTests {
         lines[3] = "L2 get 0x42000 miss 0"
         let expected = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
         let input = ValidationInput(records: records(Self.tv6Reads), fileName: "tv6.trace")
-        let report = try validator.validate(config: Self.tv6Config("8K"), input: input, expected: expected)
+        let report = try validator.validate(config: try Self.tv6Config("8K"), input: input, expected: expected)
         #expect(!report.identical)
         #expect(report.exitCode == 1)
         let d = try #require(report.firstDivergence)

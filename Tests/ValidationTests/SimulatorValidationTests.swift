@@ -29,7 +29,7 @@ struct SimulatorValidationTests {
     @Test("a deliberately wrong eviction (simulator switch) is caught at the right request")
     func misEviction() throws {
         // TV6 with l2-cache-size=8K: lookups 1, 2, 4, 5, 6 miss; lookup 4 is request 3 (read 64M).
-        let config = RealQemuTests.tv6Config("8K")
+        let config = try RealQemuTests.tv6Config("8K")
         let input = ValidationInput(records: records(RealQemuTests.tv6Reads), fileName: "tv6.trace")
         let (good, _) = try Self.simulate(config, input)
         #expect(try validator.validate(config: config, input: input, expected: good).identical)

@@ -126,6 +126,26 @@ struct ImageBuilderTests {
         #expect(r.allSatisfy { $0.workingDirectory == dir })
     }
 
+    @Test("qemu-img gets the rendering of each image's parsed options: the chain-wide -o, or the layer's complete own")
+    func renderedLayerOptions() throws {
+        let mock = MockRunner()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = SimulationConfig(virtualSize: 1 << 30, chainLength: 3)
+        try config.parseCreateOptions("cluster_size=4K,extended_l2=off", layers: [1: "compat=v2", 2: "cluster_size=64K"])
+        _ = try ImageBuilder(runner: mock).build(config, in: dir)
+        #expect(
+            mock.requests.map(\.arguments) == [
+                ["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "base.qcow2", "1073741824"],
+                [
+                    "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "-o", "cluster_size=4096,compat=0.10",
+                    "top1.qcow2", "1073741824",
+                ],
+                // cluster_size=64K is qemu-img's default: nothing to say.
+                ["create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "top2.qcow2", "1073741824"],
+            ])
+    }
+
     @Test("populate modes: metadata is a create option, data writes 64 MiB pieces per range in order")
     func populate() throws {
         #expect(
@@ -300,6 +320,24 @@ struct ScriptAndLogTests {
             top: "/t.qcow2", driveOptions: "", mode: .writethrough, discards: false, aio: nil, eventsFile: "/e", logFile: "/l",
             readOnly: true)
         #expect(ignore.contains("if=none,id=d0,file=/t.qcow2,format=qcow2,cache=writethrough,discard=ignore,readonly=on"))
+    }
+
+    @Test("qemu-io gets the rendering of the parsed --drive options (the io_uring probe too)")
+    func renderedDriveOptions() throws {
+        let mock = MockRunner()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = SimulationConfig(virtualSize: 1 << 30, chainLength: 2)
+        try config.parseDriveOptions("backing.cache-clean-interval=0,l2-cache-size=1M,l2-cache-size=2M,cache-clean-interval=-0")
+        let images = BuiltImages(directory: dir, paths: [dir + "/base.qcow2", dir + "/top1.qcow2"])
+        // The mock writes no trace log, so the replay fails after running qemu-io.
+        #expect(throws: ValidationError.self) {
+            _ = try QemuReplayer(runner: mock).replayQemuIO(config: config, images: images, records: [], directory: dir)
+        }
+        let opts = "driver=qcow2,file.filename=\(dir)/top1.qcow2,file.aio=io_uring,"
+            + "l2-cache-size=2097152,cache-clean-interval=0,backing.cache-clean-interval=0"
+        #expect(mock.requests.map(\.executable) == ["qemu-io", "qemu-io"])
+        #expect(mock.requests.allSatisfy { $0.arguments.contains(opts) })
     }
 
     @Test("read-only adds -r; discard=ignore leaves discards out of the qemu-io script (markers stay)")
