@@ -92,10 +92,10 @@ struct RealQemuTests {
         #expect(report.exitCode == 0)
         #expect(report.text().hasPrefix("identical"))
         let l2 = report.images[0].qemu.l2
-        #expect(l2.lookups == 6 && l2.misses == 1 && l2.missesReadFromDisk == 0 && l2.writeBacks == 2 && l2.flushes == 3)
+        #expect(l2.lookups == 6 && l2.misses == 1 && l2.missesReadFromDisk == 0 && l2.writebacks == 2 && l2.flushes == 3)
         #expect(l2.bytesWritten == 2 * 65536)
         let rc = report.images[0].qemu.refcount
-        #expect(rc.lookups == 13 && rc.misses == 1 && rc.missesReadFromDisk == 1 && rc.bytesRead == 65536 && rc.writeBacks == 2)
+        #expect(rc.lookups == 13 && rc.misses == 1 && rc.missesReadFromDisk == 1 && rc.bytesRead == 65536 && rc.writebacks == 2)
         #expect(report.simulatedCacheBytes == 6 * 65536)
         #expect(report.json().contains("\"identical\" : true"))
     }
