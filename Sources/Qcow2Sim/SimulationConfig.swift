@@ -141,6 +141,12 @@ extension SimulationConfig {
         layers[layer]?.createOptions ?? createOptions
     }
 
+    /// The runtime cache options of chain image `layer` (0 = base) in a chain of `chainLength`
+    /// images: the `driveOptions` entry `chainLength - 1 - layer` levels below the top.
+    public func cacheOptions(layer: Int, chainLength: Int) -> CacheOptions {
+        driveOptions[chainLength - 1 - layer]
+    }
+
     /// Parses the chain-wide `-o` text and each layer's own (`--layer N:-o=…`, applied after the
     /// chain-wide text, as qemu-img takes the last value of an option given twice), with
     /// qemu-img's messages prefixed by the option (`-o: `, `--layer 1: -o: `), in chain order.

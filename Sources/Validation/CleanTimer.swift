@@ -53,7 +53,8 @@ public struct CleanTimerPlan: Equatable, Sendable {
 
     /// The effective intervals of `config`'s chain of `imageCount` images, base first: each
     /// level's `cache-clean-interval` (`backing.` prefixes for lower images), QEMU's default
-    /// where not given. Nil when the drive options do not parse (the simulation reports that).
+    /// where not given. Nil when the drive options name an image below the chain's base (the
+    /// simulation reports that).
     public static func intervals(config: SimulationConfig, imageCount: Int) -> [UInt64]? {
         guard let top = try? config.driveOptions.images(depth: imageCount) else { return nil }
         return top.reversed().map { $0.cacheCleanInterval ?? CacheSizing.defaultCleanInterval }

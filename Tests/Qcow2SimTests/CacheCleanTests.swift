@@ -48,7 +48,8 @@ import TraceKit
     }
 
     @Test func noTimestampsNoTicks() throws {
-        var config = SimulationConfig(virtualSize: 1 << 30, populate: .full, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, populate: .full, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         config.readOnly = true
         var reader = ArrayTraceReader([
             TraceRecord(op: .read, offset: 0, length: 4096), TraceRecord(op: .read, offset: 0, length: 4096),

@@ -62,10 +62,14 @@ import TraceKit
         ("cache-clean-interval=-1", .v7_2, "cache-clean-interval=18446744073709551615"),
         ("l2-cache-size=1.5K,l2-cache-size=2M", .v7_2, "l2-cache-size=2097152"),
         (
-            "cache-clean-interval=30,l2-cache-entry-size=4K,refcount-cache-size=1,l2-cache-size=1,cache-size=18446744073709551615", .v7_2,
+            "cache-clean-interval=30,l2-cache-entry-size=4K,refcount-cache-size=1,l2-cache-size=1,cache-size=18446744073709551615",
+            .v7_2,
             "cache-size=18446744073709551615,l2-cache-size=1,refcount-cache-size=1,l2-cache-entry-size=4096,cache-clean-interval=30"
         ),
-        ("discard-no-unref=on,backing.discard-no-unref=off,backing.l2-cache-size=0", .v8_2, "discard-no-unref=on,backing.l2-cache-size=0"),
+        (
+            "discard-no-unref=on,backing.discard-no-unref=off,backing.l2-cache-size=0", .v8_2,
+            "discard-no-unref=on,backing.l2-cache-size=0"
+        ),
         ("discard-no-unref=off", .v10_0, ""),
     ]
 
@@ -168,7 +172,13 @@ import TraceKit
         var config = SimulationConfig(virtualSize: 1 << 30, chainLength: 2)
         try config.parseDriveOptions("backing.l2-cache-size=8K,l2-cache-size=16K")
         #expect(config.driveOptions.images == [CacheOptions(l2CacheSize: 16 << 10), CacheOptions(l2CacheSize: 8 << 10)])
-        #expect(throws: SimulationError.usage("--drive: Block format 'qcow2' does not support the option 'backing.backing.cache-size'")) {
+        // Base first: image 0 is the backing file.
+        #expect(config.cacheOptions(layer: 0, chainLength: 2).l2CacheSize == 8 << 10)
+        #expect(config.cacheOptions(layer: 1, chainLength: 2).l2CacheSize == 16 << 10)
+        #expect(
+            throws: SimulationError.usage(
+                "--drive: Block format 'qcow2' does not support the option 'backing.backing.cache-size'")
+        ) {
             try config.parseDriveOptions("backing.backing.cache-size=1M")
         }
         #expect(throws: SimulationError.usage("--drive: Block format 'qcow2' does not support the option 'discard-no-unref'")) {
@@ -184,10 +194,12 @@ import TraceKit
 
     @Test("a --drive level below the base fails the run with QEMU's message, as a parse would")
     func driveBelowBaseFailsTheRun() throws {
-        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "backing.refcount-cache-size=1"))
+        let config = SimulationConfig(
+            virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "backing.refcount-cache-size=1"))
         var reader = ArrayTraceReader([])
         #expect(
-            throws: SimulationError.usage("--drive: Block format 'qcow2' does not support the option 'backing.refcount-cache-size'")
+            throws: SimulationError.usage(
+                "--drive: Block format 'qcow2' does not support the option 'backing.refcount-cache-size'")
         ) {
             _ = try Simulation.run(config: config, reader: &reader)
         }

@@ -64,8 +64,11 @@ enum ConcurrencyGrid {
         if ext { create += ",extended_l2=on" }
         let chain = kind.contains("chain") ? 2 : 1
         var config = SimulationConfig(
-            virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain, cacheMode: i % 3 == 2 ? .writethrough : .writeback)
-        if kind == "small cache 4K" { config.driveOptions = try DriveOptions(parsing: "l2-cache-size=\(2 + rng.nextBelow(3))K,l2-cache-entry-size=1K") }
+            virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain,
+            cacheMode: i % 3 == 2 ? .writethrough : .writeback)
+        if kind == "small cache 4K" {
+            config.driveOptions = try DriveOptions(parsing: "l2-cache-size=\(2 + rng.nextBelow(3))K,l2-cache-entry-size=1K")
+        }
         if chain > 1 {
             config.populate = .ranges(DifferentialGrid.ranges(&rng, cs: cs, size: size))
             config.populateMode = .data
@@ -328,7 +331,8 @@ struct BackingReadOrderTests {
     @Test("TV11: identical to qemu-io, the backing miss completing after the top's MAPs")
     func tv11() throws {
         var config = SimulationConfig(
-            virtualSize: 1 << 30, chainLength: 2, driveOptions: try DriveOptions(parsing: "l2-cache-size=8K,backing.l2-cache-size=8K"),
+            virtualSize: 1 << 30, chainLength: 2,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=8K,backing.l2-cache-size=8K"),
             cacheMode: .writethrough)
         config.preparation = [
             PreparationSession(image: 0, records: records("W 0 256k\nW 600M 64k")),

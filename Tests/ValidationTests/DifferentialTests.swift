@@ -110,7 +110,8 @@ enum DifferentialGrid {
         }
         var create = "cluster_size=\(cs)"
         if ext { create += ",extended_l2=on" } else if rng.nextBelow(4) == 0 { create += ",extended_l2=off" }
-        var config = SimulationConfig(virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain, cacheMode: mode)
+        var config = SimulationConfig(
+            virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain, cacheMode: mode)
         switch populateKinds[p] {
         case "full metadata":
             config.populate = .full
@@ -583,7 +584,8 @@ struct DifferentialTests {
         // Fresh 128 MiB image, 4 KiB clusters, 3 slices of L2 cache: 80 % writes spread over a
         // few hundred clusters, so nearly every request allocates and evicts dirty slices.
         let config = SimulationConfig(
-            virtualSize: 128 << 20, createOptions: try CreateOptions(parsing: "cluster_size=4096"), driveOptions: try DriveOptions(parsing: "l2-cache-size=12K"), cacheMode: .writeback)
+            virtualSize: 128 << 20, createOptions: try CreateOptions(parsing: "cluster_size=4096"),
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=12K"), cacheMode: .writeback)
         var rng = Xoshiro256StarStar(seed: 0x3_1415)
         let recs: [TraceRecord] = (0..<200).map { _ in
             let off = rng.nextBelow(32768) * 4096 + 512 * rng.nextBelow(8)

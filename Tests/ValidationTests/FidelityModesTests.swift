@@ -66,7 +66,9 @@ struct CacheModeTests {
         let input = ValidationInput(records: recs, fileName: "modes")
         var qemuEvents: [CacheMode: [CacheEvent]] = [:]
         for mode in CacheMode.allCases {
-            let config = SimulationConfig(virtualSize: size, createOptions: try CreateOptions(parsing: create), driveOptions: try DriveOptions(parsing: drive), cacheMode: mode)
+            let config = SimulationConfig(
+                virtualSize: size, createOptions: try CreateOptions(parsing: create),
+                driveOptions: try DriveOptions(parsing: drive), cacheMode: mode)
             let report = try FidelityModesTests.run(v, config, input)
             #expect(report.identical, "\(mode):\n\(report.text())")
             #expect(report.argv.contains(mode.rawValue))
@@ -92,7 +94,8 @@ struct CacheModeTests {
         #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 599.9])) == nil)
         #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 600]))?.simulatedTicks == 1)
         let config = SimulationConfig(
-            virtualSize: 1 << 30, chainLength: 3, driveOptions: try DriveOptions(parsing: "backing.cache-clean-interval=0,cache-clean-interval=900"))
+            virtualSize: 1 << 30, chainLength: 3,
+            driveOptions: try DriveOptions(parsing: "backing.cache-clean-interval=0,cache-clean-interval=900"))
         #expect(CleanTimerPlan.intervals(config: config, imageCount: 3) == [600, 0, 900])
     }
 
@@ -158,7 +161,8 @@ struct CleanTimerValidateTests {
     @Test("default options on a trace spanning five 600 s intervals: auto runs qemu-system, compressed, identical")
     func defaultInterval() throws {
         let config = SimulationConfig(
-            virtualSize: 256 << 20, createOptions: try CreateOptions(parsing: "cluster_size=4096"), populate: .full, populateMode: .data,
+            virtualSize: 256 << 20, createOptions: try CreateOptions(parsing: "cluster_size=4096"), populate: .full,
+            populateMode: .data,
             driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
         let input = ValidationInput(records: Self.bursts(), fileName: "bursts")
         let v = Validator(runner: Qemu.runner)
@@ -235,12 +239,15 @@ struct LayerTests {
     @Test("3-image chain, one create option set per layer, data in the middle layer: identical")
     func perLayerChain() throws {
         var config = SimulationConfig(
-            virtualSize: 128 << 20, chainLength: 3, driveOptions: try DriveOptions(parsing: "l2-cache-size=32K,backing.l2-cache-size=16K"))
+            virtualSize: 128 << 20, chainLength: 3,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=32K,backing.l2-cache-size=16K"))
         config.layers = [
             0: LayerPlan(
-                createOptions: try CreateOptions(parsing: "cluster_size=4K"), populate: .ranges([ByteRange(start: 0, length: 8 << 20)]), populateMode: .data),
+                createOptions: try CreateOptions(parsing: "cluster_size=4K"),
+                populate: .ranges([ByteRange(start: 0, length: 8 << 20)]), populateMode: .data),
             1: LayerPlan(
-                createOptions: try CreateOptions(parsing: "cluster_size=16K,compat=0.10"), populate: .ranges([ByteRange(start: 4 << 20, length: 8 << 20)])),
+                createOptions: try CreateOptions(parsing: "cluster_size=16K,compat=0.10"),
+                populate: .ranges([ByteRange(start: 4 << 20, length: 8 << 20)])),
             2: LayerPlan(createOptions: try CreateOptions(parsing: "cluster_size=64K,extended_l2=on")),
         ]
         let input = ValidationInput(records: Self.mixed(seed: 5, count: 250, size: 128 << 20, cluster: 65536), fileName: "chain")
@@ -264,7 +271,8 @@ struct LayerTests {
     func v2(chain: Int) throws {
         let config = SimulationConfig(
             virtualSize: 96 << 20, createOptions: try CreateOptions(parsing: "compat=0.10"), chainLength: chain,
-            populate: .ranges([ByteRange(start: 0, length: 32 << 20)]), populateMode: .data, driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
+            populate: .ranges([ByteRange(start: 0, length: 32 << 20)]), populateMode: .data,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
         let input = ValidationInput(records: Self.mixed(seed: UInt64(20 + chain), count: 250, size: 96 << 20, cluster: 65536))
         let report = try FidelityModesTests.run(validator, config, input)
         #expect(report.outcome != .divergent, "\(report.text())")

@@ -40,12 +40,15 @@ struct LongRequestValidationTests {
         lines += stride(from: 0, to: 300, by: 7).map { "W \($0 * 32 + 8)k 16k" }
         lines += ["D 64k 64k", "W 60k 12k"]
         lines += (0..<300).map { "R \($0 * 32)k 32k" }
-        try check(SimulationConfig(virtualSize: 1 << 30, createOptions: try CreateOptions(parsing: "cluster_size=512")), lines.joined(separator: "\n"))
+        try check(
+            SimulationConfig(virtualSize: 1 << 30, createOptions: try CreateOptions(parsing: "cluster_size=512")),
+            lines.joined(separator: "\n"))
     }
 
     /// 4 KiB clusters, 2-bit refcounts (16384 clusters per block) and a small L2 cache.
     static func narrowConfig() throws -> SimulationConfig {
-        var config = SimulationConfig(virtualSize: 4 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4K,refcount_bits=2"))
+        var config = SimulationConfig(
+            virtualSize: 4 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4K,refcount_bits=2"))
         config.driveOptions = try DriveOptions(parsing: "l2-cache-size=64K")
         return config
     }

@@ -125,7 +125,8 @@ struct RealQemuTests {
 
     static func tv6Config(_ l2: String, readOnly: Bool = false) throws -> SimulationConfig {
         var config = SimulationConfig(
-            virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: try DriveOptions(parsing: "l2-cache-size=\(l2)"))
+            virtualSize: 4 << 30, populate: .full, populateMode: .metadata,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=\(l2)"))
         config.readOnly = readOnly
         return config
     }

@@ -102,7 +102,8 @@ struct ImageBuilderTests {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = SimulationConfig(
-            virtualSize: 5 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4096,extended_l2=off"), chainLength: 3, populate: .full,
+            virtualSize: 5 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4096,extended_l2=off"), chainLength: 3,
+            populate: .full,
             populateMode: .zero)
         let built = try ImageBuilder(runner: mock).build(config, in: dir)
         #expect(built.paths == [dir + "/base.qcow2", dir + "/top1.qcow2", dir + "/top2.qcow2"])
@@ -306,7 +307,8 @@ struct ScriptAndLogTests {
             TraceRecord(time: 0, op: .read, offset: 0, length: 512), TraceRecord(time: 5, op: .read, offset: 0, length: 512),
         ]
         let v = Validator(runner: MockRunner())
-        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "l2-cache-size=1M,cache-clean-interval=0"))
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "l2-cache-size=1M,cache-clean-interval=0"))
         #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuIO)
         config.chainLength = 2
         config.driveOptions = try DriveOptions(parsing: "backing.cache-clean-interval=5,cache-clean-interval=0")
