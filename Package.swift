@@ -44,8 +44,11 @@ let package = Package(
                 .unsafeFlags(
                     ["-Xlinker", "--undefined=LLVMFuzzerRunDriver", "-Xlinker", "--export-dynamic"], .when(platforms: [.linux]))
             ]),
-        .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit"]),
-        .testTarget(name: "TraceKitTests", dependencies: ["TraceKit"]),
-        .testTarget(name: "ValidationTests", dependencies: ["Validation", "Qcow2Sim", "TraceKit"]),
+        // Helpers the three test targets share (QEMU and trace locators that say why a test
+        // skips, the spec's notation, trace text, the seeded generator). Not a product.
+        .target(name: "QcowTestSupport", dependencies: ["Qcow2Sim", "TraceKit"], path: "Tests/QcowTestSupport"),
+        .testTarget(name: "Qcow2SimTests", dependencies: ["Qcow2Sim", "TraceKit", "QcowTestSupport"]),
+        .testTarget(name: "TraceKitTests", dependencies: ["TraceKit", "QcowTestSupport"]),
+        .testTarget(name: "ValidationTests", dependencies: ["Validation", "Qcow2Sim", "TraceKit", "QcowTestSupport"]),
     ]
 )

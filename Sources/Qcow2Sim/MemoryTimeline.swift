@@ -22,13 +22,13 @@ public final class MemoryTimeline {
     public init() {}
 
     /// Records the image's caches if their resident memory changed since the last sample.
-    func sample<P>(time: Double, image: Qcow2Image<P>) {
-        for c in [1, 0] {
-            let bytes = image.caches[c].stats.memoryBytes
-            let key = image.chainIndex * 2 + c
+    func sample<P>(time: Double, image: Int, caches: CacheSystem<P>.ImageCaches) {
+        for kind in [CacheKind.l2, .refcount] {
+            let bytes = caches[kind].stats.memoryBytes
+            let key = image * 2 + Int(kind.rawValue)
             if last[key] != bytes {
                 last[key] = bytes
-                samples.append(Sample(time: time, image: image.chainIndex, isL2: c == 1, residentBytes: bytes))
+                samples.append(Sample(time: time, image: image, isL2: kind == .l2, residentBytes: bytes))
             }
         }
     }

@@ -100,7 +100,8 @@ public enum Simulation {
         // unspecialized: `qcow2sim-bench` measured 20× slower).
         let source = BoxedSource(reader)
         defer { reader = source.reader }
-        let visitor = Runner(config: config, log: log, misEvict: debugMisEvictAtLookup, timeline: memoryTimeline, source: source)
+        let visitor = Runner(
+            config: config, log: log, misEvict: debugMisEvictAtLookup, timeline: memoryTimeline, source: source, record: nil)
         guard let report = try PolicyRegistry.open(config.policy, visitor) else {
             throw SimulationError.usage(
                 "unknown policy '\(config.policy)' (expected one of: \(PolicyRegistry.names.joined(separator: ", ")))")
@@ -109,18 +110,35 @@ public enum Simulation {
     }
 
 
-    private struct Runner: PolicyVisitor {
+    /// Runs `reader` with an eviction policy type of the caller's own (`config.policy` is
+    /// ignored; the report names `P.name`): how a program in another package tries a policy.
+    public static func run<R: TraceReader, P: EvictionPolicy>(
+        config: SimulationConfig, reader: inout R, policy: P.Type, log: EventLog? = nil,
+        memoryTimeline: MemoryTimeline? = nil
+    ) throws -> SimulationReport {
+        let source = BoxedSource(reader)
+        defer { reader = source.reader }
+        var config = config
+        config.policy = P.name
+        let runner = Runner(config: config, log: log, misEvict: nil, timeline: memoryTimeline, source: source, record: nil)
+        return try runner.visit(P.self)
+    }
+
+    struct Runner: PolicyVisitor {
         let config: SimulationConfig
         let log: EventLog?
         let misEvict: Int?
         let timeline: MemoryTimeline?
         let source: RecordSource
+        let record: RecordingSink?
 
         func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> SimulationReport {
             let t0 = monotonicSeconds()
-            let chain = try ChainBuilder<P>.build(config)
+            let chain = try ChainBuilder.build(config, policy: P.self)
             let t1 = monotonicSeconds()
-            var report = try Replay<P>(chain: chain, config: config, log: log, misEvict: misEvict, timeline: timeline).run(source)
+            var replay = Replay(chain: chain, config: config, log: log, misEvict: misEvict, timeline: timeline)
+            replay.record = record
+            var report = try replay.run(source, policy: P.self)
             report.setupSeconds = t1 - t0
             report.replaySeconds = monotonicSeconds() - t1
             return report
@@ -149,14 +167,16 @@ final class BoxedSource<Reader: TraceReader>: RecordSource {
 }
 
 /// Builds the images of a chain in their initial state (§12, populate modes).
-enum ChainBuilder<P: EvictionPolicy> {
-    static func build(_ config: SimulationConfig) throws -> [Qcow2Image<P>] {
+enum ChainBuilder {
+    static func build<P: EvictionPolicy>(_ config: SimulationConfig, policy: P.Type) throws -> [Qcow2Image] {
         if let path = config.imageFile { return try fromFile(path) }
         guard config.chainLength >= 1 else { throw SimulationError.usage("--chain must be at least 1") }
         if let bad = config.layers.keys.sorted().first(where: { $0 < 0 || $0 >= config.chainLength }) {
             throw SimulationError.usage("--layer \(bad): the chain has images 0 to \(config.chainLength - 1) (0 = base)")
         }
-        var images: [Qcow2Image<P>] = []
+        var images: [Qcow2Image] = []
+        // One operation buffer for the chain: its images' operations interleave in QEMU's order.
+        let ops = OpBuffer()
         for k in 0..<config.chainLength {
             let create: CreateOptions
             let geometry: Geometry
@@ -167,7 +187,8 @@ enum ChainBuilder<P: EvictionPolicy> {
             } catch {
                 throw SimulationError.usage("\(which): \(error.message)")
             }
-            let image = Qcow2Image<P>(geometry: geometry, chainIndex: k, backing: images.last)
+            let image = Qcow2Image(geometry: geometry, chainIndex: k, backing: images.last)
+            image.ops = ops
             image.version = create.version
             let plan = config.populatePlan(layer: k)
             let preallocate = plan.populate == .full && plan.mode == .metadata
@@ -179,8 +200,8 @@ enum ChainBuilder<P: EvictionPolicy> {
                         ? "--layer \(k): preallocation=metadata over a backing file is not simulated"
                         : "--layer \(k): Backing file and preallocation can only be used at the same time if extended_l2 is on")
             }
-            try createImage(image, preallocate: preallocate)
-            try populate(image, plan.populate, plan.mode, size: config.virtualSize, layer: k)
+            try createImage(image, preallocate: preallocate, chain: images + [image], policy: P.self)
+            try populate(image, plan.populate, plan.mode, size: config.virtualSize, layer: k, chain: images + [image], policy: P.self)
             images.append(image)
         }
         for session in config.preparation {
@@ -188,27 +209,32 @@ enum ChainBuilder<P: EvictionPolicy> {
                 throw SimulationError.usage("preparation session names image \(session.image), but the chain has \(images.count)")
             }
             let image = images[session.image]
-            image.open(
-                sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil,
-                observed: false)
-            for r in session.records { image.apply(r) }
-            image.close()
-            try Qcow2Image.throwFailure(of: [image])
+            try unobservedSession(image, chain: images, policy: P.self) {
+                for r in session.records { image.apply(r) }
+            }
         }
         return images
     }
 
     /// `qemu-img create` (+ `preallocation=metadata`): clusters 0–2 through the allocator, the
     /// L1 table, then the preallocation, in one session with default caches.
-    static func createImage(_ image: Qcow2Image<P>, preallocate: Bool) throws {
+    static func createImage<P: EvictionPolicy>(
+        _ image: Qcow2Image, preallocate: Bool, chain: [Qcow2Image], policy: P.Type
+    ) throws {
+        try unobservedSession(image, chain: chain, policy: P.self, checkFailure: false) {
+            allocateCreated(image, preallocate: preallocate)
+        }
+    }
+
+    /// What `qemu-img create` allocates, in its order.
+    private static func allocateCreated(_ image: Qcow2Image, preallocate: Bool) {
         let g = image.geometry
-        let sizing = try openSizing(g, CacheOptions())
-        image.open(sizing: sizing, readOnly: false, writethrough: false, log: nil, observed: false)
         _ = image.allocate(bytes: 3 * g.clusterSize)
         if g.l1Size > 0 {
             let bytes = 8 * UInt64(g.l1Size)
             image.l1Offset = image.allocate(bytes: bytes)
-            image.writeCache(Qcow2Image<P>.rc)
+            image.writeCache(.refcount)
+            image.syncHost()
             image.writeDirect(image.l1Offset, bytes)
         }
         if preallocate && g.virtualSize > 0 {
@@ -223,14 +249,35 @@ enum ChainBuilder<P: EvictionPolicy> {
                 lastEnd = host + n
                 g0 += n
             }
+            image.syncHost()
             image.host.extend(to: lastEnd)
         }
+    }
+
+    /// A session on `image` that no report measures (creation, populate, preparation), with
+    /// QEMU's default caches: its operations still go through a cache layer, whose write-backs
+    /// shape the host file the trace session starts from.
+    static func unobservedSession<P: EvictionPolicy>(
+        _ image: Qcow2Image, chain: [Qcow2Image], policy: P.Type, checkFailure: Bool = true, _ body: () throws -> Void
+    ) throws {
+        let sizings = try chain.map { try openSizing($0.geometry, CacheOptions()) }
+        let system = CacheSystem<P>(sizings: sizings)
+        system.hosts = chain.map { $0.host }
+        image.ops.consumer = system
+        defer { image.ops.consumer = nil }
+        image.open(
+            l2EntrySize: sizings[image.chainIndex].l2EntrySize, readOnly: false, writethrough: false, observed: false)
+        try body()
         image.close()
+        if checkFailure { try Qcow2Image.throwFailure(of: [image], caches: system) }
     }
 
     /// The zero / data populate modes: a separate session, cache mode unsafe (§ issue 2), on
     /// chain image `layer` (an overlay's data writes copy from its backing file, as QEMU's do).
-    static func populate(_ image: Qcow2Image<P>, _ what: Populate, _ mode: PopulateMode, size: UInt64, layer: Int) throws {
+    static func populate<P: EvictionPolicy>(
+        _ image: Qcow2Image, _ what: Populate, _ mode: PopulateMode, size: UInt64, layer: Int, chain: [Qcow2Image],
+        policy: P.Type
+    ) throws {
         let ranges: [ByteRange]
         let option = layer == 0 ? "--populate" : "--layer \(layer): populate"
         switch what {
@@ -250,25 +297,22 @@ enum ChainBuilder<P: EvictionPolicy> {
             throw SimulationError.usage(
                 "\(option): range \(r.start):\(r.length) lies beyond the virtual size \(size)")
         }
-        image.open(
-            sizing: try openSizing(image.geometry, CacheOptions()), readOnly: false, writethrough: false, log: nil,
-            observed: false)
-        for r in ranges {
-            var off = r.start
-            let end = r.start + r.length
-            let piece = mode == .zero ? Simulation.maxRequestBytes : Simulation.populateDataPiece
-            while off < end {
-                let n = min(piece, end - off)
-                if mode == .zero {
-                    image.writeZeroes(off, n, unmap: false)
-                } else {
-                    image.write(off, n)
+        try unobservedSession(image, chain: chain, policy: P.self) {
+            for r in ranges {
+                var off = r.start
+                let end = r.start + r.length
+                let piece = mode == .zero ? Simulation.maxRequestBytes : Simulation.populateDataPiece
+                while off < end {
+                    let n = min(piece, end - off)
+                    if mode == .zero {
+                        image.writeZeroes(off, n, unmap: false)
+                    } else {
+                        image.write(off, n)
+                    }
+                    off += n
                 }
-                off += n
             }
         }
-        image.close()
-        try Qcow2Image.throwFailure(of: [image])
     }
 
     static func openSizing(_ g: Geometry, _ o: CacheOptions) throws -> CacheSizing {
@@ -281,35 +325,40 @@ enum ChainBuilder<P: EvictionPolicy> {
 
     /// A chain read from a real file and its backing files (relative names resolve against the
     /// directory of the file that names them).
-    static func fromFile(_ path: String) throws -> [Qcow2Image<P>] {
-        try Qcow2Image<P>.loadChain(path, open: { try Qcow2File(path: $0) })
+    static func fromFile(_ path: String) throws -> [Qcow2Image] {
+        try Qcow2Image.loadChain(path, open: { try Qcow2File(path: $0) })
     }
 }
 
-/// The trace session: open every image, replay each record on the top image, close.
-struct Replay<P: EvictionPolicy> {
-    let chain: [Qcow2Image<P>]
+/// The trace session: open every image, replay each record on the top image, close. The model
+/// emits its operations into the chain's buffer; a `CacheSystem` of the run's policy consumes
+/// them (and a recorder, if given, stores them).
+struct Replay {
+    let chain: [Qcow2Image]
     let config: SimulationConfig
     let log: EventLog?
     let misEvict: Int?
     let timeline: MemoryTimeline?
+    /// Where to record the trace session's operations (nil: not recorded).
+    var record: RecordingSink? = nil
 
-    func run(_ reader: RecordSource) throws -> SimulationReport {
+    /// The effective cache sizing of every image (base first), from the drive options.
+    func sizings() throws -> [CacheSizing] {
         let driveOptions: [CacheOptions]
         do {
             driveOptions = try config.driveOptions.images(depth: chain.count)
         } catch {
             throw SimulationError.usage("--drive: \(error.message)")
         }
+        var sizings: [CacheSizing] = []
         // Options are given top first; the chain is base first.
         for (k, image) in chain.enumerated() {
             let opts = driveOptions[chain.count - 1 - k]
             // Which image's options a message is about: `--drive (image 0, backing.options)`.
             let which =
                 chain.count == 1 ? "" : " (image \(k), \(String(repeating: "backing.", count: chain.count - 1 - k))options)"
-            let sizing: CacheSizing
             do {
-                sizing = try CacheSizing(geometry: image.geometry, options: opts)
+                sizings.append(try CacheSizing(geometry: image.geometry, options: opts))
             } catch {
                 throw SimulationError.usage("--drive\(which): \(error.message)")
             }
@@ -317,18 +366,38 @@ struct Replay<P: EvictionPolicy> {
             if opts.discardNoUnref && image.version < 3 {
                 throw SimulationError.usage("--drive\(which): discard-no-unref is only supported since qcow2 version 3")
             }
+            image.discardNoUnref = opts.discardNoUnref
+        }
+        return sizings
+    }
+
+    func run<P: EvictionPolicy>(_ reader: RecordSource, policy: P.Type) throws -> SimulationReport {
+        let sizings = try sizings()
+        guard let top = chain.last else { throw SimulationError.usage("empty chain") }
+        let system = CacheSystem<P>(sizings: sizings, log: log, timeline: timeline)
+        system.hosts = chain.map { $0.host }
+        system.debugMisEvictAtLookup = misEvict
+        system.locate { reader.location() }
+        let ops = top.ops
+        var recorder: OpRecorder?
+        var streamKey = ""
+        if let record {
+            let geometries = chain.map { $0.geometry }
+            streamKey = try Simulation.streamKey(config, geometries: geometries).1
+            recorder = try OpRecorder(
+                path: record.path, geometries: geometries, l2EntrySizes: sizings.map { $0.l2EntrySize },
+                refcountEntrySizes: sizings.map { $0.refcountEntrySize }, streamKey: streamKey)
+        }
+        let consumer: any MetadataOpConsumer = recorder.map { OpTee(system, $0) } ?? system
+        ops.consumer = consumer
+        defer { ops.consumer = nil }
+        for (k, image) in chain.enumerated() {
             let isTop = k == chain.count - 1
             image.open(
-                sizing: sizing, readOnly: !isTop || config.readOnly, writethrough: config.cacheMode.writethrough, log: log)
+                l2EntrySize: sizings[k].l2EntrySize, readOnly: !isTop || config.readOnly,
+                writethrough: config.cacheMode.writethrough)
         }
-        for (k, image) in chain.enumerated() { image.discardNoUnref = driveOptions[chain.count - 1 - k].discardNoUnref }
-        guard let top = chain.last else { throw SimulationError.usage("empty chain") }
-        top.debugMisEvictAtLookup = misEvict
         for image in chain { image.debugReverseTaskResumption = config.debugReverseTaskResumption }
-        for image in chain {
-            image.timeline = timeline
-            timeline?.sample(time: 0, image: image)
-        }
         let size = top.geometry.virtualSize
         var report = SimulationReport(images: [], requests: 0, requestsByOp: [:], duration: 0, policy: config.policy)
         var firstTime: Double?
@@ -352,30 +421,26 @@ struct Replay<P: EvictionPolicy> {
                     throw SimulationError.trace(TraceError(file: reader.fileName, location: reader.location(), message: problem))
                 }
                 if firstTime == nil { firstTime = t }
-                if t > lastTime {
-                    lastTime = t
-                    for image in chain { image.advanceTime(to: t) }
-                }
-            } else if index > 0 {
-                // No timestamps: memory is averaged per request; the clean timer never fires.
-                for image in chain { image.accumulateMemory(until: Double(index)) }
+                if t > lastTime { lastTime = t }
             }
-            log?.beginRequest(index, location: reader.location())
             if config.readOnly && rec.op != .read && rec.op != .flush {
                 throw SimulationError.trace(
                     TraceError(
                         file: reader.fileName, location: reader.location(),
                         message: "\(rec.op) request on an image opened read-only"))
             }
+            ops.append(
+                MetadataOp(
+                    .beginRequest, offset: UInt64(index), flag: rec.time == nil ? 0 : 1, extra: (rec.time ?? 0).bitPattern))
             requestState.taskPool = false
             if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
-            try Qcow2Image.throwFailure(of: chain)
             let multi = requestState.taskPool
-            if let timeline { for image in chain { timeline.sample(time: rec.time ?? Double(index), image: image) } }
+            ops.append(MetadataOp(.endRequest, flag: (multi ? 1 : 0) | (rec.op != .read ? 2 : 0)))
+            ops.sync()
+            try Qcow2Image.throwFailure(of: chain, caches: system)
             if multi {
                 if rec.op == .read { report.multiSegmentReads += 1 } else { report.multiSegmentWrites += 1 }
             }
-            if multi { log?.markMultiSegment(write: rec.op != .read) }
             opCounts[Int(rec.op.rawValue)] += 1
             index += 1
         }
@@ -384,15 +449,20 @@ struct Replay<P: EvictionPolicy> {
             report.requestsByOp[op] = opCounts[Int(op.rawValue)]
         }
         report.duration = firstTime.map { lastTime - $0 } ?? 0
-        if firstTime == nil && index > 0 {
-            for image in chain { image.accumulateMemory(until: Double(index)) }
-            report.memorySpan = Double(index)
-        } else {
-            report.memorySpan = lastTime
-        }
-        log?.beginClose()
+        let untimed = firstTime == nil && index > 0
+        report.memorySpan = untimed ? Double(index) : lastTime
+        ops.append(MetadataOp(.beginClose, offset: UInt64(index), flag: untimed ? 1 : 0))
         for image in chain.reversed() { image.close() }
-        try Qcow2Image.throwFailure(of: chain)
+        // The host files as the write-backs left them: a replay must end in the same state.
+        for image in chain { image.guardHost() }
+        try Qcow2Image.throwFailure(of: chain, caches: system)
+        if let recorder, let record {
+            let bytes = try recorder.finish()
+            record.recording = (chain.map { $0.geometry }, sizings.map { $0.l2EntrySize }, recorder.count, bytes, streamKey)
+        }
+        // QEMU's asserts at close (no entry still pinned), in every build.
+        let problems = system.finish()
+        precondition(problems.isEmpty, "simulator invariant violated: \(problems.joined(separator: "; "))")
         #if DEBUG
             for image in chain {
                 let problems = image.checkInvariants()
@@ -400,9 +470,13 @@ struct Replay<P: EvictionPolicy> {
             }
         #endif
         report.images = chain.map { image in
-            ImageReport(
-                index: image.chainIndex, geometry: image.geometry, sizing: image.sizing ?? fallbackSizing(image),
-                l2: image.caches[1].stats, refcount: image.caches[0].stats, image: image.stats,
+            let c = system.caches(image: image.chainIndex)
+            var stats = image.stats
+            stats.cleanTicks = c.cleanTicks
+            stats.cleanTicksEvaluated = c.cleanTicksEvaluated
+            return ImageReport(
+                index: image.chainIndex, geometry: image.geometry, sizing: c.sizing,
+                l2: c.l2.stats, refcount: c.refcount.stats, image: stats,
                 hostLengthBytes: image.host.length, hostAllocatedBytes: image.host.allocatedBytes)
         }
         return report
@@ -415,13 +489,19 @@ struct Replay<P: EvictionPolicy> {
             throw SimulationError.trace(e)
         }
     }
+}
 
-    private func fallbackSizing(_ image: Qcow2Image<P>) -> CacheSizing {
-        // Unreachable: every image is opened before the replay.
-        (try? CacheSizing(geometry: image.geometry, options: CacheOptions()))
-            ?? (try? CacheSizing(
-                geometry: Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 0), options: CacheOptions()))
-            ?? { preconditionFailure("default sizing cannot fail") }()
+/// Hands every batch to a cache layer, then to a second consumer (which sees the guards filled).
+final class OpTee: MetadataOpConsumer {
+    let first: any MetadataOpConsumer
+    let second: any MetadataOpConsumer
+    init(_ first: any MetadataOpConsumer, _ second: any MetadataOpConsumer) {
+        self.first = first
+        self.second = second
+    }
+    func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
+        first.consume(ops)
+        second.consume(ops)
     }
 }
 

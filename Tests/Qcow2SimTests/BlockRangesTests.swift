@@ -1,3 +1,4 @@
+import QcowTestSupport
 import Testing
 
 @testable import Qcow2Sim
@@ -26,7 +27,7 @@ import Testing
 
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8])
     func matchesASetModel(seed: UInt64) {
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed: seed)
         let universe: UInt64 = 6 * 512
         var a = BlockRanges(), b = BlockRanges()
         var ma = Set<UInt64>(), mb = Set<UInt64>()
@@ -83,20 +84,6 @@ import Testing
     }
 }
 
-/// SplitMix64, for reproducible random cases.
-struct SplitMix {
-    var x: UInt64
-    init(_ seed: UInt64) { x = seed }
-    mutating func next() -> UInt64 {
-        x &+= 0x9E37_79B9_7F4A_7C15
-        var z = x
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-    mutating func below(_ n: UInt64) -> UInt64 { next() % n }
-}
-
 /// `RefcountStore`'s range update and run length (the bulk path of UPDATE) against a plain
 /// array of refcounts, with single-entry updates mixed in.
 @Suite struct RefcountStoreRangeTests {
@@ -108,7 +95,7 @@ struct SplitMix {
         let block: UInt64 = 0x30000
         store.zero(block)
         var model = [UInt64](repeating: 0, count: n)
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed: seed)
         for step in 0..<300 {
             let a = Int(rng.below(UInt64(n)))
             let len = 1 + Int(rng.below(step % 3 == 0 ? 5000 : 40))

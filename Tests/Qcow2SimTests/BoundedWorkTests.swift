@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -15,7 +16,7 @@ import TraceKit
     /// moves, the entry is cleaned, then one that changes nothing); the tick-by-tick loop ran all.
     @Test func idleCleanTicksAreCountedNotRun() throws {
         let r = try Self.tv9(gap: 1_000_000)
-        #expect(Array(r.events.prefix(8)) == Vector.expand("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
+        #expect(Array(r.events.prefix(8)) == SpecNotation.lines("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
         #expect(r.report.image.cleanTicks == 1_000_000)
         #expect(r.report.image.cleanTicksEvaluated == 3)
         #expect(r.report.l2.cleaned == 1)
@@ -27,7 +28,7 @@ import TraceKit
         let far = try Self.tv9(gap: 1e12)
         let near = try Self.tv9(gap: 2.5)
         #expect(far.events == near.events)
-        #expect(Array(far.events.prefix(8)) == Vector.expand("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
+        #expect(Array(far.events.prefix(8)) == SpecNotation.lines("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
         #expect(far.report.image.cleanTicks == 1_000_000_000_000)
         #expect(far.report.image.cleanTicksEvaluated == 3)
         #expect(near.report.image.cleanTicks == 2)
@@ -53,9 +54,9 @@ import TraceKit
         let l2 = log.events.map { $0.line(includeImage: false) }.filter { $0.contains("is_l2_cache 1") }
         #expect(
             l2
-                == Vector.expand(
+                == SpecNotation.lines(
                     "L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0 ; L2 get 0x40000 hit 0 ; L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"
-                ) + Vector.expand("flush L2"))
+                ) + SpecNotation.lines("flush L2"))
     }
 
     @Test(arguments: [

@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -232,7 +233,7 @@ enum ProcessTable {
 
     /// The reproduction: a long trace through real qemu-io, SIGINT to the job's group
     /// once qemu-io replays it.
-    @Test(.enabled(if: Qemu.available, Qemu.skipMessage))
+    @Test(.requires(QemuTools.io))
     func ctrlCOnALongValidateLeavesNothing() throws {
         let dir = try CLIRun.directory()
         let trace = dir + "/long.csv"

@@ -1,4 +1,5 @@
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -34,13 +35,13 @@ import TraceKit
 
     @Test func gapOfOneAndAHalfIntervalsStillHits() throws {
         let r = try Self.run(gap: 1.5)
-        #expect(Array(r.events.prefix(6)) == Vector.expand("L2 get 0x40000 miss 0 ; L2 get 0x40000 hit 0"))
+        #expect(Array(r.events.prefix(6)) == SpecNotation.lines("L2 get 0x40000 miss 0 ; L2 get 0x40000 hit 0"))
         #expect(r.stats.cleaned == 0)
     }
 
     @Test func gapOfTwoAndAHalfIntervalsMissesAgainAtTheSameIndex() throws {
         let r = try Self.run(gap: 2.5)
-        #expect(Array(r.events.prefix(8)) == Vector.expand("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
+        #expect(Array(r.events.prefix(8)) == SpecNotation.lines("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
         #expect(r.stats.cleaned == 1)
         // The whole 64 KiB table's pages are returned at the tick at 2 s, then refilled at 2.8 s.
         let l2 = r.timeline.samples.filter { $0.isL2 }.map { [$0.time, Double($0.residentBytes)] }

@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -12,14 +13,14 @@ import TraceKit
 /// in a located message and exit 65 where QEMU fails or marks the image corrupt, never in a trap,
 /// a hang or a huge allocation. The expected QEMU texts were read from qemu-io 7.2 on the same
 /// images (quoted in each test).
-@Suite(.enabled(if: Qemu.available, Qemu.skipMessage))
+@Suite(.requires(QemuTools.io))
 struct HostileImageTests {
     /// A fresh 1 GiB image (64 KiB clusters) with one 4 KiB write at 0, so that cluster 3 holds
     /// the L1 table (0x30000), cluster 4 the L2 table (0x40000) and cluster 5 the data.
     static func image(_ dir: ScratchDir, _ name: String, options: String = "", write: Bool = true) throws -> String {
         let path = dir.path(name)
-        try Qemu.create(path, size: "1G", options: options)
-        if write { try Qemu.io(path, ["write 0 4k"]) }
+        try QemuTools.create(path, size: "1G", options: options)
+        if write { try QemuTools.io(path, ["write 0 4k"]) }
         return path
     }
 
@@ -183,9 +184,9 @@ struct HostileImageTests {
     func backingLoop() throws {
         let dir = try ScratchDir()
         let a = dir.path("a.qcow2"), b = dir.path("b.qcow2")
-        try Qemu.create(a, size: "1M", options: "")
-        try Qemu.create(b, size: "1M", options: "", extra: ["-F", "qcow2", "-b", a])
-        try Qemu.run("qemu-img", ["rebase", "-u", "-F", "qcow2", "-b", b, a])
+        try QemuTools.create(a, size: "1M", options: "")
+        try QemuTools.create(b, size: "1M", options: "", extra: ["-F", "qcow2", "-b", a])
+        try QemuTools.run("qemu-img", ["rebase", "-u", "-F", "qcow2", "-b", b, a])
         let e = try #require(Self.simulate(b, Self.r))
         #expect(e.0 == "\(b): error: backing file '\(b)' creates an infinite loop: \(b) -> \(a) -> \(b)")
         #expect(e.1 == 65)
@@ -205,7 +206,7 @@ struct HostileImageTests {
     func zeroSizeImage() throws {
         let dir = try ScratchDir()
         let p = dir.path("empty.qcow2")
-        try Qemu.create(p, size: "0", options: "")
+        try QemuTools.create(p, size: "0", options: "")
         #expect(Self.simulate(p, []) == nil)
         let e = try #require(Self.simulate(p, Self.r))
         #expect(e.0 == "t.csv:1: error: request [0, 4096) lies beyond the virtual size 0")
@@ -234,14 +235,14 @@ struct HostileImageTests {
         var out: [[UInt8]] = []
         for (name, options, writes) in specs {
             let p = dir.path("\(name).qcow2")
-            try Qemu.create(p, size: "16M", options: options)
-            try Qemu.io(p, writes)
+            try QemuTools.create(p, size: "16M", options: options)
+            try QemuTools.io(p, writes)
             out.append(ImageFuzz.encode(image: Array(try Data(contentsOf: URL(fileURLWithPath: p)))))
         }
         // An overlay naming a backing file (in the fuzz run it opens the same input).
         let top = dir.path("top.qcow2")
-        try Qemu.create(top, size: "16M", options: "cluster_size=512", extra: ["-F", "qcow2", "-b", "c512.qcow2"])
-        try Qemu.io(top, ["write 64k 4k"])
+        try QemuTools.create(top, size: "16M", options: "cluster_size=512", extra: ["-F", "qcow2", "-b", "c512.qcow2"])
+        try QemuTools.io(top, ["write 64k 4k"])
         out.append(ImageFuzz.encode(image: Array(try Data(contentsOf: URL(fileURLWithPath: top)))))
         return out
     }

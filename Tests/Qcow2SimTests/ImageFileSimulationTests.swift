@@ -1,20 +1,17 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
 /// `--image FILE`: the simulation starts from a real image and predicts what qemu-io prints.
-@Suite(.enabled(if: FileManager.default.isExecutableFile(atPath: "/usr/bin/qemu-img"), "qemu-img not installed: skipping"))
+@Suite(.requires(QemuTools.img))
 struct ImageFileSimulationTests {
     static func makeImage(_ extra: [String] = []) throws -> String {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("qcow2sim-img-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         let path = dir.appendingPathComponent("t.qcow2").path
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/qemu-img")
-        p.arguments = ["create", "-q", "-f", "qcow2"] + extra + [path, "1G"]
-        try p.run()
-        p.waitUntilExit()
+        try QemuTools.create(path, size: "1G", options: "", extra: extra)
         return path
     }
 

@@ -1,4 +1,5 @@
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -12,7 +13,7 @@ import TraceKit
         config.readOnly = true
         config.policy = policy
         let log = EventLog()
-        var reader = ArrayTraceReader(SpecVectorTests.tv6Ops.map(Vector.record))
+        var reader = ArrayTraceReader(SpecVectorTests.tv6Ops.map(TraceText.record))
         _ = try Simulation.run(config: config, reader: &reader, log: log)
         return log.events.map { $0.line(includeImage: false) }
     }
@@ -20,7 +21,7 @@ import TraceKit
     @Test func qemuPolicyReproducesTV6() throws {
         #expect(
             try Self.tv6("qemu")
-                == Vector.expand(
+                == SpecNotation.lines(
                     """
                     L2 get 0x40000 miss 0 ; L2 get 0x41000 miss 1 ; L2 get 0x40000 hit 0
                     L2 get 0x42000 miss 1 ; L2 get 0x41000 miss 0 ; L2 get 0x40060000 miss 1
@@ -37,7 +38,7 @@ import TraceKit
         // before the next lookup: "last released" and "last looked up" then order slots alike.
         #expect(
             try Self.tv6("lru")
-                == Vector.expand(
+                == SpecNotation.lines(
                     """
                     L2 get 0x40000 miss 0 ; L2 get 0x41000 miss 1 ; L2 get 0x40000 hit 0
                     L2 get 0x42000 miss 1 ; L2 get 0x41000 miss 0 ; L2 get 0x40060000 miss 1
@@ -51,7 +52,7 @@ import TraceKit
         // replaces the oldest remaining fill, slot 1.
         #expect(
             try Self.tv6("fifo")
-                == Vector.expand(
+                == SpecNotation.lines(
                     """
                     L2 get 0x40000 miss 0 ; L2 get 0x41000 miss 1 ; L2 get 0x40000 hit 0
                     L2 get 0x42000 miss 0 ; L2 get 0x41000 hit 1 ; L2 get 0x40060000 miss 1

@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import Qcow2Sim
@@ -10,68 +11,6 @@ import Testing
 #endif
 
 // MARK: - Helpers
-
-/// Runs the real QEMU 7.2 tools; tests that need them are skipped (with a message) without them.
-enum Qemu {
-    /// The full path of `tool` on PATH, or nil.
-    static func find(_ tool: String) -> String? {
-        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":")
-        return dirs.map { "\($0)/\(tool)" }.first { FileManager.default.isExecutableFile(atPath: $0) }
-    }
-
-    /// Whether both qemu-img and qemu-io are installed.
-    static let available = find("qemu-img") != nil && find("qemu-io") != nil
-
-    /// Why tests are skipped.
-    static let skipMessage: Comment = "qemu-img/qemu-io not found on PATH: skipping tests against real qcow2 images"
-
-    /// Runs a tool and returns its standard output; a non-zero exit fails with its stderr.
-    @discardableResult
-    static func runTool(_ tool: String, _ args: [String]) throws -> Data { try run(tool, args) }
-
-    /// Runs a tool and returns its standard output; a non-zero exit fails with its stderr.
-    @discardableResult
-    static func run(_ tool: String, _ args: [String]) throws -> Data {
-        guard let exe = find(tool) else { throw QemuFailure(text: "\(tool) not found") }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: exe)
-        p.arguments = args
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out
-        p.standardError = err
-        try p.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else {
-            throw QemuFailure(text: "\(tool) \(args.joined(separator: " ")) failed: \(String(decoding: errData, as: UTF8.self))")
-        }
-        return data
-    }
-
-    /// `qemu-img <sub> --output=json image` parsed.
-    static func json(_ sub: String, _ image: String) throws -> Any {
-        try JSONSerialization.jsonObject(with: run("qemu-img", [sub, "--output=json", image]))
-    }
-
-    /// `qemu-img create -f qcow2 [-o opts] [extra] image size`.
-    static func create(_ image: String, size: String, options: String, extra: [String] = []) throws {
-        var args = ["create", "-q", "-f", "qcow2"]
-        if !options.isEmpty { args += ["-o", options] }
-        try run("qemu-img", args + extra + [image] + (size.isEmpty ? [] : [size]))
-    }
-
-    /// `qemu-io -f qcow2 -c cmd ... image`.
-    static func io(_ image: String, _ commands: [String]) throws {
-        guard !commands.isEmpty else { return }
-        try run("qemu-io", ["-f", "qcow2"] + commands.flatMap { ["-c", $0] } + [image])
-    }
-}
-
-struct QemuFailure: Error, CustomStringConvertible {
-    var text: String
-    var description: String { text }
-}
 
 /// A scratch directory removed when the value goes away.
 final class ScratchDir {
@@ -137,7 +76,7 @@ func crossCheck(_ image: Qcow2File) throws {
     let g = h.geometry
 
     // qemu-img info
-    let info = try #require(try Qemu.json("info", image.path) as? [String: Any])
+    let info = try #require(try QemuTools.json("info", image.path) as? [String: Any])
     #expect(info["virtual-size"] as? UInt64 == h.virtualSize)
     #expect(info["cluster-size"] as? UInt64 == g.clusterSize)
     let specific = try #require((info["format-specific"] as? [String: Any])?["data"] as? [String: Any])
@@ -161,7 +100,7 @@ func crossCheck(_ image: Qcow2File) throws {
     }
 
     // qemu-img map: every data range of this layer must be mapped by our L2 entries.
-    let map = try #require(try Qemu.json("map", image.path) as? [[String: Any]])
+    let map = try #require(try QemuTools.json("map", image.path) as? [[String: Any]])
     var checkedClusters = 0
     for m in map {
         guard let start = m["start"] as? UInt64, let length = m["length"] as? UInt64,
@@ -214,7 +153,7 @@ func crossCheck(_ image: Qcow2File) throws {
             lastUsedCluster = UInt64(i) * g.refblockEntries + UInt64(j)
         }
     }
-    let check = try #require(try Qemu.json("check", image.path) as? [String: Any])
+    let check = try #require(try QemuTools.json("check", image.path) as? [String: Any])
     #expect(check["check-errors"] as? Int == 0)
     #expect(check["leaks"] == nil && check["corruptions"] == nil)
     // qemu-img omits "allocated-clusters" when it is 0.
@@ -511,7 +450,7 @@ struct Qcow2FileTests {
     // MARK: Real images
 
     @Test(
-        "fresh images have the §12 layout", .enabled(if: Qemu.available, Qemu.skipMessage),
+        "fresh images have the §12 layout", .requires(QemuTools.io),
         arguments: [
             (options: "", l1Size: 2, refblock: UInt64(0x20000), l1: UInt64(0x30000), reftable: UInt64(0x10000)),
             (options: "extended_l2=on", l1Size: 4, refblock: 0x20000, l1: 0x30000, reftable: 0x10000),
@@ -520,7 +459,7 @@ struct Qcow2FileTests {
     func freshLayout(options: String, l1Size: Int, refblock: UInt64, l1: UInt64, reftable: UInt64) throws {
         let dir = try ScratchDir()
         let path = dir.path("fresh.qcow2")
-        try Qemu.create(path, size: "1G", options: options)
+        try QemuTools.create(path, size: "1G", options: options)
         let image = try Qcow2File(path: path)
         let h = image.header
         #expect(h.virtualSize == 1 << 30)
@@ -544,13 +483,13 @@ struct Qcow2FileTests {
     }
 
     @Test(
-        "parsed images agree with qemu-img info, map and check", .enabled(if: Qemu.available, Qemu.skipMessage),
+        "parsed images agree with qemu-img info, map and check", .requires(QemuTools.io),
         arguments: realImageConfigs)
     func realImage(_ config: ImageConfig) throws {
         let dir = try ScratchDir()
         let path = dir.path("image.qcow2")
-        try Qemu.create(path, size: config.size, options: config.options)
-        try Qemu.io(path, config.writes)
+        try QemuTools.create(path, size: config.size, options: config.options)
+        try QemuTools.io(path, config.writes)
         let image = try Qcow2File(path: path)
         #expect(image.header.snapshotCount == 0)
         #expect(image.header.backingFileName == nil)
@@ -563,14 +502,14 @@ struct Qcow2FileTests {
         try crossCheck(image)
     }
 
-    @Test("a backing overlay records its backing file and format", .enabled(if: Qemu.available, Qemu.skipMessage))
+    @Test("a backing overlay records its backing file and format", .requires(QemuTools.io))
     func backingOverlay() throws {
         let dir = try ScratchDir()
         let base = dir.path("base.qcow2"), overlay = dir.path("overlay.qcow2")
-        try Qemu.create(base, size: "1G", options: "")
-        try Qemu.io(base, ["write -P 1 0 1M"])
-        try Qemu.create(overlay, size: "", options: "", extra: ["-b", base, "-F", "qcow2"])
-        try Qemu.io(overlay, ["write -P 2 512k 64k", "write 5M 4k"])
+        try QemuTools.create(base, size: "1G", options: "")
+        try QemuTools.io(base, ["write -P 1 0 1M"])
+        try QemuTools.create(overlay, size: "", options: "", extra: ["-b", base, "-F", "qcow2"])
+        try QemuTools.io(overlay, ["write -P 2 512k 64k", "write 5M 4k"])
         let image = try Qcow2File(path: overlay)
         #expect(image.header.backingFileName == base)
         #expect(image.header.backingFormat == "qcow2")
@@ -586,14 +525,14 @@ struct Qcow2FileTests {
         try crossCheck(baseImage)
     }
 
-    @Test("the allocation map covers the written host clusters", .enabled(if: Qemu.available, Qemu.skipMessage))
+    @Test("the allocation map covers the written host clusters", .requires(QemuTools.io))
     func allocationMap() throws {
         let dir = try ScratchDir()
         let path = dir.path("alloc.qcow2")
-        try Qemu.create(path, size: "1G", options: "")
+        try QemuTools.create(path, size: "1G", options: "")
         // A 4 KiB write into a fresh cluster makes QEMU zero the rest of the cluster (COW
         // without a backing file), typically with fallocate(ZERO_RANGE): allocated but unwritten.
-        try Qemu.io(path, ["write 0 64k", "write 1M 4k"])
+        try QemuTools.io(path, ["write 0 64k", "write 1M 4k"])
         let image = try Qcow2File(path: path)
         let ranges = try image.allocatedRanges()
         #expect(!ranges.isEmpty)
@@ -609,19 +548,19 @@ struct Qcow2FileTests {
         #expect(stat(path, &st) == 0)
         #expect(total <= (image.fileLength + 4095) / 4096 * 4096)
         // GNU stat prints the file-system magic; ef53 is ext2/3/4.
-        let fsType = (try? Qemu.runTool("stat", ["-f", "-c", "%t", path])).map { String(decoding: $0, as: UTF8.self) }
+        let fsType = (try? QemuTools.run("stat", ["-f", "-c", "%t", path])).map { String(decoding: $0, as: UTF8.self) }
         if fsType?.trimmingCharacters(in: .whitespacesAndNewlines) == "ef53" {
             // On ext4 the extent map is exactly what st_blocks counts (unwritten extents included).
             #expect(UInt64(total) == UInt64(st.st_blocks) * 512)
         }
     }
 
-    @Test("reading never modifies the file", .enabled(if: Qemu.available, Qemu.skipMessage))
+    @Test("reading never modifies the file", .requires(QemuTools.io))
     func readOnly() throws {
         let dir = try ScratchDir()
         let path = dir.path("ro.qcow2")
-        try Qemu.create(path, size: "1G", options: "extended_l2=on")
-        try Qemu.io(path, ["write 0 4k", "write 300M 64k"])
+        try QemuTools.create(path, size: "1G", options: "extended_l2=on")
+        try QemuTools.io(path, ["write 0 4k", "write 300M 64k"])
         let before = try Data(contentsOf: URL(fileURLWithPath: path))
         let attributesBefore = try FileManager.default.attributesOfItem(atPath: path)
         do {

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -131,7 +132,7 @@ import TraceKit
 
     @Test(
         "validate --format json: schema_version 1 and TV6's counts in the shared Metrics spelling, both sides",
-        .enabled(if: Qemu.available, "qemu-io / qemu-img not installed: skipping validate's JSON (apt-get install qemu-utils)"))
+        .requires(QemuTools.io))
     func validateJSON() throws {
         let path = try CLITests.trace(Self.tv6)
         let (status, out, err) = try CLIRun.run(["validate", path] + Self.tv6Options + ["--format", "json"])

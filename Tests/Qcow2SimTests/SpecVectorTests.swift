@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -7,7 +8,7 @@ import TraceKit
 /// text (never from our own output).
 @Suite struct SpecVectorTests {
     /// TV1's 53 lines, as listed in the spec (§16).
-    static let tv1: [String] = Vector.expand(
+    static let tv1: [String] = SpecNotation.lines(
         """
         RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
         L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
@@ -28,7 +29,7 @@ import TraceKit
 
 extension SpecVectorTests {
     @Test func tv2Writethrough() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
@@ -43,7 +44,7 @@ extension SpecVectorTests {
         let starts = [0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15]
         let gets = (0..<16).map { "L2 get 0x\(String(0x40000 + $0 * 0x1000, radix: 16)) empty miss \(starts[$0])" }
         let wbs = (0..<16).map { "wb L2 \($0)" }
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             \(gets.joined(separator: " ; "))
@@ -58,12 +59,12 @@ extension SpecVectorTests {
     @Test func tv3DependencyFlushInsideEviction() throws {
         let got = try Vector.events(
             drive: "l2-cache-size=64K", ops: ["write 0 4k", "write 600M 4k", "read 300M 4k", "read 600M 4k"])
-        let needle = Vector.expand("L2 get 0x6f000 empty miss 0 {wb L2 0; flush RC}")
+        let needle = SpecNotation.lines("L2 get 0x6f000 empty miss 0 {wb L2 0; flush RC}")
         #expect(got.indices.contains { got[$0...].starts(with: needle) })
     }
 
     @Test func tv4ExtendedL2() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
@@ -78,7 +79,7 @@ extension SpecVectorTests {
     }
 
     @Test func tv5BackingChain() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             [top]      L2 get 0x40000 miss 0
             [backing1] L2 get 0x40000 miss 0
@@ -117,7 +118,7 @@ extension SpecVectorTests {
     static let tv6Ops = ["read 0 4k", "read 32M 4k", "read 0 4k", "read 64M 4k", "read 32M 4k", "read 1G 4k"]
 
     @Test func tv6TwoEntries() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             L2 get 0x40000 miss 0 ; L2 get 0x41000 miss 1 ; L2 get 0x40000 hit 0
             L2 get 0x42000 miss 1 ; L2 get 0x41000 miss 0 ; L2 get 0x40060000 miss 1
@@ -129,7 +130,7 @@ extension SpecVectorTests {
     }
 
     @Test func tv6ThreeEntries() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             L2 get 0x40000 miss 1 ; L2 get 0x41000 miss 2 ; L2 get 0x40000 hit 1
             L2 get 0x42000 miss 0 ; L2 get 0x41000 hit 2 ; L2 get 0x40060000 miss 1
@@ -141,7 +142,7 @@ extension SpecVectorTests {
     }
 
     @Test func tv7DiscardAndWriteZeroes() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
@@ -159,7 +160,7 @@ extension SpecVectorTests {
         var reader = ArrayTraceReader((0...2300).map { TraceRecord(op: .write, offset: UInt64($0) * 262_144, length: 4096) })
         _ = try Simulation.run(config: config, reader: &reader, log: log)
         #expect(log.count == 27_066)
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             RC get 0x2000 hit 0 (x2)
             flush RC ; wb RC 0
@@ -177,7 +178,7 @@ extension SpecVectorTests {
     }
 
     @Test func tv10WritethroughOverwriteFlush() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
             L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
@@ -191,7 +192,7 @@ extension SpecVectorTests {
     }
 
     @Test func tv12DiscardFreesClusters() throws {
-        let expected = Vector.expand(
+        let expected = SpecNotation.lines(
             """
             L2 get 0x40000 miss 0
             RC get 0x20000 miss 0

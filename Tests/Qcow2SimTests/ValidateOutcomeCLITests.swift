@@ -1,13 +1,10 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 /// `qcow2sim validate`'s exit statuses for its three outcomes (issue 15 item 2), `--strict` and
 /// `--keep`, against real qemu-io.
-@Suite(
-    "validate outcomes (CLI)",
-    .enabled(
-        if: Qemu.available,
-        "qemu-io / qemu-img not installed: skipping the real-QEMU CLI test (apt-get install qemu-utils)"))
+@Suite("validate outcomes (CLI)", .requires(QemuTools.io))
 struct ValidateOutcomeCLITests {
     /// 512 B clusters: the write over 31.5–32.5 KiB is two segments in two L2 tables, so its two
     /// tasks' LINKs print different events; QEMU's run takes one of the two orders.

@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
@@ -56,7 +57,8 @@ import Testing
     /// whole-file messages. Anything else — another error type, a line past the end, a request
     /// beyond the disk bound, times out of order — is a bug the seed reproduces.
     @Test func hundredThousandMutatedInputsKeepTheReaderContract() throws {
-        let corpus = TraceFuzz.seedCorpus(extraDirectory: TraceFixtures.available ? TraceFixtures.directory : nil)
+        let corpus = TraceFuzz.seedCorpus(
+            extraDirectory: SharedTraces.directoryIfAvailable(for: "the public traces as extra fuzz seeds"))
         var accepted = 0
         var rejected = 0
         var failures = 0

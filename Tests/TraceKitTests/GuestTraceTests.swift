@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
@@ -8,10 +9,7 @@ import Testing
 /// were taken independently of TraceKit, with grep/awk on the raw QEMU trace log and
 /// blklogwrites TSV (see the README's "guest-ext4.trace.csv" section).
 @Suite struct GuestTraceTests {
-    static let traces = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Traces")
-    static let csv = traces.appendingPathComponent("guest-ext4.trace.csv").path
+    static let csv = Repository.path("Traces/guest-ext4.trace.csv")
 
     static func records(options: TraceOptions = TraceOptions()) throws -> [TraceRecord] {
         var r = try TraceFile.open(path: csv, options: options)

@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
@@ -178,7 +179,7 @@ import Testing
     }
 
     @Test(
-        .enabled(if: TraceFixtures.available, TraceFixtures.skipMessage),
+        .requires(SharedTraces.requirement),
         arguments: [TraceFormat.native, .blkparse, .msr, .fio, .qemu, .systor])
     func binaryFedToATextReader(_ format: TraceFormat) throws {
         let b = try TraceFixtures.bytes("sample.blktrace.0")

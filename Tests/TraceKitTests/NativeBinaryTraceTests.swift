@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
@@ -232,8 +233,7 @@ import Testing
 
 /// The native CSV traces checked into the repository's Traces/ directory and the shared seeds.
 enum RepoTraces {
-    static let directory: String = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Traces").path
+    static let directory = Repository.path("Traces")
 
     static func csvFiles() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []

@@ -1,24 +1,17 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
 
-/// Reads every record of `text` through the native reader.
-func readNative(_ text: String, fileName: String = "trace.csv") throws -> [TraceRecord] {
-    var r = NativeTraceReader(bytes: Array(text.utf8), fileName: fileName)
-    var out: [TraceRecord] = []
-    while let x = try r.next() { out.append(x) }
-    return out
-}
-
 /// The message a reader throws for `text`, or nil.
 func nativeError(_ text: String) -> String? {
-    do { _ = try readNative(text); return nil } catch { return "\(error)" }
+    do { _ = try TraceText.native(text); return nil } catch { return "\(error)" }
 }
 
 @Suite struct NativeTraceReaderTests {
     @Test func parsesAllForms() throws {
-        let recs = try readNative(
+        let recs = try TraceText.native(
             """
             # a comment
             time,op,offset,length
@@ -41,7 +34,7 @@ func nativeError(_ text: String) -> String? {
     @Test("ZU (any case) is write-zeroes with unmap; Z stays without; ZX and U alone are errors")
     func writeZeroesUnmap() throws {
         #expect(
-            try readNative("ZU,0,64K\n0.5,zu,1M,4K\nZ,0,4K\n") == [
+            try TraceText.native("ZU,0,64K\n0.5,zu,1M,4K\nZ,0,4K\n") == [
                 TraceRecord(op: .writeZeroes, offset: 0, length: 64 << 10, flags: .unmap),
                 TraceRecord(time: 0.5, op: .writeZeroes, offset: 1 << 20, length: 4096, flags: .unmap),
                 TraceRecord(op: .writeZeroes, offset: 0, length: 4096),
@@ -63,24 +56,24 @@ func nativeError(_ text: String) -> String? {
         let text = String(decoding: w.bytes, as: UTF8.self)
         #expect(text == "op,offset,length\nZU,4096,512\nZ,0,4096\nD,0,4096\nW,0,512\n")
         #expect(
-            try readNative(text) == [
+            try TraceText.native(text) == [
                 recs[0], recs[1], TraceRecord(op: .discard, offset: 0, length: 4096),
                 TraceRecord(op: .write, offset: 0, length: 512),
             ])
     }
 
     @Test func headerWithoutTime() throws {
-        #expect(try readNative("op,offset,length\nW,1T,4K\n") == [TraceRecord(op: .write, offset: 1 << 40, length: 4096)])
+        #expect(try TraceText.native("op,offset,length\nW,1T,4K\n") == [TraceRecord(op: .write, offset: 1 << 40, length: 4096)])
     }
 
     @Test func suffixesAreBinary() throws {
-        let r = try readNative("R,1k,1K\nR,2m,3G\nR,1KiB,4KB\n")
+        let r = try TraceText.native("R,1k,1K\nR,2m,3G\nR,1KiB,4KB\n")
         #expect(r.map(\.offset) == [1024, 2 << 20, 1024])
         #expect(r.map(\.length) == [1024, 3 << 30, 4096])
     }
 
     @Test func decimalTimes() throws {
-        let r = try readNative("0.000250,R,0,1\n1e-3,R,0,1\n12,R,0,1\n")
+        let r = try TraceText.native("0.000250,R,0,1\n1e-3,R,0,1\n12,R,0,1\n")
         #expect(r.map(\.time) == [0.000250, 0.001, 12])
     }
 

@@ -1,11 +1,12 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
 
 /// Every public trace parses, and decodes to the facts its README states (or that an
 /// independent tool — blkparse, awk — reports).
-@Suite(.enabled(if: TraceFixtures.available, TraceFixtures.skipMessage)) struct TraceFilesTests {
+@Suite(.requires(SharedTraces.requirement)) struct TraceFilesTests {
     @Test(arguments: [
         ("cloudPhysicsIO.vscsi", TraceFormat.vscsi), ("cloudPhysicsIO.csv", .vscsiCSV), ("sample.blktrace.0", .blktrace),
         ("sample.blkparse.txt", .blkparse), ("msr-cambridge1-sample.csv", .msr), ("systor17-traces-sample.csv.gz", .systor),

@@ -1,31 +1,18 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
 
-/// The public traces in ../shared/traces (read in place, never copied into the repository).
 /// Records, or the error's description.
 enum Outcome {
     case success([TraceRecord])
     case failure(String)
 }
 
+/// Reading the public traces in ../shared/traces (`SharedTraces` finds them) and in-memory bytes.
 enum TraceFixtures {
-    static let directory: String = {
-        if let d = ProcessInfo.processInfo.environment["QCOW2SIM_TRACES"] { return d }
-        let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent()
-        return repo.deletingLastPathComponent().appendingPathComponent("shared/traces").path
-    }()
-
-    static var available: Bool { FileManager.default.fileExists(atPath: path("README.md")) }
-
-    /// Why tests of the public traces are skipped (a fresh clone without ../shared shows it).
-    static let skipMessage = Comment(
-        rawValue:
-            "public traces not found (\(directory)/README.md): skipping; check out ../shared/traces or set QCOW2SIM_TRACES")
-
-    static func path(_ name: String) -> String { (directory as NSString).appendingPathComponent(name) }
+    static func path(_ name: String) -> String { SharedTraces.path(name) }
 
     static func bytes(_ name: String) throws -> [UInt8] { Array(try Data(contentsOf: URL(fileURLWithPath: path(name)))) }
 

@@ -1,4 +1,5 @@
 import Foundation
+import QcowTestSupport
 import Testing
 
 @testable import TraceKit
@@ -13,6 +14,17 @@ import Testing
         #expect(x.next() == 0)
         let s = Xoshiro256StarStar.splitMix64Outputs(seed: 0, count: 1)
         #expect(s == [0xE220_A839_7B1D_CDAF])
+    }
+
+    /// The tests' seeded generator (QcowTestSupport's SplitMix64) is the same SplitMix64: the
+    /// published first output for seed 0, and the library's sequence for the seeds the tests use.
+    @Test func testSupportSplitMix64IsSplitMix64() {
+        var zero = SplitMix64(seed: 0)
+        #expect(zero.next() == 0xE220_A839_7B1D_CDAF)
+        for seed: UInt64 in [1, 5, 42, 1000, 0x14_1414] {
+            var g = SplitMix64(seed: seed)
+            #expect((0..<64).map { _ in g.next() } == Xoshiro256StarStar.splitMix64Outputs(seed: seed, count: 64), "seed \(seed)")
+        }
     }
 
     @Test func sameSeedSameTrace() throws {

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
@@ -32,7 +33,7 @@ struct ComparatorTests {
     /// TV11 (qcow2-model.md §16): the simulator prints the backing's complete miss first; QEMU
     /// printed the top's two MAP GETs between the backing's get_read and get_done.
     static let tv11Simulated =
-        compact(
+        SpecNotation.events(
             "[image 1] L2 get 0x40000 miss 1 ; [image 0] L2 get 0x40000 miss 1 ; [image 1] L2 get 0x40000 hit 1 (x2) ; [image 0] L2 get 0x40000 hit 1"
         )
     static var tv11Qemu: [CacheEvent] {
@@ -67,8 +68,9 @@ struct ComparatorTests {
     @Test("multi-segment requests pass as interleavings and are reported, never silently")
     func multiSegmentReported() {
         let expected = makeLog(
-            requests: [compact("L2 get 0x50000 miss 0", image: 1), Self.tv11Simulated], close: [], multiSegment: [1])
-        let actual = qemuLog(requests: [compact("L2 get 0x50000 miss 0"), Self.tv11Qemu], close: [], pooled: [1], image: 1)
+            requests: [SpecNotation.events("L2 get 0x50000 miss 0", image: 1), Self.tv11Simulated], close: [], multiSegment: [1])
+        let actual = qemuLog(
+            requests: [SpecNotation.events("L2 get 0x50000 miss 0"), Self.tv11Qemu], close: [], pooled: [1], image: 1)
         let c = Comparator.compare(
             expected: expected, actual: actual, writes: [false, false], locations: [.line(1), .line(2)], compareClose: true,
             topImage: 1)
@@ -117,7 +119,7 @@ struct ComparatorTests {
         log.markMultiSegment(write: true)
         func add(_ task: Int32, _ text: String) {
             log.task = task
-            for e in compact(text) { log.append(e) }
+            for e in SpecNotation.events(text) { log.append(e) }
             log.task = 0
         }
         add(0, "L2 get 0x40000 hit 0 ; RC get 0x20000 hit 0")  // segment 1: handle_alloc, refcount
@@ -126,7 +128,7 @@ struct ComparatorTests {
         add(1, "L2 get 0x40000 hit 0")  // task 1: LINK
         add(2, "L2 get 0x80000 hit 3")  // task 2: LINK
         log.beginRequest(1, location: .line(2))
-        for e in compact("L2 get 0x50000 miss 0") { log.append(e) }
+        for e in SpecNotation.events("L2 get 0x50000 miss 0") { log.append(e) }
         log.beginClose()
         return log
     }
@@ -135,7 +137,7 @@ struct ComparatorTests {
     func writeTasksReordered() throws {
         let expected = Self.twoSegmentWrite()
         let e = Array(expected.events(ofRequest: 0))
-        let read = compact("L2 get 0x50000 miss 0")
+        let read = SpecNotation.events("L2 get 0x50000 miss 0")
         // Hits are 2 events: [0, 4) segment 1, [4, 6) probe, [6, 8) segment 2, [8, 10) task 1's
         // LINK, [10, 12) task 2's. QEMU: task 2's LINK before task 1's.
         #expect(e.count == 12)
@@ -173,7 +175,7 @@ struct ComparatorTests {
         // With task 2's LINK first, QEMU's least recently released slot is another one.
         let c = Comparator.compare(
             expected: expected,
-            actual: qemuLog(requests: [swapped, compact("L2 get 0x50000 miss 1")], close: [], pooled: [0]),
+            actual: qemuLog(requests: [swapped, SpecNotation.events("L2 get 0x50000 miss 1")], close: [], pooled: [0]),
             writes: [true, false], locations: [.line(1), .line(2)], compareClose: true, topImage: 0)
         #expect(!c.identical && !c.equivalent)
         #expect(c.equivalentRequests == [0])
@@ -183,11 +185,11 @@ struct ComparatorTests {
 
     @Test("a hand-built divergence is reported with request, trace line, QEMU log line and both windows")
     func divergenceReport() {
-        let reqs = (0..<6).map { compact("L2 get 0x\(String(0x40000 + $0 * 0x1000, radix: 16)) hit 0") }
+        let reqs = (0..<6).map { SpecNotation.events("L2 get 0x\(String(0x40000 + $0 * 0x1000, radix: 16)) hit 0") }
         var changed = reqs
-        changed[4] = compact("L2 get 0x44000 miss 1")
-        let expected = makeLog(requests: reqs, close: compact("flush L2 ; flush RC"))
-        let actual = qemuLog(requests: changed, close: compact("flush L2 ; flush RC"))
+        changed[4] = SpecNotation.events("L2 get 0x44000 miss 1")
+        let expected = makeLog(requests: reqs, close: SpecNotation.events("flush L2 ; flush RC"))
+        let actual = qemuLog(requests: changed, close: SpecNotation.events("flush L2 ; flush RC"))
         let locs: [TraceLocation] = (0..<6).map { .line(10 + $0) }
         let c = Comparator.compare(
             expected: expected, actual: actual, writes: Array(repeating: false, count: 6), locations: locs, compareClose: true,
@@ -210,7 +212,7 @@ struct ComparatorTests {
                     ]))
         #expect(c.divergentSpans == 1)
         // Missing close events are a divergence of the close span.
-        let short = qemuLog(requests: reqs, close: compact("flush L2"))
+        let short = qemuLog(requests: reqs, close: SpecNotation.events("flush L2"))
         let c2 = Comparator.compare(expected: expected, actual: short, writes: [], locations: [], compareClose: true, topImage: 0)
         #expect(c2.firstDivergence?.phase == "close")
         #expect(c2.firstDivergence?.reason == "QEMU printed 1 fewer events (missing events)")
@@ -223,7 +225,7 @@ struct ComparatorTests {
     func counts() {
         var counter = CacheCounter()
         counter.add(
-            contentsOf: compact(
+            contentsOf: SpecNotation.events(
                 "L2 get 0x40000 miss 0 ; L2 get 0x50000 empty miss 0 ; L2 get 0x50000 hit 0 ; wb L2 0 ; flush L2 ; RC get 0x20000 miss 0"
             ))
         let r = counter.result(

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
@@ -157,9 +158,9 @@ struct ConcurrencyOutcome: Sendable {
     var outcome: ValidationOutcome = .identical
 }
 
-@Suite("concurrency grid: multi-segment writes vs two qemu-io runs", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("concurrency grid: multi-segment writes vs two qemu-io runs", .requires(QemuTools.io))
 struct ConcurrencyGridTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     static func check(_ c: DiffCase, validator: Validator) throws -> (ConcurrencyOutcome, String) {
         let input = ValidationInput(records: c.records, fileName: "concurrency-0x\(String(c.seed, radix: 16))")
@@ -182,7 +183,7 @@ struct ConcurrencyGridTests {
                 } else {
                     o.stableMismatches.append(i)
                     if o.stableMismatches.count <= 2 {
-                        detail += "request \(i) (\(DiffCase.text([c.records[i]]))):\n  simulator: "
+                        detail += "request \(i) (\(TraceText.text([c.records[i]]))):\n  simulator: "
                         detail += ConcurrencyGrid.compact(e) + "\n  qemu:      " + ConcurrencyGrid.compact(a) + "\n"
                     }
                 }
@@ -222,8 +223,8 @@ struct ConcurrencyGridTests {
         let index = Int(ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] ?? "") ?? 0
         let c = try ConcurrencyGrid.make(index)
         print("\(c)")
-        for p in c.config.preparation { print("=== preparation image \(p.image)\n\(DiffCase.text(p.records))") }
-        print("=== trace\n\(DiffCase.text(c.records))\n=== end")
+        for p in c.config.preparation { print("=== preparation image \(p.image)\n\(TraceText.text(p.records))") }
+        print("=== trace\n\(TraceText.text(c.records))\n=== end")
     }
 
     @Test(
@@ -234,7 +235,7 @@ struct ConcurrencyGridTests {
         print(
             "concurrency grid \(index) [\(ConcurrencyGrid.kinds[index % ConcurrencyGrid.kinds.count])]: requests \(o.requests), pooled \(o.pooled), stable \(o.stable), stable matched \(o.stableMatched), raced \(o.raced.count), unstable \(o.unstable.count) (simulator matches one run in \(o.unstableMatched)), validate \(o.outcome.rawValue)"
         )
-        let message = "\(c)\nstable requests not matched: \(o.stableMismatches)\n\(detail)\n\(DiffCase.text(c.records))"
+        let message = "\(c)\nstable requests not matched: \(o.stableMismatches)\n\(detail)\n\(TraceText.text(c.records))"
         if !o.stableMismatches.isEmpty {
             print(
                 "concurrency grid \(index): QEMU repeated an order the simulator does not take for requests \(o.stableMismatches)\(ConcurrencyGrid.knownGaps[index].map { " (seen before: \($0))" } ?? "")"
@@ -249,9 +250,9 @@ struct ConcurrencyGridTests {
 
 /// `validate`'s outcomes on real qemu-io runs (issue 15 item 2), with the simulator switched to
 /// another completion order of a multi-segment write's tasks (`debugReverseTaskResumption`).
-@Suite("validate outcomes against qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("validate outcomes against qemu-io", .requires(QemuTools.io))
 struct ValidateOutcomeTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     /// 512 B clusters: an L2 table covers 32 KiB, so a write over 31.5–32.5 KiB has one new
     /// cluster in each of two tables, and the second table is allocated between them: two
@@ -266,7 +267,7 @@ struct ValidateOutcomeTests {
     /// one of them (its tasks' I/O completes in either order, §13), so one report is
     /// `identical`; the other is returned as `other`. A run in a third order is retried.
     func run(_ config: SimulationConfig, _ trace: String) throws -> (matching: ValidationReport, other: ValidationReport)? {
-        let input = ValidationInput(records: records(trace), fileName: "outcome.trace")
+        let input = ValidationInput(records: TraceText.records(trace), fileName: "outcome.trace")
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
         var reversedConfig = config
         reversedConfig.debugReverseTaskResumption = true
@@ -326,7 +327,7 @@ struct ValidateOutcomeTests {
 /// TV11 (qcow2-model.md §16) against qemu-io: a three-segment read (backing | data | backing)
 /// whose first backing lookup misses prints the top image's next MAPs before the backing's
 /// `get_done`, and the simulator now prints them in that order too.
-@Suite("multi-segment reads over a backing file", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("multi-segment reads over a backing file", .requires(QemuTools.io))
 struct BackingReadOrderTests {
     @Test("TV11: identical to qemu-io, the backing miss completing after the top's MAPs")
     func tv11() throws {
@@ -335,21 +336,21 @@ struct BackingReadOrderTests {
             driveOptions: try DriveOptions(parsing: "l2-cache-size=8K,backing.l2-cache-size=8K"),
             cacheMode: .writethrough)
         config.preparation = [
-            PreparationSession(image: 0, records: records("W 0 256k\nW 600M 64k")),
-            PreparationSession(image: 1, records: records("W 64k 64k\nW 700M 64k")),
+            PreparationSession(image: 0, records: TraceText.records("W 0 256k\nW 600M 64k")),
+            PreparationSession(image: 1, records: TraceText.records("W 64k 64k\nW 700M 64k")),
         ]
-        let input = ValidationInput(records: records("R 600M 64k\nR 0 192k"))
+        let input = ValidationInput(records: TraceText.records("R 600M 64k\nR 0 192k"))
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
         // The spec's listing of the second read, images labelled: top = image 1, backing = 0.
         let e = Array(log.events(ofRequest: 1))
-        let top = compact("[image 1] L2 get 0x40000 miss 1")
+        let top = SpecNotation.events("[image 1] L2 get 0x40000 miss 1")
         #expect(Array(e[0..<4]) == top)
         #expect(e[4].kind == .get && e[4].image == 0)
         #expect(e[5].kind == .replaceEntry && e[6].kind == .getRead && e[6].image == 0)
-        #expect(Array(e[7..<11]) == compact("[image 1] L2 get 0x40000 hit 1 (x2)"))
+        #expect(Array(e[7..<11]) == SpecNotation.events("[image 1] L2 get 0x40000 hit 1 (x2)"))
         #expect(e[11].kind == .getDone && e[11].image == 0)
-        #expect(Array(e[12..<14]) == compact("[image 0] L2 get 0x40000 hit 1"))
-        let report = try Validator(runner: Qemu.runner).validate(config: config, input: input, expected: log, sizes: sizes)
+        #expect(Array(e[12..<14]) == SpecNotation.events("[image 0] L2 get 0x40000 hit 1"))
+        let report = try Validator(runner: QemuTools.runner).validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.outcome == .identical, "\(report.text())")
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
@@ -44,19 +45,6 @@ struct DiffCase: CustomStringConvertible, Sendable {
         for p in config.preparation { s += ", preparation on image \(p.image): \(p.records.count) requests" }
         s += ", \(records.count) requests"
         return s
-    }
-
-    /// The trace in `R|W|D|Z|Zu|F OFFSET LENGTH` lines (for repro reports).
-    static func text(_ records: [TraceRecord]) -> String {
-        records.map { r in
-            switch r.op {
-            case .read: "R \(r.offset) \(r.length)"
-            case .write: "W \(r.offset) \(r.length)"
-            case .discard: "D \(r.offset) \(r.length)"
-            case .writeZeroes: "Z\(r.flags.contains(.unmap) ? "u" : "") \(r.offset) \(r.length)"
-            case .flush: "F"
-            }
-        }.joined(separator: "\n")
     }
 }
 
@@ -390,20 +378,7 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
         trace: "W 65536 4096\nR 0 131072")
 
     /// The trace as records.
-    var records: [TraceRecord] {
-        trace.split(separator: "\n").map { line in
-            let f = line.split(separator: " ")
-            let n = f.count > 2 ? (UInt64(f[1]) ?? 0, UInt64(f[2]) ?? 0) : (0, 0)
-            switch f[0] {
-            case "R": return TraceRecord(op: .read, offset: n.0, length: n.1)
-            case "W": return TraceRecord(op: .write, offset: n.0, length: n.1)
-            case "D": return TraceRecord(op: .discard, offset: n.0, length: n.1)
-            case "Z": return TraceRecord(op: .writeZeroes, offset: n.0, length: n.1)
-            case "Zu": return TraceRecord(op: .writeZeroes, offset: n.0, length: n.1, flags: .unmap)
-            default: return TraceRecord(op: .flush, offset: 0, length: 0)
-            }
-        }
-    }
+    var records: [TraceRecord] { TraceText.records(trace) }
 }
 
 /// The grid itself (no QEMU needed): its size, its dimensions, determinism.
@@ -462,9 +437,9 @@ struct DifferentialGridTests {
 }
 
 /// Runs the simulator and real qemu-io over the grid and asserts identical event logs.
-@Suite("differential grid: simulator vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("differential grid: simulator vs qemu-io", .requires(QemuTools.io))
 struct DifferentialTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     /// What checking one case found.
     struct Outcome {
@@ -478,7 +453,8 @@ struct DifferentialTests {
     }
 
     /// Simulates and validates one case.
-    static func check(_ c: DiffCase, records: [TraceRecord]? = nil, validator: Validator = Validator(runner: Qemu.runner)) throws
+    static func check(_ c: DiffCase, records: [TraceRecord]? = nil, validator: Validator = Validator(runner: QemuTools.runner))
+        throws
         -> Outcome
     {
         let recs = records ?? c.records
@@ -487,7 +463,7 @@ struct DifferentialTests {
         let report = try validator.validate(config: c.config, input: input, expected: log, sizes: sizes)
         func describe(_ checks: [InterleavingCheck]) -> String {
             checks.map { m in
-                "request \(m.request) (\(DiffCase.text([recs[m.request]]))): simulator \(m.simulatorMarked ? "multi" : "single")-segment, QEMU \(m.qemuPooled ? "task pool" : "inline")"
+                "request \(m.request) (\(TraceText.text([recs[m.request]]))): simulator \(m.simulatorMarked ? "multi" : "single")-segment, QEMU \(m.qemuPooled ? "task pool" : "inline")"
             }.joined(separator: "; ")
         }
         var problems: [String] = []
@@ -574,7 +550,7 @@ struct DifferentialTests {
             }
             let o = try Self.check(c, records: recs, validator: validator)
             print(
-                "=== minimal repro for case \(index) (\(recs.count) requests)\n\(DiffCase.text(recs))\n\(o.failure ?? o.overMarked ?? "(no longer divergent)")"
+                "=== minimal repro for case \(index) (\(recs.count) requests)\n\(TraceText.text(recs))\n\(o.failure ?? o.overMarked ?? "(no longer divergent)")"
             )
         }
     }
@@ -635,16 +611,16 @@ struct DifferentialTests {
 
 /// `discard=ignore` is reproduced exactly only by qemu-system (qemu-io always opens with unmap
 /// on): discards are sent and QEMU drops them.
-@Suite("discard=ignore through qemu-system", .enabled(if: Qemu.hasQemuSystem, Qemu.skipSystem))
+@Suite("discard=ignore through qemu-system", .requires(QemuTools.system))
 struct DiscardIgnoreSystemTests {
     @Test("discards sent to a discard=ignore drive never reach qcow2, as the simulator drops them")
     func discardsDropped() throws {
         var config = SimulationConfig(
             virtualSize: 256 << 20, populate: .ranges([ByteRange(start: 0, length: 1 << 20)]), populateMode: .data)
         config.discardUnmap = false
-        let input = ValidationInput(records: records("D 0 1M\nR 0 4k\nW 2M 4k\nD 2M 64k\nR 2M 4k\nF"))
+        let input = ValidationInput(records: TraceText.records("D 0 1M\nR 0 4k\nW 2M 4k\nD 2M 64k\nR 2M 4k\nF"))
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
-        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(tool: .qemuSystem, timeScale: 0))
+        let v = Validator(runner: QemuTools.runner, options: ValidatorOptions(tool: .qemuSystem, timeScale: 0))
         let report = try v.validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.argv.contains { $0.contains(",discard=ignore") })
         #expect(report.identical, "\(report.text())")
@@ -655,11 +631,11 @@ struct DiscardIgnoreSystemTests {
     func zeroesUnmap() throws {
         var config = SimulationConfig(virtualSize: 256 << 20)
         config.discardUnmap = false
-        var recs = records("W 0 64k\nF\nZ 0 64k\nF\nR 0 4k")
+        var recs = TraceText.records("W 0 64k\nF\nZ 0 64k\nF\nR 0 4k")
         recs[2].flags = .unmap
         let input = ValidationInput(records: recs)
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
-        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(tool: .qemuSystem, timeScale: 0))
+        let v = Validator(runner: QemuTools.runner, options: ValidatorOptions(tool: .qemuSystem, timeScale: 0))
         let report = try v.validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.identical, "\(report.text())")
         // Without unmap the simulation is different, and QEMU's run is not that one: the unmap

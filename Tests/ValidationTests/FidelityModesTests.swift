@@ -1,14 +1,15 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
 
 /// Issue 15 items 3–7 against real QEMU: the native `ZU` op, cache modes, the clean timer in
 /// validate, per-layer images and qcow2 v2, QEMU versions.
-@Suite("fidelity modes vs QEMU", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("fidelity modes vs QEMU", .requires(QemuTools.io))
 struct FidelityModesTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     /// Records of a native CSV text (the reader the CLI uses).
     static func native(_ text: String) throws -> ValidationInput {
@@ -51,7 +52,7 @@ struct FidelityModesTests {
 }
 
 /// Cache modes against qemu-io (`-t MODE`).
-@Suite("cache modes vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("cache modes vs qemu-io", .requires(QemuTools.io))
 struct CacheModeTests {
     @Test(
         "every cache mode is identical to qemu-io -t MODE; none and unsafe write back like writeback, directsync like writethrough",
@@ -59,7 +60,7 @@ struct CacheModeTests {
             ("", ""), ("cluster_size=4096", "l2-cache-size=16K"), ("cluster_size=32K,extended_l2=on", "l2-cache-size=16K"),
         ])
     func modes(create: String, drive: String) throws {
-        let v = Validator(runner: Qemu.runner)
+        let v = Validator(runner: QemuTools.runner)
         let size: UInt64 = 256 << 20
         let cluster: UInt64 = create.contains("4096") ? 4096 : create.contains("32K") ? 32768 : 65536
         let recs = SimulatorValidationTests.randomTrace(seed: 15, count: 200, size: size, cluster: cluster)
@@ -139,13 +140,13 @@ struct CacheModeTests {
 }
 
 /// The clean timer in validate, through qemu-system (issue 15 item 3).
-@Suite("clean timer in validate", .enabled(if: Qemu.hasQemuSystem, Qemu.skipSystem))
+@Suite("clean timer in validate", .requires(QemuTools.system))
 struct CleanTimerValidateTests {
     /// Bursts of reads and writes over a data-filled 256 MiB image, spread over 3 100 trace
     /// seconds: with QEMU's default interval (600 s) the simulation ticks 5 times, and idle tables
     /// are dropped between bursts.
     static func bursts() -> [TraceRecord] {
-        var rng = SimulatorValidationTests.Mix(state: 42)
+        var rng = SplitMix64(seed: 42)
         var out: [TraceRecord] = []
         for (burst, start) in [0.0, 500, 1300, 1900, 2500, 3100].enumerated() {
             for k in 0..<40 {
@@ -165,7 +166,7 @@ struct CleanTimerValidateTests {
             populateMode: .data,
             driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
         let input = ValidationInput(records: Self.bursts(), fileName: "bursts")
-        let v = Validator(runner: Qemu.runner)
+        let v = Validator(runner: QemuTools.runner)
         let plan = try #require(v.cleanTimerPlan(config: config, input: input))
         #expect(plan.intervals == [600] && plan.simulatedTicks == 5)
         #expect(v.tool(for: config, input: input) == .qemuSystem)
@@ -196,7 +197,7 @@ struct CleanTimerValidateTests {
     func forcedQemuIO() throws {
         let config = SimulationConfig(virtualSize: 256 << 20)
         let input = ValidationInput(records: Self.bursts())
-        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(tool: .qemuIO))
+        let v = Validator(runner: QemuTools.runner, options: ValidatorOptions(tool: .qemuIO))
         let warning = try #require(v.warning(config: config, input: input))
         #expect(
             warning.hasPrefix(
@@ -216,15 +217,15 @@ struct CleanTimerValidateTests {
 }
 
 /// Per-layer images and qcow2 v2 against qemu-io (issue 15 item 5).
-@Suite("per-layer images and qcow2 v2 vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("per-layer images and qcow2 v2 vs qemu-io", .requires(QemuTools.io))
 struct LayerTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     /// Reads, writes, write-zeroes (with and without unmap, some over 16 MiB), discards and
     /// flushes over `size`, every write inside one cluster of `cluster` bytes.
     static func mixed(seed: UInt64, count: Int, size: UInt64, cluster: UInt64) -> [TraceRecord] {
         var recs = SimulatorValidationTests.randomTrace(seed: seed, count: count, size: size, cluster: cluster)
-        var rng = SimulatorValidationTests.Mix(state: seed &* 31)
+        var rng = SplitMix64(seed: seed &* 31)
         for i in stride(from: 7, to: recs.count, by: 37) {
             // Unaligned write-zeroes spanning several clusters, and one larger than the 16 MiB
             // bounce buffer of the block layer's fallback.
@@ -258,7 +259,7 @@ struct LayerTests {
         #expect(report.images[1].qemu.l2.lookups > 0)
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let built = try ImageBuilder(runner: Qemu.runner).build(config, in: dir)
+        let built = try ImageBuilder(runner: QemuTools.runner).build(config, in: dir)
         let headers = try built.paths.map { try Qcow2File(path: $0).header }
         #expect(headers.map(\.version) == [3, 2, 3])
         #expect(headers.map(\.geometry.clusterSize) == [4096, 16384, 65536])
@@ -304,7 +305,7 @@ struct LayerTests {
     func v2Errors(options: String) throws {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let result = try Qemu.runner.run(
+        let result = try QemuTools.runner.run(
             ProcessRequest(
                 executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2", "-o", options, "v.qcow2", "64M"],
                 workingDirectory: dir))
@@ -318,27 +319,9 @@ struct LayerTests {
     }
 }
 
-/// QEMU 10.0 and 11.1 from `.ci/setup --more-qemu` (Debian trixie and sid chroots under
-/// `.build/qemu-VERSION/bin`), when present.
-enum MoreQemu {
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent()
-    static func bin(_ v: QemuVersion) -> String { root.appendingPathComponent(".build/qemu-\(v.rawValue)/bin").path }
-    static func has(_ v: QemuVersion) -> Bool { FileManager.default.isExecutableFile(atPath: bin(v) + "/qemu-io") }
-    static let versions = [QemuVersion.v10_0, .v11_1]
-    static let any = versions.contains(where: has)
-    static let skip: Comment =
-        "no QEMU 10.0 / 11.1 under .build/qemu-*/bin: skipping the version grid (run .ci/setup --more-qemu)"
-    /// A runner that finds version `v`'s tools first.
-    static func runner(_ v: QemuVersion) -> SystemProcessRunner {
-        let path = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin:/bin").split(separator: ":").map(String.init)
-        return SystemProcessRunner(searchPath: [bin(v)] + path)
-    }
-}
-
 /// The version grid (issue 15 item 7): `discard-no-unref` on and off, discard and write-zeroes
 /// grids on fresh, preallocated and chained images, against QEMU 10.0 and 11.1.
-@Suite("version grid: QEMU 10.0 and 11.1", .enabled(if: Qemu.hasQemuIO && MoreQemu.any, MoreQemu.skip))
+@Suite("version grid: QEMU 10.0 and 11.1", .requires(QemuTools.io.and(MoreQemu.requirement)))
 struct VersionGridTests {
     enum Layout: String, CaseIterable { case fresh, preallocated, chained }
     enum Grid: String, CaseIterable { case discard, writeZeroes }
@@ -361,7 +344,7 @@ struct VersionGridTests {
     /// Writes that allocate, then the grid's operation over random ranges (aligned, unaligned
     /// heads and tails, several clusters), with reads and flushes between.
     static func trace(_ grid: Grid, seed: UInt64) -> [TraceRecord] {
-        var rng = SimulatorValidationTests.Mix(state: seed)
+        var rng = SplitMix64(seed: seed)
         var out: [TraceRecord] = []
         let size: UInt64 = 64 << 20
         for _ in 0..<160 {
@@ -413,9 +396,10 @@ struct VersionGridTests {
             ("discard-no-unref=on", "", .v7_2),
         ])
     func openErrors(drive: String, create: String, version: QemuVersion) throws {
-        let runner = version == .v7_2 ? Qemu.runner : MoreQemu.runner(version)
+        let runner = version == .v7_2 ? QemuTools.runner : MoreQemu.runner(version)
         guard version == .v7_2 || MoreQemu.has(version) else {
-            print("skipping: QEMU \(version.rawValue) not installed")
+            Skip.noteCurrent(
+                "QEMU \(version.rawValue) not installed (\(MoreQemu.bin(version))/qemu-io); run .ci/setup --more-qemu")
             return
         }
         let dir = try makeTempDir()
@@ -447,13 +431,13 @@ struct VersionGridTests {
     func mismatch() throws {
         var config = Self.config(.fresh, version: .v10_0, noUnref: false)
         config.qemuVersion = .v10_0
-        let v = Validator(runner: Qemu.runner)
+        let v = Validator(runner: QemuTools.runner)
         guard try v.installedVersion(of: "qemu-io") == "7.2" else {
-            print("skipping: the qemu-io on PATH is not QEMU 7.2")
+            Skip.noteCurrent("the qemu-io on PATH is not QEMU 7.2")
             return
         }
         do {
-            _ = try v.replay(config: config, input: ValidationInput(records: records("R 0 4k")))
+            _ = try v.replay(config: config, input: ValidationInput(records: TraceText.records("R 0 4k")))
             Issue.record("a mismatched QEMU was accepted")
         } catch let e as ValidationError {
             #expect(e.description.hasPrefix("--qemu-version 10.0 simulates QEMU 10.0, but /usr/bin/qemu-io is QEMU 7.2: "))

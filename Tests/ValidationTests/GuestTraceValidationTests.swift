@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
@@ -7,11 +8,9 @@ import Validation
 /// Issue 5: the recorded guest trace in Traces/ runs through the simulator and real qemu-io with
 /// identical events, with QEMU's default caches (the recorded VM's) and with a 64 KiB L2 cache
 /// that evicts. About 1 s per configuration.
-@Suite("guest-ext4 recording vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("guest-ext4 recording vs qemu-io", .requires(QemuTools.io))
 struct GuestTraceValidationTests {
-    static let csv = URL(fileURLWithPath: #filePath)
-        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-        .appendingPathComponent("Traces/guest-ext4.trace.csv").path
+    static let csv = Repository.path("Traces/guest-ext4.trace.csv")
 
     static func input() throws -> ValidationInput {
         var options = TraceOptions()
@@ -29,7 +28,7 @@ struct GuestTraceValidationTests {
         let input = try Self.input()
         #expect(input.records.count == 2883)
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
-        let report = try Validator(runner: Qemu.runner).validate(config: config, input: input, expected: log, sizes: sizes)
+        let report = try Validator(runner: QemuTools.runner).validate(config: config, input: input, expected: log, sizes: sizes)
         // The guest's multi-cluster writes run as task pools: where their tasks' I/O completed in
         // another order the run is `equivalent` (§13); nothing may diverge.
         #expect(report.outcome != .divergent, "\(drive.isEmpty ? "default caches" : drive): \(report.text())")

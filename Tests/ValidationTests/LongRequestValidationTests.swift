@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
@@ -8,12 +9,12 @@ import Validation
 /// updates that make a 16 TiB write take seconds must leave every event as QEMU prints it.
 /// Each case crosses refcount blocks, or, with small clusters and narrow refcounts, many
 /// refcount blocks and L2 tables.
-@Suite("long requests: simulator vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("long requests: simulator vs qemu-io", .requires(QemuTools.io))
 struct LongRequestValidationTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     func check(_ config: SimulationConfig, _ trace: String) throws {
-        let input = ValidationInput(records: records(trace))
+        let input = ValidationInput(records: TraceText.records(trace))
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
         let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.identical, "\(report.text())")

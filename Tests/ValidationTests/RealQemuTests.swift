@@ -1,14 +1,15 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
 
 /// The spec's test vectors (qcow2-model.md §16) replayed through the installed QEMU 7.2: these
 /// prove both the spec and the replay/attribution machinery.
-@Suite("real QEMU test vectors", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("real QEMU test vectors", .requires(QemuTools.io))
 struct RealQemuTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     /// TV1, exactly as listed (53 lines, `co` removed).
     static let tv1 = """
@@ -69,10 +70,10 @@ struct RealQemuTests {
 
     @Test("TV1: fresh 1 GiB image, write 0 4k + read 0 4k, writeback: the spec's 53 lines")
     func tv1() throws {
-        let all = events(Self.tv1)
+        let all = SpecNotation.qemuLines(Self.tv1)
         #expect(all.count == 53)
         let config = SimulationConfig(virtualSize: 1 << 30, cacheMode: .writeback)
-        let input = ValidationInput(records: records("W 0 4k\nR 0 4k"))
+        let input = ValidationInput(records: TraceText.records("W 0 4k\nR 0 4k"))
         let replay = try validator.replay(config: config, input: input)
         #expect(replay.tool == .qemuIO)
         #expect(replay.log.openEvents.isEmpty)
@@ -103,30 +104,31 @@ struct RealQemuTests {
     @Test("TV2/TV10: writethrough (qemu-io's default): overwrite and explicit flush")
     func tv10() throws {
         let config = SimulationConfig(virtualSize: 1 << 30, cacheMode: .writethrough)
-        let input = ValidationInput(records: records("W 0 4k\nW 4k 4k\nF"))
+        let input = ValidationInput(records: TraceText.records("W 0 4k\nW 4k 4k\nF"))
         let expected = makeLog(
             requests: [
-                compact(
+                SpecNotation.events(
                     """
                     RC get 0x20000 miss 0 ; RC get 0x20000 hit 0 (x5) ; flush RC ; wb RC 0
                     L2 get 0x40000 empty miss 0 ; flush L2 ; wb L2 0
                     L2 get 0x40000 hit 0 (x2) ; RC get 0x20000 hit 0 (x7) ; L2 get 0x40000 hit 0 (x2)
                     flush L2 ; wb L2 0 ; flush RC ; wb RC 0 ; flush RC
                     """),
-                compact("L2 get 0x40000 hit 0 ; flush L2 ; flush RC"),
-                compact("flush L2 ; flush RC"),
+                SpecNotation.events("L2 get 0x40000 hit 0 ; flush L2 ; flush RC"),
+                SpecNotation.events("flush L2 ; flush RC"),
             ],
-            close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
+            close: SpecNotation.events("flush L2 ; flush RC ; flush L2 ; flush RC"))
         let report = try validator.validate(config: config, input: input, expected: expected)
         #expect(report.identical, "\(report.text())")
     }
 
     static let tv6Reads = "R 0 4k\nR 32M 4k\nR 0 4k\nR 64M 4k\nR 32M 4k\nR 1G 4k"
 
-    static func tv6Config(_ l2: String, readOnly: Bool = false) throws -> SimulationConfig {
+    static func tv6Config(_ l2: String, readOnly: Bool = false) -> SimulationConfig {
+        // `l2-cache-size=8K`, `=12K`: QEMU's size syntax.
         var config = SimulationConfig(
             virtualSize: 4 << 30, populate: .full, populateMode: .metadata,
-            driveOptions: try DriveOptions(parsing: "l2-cache-size=\(l2)"))
+            driveOptions: DriveOptions([CacheOptions(l2CacheSize: try? QemuSize.parse(Substring(l2)).get())]))
         config.readOnly = readOnly
         return config
     }
@@ -153,17 +155,20 @@ struct RealQemuTests {
         ]
         for (size, lines) in cases {
             // The spec's run used -r: the read-only close is 2 flush lines (§10).
-            let expected = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC"))
-            let config = try Self.tv6Config(size, readOnly: true)
+            let expected = makeLog(
+                requests: lines.map { SpecNotation.events($0) }, close: SpecNotation.events("flush L2 ; flush RC"))
+            let config = Self.tv6Config(size, readOnly: true)
             let report = try validator.validate(
-                config: config, input: ValidationInput(records: records(Self.tv6Reads)), expected: expected)
+                config: config, input: ValidationInput(records: TraceText.records(Self.tv6Reads)), expected: expected)
             #expect(report.identical, "l2-cache-size=\(size)\n\(report.text())")
             #expect(report.argv.contains("-r"))
             // Read-write, the close is the writable one (4 flush lines).
             let writable = makeLog(
-                requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
+                requests: lines.map { SpecNotation.events($0) },
+                close: SpecNotation.events("flush L2 ; flush RC ; flush L2 ; flush RC"))
             let rw = try validator.validate(
-                config: try Self.tv6Config(size), input: ValidationInput(records: records(Self.tv6Reads)), expected: writable)
+                config: Self.tv6Config(size), input: ValidationInput(records: TraceText.records(Self.tv6Reads)),
+                expected: writable)
             #expect(rw.identical, "l2-cache-size=\(size), read-write\n\(rw.text())")
             #expect(!rw.argv.contains("-r"))
         }
@@ -174,9 +179,11 @@ struct RealQemuTests {
         // Request 3 (read 64M) really evicts index 1; pretend the simulator chose index 0.
         var lines = Self.tv6With8K
         lines[3] = "L2 get 0x42000 miss 0"
-        let expected = makeLog(requests: lines.map { compact($0) }, close: compact("flush L2 ; flush RC ; flush L2 ; flush RC"))
-        let input = ValidationInput(records: records(Self.tv6Reads), fileName: "tv6.trace")
-        let report = try validator.validate(config: try Self.tv6Config("8K"), input: input, expected: expected)
+        let expected = makeLog(
+            requests: lines.map { SpecNotation.events($0) },
+            close: SpecNotation.events("flush L2 ; flush RC ; flush L2 ; flush RC"))
+        let input = ValidationInput(records: TraceText.records(Self.tv6Reads), fileName: "tv6.trace")
+        let report = try validator.validate(config: Self.tv6Config("8K"), input: input, expected: expected)
         #expect(!report.identical)
         #expect(report.exitCode == 1)
         let d = try #require(report.firstDivergence)
@@ -197,12 +204,13 @@ struct RealQemuTests {
         let config = SimulationConfig(
             virtualSize: 1 << 30, chainLength: 2, populate: .ranges([ByteRange(start: 0, length: 256 << 10)]), populateMode: .data
         )
-        let input = ValidationInput(records: records("R 0 4k"))
+        let input = ValidationInput(records: TraceText.records("R 0 4k"))
         // The fresh top has no L2 table (MAP without cache access); the backing's MAP misses.
         // Close: the writable top prints 4 flush lines, then the read-only backing 2.
         let expected = makeLog(
-            requests: [compact("L2 get 0x40000 miss 0", image: 0)],
-            close: compact("flush L2 ; flush RC ; flush L2 ; flush RC", image: 1) + compact("flush L2 ; flush RC", image: 0))
+            requests: [SpecNotation.events("L2 get 0x40000 miss 0", image: 0)],
+            close: SpecNotation.events("flush L2 ; flush RC ; flush L2 ; flush RC", image: 1)
+                + SpecNotation.events("flush L2 ; flush RC", image: 0))
         let report = try validator.validate(config: config, input: input, expected: expected)
         #expect(report.identical, "\(report.text())")
         #expect(report.images[0].qemu.l2.lookups == 1)
@@ -217,15 +225,16 @@ struct RealQemuTests {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let user = dir + "/user.qcow2"
-        _ = try Qemu.runner.runChecked(
+        _ = try QemuTools.runner.runChecked(
             ProcessRequest(executable: "qemu-img", arguments: ["create", "-q", "-f", "qcow2", user, "64M"]))
-        _ = try Qemu.runner.runChecked(
+        _ = try QemuTools.runner.runChecked(
             ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 0 1M", "-f", "qcow2", user]))
         let before = try Data(contentsOf: URL(fileURLWithPath: user))
         let keep = dir + "/kept"
         let config = SimulationConfig(virtualSize: 64 << 20, imageFile: user)
-        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(keepDirectory: keep))
-        let replay = try v.replay(config: config, input: ValidationInput(records: records("W 2M 64k\nD 0 1M\nZ 4M 128k\nF")))
+        let v = Validator(runner: QemuTools.runner, options: ValidatorOptions(keepDirectory: keep))
+        let replay = try v.replay(
+            config: config, input: ValidationInput(records: TraceText.records("W 2M 64k\nD 0 1M\nZ 4M 128k\nF")))
         #expect(replay.log.requestStarts.count == 4)
         let after = try Data(contentsOf: URL(fileURLWithPath: user))
         #expect(before == after)
@@ -239,9 +248,9 @@ struct RealQemuTests {
     func tempRemoved() throws {
         let parent = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: parent) }
-        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(temporaryParent: parent))
+        let v = Validator(runner: QemuTools.runner, options: ValidatorOptions(temporaryParent: parent))
         let replay = try v.replay(
-            config: SimulationConfig(virtualSize: 1 << 20), input: ValidationInput(records: records("R 0 4k")))
+            config: SimulationConfig(virtualSize: 1 << 20), input: ValidationInput(records: TraceText.records("R 0 4k")))
         #expect(replay.log.requestStarts.count == 1)
         #expect(try FileManager.default.contentsOfDirectory(atPath: parent).isEmpty)
     }
@@ -251,7 +260,7 @@ struct RealQemuTests {
         // A value the typed options hold but QEMU refuses when it opens the image.
         let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: DriveOptions([CacheOptions(l2CacheEntrySize: 1000)]))
         do {
-            _ = try validator.replay(config: config, input: ValidationInput(records: records("R 0 4k")))
+            _ = try validator.replay(config: config, input: ValidationInput(records: TraceText.records("R 0 4k")))
             Issue.record("expected a failure")
         } catch let error as ValidationError {
             #expect(error.exitCode == 70)
@@ -270,12 +279,12 @@ struct RealQemuTests {
     @Test("a request longer than qemu-io's limit is split and still one request")
     func longRequest() throws {
         let config = SimulationConfig(virtualSize: 5 << 30)
-        let replay = try validator.replay(config: config, input: ValidationInput(records: records("Z 0 5G\nR 0 4k")))
+        let replay = try validator.replay(config: config, input: ValidationInput(records: TraceText.records("Z 0 5G\nR 0 4k")))
         #expect(replay.log.requestStarts.count == 2)
     }
 }
 
-@Suite("real qemu-system: cache-clean-interval (TV9)", .enabled(if: Qemu.hasQemuSystem, Qemu.skipSystem))
+@Suite("real qemu-system: cache-clean-interval (TV9)", .requires(QemuTools.system))
 struct RealQemuSystemTests {
     @Test("TV9: an idle gap longer than twice the interval empties the entry; a shorter one does not")
     func tv9() throws {
@@ -283,13 +292,14 @@ struct RealQemuSystemTests {
             virtualSize: 1 << 30,
             populate: .ranges([ByteRange(start: 0, length: 64 << 10), ByteRange(start: 600 << 20, length: 64 << 10)]),
             populateMode: .data, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
-        let validator = Validator(runner: Qemu.runner)
+        let validator = Validator(runner: QemuTools.runner)
         for (gap, second) in [(2.5, "L2 get 0x40000 miss 0"), (1.5, "L2 get 0x40000 hit 0")] {
             let recs = [
                 TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096),
                 TraceRecord(time: 0.3 + gap, op: .read, offset: 0, length: 4096),
             ]
-            let expected = makeLog(requests: [compact("L2 get 0x40000 miss 0"), compact(second)], close: [])
+            let expected = makeLog(
+                requests: [SpecNotation.events("L2 get 0x40000 miss 0"), SpecNotation.events(second)], close: [])
             let report = try validator.validate(config: config, input: ValidationInput(records: recs), expected: expected)
             #expect(report.tool == "qemu-system")
             #expect(!report.closeCompared)
@@ -310,7 +320,7 @@ struct RealQemuSystemTests {
         ]
         let input = ValidationInput(records: recs)
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)
-        let report = try Validator(runner: Qemu.runner).validate(config: config, input: input, expected: log, sizes: sizes)
+        let report = try Validator(runner: QemuTools.runner).validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.identical, "\(report.text())")
         // gap 2.5 s: dropped and missed again; gap 0.5 s: still cached.
         #expect(report.images[0].qemu.l2.misses == 2)

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
@@ -7,9 +8,9 @@ import Validation
 /// The seed benchmark of issue 2: a 20 GiB fully populated image with 64 KiB clusters and 20 000
 /// uniform random 4 KiB reads. Every configuration is run through real qemu-io and the simulator
 /// and must give identical events and counts; the spec-derived facts are asserted on top.
-@Suite("seed benchmark vs qemu-io", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("seed benchmark vs qemu-io", .requires(QemuTools.io))
 struct SeedBenchmarkTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     static func trace(size: UInt64) throws -> ValidationInput {
         let spec = WorkloadSpec(pattern: .uniform, count: 20_000, diskSize: size, requestSize: 4096, readRatio: 1, seed: 1)

@@ -1,14 +1,15 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
 
 /// The simulator (`Simulation.run`) against real QEMU through the validator: the wiring of
 /// `qcow2sim validate`, the mis-eviction switch, and a seeded differential run.
-@Suite("simulator vs QEMU", .enabled(if: Qemu.hasQemuIO, Qemu.skipIO))
+@Suite("simulator vs QEMU", .requires(QemuTools.io))
 struct SimulatorValidationTests {
-    let validator = Validator(runner: Qemu.runner)
+    let validator = Validator(runner: QemuTools.runner)
 
     static func simulate(_ config: SimulationConfig, _ input: ValidationInput, misEvict: Int? = nil) throws -> (
         EventLog, [ImageCacheSizes]
@@ -19,7 +20,7 @@ struct SimulatorValidationTests {
     @Test("the simulator's TV1 run is identical to QEMU's")
     func tv1() throws {
         let config = SimulationConfig(virtualSize: 1 << 30)
-        let input = ValidationInput(records: records("W 0 4k\nR 0 4k"))
+        let input = ValidationInput(records: TraceText.records("W 0 4k\nR 0 4k"))
         let (log, sizes) = try Self.simulate(config, input)
         let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.identical, "\(report.text())")
@@ -29,8 +30,8 @@ struct SimulatorValidationTests {
     @Test("a deliberately wrong eviction (simulator switch) is caught at the right request")
     func misEviction() throws {
         // TV6 with l2-cache-size=8K: lookups 1, 2, 4, 5, 6 miss; lookup 4 is request 3 (read 64M).
-        let config = try RealQemuTests.tv6Config("8K")
-        let input = ValidationInput(records: records(RealQemuTests.tv6Reads), fileName: "tv6.trace")
+        let config = RealQemuTests.tv6Config("8K")
+        let input = ValidationInput(records: TraceText.records(RealQemuTests.tv6Reads), fileName: "tv6.trace")
         let (good, _) = try Self.simulate(config, input)
         #expect(try validator.validate(config: config, input: input, expected: good).identical)
         let (bad, _) = try Self.simulate(config, input, misEvict: 4)
@@ -51,23 +52,23 @@ struct SimulatorValidationTests {
         let base = dir + "/images/lower/b.qcow2"
         let top = dir + "/images/t.qcow2"
         let img = { (args: [String]) in
-            _ = try Qemu.runner.runChecked(
+            _ = try QemuTools.runner.runChecked(
                 ProcessRequest(executable: "qemu-img", arguments: args, workingDirectory: dir + "/images"))
         }
         try img(["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", base, "64M"])
-        _ = try Qemu.runner.runChecked(
+        _ = try QemuTools.runner.runChecked(
             ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 0 1M", "-f", "qcow2", base]))
         try img(["create", "-q", "-f", "qcow2", "-b", "lower/b.qcow2", "-F", "qcow2", "-o", "cluster_size=4096", top])
-        _ = try Qemu.runner.runChecked(
+        _ = try QemuTools.runner.runChecked(
             ProcessRequest(executable: "qemu-io", arguments: ["-c", "write -q 512k 8k", "-f", "qcow2", top]))
         #expect(try ImageBuilder.backingChain(of: top) == [top, dir + "/images/lower/b.qcow2"])
         let before = try [top, base].map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
 
         let keep = dir + "/kept"
         let config = SimulationConfig(virtualSize: 64 << 20, imageFile: top)
-        let input = ValidationInput(records: records("R 0 64k\nW 256k 4k\nR 510k 8k\nZ 2M 8k\nD 0 64k\nF\nR 0 16k"))
+        let input = ValidationInput(records: TraceText.records("R 0 64k\nW 256k 4k\nR 510k 8k\nZ 2M 8k\nD 0 64k\nF\nR 0 16k"))
         let (log, sizes) = try Self.simulate(config, input)
-        let v = Validator(runner: Qemu.runner, options: ValidatorOptions(keepDirectory: keep))
+        let v = Validator(runner: QemuTools.runner, options: ValidatorOptions(keepDirectory: keep))
         let report = try v.validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.identical, "\(report.text())")
         #expect(report.images.count == 2)
@@ -84,7 +85,7 @@ struct SimulatorValidationTests {
         #expect(
             throws: ValidationError.usage("--chain 3 cannot be combined with --image '\(top)': its backing chain has 2 image(s)")
         ) {
-            _ = try Validator(runner: Qemu.runner).replay(config: wrong, input: input)
+            _ = try Validator(runner: QemuTools.runner).replay(config: wrong, input: input)
         }
     }
 
@@ -93,7 +94,7 @@ struct SimulatorValidationTests {
         var config = SimulationConfig(
             virtualSize: 256 << 20, populate: .ranges([ByteRange(start: 0, length: 1 << 20)]), populateMode: .data)
         config.discardUnmap = false
-        let input = ValidationInput(records: records("D 0 1M\nR 0 4k\nW 2M 4k\nD 2M 64k\nR 2M 4k\nZ 0 64k"))
+        let input = ValidationInput(records: TraceText.records("D 0 1M\nR 0 4k\nW 2M 4k\nD 2M 64k\nR 2M 4k\nZ 0 64k"))
         let (log, sizes) = try Self.simulate(config, input)
         let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
         #expect(report.identical, "\(report.text())")
@@ -139,10 +140,11 @@ struct SimulatorValidationTests {
             driveOptions: try DriveOptions(parsing: "l2-cache-size=1,backing.l2-cache-size=1"),
             cacheMode: .writethrough)
         config.preparation = [
-            PreparationSession(image: 1, records: records("W 64k 4k\nW 8M 64k\nD 1M 128k")),
-            PreparationSession(image: 2, records: records("W 68k 4k\nZ 16M 64k\nF")),
+            PreparationSession(image: 1, records: TraceText.records("W 64k 4k\nW 8M 64k\nD 1M 128k")),
+            PreparationSession(image: 2, records: TraceText.records("W 68k 4k\nZ 16M 64k\nF")),
         ]
-        let input = ValidationInput(records: records("R 64k 8k\nW 72k 4k\nR 8M 4k\nW 1M 4k\nR 16M 4k\nD 0 4M\nR 0 192k"))
+        let input = ValidationInput(
+            records: TraceText.records("R 64k 8k\nW 72k 4k\nR 8M 4k\nW 1M 4k\nR 16M 4k\nD 0 4M\nR 0 192k"))
         let (log, sizes) = try Self.simulate(config, input)
         let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)
         // The 3-image reads run as task pools: the backing tasks' events after their first
@@ -157,22 +159,10 @@ struct SimulatorValidationTests {
         #expect(try !validator.validate(config: bare, input: input, expected: log).identical)
     }
 
-    /// Small seeded generator (SplitMix64): reads, single-cluster writes, write-zeroes, discards
-    /// and flushes over a small disk, so every write stays single-segment (§13).
-    struct Mix: Sendable {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-        mutating func below(_ n: UInt64) -> UInt64 { next() % n }
-    }
-
+    /// Reads, single-cluster writes, write-zeroes, discards and flushes over a small disk from a
+    /// seeded SplitMix64, so every write stays single-segment (§13).
     static func randomTrace(seed: UInt64, count: Int, size: UInt64, cluster: UInt64) -> [TraceRecord] {
-        var rng = Mix(state: seed)
+        var rng = SplitMix64(seed: seed)
         return (0..<count).map { _ in
             let clusterStart = rng.below(size / cluster) * cluster
             let within = rng.below(cluster / 512) * 512

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 import Validation
@@ -12,7 +13,8 @@ struct ProcessRunnerTests {
         defer { try? FileManager.default.removeItem(atPath: empty) }
         let v = Validator(runner: SystemProcessRunner(searchPath: [empty]))
         do {
-            _ = try v.replay(config: SimulationConfig(virtualSize: 1 << 30), input: ValidationInput(records: records("R 0 4k")))
+            _ = try v.replay(
+                config: SimulationConfig(virtualSize: 1 << 30), input: ValidationInput(records: TraceText.records("R 0 4k")))
             Issue.record("expected toolMissing")
         } catch let e as ValidationError {
             #expect(e.exitCode == 69)
@@ -48,7 +50,8 @@ struct ProcessRunnerTests {
             status: 1, standardErrorTail: "qemu-io: can't open: Could not open 'x': No such file\n")
         let v = Validator(runner: mock, options: ValidatorOptions(preferIOUring: false))
         do {
-            _ = try v.replay(config: SimulationConfig(virtualSize: 1 << 30), input: ValidationInput(records: records("R 0 4k")))
+            _ = try v.replay(
+                config: SimulationConfig(virtualSize: 1 << 30), input: ValidationInput(records: TraceText.records("R 0 4k")))
             Issue.record("expected toolFailed")
         } catch let e as ValidationError {
             #expect(e.exitCode == 70)
@@ -182,8 +185,8 @@ struct ImageBuilderTests {
         var config = SimulationConfig(
             virtualSize: 1 << 30, chainLength: 3, populate: .ranges([ByteRange(start: 0, length: 4096)]), populateMode: .data)
         config.preparation = [
-            PreparationSession(image: 2, records: records("W 64k 4k\nD 0 128k\nF")),
-            PreparationSession(image: 1, records: records("Z 1M 64k\nR 0 0")),
+            PreparationSession(image: 2, records: TraceText.records("W 64k 4k\nD 0 128k\nF")),
+            PreparationSession(image: 1, records: TraceText.records("Z 1M 64k\nR 0 0")),
         ]
         _ = try ImageBuilder(runner: mock).build(config, in: dir)
         let r = mock.requests
@@ -194,7 +197,7 @@ struct ImageBuilderTests {
         #expect(r[5].arguments == ["-t", "writeback", "-f", "qcow2", "top1.qcow2"])
         #expect(String(decoding: r[5].standardInput ?? Data(), as: UTF8.self) == "write -q -z 1048576 65536\n")
 
-        config.preparation = [PreparationSession(image: 3, records: records("W 0 4k"))]
+        config.preparation = [PreparationSession(image: 3, records: TraceText.records("W 0 4k"))]
         #expect(throws: ValidationError.usage("preparation session 0 names image 3, but the chain has 3")) {
             _ = try ImageBuilder(runner: MockRunner()).build(config, in: dir)
         }
@@ -252,7 +255,8 @@ struct ScriptAndLogTests {
             throws: ValidationError.badTrace("t.trace:2: error: request 1 ends at byte 1048577, beyond the disk size 1048576")
         ) {
             try QemuIOScript.checkBounds(
-                records("R 0 4k\nW 1044481 4096"), locations: [.line(1), .line(2)], fileName: "t.trace", virtualSize: 1 << 20)
+                TraceText.records("R 0 4k\nW 1044481 4096"), locations: [.line(1), .line(2)], fileName: "t.trace",
+                virtualSize: 1 << 20)
         }
     }
 
@@ -272,7 +276,7 @@ struct ScriptAndLogTests {
             """
         let log = try QemuLog.parse(Data(text.utf8), fileName: "q.log", requestCount: 2, virtualSize: 1 << 30, image: 1)
         #expect(Array(log.openEvents) == [CacheEvent(kind: .flush, image: 1, isL2: true)])
-        #expect(Array(log.events(ofRequest: 0)) == compact("L2 get 0x40000 hit 0", image: 1))
+        #expect(Array(log.events(ofRequest: 0)) == SpecNotation.events("L2 get 0x40000 hit 0", image: 1))
         #expect(log.events(ofRequest: 1).isEmpty)
         #expect(Array(log.closeEvents) == [CacheEvent(kind: .flush, image: 1, isL2: false)])
         #expect(log.pooled == [true, false])
@@ -348,7 +352,7 @@ struct ScriptAndLogTests {
             QemuReplayer.qemuIOArguments(
                 mode: .writeback, eventsFile: "/e", logFile: "/l", imageOpts: "driver=qcow2", readOnly: true)
                 == ["-r", "-t", "writeback", "-T", "events=/e,file=/l", "--image-opts", "driver=qcow2"])
-        let recs = records("D 0 64k\nW 0 4k\nZ 0 64k")
+        let recs = TraceText.records("D 0 64k\nW 0 4k\nZ 0 64k")
         #expect(
             QemuIOScript.script(for: recs, virtualSize: 1 << 30, discards: false)
                 == "read -q 0 0\nread -q 1 0\nwrite -q 0 4096\nread -q 2 0\nwrite -q -z 0 65536\nread -q 3 0\n")
@@ -360,7 +364,7 @@ struct ScriptAndLogTests {
         config.readOnly = true
         #expect(throws: ValidationError.badTrace("t.trace:3: error: request 2 is a writeZeroes on an image opened read-only")) {
             _ = try Validator(runner: mock).replay(
-                config: config, input: ValidationInput(records: records("R 0 4k\nF\nZ 0 64k"), fileName: "t.trace"))
+                config: config, input: ValidationInput(records: TraceText.records("R 0 4k\nF\nZ 0 64k"), fileName: "t.trace"))
         }
         #expect(mock.requests.isEmpty)
     }

@@ -22,6 +22,14 @@ public struct CacheStats: Equatable, Sendable {
     public var bytesWritten: UInt64 = 0
     /// Entries dropped by the cache-clean timer.
     public var cleaned = 0
+    /// Misses of a table not loaded before in this session (cold misses).
+    public var missesCold = 0
+    /// Misses of a table that was replaced by another (capacity misses).
+    public var missesEvicted = 0
+    /// Misses of a table the cache-clean timer dropped.
+    public var missesCleaned = 0
+    /// Misses of a table discarded because its cluster was freed.
+    public var missesDiscarded = 0
     /// Resident cache memory now, in bytes (touched pages not yet released).
     public var memoryBytes: UInt64 = 0
     /// Largest `memoryBytes` seen.

@@ -11,31 +11,33 @@ public protocol EvictionPolicy {
     static var name: String { get }
     /// One line for `--help`.
     static var summary: String { get }
-    /// A policy for a cache of `capacity` slots, all empty.
-    init(capacity: Int)
-    /// Slot `i` was filled with a new table (a miss).
-    mutating func filled(_ i: Int)
-    /// Slot `i` was found by a lookup (a hit).
-    mutating func hit(_ i: Int)
-    /// The last user of slot `i` released it (QEMU's PUT taking the pin count to 0).
-    mutating func released(_ i: Int)
-    /// Slot `i` was emptied (discarded or cleaned); it is no longer a candidate.
-    mutating func emptied(_ i: Int)
-    /// The filled slot to replace, skipping slots with `pins[i] > 0`; nil if every one is pinned.
-    func victim(pins: UnsafeBufferPointer<Int32>) -> Int?
-    /// `count` lookups of slot `i` in a row, each a `hit` followed (when `released`) by the
+    /// A policy for one cache (`kind`) of `capacity` slots, all empty.
+    init(capacity: Int, kind: CacheKind)
+    /// Slot `slot` was filled with the table at `offset` (a miss).
+    mutating func filled(_ slot: Int, offset: UInt64)
+    /// Slot `slot`, holding `offset`, was found by a lookup (a hit).
+    mutating func hit(_ slot: Int, offset: UInt64)
+    /// The last user of slot `slot` released it (QEMU's PUT taking the pin count to 0).
+    mutating func released(_ slot: Int, offset: UInt64)
+    /// Slot `slot` was emptied (discarded or cleaned); it is no longer a candidate.
+    mutating func emptied(_ slot: Int, offset: UInt64)
+    /// The filled slot to replace, never a pinned one; nil if every one is pinned. Called only
+    /// when no slot is empty; the policy may update its state (a CLOCK hand, ARC's ghosts), and
+    /// is told `filled` for the same slot right after.
+    mutating func victim(_ pins: PinCounts) -> Int?
+    /// `count` lookups of slot `slot` in a row, each a `hit` followed (when `released`) by the
     /// `released` of the same slot: QEMU's per-cluster refcount reads of one block (§4.1, §4.2).
     /// The default replays them one by one; a policy for which a repeat changes nothing may do
     /// one.
-    mutating func repeatedHits(_ i: Int, count: Int, released: Bool)
+    mutating func repeatedHits(_ slot: Int, offset: UInt64, count: Int, released: Bool)
 }
 
 extension EvictionPolicy {
     /// Replays the lookups one by one.
-    public mutating func repeatedHits(_ i: Int, count: Int, released: Bool) {
+    public mutating func repeatedHits(_ slot: Int, offset: UInt64, count: Int, released: Bool) {
         for _ in 0..<count {
-            hit(i)
-            if released { self.released(i) }
+            hit(slot, offset: offset)
+            if released { self.released(slot, offset: offset) }
         }
     }
 }
@@ -86,10 +88,10 @@ public struct RecencyList {
 
     /// The first slot from the front whose pin count is 0.
     @inline(__always)
-    public func firstUnpinned(_ pins: UnsafeBufferPointer<Int32>) -> Int? {
+    public func firstUnpinned(_ pins: PinCounts) -> Int? {
         var i = head
         while i >= 0 {
-            if pins[Int(i)] == 0 { return Int(i) }
+            if !pins.isPinned(Int(i)) { return Int(i) }
             i = next[Int(i)]
         }
         return nil

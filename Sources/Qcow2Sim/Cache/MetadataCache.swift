@@ -2,10 +2,10 @@
 /// with QEMU's slot state and counters (qcow2-model.md §3).
 ///
 /// The cache tracks slot state only: which table offset a slot holds, its pin count (`ref`), its
-/// LRU stamp (taken at release) and its dirty bit. Table *contents* live in the image's
+/// LRU stamp (taken at release) and its dirty bit. Table *contents* live in the image model's
 /// authoritative stores; this is exact because QEMU writes a dirty entry back before replacing
 /// it. Operations that involve both caches of an image (write-back with dependencies, flushes)
-/// are in `Qcow2Image`; this type offers the single-cache primitives.
+/// are in `CacheSystem`; this type offers the single-cache primitives.
 ///
 /// Victim choice: an empty slot wins, the first in circular order from the start index
 /// `(offset / tableSize * 4) mod n`; otherwise `Policy` names a filled, unpinned slot. With
@@ -14,8 +14,10 @@
 /// Invariants (checked by `checkInvariants()`): `index` maps exactly the non-empty slots; empty
 /// slots are unpinned, clean and stamped 0; `dirtyCount` counts dirty slots.
 public final class MetadataCache<Policy: EvictionPolicy> {
+    /// Which cache this is.
+    public let kind: CacheKind
     /// `is_l2_cache`: true for the L2-table cache.
-    public let isL2: Bool
+    public var isL2: Bool { kind == .l2 }
     /// Number of slots.
     public private(set) var count = 0
     /// Bytes per slot (L2 slice size, or the cluster size for refcount blocks).
@@ -50,18 +52,25 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 
     private var index = OffsetIndex(capacity: 0)
     private var empty = Bitset(count: 0, set: true)
-    private var policy = Policy(capacity: 0)
+    private var policy = Policy(capacity: 0, kind: .l2)
     private var resident = Bitset(count: 0, set: false)
     /// The dirty slots as a bit set, so a cache write visits them without scanning every slot.
     private var dirtySet = Bitset(count: 0, set: false)
     private var residentPages = 0
+    /// Slots filled by a "get empty" (a table new in this session) and not yet written back.
+    private var fresh = Bitset(count: 0, set: false)
+    /// Why each table last left the cache, for the miss classes.
+    private var history = TableHistory()
+    /// Digest of the fresh tables written back so far (`hostGuard`): count and a sum of mixed
+    /// offsets, so equal digests mean, with overwhelming probability, equal sets.
+    public private(set) var freshWrittenDigest: UInt64 = 0
 
     /// Host page size used for the resident-memory model (Linux x86-64).
     public static var pageSize: UInt64 { 4096 }
 
     /// An empty cache of `count` slots of `tableSize` bytes.
-    public init(isL2: Bool, count: Int, tableSize: UInt64) {
-        self.isL2 = isL2
+    public init(kind: CacheKind, count: Int, tableSize: UInt64) {
+        self.kind = kind
         reset(count: count, tableSize: tableSize)
     }
 
@@ -84,7 +93,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         index = OffsetIndex(capacity: count)
         empty = Bitset(count: count, set: true)
         dirtySet = Bitset(count: count, set: false)
-        policy = Policy(capacity: count)
+        policy = Policy(capacity: count, kind: kind)
+        fresh = Bitset(count: count, set: false)
+        history = TableHistory()
+        freshWrittenDigest = 0
         let pages = (UInt64(count) * tableSize + Self.pageSize - 1) / Self.pageSize
         resident = Bitset(count: Int(pages), set: false)
         residentPages = 0
@@ -103,16 +115,18 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         stats.lookups += 1
         stats.hits += 1
         pins[i] += 1
-        policy.hit(i)
+        policy.hit(i, offset: offsets[i])
     }
 
     /// The slot to fill for a miss on `offset` (no state change).
     @inline(__always) public func victim(for offset: UInt64) -> Int {
         if let e = empty.firstSet(from: startIndex(offset)) { return e }
-        let v = policy.victim(pins: pins.buffer)
-        // QEMU aborts when every entry is in use; the minimum sizes make that impossible.
-        precondition(v != nil, "qcow2 cache: every entry is in use")
-        return v ?? 0
+        let v = policy.victim(PinCounts(pins.buffer))
+        // QEMU aborts when every entry is in use (`qcow2_cache_do_get`: "Assertion `min_lru_index
+        // != -1' failed"); the minimum sizes make that impossible with QEMU's request paths.
+        guard let v else { preconditionFailure("qcow2 cache: every entry is in use (QEMU aborts: min_lru_index == -1)") }
+        precondition(v >= 0 && v < count && pins[v] == 0, "eviction policy \(Policy.name) chose slot \(v), which is not an unpinned filled slot")
+        return v
     }
 
     /// Fills slot `i` with `offset` after a miss and pins it. The caller has written the old
@@ -125,13 +139,23 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         if old != 0 {
             stats.evictions += 1
             index.remove(old)
+            history.set(old >> tableShift, .evicted)
         } else {
             empty.clear(i)
         }
+        switch history.get(offset >> tableShift) {
+        case .never: stats.missesCold += 1
+        case .evicted: stats.missesEvicted += 1
+        case .cleaned: stats.missesCleaned += 1
+        case .discarded: stats.missesDiscarded += 1
+        }
+        // Resident now; the reason it leaves is written when it does.
+        history.set(offset >> tableShift, .evicted)
+        if readFromDisk { fresh.clear(i) } else { fresh.set(i) }
         offsets[i] = offset
         index.insert(offset, i)
         pins[i] += 1
-        policy.filled(i)
+        policy.filled(i, offset: offset)
         touchMemory(i)
     }
 
@@ -146,21 +170,24 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             lruClock += UInt64(count)
             lru[i] = lruClock
         }
-        policy.repeatedHits(i, count: count, released: releases)
+        policy.repeatedHits(i, offset: offsets[i], count: count, released: releases)
     }
 
     /// QEMU's PUT: unpins slot `i`; the last release stamps it.
     @inline(__always) public func put(_ i: Int) {
+        // QEMU: `assert(c->entries[i].ref >= 0)` after the decrement.
+        precondition(pins[i] > 0, "qcow2 cache: PUT of an entry nobody holds (ref would go below 0)")
         pins[i] -= 1
         if pins[i] == 0 {
             lruClock += 1
             lru[i] = lruClock
-            policy.released(i)
+            policy.released(i, offset: offsets[i])
         }
     }
 
-    /// QEMU's MARK_DIRTY.
+    /// QEMU's MARK_DIRTY (`qcow2_cache_entry_mark_dirty` asserts the entry holds a table).
     @inline(__always) public func markDirty(_ i: Int) {
+        precondition(offsets[i] != 0, "qcow2 cache: MARK_DIRTY of an empty entry")
         if !dirty[i] {
             dirty[i] = true
             dirtySet.set(i)
@@ -170,6 +197,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 
     /// Clears the dirty bit after a write-back and counts it.
     @inline(__always) public func markClean(_ i: Int) {
+        if fresh.test(i) {
+            fresh.clear(i)
+            freshWrittenDigest &+= TableHistory.mix(offsets[i])
+        }
         if dirty[i] {
             dirty[i] = false
             dirtySet.clear(i)
@@ -192,7 +223,12 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// QEMU's DISCARD_ENTRY (slot must be unpinned): empties it and drops dirty data.
     public func discard(_ i: Int) {
         precondition(pins[i] == 0, "qcow2 cache: discarding a pinned entry")
-        if offsets[i] != 0 { index.remove(offsets[i]) }
+        if offsets[i] != 0 {
+            index.remove(offsets[i])
+            history.set(offsets[i] >> tableShift, .discarded)
+            policy.emptied(i, offset: offsets[i])
+        }
+        fresh.clear(i)
         offsets[i] = 0
         lru[i] = 0
         if dirty[i] {
@@ -201,7 +237,6 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             dirtyCount -= 1
         }
         empty.set(i)
-        policy.emptied(i)
     }
 
     /// QEMU's cache-clean tick (`qcow2_cache_clean_unused`): empties every unpinned, clean,
@@ -219,10 +254,12 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             let runStart = i
             while i < count && canClean(i) {
                 index.remove(offsets[i])
+                history.set(offsets[i] >> tableShift, .cleaned)
+                policy.emptied(i, offset: offsets[i])
+                fresh.clear(i)
                 offsets[i] = 0
                 lru[i] = 0
                 empty.set(i)
-                policy.emptied(i)
                 stats.cleaned += 1
                 i += 1
             }
@@ -269,9 +306,14 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         stats.memoryByteSeconds += Double(stats.memoryBytes) * seconds
     }
 
+    /// Slots still pinned (QEMU asserts none is at close: `qcow2_cache_destroy`).
+    public var pinnedSlots: [Int] { (0..<count).filter { pins[$0] != 0 } }
+
     /// Verifies the structural invariants; a violation is a simulator bug.
     public func checkInvariants() -> [String] {
         var problems: [String] = []
+        let missClasses = stats.missesCold + stats.missesEvicted + stats.missesCleaned + stats.missesDiscarded
+        if missClasses != stats.misses { problems.append("miss classes add up to \(missClasses), not \(stats.misses) misses") }
         var dirtySeen = 0
         for i in 0..<count {
             if dirty[i] { dirtySeen += 1 }

@@ -96,6 +96,7 @@ extension Qcow2Image {
     private func keptDiscard(_ word: UInt64) {
         let type = geometry.clusterType(word)
         guard discardPassthroughRequest, type == .normal || type == .zeroAlloc else { return }
+        syncHost()
         host.punch(word & EntryBits.offsetMask, geometry.clusterSize)
     }
 

@@ -45,9 +45,11 @@ extension Qcow2Image {
             }
         }
         var images: [Qcow2Image] = []
+        let ops = OpBuffer()
         for (k, f) in files.reversed().enumerated() {
             do {
                 images.append(try Qcow2Image(file: f, chainIndex: k, backing: images.last))
+                images[k].ops = ops
             } catch let e as Qcow2FileError {
                 throw SimulationError.image(e.description, e.exitCode)
             }
@@ -57,9 +59,15 @@ extension Qcow2Image {
 
     /// Throws the first recorded `failure` of `chain` (exit 65): the simulation stops at the
     /// request where QEMU would fail or mark an image corrupt.
-    static func throwFailure(of chain: [Qcow2Image]) throws {
+    static func throwFailure<P>(of chain: [Qcow2Image], caches: CacheSystem<P>) throws {
         for image in chain {
             if let e = image.failure { throw SimulationError.image(e.description, e.exitCode) }
+        }
+        if let f = caches.failure {
+            let image = chain.first { $0.chainIndex == f.image }
+            let e = Qcow2FileError(
+                file: image?.filePath ?? "image \(f.image)", byteOffset: nil, message: "\(f.field): QEMU 7.2: \(f.qemu)")
+            throw SimulationError.image(e.description, e.exitCode)
         }
     }
 }

@@ -102,7 +102,7 @@ public enum ImageFuzz {
             var depth = 0
             var base = input
             for i in 8..<16 where i < base.count { base[i] = 0 }
-            let chain = try Qcow2Image<QemuPolicy>.loadChain(imageName) { name in
+            let chain = try Qcow2Image.loadChain(imageName) { name in
                 depth += 1
                 return try file(depth == 1 ? input : base, name: name)
             }
@@ -110,7 +110,7 @@ public enum ImageFuzz {
             let size = top.geometry.virtualSize
             let config = SimulationConfig(virtualSize: size, imageFile: imageName)
             let source = BoxedSource(ArrayTraceReader(trace(size: size), fileName: "fuzz.csv"))
-            _ = try Replay<QemuPolicy>(chain: chain, config: config, log: nil, misEvict: nil, timeline: nil).run(source)
+            _ = try Replay(chain: chain, config: config, log: nil, misEvict: nil, timeline: nil).run(source, policy: QemuPolicy.self)
             return .accepted
         } catch let e as SimulationError {
             return .rejected(e.description, e.exitCode)

@@ -1,17 +1,20 @@
 import TraceKit
 
 /// One qcow2 image of a backing chain: its metadata (L1 table, L2 tables, refcount table and
-/// blocks), its two metadata caches, its host file, and QEMU 7.2's operations on them, each a
-/// plain synchronous function that emits cache events in QEMU's order (qcow2-model.md §3–§11).
+/// blocks), its host file, and QEMU 7.2's operations on them, each a plain synchronous function
+/// that emits metadata operations (`MetadataOp`) in QEMU's order (qcow2-model.md §3–§11).
 ///
-/// The image decides *which* metadata is touched and in what order; `MetadataCache` and its
-/// `Policy` decide *whether* it is resident. Section numbers in comments refer to
-/// qcow2-model.md; QEMU function names to block/qcow2*.c of QEMU 7.2.
-public final class Qcow2Image<Policy: EvictionPolicy> {
-    /// Index of the refcount cache in `caches` (QEMU's `is_l2_cache 0`).
-    @usableFromInline static var rc: Int { 0 }
-    /// Index of the L2 cache in `caches` (`is_l2_cache 1`).
-    @usableFromInline static var l2: Int { 1 }
+/// The image decides *which* metadata is touched and in what order; it knows no cache. The cache
+/// layer (`CacheSystem`) consumes the operations and decides *whether* a table is resident.
+/// Section numbers in comments refer to qcow2-model.md; QEMU function names to block/qcow2*.c of
+/// QEMU 7.2.
+///
+/// A GET returns the table offset as the handle its PUT and MARK_DIRTY name.
+public final class Qcow2Image {
+    /// The refcount-block cache (QEMU's `is_l2_cache 0`).
+    static var rc: CacheKind { .refcount }
+    /// The L2-table cache (`is_l2_cache 1`).
+    static var l2: CacheKind { .l2 }
 
     /// The image's geometry.
     public let geometry: Geometry
@@ -23,19 +26,14 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// Position in the chain (0 = base).
     public let chainIndex: Int
     /// The backing image, if any.
-    public let backing: Qcow2Image<Policy>?
+    public let backing: Qcow2Image?
 
-    /// The two caches, indexed by `is_l2_cache` (0 refcount, 1 L2).
-    public let caches = CachePair<Policy>(
-        rc: MetadataCache(isL2: false, count: 0, tableSize: 512), l2: MetadataCache(isL2: true, count: 0, tableSize: 512))
-    /// The effective cache sizing of the current session.
-    public internal(set) var sizing: CacheSizing?
+    /// Where this image's metadata operations go (one buffer for the whole chain, in order).
+    var ops = OpBuffer()
+    /// The L2 cache entry size of the current session (a slice, or the whole table).
+    public internal(set) var l2EntrySize: UInt64 = 0
     /// Per-image counters of the current session.
     public internal(set) var stats = ImageStats()
-    /// Where events go (nil: not recorded).
-    var log: EventLog?
-    /// Where resident-memory changes go (nil: not recorded).
-    var timeline: MemoryTimeline?
     /// The trace session, whose cache traffic is measured. Creation, populate and preparation
     /// sessions are not: their refcount searches read the store directly (same result, same
     /// final image, no per-cluster cache GETs).
@@ -70,9 +68,6 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     var metadataPreallocation = false
     var cacheDiscards = false
     var pendingDiscards: [(offset: UInt64, bytes: UInt64)] = []
-    /// Trace time of the next cache-clean tick (nil: the timer is off).
-    var nextCleanTick: Double?
-    var lastMemoryTime: Double = 0
 
     /// The file this image was loaded from (nil: built by the simulator), for messages.
     let filePath: String?
@@ -85,18 +80,13 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     /// only); the end-of-run invariant check compares refcounts only then.
     var refcountsTrusted = true
 
-    /// Test-only: on the lookup with this sequence number (counting every GET of this image),
-    /// a miss picks the next slot instead of QEMU's victim. Used to prove validation catches a
-    /// single wrong eviction.
-    public var debugMisEvictAtLookup: Int?
     /// Test-only: multi-segment write tasks resume last submitted first (`write`, §13).
     var debugReverseTaskResumption = false
-    private var lookupSequence = 0
 
     /// An image in the state `qemu-img create` leaves before allocating anything: header,
     /// refcount table and refcount block 0 written, no refcounts yet (§12 step 1). Call
     /// `create()` to finish creation.
-    init(geometry: Geometry, chainIndex: Int, backing: Qcow2Image<Policy>?) {
+    init(geometry: Geometry, chainIndex: Int, backing: Qcow2Image?) {
         self.geometry = geometry
         self.chainIndex = chainIndex
         self.backing = backing
@@ -118,7 +108,7 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
     ///
     /// - Throws: `Qcow2FileError` (exit 65) for an L1 or refcount-table entry that points outside
     ///   the file, at an unaligned offset, or at a cluster another metadata structure occupies.
-    init(file: Qcow2File, chainIndex: Int, backing: Qcow2Image<Policy>?) throws {
+    init(file: Qcow2File, chainIndex: Int, backing: Qcow2Image?) throws {
         let h = file.header
         geometry = h.geometry
         version = h.version
@@ -251,26 +241,21 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
 
     // MARK: - Sessions (§2, §10)
 
-    /// Opens a session: new empty caches sized by `sizing`, `fci` 0, the probe not yet run,
-    /// counters zeroed, the clean timer armed at `time + interval`.
-    func open(sizing: CacheSizing, readOnly: Bool, writethrough: Bool, log: EventLog?, time: Double = 0, observed: Bool = true) {
+    /// Opens a session: the cache layer opens new empty caches (`.open`), `fci` 0, the probe not
+    /// yet run, counters zeroed. `l2EntrySize` is the session's L2 cache entry size.
+    func open(l2EntrySize: UInt64, readOnly: Bool, writethrough: Bool, time: Double = 0, observed: Bool = true) {
         self.observed = observed
-        self.sizing = sizing
+        self.l2EntrySize = l2EntrySize
         self.readOnly = readOnly
         self.writethrough = writethrough
-        self.log = log
-        caches.rc.reset(count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize)
-        caches.l2.reset(count: sizing.l2Entries, tableSize: sizing.l2EntrySize)
-        sliceEntries = Int(sizing.l2EntrySize / geometry.l2EntrySize)
+        sliceEntries = Int(l2EntrySize / geometry.l2EntrySize)
         freeClusterIndex = 0
         probeDone = false
         metadataPreallocation = false
         cacheDiscards = false
         pendingDiscards = []
         stats = ImageStats()
-        lookupSequence = 0
-        nextCleanTick = sizing.cleanInterval > 0 ? time + Double(sizing.cleanInterval) : nil
-        lastMemoryTime = time
+        ops.append(MetadataOp(.open, image: chainIndex, flag: readOnly ? 1 : 0, extra: time.bitPattern))
     }
 
     /// Closes the session (§10): a writable image writes both caches (block-layer flush) and
@@ -282,184 +267,52 @@ public final class Qcow2Image<Policy: EvictionPolicy> {
         }
         writeCache(Self.l2)
         writeCache(Self.rc)
+        ops.sync()
     }
 
-    /// Advances trace time to `t`: runs every cache-clean tick due by then (§3.7) and integrates
-    /// resident memory over time.
-    ///
-    /// Between two requests only the ticks change the caches, and a tick that changes nothing
-    /// (nothing to clean and the mark already at the clock) leaves the state as it found it, so
-    /// every later tick before `t` would change nothing either. Such ticks are counted, not run:
-    /// at most three ticks are evaluated per request gap whatever its length. Tick times are
-    /// `open time + k × interval`, exact integers below `TraceRecord.maxTime` + 2^32, so the
-    /// jumped-to tick is the one repeated addition would reach.
-    func advanceTime(to t: Double) {
-        while let tick = nextCleanTick, tick <= t, let s = sizing {
-            let interval = Double(s.cleanInterval)
-            accumulateMemory(until: tick)
-            let changedL2 = caches[Self.l2].clean()
-            let changedRC = caches[Self.rc].clean()
-            stats.cleanTicks += 1
-            stats.cleanTicksEvaluated += 1
-            timeline?.sample(time: tick, image: self)
-            if changedL2 || changedRC {
-                nextCleanTick = tick + interval
-                continue
-            }
-            // Idle ticks: skip to the first tick after `t`.
-            var skipped = ((t - tick) / interval).rounded(.down)
-            var next = tick + (skipped + 1) * interval
-            while next <= t {
-                next += interval
-                skipped += 1
-            }
-            while skipped > 0 && next - interval > t {
-                next -= interval
-                skipped -= 1
-            }
-            stats.cleanTicks += UInt64(skipped)
-            nextCleanTick = next
-        }
-        accumulateMemory(until: t)
-    }
+    // MARK: - Metadata operations (§3), for the cache layer
 
-    /// Integrates resident memory up to trace time `t` (no clean ticks).
-    func accumulateMemory(until t: Double) {
-        let dt = t - lastMemoryTime
-        if dt > 0 {
-            caches[0].accumulateMemory(seconds: dt)
-            caches[1].accumulateMemory(seconds: dt)
-            lastMemoryTime = t
-        }
-    }
-
-    // MARK: - Cache operations (§3)
-
+    /// GET (§3.2) of the table at `offset` (`readFromDisk` false: "get empty" of a new table).
+    /// Returns the handle PUT and MARK_DIRTY take: the offset itself.
     @inline(__always)
-    func emit(_ kind: CacheEvent.Kind, _ c: Int, offset: UInt64 = 0, readFromDisk: Bool = true, index: Int = 0) {
-        guard let log else { return }
-        log.append(
-            CacheEvent(
-                kind: kind, image: chainIndex, isL2: c == Self.l2, offset: offset, readFromDisk: readFromDisk, index: index))
+    func get(_ c: CacheKind, _ offset: UInt64, readFromDisk: Bool = true) -> UInt64 {
+        ops.append(MetadataOp(.get, c, image: chainIndex, offset: offset, flag: readFromDisk ? 1 : 0))
+        return offset
     }
 
-    /// GET (§3.2): a hit pins the entry; a miss writes the victim back and fills it.
-    @inline(__always)
-    func get(_ c: Int, _ offset: UInt64, readFromDisk: Bool = true) -> Int {
-        // Offset 0 marks an empty slot; callers check table offsets that come from a file.
-        precondition(offset != 0, "qcow2 cache: GET of offset 0")
-        emit(.get, c, offset: offset, readFromDisk: readFromDisk)
-        lookupSequence += 1
-        if let i = caches[c].find(offset) {
-            caches[c].hit(i)
-            emit(.getDone, c, index: i)
-            return i
-        }
-        var v = caches[c].victim(for: offset)
-        if lookupSequence == debugMisEvictAtLookup {
-            // Test-only: pick another unpinned slot than QEMU would.
-            var w = (v + 1) % caches[c].count
-            while caches[c].pinCount(at: w) != 0 && w != v { w = (w + 1) % caches[c].count }
-            v = w
-        }
-        emit(.replaceEntry, c, index: v)
-        if caches[c].needsWriteback(v) { caches[c].stats.dirtyEvictions += 1 }
-        writeback(c, v)
-        emit(.getRead, c, index: v)
-        caches[c].fill(v, offset: offset, readFromDisk: readFromDisk)
-        emit(.getDone, c, index: v)
-        return v
-    }
-
-    /// `count` more GET/PUT pairs of the table at `offset`, resident in slot `i`: hits, with
-    /// their events.
-    func repeatGet(_ c: Int, _ i: Int, offset: UInt64, count: Int) {
+    /// `count` more GET/PUT pairs of the table at `offset`, resident since its last PUT.
+    func repeatGet(_ c: CacheKind, offset: UInt64, count: Int) {
         guard count > 0 else { return }
-        if log != nil {
-            for _ in 0..<count {
-                emit(.get, c, offset: offset)
-                emit(.getDone, c, index: i)
-            }
-        }
-        lookupSequence += count
-        caches[c].repeatHits(i, count: count)
+        ops.append(MetadataOp(.repeatGet, c, image: chainIndex, offset: offset, count: UInt32(clamping: count)))
     }
 
     /// PUT (§3.3).
-    @inline(__always) func put(_ c: Int, _ i: Int) { caches[c].put(i) }
+    @inline(__always) func put(_ c: CacheKind, _ table: UInt64) {
+        ops.append(MetadataOp(.put, c, image: chainIndex, offset: table))
+    }
 
     /// MARK_DIRTY (§3.3).
-    @inline(__always) func markDirty(_ c: Int, _ i: Int) { caches[c].markDirty(i) }
-
-    /// WB (§3.4): writes one dirty entry back, flushing the cache it depends on first.
-    func writeback(_ c: Int, _ i: Int) {
-        guard caches[c].needsWriteback(i) else { return }
-        emit(.entryFlush, c, index: i)
-        if caches[c].dependsOnOther {
-            writeCache(1 - c)
-            caches[c].dependsOnOther = false
-            caches[c].dependsOnFlush = false
-        } else if caches[c].dependsOnFlush {
-            caches[c].dependsOnFlush = false
-        }
-        host.write(caches[c].offset(at: i), caches[c].tableSize)
-        caches[c].markClean(i)
+    @inline(__always) func markDirty(_ c: CacheKind, _ table: UInt64) {
+        ops.append(MetadataOp(.markDirty, c, image: chainIndex, offset: table))
     }
 
-    /// WRITE / FLUSH (§3.5): one `qcow2_cache_flush` line, then every dirty entry in index order.
-    /// (FLUSH adds a host flush, which prints nothing.)
-    func writeCache(_ c: Int) {
-        emit(.flush, c)
-        caches[c].stats.flushes += 1
-        // QEMU scans every slot in index order; only dirty ones write, so jump between them.
-        // A write-back (and the dependency flush it may start) only clears dirty bits, so a
-        // slot skipped here stays clean until the full scan would have passed it.
-        var i = 0
-        while let j = caches[c].nextDirty(from: i) {
-            writeback(c, j)
-            i = j + 1
-        }
-    }
+    /// WRITE / FLUSH (§3.5) of one cache.
+    func writeCache(_ c: CacheKind) { ops.append(MetadataOp(.writeCache, c, image: chainIndex)) }
 
     /// SET_DEP(c, d) (§3.6): entries of `c` may only be written after `d` is flushed.
-    func setDependency(_ c: Int, on d: Int) {
-        if caches[d].dependsOnOther {
-            writeCache(c)
-            caches[d].dependsOnOther = false
-            caches[d].dependsOnFlush = false
-        }
-        caches[c].dependsOnOther = true
+    func setDependency(_ c: CacheKind, on d: CacheKind) {
+        precondition(d == c.other, "a cache depends on the other cache of its image")
+        ops.append(MetadataOp(.setDependency, c, image: chainIndex))
     }
 
-    /// DISCARD_ENTRY of the entry holding `offset`, if cached (§3.8).
-    func discardEntry(_ c: Int, at offset: UInt64) -> Bool {
-        guard let i = caches[c].find(offset) else { return false }
-        return discardSlot(c, i)
-    }
+    /// `qcow2_cache_depends_on_flush` (§3.6).
+    func dependsOnFlush(_ c: CacheKind) { ops.append(MetadataOp(.dependsOnFlush, c, image: chainIndex)) }
 
-    /// DISCARD_ENTRY of slot `i`. A pinned slot only happens when a damaged image frees a
-    /// cluster that is also a table in use; QEMU's cache asserts there, the simulator records the
-    /// failure and leaves the slot alone.
-    func discardSlot(_ c: Int, _ i: Int) -> Bool {
-        if caches[c].pinCount(at: i) != 0 {
-            fail(
-                nil,
-                "host cluster \(qcow2Hex(caches[c].offset(at: i))) is freed while the \(c == Self.l2 ? "L2 table" : "refcount block") it holds is in use",
-                "qcow2_cache_discard: Assertion `c->entries[i].ref == 0' failed (the process aborts)")
-            return false
-        }
-        caches[c].discard(i)
-        return true
-    }
+    /// The model is about to read host-file state that the cache layer's write-backs change.
+    func guardHost() { ops.guardHost(image: chainIndex) }
+
+    /// Hands buffered operations to the cache layer before the model changes the host file in a
+    /// way that does not commute with a table write-back (a punch, a zero range).
+    func syncHost() { ops.sync() }
 }
 
-/// An image's two caches, subscripted by `is_l2_cache`.
-public struct CachePair<Policy: EvictionPolicy> {
-    /// The refcount-block cache (`is_l2_cache 0`).
-    public let rc: MetadataCache<Policy>
-    /// The L2-table cache (`is_l2_cache 1`).
-    public let l2: MetadataCache<Policy>
-
-    /// The cache with `is_l2_cache == c`.
-    @inline(__always) public subscript(c: Int) -> MetadataCache<Policy> { c == 1 ? l2 : rc }
-}

@@ -9,7 +9,7 @@ extension Qcow2Image {
     }
 
     /// LOAD_SLICE (§5.1): one L2 GET; the slice is held until `put`.
-    @inline(__always) func loadSlice(_ g: UInt64, table: UInt64) -> Int {
+    @inline(__always) func loadSlice(_ g: UInt64, table: UInt64) -> UInt64 {
         get(Self.l2, sliceOffset(g, table: table))
     }
 
@@ -116,9 +116,10 @@ extension Qcow2Image {
     func read(_ g: UInt64, _ len: UInt64, cow: Bool = false) -> Bool {
         var g = g, left = len
         var pool = false
-        // Backing tasks' events held back until the pool is waited for, in submission order.
-        var deferred: [CacheEvent] = []
-        defer { if let log { for ev in deferred { log.append(ev) } } }
+        // Backing tasks' events are held back until the pool is waited for, in submission order
+        // (the cache layer does the holding: `deferBegin` … `deferEnd`).
+        var holding = false
+        defer { if holding { ops.append(MetadataOp(.deferEnd, image: chainIndex)) } }
         while left > 0 {
             let (n, type, hostOffset) = map(g, left)
             let needsTask: Bool
@@ -131,21 +132,14 @@ extension Qcow2Image {
             switch type {
             case .unallocatedPlain, .unallocatedAlloc:
                 if let b = backing, g < b.geometry.virtualSize {
-                    if pool, let log {
-                        log.beginCapture()
-                        b.read(g, min(n, b.geometry.virtualSize - g))
-                        let events = log.endCapture()
-                        // The task yields at its first I/O: a miss's read or a write-back.
-                        var cut = events.count
-                        if deferred.isEmpty {
-                            cut =
-                                (events.firstIndex { $0.kind == .getRead || $0.kind == .entryFlush }).map { $0 + 1 }
-                                ?? events.count
-                        } else {
-                            cut = 0
+                    if pool {
+                        if !holding {
+                            holding = true
+                            ops.append(MetadataOp(.deferBegin, image: chainIndex))
                         }
-                        for ev in events[..<cut] { log.append(ev) }
-                        deferred += events[cut...]
+                        ops.append(MetadataOp(.captureBegin, image: b.chainIndex))
+                        b.read(g, min(n, b.geometry.virtualSize - g))
+                        ops.append(MetadataOp(.captureEnd, image: b.chainIndex))
                     } else {
                         b.read(g, min(n, b.geometry.virtualSize - g))
                     }
@@ -172,6 +166,8 @@ extension Qcow2Image {
         let l2i = geometry.l2Index(g)
         let word = l2Store.entry(table, l2i).word
         let (offset, bytes) = compressedRange(word)
+        // The file's length grows with table write-backs at its end.
+        guardHost()
         if offset >= host.length || bytes > host.length - offset {
             fail(
                 table + geometry.l2EntrySize * UInt64(l2i),
@@ -197,6 +193,7 @@ extension Qcow2Image {
         case .zeroPlain, .zeroAlloc: return (n, .zero)
         case .normal where wantZero && metadataPreallocation:
             // BDRV_BLOCK_RECURSE: ask the host file whether the data is really there.
+            guardHost()
             let f = self.host.status(host, n)
             if f.eof && (f.pnum == 0 || f.zero) { return (n, .zero) }
             return (f.pnum, f.zero ? .zero : .data)
@@ -248,6 +245,8 @@ extension Qcow2Image {
     /// The one-time preallocation probe (§8.3, `qcow2_detect_metadata_preallocation`).
     func detectPreallocation() {
         stats.preallocationProbes += 1
+        // `st_blocks` counts the tables written back so far.
+        guardHost()
         let realClusters = Int64(host.allocatedBytes / geometry.clusterSize)
         var threshold = max(realClusters * 10 / 9, realClusters + 2)
         let end = geometry.clusters(covering: host.length)

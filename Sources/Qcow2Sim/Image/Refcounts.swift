@@ -99,7 +99,8 @@ extension Qcow2Image {
             let block = t < reftable.count ? reftable[t] & EntryBits.reftableOffsetMask : 0
             if block != 0 {
                 _ = refcount(ofCluster: c)
-                if let i = caches[Self.rc].find(block) { repeatGet(Self.rc, i, offset: block, count: Int(blockEnd - c - 1)) }
+                // Resident: it was released just now.
+                repeatGet(Self.rc, offset: block, count: Int(blockEnd - c - 1))
             }
             c = blockEnd
         }
@@ -157,16 +158,28 @@ extension Qcow2Image {
         let cs = geometry.clusterSize
         let start = geometry.clusterStart(off)
         let last = geometry.clusterStart(off + length - 1)
-        var held: Int?
+        var held: UInt64?
         var heldBlock: UInt64 = 0
+        // A `freeCluster` since the held block's GET may have made the cache layer release it
+        // (QEMU does when the freed cluster is a cached refcount block); then the next step GETs
+        // it again, and the release of the held block is already done.
+        var mayBeDropped = false
+        func releaseHeld(_ h: UInt64) {
+            ops.append(MetadataOp(mayBeDropped ? .putHeld : .put, Self.rc, image: chainIndex, offset: h))
+        }
         var prevTable = UInt64.max
         var c = start
         var result = UpdateResult.ok
         while c <= last {
             let k = c >> UInt64(geometry.clusterBits)
             let t = geometry.refblockIndex(ofCluster: k)
+            if t == prevTable && mayBeDropped {
+                ops.append(MetadataOp(.regetIfDropped, Self.rc, image: chainIndex, offset: heldBlock))
+                mayBeDropped = false
+            }
             if t != prevTable {
-                if let h = held { put(Self.rc, h); held = nil }
+                if let h = held { releaseHeld(h); held = nil }
+                mayBeDropped = false
                 let (r, h, blockOffset) = refblock(forCluster: k)
                 held = h
                 heldBlock = blockOffset
@@ -207,19 +220,15 @@ extension Qcow2Image {
             rcStore.set(heldBlock, idx, new)
             if new == 0 {
                 stats.clustersFreed += 1
-                if let e = caches[Self.rc].find(off) {
-                    put(Self.rc, h)
-                    held = nil
-                    prevTable = UInt64.max
-                    _ = discardSlot(Self.rc, e)
-                }
-                _ = discardEntry(Self.l2, at: off)
+                // QEMU looks up `offset`, the start of the whole range, not this cluster.
+                ops.append(MetadataOp(.freeCluster, image: chainIndex, offset: off, extra: h))
+                mayBeDropped = true
                 if passthrough(type) { queueDiscard(c, cs) }
             }
             c += cs
         }
         if !cacheDiscards { processDiscards() }
-        if let h = held { put(Self.rc, h) }
+        if let h = held { releaseHeld(h) }
         if result == .again && failure == nil && c > off {
             // Undo the clusters already updated (QEMU tries the same on any error; for an
             // unaligned `off` stopped in its first cluster the length would be negative, which
@@ -232,7 +241,7 @@ extension Qcow2Image {
     /// REFBLOCK_FOR(k) (§4.5, `alloc_refcount_block`): the refcount block of cluster `k`, held,
     /// allocating it (and growing the refcount table) when missing. Returns `.again` after an
     /// allocation: the caller must restart its search.
-    func refblock(forCluster k: UInt64) -> (UpdateResult, Int?, UInt64) {
+    func refblock(forCluster k: UInt64) -> (UpdateResult, UInt64?, UInt64) {
         let t = Int(geometry.refblockIndex(ofCluster: k))
         if t < reftable.count {
             let existing = reftable[t] & EntryBits.reftableOffsetMask
@@ -249,7 +258,7 @@ extension Qcow2Image {
             return (.failed, nil, 0)
         }
         let nbCluster = geometry.hostCluster(nb)
-        var i: Int
+        var i: UInt64
         if geometry.refblockIndex(ofCluster: nbCluster) == UInt64(t) {
             i = get(Self.rc, nb, readFromDisk: false)
             rcStore.zero(nb)
@@ -334,7 +343,7 @@ extension Qcow2Image {
         var blockOffset = startOffset
         if areaIndex < total {
             for j in areaIndex..<total {
-                let i: Int
+                let i: UInt64
                 if newTable[j] != 0 {
                     i = get(Self.rc, newTable[j])
                 } else {
@@ -409,6 +418,7 @@ extension Qcow2Image {
     /// `qcow2_process_discards`: punch the queued host ranges.
     func processDiscards() {
         guard !pendingDiscards.isEmpty else { return }
+        syncHost()
         for d in pendingDiscards { host.punch(d.offset, d.bytes) }
         pendingDiscards.removeAll(keepingCapacity: true)
     }

@@ -24,7 +24,7 @@ extension Qcow2Image {
 
     /// TABLE_FOR_WRITE (§5.2, `get_cluster_table`): the slice of `g`, held, allocating the L2
     /// table if the L1 entry lacks COPIED. Returns (slot, table offset).
-    func tableForWrite(_ g: UInt64) -> (slot: Int, table: UInt64) {
+    func tableForWrite(_ g: UInt64) -> (slot: UInt64, table: UInt64) {
         let l1i = geometry.l1Index(g)
         precondition(l1i < l1.count, "L1 growth is not modelled (§5.4): offset beyond the L1 table")
         if l1[l1i] & EntryBits.copied == 0 {
@@ -57,7 +57,7 @@ extension Qcow2Image {
         }
         stats.l2TablesAllocated += 1
         writeCache(Self.rc)
-        let sliceBytes = caches[Self.l2].tableSize
+        let sliceBytes = l2EntrySize
         let slices = Int(geometry.clusterSize / sliceBytes)
         l2Store.create(new, copying: old == 0 ? nil : old)
         for s in 0..<slices {
@@ -99,8 +99,8 @@ extension Qcow2Image {
         var launched: Int32 = 0
         // The event log tags each task's events (1, 2, …; 0 is the request's own coroutine).
         func run(_ t: inout WriteTask) -> Bool {
-            log?.task = t.tag
-            defer { log?.task = 0 }
+            ops.append(MetadataOp(.task, image: chainIndex, count: UInt32(bitPattern: t.tag)))
+            defer { ops.append(MetadataOp(.task, image: chainIndex)) }
             return runTask(&t)
         }
         func resumeOne() -> Bool {
@@ -356,6 +356,7 @@ extension Qcow2Image {
             let start = m.hostCluster + m.cowStartOffset
             let bytes = m.cowEndOffset + m.cowEndBytes - m.cowStartOffset
             checkDataWrite(start, bytes)
+            syncHost()
             host.zeroRange(start, bytes)
             t.metas[j].skipCow = true
             stats.cowSkipped += 1
@@ -407,7 +408,7 @@ extension Qcow2Image {
         host.write(m.hostCluster + m.cowStartOffset, m.cowStartBytes)
         host.write(m.hostCluster + m.cowEndOffset, m.cowEndBytes)
         stats.cowBytesWritten += m.cowStartBytes + m.cowEndBytes
-        caches[Self.l2].dependsOnFlush = true
+        dependsOnFlush(Self.l2)
     }
 
     /// LINK (§7.7, `qcow2_alloc_cluster_link_l2`).

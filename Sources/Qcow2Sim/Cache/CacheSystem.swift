@@ -1,0 +1,401 @@
+import TraceKit
+
+/// The cache layer of a chain: QEMU's `block/qcow2-cache.c` for every image, driven by the model's
+/// metadata operations (`MetadataOp`). It owns every cache-dependent decision — hits, victims,
+/// write-backs with their dependency flushes, the clean timer, discards of freed tables — and the
+/// observers of them: the event log, the memory timeline and the host-file writes of write-backs.
+///
+/// Topology: one refcount cache and one L2 cache per image, as QEMU has (`caches(image:)`).
+///
+/// QEMU's asserts at the cache's boundary hold in every run: a PUT of an entry nobody holds, a
+/// MARK_DIRTY of an empty entry, a miss with every entry pinned and (at `finish`) an entry still
+/// pinned when the image closes stop the process as they stop QEMU.
+public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
+    /// One image's caches and the session state that belongs to them.
+    public final class ImageCaches {
+        /// The refcount-block cache.
+        public let refcount: MetadataCache<Policy>
+        /// The L2-table cache.
+        public let l2: MetadataCache<Policy>
+        /// The cache sizing of the session.
+        public internal(set) var sizing: CacheSizing
+        /// Cache-clean ticks run (idle ticks included) and evaluated.
+        public internal(set) var cleanTicks: UInt64 = 0
+        /// Ticks whose effect was computed (at most three per request gap).
+        public internal(set) var cleanTicksEvaluated: UInt64 = 0
+        var nextCleanTick: Double?
+        var lastMemoryTime: Double = 0
+        var lookupSequence = 0
+        /// The refcount block `update_refcount` held when a `freeCluster` released it (0: none).
+        var droppedHold: UInt64 = 0
+        /// The slot of the last GET per kind, so PUT and MARK_DIRTY by offset need no lookup.
+        var lastSlot = (rc: (offset: UInt64(0), slot: 0), l2: (offset: UInt64(0), slot: 0))
+
+        init(sizing: CacheSizing) {
+            self.sizing = sizing
+            refcount = MetadataCache(kind: .refcount, count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize)
+            l2 = MetadataCache(kind: .l2, count: sizing.l2Entries, tableSize: sizing.l2EntrySize)
+        }
+
+        /// The cache of kind `k`.
+        @inline(__always) public subscript(k: CacheKind) -> MetadataCache<Policy> { k == .l2 ? l2 : refcount }
+    }
+
+    /// Every image's caches, base first.
+    public let images: [ImageCaches]
+    /// Where events go (nil: not recorded).
+    public let log: EventLog?
+    /// Where resident-memory changes go (nil: not recorded).
+    public let timeline: MemoryTimeline?
+    /// Host files that write-backs write to (live runs); nil in a replay of a recording, where
+    /// `hostGuard` operations check instead that the write-backs match the recording's.
+    var hosts: [HostFile]?
+    /// Test-only: on the top image's lookup with this sequence number, a miss picks the next
+    /// slot instead of QEMU's victim.
+    public var debugMisEvictAtLookup: Int?
+    /// The first point where QEMU would fail (an assert at the cache's boundary reached by a
+    /// damaged image); the run stops with it after the request.
+    public private(set) var failure: (image: Int, field: String, qemu: String)?
+    /// The index of the request at whose `hostGuard` this replay's write-backs first differed
+    /// from the recording's (nil: none did); its counts from there on are not trusted.
+    public private(set) var divergedAt: UInt64?
+    /// Operations consumed.
+    public private(set) var operations: UInt64 = 0
+
+    private var lastTime: Double = 0
+    private var requestTime: Double = 0
+    private var requestIndex: UInt64 = 0
+    private var location: () -> TraceLocation = { .file }
+    /// Held-back events of the read pools being run (innermost last), see `MetadataOp.Code`.
+    private var deferred: [[CacheEvent]] = []
+
+    /// A cache layer for a chain whose images (base first) open with `sizings`.
+    public init(sizings: [CacheSizing], log: EventLog? = nil, timeline: MemoryTimeline? = nil) {
+        images = sizings.map { ImageCaches(sizing: $0) }
+        self.log = log
+        self.timeline = timeline
+    }
+
+    /// The caches of image `image`.
+    public func caches(image: Int) -> ImageCaches { images[image] }
+
+    /// Where the current request's record is, for the event log's request marks (live runs).
+    func locate(with f: @escaping () -> TraceLocation) { location = f }
+
+    // MARK: - Consuming operations
+
+    /// Processes a batch in order.
+    public func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
+        operations += UInt64(ops.count)
+        for k in ops.indices { apply(&ops[k]) }
+    }
+
+    @inline(__always)
+    private func apply(_ op: inout MetadataOp) {
+        let im = images[Int(op.image)]
+        switch op.code {
+        case .get: _ = get(im, op.kind, op.offset, readFromDisk: op.flag != 0, image: Int(op.image))
+        case .repeatGet: repeatGet(im, op.kind, op.offset, count: Int(op.count), image: Int(op.image))
+        case .put: put(im, op.kind, op.offset)
+        case .markDirty: im[op.kind].markDirty(slot(im, op.kind, op.offset))
+        case .writeCache: writeCache(im, op.kind, image: Int(op.image))
+        case .setDependency: setDependency(im, op.kind, image: Int(op.image))
+        case .dependsOnFlush: im[op.kind].dependsOnFlush = true
+        case .freeCluster: freeCluster(im, op.offset, held: op.extra, image: Int(op.image))
+        case .regetIfDropped:
+            if im.droppedHold == op.offset && op.offset != 0 {
+                im.droppedHold = 0
+                _ = get(im, .refcount, op.offset, readFromDisk: true, image: Int(op.image))
+            }
+        case .putHeld:
+            if im.droppedHold == op.offset && op.offset != 0 {
+                im.droppedHold = 0
+            } else {
+                put(im, .refcount, op.offset)
+            }
+        case .hostGuard:
+            let digest = im.l2.freshWrittenDigest &+ (im.refcount.freshWrittenDigest &* 3)
+            if hosts != nil {
+                op.extra = digest
+            } else if digest != op.extra && divergedAt == nil {
+                divergedAt = requestIndex
+            }
+        case .beginRequest: beginRequest(index: op.offset, time: op.flag != 0 ? Double(bitPattern: op.extra) : nil)
+        case .endRequest:
+            if let timeline { for k in images.indices { timeline.sample(time: requestTime, image: k, caches: images[k]) } }
+            if op.flag & 1 != 0 { log?.markMultiSegment(write: op.flag & 2 != 0) }
+        case .open: open(im, image: Int(op.image), time: Double(bitPattern: op.extra))
+        case .beginClose:
+            if op.flag != 0 {
+                // No timestamps: memory is averaged per request up to the last one.
+                for c in images { accumulateMemory(c, until: Double(op.offset)) }
+            }
+            log?.beginClose()
+        case .task: log?.task = Int32(bitPattern: op.count)
+        case .deferBegin: if log != nil { deferred.append([]) }
+        case .captureBegin: log?.beginCapture()
+        case .captureEnd:
+            guard let log, !deferred.isEmpty else { return }
+            let events = log.endCapture()
+            // The backing task yields at its first I/O (a miss's read or a write-back) only if
+            // it is the first one held; a later task waits for the backing image's lock.
+            var cut = 0
+            if deferred[deferred.count - 1].isEmpty {
+                cut = (events.firstIndex { $0.kind == .getRead || $0.kind == .entryFlush }).map { $0 + 1 } ?? events.count
+            }
+            for ev in events[..<cut] { log.append(ev) }
+            deferred[deferred.count - 1] += events[cut...]
+        case .deferEnd:
+            guard let log, let held = deferred.popLast() else { return }
+            for ev in held { log.append(ev) }
+        }
+    }
+
+    // MARK: - Sessions and time (§2, §3.7)
+
+    private func open(_ im: ImageCaches, image: Int, time: Double) {
+        let s = im.sizing
+        im.refcount.reset(count: s.refcountEntries, tableSize: s.refcountEntrySize)
+        im.l2.reset(count: s.l2Entries, tableSize: s.l2EntrySize)
+        im.lookupSequence = 0
+        im.droppedHold = 0
+        im.lastSlot = ((0, 0), (0, 0))
+        im.cleanTicks = 0
+        im.cleanTicksEvaluated = 0
+        im.nextCleanTick = s.cleanInterval > 0 ? time + Double(s.cleanInterval) : nil
+        im.lastMemoryTime = time
+        timeline?.sample(time: time, image: image, caches: im)
+    }
+
+    private func beginRequest(index: UInt64, time: Double?) {
+        requestIndex = index
+        if let t = time {
+            if t > lastTime {
+                lastTime = t
+                for (k, im) in images.enumerated() { advanceTime(im, image: k, to: t) }
+            }
+            requestTime = t
+        } else {
+            if index > 0 {
+                // No timestamps: memory is averaged per request; the clean timer never fires.
+                for im in images { accumulateMemory(im, until: Double(index)) }
+            }
+            requestTime = Double(index)
+        }
+        log?.beginRequest(Int(index), location: location())
+    }
+
+    /// Runs every cache-clean tick due by `t` (§3.7) and integrates resident memory over time.
+    ///
+    /// Between two requests only the ticks change the caches, and a tick that changes nothing
+    /// (nothing to clean and the mark already at the clock) leaves the state as it found it, so
+    /// every later tick before `t` would change nothing either. Such ticks are counted, not run:
+    /// at most three ticks are evaluated per request gap whatever its length. Tick times are
+    /// `open time + k × interval`, exact integers below `TraceRecord.maxTime` + 2^32, so the
+    /// jumped-to tick is the one repeated addition would reach.
+    private func advanceTime(_ im: ImageCaches, image: Int, to t: Double) {
+        while let tick = im.nextCleanTick, tick <= t {
+            let interval = Double(im.sizing.cleanInterval)
+            accumulateMemory(im, until: tick)
+            let changedL2 = im.l2.clean()
+            let changedRC = im.refcount.clean()
+            im.cleanTicks += 1
+            im.cleanTicksEvaluated += 1
+            timeline?.sample(time: tick, image: image, caches: im)
+            if changedL2 || changedRC {
+                im.nextCleanTick = tick + interval
+                continue
+            }
+            // Idle ticks: skip to the first tick after `t`.
+            var skipped = ((t - tick) / interval).rounded(.down)
+            var next = tick + (skipped + 1) * interval
+            while next <= t {
+                next += interval
+                skipped += 1
+            }
+            while skipped > 0 && next - interval > t {
+                next -= interval
+                skipped -= 1
+            }
+            im.cleanTicks += UInt64(skipped)
+            im.nextCleanTick = next
+        }
+        accumulateMemory(im, until: t)
+    }
+
+    private func accumulateMemory(_ im: ImageCaches, until t: Double) {
+        let dt = t - im.lastMemoryTime
+        if dt > 0 {
+            im.refcount.accumulateMemory(seconds: dt)
+            im.l2.accumulateMemory(seconds: dt)
+            im.lastMemoryTime = t
+        }
+    }
+
+    /// QEMU's asserts at close (`qcow2_cache_destroy`: no entry may still be pinned), and the
+    /// caches' own invariants in debug builds. Returns the problems found.
+    public func finish() -> [String] {
+        var problems: [String] = []
+        for (k, im) in images.enumerated() {
+            for kind in CacheKind.allCases {
+                let c = im[kind]
+                if !c.pinnedSlots.isEmpty {
+                    problems.append("image \(k) \(kind) cache: entries \(c.pinnedSlots) still pinned at close (QEMU asserts ref == 0)")
+                }
+                #if DEBUG
+                    problems += c.checkInvariants().map { "image \(k) \(kind) cache: \($0)" }
+                #endif
+            }
+        }
+        return problems
+    }
+
+    // MARK: - Cache operations (§3)
+
+    @inline(__always)
+    private func emit(_ kind: CacheEvent.Kind, _ c: CacheKind, image: Int, offset: UInt64 = 0, readFromDisk: Bool = true, index: Int = 0) {
+        guard let log else { return }
+        log.append(CacheEvent(kind: kind, image: image, isL2: c == .l2, offset: offset, readFromDisk: readFromDisk, index: index))
+    }
+
+    /// The slot holding `offset` in cache `k`, which the caller holds (PUT, MARK_DIRTY).
+    @inline(__always)
+    private func slot(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64) -> Int {
+        let last = k == .l2 ? im.lastSlot.l2 : im.lastSlot.rc
+        if last.offset == offset && offset != 0 { return last.slot }
+        guard let i = im[k].find(offset) else {
+            preconditionFailure("qcow2 cache: PUT or MARK_DIRTY of table \(qcow2Hex(offset)), which the \(k) cache does not hold")
+        }
+        return i
+    }
+
+    /// GET (§3.2): a hit pins the entry; a miss writes the victim back and fills it.
+    @inline(__always)
+    private func get(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64, readFromDisk: Bool, image: Int) -> Int {
+        // Offset 0 marks an empty slot; the model checks table offsets that come from a file.
+        precondition(offset != 0, "qcow2 cache: GET of offset 0")
+        let c = im[k]
+        emit(.get, k, image: image, offset: offset, readFromDisk: readFromDisk)
+        im.lookupSequence += 1
+        let i: Int
+        if let hit = c.find(offset) {
+            c.hit(hit)
+            emit(.getDone, k, image: image, index: hit)
+            i = hit
+        } else {
+            var v = c.victim(for: offset)
+            if im.lookupSequence == debugMisEvictAtLookup && image == images.count - 1 {
+                // Test-only: pick another unpinned slot than QEMU would.
+                var w = (v + 1) % c.count
+                while c.pinCount(at: w) != 0 && w != v { w = (w + 1) % c.count }
+                v = w
+            }
+            emit(.replaceEntry, k, image: image, index: v)
+            if c.needsWriteback(v) { c.stats.dirtyEvictions += 1 }
+            writeback(im, k, v, image: image)
+            emit(.getRead, k, image: image, index: v)
+            c.fill(v, offset: offset, readFromDisk: readFromDisk)
+            emit(.getDone, k, image: image, index: v)
+            i = v
+        }
+        if k == .l2 { im.lastSlot.l2 = (offset, i) } else { im.lastSlot.rc = (offset, i) }
+        return i
+    }
+
+    /// `count` more GET/PUT pairs of the resident table at `offset`: hits, with their events.
+    private func repeatGet(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64, count: Int, image: Int) {
+        guard count > 0 else { return }
+        let i = slot(im, k, offset)
+        if log != nil {
+            for _ in 0..<count {
+                emit(.get, k, image: image, offset: offset)
+                emit(.getDone, k, image: image, index: i)
+            }
+        }
+        im.lookupSequence += count
+        im[k].repeatHits(i, count: count)
+    }
+
+    /// PUT (§3.3).
+    @inline(__always)
+    private func put(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64) {
+        im[k].put(slot(im, k, offset))
+    }
+
+    /// WB (§3.4): writes one dirty entry back, flushing the cache it depends on first.
+    private func writeback(_ im: ImageCaches, _ k: CacheKind, _ i: Int, image: Int) {
+        let c = im[k]
+        guard c.needsWriteback(i) else { return }
+        emit(.entryFlush, k, image: image, index: i)
+        if c.dependsOnOther {
+            writeCache(im, k.other, image: image)
+            c.dependsOnOther = false
+            c.dependsOnFlush = false
+        } else if c.dependsOnFlush {
+            c.dependsOnFlush = false
+        }
+        hosts?[image].write(c.offset(at: i), c.tableSize)
+        c.markClean(i)
+    }
+
+    /// WRITE / FLUSH (§3.5): one `qcow2_cache_flush` line, then every dirty entry in index order.
+    private func writeCache(_ im: ImageCaches, _ k: CacheKind, image: Int) {
+        emit(.flush, k, image: image)
+        let c = im[k]
+        c.stats.flushes += 1
+        // QEMU scans every slot in index order; only dirty ones write, so jump between them.
+        // A write-back (and the dependency flush it may start) only clears dirty bits, so a
+        // slot skipped here stays clean until the full scan would have passed it.
+        var i = 0
+        while let j = c.nextDirty(from: i) {
+            writeback(im, k, j, image: image)
+            i = j + 1
+        }
+    }
+
+    /// SET_DEP(c, d) (§3.6): entries of `k` may only be written after the other cache is flushed.
+    private func setDependency(_ im: ImageCaches, _ k: CacheKind, image: Int) {
+        let d = im[k.other]
+        if d.dependsOnOther {
+            writeCache(im, k, image: image)
+            d.dependsOnOther = false
+            d.dependsOnFlush = false
+        }
+        im[k].dependsOnOther = true
+    }
+
+    /// `update_refcount` for a cluster whose refcount reached 0 (§4.4): a cached refcount block
+    /// there makes QEMU release the held block and discard it; a cached L2 table is discarded.
+    private func freeCluster(_ im: ImageCaches, _ offset: UInt64, held: UInt64, image: Int) {
+        if let e = im.refcount.find(offset) {
+            if held != 0 {
+                put(im, .refcount, held)
+                im.droppedHold = held
+            }
+            discard(im, .refcount, e, image: image)
+        }
+        if let e = im.l2.find(offset) { discard(im, .l2, e, image: image) }
+    }
+
+    /// DISCARD_ENTRY of slot `i` (§3.8). A pinned slot only happens when a damaged image frees a
+    /// cluster that is also a table in use; QEMU's cache asserts there, the simulator records the
+    /// failure and leaves the slot alone.
+    private func discard(_ im: ImageCaches, _ k: CacheKind, _ i: Int, image: Int) {
+        let c = im[k]
+        if c.pinCount(at: i) != 0 {
+            if failure == nil {
+                failure = (
+                    image,
+                    "host cluster \(qcow2Hex(c.offset(at: i))) is freed while the \(k == .l2 ? "L2 table" : "refcount block") it holds is in use",
+                    "qcow2_cache_discard: Assertion `c->entries[i].ref == 0' failed (the process aborts)"
+                )
+            }
+            return
+        }
+        c.discard(i)
+        let last = k == .l2 ? im.lastSlot.l2 : im.lastSlot.rc
+        if last.slot == i {
+            if k == .l2 { im.lastSlot.l2 = (0, 0) } else { im.lastSlot.rc = (0, 0) }
+        }
+    }
+}

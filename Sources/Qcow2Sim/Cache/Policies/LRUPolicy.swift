@@ -1,0 +1,27 @@
+/// Textbook LRU (Mattson et al., IBM Systems Journal 1970): recency is updated at every lookup (hit
+/// or fill), as a naive simulator would.
+public struct LRUPolicy: EvictionPolicy {
+    /// Witness of the `EvictionPolicy` requirement.
+    public static let name = "lru"
+    /// Witness of the `EvictionPolicy` requirement.
+    public static let summary = "plain LRU: recency updated on every lookup"
+    private var order: RecencyList
+    /// Witness of the `EvictionPolicy` requirement.
+    public init(capacity: Int, kind: CacheKind) { order = RecencyList(capacity: capacity) }
+    /// Witness of the `EvictionPolicy` requirement.
+    @inline(__always) public mutating func filled(_ slot: Int, offset: UInt64) { order.moveToBack(slot) }
+    /// Witness of the `EvictionPolicy` requirement.
+    @inline(__always) public mutating func hit(_ slot: Int, offset: UInt64) { order.moveToBack(slot) }
+    /// Witness of the `EvictionPolicy` requirement.
+    @inline(__always) public mutating func released(_ slot: Int, offset: UInt64) {}
+    /// Witness of the `EvictionPolicy` requirement.
+    @inline(__always) public mutating func emptied(_ slot: Int, offset: UInt64) { order.remove(slot) }
+    /// A repeated hit (and release) of one slot moves nothing further: one is enough.
+    @inline(__always) public mutating func repeatedHits(_ slot: Int, offset: UInt64, count: Int, released: Bool) {
+        guard count > 0 else { return }
+        hit(slot, offset: offset)
+        if released { self.released(slot, offset: offset) }
+    }
+    /// Witness of the `EvictionPolicy` requirement.
+    @inline(__always) public mutating func victim(_ pins: PinCounts) -> Int? { order.firstUnpinned(pins) }
+}
