@@ -14,13 +14,36 @@ public struct CacheOptions: Equatable, Sendable {
     /// `discard-no-unref` (QEMU 8.1 and later; default off): discards keep the cluster allocated.
     public var discardNoUnref = false
 
-    /// No options: QEMU's defaults.
-    public init() {}
+    /// The given options; no arguments give QEMU's defaults.
+    public init(
+        cacheSize: UInt64? = nil, l2CacheSize: UInt64? = nil, refcountCacheSize: UInt64? = nil,
+        l2CacheEntrySize: UInt64? = nil, cacheCleanInterval: UInt64? = nil, discardNoUnref: Bool = false
+    ) {
+        self.cacheSize = cacheSize
+        self.l2CacheSize = l2CacheSize
+        self.refcountCacheSize = refcountCacheSize
+        self.l2CacheEntrySize = l2CacheEntrySize
+        self.cacheCleanInterval = cacheCleanInterval
+        self.discardNoUnref = discardNoUnref
+    }
 
     /// The option names QEMU's qcow2 driver accepts that qcow2sim models.
     public static let names = [
         "l2-cache-size", "l2-cache-entry-size", "refcount-cache-size", "cache-size", "cache-clean-interval",
     ]
+
+    /// The options that are set, as QEMU spells them (`("l2-cache-size", "1048576")`), in a fixed
+    /// order: sizes in bytes, `discard-no-unref` only when on (off is its default).
+    public var items: [(key: String, value: String)] {
+        var out: [(key: String, value: String)] = []
+        if let v = cacheSize { out.append(("cache-size", String(v))) }
+        if let v = l2CacheSize { out.append(("l2-cache-size", String(v))) }
+        if let v = refcountCacheSize { out.append(("refcount-cache-size", String(v))) }
+        if let v = l2CacheEntrySize { out.append(("l2-cache-entry-size", String(v))) }
+        if let v = cacheCleanInterval { out.append(("cache-clean-interval", String(v))) }
+        if discardNoUnref { out.append(("discard-no-unref", "on")) }
+        return out
+    }
 }
 
 /// An error QEMU prints when it cannot open an image with the given options; `message` is
@@ -34,11 +57,77 @@ public struct OpenError: Error, Equatable, CustomStringConvertible {
     public var description: String { message }
 }
 
-/// Parses a `--drive` option string into per-image `CacheOptions`: index 0 of the result is the
-/// top image, 1 its backing file (`backing.` prefix), and so on.
-public enum DriveOptions {
-    /// Parses `text` for a chain of `depth` images (top first in the result), as QEMU `version`
-    /// does: `discard-no-unref` is an unknown option before 8.1.
+/// The runtime options of a whole chain as one `-drive` / `--image-opts` string gives them: one
+/// `CacheOptions` per image, top first (`backing.` prefixes address the images below).
+///
+/// Parsed from QEMU's spelling (`DriveOptions(parsing:)`, with QEMU's messages) and rendered back
+/// to it (`rendered`), for qemu-io's `--image-opts` and qemu-system's `-drive` alike.
+public struct DriveOptions: Equatable, Sendable, CustomStringConvertible {
+    /// Per image, top first: index 0 is the top image, 1 its backing file, and so on. Trailing
+    /// images without options are not stored (`init` drops them), so equal options compare equal
+    /// whatever depth they were parsed for.
+    public private(set) var images: [CacheOptions]
+
+    /// The deepest chain a `backing.` prefix can reach (the image reader's limit, 64 images).
+    public static let maxDepth = 64
+
+    /// Options for the top `images.count` images, top first (QEMU's defaults below them).
+    public init(_ images: [CacheOptions] = []) {
+        var images = images
+        while let last = images.last, last == CacheOptions() { images.removeLast() }
+        self.images = images
+    }
+
+    /// Parses `text` as QEMU `version` does (see `parse(_:depth:version:)`); `depth` nil accepts
+    /// up to `maxDepth` levels of `backing.` (the chain's depth is checked by `images(depth:)`).
+    public init(parsing text: String, depth: Int? = nil, version: QemuVersion = .v7_2) throws(OpenError) {
+        self.init(try Self.parse(text, depth: depth ?? Self.maxDepth, version: version))
+    }
+
+    /// The options of the image `level` steps below the top (0 = the top image).
+    public subscript(level: Int) -> CacheOptions {
+        get { level >= 0 && level < images.count ? images[level] : CacheOptions() }
+        set {
+            guard level >= 0 else { return }
+            var all = images
+            while all.count <= level { all.append(CacheOptions()) }
+            all[level] = newValue
+            self = DriveOptions(all)
+        }
+    }
+
+    /// The options of each image of a chain of `depth` images, top first, or QEMU's error for
+    /// options addressed to an image below the base (named as the `-drive` string names them).
+    public func images(depth: Int) throws(OpenError) -> [CacheOptions] {
+        // The shallowest image below the base that has options: the first such option in the
+        // rendering's order (a string parsed for a known depth was refused at its first one).
+        if let level = images.indices.first(where: { $0 >= max(depth, 1) && images[$0] != CacheOptions() }) {
+            let key = images[level].items.first?.key ?? ""
+            throw OpenError(
+                "Block format 'qcow2' does not support the option '\(String(repeating: "backing.", count: level))\(key)'")
+        }
+        return (0..<max(depth, 1)).map { self[$0] }
+    }
+
+    /// The options as QEMU spells them: each image's `CacheOptions.items` in order, top first,
+    /// `backing.` once per level below the top, sizes in bytes
+    /// (`l2-cache-size=1048576,backing.cache-clean-interval=0`). `DriveOptions(parsing: rendered)`
+    /// gives back these options.
+    public var rendered: String {
+        var items: [String] = []
+        for (level, o) in images.enumerated() {
+            let prefix = String(repeating: "backing.", count: level)
+            for (key, value) in o.items { items.append(prefix + key + "=" + value) }
+        }
+        return items.joined(separator: ",")
+    }
+
+    /// `rendered`.
+    public var description: String { rendered }
+
+    /// Parses a `--drive` option string into per-image `CacheOptions` for a chain of `depth`
+    /// images (top first in the result, `depth` entries), as QEMU `version` does:
+    /// `discard-no-unref` is an unknown option before 8.1.
     public static func parse(_ text: String, depth: Int, version: QemuVersion = .v7_2) throws(OpenError) -> [CacheOptions] {
         var result = Array(repeating: CacheOptions(), count: max(depth, 1))
         for item in text.split(separator: ",", omittingEmptySubsequences: true) {

@@ -1,6 +1,6 @@
 /// The `qemu-img create -o` options that shape an image (`cluster_size=64K,extended_l2=on,
-/// refcount_bits=16`), validated with qemu-img's own messages.
-public struct CreateOptions: Equatable, Sendable {
+/// refcount_bits=16`), validated with qemu-img's own messages; `rendered` spells them back.
+public struct CreateOptions: Equatable, Sendable, CustomStringConvertible {
     /// Cluster size in bytes (default 64 KiB).
     public var clusterSize: UInt64 = 65536
     /// `extended_l2=on` (default off).
@@ -10,9 +10,51 @@ public struct CreateOptions: Equatable, Sendable {
     /// The qcow2 version: 3 (`compat=1.1`, the default) or 2 (`compat=0.10`: no zero clusters,
     /// no extended L2 entries, 16-bit refcounts only).
     public var version = 3
+    /// `compression_type` (default zlib). It shapes no metadata; it is kept so that the options
+    /// given to qemu-img are the ones the user gave.
+    public var compressionType = CompressionType.zlib
 
-    /// The defaults of `qemu-img create -f qcow2`.
-    public init() {}
+    /// qcow2's compression types (`Qcow2CompressionType` in qapi/block-core.json).
+    public enum CompressionType: String, Equatable, Sendable, CaseIterable {
+        /// zlib, the default (and the only type of a version 2 image).
+        case zlib
+        /// zstd (version 3 only: an incompatible feature bit).
+        case zstd
+    }
+
+    /// The given options; no arguments give the defaults of `qemu-img create -f qcow2`. The
+    /// values are not checked here (`parse` checks what it reads; `rendered` spells any value).
+    public init(
+        clusterSize: UInt64 = 65536, extendedL2: Bool = false, refcountBits: Int = 16, version: Int = 3,
+        compressionType: CompressionType = .zlib
+    ) {
+        self.clusterSize = clusterSize
+        self.extendedL2 = extendedL2
+        self.refcountBits = refcountBits
+        self.version = version
+        self.compressionType = compressionType
+    }
+
+    /// Parses a comma-separated `key=value` list as qemu-img does (see `parse(_:)`).
+    public init(parsing text: String) throws(Failure) { self = try Self.parse(text) }
+
+    /// The options as `qemu-img create -o` spells them, defaults left out (qemu-img then applies
+    /// the same defaults), in a fixed order, sizes in bytes: `cluster_size=4096,extended_l2=on`.
+    /// `CreateOptions.parse(rendered)` gives back these options; the defaults render as "".
+    public var rendered: String {
+        let d = CreateOptions()
+        var items: [String] = []
+        if clusterSize != d.clusterSize { items.append("cluster_size=\(clusterSize)") }
+        if extendedL2 != d.extendedL2 { items.append("extended_l2=\(extendedL2 ? "on" : "off")") }
+        if refcountBits != d.refcountBits { items.append("refcount_bits=\(refcountBits)") }
+        // qcow2_co_create_opts spells the versions "0.10" and "1.1".
+        if version != d.version { items.append("compat=\(version == 2 ? "0.10" : "1.1")") }
+        if compressionType != d.compressionType { items.append("compression_type=\(compressionType.rawValue)") }
+        return items.joined(separator: ",")
+    }
+
+    /// `rendered`.
+    public var description: String { rendered }
 
     /// A qemu-img error, with qemu-img's exact text.
     public struct Failure: Error, Equatable, CustomStringConvertible {
@@ -27,7 +69,6 @@ public struct CreateOptions: Equatable, Sendable {
     /// Parses a comma-separated `key=value` list as qemu-img does.
     public static func parse(_ text: String) throws(Failure) -> CreateOptions {
         var o = CreateOptions()
-        var nonZlib = false
         for item in text.split(separator: ",", omittingEmptySubsequences: true) {
             let kv = item.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
             let key = String(kv[0])
@@ -58,7 +99,7 @@ public struct CreateOptions: Equatable, Sendable {
                 guard value == "zlib" || value == "zstd" else {
                     throw Failure(message: "Parameter 'compression_type' does not accept value '\(value)'")
                 }
-                nonZlib = value == "zstd"
+                o.compressionType = value == "zstd" ? .zstd : .zlib
             case "lazy_refcounts":
                 guard value == "off" || value == "false" else {
                     throw Failure(message: "lazy_refcounts=on is not simulated (qcow2-model.md §18: unverified)")
@@ -87,7 +128,7 @@ public struct CreateOptions: Equatable, Sendable {
                         "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)"
                 )
             }
-            if nonZlib {
+            if o.compressionType != .zlib {
                 throw Failure(
                     message:
                         "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)"

@@ -1,47 +1,20 @@
 import Foundation
 
-/// Renders a `SimulationReport` as JSON (the command-line contract), CSV or text.
+/// Renders a `SimulationReport` as JSON (`SimulationDocument`, the command-line contract), CSV or text.
 public enum ReportFormat {
-    /// The JSON object of `simulate --format json`:
-    /// `{"config": {...}, "images": [{"index", "l2": {...}, "refcount": {...}, ...}], "totals": {...}, "requests": N}`.
-    public static func json(_ r: SimulationReport, config: SimulationConfig) -> String {
-        var images: [String] = []
-        var totalL2 = CacheStats(), totalRC = CacheStats()
-        var configImages: [String] = []
-        for im in r.images {
-            images.append(
-                "{\"index\": \(im.index), \"l2\": \(cache(im.l2, span: r.memorySpan)), \"refcount\": \(cache(im.refcount, span: r.memorySpan)), "
-                    + "\"clusters_allocated\": \(im.image.clustersAllocated), \"l2_tables_allocated\": \(im.image.l2TablesAllocated), "
-                    + "\"refcount_blocks_allocated\": \(im.image.refcountBlocksAllocated), \"refcount_table_growths\": \(im.image.refcountTableGrowths), "
-                    + "\"clusters_freed\": \(im.image.clustersFreed), "
-                    + "\"cow_bytes_read\": \(im.image.cowBytesRead), \"cow_bytes_written\": \(im.image.cowBytesWritten), "
-                    + "\"cow_skipped\": \(im.image.cowSkipped), "
-                    + "\"guest_bytes_read\": \(im.image.guestBytesRead), \"guest_bytes_written\": \(im.image.guestBytesWritten), "
-                    + "\"direct_metadata_bytes_written\": \(im.image.directMetadataBytesWritten), "
-                    + "\"preallocation_probes\": \(im.image.preallocationProbes), "
-                    + "\"host_length_bytes\": \(im.hostLengthBytes), \"host_allocated_bytes\": \(im.hostAllocatedBytes)}")
-            configImages.append(
-                "{\"index\": \(im.index), \"cluster_size\": \(im.geometry.clusterSize), \"extended_l2\": \(im.geometry.extendedL2), "
-                    + "\"refcount_bits\": \(im.geometry.refcountBits), \"virtual_size\": \(im.geometry.virtualSize), "
-                    + "\"l2_entry_size\": \(im.sizing.l2EntrySize), \"l2_entries\": \(im.sizing.l2Entries), "
-                    + "\"l2_cache_bytes\": \(UInt64(im.sizing.l2Entries) * im.sizing.l2EntrySize), "
-                    + "\"refcount_entry_size\": \(im.sizing.refcountEntrySize), \"refcount_entries\": \(im.sizing.refcountEntries), "
-                    + "\"cache_clean_interval\": \(im.sizing.cleanInterval)}")
-            totalL2 = add(totalL2, im.l2)
-            totalRC = add(totalRC, im.refcount)
-        }
-        let ops = r.requestsByOp
-        let byOp =
-            "{\"read\": \(ops[.read] ?? 0), \"write\": \(ops[.write] ?? 0), \"discard\": \(ops[.discard] ?? 0), \"write_zeroes\": \(ops[.writeZeroes] ?? 0), \"flush\": \(ops[.flush] ?? 0)}"
-        let cfg =
-            "{\"policy\": \(quote(config.policy)), \"cache_mode\": \(quote(config.cacheMode.rawValue)), "
-            + "\"create_options\": \(quote(config.createOptions)), \"drive_options\": \(quote(config.driveOptions)), "
-            + "\"chain\": \(r.images.count), \"images\": [\(configImages.joined(separator: ", "))]}"
-        return "{\"config\": \(cfg), \"images\": [\(images.joined(separator: ", "))], "
-            + "\"totals\": {\"l2\": \(cache(totalL2, span: r.memorySpan)), \"refcount\": \(cache(totalRC, span: r.memorySpan))}, "
-            + "\"requests\": \(r.requests), \"requests_by_op\": \(byOp), "
-            + "\"multi_segment_reads\": \(r.multiSegmentReads), \"multi_segment_writes\": \(r.multiSegmentWrites), "
-            + "\"duration_seconds\": \(number(r.duration))}\n"
+    /// The JSON of `simulate --format json`: `SimulationDocument` encoded with sorted keys,
+    /// pretty-printed, ending in a newline (README, "The JSON reports"). Throws only for a
+    /// value JSON cannot hold (a non-finite number).
+    public static func json(_ r: SimulationReport, config: SimulationConfig) throws -> String {
+        try json(SimulationDocument(report: r, config: config))
+    }
+
+    /// `value` as the reports write JSON: sorted keys (readers go by key, and equal reports are
+    /// equal text), pretty-printed, slashes unescaped, a final newline.
+    public static func json<T: Encodable>(_ value: T) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+        return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
     }
 
     /// One CSV row per image and cache.
@@ -92,16 +65,8 @@ public enum ReportFormat {
         return s
     }
 
-    private static func cache(_ s: CacheStats, span: Double) -> String {
-        "{\"lookups\": \(s.lookups), \"hits\": \(s.hits), \"misses\": \(s.misses), \"hit_rate\": \(number(s.hitRate)), "
-            + "\"miss_rate\": \(number(s.missRate)), \"empty_gets\": \(s.emptyGets), "
-            + "\"evictions\": \(s.evictions), \"dirty_evictions\": \(s.dirtyEvictions), \"writebacks\": \(s.writebacks), "
-            + "\"flushes\": \(s.flushes), \"bytes_read\": \(s.bytesRead), \"bytes_written\": \(s.bytesWritten), "
-            + "\"cleaned\": \(s.cleaned), \"memory_bytes\": \(s.memoryBytes), \"memory_peak_bytes\": \(s.memoryPeakBytes), "
-            + "\"memory_mean_bytes\": \(number(SimulationReport.meanMemory(s, span: span)))}"
-    }
-
-    private static func add(_ a: CacheStats, _ b: CacheStats) -> CacheStats {
+    /// Two caches' counters summed (memory too, so the mean is the chain's).
+    static func add(_ a: CacheStats, _ b: CacheStats) -> CacheStats {
         var t = a
         t.lookups += b.lookups; t.hits += b.hits; t.misses += b.misses; t.emptyGets += b.emptyGets
         t.evictions += b.evictions; t.dirtyEvictions += b.dirtyEvictions; t.writebacks += b.writebacks
@@ -110,22 +75,17 @@ public enum ReportFormat {
         return t
     }
 
+    /// `d` as the reports print it: a whole number exactly, anything else to 6 significant digits.
     static func number(_ d: Double) -> String {
         if d == d.rounded() && abs(d) < 1e15 { return String(Int64(d)) }
         return String(format: "%.6g", d)
     }
 
-    private static func quote(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            default: out.unicodeScalars.append(c)
-            }
-        }
-        return out + "\""
+    /// `d` to the precision `number` prints (a whole number exactly, else 6 significant
+    /// digits), so that the JSON's rates and means keep the values the reports always had.
+    public static func rounded(_ d: Double) -> Double {
+        guard d.isFinite, d != d.rounded() || abs(d) >= 1e15 else { return d }
+        return Double(String(format: "%.6g", d)) ?? d
     }
 
     /// `64K`, `1.5M`, `123 B`.

@@ -178,9 +178,9 @@ enum ChainBuilder {
         for k in 0..<config.chainLength {
             let create: CreateOptions
             let geometry: Geometry
-            let which = config.layers[k].map { $0.createOptions.isEmpty } == false ? "--layer \(k): -o" : "-o"
+            let which = config.layers[k]?.createOptions != nil ? "--layer \(k): -o" : "-o"
             do {
-                create = try CreateOptions.parse(config.createOptions(layer: k))
+                create = config.createOptions(layer: k)
                 geometry = try create.geometry(virtualSize: config.virtualSize)
             } catch {
                 throw SimulationError.usage("\(which): \(error.message)")
@@ -343,7 +343,7 @@ struct Replay {
     func sizings() throws -> [CacheSizing] {
         let driveOptions: [CacheOptions]
         do {
-            driveOptions = try DriveOptions.parse(config.driveOptions, depth: chain.count, version: config.qemuVersion)
+            driveOptions = try config.driveOptions.images(depth: chain.count)
         } catch {
             throw SimulationError.usage("--drive: \(error.message)")
         }

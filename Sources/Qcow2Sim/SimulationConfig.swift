@@ -68,12 +68,18 @@ public enum PopulateMode: String, Sendable, CaseIterable {
 }
 
 /// Everything that defines one simulation (and the matching real run): image creation, the
-/// chain, the initial contents, the runtime cache options and the cache mode.
+/// chain, the initial contents, the runtime cache options and the cache mode, as typed values.
+///
+/// QEMU's spellings are parsed once, before the run (`parseCreateOptions`, `parseDriveOptions`,
+/// or `CreateOptions.parse` / `DriveOptions(parsing:)`), and rendered back for QEMU
+/// (`CreateOptions.rendered`, `DriveOptions.rendered`): what `validate` gives qemu-img, qemu-io
+/// and qemu-system is the rendering of the very values the simulation ran with.
 public struct SimulationConfig: Sendable {
     /// Virtual size of every image in the chain (`--size`).
     public var virtualSize: UInt64
-    /// `qemu-img create -o` options as the user typed them (`cluster_size=64K,extended_l2=on`).
-    public var createOptions: String
+    /// The chain-wide `qemu-img create -o` options (`-o cluster_size=64K,extended_l2=on`): those
+    /// of every image without a `LayerPlan.createOptions` of its own.
+    public var createOptions: CreateOptions
     /// Number of images in the backing chain (`--chain`, ≥ 1). Image 0 is the base.
     public var chainLength: Int
     /// Initial contents of the base image.
@@ -82,9 +88,9 @@ public struct SimulationConfig: Sendable {
     public var populateMode: PopulateMode
     /// A real qcow2 file to start from (`--image`), instead of creating images.
     public var imageFile: String?
-    /// qcow2 runtime options as QEMU's `-drive` / `--image-opts` spell them
-    /// (`l2-cache-size=1M,backing.l2-cache-size=256K`).
-    public var driveOptions: String
+    /// The qcow2 runtime options of each image, top first, as one `-drive` / `--image-opts`
+    /// string gives them (`l2-cache-size=1M,backing.l2-cache-size=256K`).
+    public var driveOptions: DriveOptions
     /// Writeback (default, like a VM), writethrough (qemu-io's default), none, directsync or unsafe.
     public var cacheMode: CacheMode
     /// Name of the eviction policy (`qemu` reproduces QEMU; see `PolicyRegistry`).
@@ -97,8 +103,9 @@ public struct SimulationConfig: Sendable {
     /// The QEMU release reproduced (`--qemu-version`; default 7.2): which runtime options are
     /// accepted (`discard-no-unref` from 8.1) and where the clean timer runs.
     public var qemuVersion: QemuVersion = .v7_2
-    /// Per-layer settings (`--layer N:…`), by chain index (0 = base): create options added after
-    /// `createOptions` for that image, and its own populate plan.
+    /// Per-layer settings (`--layer N:…`), by chain index (0 = base): that image's own create
+    /// options (complete: the chain-wide ones with the layer's applied after them), and its own
+    /// populate plan.
     public var layers: [Int: LayerPlan] = [:]
     /// Sessions run before the trace, after populating, each in its own open/close with default
     /// cache options and no metrics: `(chain index, requests)`. Models images prepared with
@@ -111,8 +118,9 @@ public struct SimulationConfig: Sendable {
 
     /// Creates a configuration; the defaults match `qcow2sim simulate` without options.
     public init(
-        virtualSize: UInt64, createOptions: String = "", chainLength: Int = 1, populate: Populate = .none,
-        populateMode: PopulateMode = .metadata, imageFile: String? = nil, driveOptions: String = "",
+        virtualSize: UInt64, createOptions: CreateOptions = CreateOptions(), chainLength: Int = 1,
+        populate: Populate = .none, populateMode: PopulateMode = .metadata, imageFile: String? = nil,
+        driveOptions: DriveOptions = DriveOptions(),
         cacheMode: CacheMode = .writeback, policy: String = "qemu"
     ) {
         self.virtualSize = virtualSize
@@ -128,12 +136,58 @@ public struct SimulationConfig: Sendable {
 }
 
 extension SimulationConfig {
-    /// The `qemu-img create -o` options of chain image `layer`: the chain-wide options, then the
-    /// layer's own (qemu-img takes the last value of an option given twice).
-    public func createOptions(layer: Int) -> String {
-        let own = layers[layer]?.createOptions ?? ""
-        if own.isEmpty { return createOptions }
-        return createOptions.isEmpty ? own : createOptions + "," + own
+    /// The `qemu-img create -o` options of chain image `layer`: its own, else the chain-wide ones.
+    public func createOptions(layer: Int) -> CreateOptions {
+        layers[layer]?.createOptions ?? createOptions
+    }
+
+    /// The runtime cache options of chain image `layer` (0 = base) in a chain of `chainLength`
+    /// images: the `driveOptions` entry `chainLength - 1 - layer` levels below the top.
+    public func cacheOptions(layer: Int, chainLength: Int) -> CacheOptions {
+        driveOptions[chainLength - 1 - layer]
+    }
+
+    /// Parses the chain-wide `-o` text and each layer's own (`--layer N:-o=…`, applied after the
+    /// chain-wide text, as qemu-img takes the last value of an option given twice), with
+    /// qemu-img's messages prefixed by the option (`-o: `, `--layer 1: -o: `), in chain order.
+    /// Sets `createOptions` and each named layer's `LayerPlan.createOptions`.
+    public mutating func parseCreateOptions(_ text: String, layers own: [Int: String] = [:]) throws(SimulationError) {
+        var chainWide: CreateOptions?
+        func parseChainWide() throws(SimulationError) -> CreateOptions {
+            if let chainWide { return chainWide }
+            do {
+                let parsed = try CreateOptions.parse(text)
+                chainWide = parsed
+                return parsed
+            } catch {
+                throw SimulationError.usage("-o: \(error.message)")
+            }
+        }
+        let indices = Set(0..<max(chainLength, 1)).union(own.keys).sorted()
+        for k in indices {
+            guard let mine = own[k], !mine.isEmpty else {
+                if k < chainLength { _ = try parseChainWide() }
+                continue
+            }
+            do {
+                layers[k, default: LayerPlan()].createOptions = try CreateOptions.parse(text.isEmpty ? mine : text + "," + mine)
+            } catch {
+                throw SimulationError.usage("--layer \(k): -o: \(error.message)")
+            }
+        }
+        createOptions = try parseChainWide()
+    }
+
+    /// Parses a `-drive` / `--image-opts` option string for this chain (`chainLength` images, or
+    /// the `imageFile`'s backing chain, checked when it is opened) as `qemuVersion` does, with
+    /// QEMU's messages prefixed by `--drive: `. Sets `driveOptions`.
+    public mutating func parseDriveOptions(_ text: String) throws(SimulationError) {
+        do {
+            driveOptions = try DriveOptions(
+                parsing: text, depth: imageFile == nil ? max(chainLength, 1) : nil, version: qemuVersion)
+        } catch {
+            throw SimulationError.usage("--drive: \(error.message)")
+        }
     }
 
     /// What chain image `layer` holds before the trace, and how it is written: the base takes
@@ -152,14 +206,15 @@ extension SimulationConfig {
 /// One chain image's own settings (`--layer N:-o=OPTS`, `--layer N:populate=…`,
 /// `--layer N:populate-mode=…`).
 public struct LayerPlan: Equatable, Sendable {
-    /// Create options added after the chain-wide `-o` (`cluster_size=4K,compat=0.10`).
-    public var createOptions: String
+    /// The image's create options, complete (the chain-wide `-o` with the layer's own
+    /// `cluster_size=4K,compat=0.10` applied after it), or nil for the chain-wide ones.
+    public var createOptions: CreateOptions?
     /// Initial contents, or nil for the chain-wide default (the base's `--populate`, else none).
     public var populate: Populate?
     /// How `populate` is written, or nil for the default (the base's `--populate-mode`, else data).
     public var populateMode: PopulateMode?
     /// Creates a plan.
-    public init(createOptions: String = "", populate: Populate? = nil, populateMode: PopulateMode? = nil) {
+    public init(createOptions: CreateOptions? = nil, populate: Populate? = nil, populateMode: PopulateMode? = nil) {
         self.createOptions = createOptions
         self.populate = populate
         self.populateMode = populateMode

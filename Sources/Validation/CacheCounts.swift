@@ -26,78 +26,21 @@ public struct ImageCacheSizes: Equatable, Sendable, Codable {
     }
 }
 
-/// Counts of one cache of one image, derived from its events alone, so the simulated and the
-/// real side are counted by exactly the same rules.
-public struct CacheCounts: Equatable, Sendable, Codable {
-    /// `qcow2_cache_get` lines.
-    public var lookups = 0
-    /// Lookups answered from the cache (lookups - misses).
-    public var hits: Int { lookups - misses }
-    /// `qcow2_cache_get_replace_entry` lines.
-    public var misses = 0
-    /// Misses whose GET had `read_from_disk 1` (a table read from the image file).
-    public var missesReadFromDisk = 0
-    /// Misses that replaced an entry which, by the events so far, held a table. (Entries
-    /// emptied silently, by cache-clean or a freed refcount block, count as empty.)
-    public var evictions = 0
-    /// `qcow2_cache_entry_flush` lines: dirty entries written back.
-    public var writeBacks = 0
-    /// `qcow2_cache_flush` lines.
-    public var flushes = 0
-    /// Bytes read: misses read from disk × entry size (nil without sizes).
-    public var bytesRead: UInt64?
-    /// Bytes written: write-backs × entry size (nil without sizes).
-    public var bytesWritten: UInt64?
-
-    /// Creates zero counts.
-    public init() {}
-
-    private enum CodingKeys: String, CodingKey {
-        case lookups, hits, misses, missesReadFromDisk, evictions, writeBacks, flushes, bytesRead, bytesWritten
-    }
-
-    /// Encodes every count, `hits` included.
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(lookups, forKey: .lookups)
-        try c.encode(hits, forKey: .hits)
-        try c.encode(misses, forKey: .misses)
-        try c.encode(missesReadFromDisk, forKey: .missesReadFromDisk)
-        try c.encode(evictions, forKey: .evictions)
-        try c.encode(writeBacks, forKey: .writeBacks)
-        try c.encode(flushes, forKey: .flushes)
-        try c.encodeIfPresent(bytesRead, forKey: .bytesRead)
-        try c.encodeIfPresent(bytesWritten, forKey: .bytesWritten)
-    }
-
-    /// Decodes counts written by `encode(to:)`.
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        lookups = try c.decode(Int.self, forKey: .lookups)
-        misses = try c.decode(Int.self, forKey: .misses)
-        missesReadFromDisk = try c.decode(Int.self, forKey: .missesReadFromDisk)
-        evictions = try c.decode(Int.self, forKey: .evictions)
-        writeBacks = try c.decode(Int.self, forKey: .writeBacks)
-        flushes = try c.decode(Int.self, forKey: .flushes)
-        bytesRead = try c.decodeIfPresent(UInt64.self, forKey: .bytesRead)
-        bytesWritten = try c.decodeIfPresent(UInt64.self, forKey: .bytesWritten)
-    }
-}
-
-/// Both caches of one image.
+/// Both caches of one image, counted from the events alone (`CacheCounter`), so the simulated
+/// and the real side are counted by exactly the same rules, in the reports' one `Metrics` type.
 public struct ImageCounts: Equatable, Sendable, Codable {
     /// The L2-table cache.
-    public var l2 = CacheCounts()
+    public var l2 = Metrics()
     /// The refcount-block cache.
-    public var refcount = CacheCounts()
+    public var refcount = Metrics()
     /// Creates zero counts.
     public init() {}
 }
 
-/// Derives `CacheCounts` from a stream of events.
+/// Derives each cache's `Metrics` from a stream of events.
 public struct CacheCounter: Sendable {
     private struct Key: Hashable { var image: Int; var isL2: Bool }
-    private var counts: [Key: CacheCounts] = [:]
+    private var counts: [Key: Metrics] = [:]
     private var lastGet: [Key: CacheEvent] = [:]
     private var slots: [Key: [Int: UInt64]] = [:]
 
@@ -107,14 +50,17 @@ public struct CacheCounter: Sendable {
     /// Counts one event.
     public mutating func add(_ ev: CacheEvent) {
         let key = Key(image: ev.image, isL2: ev.isL2)
-        var c = counts[key] ?? CacheCounts()
+        var c = counts[key] ?? Metrics()
         switch ev.kind {
         case .get:
             c.lookups += 1
+            c.hits += 1
             lastGet[key] = ev
         case .replaceEntry:
+            // The GET before it was a miss, not a hit.
             c.misses += 1
-            if lastGet[key]?.readFromDisk ?? true { c.missesReadFromDisk += 1 }
+            c.hits -= 1
+            if lastGet[key]?.readFromDisk == false { c.emptyGets += 1 }
             if let held = slots[key]?[ev.index], held != 0 { c.evictions += 1 }
         case .getRead:
             slots[key, default: [:]][ev.index] = lastGet[key]?.offset ?? 0
@@ -123,7 +69,7 @@ public struct CacheCounter: Sendable {
         case .flush:
             c.flushes += 1
         case .entryFlush:
-            c.writeBacks += 1
+            c.writebacks += 1
         }
         counts[key] = c
     }
@@ -133,18 +79,19 @@ public struct CacheCounter: Sendable {
         for ev in events { add(ev) }
     }
 
-    /// Per-image counts for images `0..<imageCount`, with bytes filled in from `sizes` when given.
+    /// Per-image counts for images `0..<imageCount`, with bytes filled in from `sizes` when given
+    /// (read: misses that read from disk × entry size; written: write-backs × entry size).
     public func result(imageCount: Int, sizes: [ImageCacheSizes]?) -> [ImageCounts] {
         (0..<imageCount).map { image in
             var r = ImageCounts()
-            r.l2 = counts[Key(image: image, isL2: true)] ?? CacheCounts()
-            r.refcount = counts[Key(image: image, isL2: false)] ?? CacheCounts()
+            r.l2 = counts[Key(image: image, isL2: true)] ?? Metrics()
+            r.refcount = counts[Key(image: image, isL2: false)] ?? Metrics()
             if let sizes, image < sizes.count {
                 let s = sizes[image]
                 r.l2.bytesRead = UInt64(r.l2.missesReadFromDisk) * s.l2EntryBytes
-                r.l2.bytesWritten = UInt64(r.l2.writeBacks) * s.l2EntryBytes
+                r.l2.bytesWritten = UInt64(r.l2.writebacks) * s.l2EntryBytes
                 r.refcount.bytesRead = UInt64(r.refcount.missesReadFromDisk) * s.refcountEntryBytes
-                r.refcount.bytesWritten = UInt64(r.refcount.writeBacks) * s.refcountEntryBytes
+                r.refcount.bytesWritten = UInt64(r.refcount.writebacks) * s.refcountEntryBytes
             }
             return r
         }

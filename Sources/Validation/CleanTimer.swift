@@ -53,11 +53,10 @@ public struct CleanTimerPlan: Equatable, Sendable {
 
     /// The effective intervals of `config`'s chain of `imageCount` images, base first: each
     /// level's `cache-clean-interval` (`backing.` prefixes for lower images), QEMU's default
-    /// where not given. Nil when the drive options do not parse (the simulation reports that).
+    /// where not given. Nil when the drive options name an image below the chain's base (the
+    /// simulation reports that).
     public static func intervals(config: SimulationConfig, imageCount: Int) -> [UInt64]? {
-        guard let top = try? DriveOptions.parse(config.driveOptions, depth: imageCount, version: config.qemuVersion) else {
-            return nil
-        }
+        guard let top = try? config.driveOptions.images(depth: imageCount) else { return nil }
         return top.reversed().map { $0.cacheCleanInterval ?? CacheSizing.defaultCleanInterval }
     }
 
@@ -121,19 +120,15 @@ public struct CleanTimerPlan: Equatable, Sendable {
         return max(1, UInt64(needed.rounded(.up)))
     }
 
-    /// `driveOptions` with every image's `cache-clean-interval` replaced by its scaled value
-    /// `interval / unit × secondsPerUnit` (0 stays 0), top first with `backing.` prefixes.
-    public func scaledDriveOptions(_ driveOptions: String, secondsPerUnit: UInt64) -> String {
-        var items = driveOptions.split(separator: ",", omittingEmptySubsequences: true).map(String.init).filter { item in
-            let key = item.split(separator: "=", maxSplits: 1).first.map(String.init) ?? ""
-            return key != "cache-clean-interval" && !key.hasSuffix(".cache-clean-interval")
-        }
+    /// `driveOptions` with every image's `cache-clean-interval` set to its scaled value
+    /// `interval / unit × secondsPerUnit` (0 stays 0); the image with `intervals[k]` is `k`
+    /// images above the base (level `intervals.count - 1 - k` below the top).
+    public func scaledDriveOptions(_ driveOptions: DriveOptions, secondsPerUnit: UInt64) -> DriveOptions {
+        var scaled = driveOptions
         for (k, interval) in intervals.enumerated() {
-            let level = intervals.count - 1 - k
-            let scaled = interval == 0 ? 0 : interval / unit * secondsPerUnit
-            items.append(String(repeating: "backing.", count: level) + "cache-clean-interval=\(scaled)")
+            scaled[intervals.count - 1 - k].cacheCleanInterval = interval == 0 ? 0 : interval / unit * secondsPerUnit
         }
-        return items.joined(separator: ",")
+        return scaled
     }
 
     /// The note a report carries for a replay with this plan.

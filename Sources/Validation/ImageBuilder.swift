@@ -7,8 +7,14 @@ public struct BuiltImages: Equatable, Sendable {
     public var directory: String
     /// Absolute paths, index = chain position (0 = base, last = top).
     public var paths: [String]
-    /// The image QEMU opens.
-    public var top: String { paths[paths.count - 1] }
+    /// The image QEMU opens ("" for no images).
+    public var top: String { paths.last ?? "" }
+
+    /// Images already built in `directory`, base first.
+    public init(directory: String, paths: [String]) {
+        self.directory = directory
+        self.paths = paths
+    }
 }
 
 /// Creates the real image (or chain) that matches a `SimulationConfig`'s initial state
@@ -91,14 +97,14 @@ public struct ImageBuilder: Sendable {
                 )
             }
         } else {
-            // Each image: qemu-img create with the chain-wide -o, then the layer's own (qemu-img
-            // takes an option's last value), then that layer's populate session (qemu-io, unsafe;
-            // on an overlay its writes copy from the images below, populated first).
+            // Each image: qemu-img create with its -o options, then that layer's populate session
+            // (qemu-io, unsafe; on an overlay its writes copy from the images below, populated first).
             for i in 0..<config.chainLength {
                 var args = ["create", "-q", "-f", "qcow2"]
                 if i > 0 { args += ["-b", Self.fileName(i - 1), "-F", "qcow2"] }
-                if !config.createOptions.isEmpty { args += ["-o", config.createOptions] }
-                if let own = config.layers[i]?.createOptions, !own.isEmpty { args += ["-o", own] }
+                // The rendering of the options the simulation creates image i with.
+                let create = config.createOptions(layer: i).rendered
+                if !create.isEmpty { args += ["-o", create] }
                 let plan = config.populatePlan(layer: i)
                 if plan.populate == .full && plan.mode == .metadata { args += ["-o", "preallocation=metadata"] }
                 args += [Self.fileName(i), String(config.virtualSize)]

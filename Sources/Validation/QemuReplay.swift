@@ -98,10 +98,6 @@ public struct QemuReplayer: Sendable {
         return result.status == 0
     }
 
-    private func userChoseAio(_ driveOptions: String) -> Bool {
-        driveOptions.split(separator: ",").contains { $0.hasPrefix("file.aio=") || $0.hasPrefix("aio=") }
-    }
-
     /// Replays `records` through qemu-io on `images`, writing QEMU's log into `directory`.
     public func replayQemuIO(config: SimulationConfig, images: BuiltImages, records: [TraceRecord], directory: String) throws
         -> ReplayResult
@@ -109,17 +105,18 @@ public struct QemuReplayer: Sendable {
         let eventsFile = directory + "/trace-events"
         let logFile = directory + "/qemu-trace.log"
         try write(Self.traceEvents, to: eventsFile)
+        // QEMU gets the rendering of the options the simulation ran with (only qcow2 cache
+        // options can be in them, so the AIO engine is always this replayer's choice).
+        let driveOptions = config.driveOptions.rendered
         var aio: String? = nil
         var aioName = "threads"
-        if userChoseAio(config.driveOptions) {
-            aioName = "as given"
-        } else if preferIOUring && ioUringWorks(top: images.top, driveOptions: config.driveOptions) {
+        if preferIOUring && ioUringWorks(top: images.top, driveOptions: driveOptions) {
             aio = "io_uring"
             aioName = "io_uring"
         }
         let args = Self.qemuIOArguments(
             mode: config.cacheMode, eventsFile: eventsFile, logFile: logFile,
-            imageOpts: Self.imageOpts(top: images.top, driveOptions: config.driveOptions, aio: aio), readOnly: config.readOnly)
+            imageOpts: Self.imageOpts(top: images.top, driveOptions: driveOptions, aio: aio), readOnly: config.readOnly)
         let script = QemuIOScript.script(for: records, virtualSize: config.virtualSize, discards: config.discardUnmap)
         let request = ProcessRequest(
             executable: "qemu-io", arguments: args, standardInput: Data(script.utf8), workingDirectory: directory,
@@ -191,7 +188,7 @@ public struct QemuReplayer: Sendable {
             cleanTimer.map { $0.plan.scaledDriveOptions(config.driveOptions, secondsPerUnit: $0.secondsPerUnit) }
             ?? config.driveOptions
         let args = Self.qemuSystemArguments(
-            top: images.top, driveOptions: driveOptions, mode: config.cacheMode, discards: config.discardUnmap, aio: nil,
+            top: images.top, driveOptions: driveOptions.rendered, mode: config.cacheMode, discards: config.discardUnmap, aio: nil,
             eventsFile: eventsFile, logFile: logFile, readOnly: config.readOnly, paused: cleanTimer != nil)
         let request = ProcessRequest(
             executable: "qemu-system-x86_64", arguments: args, workingDirectory: directory, measureMemory: true)

@@ -53,8 +53,18 @@ public enum ValidationOutcome: String, Equatable, Sendable, Codable {
     case notCompared = "not compared"
 }
 
-/// The outcome of `qcow2sim validate`.
+/// The outcome of `qcow2sim validate`, and its `--format json` document (README, "The JSON
+/// reports"): `json()` adds the derived `outcome` and `exitCode`; `JSONDecoder` reads it back.
+///
+/// Versioning as `SimulationDocument`'s: `schemaVersion` (`schema_version`) is raised when a
+/// field is removed or renamed or changes its type or meaning, not when one is added.
 public struct ValidationReport: Equatable, Sendable, Codable {
+    /// The schema version this code writes (1: the first with `schema_version`; the cache
+    /// counts are `Metrics`, spelled as in `simulate`'s report).
+    public static let currentSchemaVersion = 1
+
+    /// `schema_version`.
+    public var schemaVersion = Self.currentSchemaVersion
     /// Whether a simulated log was compared (false for a QEMU-only run).
     public var compared: Bool
     /// Every compared event matched, in order.
@@ -97,6 +107,13 @@ public struct ValidationReport: Equatable, Sendable, Codable {
     public var keptDirectory: String?
     /// Remarks (what was not compared, classification disagreements).
     public var notes: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case schemaVersion = "schema_version"
+        case compared, identical, equivalentRequests, equivalentLocations, strict, tool, argv, aio, requests
+        case replayedRequests, simulatedEvents, qemuEvents, closeCompared, divergentSpans, firstDivergence
+        case multiSegment, images, qemu, simulatedCacheBytes, keptDirectory, notes
+    }
 
     /// identical, equivalent, divergent or not compared.
     public var outcome: ValidationOutcome {
@@ -207,7 +224,7 @@ public struct ValidationReport: Equatable, Sendable, Codable {
                     ("hits", "\(sim.hits)", "\(real.hits)"),
                     ("misses", "\(sim.misses)", "\(real.misses)"),
                     ("evictions", "\(sim.evictions)", "\(real.evictions)"),
-                    ("write-backs", "\(sim.writeBacks)", "\(real.writeBacks)"),
+                    ("write-backs", "\(sim.writebacks)", "\(real.writebacks)"),
                     ("flushes", "\(sim.flushes)", "\(real.flushes)"),
                     ("bytes read", sim.bytesRead.map(String.init) ?? "-", real.bytesRead.map(String.init) ?? "-"),
                     ("bytes written", sim.bytesWritten.map(String.init) ?? "-", real.bytesWritten.map(String.init) ?? "-"),

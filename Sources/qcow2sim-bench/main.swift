@@ -19,19 +19,21 @@ struct Benchmark {
 }
 
 let TiB: UInt64 = 1 << 40
+/// `--drive l2-cache-size=1M`.
+let l2OneMiB = DriveOptions([CacheOptions(l2CacheSize: 1 << 20)])
 
 let benchmarks: [Benchmark] = [
     Benchmark(
         name: "read-1e6", summary: "10^6 uniform 4 KiB reads, 1 TiB populated (preallocation=metadata), 1 MiB L2 cache",
-        config: SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: "l2-cache-size=1M"),
+        config: SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: l2OneMiB),
         workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: TiB, requestSize: 4096, readRatio: 1, seed: 1)),
     Benchmark(
         name: "read-1e7", summary: "10^7 uniform 4 KiB reads, 1 TiB populated, 1 MiB L2 cache",
-        config: SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: "l2-cache-size=1M"),
+        config: SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: l2OneMiB),
         workload: WorkloadSpec(pattern: .uniform, count: 10_000_000, diskSize: TiB, requestSize: 4096, readRatio: 1, seed: 1)),
     Benchmark(
         name: "read-1e6-64T", summary: "10^6 uniform 4 KiB reads, 64 TiB populated, 1 MiB L2 cache (memory vs virtual size)",
-        config: SimulationConfig(virtualSize: 64 * TiB, populate: .full, driveOptions: "l2-cache-size=1M"),
+        config: SimulationConfig(virtualSize: 64 * TiB, populate: .full, driveOptions: l2OneMiB),
         workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: 64 * TiB, requestSize: 4096, readRatio: 1, seed: 1)),
     Benchmark(
         name: "write50-1e6", summary: "10^6 uniform 4 KiB requests, 50 % writes, fresh 1 TiB image, default caches",
@@ -39,11 +41,11 @@ let benchmarks: [Benchmark] = [
         workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: TiB, requestSize: 4096, readRatio: 0.5, seed: 1)),
     Benchmark(
         name: "write50-1e6-1M", summary: "10^6 uniform 4 KiB requests, 50 % writes, fresh 1 TiB image, 1 MiB L2 cache",
-        config: SimulationConfig(virtualSize: TiB, driveOptions: "l2-cache-size=1M"),
+        config: SimulationConfig(virtualSize: TiB, driveOptions: l2OneMiB),
         workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: TiB, requestSize: 4096, readRatio: 0.5, seed: 1)),
     Benchmark(
         name: "zipf-1e7", summary: "10^7 zipf(0.99) 4 KiB reads, 1 TiB populated, 1 MiB L2 cache",
-        config: SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: "l2-cache-size=1M"),
+        config: SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: l2OneMiB),
         workload: WorkloadSpec(
             pattern: .zipf(theta: 0.99), count: 10_000_000, diskSize: TiB, requestSize: 4096, readRatio: 1, seed: 1)),
 ]
@@ -182,7 +184,7 @@ func runPeer(count: Int) throws {
     for r in try WorkloadGenerator(spec) { offsets.append(r.offset) }
     let sliceShift: UInt64 = 25  // 4 KiB slice = 512 entries × 64 KiB clusters = 32 MiB
     func simulate(_ policy: String, _ offs: [UInt64]) throws -> (Double, Int) {
-        var config = SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: "l2-cache-size=1M")
+        var config = SimulationConfig(virtualSize: TiB, populate: .full, driveOptions: l2OneMiB)
         config.policy = policy
         var reader = OffsetReader(offsets: offs)
         let c0 = TraceBenchmarks.cpuSeconds()

@@ -51,7 +51,9 @@ enum MrcCommand {
                         "invalid value '\(text)' for --entry-size (expected a size in bytes, optionally with a K, M, G or T suffix)"
                     )
                 }
-                base.driveOptions = SweepGrid.setting("l2-cache-entry-size", String(size), in: base.driveOptions)
+                if let e = SweepGrid.apply(SweepValue(text: String(size), number: size), for: .drive("l2-cache-entry-size"), to: &base) {
+                    throw e
+                }
             }
             let key = SweepKey.drive("l2-cache-size")
             let axis = SweepAxis(key: key, values: try SweepValues.parse(sizes, key: key, argument: "--sizes"))

@@ -121,7 +121,7 @@ enum SimulateCommand {
         events = nil
         let out: String
         switch format {
-        case "json": out = ReportFormat.json(report, config: config)
+        case "json": out = try ReportFormat.json(report, config: config)
         case "csv": out = ReportFormat.csv(report)
         case "html":
             out = SimulationPage.html(

@@ -69,26 +69,33 @@ enum RunConfigArguments {
         let cacheName = try a.choice("--cache-mode", CacheMode.allCases.map(\.rawValue), default: CacheMode.writeback.rawValue)
         size = max(size, 1)
         var config = SimulationConfig(
-            virtualSize: size, createOptions: a.value("--create-options") ?? "", chainLength: chain, populate: populate,
-            populateMode: PopulateMode(rawValue: modeName) ?? .metadata, imageFile: image, driveOptions: a.value("--drive") ?? "",
+            virtualSize: size, chainLength: chain, populate: populate,
+            populateMode: PopulateMode(rawValue: modeName) ?? .metadata, imageFile: image,
             cacheMode: CacheMode(rawValue: cacheName) ?? .writeback)
         let version = try a.choice(
             "--qemu-version", QemuVersion.allCases.map(\.rawValue), default: QemuVersion.v7_2.rawValue)
         config.qemuVersion = QemuVersion(rawValue: version) ?? .v7_2
+        var layerCreateOptions: [Int: String] = [:]
         for text in a.all("--layer") {
-            let (layer, plan) = try parseLayer(text, size: size, into: config.layers)
+            let (layer, plan) = try parseLayer(text, size: size, into: config.layers, createOptions: &layerCreateOptions)
             if layer >= chain {
                 throw UsageError(
                     "invalid value '\(text)' for --layer (image \(layer), but --chain is \(chain): 0 to \(chain - 1))")
             }
             config.layers[layer] = plan
         }
+        // QEMU's spellings become typed values here, once, with qemu-img's and QEMU's messages.
+        try config.parseCreateOptions(a.value("--create-options") ?? "", layers: layerCreateOptions)
+        try config.parseDriveOptions(a.value("--drive") ?? "")
         return config
     }
 
     /// `N:-o=OPTS`, `N:populate=WHAT` or `N:populate-mode=MODE`, merged into what `existing`
-    /// already holds for image N.
-    static func parseLayer(_ text: String, size: UInt64, into existing: [Int: LayerPlan]) throws -> (Int, LayerPlan) {
+    /// already holds for image N; `-o` text is appended to `createOptions[N]` (parsed with the
+    /// chain-wide `-o` by `SimulationConfig.parseCreateOptions`).
+    static func parseLayer(
+        _ text: String, size: UInt64, into existing: [Int: LayerPlan], createOptions: inout [Int: String]
+    ) throws -> (Int, LayerPlan) {
         let bad = "invalid value '\(text)' for --layer (expected N:-o=OPTS, N:populate=WHAT or N:populate-mode=MODE)"
         guard let colon = text.firstIndex(of: ":"), let n = Int(text[..<colon]), n >= 0 else { throw UsageError(bad) }
         let rest = text[text.index(after: colon)...]
@@ -98,7 +105,8 @@ enum RunConfigArguments {
         var plan = existing[n] ?? LayerPlan()
         switch key {
         case "-o", "o":
-            plan.createOptions = plan.createOptions.isEmpty ? value : plan.createOptions + "," + value
+            let own = createOptions[n] ?? ""
+            createOptions[n] = own.isEmpty ? value : own + "," + value
         case "populate":
             plan.populate = try parsePopulate(value, size: size)
         case "populate-mode":

@@ -38,7 +38,8 @@ import TraceKit
 
     /// Several gaps: every request gap of k ≥ 3 intervals runs 3 ticks and counts k.
     @Test func ticksAcrossSeveralGapsLandOnTheIntervalGrid() throws {
-        var config = SimulationConfig(virtualSize: 1 << 30, populate: .full, driveOptions: "cache-clean-interval=7")
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, populate: .full, driveOptions: try DriveOptions(parsing: "cache-clean-interval=7"))
         config.readOnly = true
         let times: [Double] = [0, 100, 100.5, 1e9, 1e9 + 13]
         var reader = ArrayTraceReader(times.map { TraceRecord(time: $0, op: .read, offset: 0, length: 4096) })
@@ -75,7 +76,7 @@ import TraceKit
                 TraceRecord(time: time, op: .read, offset: 0, length: 4096),
             ],
             fileName: "lib")
-        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=1")
+        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         #expect(throws: SimulationError.trace(TraceError(file: "lib", location: .line(2), message: message))) {
             try Simulation.run(config: config, reader: &reader)
         }
@@ -87,7 +88,8 @@ import TraceKit
             TraceRecord(time: 0, op: .read, offset: 0, length: 4096),
             TraceRecord(time: 0x1p52, op: .read, offset: 0, length: 4096),
         ])
-        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=4294967295")
+        let config = SimulationConfig(
+            virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "cache-clean-interval=4294967295"))
         let report = try Simulation.run(config: config, reader: &reader)
         // floor(2^52 / (2^32 - 1)) = 1048576 ticks.
         #expect(report.images[0].image.cleanTicks == 1_048_576)

@@ -15,7 +15,7 @@ import TraceKit
 
     /// `run(gap:)` with the whole image report (BoundedWorkTests reads its tick counts).
     static func runReport(gap: Double) throws -> (events: [String], timeline: MemoryTimeline, report: ImageReport) {
-        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=1")
+        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         config.preparation = [
             PreparationSession(
                 image: 0,
@@ -49,7 +49,8 @@ import TraceKit
     }
 
     @Test func noTimestampsNoTicks() throws {
-        var config = SimulationConfig(virtualSize: 1 << 30, populate: .full, driveOptions: "cache-clean-interval=1")
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, populate: .full, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         config.readOnly = true
         var reader = ArrayTraceReader([
             TraceRecord(op: .read, offset: 0, length: 4096), TraceRecord(op: .read, offset: 0, length: 4096),

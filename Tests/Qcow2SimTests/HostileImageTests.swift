@@ -112,7 +112,7 @@ struct HostileImageTests {
 
         var config = SimulationConfig(
             virtualSize: 1 << 30, populate: .ranges([ByteRange(start: .max, length: 2)]), populateMode: .data)
-        config.createOptions = ""
+        config.createOptions = CreateOptions()
         var reader = ArrayTraceReader(Self.w)
         #expect(throws: SimulationError.usage("--populate: range 18446744073709551615:2 lies beyond the virtual size 1073741824"))
         {

@@ -70,13 +70,16 @@ import TraceKit
 
         var reader = try TraceFile.open(path: trace)
         let report = try Simulation.run(
-            config: SimulationConfig(virtualSize: 8 << 30, driveOptions: "l2-cache-size=256K"), reader: &reader,
+            config: SimulationConfig(virtualSize: 8 << 30, driveOptions: try DriveOptions(parsing: "l2-cache-size=256K")),
+            reader: &reader,
             policy: SecondChance.self)
         #expect(report.policy == "second-chance")
         #expect(ran.output == "L2 misses: \(report.images[0].l2.misses)\n")
         // The same trace under QEMU's own policy misses differently: the custom policy ran.
         var r2 = try TraceFile.open(path: trace)
-        let qemu = try Simulation.run(config: SimulationConfig(virtualSize: 8 << 30, driveOptions: "l2-cache-size=256K"), reader: &r2)
+        let qemu = try Simulation.run(
+            config: SimulationConfig(virtualSize: 8 << 30, driveOptions: try DriveOptions(parsing: "l2-cache-size=256K")),
+            reader: &r2)
         #expect(qemu.images[0].l2.misses != report.images[0].l2.misses)
         try? fm.removeItem(at: dir)
     }

@@ -8,7 +8,8 @@ import TraceKit
 @Suite struct PolicyTests {
     /// TV6 (2 entries of 4 KiB, every lookup starts at slot 0) under `policy`.
     static func tv6(_ policy: String) throws -> [String] {
-        var config = SimulationConfig(virtualSize: 4 << 30, populate: .full, driveOptions: "l2-cache-size=8K")
+        var config = SimulationConfig(
+            virtualSize: 4 << 30, populate: .full, driveOptions: try DriveOptions(parsing: "l2-cache-size=8K"))
         config.readOnly = true
         config.policy = policy
         let log = EventLog()

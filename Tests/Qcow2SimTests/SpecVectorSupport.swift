@@ -13,7 +13,8 @@ enum Vector {
         withImage: Bool = false, preparing: [(Int, [String])] = []
     ) throws -> [String] {
         var config = SimulationConfig(
-            virtualSize: size, createOptions: create, chainLength: chain, populate: populate, driveOptions: drive,
+            virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain, populate: populate,
+            driveOptions: try DriveOptions(parsing: drive),
             cacheMode: mode)
         config.readOnly = readOnly
         config.preparation = preparing.map { PreparationSession(image: $0.0, records: $0.1.map(TraceText.record)) }

@@ -155,7 +155,7 @@ extension SpecVectorTests {
     }
 
     @Test func tv8RefcountBlockAllocation() throws {
-        let config = SimulationConfig(virtualSize: 1 << 30, createOptions: "cluster_size=4096")
+        let config = SimulationConfig(virtualSize: 1 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4096"))
         let log = EventLog()
         var reader = ArrayTraceReader((0...2300).map { TraceRecord(op: .write, offset: UInt64($0) * 262_144, length: 4096) })
         _ = try Simulation.run(config: config, reader: &reader, log: log)

@@ -49,7 +49,7 @@ enum ConcurrencyGrid {
     ]
 
     /// Builds case `i`.
-    static func make(_ i: Int) -> DiffCase {
+    static func make(_ i: Int) throws -> DiffCase {
         let seed = seedBase &+ UInt64(i)
         var rng = Xoshiro256StarStar(seed: seed)
         let kind = kinds[i % kinds.count]
@@ -65,8 +65,11 @@ enum ConcurrencyGrid {
         if ext { create += ",extended_l2=on" }
         let chain = kind.contains("chain") ? 2 : 1
         var config = SimulationConfig(
-            virtualSize: size, createOptions: create, chainLength: chain, cacheMode: i % 3 == 2 ? .writethrough : .writeback)
-        if kind == "small cache 4K" { config.driveOptions = "l2-cache-size=\(2 + rng.nextBelow(3))K,l2-cache-entry-size=1K" }
+            virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain,
+            cacheMode: i % 3 == 2 ? .writethrough : .writeback)
+        if kind == "small cache 4K" {
+            config.driveOptions = try DriveOptions(parsing: "l2-cache-size=\(2 + rng.nextBelow(3))K,l2-cache-entry-size=1K")
+        }
         if chain > 1 {
             config.populate = .ranges(DifferentialGrid.ranges(&rng, cs: cs, size: size))
             config.populateMode = .data
@@ -216,9 +219,9 @@ struct ConcurrencyGridTests {
         .enabled(
             if: ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] != nil,
             "a debugging tool, run on demand: set QCOW2SIM_CONCURRENCY_DUMP=i to print case i"))
-    func dump() {
+    func dump() throws {
         let index = Int(ProcessInfo.processInfo.environment["QCOW2SIM_CONCURRENCY_DUMP"] ?? "") ?? 0
-        let c = ConcurrencyGrid.make(index)
+        let c = try ConcurrencyGrid.make(index)
         print("\(c)")
         for p in c.config.preparation { print("=== preparation image \(p.image)\n\(TraceText.text(p.records))") }
         print("=== trace\n\(TraceText.text(c.records))\n=== end")
@@ -227,7 +230,7 @@ struct ConcurrencyGridTests {
     @Test(
         "every request QEMU orders the same way in two runs matches the simulator exactly", arguments: 0..<ConcurrencyGrid.count)
     func grid(index: Int) throws {
-        let c = ConcurrencyGrid.make(index)
+        let c = try ConcurrencyGrid.make(index)
         let (o, detail) = try Self.check(c, validator: validator)
         print(
             "concurrency grid \(index) [\(ConcurrencyGrid.kinds[index % ConcurrencyGrid.kinds.count])]: requests \(o.requests), pooled \(o.pooled), stable \(o.stable), stable matched \(o.stableMatched), raced \(o.raced.count), unstable \(o.unstable.count) (simulator matches one run in \(o.unstableMatched)), validate \(o.outcome.rawValue)"
@@ -254,9 +257,9 @@ struct ValidateOutcomeTests {
     /// 512 B clusters: an L2 table covers 32 KiB, so a write over 31.5–32.5 KiB has one new
     /// cluster in each of two tables, and the second table is allocated between them: two
     /// segments, two tasks, two LINKs in different tables.
-    static func config(l2Cache: String?) -> SimulationConfig {
-        var c = SimulationConfig(virtualSize: 16 << 20, createOptions: "cluster_size=512")
-        if let l2Cache { c.driveOptions = "l2-cache-size=\(l2Cache)" }
+    static func config(l2Cache: String?) throws -> SimulationConfig {
+        var c = SimulationConfig(virtualSize: 16 << 20, createOptions: try CreateOptions(parsing: "cluster_size=512"))
+        if let l2Cache { c.driveOptions = try DriveOptions(parsing: "l2-cache-size=\(l2Cache)") }
         return c
     }
 
@@ -289,7 +292,7 @@ struct ValidateOutcomeTests {
     @Test("another valid order of a write's tasks is equivalent: named, exit 3, exit 1 with --strict")
     func equivalent() throws {
         // The write is request 1 (the one before last).
-        guard let (matching, other) = try run(Self.config(l2Cache: nil), "W 0 512\nW 32256 1024\nR 0 512") else { return }
+        guard let (matching, other) = try run(try Self.config(l2Cache: nil), "W 0 512\nW 32256 1024\nR 0 512") else { return }
         #expect(matching.exitCode == 0)
         #expect(other.outcome == .equivalent, "\(other.text())")
         #expect(other.equivalentRequests == [1])
@@ -309,7 +312,7 @@ struct ValidateOutcomeTests {
         // evicts the entry released first, which is the other one when the tasks link in the
         // other order.
         // The write is request 2 (the one before last).
-        guard let (_, other) = try run(Self.config(l2Cache: "1"), "W 64k 512\nW 0 512\nW 32256 1024\nR 64k 512") else {
+        guard let (_, other) = try run(try Self.config(l2Cache: "1"), "W 64k 512\nW 0 512\nW 32256 1024\nR 64k 512") else {
             return
         }
         #expect(other.outcome == .divergent, "\(other.text())")
@@ -329,7 +332,8 @@ struct BackingReadOrderTests {
     @Test("TV11: identical to qemu-io, the backing miss completing after the top's MAPs")
     func tv11() throws {
         var config = SimulationConfig(
-            virtualSize: 1 << 30, chainLength: 2, driveOptions: "l2-cache-size=8K,backing.l2-cache-size=8K",
+            virtualSize: 1 << 30, chainLength: 2,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=8K,backing.l2-cache-size=8K"),
             cacheMode: .writethrough)
         config.preparation = [
             PreparationSession(image: 0, records: TraceText.records("W 0 256k\nW 600M 64k")),

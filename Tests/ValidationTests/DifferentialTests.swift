@@ -75,7 +75,7 @@ enum DifferentialGrid {
     static let populateKinds = ["none", "full metadata", "zero ranges", "data ranges", "full zero"]
 
     /// Builds case `i`.
-    static func make(_ i: Int) -> DiffCase {
+    static func make(_ i: Int) throws -> DiffCase {
         var rng = Xoshiro256StarStar(seed: seed(i))
         let g: Int, p: Int, chain: Int, mode: CacheMode
         if i < crossed {
@@ -98,7 +98,8 @@ enum DifferentialGrid {
         }
         var create = "cluster_size=\(cs)"
         if ext { create += ",extended_l2=on" } else if rng.nextBelow(4) == 0 { create += ",extended_l2=off" }
-        var config = SimulationConfig(virtualSize: size, createOptions: create, chainLength: chain, cacheMode: mode)
+        var config = SimulationConfig(
+            virtualSize: size, createOptions: try CreateOptions(parsing: create), chainLength: chain, cacheMode: mode)
         switch populateKinds[p] {
         case "full metadata":
             config.populate = .full
@@ -120,7 +121,7 @@ enum DifferentialGrid {
             let prefix = String(repeating: "backing.", count: level)
             for item in cacheOptions(&rng, variant: variant, cs: cs, ext: ext, size: size) { drive.append(prefix + item) }
         }
-        config.driveOptions = drive.joined(separator: ",")
+        config.driveOptions = try DriveOptions(parsing: drive.joined(separator: ","))
 
         let hot = (0..<3).map { _ in rng.nextBelow(size / cs) }
         var count = 100 + Int(rng.nextBelow(101))
@@ -312,9 +313,13 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
             "after a read over a zero-range (unwritten) extent, SEEK_DATA reports it as data: the unaligned write-zeroes head stops after one block-status query",
         config: {
             var c = SimulationConfig(
-                virtualSize: 64 << 20, createOptions: "cluster_size=2097152,extended_l2=on", chainLength: 2,
-                driveOptions:
-                    "l2-cache-entry-size=2048,l2-cache-size=1777664,refcount-cache-size=1,backing.l2-cache-entry-size=16384,backing.l2-cache-size=2097152",
+                virtualSize: 64 << 20, createOptions: CreateOptions(clusterSize: 2 << 20, extendedL2: true), chainLength: 2,
+                // l2-cache-entry-size=2048,l2-cache-size=1777664,refcount-cache-size=1,
+                // backing.l2-cache-entry-size=16384,backing.l2-cache-size=2097152
+                driveOptions: DriveOptions([
+                    CacheOptions(l2CacheSize: 1_777_664, refcountCacheSize: 1, l2CacheEntrySize: 2048),
+                    CacheOptions(l2CacheSize: 2_097_152, l2CacheEntrySize: 16384),
+                ]),
                 cacheMode: .writethrough)
             c.preparation = [
                 PreparationSession(
@@ -344,7 +349,7 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
         summary:
             "a single-cluster write whose merged COW read (extended L2, head and tail subclusters from the backing file, one allocated subcluster between) runs as a task pool in QEMU (qcow2_add_task … pool 0x…) is not marked multi-segment by the simulator; events happen to be identical here, but such a request's cross-image order is not deterministic (§13)",
         config: SimulationConfig(
-            virtualSize: 1 << 30, createOptions: "extended_l2=on", chainLength: 2,
+            virtualSize: 1 << 30, createOptions: CreateOptions(extendedL2: true), chainLength: 2,
             populate: .ranges([ByteRange(start: 0, length: 65536)]),
             populateMode: .data),
         trace: "W 2560 1536\nW 1536 9216")
@@ -380,8 +385,8 @@ struct KnownDivergence: Sendable, CustomStringConvertible {
 @Suite("differential grid: generator")
 struct DifferentialGridTests {
     @Test("the grid covers every dimension the issues name")
-    func coverage() {
-        let cases = (0..<DifferentialGrid.count).map(DifferentialGrid.make)
+    func coverage() throws {
+        let cases = try (0..<DifferentialGrid.count).map(DifferentialGrid.make)
         #expect(cases.count >= 200)
         #expect(Set(cases.map(\.clusterSize)) == [512, 4096, 65536, 2 << 20])
         #expect(Set(cases.filter(\.extendedL2).map(\.clusterSize)) == [65536, 2 << 20])
@@ -389,13 +394,13 @@ struct DifferentialGridTests {
         #expect(Set(cases.map(\.config.chainLength)) == [1, 2, 3])
         #expect(Set(cases.map(\.config.cacheMode.rawValue)) == ["writeback", "writethrough"])
         #expect(
-            cases.contains { $0.config.driveOptions.hasPrefix("l2-cache-size=1,") || $0.config.driveOptions == "l2-cache-size=1" }
+            cases.contains { $0.config.driveOptions[0].l2CacheSize == 1 }
         )
-        #expect(cases.contains { $0.config.driveOptions.contains("backing.backing.") })
-        #expect(cases.contains { $0.config.driveOptions.contains("l2-cache-entry-size=512") })
-        #expect(cases.contains { $0.config.driveOptions.contains("refcount-cache-size=1") })
+        #expect(cases.contains { $0.config.driveOptions.images.count == 3 })
+        #expect(cases.contains { $0.config.driveOptions.images.contains { $0.l2CacheEntrySize == 512 } })
+        #expect(cases.contains { $0.config.driveOptions.images.contains { $0.refcountCacheSize == 1 } })
         #expect(
-            cases.contains { $0.config.driveOptions.contains("cache-size=") && !$0.config.driveOptions.contains("l2-cache-size") }
+            cases.contains { $0.config.driveOptions.images.contains { $0.cacheSize != nil && $0.l2CacheSize == nil } }
         )
         #expect(cases.contains { $0.config.preparation.contains { $0.image > 0 } })
         #expect(cases.contains { $0.config.readOnly })
@@ -426,7 +431,7 @@ struct DifferentialGridTests {
         // (writeback), seed 0xD1FF0000 + 17.
         let c17 = cases[17]
         #expect(c17.seed == 0xD1FF_0011 || DifferentialGrid.seedBase != DifferentialGrid.defaultSeedBase)
-        #expect(c17.config.createOptions == "cluster_size=2097152,extended_l2=on")
+        #expect(c17.config.createOptions.rendered == "cluster_size=2097152,extended_l2=on")
         #expect(c17.populateName == "zero ranges" && c17.config.chainLength == 1 && c17.config.cacheMode == .writeback)
     }
 }
@@ -481,7 +486,7 @@ struct DifferentialTests {
 
     @Test("seeded case: simulator and qemu-io agree event for event", arguments: 0..<DifferentialGrid.count)
     func differential(index: Int) throws {
-        let c = DifferentialGrid.make(index)
+        let c = try DifferentialGrid.make(index)
         let outcome = try Self.check(c, validator: validator)
         if DifferentialGrid.seedBase == DifferentialGrid.defaultSeedBase, let name = DifferentialGrid.knownDivergentCases[index] {
             withKnownIssue(
@@ -517,7 +522,7 @@ struct DifferentialTests {
         let list = ProcessInfo.processInfo.environment["QCOW2SIM_MINIMIZE"] ?? ""
         for item in list.split(separator: ",") {
             guard let index = Int(item) else { continue }
-            let c = DifferentialGrid.make(index)
+            let c = try DifferentialGrid.make(index)
             func fails(_ recs: [TraceRecord]) throws -> Bool {
                 let o = try Self.check(c, records: recs, validator: validator)
                 return o.failure != nil || o.overMarked != nil
@@ -555,7 +560,8 @@ struct DifferentialTests {
         // Fresh 128 MiB image, 4 KiB clusters, 3 slices of L2 cache: 80 % writes spread over a
         // few hundred clusters, so nearly every request allocates and evicts dirty slices.
         let config = SimulationConfig(
-            virtualSize: 128 << 20, createOptions: "cluster_size=4096", driveOptions: "l2-cache-size=12K", cacheMode: .writeback)
+            virtualSize: 128 << 20, createOptions: try CreateOptions(parsing: "cluster_size=4096"),
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=12K"), cacheMode: .writeback)
         var rng = Xoshiro256StarStar(seed: 0x3_1415)
         let recs: [TraceRecord] = (0..<200).map { _ in
             let off = rng.nextBelow(32768) * 4096 + 512 * rng.nextBelow(8)

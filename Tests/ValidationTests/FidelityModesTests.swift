@@ -67,7 +67,9 @@ struct CacheModeTests {
         let input = ValidationInput(records: recs, fileName: "modes")
         var qemuEvents: [CacheMode: [CacheEvent]] = [:]
         for mode in CacheMode.allCases {
-            let config = SimulationConfig(virtualSize: size, createOptions: create, driveOptions: drive, cacheMode: mode)
+            let config = SimulationConfig(
+                virtualSize: size, createOptions: try CreateOptions(parsing: create),
+                driveOptions: try DriveOptions(parsing: drive), cacheMode: mode)
             let report = try FidelityModesTests.run(v, config, input)
             #expect(report.identical, "\(mode):\n\(report.text())")
             #expect(report.argv.contains(mode.rawValue))
@@ -87,13 +89,14 @@ struct CacheModeTests {
     static func at(_ times: [Double]) -> [TraceRecord] { times.map { TraceRecord(time: $0, op: .read, offset: 0, length: 512) } }
 
     @Test("no plan without timestamps, with every interval 0, or before the shortest interval; 600 s is the default")
-    func whenTicks() {
+    func whenTicks() throws {
         #expect(CleanTimerPlan(intervals: [600], records: [TraceRecord(op: .read, offset: 0, length: 512)]) == nil)
         #expect(CleanTimerPlan(intervals: [0, 0], records: Self.at([0, 5000])) == nil)
         #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 599.9])) == nil)
         #expect(CleanTimerPlan(intervals: [600], records: Self.at([0, 600]))?.simulatedTicks == 1)
         let config = SimulationConfig(
-            virtualSize: 1 << 30, chainLength: 3, driveOptions: "backing.cache-clean-interval=0,cache-clean-interval=900")
+            virtualSize: 1 << 30, chainLength: 3,
+            driveOptions: try DriveOptions(parsing: "backing.cache-clean-interval=0,cache-clean-interval=900"))
         #expect(CleanTimerPlan.intervals(config: config, imageCount: 3) == [600, 0, 900])
     }
 
@@ -125,8 +128,9 @@ struct CacheModeTests {
         #expect(plan.busiestStretch(Self.at([0, 100, 650, 1000, 1801, 1802, 2000])) == 3)
         #expect(
             plan.scaledDriveOptions(
-                "l2-cache-size=1M,cache-clean-interval=900,backing.cache-clean-interval=600", secondsPerUnit: 2)
-                == "l2-cache-size=1M,backing.cache-clean-interval=4,cache-clean-interval=6")
+                try DriveOptions(parsing: "l2-cache-size=1M,cache-clean-interval=900,backing.cache-clean-interval=600"),
+                secondsPerUnit: 2
+            ).rendered == "l2-cache-size=1048576,cache-clean-interval=6,backing.cache-clean-interval=4")
         #expect(plan.secondsPerUnit(Self.at([0, 100, 650, 1000, 1801, 1802, 2000])) == 1)
         // Units 0 to 12, listed by hand: ticks at the multiples of 2 (base) and 3 (top).
         #expect((0..<13).map(plan.stretch(ofUnit:)) == [0, 0, 2, 3, 4, 4, 6, 6, 8, 9, 10, 10, 12])
@@ -158,8 +162,9 @@ struct CleanTimerValidateTests {
     @Test("default options on a trace spanning five 600 s intervals: auto runs qemu-system, compressed, identical")
     func defaultInterval() throws {
         let config = SimulationConfig(
-            virtualSize: 256 << 20, createOptions: "cluster_size=4096", populate: .full, populateMode: .data,
-            driveOptions: "l2-cache-size=64K")
+            virtualSize: 256 << 20, createOptions: try CreateOptions(parsing: "cluster_size=4096"), populate: .full,
+            populateMode: .data,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
         let input = ValidationInput(records: Self.bursts(), fileName: "bursts")
         let v = Validator(runner: QemuTools.runner)
         let plan = try #require(v.cleanTimerPlan(config: config, input: input))
@@ -183,7 +188,7 @@ struct CleanTimerValidateTests {
         #expect(report.notes.contains { $0.hasPrefix("clean timer: the trace spans 3120 s with cache-clean-interval 600 s") })
         // The ticks really fired in QEMU: without them the simulation differs from QEMU's run.
         var off = config
-        off.driveOptions += ",cache-clean-interval=0"
+        off.driveOptions[0].cacheCleanInterval = 0
         let (noTicks, _) = try ExpectedRun.simulate(config: off, input: input, misEvictAtLookup: nil)
         #expect(noTicks.events != log.events)
     }
@@ -235,13 +240,16 @@ struct LayerTests {
     @Test("3-image chain, one create option set per layer, data in the middle layer: identical")
     func perLayerChain() throws {
         var config = SimulationConfig(
-            virtualSize: 128 << 20, chainLength: 3, driveOptions: "l2-cache-size=32K,backing.l2-cache-size=16K")
+            virtualSize: 128 << 20, chainLength: 3,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=32K,backing.l2-cache-size=16K"))
         config.layers = [
             0: LayerPlan(
-                createOptions: "cluster_size=4K", populate: .ranges([ByteRange(start: 0, length: 8 << 20)]), populateMode: .data),
+                createOptions: try CreateOptions(parsing: "cluster_size=4K"),
+                populate: .ranges([ByteRange(start: 0, length: 8 << 20)]), populateMode: .data),
             1: LayerPlan(
-                createOptions: "cluster_size=16K,compat=0.10", populate: .ranges([ByteRange(start: 4 << 20, length: 8 << 20)])),
-            2: LayerPlan(createOptions: "cluster_size=64K,extended_l2=on"),
+                createOptions: try CreateOptions(parsing: "cluster_size=16K,compat=0.10"),
+                populate: .ranges([ByteRange(start: 4 << 20, length: 8 << 20)])),
+            2: LayerPlan(createOptions: try CreateOptions(parsing: "cluster_size=64K,extended_l2=on")),
         ]
         let input = ValidationInput(records: Self.mixed(seed: 5, count: 250, size: 128 << 20, cluster: 65536), fileName: "chain")
         let report = try FidelityModesTests.run(validator, config, input)
@@ -263,8 +271,9 @@ struct LayerTests {
         arguments: [1, 2])
     func v2(chain: Int) throws {
         let config = SimulationConfig(
-            virtualSize: 96 << 20, createOptions: "compat=0.10", chainLength: chain,
-            populate: .ranges([ByteRange(start: 0, length: 32 << 20)]), populateMode: .data, driveOptions: "l2-cache-size=64K")
+            virtualSize: 96 << 20, createOptions: try CreateOptions(parsing: "compat=0.10"), chainLength: chain,
+            populate: .ranges([ByteRange(start: 0, length: 32 << 20)]), populateMode: .data,
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
         let input = ValidationInput(records: Self.mixed(seed: UInt64(20 + chain), count: 250, size: 96 << 20, cluster: 65536))
         let report = try FidelityModesTests.run(validator, config, input)
         #expect(report.outcome != .divergent, "\(report.text())")
@@ -282,7 +291,7 @@ struct LayerTests {
         }
         // The same trace on v3 is a different run in QEMU too (zero flags instead).
         var v3 = config
-        v3.createOptions = ""
+        v3.createOptions = CreateOptions()
         let other = try validator.replay(config: v3, input: input)
         let v2Replay = try validator.replay(config: config, input: input)
         #expect(other.log.events != v2Replay.log.events)
@@ -318,7 +327,7 @@ struct VersionGridTests {
     enum Grid: String, CaseIterable { case discard, writeZeroes }
 
     static func config(_ layout: Layout, version: QemuVersion, noUnref: Bool) -> SimulationConfig {
-        var c = SimulationConfig(virtualSize: 64 << 20, driveOptions: "l2-cache-size=32K")
+        var c = SimulationConfig(virtualSize: 64 << 20, driveOptions: DriveOptions([CacheOptions(l2CacheSize: 32 << 10)]))
         switch layout {
         case .fresh: break
         case .preallocated: c.populate = .full
@@ -327,7 +336,7 @@ struct VersionGridTests {
             c.populate = .ranges([ByteRange(start: 0, length: 16 << 20)])
             c.populateMode = .data
         }
-        if noUnref { c.driveOptions += ",discard-no-unref=on" }
+        if noUnref { c.driveOptions[0].discardNoUnref = true }
         c.qemuVersion = version
         return c
     }
@@ -405,13 +414,15 @@ struct VersionGridTests {
                 executable: "qemu-io",
                 arguments: ["--image-opts", "driver=qcow2,file.filename=i.qcow2," + drive, "-c", "read -q 0 1"],
                 workingDirectory: dir))
-        var config = SimulationConfig(virtualSize: 64 << 20, createOptions: create, driveOptions: drive)
-        config.qemuVersion = version
         var reader = ArrayTraceReader([TraceRecord(op: .read, offset: 0, length: 512)])
         #expect(
             throws: SimulationError.usage(
                 "--drive: " + real.outputTail.replacingOccurrences(of: "qemu-io: can't open: ", with: ""))
         ) {
+            // Parsed as the command line parses --drive (the first two fail there), then run.
+            var config = SimulationConfig(virtualSize: 64 << 20, createOptions: try CreateOptions(parsing: create))
+            config.qemuVersion = version
+            try config.parseDriveOptions(drive)
             _ = try Simulation.run(config: config, reader: &reader)
         }
     }

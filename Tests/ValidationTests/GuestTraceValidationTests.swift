@@ -22,7 +22,9 @@ struct GuestTraceValidationTests {
     @Test("identical events", arguments: ["", "l2-cache-size=64K"])
     func identical(drive: String) throws {
         // As recorded: 8 GiB, 64 KiB clusters, discard=unmap, cache=writeback (the defaults).
-        let config = SimulationConfig(virtualSize: 8 << 30, createOptions: "cluster_size=64K", driveOptions: drive)
+        let config = SimulationConfig(
+            virtualSize: 8 << 30, createOptions: try CreateOptions(parsing: "cluster_size=64K"),
+            driveOptions: try DriveOptions(parsing: drive))
         let input = try Self.input()
         #expect(input.records.count == 2883)
         let (log, sizes) = try SimulatorValidationTests.simulate(config, input)

@@ -41,13 +41,16 @@ struct LongRequestValidationTests {
         lines += stride(from: 0, to: 300, by: 7).map { "W \($0 * 32 + 8)k 16k" }
         lines += ["D 64k 64k", "W 60k 12k"]
         lines += (0..<300).map { "R \($0 * 32)k 32k" }
-        try check(SimulationConfig(virtualSize: 1 << 30, createOptions: "cluster_size=512"), lines.joined(separator: "\n"))
+        try check(
+            SimulationConfig(virtualSize: 1 << 30, createOptions: try CreateOptions(parsing: "cluster_size=512")),
+            lines.joined(separator: "\n"))
     }
 
     /// 4 KiB clusters, 2-bit refcounts (16384 clusters per block) and a small L2 cache.
-    static func narrowConfig() -> SimulationConfig {
-        var config = SimulationConfig(virtualSize: 4 << 30, createOptions: "cluster_size=4K,refcount_bits=2")
-        config.driveOptions = "l2-cache-size=64K"
+    static func narrowConfig() throws -> SimulationConfig {
+        var config = SimulationConfig(
+            virtualSize: 4 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4K,refcount_bits=2"))
+        config.driveOptions = try DriveOptions(parsing: "l2-cache-size=64K")
         return config
     }
 
@@ -56,7 +59,7 @@ struct LongRequestValidationTests {
     @Test("4 KiB clusters, refcount_bits=2: 300 MiB in table-sized writes")
     func narrowRefcounts() throws {
         let lines = (50..<200).map { "W \($0 * 2)M 2M" } + (0..<100).map { "W \($0 * 2)M 2M" }
-        try check(Self.narrowConfig(), lines.joined(separator: "\n"))
+        try check(try Self.narrowConfig(), lines.joined(separator: "\n"))
     }
 
     /// One 300 MiB write is 150 segments, which QEMU runs as a pool of up to 8 concurrent tasks
@@ -67,7 +70,7 @@ struct LongRequestValidationTests {
     @Test("4 KiB clusters, refcount_bits=2: one 300 MiB write (150 concurrent segments)")
     func narrowRefcountsOneWideWrite() throws {
         try withKnownIssue("task-pool model: a pool wider than the L2 cache diverges from QEMU", isIntermittent: true) {
-            try check(Self.narrowConfig(), "W 100M 300M\nW 0 200M")
+            try check(try Self.narrowConfig(), "W 100M 300M\nW 0 200M")
         }
     }
 }

@@ -93,10 +93,10 @@ struct RealQemuTests {
         #expect(report.exitCode == 0)
         #expect(report.text().hasPrefix("identical"))
         let l2 = report.images[0].qemu.l2
-        #expect(l2.lookups == 6 && l2.misses == 1 && l2.missesReadFromDisk == 0 && l2.writeBacks == 2 && l2.flushes == 3)
+        #expect(l2.lookups == 6 && l2.misses == 1 && l2.missesReadFromDisk == 0 && l2.writebacks == 2 && l2.flushes == 3)
         #expect(l2.bytesWritten == 2 * 65536)
         let rc = report.images[0].qemu.refcount
-        #expect(rc.lookups == 13 && rc.misses == 1 && rc.missesReadFromDisk == 1 && rc.bytesRead == 65536 && rc.writeBacks == 2)
+        #expect(rc.lookups == 13 && rc.misses == 1 && rc.missesReadFromDisk == 1 && rc.bytesRead == 65536 && rc.writebacks == 2)
         #expect(report.simulatedCacheBytes == 6 * 65536)
         #expect(report.json().contains("\"identical\" : true"))
     }
@@ -125,8 +125,10 @@ struct RealQemuTests {
     static let tv6Reads = "R 0 4k\nR 32M 4k\nR 0 4k\nR 64M 4k\nR 32M 4k\nR 1G 4k"
 
     static func tv6Config(_ l2: String, readOnly: Bool = false) -> SimulationConfig {
+        // `l2-cache-size=8K`, `=12K`: QEMU's size syntax.
         var config = SimulationConfig(
-            virtualSize: 4 << 30, populate: .full, populateMode: .metadata, driveOptions: "l2-cache-size=\(l2)")
+            virtualSize: 4 << 30, populate: .full, populateMode: .metadata,
+            driveOptions: DriveOptions([CacheOptions(l2CacheSize: try? QemuSize.parse(Substring(l2)).get())]))
         config.readOnly = readOnly
         return config
     }
@@ -255,7 +257,8 @@ struct RealQemuTests {
 
     @Test("a failing qemu-io reports its argv, exit status and the tail of its output")
     func failingQemuIO() throws {
-        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "l2-cache-size=bogus")
+        // A value the typed options hold but QEMU refuses when it opens the image.
+        let config = SimulationConfig(virtualSize: 1 << 30, driveOptions: DriveOptions([CacheOptions(l2CacheEntrySize: 1000)]))
         do {
             _ = try validator.replay(config: config, input: ValidationInput(records: TraceText.records("R 0 4k")))
             Issue.record("expected a failure")
@@ -266,9 +269,9 @@ struct RealQemuTests {
                 return
             }
             #expect(argv.first == "qemu-io")
-            #expect(argv.contains { $0.contains("l2-cache-size=bogus") })
+            #expect(argv.contains { $0.contains("l2-cache-entry-size=1000") })
             #expect(status == 1)
-            #expect(tail.contains("l2-cache-size"))
+            #expect(tail.contains("L2 cache entry size must be a power of two between 512 and the cluster size (65536)"))
             #expect(error.description.contains("failed with exit status 1"))
         }
     }
@@ -288,7 +291,7 @@ struct RealQemuSystemTests {
         let config = SimulationConfig(
             virtualSize: 1 << 30,
             populate: .ranges([ByteRange(start: 0, length: 64 << 10), ByteRange(start: 600 << 20, length: 64 << 10)]),
-            populateMode: .data, driveOptions: "cache-clean-interval=1")
+            populateMode: .data, driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         let validator = Validator(runner: QemuTools.runner)
         for (gap, second) in [(2.5, "L2 get 0x40000 miss 0"), (1.5, "L2 get 0x40000 hit 0")] {
             let recs = [
@@ -309,7 +312,7 @@ struct RealQemuSystemTests {
     func simulatorTV9() throws {
         let config = SimulationConfig(
             virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 64 << 10)]), populateMode: .data,
-            driveOptions: "cache-clean-interval=1")
+            driveOptions: try DriveOptions(parsing: "cache-clean-interval=1"))
         let recs = [
             TraceRecord(time: 0.3, op: .read, offset: 0, length: 4096),
             TraceRecord(time: 2.8, op: .read, offset: 0, length: 4096),

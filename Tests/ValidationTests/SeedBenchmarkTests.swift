@@ -18,8 +18,8 @@ struct SeedBenchmarkTests {
     }
 
     /// Runs one configuration through both and returns (simulated L2 counts, QEMU's L2 counts).
-    func run(size: UInt64, drive: String, input: ValidationInput) throws -> (sim: CacheStats, qemu: CacheCounts) {
-        let config = SimulationConfig(virtualSize: size, populate: .full, driveOptions: drive)
+    func run(size: UInt64, drive: String, input: ValidationInput) throws -> (sim: CacheStats, qemu: Metrics) {
+        let config = SimulationConfig(virtualSize: size, populate: .full, driveOptions: try DriveOptions(parsing: drive))
         let log = EventLog(retainEvents: true)
         var reader = ArrayTraceReader(input.records, fileName: input.fileName)
         let report = try Simulation.run(config: config, reader: &reader, log: log)

@@ -134,9 +134,10 @@ struct SimulatorValidationTests {
     @Test("preparation sessions on overlays: the trace session matches QEMU after them")
     func preparation() throws {
         var config = SimulationConfig(
-            virtualSize: 128 << 20, createOptions: "cluster_size=65536,extended_l2=on", chainLength: 3,
+            virtualSize: 128 << 20, createOptions: try CreateOptions(parsing: "cluster_size=65536,extended_l2=on"),
+            chainLength: 3,
             populate: .ranges([ByteRange(start: 0, length: 4 << 20)]), populateMode: .data,
-            driveOptions: "l2-cache-size=1,backing.l2-cache-size=1",
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=1,backing.l2-cache-size=1"),
             cacheMode: .writethrough)
         config.preparation = [
             PreparationSession(image: 1, records: TraceText.records("W 64k 4k\nW 8M 64k\nD 1M 128k")),
@@ -194,7 +195,9 @@ struct SimulatorValidationTests {
             create.contains("cluster_size=4096")
             ? 4096 : create.contains("cluster_size=512") ? 512 : create.contains("32K") ? 32768 : 65536
         let recs = Self.randomTrace(seed: seed, count: 300, size: size, cluster: cluster)
-        let config = SimulationConfig(virtualSize: size, createOptions: create, driveOptions: drive, cacheMode: mode)
+        let config = SimulationConfig(
+            virtualSize: size, createOptions: try CreateOptions(parsing: create), driveOptions: try DriveOptions(parsing: drive),
+            cacheMode: mode)
         let input = ValidationInput(records: recs, fileName: "seed-\(seed)")
         let (log, sizes) = try Self.simulate(config, input)
         let report = try validator.validate(config: config, input: input, expected: log, sizes: sizes)

@@ -37,7 +37,7 @@ struct ProcessRunnerTests {
         let v = Validator(runner: mock)
         #expect(throws: ValidationError.toolMissing(tool: "qemu-system-x86_64", packages: QemuPackages.all)) {
             _ = try v.replay(
-                config: SimulationConfig(virtualSize: 1 << 30, driveOptions: "cache-clean-interval=2"),
+                config: SimulationConfig(virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "cache-clean-interval=2")),
                 input: ValidationInput(records: [TraceRecord(time: 3, op: .read, offset: 0, length: 4096)]))
         }
         #expect(mock.requests.isEmpty)
@@ -105,7 +105,8 @@ struct ImageBuilderTests {
         let dir = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let config = SimulationConfig(
-            virtualSize: 5 << 30, createOptions: "cluster_size=4096,extended_l2=off", chainLength: 3, populate: .full,
+            virtualSize: 5 << 30, createOptions: try CreateOptions(parsing: "cluster_size=4096,extended_l2=off"), chainLength: 3,
+            populate: .full,
             populateMode: .zero)
         let built = try ImageBuilder(runner: mock).build(config, in: dir)
         #expect(built.paths == [dir + "/base.qcow2", dir + "/top1.qcow2", dir + "/top2.qcow2"])
@@ -113,7 +114,8 @@ struct ImageBuilderTests {
         #expect(r.map(\.executable) == ["qemu-img", "qemu-io", "qemu-img", "qemu-img"])
         #expect(
             r[0].arguments == [
-                "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096,extended_l2=off", "base.qcow2", "5368709120",
+                // The rendering of the parsed options: extended_l2=off is the default.
+                "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "base.qcow2", "5368709120",
             ])
         #expect(r[1].arguments == ["-t", "unsafe", "-f", "qcow2", "base.qcow2"])
         #expect(
@@ -121,11 +123,31 @@ struct ImageBuilderTests {
                 == "write -q -z 0 2147483136\nwrite -q -z 2147483136 2147483136\nwrite -q -z 4294966272 1073742848\n")
         #expect(
             r[3].arguments == [
-                "create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "-o", "cluster_size=4096,extended_l2=off",
+                "create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "-o", "cluster_size=4096",
                 "top2.qcow2",
                 "5368709120",
             ])
         #expect(r.allSatisfy { $0.workingDirectory == dir })
+    }
+
+    @Test("qemu-img gets the rendering of each image's parsed options: the chain-wide -o, or the layer's complete own")
+    func renderedLayerOptions() throws {
+        let mock = MockRunner()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = SimulationConfig(virtualSize: 1 << 30, chainLength: 3)
+        try config.parseCreateOptions("cluster_size=4K,extended_l2=off", layers: [1: "compat=v2", 2: "cluster_size=64K"])
+        _ = try ImageBuilder(runner: mock).build(config, in: dir)
+        #expect(
+            mock.requests.map(\.arguments) == [
+                ["create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "base.qcow2", "1073741824"],
+                [
+                    "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", "-o", "cluster_size=4096,compat=0.10",
+                    "top1.qcow2", "1073741824",
+                ],
+                // cluster_size=64K is qemu-img's default: nothing to say.
+                ["create", "-q", "-f", "qcow2", "-b", "top1.qcow2", "-F", "qcow2", "top2.qcow2", "1073741824"],
+            ])
     }
 
     @Test("populate modes: metadata is a create option, data writes 64 MiB pieces per range in order")
@@ -281,7 +303,7 @@ struct ScriptAndLogTests {
     }
 
     @Test("the drive syntax doubles commas and qemu-system is chosen for a non-zero cache-clean-interval")
-    func options() {
+    func options() throws {
         #expect(
             QemuReplayer.imageOpts(top: "/a,b/t.qcow2", driveOptions: "l2-cache-size=1M", aio: "io_uring")
                 == "driver=qcow2,file.filename=/a,,b/t.qcow2,file.aio=io_uring,l2-cache-size=1M")
@@ -289,10 +311,11 @@ struct ScriptAndLogTests {
             TraceRecord(time: 0, op: .read, offset: 0, length: 512), TraceRecord(time: 5, op: .read, offset: 0, length: 512),
         ]
         let v = Validator(runner: MockRunner())
-        var config = SimulationConfig(virtualSize: 1 << 30, driveOptions: "l2-cache-size=1M,cache-clean-interval=0")
+        var config = SimulationConfig(
+            virtualSize: 1 << 30, driveOptions: try DriveOptions(parsing: "l2-cache-size=1M,cache-clean-interval=0"))
         #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuIO)
         config.chainLength = 2
-        config.driveOptions = "backing.cache-clean-interval=5,cache-clean-interval=0"
+        config.driveOptions = try DriveOptions(parsing: "backing.cache-clean-interval=5,cache-clean-interval=0")
         #expect(v.tool(for: config, input: ValidationInput(records: timed)) == .qemuSystem)
         let args = QemuReplayer.qemuSystemArguments(
             top: "/t.qcow2", driveOptions: "cache-clean-interval=1", mode: .writeback, discards: true, aio: nil, eventsFile: "/e",
@@ -303,6 +326,24 @@ struct ScriptAndLogTests {
             top: "/t.qcow2", driveOptions: "", mode: .writethrough, discards: false, aio: nil, eventsFile: "/e", logFile: "/l",
             readOnly: true)
         #expect(ignore.contains("if=none,id=d0,file=/t.qcow2,format=qcow2,cache=writethrough,discard=ignore,readonly=on"))
+    }
+
+    @Test("qemu-io gets the rendering of the parsed --drive options (the io_uring probe too)")
+    func renderedDriveOptions() throws {
+        let mock = MockRunner()
+        let dir = try makeTempDir()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = SimulationConfig(virtualSize: 1 << 30, chainLength: 2)
+        try config.parseDriveOptions("backing.cache-clean-interval=0,l2-cache-size=1M,l2-cache-size=2M,cache-clean-interval=-0")
+        let images = BuiltImages(directory: dir, paths: [dir + "/base.qcow2", dir + "/top1.qcow2"])
+        // The mock writes no trace log, so the replay fails after running qemu-io.
+        #expect(throws: ValidationError.self) {
+            _ = try QemuReplayer(runner: mock).replayQemuIO(config: config, images: images, records: [], directory: dir)
+        }
+        let opts = "driver=qcow2,file.filename=\(dir)/top1.qcow2,file.aio=io_uring,"
+            + "l2-cache-size=2097152,cache-clean-interval=0,backing.cache-clean-interval=0"
+        #expect(mock.requests.map(\.executable) == ["qemu-io", "qemu-io"])
+        #expect(mock.requests.allSatisfy { $0.arguments.contains(opts) })
     }
 
     @Test("read-only adds -r; discard=ignore leaves discards out of the qemu-io script (markers stay)")

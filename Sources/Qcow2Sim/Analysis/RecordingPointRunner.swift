@@ -21,7 +21,7 @@ public struct RecordingPointRunner: PointRunner {
     /// Witness of the `PointRunner` requirement.
     public func run<R: TraceReader>(_ batch: PointGroup, open: () throws -> R) throws -> [SimulationReport] {
         guard let first = batch.points.first else { return [] }
-        if batch.points.count == 1 { return try LivePointRunner().run(batch, open: open) }
+        if batch.points.count == 1 || first.invalid != nil { return try LivePointRunner().run(batch, open: open) }
         let path = (directory as NSString).appendingPathComponent(
             "qcow2sim-\(getpid())-\(UUID().uuidString)-t\(batch.trace)-p\(first.index).ops")
         defer { unlink(path) }

@@ -282,6 +282,16 @@ public struct SweepPoint: Sendable {
     public var values: [SweepValue]
     /// The base configuration with the values applied.
     public var config: SimulationConfig
+    /// The error a run of this point gives at once: a value QEMU refuses (nil: none).
+    public var invalid: SimulationError? = nil
+
+    /// A point.
+    public init(index: Int, values: [SweepValue], config: SimulationConfig, invalid: SimulationError? = nil) {
+        self.index = index
+        self.values = values
+        self.config = config
+        self.invalid = invalid
+    }
 }
 
 /// The cross product of the axes over a base configuration.
@@ -327,12 +337,13 @@ public struct SweepGrid: Sendable {
         while true {
             var config = base
             var values: [SweepValue] = []
+            var invalid: SimulationError?
             for (a, axis) in axes.enumerated() {
                 let v = axis.values[choice[a]]
-                Self.apply(v, for: axis.key, to: &config)
+                if let e = Self.apply(v, for: axis.key, to: &config), invalid == nil { invalid = e }
                 values.append(v)
             }
-            result.append(SweepPoint(index: index, values: values, config: config))
+            result.append(SweepPoint(index: index, values: values, config: config, invalid: invalid))
             index += 1
             // Odometer step, last axis fastest.
             var a = axes.count - 1
@@ -347,15 +358,30 @@ public struct SweepGrid: Sendable {
     }
 
     /// Sets `key` to `value` in `config`: an option in `driveOptions` or `createOptions`
-    /// replaces any earlier setting of the same key (both parsers keep the last one, so the
-    /// result means what appending would, but reads cleanly), the cache mode or the policy.
-    public static func apply(_ value: SweepValue, for key: SweepKey, to config: inout SimulationConfig) {
+    /// replaces any earlier setting of the same key (the rendered options with the item replaced,
+    /// parsed again with QEMU's rules), the cache mode or the policy. Returns the error the run
+    /// would give for a value QEMU refuses (`-o: …`, `--drive: …`); the config is then unchanged
+    /// in that option.
+    @discardableResult
+    public static func apply(_ value: SweepValue, for key: SweepKey, to config: inout SimulationConfig) -> SimulationError? {
         switch key {
-        case .drive(let k): config.driveOptions = setting(k, value.text, in: config.driveOptions)
-        case .create(let k): config.createOptions = setting(k, value.text, in: config.createOptions)
+        case .drive(let k):
+            do {
+                config.driveOptions = try DriveOptions(
+                    parsing: setting(k, value.text, in: config.driveOptions.rendered), version: config.qemuVersion)
+            } catch {
+                return .usage("--drive: \(error.message)")
+            }
+        case .create(let k):
+            do {
+                config.createOptions = try CreateOptions(parsing: setting(k, value.text, in: config.createOptions.rendered))
+            } catch {
+                return .usage("-o: \(error.message)")
+            }
         case .cacheMode: config.cacheMode = CacheMode(rawValue: value.text) ?? config.cacheMode
         case .policy: config.policy = value.text
         }
+        return nil
     }
 
     /// `options` (a comma-separated `key=value` list) with every `key=…` item removed and
@@ -416,20 +442,21 @@ public struct PointGroup: Sendable {
     static func shareKey(_ p: SweepPoint) -> String {
         let c = p.config
         guard c.imageFile == nil, let entries = entrySizes(c) else { return "point \(p.index)" }
-        let drive = GridDrive.strip(c.driveOptions, depth: c.chainLength)
-        return "\(c.createOptions)|\(c.cacheMode.rawValue)|\(drive)|\(entries.map(String.init).joined(separator: ","))"
+        guard p.invalid == nil else { return "point \(p.index)" }
+        let drive = GridDrive.strip(c.driveOptions.rendered, depth: c.chainLength)
+        return "\(c.createOptions.rendered)|\(c.layers.keys.sorted().map { "\($0):\(String(describing: c.layers[$0]))" })|\(c.cacheMode.rawValue)|\(drive)|\(entries.map(String.init).joined(separator: ","))"
     }
 
     /// The L2 entry size each image (base first) gets: `read_cache_sizes` in ``CacheSizing``,
     /// which switches to whole tables once the cache covers the disk.
     static func entrySizes(_ c: SimulationConfig) -> [UInt64]? {
         guard c.chainLength >= 1,
-            let drive = try? DriveOptions.parse(c.driveOptions, depth: c.chainLength, version: c.qemuVersion)
+            let drive = try? c.driveOptions.images(depth: c.chainLength)
         else { return nil }
         var sizes: [UInt64] = []
         for k in 0..<c.chainLength {
-            guard let create = try? CreateOptions.parse(c.createOptions(layer: k)),
-                let g = try? create.geometry(virtualSize: c.virtualSize),
+            let create = c.createOptions(layer: k)
+            guard let g = try? create.geometry(virtualSize: c.virtualSize),
                 let sizing = try? CacheSizing(geometry: g, options: drive[c.chainLength - 1 - k])
             else { return nil }
             sizes.append(sizing.l2EntrySize)
@@ -498,6 +525,7 @@ public struct LivePointRunner: PointRunner {
     public func run<R: TraceReader>(_ batch: PointGroup, open: () throws -> R) throws -> [SimulationReport] {
         try batch.points.map { p in
             do {
+                if let e = p.invalid { throw e }
                 var reader = try open()
                 return try Simulation.run(config: p.config, reader: &reader)
             } catch {

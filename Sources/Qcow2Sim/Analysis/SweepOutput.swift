@@ -133,9 +133,9 @@ public struct SweepTable: Sendable {
         let b = grid.base
         let keys = Set(grid.axes.map(\.key))
         let drive = SweepGrid.removing(
-            Set(keys.compactMap { if case .drive(let k) = $0 { k } else { nil } }), from: b.driveOptions)
+            Set(keys.compactMap { if case .drive(let k) = $0 { k } else { nil } }), from: b.driveOptions.rendered)
         let create = SweepGrid.removing(
-            Set(keys.compactMap { if case .create(let k) = $0 { k } else { nil } }), from: b.createOptions)
+            Set(keys.compactMap { if case .create(let k) = $0 { k } else { nil } }), from: b.createOptions.rendered)
         var fields = [
             "\"virtual_size\": \(b.virtualSize)",
             "\"create_options\": \(Self.jsonString(create.joined(separator: ",")))",

@@ -177,7 +177,7 @@ extension Simulation {
         let depth = geometries.count
         let options: [CacheOptions]
         do {
-            options = try DriveOptions.parse(config.driveOptions, depth: depth, version: config.qemuVersion)
+            options = try config.driveOptions.images(depth: depth)
         } catch {
             throw SimulationError.usage("--drive: \(error.message)")
         }
