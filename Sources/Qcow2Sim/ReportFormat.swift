@@ -20,14 +20,14 @@ public enum ReportFormat {
     /// One CSV row per image and cache.
     public static func csv(_ r: SimulationReport) -> String {
         var s =
-            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes\n"
+            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes,misses_cold,misses_evicted,misses_cleaned,misses_discarded\n"
         for im in r.images {
             for (name, st, size, n) in [
                 ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),
                 ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
             ] {
                 s +=
-                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, span: r.memorySpan)))\n"
+                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, span: r.memorySpan))),\(st.missesCold),\(st.missesEvicted),\(st.missesCleaned),\(st.missesDiscarded)\n"
             }
         }
         return s
@@ -53,6 +53,11 @@ public enum ReportFormat {
                     + pad(bytes(st.bytesRead), 10, right: true) + pad(bytes(st.bytesWritten), 11, right: true)
                     + pad(bytes(st.memoryPeakBytes), 11, right: true) + "\n"
             }
+            // Why each miss happened: first loads, capacity, the clean timer, discards.
+            for (name, st) in [("L2", im.l2), ("refcount", im.refcount)] where st.misses > 0 {
+                s +=
+                    "  \(name) misses: \(st.missesCold) cold, \(st.missesEvicted) evicted, \(st.missesCleaned) cleaned by the timer, \(st.missesDiscarded) discarded\n"
+            }
             let i = im.image
             if i.clustersAllocated + i.l2TablesAllocated + i.cowBytesRead + i.cowBytesWritten + i.clustersFreed > 0 {
                 s +=
@@ -72,6 +77,8 @@ public enum ReportFormat {
         t.evictions += b.evictions; t.dirtyEvictions += b.dirtyEvictions; t.writebacks += b.writebacks
         t.flushes += b.flushes; t.bytesRead += b.bytesRead; t.bytesWritten += b.bytesWritten; t.cleaned += b.cleaned
         t.memoryBytes += b.memoryBytes; t.memoryPeakBytes += b.memoryPeakBytes; t.memoryByteSeconds += b.memoryByteSeconds
+        t.missesCold += b.missesCold; t.missesEvicted += b.missesEvicted; t.missesCleaned += b.missesCleaned
+        t.missesDiscarded += b.missesDiscarded
         return t
     }
 

@@ -38,6 +38,8 @@ public struct Metrics: Equatable, Sendable, Codable {
     /// Time-weighted mean resident memory in bytes (over trace seconds, or over requests for a
     /// trace without timestamps), to 6 significant digits as the report prints it.
     public var memoryMeanBytes: Double?
+    /// The misses by cause (the simulator only; they add up to `misses`).
+    public var missClasses: MissClasses?
 
     /// Zero counts.
     public init() {}
@@ -58,6 +60,7 @@ public struct Metrics: Equatable, Sendable, Codable {
         memoryBytes = s.memoryBytes
         memoryPeakBytes = s.memoryPeakBytes
         memoryMeanBytes = ReportFormat.rounded(SimulationReport.meanMemory(s, span: memorySpan))
+        missClasses = MissClasses(s)
     }
 
     /// Misses that read the table from the image file (`read_from_disk 1`).
@@ -82,6 +85,7 @@ public struct Metrics: Equatable, Sendable, Codable {
         case memoryBytes = "memory_bytes"
         case memoryPeakBytes = "memory_peak_bytes"
         case memoryMeanBytes = "memory_mean_bytes"
+        case missClasses = "miss_classes"
     }
 
     /// Encodes every counter that is known, and the two rates (6 significant digits).
@@ -103,6 +107,7 @@ public struct Metrics: Equatable, Sendable, Codable {
         try c.encodeIfPresent(memoryBytes, forKey: .memoryBytes)
         try c.encodeIfPresent(memoryPeakBytes, forKey: .memoryPeakBytes)
         try c.encodeIfPresent(memoryMeanBytes, forKey: .memoryMeanBytes)
+        try c.encodeIfPresent(missClasses, forKey: .missClasses)
     }
 
     /// Decodes what `encode(to:)` wrote (the rates are derived, not read).
@@ -122,5 +127,31 @@ public struct Metrics: Equatable, Sendable, Codable {
         memoryBytes = try c.decodeIfPresent(UInt64.self, forKey: .memoryBytes)
         memoryPeakBytes = try c.decodeIfPresent(UInt64.self, forKey: .memoryPeakBytes)
         memoryMeanBytes = try c.decodeIfPresent(Double.self, forKey: .memoryMeanBytes)
+        missClasses = try c.decodeIfPresent(MissClasses.self, forKey: .missClasses)
     }
+}
+
+/// A cache's misses by cause: the first load of a table in the session (cold), a table replaced by
+/// another before (evicted: capacity), dropped by the cache-clean timer (cleaned), or discarded
+/// because its cluster was freed (discarded). The four add up to the misses.
+public struct MissClasses: Codable, Equatable, Sendable {
+    /// First loads.
+    public var cold: Int
+    /// Capacity misses.
+    public var evicted: Int
+    /// Misses of tables the clean timer dropped.
+    public var cleaned: Int
+    /// Misses of tables discarded when their cluster was freed.
+    public var discarded: Int
+
+    /// The classes of `s`.
+    public init(_ s: CacheStats) {
+        cold = s.missesCold
+        evicted = s.missesEvicted
+        cleaned = s.missesCleaned
+        discarded = s.missesDiscarded
+    }
+
+    /// The sum (equal to the misses).
+    public var total: Int { cold + evicted + cleaned + discarded }
 }

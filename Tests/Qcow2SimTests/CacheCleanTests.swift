@@ -43,6 +43,9 @@ import TraceKit
         let r = try Self.run(gap: 2.5)
         #expect(Array(r.events.prefix(8)) == SpecNotation.lines("L2 get 0x40000 miss 0 ; L2 get 0x40000 miss 0"))
         #expect(r.stats.cleaned == 1)
+        // Issue 13's miss classes: the first read's miss is cold, the second's the timer's.
+        #expect(r.stats.missesCold == 1 && r.stats.missesCleaned == 1 && r.stats.missesEvicted == 0)
+        #expect(r.stats.missesDiscarded == 0)
         // The whole 64 KiB table's pages are returned at the tick at 2 s, then refilled at 2.8 s.
         let l2 = r.timeline.samples.filter { $0.isL2 }.map { [$0.time, Double($0.residentBytes)] }
         #expect(l2 == [[0, 0], [0.3, 65536], [2, 0], [2.8, 65536]])
@@ -75,5 +78,30 @@ import TraceKit
         #expect(l2.memoryPeakBytes == 131_072)
         // After request 1: one table resident (64 KiB); after request 2: two (128 KiB).
         #expect(SimulationReport.meanMemory(l2, span: report.memorySpan) == 98_304)
+    }
+
+    /// Cold misses are first loads: on a read-only trace without a clean timer or discards, one
+    /// per distinct 4 KiB slice the trace touches (counted here from the trace itself), and
+    /// every other miss is a capacity miss.
+    @Test func coldMissesAreTheDistinctSlices() throws {
+        let path = Repository.path("Traces/seed-uniform-20G-20000.csv")
+        var slices = Set<UInt64>()
+        var reader = try TraceFile.open(path: path)
+        while let r = try reader.next() {
+            // 512 entries of 64 KiB clusters per 4 KiB slice: 32 MiB of guest space each.
+            var g = r.offset
+            while g < r.offset + r.length {
+                slices.insert(g >> 25)
+                g = (g >> 25 + 1) << 25
+            }
+        }
+        var config = SimulationConfig(virtualSize: 20 << 30, populate: .full, driveOptions: "l2-cache-size=64K")
+        config.readOnly = true
+        var r2 = try TraceFile.open(path: path)
+        let l2 = try Simulation.run(config: config, reader: &r2).images[0].l2
+        #expect(l2.missesCold == slices.count)
+        #expect(l2.missesEvicted == l2.misses - slices.count)
+        #expect(l2.missesCleaned == 0 && l2.missesDiscarded == 0)
+        #expect(l2.misses > slices.count)
     }
 }

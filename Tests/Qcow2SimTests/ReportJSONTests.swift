@@ -78,6 +78,8 @@ import TraceKit
         let cacheKeys: Set<String> = [
             "lookups", "hits", "misses", "hit_rate", "miss_rate", "empty_gets", "evictions", "dirty_evictions", "writebacks",
             "flushes", "bytes_read", "bytes_written", "cleaned", "memory_bytes", "memory_peak_bytes", "memory_mean_bytes",
+            // Added by issue 13 (an added field keeps schema_version 1).
+            "miss_classes",
         ]
         let images = try #require(object["images"] as? [[String: Any]])
         for im in images {
@@ -90,6 +92,12 @@ import TraceKit
                 ])
             #expect(Set((im["l2"] as? [String: Any])?.keys ?? [:].keys) == cacheKeys)
             #expect(Set((im["refcount"] as? [String: Any])?.keys ?? [:].keys) == cacheKeys)
+            for cache in ["l2", "refcount"] {
+                let c = try #require(im[cache] as? [String: Any])
+                let classes = try #require(c["miss_classes"] as? [String: Int])
+                #expect(Set(classes.keys) == ["cold", "evicted", "cleaned", "discarded"])
+                #expect(classes.values.reduce(0, +) == c["misses"] as? Int)
+            }
         }
         let totals = try #require(object["totals"] as? [String: Any])
         #expect(Set(totals.keys) == ["l2", "refcount"])

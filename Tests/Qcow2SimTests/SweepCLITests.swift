@@ -31,7 +31,7 @@ import Testing
     }
 
     static let header48 =
-        "trace,cluster_size,extended_l2,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests"
+        "trace,cluster_size,extended_l2,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests,misses_cold,misses_evicted,misses_cleaned,misses_discarded"
 
     /// Issue 10's grid: cluster size × extended_l2 × 12 cache sizes over the seed-mixed trace, in
     /// one command; the same bytes with one thread and with two; three points checked against
@@ -109,7 +109,7 @@ import Testing
         let lines = out.split(separator: "\n")
         #expect(
             lines.first
-                == "trace,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests"
+                == "trace,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests,misses_cold,misses_evicted,misses_cleaned,misses_discarded"
         )
         let rows = Self.rows(out)
         #expect(rows.count == 4)

@@ -405,7 +405,7 @@ import TraceKit
         let lines = table.csv().split(separator: "\n")
         #expect(
             lines[0]
-                == "trace,extended_l2,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests"
+                == "trace,extended_l2,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests,misses_cold,misses_evicted,misses_cleaned,misses_discarded"
         )
         // The row is simulate's CSV row, column for column (simulate's memory_bytes is not a
         // sweep column; sweep adds the varied keys, policy and the trace).

@@ -40,11 +40,11 @@ public struct SweepTable: Sendable {
     public static let schemaVersion = 1
 
     /// The columns after the varied keys, in order: the ones issue 10 fixes, then ours
-    /// (`miss_rate` … `requests`).
+    /// (`miss_rate` … `misses_discarded`).
     public static let fixedColumns = [
         "policy", "image", "cache", "entry_size", "entries", "lookups", "hits", "misses", "hit_rate", "evictions", "writebacks",
         "flushes", "bytes_read", "bytes_written", "memory_peak_bytes", "memory_mean_bytes", "miss_rate", "dirty_evictions",
-        "empty_gets", "cleaned", "requests",
+        "empty_gets", "cleaned", "requests", "misses_cold", "misses_evicted", "misses_cleaned", "misses_discarded",
     ]
 
     /// Builds the rows from `reports[trace][point index]` (``SweepExecutor/run``).
@@ -87,7 +87,8 @@ public struct SweepTable: Sendable {
             "\(s.misses)",
             ReportFormat.number(s.hitRate), "\(s.evictions)", "\(s.writebacks)", "\(s.flushes)", "\(s.bytesRead)",
             "\(s.bytesWritten)", "\(s.memoryPeakBytes)", ReportFormat.number(row.memoryMean), ReportFormat.number(s.missRate),
-            "\(s.dirtyEvictions)", "\(s.emptyGets)", "\(s.cleaned)", "\(row.requests)",
+            "\(s.dirtyEvictions)", "\(s.emptyGets)", "\(s.cleaned)", "\(row.requests)", "\(s.missesCold)",
+            "\(s.missesEvicted)", "\(s.missesCleaned)", "\(s.missesDiscarded)",
         ]
     }
 
