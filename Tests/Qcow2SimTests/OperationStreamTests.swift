@@ -185,4 +185,33 @@ import TraceKit
             _ = try Simulation.replay(recorded.recording, configs: [Self.seedConfig("l2-cache-size=64K,l2-cache-entry-size=64K")])
         }
     }
+
+    /// The host-file guard: three writes allocate three new L2 tables; a partial write-zeroes
+    /// then runs QEMU's preallocation probe, which reads `st_blocks`. QEMU writes a new table at
+    /// once (`l2_allocate` and `alloc_refcount_block` flush their cache), so however small the
+    /// cache, the file the probe reads is the same: the replay at 2 slices is exact (no
+    /// divergence), and equals its live run, as does the one at 128.
+    @Test func probeAfterAllocationsReplaysExactly() throws {
+        let records = [
+            TraceRecord(op: .write, offset: 0, length: 4096), TraceRecord(op: .write, offset: 1 << 30, length: 4096),
+            TraceRecord(op: .write, offset: 2 << 30, length: 4096),
+            TraceRecord(op: .writeZeroes, offset: (3 << 30) + 512, length: 1024),
+            TraceRecord(op: .read, offset: 0, length: 4096),
+        ]
+        var r = ArrayTraceReader(records)
+        let recorded = try Simulation.record(
+            config: Self.seedConfig("l2-cache-size=1M,l2-cache-entry-size=4K"), reader: &r, to: Self.scratch("guard.ops"))
+        #expect(recorded.report.images[0].image.preallocationProbes == 1)
+        let drives = ["l2-cache-size=8K,l2-cache-entry-size=4K", "l2-cache-size=512K,l2-cache-entry-size=4K"]
+        let outcomes = try Simulation.replay(recorded.recording, configs: drives.map { Self.seedConfig($0) })
+        for (drive, outcome) in zip(drives, outcomes) {
+            #expect(outcome.divergedAtRequest == nil, "\(drive)")
+            var live = ArrayTraceReader(records)
+            let expected = try Simulation.run(config: Self.seedConfig(drive), reader: &live)
+            #expect(outcome.report?.images[0].l2 == expected.images[0].l2, "\(drive)")
+            #expect(outcome.report?.images[0].refcount == expected.images[0].refcount, "\(drive)")
+        }
+        // 2 slices for 3 tables: the small cache really evicts before the probe.
+        #expect((outcomes[0].report?.images[0].l2.evictions ?? 0) > 0)
+    }
 }
