@@ -14,6 +14,13 @@ public enum PolicyRegistry {
         QemuPolicy.self,
         LRUPolicy.self,
         FIFOPolicy.self,
+        ClockPolicy.self,
+        TwoQueuePolicy.self,
+        ARCPolicy.self,
+        S3FIFOPolicy.self,
+        SievePolicy.self,
+        // Needs the future: `Simulation.run` / `replay` give it a recording's next uses.
+        OptimalPolicy.self,
     ]
 
     /// The names accepted by `--policy`.

@@ -89,7 +89,11 @@ extension Simulation {
             throw SimulationError.usage("\(recording.path): a recording opened from a file has no live report to replay against")
         }
         var layers: [any CacheLayer] = []
-        for (n, config) in configs.enumerated() {
+        // Belady's MIN needs the stream's future: read once, shared by every `opt` configuration.
+        var oracle: NextUseOracle?
+        for (n, given) in configs.enumerated() {
+            // What-ifs: percentages become QEMU options, a shared cache a topology (`WhatIf`).
+            let config = try resolvingPercentages(given, geometries: recording.geometries)
             let (sizings, key) = try streamKey(config, geometries: recording.geometries)
             guard key == recording.streamKey else {
                 throw SimulationError.usage(
@@ -98,7 +102,17 @@ extension Simulation {
             }
             let log = n < logs.count ? logs[n] : nil
             let timeline = n < timelines.count ? timelines[n] : nil
-            guard let layer = try PolicyRegistry.open(config.policy, LayerMaker(sizings: sizings, log: log, timeline: timeline))
+            let topology = try config.whatIf.topology(sizings)
+            if config.policy == OptimalPolicy.name {
+                if oracle == nil { oracle = try NextUseOracle(recording: recording) }
+                if let oracle {
+                    let system = CacheSystem<OptimalPolicy>(sizings: sizings, topology: topology, log: log, timeline: timeline)
+                    layers.append(OptimalLayer(system: system, oracle: oracle))
+                }
+                continue
+            }
+            let maker = LayerMaker(sizings: sizings, topology: topology, log: log, timeline: timeline)
+            guard let layer = try PolicyRegistry.open(config.policy, maker)
             else {
                 throw SimulationError.usage(
                     "unknown policy '\(config.policy)' (expected one of: \(PolicyRegistry.names.joined(separator: ", ")))")
@@ -126,6 +140,7 @@ extension Simulation {
             if let d = layer.divergedAt { return ReplayOutcome(report: nil, divergedAtRequest: d) }
             var report = live
             report.policy = config.policy
+            report.whatIf = config.whatIf.settings
             report.setupSeconds = 0
             report.replaySeconds = seconds
             for k in report.images.indices {
@@ -201,10 +216,13 @@ extension Simulation {
 /// Makes a cache layer of the visited policy.
 private struct LayerMaker: PolicyVisitor {
     let sizings: [CacheSizing]
+    let topology: CacheTopology
     let log: EventLog?
     let timeline: MemoryTimeline?
     func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> any CacheLayer {
-        CacheSystem<P>(sizings: sizings, log: log, timeline: timeline)
+        topology == .perImage
+            ? CacheSystem<P>(sizings: sizings, log: log, timeline: timeline)
+            : CacheSystem<P>(sizings: sizings, topology: topology, log: log, timeline: timeline)
     }
 }
 
