@@ -37,7 +37,12 @@ public enum ReportFormat {
             "{\"policy\": \(quote(config.policy)), \"cache_mode\": \(quote(config.cacheMode.rawValue)), "
             + "\"create_options\": \(quote(config.createOptions)), \"drive_options\": \(quote(config.driveOptions)), "
             + "\"chain\": \(r.images.count), \"images\": [\(configImages.joined(separator: ", "))]}"
-        return "{\"config\": \(cfg), \"images\": [\(images.joined(separator: ", "))], "
+        // What-ifs (proposals QEMU does not implement), only when the run applied any.
+        let whatIf =
+            r.whatIf.isEmpty
+            ? ""
+            : "\"what_if\": {\(r.whatIf.map { s in let kv = s.split(separator: "=", maxSplits: 1); return "\(quote(String(kv[0]))): \(quote(kv.count > 1 ? String(kv[1]) : ""))" }.joined(separator: ", "))}, "
+        return "{\"config\": \(cfg), \(whatIf)\"images\": [\(images.joined(separator: ", "))], "
             + "\"totals\": {\"l2\": \(cache(totalL2, span: r.memorySpan)), \"refcount\": \(cache(totalRC, span: r.memorySpan))}, "
             + "\"requests\": \(r.requests), \"requests_by_op\": \(byOp), "
             + "\"multi_segment_reads\": \(r.multiSegmentReads), \"multi_segment_writes\": \(r.multiSegmentWrites), "
@@ -47,14 +52,16 @@ public enum ReportFormat {
     /// One CSV row per image and cache.
     public static func csv(_ r: SimulationReport) -> String {
         var s =
-            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes\n"
+            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes\(r.whatIf.isEmpty ? "" : ",what_if")\n"
+        // What-ifs: one more column, the settings separated by spaces (no commas in them).
+        let whatIf = r.whatIf.isEmpty ? "" : "," + r.whatIf.joined(separator: " ")
         for im in r.images {
             for (name, st, size, n) in [
                 ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),
                 ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
             ] {
                 s +=
-                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, span: r.memorySpan)))\n"
+                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, span: r.memorySpan)))\(whatIf)\n"
             }
         }
         return s
@@ -63,6 +70,7 @@ public enum ReportFormat {
     /// A human-readable summary.
     public static func text(_ r: SimulationReport, config: SimulationConfig) -> String {
         var s = "requests: \(r.requests) (policy \(config.policy), \(config.cacheMode.rawValue))\n"
+        if !r.whatIf.isEmpty { s += "what-if (not QEMU behaviour): \(r.whatIf.joined(separator: " "))\n" }
         if r.multiSegmentReads + r.multiSegmentWrites > 0 {
             s +=
                 "multi-segment requests: \(r.multiSegmentReads) reads, \(r.multiSegmentWrites) writes (QEMU runs them as concurrent tasks)\n"

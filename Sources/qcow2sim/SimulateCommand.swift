@@ -7,6 +7,7 @@ enum SimulateCommand {
     static let help = """
         usage: qcow2sim simulate TRACE [run options] [--format text|json|csv] [--events FILE]
                                  [--output FILE] [--policy NAME] [--read-only] [--discard unmap|ignore]
+                                 [--what-if KEY=VALUE]...
                                  [trace mapping options]
 
         Replays TRACE through a discrete simulation of QEMU 7.2's qcow2 mapping code and metadata
@@ -18,6 +19,13 @@ enum SimulateCommand {
           --policy NAME         eviction policy: \(PolicyRegistry.all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; "))
           --read-only           open the top image read-only (qemu-io -r)
           --discard MODE        unmap (default, like qemu-io) or ignore (a VM's default -drive)
+
+        what-ifs (proposals QEMU 7.2 does not implement; reported as what_if), repeatable:
+          --what-if l2-cache-size=P%        per image, P % of what full coverage needs
+          --what-if refcount-cache-size=P%  per image, P % of the refcount blocks of the disk
+          --what-if cache-scope=chain       one L2 and one refcount cache for the whole chain,
+                                            sized by the sum of the per-image caches, or by
+          --what-if chain-l2-cache-size=SIZE / chain-refcount-cache-size=SIZE
 
         output:
           --format FMT          text (default), json or csv
@@ -42,12 +50,13 @@ enum SimulateCommand {
             let a = try Arguments(
                 args,
                 options: RunConfigArguments.options.union(TraceCommand.mappingOptions).union([
-                    "--format", "--events", "--output", "--policy", "--discard", "--memory-timeline",
+                    "--format", "--events", "--output", "--policy", "--discard", "--memory-timeline", "--what-if",
                 ]),
                 flags: ["--read-only", "--no-rebase"], aliases: RunConfigArguments.aliases,
-                repeatable: RunConfigArguments.repeatable)
+                repeatable: RunConfigArguments.repeatable.union(["--what-if"]))
             var config = try RunConfigArguments.config(a)
             config.policy = a.value("--policy") ?? "qemu"
+            for setting in a.all("--what-if") { try config.whatIf.set(setting) }
             config.readOnly = a.has("--read-only")
             config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
             let format = try a.choice("--format", ["text", "json", "csv"], default: "text")

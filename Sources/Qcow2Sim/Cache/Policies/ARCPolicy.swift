@@ -53,8 +53,9 @@ public struct ARCPolicy: EvictionPolicy {
             // Case IV.
             t1.append(slot)
             b1.trim(to: c - t1.count)
-            b2.trim(to: 2 * c - t1.count - t2.count - b1.count)
         }
+        // Trimmed only once the incoming table is placed (the paper tests `x ∈ B1 ∪ B2` first).
+        b2.trim(to: 2 * c - t1.count - t2.count - b1.count)
     }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func hit(_ slot: Int, offset: UInt64) {
@@ -91,7 +92,6 @@ public struct ARCPolicy: EvictionPolicy {
             t2.remove(v)
             b2.insert(offsets[v])
         }
-        b2.trim(to: 2 * c - t1.count - t2.count - b1.count)
         return v
     }
 }

@@ -42,6 +42,8 @@ public struct S3FIFOPolicy: EvictionPolicy {
         offsets[slot] = offset
         frequency[slot] = 0
         if ghost.remove(offset) { main.append(slot) } else { small.append(slot) }
+        // Trimmed only now, so this miss's own eviction cannot push the incoming offset out.
+        ghost.trim(to: mainTarget)
     }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func hit(_ slot: Int, offset: UInt64) {
@@ -74,7 +76,6 @@ public struct S3FIFOPolicy: EvictionPolicy {
                 }
                 small.remove(t)
                 ghost.insert(offsets[t])
-                ghost.trim(to: mainTarget)
                 return t
             }
             if let v = evictMain(pins) { return v }
@@ -82,7 +83,6 @@ public struct S3FIFOPolicy: EvictionPolicy {
             guard let t = small.firstUnpinned(pins) else { return nil }
             small.remove(t)
             ghost.insert(offsets[t])
-            ghost.trim(to: mainTarget)
             return t
         }
         return nil

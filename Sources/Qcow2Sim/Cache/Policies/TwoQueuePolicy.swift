@@ -7,8 +7,8 @@
 /// offsets. A miss on an offset in `A1out` goes to `Am`; any other miss goes to `A1in`; a hit in
 /// `Am` moves the table to its most recent end, a hit in `A1in` changes nothing (correlated
 /// references). To reclaim a slot: while `A1in` holds more than `Kin`, its oldest unpinned table
-/// is evicted and its offset remembered in `A1out` (the oldest offset there forgotten past
-/// `Kout`); otherwise `Am`'s least recently used unpinned table is evicted and forgotten. If the
+/// is evicted and its offset remembered in `A1out` (the oldest offsets there forgotten past
+/// `Kout` once the incoming table is placed); otherwise `Am`'s least recently used unpinned table is evicted and forgotten. If the
 /// list the rule names has only pinned tables, the other list's candidate is taken.
 public struct TwoQueuePolicy: EvictionPolicy {
     /// Witness of the `EvictionPolicy` requirement.
@@ -39,6 +39,9 @@ public struct TwoQueuePolicy: EvictionPolicy {
         am.remove(slot)
         offsets[slot] = offset
         if a1out.remove(offset) { am.append(slot) } else { a1in.append(slot) }
+        // Trimmed only now: the paper tests `X ∈ A1out` before reclaiming, so the offset just
+        // pushed by this miss's eviction must not push out the incoming one.
+        a1out.trim(to: kout)
     }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func hit(_ slot: Int, offset: UInt64) {
@@ -71,7 +74,6 @@ public struct TwoQueuePolicy: EvictionPolicy {
     private mutating func evictFromA1in(_ v: Int) -> Int {
         a1in.remove(v)
         a1out.insert(offsets[v])
-        a1out.trim(to: kout)
         return v
     }
 }
