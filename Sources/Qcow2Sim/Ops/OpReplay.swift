@@ -28,8 +28,14 @@ public struct CacheLayerCounters: Sendable {
 
 extension CacheSystem: CacheLayer {
     /// Image `k`'s sizing and counters.
+    /// With a cache shared by the chain (a what-if), the shared caches' counters are the top
+    /// image's and the other images report none (each image still reports the shared sizing).
     public func counters(image k: Int) -> CacheLayerCounters {
         let c = images[k]
+        if topology != .perImage && k != images.count - 1 {
+            return CacheLayerCounters(
+                sizing: c.sizing, l2: CacheStats(), refcount: CacheStats(), cleanTicks: 0, cleanTicksEvaluated: 0)
+        }
         return CacheLayerCounters(
             sizing: c.sizing, l2: c.l2.stats, refcount: c.refcount.stats, cleanTicks: c.cleanTicks,
             cleanTicksEvaluated: c.cleanTicksEvaluated)
