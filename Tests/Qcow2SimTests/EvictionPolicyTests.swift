@@ -298,7 +298,11 @@ import TraceKit
 
     static let sharedTraces: String = {
         if let d = ProcessInfo.processInfo.environment["QCOW2SIM_TRACES"] { return d }
-        return traces.deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("shared/traces").path
+        // ../shared/traces next to the repository (a worktree under wt/ has it one level up).
+        let repo = traces.deletingLastPathComponent()
+        let candidates = [repo.deletingLastPathComponent(), repo.deletingLastPathComponent().deletingLastPathComponent()]
+            .map { $0.appendingPathComponent("shared/traces").path }
+        return candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
     }()
 
     /// Belady's MIN is the lower bound: at 6 L2 cache sizes, on every trace, `opt` misses no
