@@ -122,10 +122,14 @@ public enum Simulation {
         config: SimulationConfig, reader: inout R, policy: P.Type, log: EventLog? = nil,
         memoryTimeline: MemoryTimeline? = nil
     ) throws -> SimulationReport {
-        let source = BoxedSource(reader)
-        defer { reader = source.reader }
         var config = config
         config.policy = P.name
+        if P.self == OptimalPolicy.self {
+            // Belady's MIN needs the future: through a recording.
+            return try runViaRecording(config: config, reader: &reader, log: log, memoryTimeline: memoryTimeline)
+        }
+        let source = BoxedSource(reader)
+        defer { reader = source.reader }
         let runner = Runner(config: config, log: log, misEvict: nil, timeline: memoryTimeline, source: source, record: nil)
         return try runner.visit(P.self)
     }

@@ -61,6 +61,19 @@ extension Simulation {
         config: SimulationConfig, reader: inout R, to path: String, log: EventLog? = nil,
         memoryTimeline: MemoryTimeline? = nil
     ) throws -> (report: SimulationReport, recording: OpRecording) {
+        if config.policy == OptimalPolicy.name || !config.whatIf.isEmpty {
+            // The live run records with QEMU's cache (the stream does not depend on it); the
+            // report is the configuration's, from a replay of the recording.
+            var live = try resolvingPercentages(config, geometries: try geometries(config))
+            live.whatIf = WhatIf()
+            if live.policy == OptimalPolicy.name { live.policy = QemuPolicy.name }
+            let recorded = try record(config: live, reader: &reader, to: path)
+            guard let report = try replay(recorded.recording, configs: [config], logs: [log], timelines: [memoryTimeline]).first?.report
+            else {
+                throw SimulationError.image("\(path): the replay of the recording through the configuration diverged", 69)
+            }
+            return (report, recorded.recording)
+        }
         let source = BoxedSource(reader)
         defer { reader = source.reader }
         let sink = RecordingSink(path: path)
