@@ -80,6 +80,8 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     public let topology: CacheTopology
     /// `topology` is `.chain`: every image's `ImageCaches` holds the same two caches.
     private let shared: Bool
+    /// The images whose clean timer and memory integral run: all, or (one shared cache) the top.
+    private let timedImages: Range<Int>
     /// Where events go (nil: not recorded).
     public let log: EventLog?
     /// Where resident-memory changes go (nil: not recorded).
@@ -113,6 +115,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         self.timeline = timeline
         topology = .perImage
         shared = false
+        timedImages = 0..<sizings.count
     }
 
     /// A cache layer with `topology`. For `.chain`, `sizings` must agree on the L2 entry size
@@ -127,6 +130,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         case .perImage:
             images = sizings.map { ImageCaches(sizing: $0) }
             shared = false
+            timedImages = 0..<sizings.count
         case .chain(let l2Entries, let refcountEntries):
             var s = sizings.last ?? sizings[0]
             s.l2Entries = l2Entries
@@ -135,6 +139,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             let l2 = MetadataCache<Policy>(kind: .l2, count: l2Entries, tableSize: s.l2EntrySize)
             images = sizings.indices.map { ImageCaches(sizing: s, sharing: rc, l2, image: $0) }
             shared = true
+            timedImages = max(sizings.count - 1, 0)..<sizings.count
         }
     }
 
@@ -204,9 +209,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         case .beginClose:
             if op.flag != 0 {
                 // No timestamps: memory is averaged per request up to the last one.
-                for (k, c) in images.enumerated() where !shared || k == images.count - 1 {
-                    accumulateMemory(c, until: Double(op.offset))
-                }
+                for k in timedImages { accumulateMemory(images[k], until: Double(op.offset)) }
             }
             log?.beginClose()
         case .task: log?.task = Int32(bitPattern: op.count)
@@ -257,15 +260,13 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         if let t = time {
             if t > lastTime {
                 lastTime = t
-                for (k, im) in images.enumerated() where !shared || k == images.count - 1 { advanceTime(im, image: k, to: t) }
+                for k in timedImages { advanceTime(images[k], image: k, to: t) }
             }
             requestTime = t
         } else {
             if index > 0 {
                 // No timestamps: memory is averaged per request; the clean timer never fires.
-                for (k, im) in images.enumerated() where !shared || k == images.count - 1 {
-                    accumulateMemory(im, until: Double(index))
-                }
+                for k in timedImages { accumulateMemory(images[k], until: Double(index)) }
             }
             requestTime = Double(index)
         }
