@@ -86,7 +86,8 @@ public struct WhatIf: Equatable, Sendable {
         case "chain-l2-cache-size": chainL2CacheSize = try size()
         case "chain-refcount-cache-size": chainRefcountCacheSize = try size()
         default:
-            throw SimulationError.usage("--what-if \(setting): unknown key '\(key)' (expected one of: \(Self.keys.joined(separator: ", ")))")
+            throw SimulationError.usage(
+                "--what-if \(setting): unknown key '\(key)' (expected one of: \(Self.keys.joined(separator: ", ")))")
         }
         settings.removeAll { $0.hasPrefix(key + "=") }
         settings.append("\(key)=\(value)")
@@ -110,7 +111,9 @@ public struct WhatIf: Equatable, Sendable {
     /// unless `l2-cache-entry-size` is given; clusters for refcount blocks).
     ///
     /// - Throws: `.usage` if `--drive` sets the same option for an image.
-    public func resolvedDriveOptions(_ driveOptions: String, geometries: [Geometry], version: QemuVersion = .v7_2) throws -> String {
+    public func resolvedDriveOptions(_ driveOptions: String, geometries: [Geometry], version: QemuVersion = .v7_2) throws
+        -> String
+    {
         guard l2CachePercent != nil || refcountCachePercent != nil else { return driveOptions }
         let depth = geometries.count
         let parsed: [CacheOptions]
@@ -127,7 +130,8 @@ public struct WhatIf: Equatable, Sendable {
             if let p = l2CachePercent {
                 guard o.l2CacheSize == nil && o.cacheSize == nil else {
                     throw SimulationError.usage(
-                        "--what-if l2-cache-size=\(Self.format(p))%: --drive sets \(prefix)\(o.l2CacheSize == nil ? "cache-size" : "l2-cache-size") too")
+                        "--what-if l2-cache-size=\(Self.format(p))%: --drive sets \(prefix)\(o.l2CacheSize == nil ? "cache-size" : "l2-cache-size") too"
+                    )
                 }
                 let full = Self.fullCoverage(.l2, g)
                 let raw = (Double(full) * p / 100).rounded(.up)
@@ -138,7 +142,8 @@ public struct WhatIf: Equatable, Sendable {
             if let p = refcountCachePercent {
                 guard o.refcountCacheSize == nil && o.cacheSize == nil else {
                     throw SimulationError.usage(
-                        "--what-if refcount-cache-size=\(Self.format(p))%: --drive sets \(prefix)\(o.refcountCacheSize == nil ? "cache-size" : "refcount-cache-size") too")
+                        "--what-if refcount-cache-size=\(Self.format(p))%: --drive sets \(prefix)\(o.refcountCacheSize == nil ? "cache-size" : "refcount-cache-size") too"
+                    )
                 }
                 let full = Self.fullCoverage(.refcount, g)
                 let entries = max(UInt64((Double(full) * p / 100 / Double(g.clusterSize)).rounded(.up)), 1)
@@ -154,14 +159,16 @@ public struct WhatIf: Equatable, Sendable {
     public func topology(_ sizings: [CacheSizing]) throws -> CacheTopology {
         guard scope == .chain else { return .perImage }
         guard let first = sizings.first else { return .perImage }
-        guard sizings.allSatisfy({ $0.l2EntrySize == first.l2EntrySize && $0.refcountEntrySize == first.refcountEntrySize }) else {
+        guard sizings.allSatisfy({ $0.l2EntrySize == first.l2EntrySize && $0.refcountEntrySize == first.refcountEntrySize })
+        else {
             throw SimulationError.usage(
                 "--what-if cache-scope=chain: the images' L2 entry sizes (\(sizings.map { String($0.l2EntrySize) }.joined(separator: ", "))) and cluster sizes (\(sizings.map { String($0.refcountEntrySize) }.joined(separator: ", "))) must be the same for one shared cache"
             )
         }
         let l2 = chainL2CacheSize.map { max(2, Int($0 / first.l2EntrySize)) } ?? sizings.reduce(0) { $0 + $1.l2Entries }
         let rc =
-            chainRefcountCacheSize.map { max(4, Int($0 / first.refcountEntrySize)) } ?? sizings.reduce(0) { $0 + $1.refcountEntries }
+            chainRefcountCacheSize.map { max(4, Int($0 / first.refcountEntrySize)) }
+            ?? sizings.reduce(0) { $0 + $1.refcountEntries }
         return .chain(l2Entries: l2, refcountEntries: rc)
     }
 
@@ -185,7 +192,8 @@ extension Simulation {
     /// `config` with its percentage what-ifs resolved into drive options (and removed).
     static func resolvingPercentages(_ config: SimulationConfig, geometries: [Geometry]) throws -> SimulationConfig {
         var c = config
-        c.driveOptions = try config.whatIf.resolvedDriveOptions(config.driveOptions, geometries: geometries, version: config.qemuVersion)
+        c.driveOptions = try config.whatIf.resolvedDriveOptions(
+            config.driveOptions, geometries: geometries, version: config.qemuVersion)
         c.whatIf.l2CachePercent = nil
         c.whatIf.refcountCachePercent = nil
         return c

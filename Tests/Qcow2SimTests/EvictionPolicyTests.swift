@@ -353,6 +353,8 @@ import TraceKit
         }
         // The trace exercised the cache (a trace that never looks anything up proves nothing).
         #expect(lookups > 0, "\(trace): no L2 misses at all")
-        print("optimalIsTheLowerBound \(trace): opt L2 misses \(opt.map { $0.first?.l2 ?? 0 }), qemu \(m["qemu"]?.map { $0.first?.l2 ?? 0 } ?? [])")
+        print(
+            "optimalIsTheLowerBound \(trace): opt L2 misses \(opt.map { $0.first?.l2 ?? 0 }), qemu \(m["qemu"]?.map { $0.first?.l2 ?? 0 } ?? [])"
+        )
     }
 }

@@ -23,8 +23,9 @@ import TraceKit
         var w33 = WhatIf()
         try w33.set("l2-cache-size=33%")
         try w33.set("refcount-cache-size=25%")
-        #expect(try w33.resolvedDriveOptions("cache-clean-interval=0", geometries: [g]) ==
-            "cache-clean-interval=0,l2-cache-size=868352,refcount-cache-size=196608")
+        #expect(
+            try w33.resolvedDriveOptions("cache-clean-interval=0", geometries: [g])
+                == "cache-clean-interval=0,l2-cache-size=868352,refcount-cache-size=196608")
         // A chain, top first: the backing image gets its own share of its own size.
         let small = Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 1 << 30)
         #expect(try w.resolvedDriveOptions("", geometries: [small, g]) == "l2-cache-size=1310720,backing.l2-cache-size=65536")
@@ -35,9 +36,11 @@ import TraceKit
         #expect(throws: SimulationError.usage("--what-if l2-cache-size=50: expected a percentage above 0, such as 50%")) {
             try w.set("l2-cache-size=50")
         }
-        #expect(throws: SimulationError.usage(
-            "--what-if cache-size=1: unknown key 'cache-size' (expected one of: l2-cache-size, refcount-cache-size, cache-scope, chain-l2-cache-size, chain-refcount-cache-size)"
-        )) { try w.set("cache-size=1") }
+        #expect(
+            throws: SimulationError.usage(
+                "--what-if cache-size=1: unknown key 'cache-size' (expected one of: l2-cache-size, refcount-cache-size, cache-scope, chain-l2-cache-size, chain-refcount-cache-size)"
+            )
+        ) { try w.set("cache-size=1") }
         #expect(throws: SimulationError.usage("--what-if cache-scope=disk: expected cache-scope=image or cache-scope=chain")) {
             try w.set("cache-scope=disk")
         }
@@ -74,7 +77,8 @@ import TraceKit
     static func sizing(l2: String) throws -> CacheSizing {
         var o = CacheOptions()
         o.l2CacheSize = try QemuSize.parse(Substring(l2)).get()
-        return try CacheSizing(geometry: Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 1 << 30), options: o)
+        return try CacheSizing(
+            geometry: Geometry(clusterBits: 16, extendedL2: false, refcountOrder: 4, virtualSize: 1 << 30), options: o)
     }
 
     static func feed<P: EvictionPolicy>(_ system: CacheSystem<P>, _ ops: [MetadataOp]) {
@@ -91,7 +95,9 @@ import TraceKit
         let s = try Self.sizing(l2: "8K")
         #expect(s.l2Entries == 2 && s.l2EntrySize == 4096)
         let a: UInt64 = 0x10000, b: UInt64 = 0x20000
-        let ops = Self.getPut(0, .l2, a) + Self.getPut(1, .l2, a) + Self.getPut(0, .l2, a) + Self.getPut(1, .l2, b) + Self.getPut(1, .l2, a)
+        let ops =
+            Self.getPut(0, .l2, a) + Self.getPut(1, .l2, a) + Self.getPut(0, .l2, a) + Self.getPut(1, .l2, b)
+            + Self.getPut(1, .l2, a)
         // Shared, 2 entries (QEMU's policy: least recently released):
         //   image 0 A: miss (empty slot), released 1st; image 1 A: a different entry, miss,
         //   released 2nd; image 0 A: hit, released 3rd; image 1 B: miss, evicts image 1's A
@@ -123,7 +129,8 @@ import TraceKit
         // Both images dirty a refcount block of their own.
         for (image, r) in [(0, r0), (1, r1)] {
             ops += [
-                MetadataOp(.get, .refcount, image: image, offset: r, flag: 1), MetadataOp(.markDirty, .refcount, image: image, offset: r),
+                MetadataOp(.get, .refcount, image: image, offset: r, flag: 1),
+                MetadataOp(.markDirty, .refcount, image: image, offset: r),
                 MetadataOp(.put, .refcount, image: image, offset: r),
             ]
         }
@@ -197,7 +204,8 @@ import TraceKit
         )
         // An explicit budget: 8 shared slices.
         var r3 = ArrayTraceReader(Self.chainRecords())
-        let small = try Simulation.run(config: try Self.chainConfig(["cache-scope=chain", "chain-l2-cache-size=32K"]), reader: &r3)
+        let small = try Simulation.run(
+            config: try Self.chainConfig(["cache-scope=chain", "chain-l2-cache-size=32K"]), reader: &r3)
         #expect(small.images[2].sizing.l2Entries == 8)
         #expect(small.images[2].l2.misses >= chain.images[2].l2.misses)
         #expect(small.whatIf == ["cache-scope=chain", "chain-l2-cache-size=32K"])
@@ -206,7 +214,8 @@ import TraceKit
     @Test func simulateReportsWhatIf() throws {
         let dir = try CLIRun.directory()
         let trace = (dir as NSString).appendingPathComponent("t.csv")
-        try "op,offset,length\nW,0,65536\nR,1048576,4096\nW,2147483648,4096\n".write(toFile: trace, atomically: true, encoding: .utf8)
+        try "op,offset,length\nW,0,65536\nR,1048576,4096\nW,2147483648,4096\n".write(
+            toFile: trace, atomically: true, encoding: .utf8)
         let (code, out, err) = try CLIRun.run([
             "simulate", trace, "--size", "4G", "--chain", "3", "--what-if", "cache-scope=chain", "--what-if", "l2-cache-size=10%",
             "--format", "json",

@@ -195,7 +195,8 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         case .hostGuard:
             let digest =
                 shared
-                ? im.sharedDigest.l2 &+ (im.sharedDigest.rc &* 3) : im.l2.freshWrittenDigest &+ (im.refcount.freshWrittenDigest &* 3)
+                ? im.sharedDigest.l2 &+ (im.sharedDigest.rc &* 3)
+                : im.l2.freshWrittenDigest &+ (im.refcount.freshWrittenDigest &* 3)
             if hosts != nil {
                 op.extra = digest
             } else if digest != op.extra && divergedAt == nil {
@@ -434,7 +435,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             let before = c.freshWrittenDigest
             c.markClean(i)
             if c.freshWrittenDigest != before {
-                if k == .l2 { im.sharedDigest.l2 &+= TableHistory.mix(offset) } else { im.sharedDigest.rc &+= TableHistory.mix(offset) }
+                if k == .l2 {
+                    im.sharedDigest.l2 &+= TableHistory.mix(offset)
+                } else {
+                    im.sharedDigest.rc &+= TableHistory.mix(offset)
+                }
             }
             return
         }

@@ -45,7 +45,9 @@ public final class NextUseOracle: @unchecked Sendable {
                 n += 1
             }
         }
-        if tooMany { throw SimulationError.usage("\(recording.path): more than \(Self.never - 1) lookups: too long for --policy opt") }
+        if tooMany {
+            throw SimulationError.usage("\(recording.path): more than \(Self.never - 1) lookups: too long for --policy opt")
+        }
         nextUse = next
     }
 
