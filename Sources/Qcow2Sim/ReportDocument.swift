@@ -29,6 +29,9 @@ public struct SimulationDocument: Equatable, Sendable, Codable {
     public var multiSegmentWrites: Int
     /// Trace time spanned, seconds (0 without timestamps), to 6 significant digits.
     public var durationSeconds: Double
+    /// The what-ifs the run applied (proposals QEMU does not implement), `KEY: VALUE`; absent
+    /// when none (issue 11: labelled so no one mistakes them for QEMU behaviour).
+    public var whatIf: [String: String]?
 
     /// The run's configuration.
     public struct Config: Equatable, Sendable, Codable {
@@ -184,6 +187,7 @@ public struct SimulationDocument: Equatable, Sendable, Codable {
         case multiSegmentReads = "multi_segment_reads"
         case multiSegmentWrites = "multi_segment_writes"
         case durationSeconds = "duration_seconds"
+        case whatIf = "what_if"
     }
 
     /// The document of `report`, a run of `config`.
@@ -227,5 +231,13 @@ public struct SimulationDocument: Equatable, Sendable, Codable {
         multiSegmentReads = r.multiSegmentReads
         multiSegmentWrites = r.multiSegmentWrites
         durationSeconds = ReportFormat.rounded(r.duration)
+        if !r.whatIf.isEmpty {
+            var w: [String: String] = [:]
+            for setting in r.whatIf {
+                let kv = setting.split(separator: "=", maxSplits: 1)
+                w[String(kv[0])] = kv.count > 1 ? String(kv[1]) : ""
+            }
+            whatIf = w
+        }
     }
 }

@@ -20,14 +20,16 @@ public enum ReportFormat {
     /// One CSV row per image and cache.
     public static func csv(_ r: SimulationReport) -> String {
         var s =
-            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes,misses_cold,misses_evicted,misses_cleaned,misses_discarded\n"
+            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes,misses_cold,misses_evicted,misses_cleaned,misses_discarded\(r.whatIf.isEmpty ? "" : ",what_if")\n"
+        // What-ifs: one more column, the settings separated by spaces (no commas in them).
+        let whatIf = r.whatIf.isEmpty ? "" : "," + r.whatIf.joined(separator: " ")
         for im in r.images {
             for (name, st, size, n) in [
                 ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),
                 ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
             ] {
                 s +=
-                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, span: r.memorySpan))),\(st.missesCold),\(st.missesEvicted),\(st.missesCleaned),\(st.missesDiscarded)\n"
+                    "\(im.index),\(name),\(size),\(n),\(st.lookups),\(st.hits),\(st.misses),\(number(st.hitRate)),\(st.evictions),\(st.dirtyEvictions),\(st.writebacks),\(st.flushes),\(st.bytesRead),\(st.bytesWritten),\(st.memoryBytes),\(st.memoryPeakBytes),\(number(SimulationReport.meanMemory(st, span: r.memorySpan))),\(st.missesCold),\(st.missesEvicted),\(st.missesCleaned),\(st.missesDiscarded)\(whatIf)\n"
             }
         }
         return s
@@ -36,6 +38,7 @@ public enum ReportFormat {
     /// A human-readable summary.
     public static func text(_ r: SimulationReport, config: SimulationConfig) -> String {
         var s = "requests: \(r.requests) (policy \(config.policy), \(config.cacheMode.rawValue))\n"
+        if !r.whatIf.isEmpty { s += "what-if (not QEMU behaviour): \(r.whatIf.joined(separator: " "))\n" }
         if r.multiSegmentReads + r.multiSegmentWrites > 0 {
             s +=
                 "multi-segment requests: \(r.multiSegmentReads) reads, \(r.multiSegmentWrites) writes (QEMU runs them as concurrent tasks)\n"

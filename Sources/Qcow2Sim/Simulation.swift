@@ -65,6 +65,8 @@ public struct SimulationReport: Sendable {
     public var duration: Double
     /// Eviction policy used.
     public var policy: String
+    /// The what-ifs the run applied (`KEY=VALUE`, as given; empty: QEMU's own behaviour).
+    public var whatIf: [String] = []
     /// Wall-clock seconds spent building the initial images (creation, populate, preparation).
     public var setupSeconds: Double = 0
     /// Wall-clock seconds spent replaying the trace (open to close).
@@ -98,6 +100,10 @@ public enum Simulation {
         // The reader is type-erased here, once, so the whole replay below is specialized for the
         // policy inside this module (a generic reader type from another module would leave it
         // unspecialized: `qcow2sim-bench` measured 20× slower).
+        if config.policy == OptimalPolicy.name || !config.whatIf.isEmpty {
+            // Belady's MIN and the what-ifs run through a recording (`WhatIf`, `OptimalPolicy`).
+            return try runViaRecording(config: config, reader: &reader, log: log, memoryTimeline: memoryTimeline)
+        }
         let source = BoxedSource(reader)
         defer { reader = source.reader }
         let visitor = Runner(
@@ -116,10 +122,14 @@ public enum Simulation {
         config: SimulationConfig, reader: inout R, policy: P.Type, log: EventLog? = nil,
         memoryTimeline: MemoryTimeline? = nil
     ) throws -> SimulationReport {
-        let source = BoxedSource(reader)
-        defer { reader = source.reader }
         var config = config
         config.policy = P.name
+        if P.self == OptimalPolicy.self {
+            // Belady's MIN needs the future: through a recording.
+            return try runViaRecording(config: config, reader: &reader, log: log, memoryTimeline: memoryTimeline)
+        }
+        let source = BoxedSource(reader)
+        defer { reader = source.reader }
         let runner = Runner(config: config, log: log, misEvict: nil, timeline: memoryTimeline, source: source, record: nil)
         return try runner.visit(P.self)
     }

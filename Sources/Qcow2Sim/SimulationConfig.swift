@@ -111,6 +111,8 @@ public struct SimulationConfig: Sendable {
     /// cache options and no metrics: `(chain index, requests)`. Models images prepared with
     /// qemu-io, e.g. `qemu-io -c 'write 64k 64k' overlay.qcow2`.
     public var preparation: [PreparationSession] = []
+    /// Proposals QEMU does not implement (`--what-if`): empty for QEMU's own behaviour.
+    public var whatIf = WhatIf()
     /// Test only: a multi-segment write's tasks resume in reverse submission order, one of the
     /// other orders QEMU can take when I/O completes differently (§13); proves `validate` tells
     /// a reordered run (`equivalent`) from one whose order changed later cache decisions.

@@ -8,6 +8,7 @@ enum SimulateCommand {
     static let help = """
         usage: qcow2sim simulate TRACE [run options] [--format text|json|csv|html] [--events FILE]
                                  [--request-markers] [--output FILE] [--policy NAME] [--read-only] [--discard unmap|ignore]
+                                 [--what-if KEY=VALUE]...
                                  [trace mapping options]
 
         Replays TRACE through a discrete simulation of QEMU 7.2's qcow2 mapping code and metadata
@@ -19,6 +20,13 @@ enum SimulateCommand {
           --policy NAME         eviction policy: \(PolicyRegistry.all.map { "\($0.name) (\($0.summary))" }.joined(separator: "; "))
           --read-only           open the top image read-only (qemu-io -r)
           --discard MODE        unmap (default, like qemu-io) or ignore (a VM's default -drive)
+
+        what-ifs (proposals QEMU 7.2 does not implement; reported as what_if), repeatable:
+          --what-if l2-cache-size=P%        per image, P % of what full coverage needs
+          --what-if refcount-cache-size=P%  per image, P % of the refcount blocks of the disk
+          --what-if cache-scope=chain       one L2 and one refcount cache for the whole chain,
+                                            sized by the sum of the per-image caches, or by
+          --what-if chain-l2-cache-size=SIZE / chain-refcount-cache-size=SIZE
 
         output:
           --format FMT          text (default), json, csv, or html: one self-contained page (inline
@@ -49,11 +57,12 @@ enum SimulateCommand {
         do {
             let a = try Arguments(
                 args,
-                options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline"]),
+                options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline", "--what-if"]),
                 flags: runFlags.union(Progress.flags).union(["--request-markers"]), aliases: RunConfigArguments.aliases,
-                repeatable: RunConfigArguments.repeatable)
+                repeatable: RunConfigArguments.repeatable.union(["--what-if"]))
             var config = try runConfig(a)
             config.policy = a.value("--policy") ?? "qemu"
+            for setting in a.all("--what-if") { try config.whatIf.set(setting) }
             let format = try a.choice("--format", ["text", "json", "csv", "html"], default: "text")
             if a.has("--request-markers") && a.value("--events") == nil {
                 throw UsageError("--request-markers needs --events FILE")

@@ -46,7 +46,7 @@ import Testing
         ),
         (
             "R,0,4K\n", ["--size", "1G", "--policy", "bogus"], 64,
-            "qcow2sim simulate: error: unknown policy 'bogus' (expected one of: qemu, lru, fifo)\n"
+            "qcow2sim simulate: error: unknown policy 'bogus' (expected one of: qemu, lru, fifo, clock, 2q, arc, s3fifo, sieve, opt)\n"
         ),
         (
             "R,0,4K\n", ["--size", "1G", "--format", "xml"], 64,

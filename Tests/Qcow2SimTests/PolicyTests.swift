@@ -61,6 +61,6 @@ import TraceKit
     }
 
     @Test func registryListsEveryPolicy() {
-        #expect(PolicyRegistry.names == ["qemu", "lru", "fifo"])
+        #expect(PolicyRegistry.names == ["qemu", "lru", "fifo", "clock", "2q", "arc", "s3fifo", "sieve", "opt"])
     }
 }

@@ -5,7 +5,9 @@ import TraceKit
 /// write-backs with their dependency flushes, the clean timer, discards of freed tables — and the
 /// observers of them: the event log, the memory timeline and the host-file writes of write-backs.
 ///
-/// Topology: one refcount cache and one L2 cache per image, as QEMU has (`caches(image:)`).
+/// Topology (`CacheTopology`): one refcount cache and one L2 cache per image, as QEMU has
+/// (`caches(image:)`), or — a what-if, not QEMU — one of each shared by every image of the chain
+/// (`.chain`), entries keyed by image and table offset (`ImageCaches.tag`).
 ///
 /// QEMU's asserts at the cache's boundary hold in every run: a PUT of an entry nobody holds, a
 /// MARK_DIRTY of an empty entry, a miss with every entry pinned and (at `finish`) an entry still
@@ -28,13 +30,44 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         var lookupSequence = 0
         /// The refcount block `update_refcount` held when a `freeCluster` released it (0: none).
         var droppedHold: UInt64 = 0
-        /// The slot of the last GET per kind, so PUT and MARK_DIRTY by offset need no lookup.
+        /// The slot of the last GET per kind (by cache key), so PUT and MARK_DIRTY by offset need
+        /// no lookup.
         var lastSlot = (rc: (offset: UInt64(0), slot: 0), l2: (offset: UInt64(0), slot: 0))
+        /// What this image's table offsets are ORed with to make cache keys: 0 with per-image
+        /// caches; `(image + 1) << 56` in a shared cache (qcow2 table offsets are below 2^56:
+        /// `L2E_OFFSET_MASK`, and the model checks refcount block offsets against the file).
+        public let tag: UInt64
+        /// QEMU's `depends` of this image's refcount and L2 cache (`qcow2_cache_set_dependency`):
+        /// per image even when the cache is shared, since a dependency names the other cache
+        /// *of the same image*.
+        var dependsOnOther = (rc: false, l2: false)
+        /// QEMU's `depends_on_flush` per cache of this image.
+        var dependsOnFlush = (rc: false, l2: false)
+        /// In a shared cache: the digest of this image's fresh tables written back (what
+        /// `MetadataCache.freshWrittenDigest` is for a cache of its own).
+        var sharedDigest = (rc: UInt64(0), l2: UInt64(0))
 
         init(sizing: CacheSizing) {
             self.sizing = sizing
             refcount = MetadataCache(kind: .refcount, count: sizing.refcountEntries, tableSize: sizing.refcountEntrySize)
             l2 = MetadataCache(kind: .l2, count: sizing.l2Entries, tableSize: sizing.l2EntrySize)
+            tag = 0
+        }
+
+        init(sizing: CacheSizing, sharing refcount: MetadataCache<Policy>, _ l2: MetadataCache<Policy>, image: Int) {
+            self.sizing = sizing
+            self.refcount = refcount
+            self.l2 = l2
+            tag = UInt64(image + 1) << 56
+        }
+
+        @inline(__always) func depends(_ k: CacheKind) -> Bool { k == .l2 ? dependsOnOther.l2 : dependsOnOther.rc }
+        @inline(__always) func setDepends(_ k: CacheKind, _ v: Bool) {
+            if k == .l2 { dependsOnOther.l2 = v } else { dependsOnOther.rc = v }
+        }
+        @inline(__always) func dependsFlush(_ k: CacheKind) -> Bool { k == .l2 ? dependsOnFlush.l2 : dependsOnFlush.rc }
+        @inline(__always) func setDependsFlush(_ k: CacheKind, _ v: Bool) {
+            if k == .l2 { dependsOnFlush.l2 = v } else { dependsOnFlush.rc = v }
         }
 
         /// The cache of kind `k`.
@@ -43,6 +76,12 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
 
     /// Every image's caches, base first.
     public let images: [ImageCaches]
+    /// Per image (QEMU) or shared by the chain (a what-if).
+    public let topology: CacheTopology
+    /// `topology` is `.chain`: every image's `ImageCaches` holds the same two caches.
+    private let shared: Bool
+    /// The images whose clean timer and memory integral run: all, or (one shared cache) the top.
+    private let timedImages: Range<Int>
     /// Where events go (nil: not recorded).
     public let log: EventLog?
     /// Where resident-memory changes go (nil: not recorded).
@@ -74,6 +113,46 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         images = sizings.map { ImageCaches(sizing: $0) }
         self.log = log
         self.timeline = timeline
+        topology = .perImage
+        shared = false
+        timedImages = 0..<sizings.count
+    }
+
+    /// A cache layer with `topology`. For `.chain`, `sizings` must agree on the L2 entry size
+    /// and the cluster size (one slot size per cache); every image then reports the shared
+    /// sizing, the top image (last) the shared caches' counters and the others none, and the
+    /// top image's `cache-clean-interval` drives the one clean timer.
+    public init(sizings: [CacheSizing], topology: CacheTopology, log: EventLog? = nil, timeline: MemoryTimeline? = nil) {
+        self.log = log
+        self.timeline = timeline
+        self.topology = topology
+        switch topology {
+        case .perImage:
+            images = sizings.map { ImageCaches(sizing: $0) }
+            shared = false
+            timedImages = 0..<sizings.count
+        case .chain(let l2Entries, let refcountEntries):
+            var s = sizings.last ?? sizings[0]
+            s.l2Entries = l2Entries
+            s.refcountEntries = refcountEntries
+            let rc = MetadataCache<Policy>(kind: .refcount, count: refcountEntries, tableSize: s.refcountEntrySize)
+            let l2 = MetadataCache<Policy>(kind: .l2, count: l2Entries, tableSize: s.l2EntrySize)
+            images = sizings.indices.map { ImageCaches(sizing: s, sharing: rc, l2, image: $0) }
+            shared = true
+            timedImages = max(sizings.count - 1, 0)..<sizings.count
+        }
+    }
+
+    /// The cache key of `offset` for image `im` and the image owning a cache key.
+    @inline(__always) private func key(_ im: ImageCaches, _ offset: UInt64) -> UInt64 { offset | im.tag }
+    @inline(__always) private func owner(_ key: UInt64, default image: Int) -> Int { shared ? Int(key >> 56) - 1 : image }
+    private static var offsetMask: UInt64 { (1 << 56) - 1 }
+
+    /// The cache and slot holding image `image`'s table at `offset` in cache `kind`, or nil.
+    public func slot(image: Int, kind: CacheKind, offset: UInt64) -> (cache: MetadataCache<Policy>, slot: Int)? {
+        let im = images[image]
+        guard let i = im[kind].find(key(im, offset)) else { return nil }
+        return (im[kind], i)
     }
 
     /// The caches of image `image`.
@@ -107,7 +186,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         case .markDirty: im[op.kind].markDirty(slot(im, op.kind, op.offset))
         case .writeCache: writeCache(im, op.kind, image: Int(op.image))
         case .setDependency: setDependency(im, op.kind, image: Int(op.image))
-        case .dependsOnFlush: im[op.kind].dependsOnFlush = true
+        case .dependsOnFlush: im.setDependsFlush(op.kind, true)
         case .freeCluster: freeCluster(im, op.offset, held: op.extra, image: Int(op.image))
         case .regetIfDropped:
             if im.droppedHold == op.offset && op.offset != 0 {
@@ -121,7 +200,10 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                 put(im, .refcount, op.offset)
             }
         case .hostGuard:
-            let digest = im.l2.freshWrittenDigest &+ (im.refcount.freshWrittenDigest &* 3)
+            let digest =
+                shared
+                ? im.sharedDigest.l2 &+ (im.sharedDigest.rc &* 3)
+                : im.l2.freshWrittenDigest &+ (im.refcount.freshWrittenDigest &* 3)
             if hosts != nil {
                 op.extra = digest
             } else if digest != op.extra && divergedAt == nil {
@@ -135,7 +217,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         case .beginClose:
             if op.flag != 0 {
                 // No timestamps: memory is averaged per request up to the last one.
-                for c in images { accumulateMemory(c, until: Double(op.offset)) }
+                for k in timedImages { accumulateMemory(images[k], until: Double(op.offset)) }
             }
             log?.beginClose()
         case .task: log?.task = Int32(bitPattern: op.count)
@@ -162,8 +244,15 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
 
     private func open(_ im: ImageCaches, image: Int, time: Double) {
         let s = im.sizing
-        im.refcount.reset(count: s.refcountEntries, tableSize: s.refcountEntrySize)
-        im.l2.reset(count: s.l2Entries, tableSize: s.l2EntrySize)
+        // A shared cache opens with the chain's first image (base first): the others' opens
+        // follow before any lookup and must not empty it again.
+        if !shared || image == 0 {
+            im.refcount.reset(count: s.refcountEntries, tableSize: s.refcountEntrySize)
+            im.l2.reset(count: s.l2Entries, tableSize: s.l2EntrySize)
+        }
+        im.dependsOnOther = (false, false)
+        im.dependsOnFlush = (false, false)
+        im.sharedDigest = (0, 0)
         im.lookupSequence = 0
         im.droppedHold = 0
         im.lastSlot = ((0, 0), (0, 0))
@@ -179,13 +268,13 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         if let t = time {
             if t > lastTime {
                 lastTime = t
-                for (k, im) in images.enumerated() { advanceTime(im, image: k, to: t) }
+                for k in timedImages { advanceTime(images[k], image: k, to: t) }
             }
             requestTime = t
         } else {
             if index > 0 {
                 // No timestamps: memory is averaged per request; the clean timer never fires.
-                for im in images { accumulateMemory(im, until: Double(index)) }
+                for k in timedImages { accumulateMemory(images[k], until: Double(index)) }
             }
             requestTime = Double(index)
         }
@@ -269,8 +358,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     @inline(__always)
     private func slot(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64) -> Int {
         let last = k == .l2 ? im.lastSlot.l2 : im.lastSlot.rc
-        if last.offset == offset && offset != 0 { return last.slot }
-        guard let i = im[k].find(offset) else {
+        let key = key(im, offset)
+        if last.offset == key && offset != 0 { return last.slot }
+        guard let i = im[k].find(key) else {
             preconditionFailure("qcow2 cache: PUT or MARK_DIRTY of table \(qcow2Hex(offset)), which the \(k) cache does not hold")
         }
         return i
@@ -284,13 +374,14 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         let c = im[k]
         emit(.get, k, image: image, offset: offset, readFromDisk: readFromDisk)
         im.lookupSequence += 1
+        let key = key(im, offset)
         let i: Int
-        if let hit = c.find(offset) {
+        if let hit = c.find(key) {
             c.hit(hit)
             emit(.getDone, k, image: image, index: hit)
             i = hit
         } else {
-            var v = c.victim(for: offset)
+            var v = c.victim(for: key)
             if im.lookupSequence == debugMisEvictAtLookup && image == images.count - 1 {
                 // Test-only: pick another unpinned slot than QEMU would.
                 var w = (v + 1) % c.count
@@ -301,11 +392,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             if c.needsWriteback(v) { c.stats.dirtyEvictions += 1 }
             writeback(im, k, v, image: image)
             emit(.getRead, k, image: image, index: v)
-            c.fill(v, offset: offset, readFromDisk: readFromDisk)
+            c.fill(v, offset: key, readFromDisk: readFromDisk)
             emit(.getDone, k, image: image, index: v)
             i = v
         }
-        if k == .l2 { im.lastSlot.l2 = (offset, i) } else { im.lastSlot.rc = (offset, i) }
+        if k == .l2 { im.lastSlot.l2 = (key, i) } else { im.lastSlot.rc = (key, i) }
         return i
     }
 
@@ -329,17 +420,35 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         im[k].put(slot(im, k, offset))
     }
 
-    /// WB (§3.4): writes one dirty entry back, flushing the cache it depends on first.
+    /// WB (§3.4): writes one dirty entry back, flushing the cache it depends on first. In a
+    /// shared cache the entry may be another image's (a victim): its own image's dependency is
+    /// the one that applies, and its flush writes only that image's entries of the other cache.
     private func writeback(_ im: ImageCaches, _ k: CacheKind, _ i: Int, image: Int) {
         let c = im[k]
         guard c.needsWriteback(i) else { return }
+        let image = owner(c.offset(at: i), default: image)
+        let im = shared ? images[image] : im
         emit(.entryFlush, k, image: image, index: i)
-        if c.dependsOnOther {
+        if im.depends(k) {
             writeCache(im, k.other, image: image)
-            c.dependsOnOther = false
-            c.dependsOnFlush = false
-        } else if c.dependsOnFlush {
-            c.dependsOnFlush = false
+            im.setDepends(k, false)
+            im.setDependsFlush(k, false)
+        } else if im.dependsFlush(k) {
+            im.setDependsFlush(k, false)
+        }
+        if shared {
+            let offset = c.offset(at: i) & Self.offsetMask
+            hosts?[image].write(offset, c.tableSize)
+            let before = c.freshWrittenDigest
+            c.markClean(i)
+            if c.freshWrittenDigest != before {
+                if k == .l2 {
+                    im.sharedDigest.l2 &+= TableHistory.mix(offset)
+                } else {
+                    im.sharedDigest.rc &+= TableHistory.mix(offset)
+                }
+            }
+            return
         }
         hosts?[image].write(c.offset(at: i), c.tableSize)
         c.markClean(i)
@@ -355,33 +464,34 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         // slot skipped here stays clean until the full scan would have passed it.
         var i = 0
         while let j = c.nextDirty(from: i) {
-            writeback(im, k, j, image: image)
+            // A shared cache: only this image's entries (its tag; 0 with per-image caches, where
+            // every offset is below 2^56).
+            if c.offset(at: j) >> 56 == im.tag >> 56 { writeback(im, k, j, image: image) }
             i = j + 1
         }
     }
 
     /// SET_DEP(c, d) (§3.6): entries of `k` may only be written after the other cache is flushed.
     private func setDependency(_ im: ImageCaches, _ k: CacheKind, image: Int) {
-        let d = im[k.other]
-        if d.dependsOnOther {
+        if im.depends(k.other) {
             writeCache(im, k, image: image)
-            d.dependsOnOther = false
-            d.dependsOnFlush = false
+            im.setDepends(k.other, false)
+            im.setDependsFlush(k.other, false)
         }
-        im[k].dependsOnOther = true
+        im.setDepends(k, true)
     }
 
     /// `update_refcount` for a cluster whose refcount reached 0 (§4.4): a cached refcount block
     /// there makes QEMU release the held block and discard it; a cached L2 table is discarded.
     private func freeCluster(_ im: ImageCaches, _ offset: UInt64, held: UInt64, image: Int) {
-        if let e = im.refcount.find(offset) {
+        if let e = im.refcount.find(key(im, offset)) {
             if held != 0 {
                 put(im, .refcount, held)
                 im.droppedHold = held
             }
             discard(im, .refcount, e, image: image)
         }
-        if let e = im.l2.find(offset) { discard(im, .l2, e, image: image) }
+        if let e = im.l2.find(key(im, offset)) { discard(im, .l2, e, image: image) }
     }
 
     /// DISCARD_ENTRY of slot `i` (§3.8). A pinned slot only happens when a damaged image frees a
@@ -393,7 +503,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             if failure == nil {
                 failure = (
                     image,
-                    "host cluster \(qcow2Hex(c.offset(at: i))) is freed while the \(k == .l2 ? "L2 table" : "refcount block") it holds is in use",
+                    "host cluster \(qcow2Hex(c.offset(at: i) & Self.offsetMask)) is freed while the \(k == .l2 ? "L2 table" : "refcount block") it holds is in use",
                     "qcow2_cache_discard: Assertion `c->entries[i].ref == 0' failed (the process aborts)"
                 )
             }
@@ -405,4 +515,13 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             if k == .l2 { im.lastSlot.l2 = (0, 0) } else { im.lastSlot.rc = (0, 0) }
         }
     }
+}
+
+/// Which images a metadata cache serves.
+public enum CacheTopology: Equatable, Sendable {
+    /// One L2 and one refcount cache per image: QEMU.
+    case perImage
+    /// A what-if (`cache-scope=chain`, not QEMU): one L2 cache of `l2Entries` and one refcount
+    /// cache of `refcountEntries` entries for every image of the chain, keyed by image and table.
+    case chain(l2Entries: Int, refcountEntries: Int)
 }

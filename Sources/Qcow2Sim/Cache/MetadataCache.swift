@@ -102,6 +102,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         residentPages = 0
     }
 
+    /// Runs `body` on this cache's policy state: how a layer that knows more than the hooks say
+    /// (the optimal policy's next uses, `OptimalLayer`) informs it.
+    @inline(__always) public func updatePolicy<R>(_ body: (inout Policy) -> R) -> R { body(&policy) }
+
     /// QEMU's start index for a lookup of `offset`: `(offset / tableSize * 4) mod n`.
     @inline(__always) public func startIndex(_ offset: UInt64) -> Int {
         Int(((offset >> tableShift) &* 4) % UInt64(count))

@@ -22,6 +22,13 @@ public enum PolicyRegistry {
         guard try v.row(QemuPolicy.self) else { return }
         guard try v.row(LRUPolicy.self) else { return }
         guard try v.row(FIFOPolicy.self) else { return }
+        guard try v.row(ClockPolicy.self) else { return }
+        guard try v.row(TwoQueuePolicy.self) else { return }
+        guard try v.row(ARCPolicy.self) else { return }
+        guard try v.row(S3FIFOPolicy.self) else { return }
+        guard try v.row(SievePolicy.self) else { return }
+        // Needs the future: `Simulation.run` / `replay` give it a recording's next uses.
+        guard try v.row(OptimalPolicy.self) else { return }
     }
 
     /// Every policy type, in `--help` order.

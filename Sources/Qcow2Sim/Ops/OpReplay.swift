@@ -20,6 +20,24 @@ struct AnyCacheLayer {
         counters = { system.counters(image: $0) }
         finish = { system.finish() }
     }
+
+    /// A layer of another shape (the optimal policy's, which informs its policy between lookups).
+    init(_ layer: any CacheLayer) {
+        consume = { layer.consume($0) }
+        divergedAt = { layer.divergedAt }
+        counters = { layer.counters(image: $0) }
+        finish = { layer.finish() }
+    }
+}
+
+/// A cache layer that is not a plain `CacheSystem` (the optimal policy's), as a replay drives it.
+protocol CacheLayer: MetadataOpConsumer {
+    /// Where this layer's write-backs first differed from the recording's (nil: never).
+    var divergedAt: UInt64? { get }
+    /// Image `k`'s sizing and counters.
+    func counters(image k: Int) -> CacheLayerCounters
+    /// QEMU's asserts at close and the invariants: the problems found.
+    func finish() -> [String]
 }
 
 /// One image's cache counters after a run.
@@ -38,8 +56,14 @@ public struct CacheLayerCounters: Sendable {
 
 extension CacheSystem {
     /// Image `k`'s sizing and counters.
+    /// With a cache shared by the chain (a what-if), the shared caches' counters are the top
+    /// image's and the other images report none (each image still reports the shared sizing).
     public func counters(image k: Int) -> CacheLayerCounters {
         let c = images[k]
+        if topology != .perImage && k != images.count - 1 {
+            return CacheLayerCounters(
+                sizing: c.sizing, l2: CacheStats(), refcount: CacheStats(), cleanTicks: 0, cleanTicksEvaluated: 0)
+        }
         return CacheLayerCounters(
             sizing: c.sizing, l2: c.l2.stats, refcount: c.refcount.stats, cleanTicks: c.cleanTicks,
             cleanTicksEvaluated: c.cleanTicksEvaluated)
@@ -65,6 +89,19 @@ extension Simulation {
         config: SimulationConfig, reader: inout R, to path: String, log: EventLog? = nil,
         memoryTimeline: MemoryTimeline? = nil
     ) throws -> (report: SimulationReport, recording: OpRecording) {
+        if config.policy == OptimalPolicy.name || !config.whatIf.isEmpty {
+            // The live run records with QEMU's cache (the stream does not depend on it); the
+            // report is the configuration's, from a replay of the recording.
+            var live = try resolvingPercentages(config, geometries: try geometries(config))
+            live.whatIf = WhatIf()
+            if live.policy == OptimalPolicy.name { live.policy = QemuPolicy.name }
+            let recorded = try record(config: live, reader: &reader, to: path)
+            guard let report = try replay(recorded.recording, configs: [config], logs: [log], timelines: [memoryTimeline]).first?.report
+            else {
+                throw SimulationError.image("\(path): the replay of the recording through the configuration diverged", 69)
+            }
+            return (report, recorded.recording)
+        }
         let source = BoxedSource(reader)
         defer { reader = source.reader }
         let sink = RecordingSink(path: path)
@@ -99,7 +136,11 @@ extension Simulation {
             throw SimulationError.usage("\(recording.path): a recording opened from a file has no live report to replay against")
         }
         var layers: [AnyCacheLayer] = []
-        for (n, config) in configs.enumerated() {
+        // Belady's MIN needs the stream's future: read once, shared by every `opt` configuration.
+        var oracle: NextUseOracle?
+        for (n, given) in configs.enumerated() {
+            // What-ifs: percentages become QEMU options, a shared cache a topology (`WhatIf`).
+            let config = try resolvingPercentages(given, geometries: recording.geometries)
             let (sizings, key) = try streamKey(config, geometries: recording.geometries)
             guard key == recording.streamKey else {
                 throw SimulationError.usage(
@@ -108,7 +149,17 @@ extension Simulation {
             }
             let log = n < logs.count ? logs[n] : nil
             let timeline = n < timelines.count ? timelines[n] : nil
-            guard let layer = try PolicyRegistry.open(config.policy, LayerMaker(sizings: sizings, log: log, timeline: timeline))
+            let topology = try config.whatIf.topology(sizings)
+            if config.policy == OptimalPolicy.name {
+                if oracle == nil { oracle = try NextUseOracle(recording: recording) }
+                if let oracle {
+                    let system = CacheSystem<OptimalPolicy>(sizings: sizings, topology: topology, log: log, timeline: timeline)
+                    layers.append(AnyCacheLayer(OptimalLayer(system: system, oracle: oracle)))
+                }
+                continue
+            }
+            let maker = LayerMaker(sizings: sizings, topology: topology, log: log, timeline: timeline)
+            guard let layer = try PolicyRegistry.open(config.policy, maker)
             else {
                 throw SimulationError.usage(
                     "unknown policy '\(config.policy)' (expected one of: \(PolicyRegistry.names.joined(separator: ", ")))")
@@ -136,6 +187,7 @@ extension Simulation {
             if let d = layer.divergedAt() { return ReplayOutcome(report: nil, divergedAtRequest: d) }
             var report = live
             report.policy = config.policy
+            report.whatIf = config.whatIf.settings
             report.setupSeconds = 0
             report.replaySeconds = seconds
             for k in report.images.indices {
@@ -211,10 +263,14 @@ extension Simulation {
 /// Makes a cache layer of the visited policy.
 private struct LayerMaker: PolicyVisitor {
     let sizings: [CacheSizing]
+    let topology: CacheTopology
     let log: EventLog?
     let timeline: MemoryTimeline?
     func visit<P: EvictionPolicy>(_ policy: P.Type) throws -> AnyCacheLayer {
-        AnyCacheLayer(CacheSystem<P>(sizings: sizings, log: log, timeline: timeline))
+        AnyCacheLayer(
+            topology == .perImage
+                ? CacheSystem<P>(sizings: sizings, log: log, timeline: timeline)
+                : CacheSystem<P>(sizings: sizings, topology: topology, log: log, timeline: timeline))
     }
 }
 
