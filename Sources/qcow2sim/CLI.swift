@@ -19,8 +19,9 @@ enum CLI {
         case "trace": return TraceCommand.run(rest)
         case "sweep": return SweepCommand.run(rest)
         case "mrc": return MrcCommand.run(rest)
+        case "compare": return CompareCommand.run(rest)
         default:
-            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, validate, generate, trace)")
+            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, validate, generate, trace)")
             return 64
         }
     }
@@ -32,6 +33,8 @@ enum CLI {
           simulate TRACE    replay a trace through the simulated qcow2 image and its caches
           sweep TRACE...    simulate every configuration of a grid (--vary KEY=VALUES), one table
           mrc TRACE         the L2 miss-ratio curve over a list of cache sizes (--sizes VALUES)
+          compare TRACE...  policies and proposals side by side against a baseline, with the
+                            optimal bound (--baseline SPEC --candidate SPEC...)
           validate TRACE    replay the same trace through real QEMU and compare event by event
           generate          write a synthetic workload in the native trace format
           trace info TRACE  summarize a trace; trace convert TRACE -o OUT converts it
