@@ -405,6 +405,9 @@ struct Replay {
             ops.drain = { system.consume($0) }
         }
         defer { ops.drain = nil }
+        // Without a recorder the request boundary hands the batch over directly.
+        let direct = recorder == nil
+        let single = chain.count == 1
         for (k, image) in chain.enumerated() {
             let isTop = k == chain.count - 1
             image.open(
@@ -417,7 +420,10 @@ struct Replay {
         var firstTime: Double?
         var lastTime: Double = 0
         var index = 0
-        var opCounts = [Int](repeating: 0, count: TraceRecord.Op.allCases.count)
+        // A raw buffer: an array's increment per request pays a uniqueness check.
+        let opCounts = UnsafeMutableBufferPointer<Int>.allocate(capacity: TraceRecord.Op.allCases.count)
+        opCounts.initialize(repeating: 0)
+        defer { opCounts.deallocate() }
         // One flag object shared by the chain: any image's READ/WRITE raises it (§6.4, §13).
         let requestState = RequestState()
         for image in chain { image.requestState = requestState }
@@ -450,8 +456,8 @@ struct Replay {
             if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
             let multi = requestState.taskPool
             ops.append(MetadataOp(.endRequest, flag: (multi ? 1 : 0) | (rec.op != .read ? 2 : 0)))
-            ops.sync()
-            try Qcow2Image.throwFailure(of: chain, caches: system)
+            if direct { ops.sync(into: system) } else { ops.sync() }
+            if !single || top.failure != nil || system.failure != nil { try Qcow2Image.throwFailure(of: chain, caches: system) }
             if multi {
                 if rec.op == .read { report.multiSegmentReads += 1 } else { report.multiSegmentWrites += 1 }
             }

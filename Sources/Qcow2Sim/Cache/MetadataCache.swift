@@ -141,20 +141,20 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         if readFromDisk { stats.bytesRead += tableSize } else { stats.emptyGets += 1 }
         let old = offsets[i]
         if old != 0 {
+            // Its history already says `.evicted`: a fill writes that, only a clean or discard
+            // (which empty the slot) writes anything else.
             stats.evictions += 1
             index.remove(old)
-            history.set(old >> tableShift, .evicted)
         } else {
             empty.clear(i)
         }
-        switch history.get(offset >> tableShift) {
+        // Resident now (one history lookup for both); the reason it leaves is written when it does.
+        switch history.exchange(offset >> tableShift, .evicted) {
         case .never: stats.missesCold += 1
         case .evicted: stats.missesEvicted += 1
         case .cleaned: stats.missesCleaned += 1
         case .discarded: stats.missesDiscarded += 1
         }
-        // Resident now; the reason it leaves is written when it does.
-        history.set(offset >> tableShift, .evicted)
         if readFromDisk { fresh.clear(i) } else { fresh.set(i) }
         offsets[i] = offset
         index.insert(offset, i)

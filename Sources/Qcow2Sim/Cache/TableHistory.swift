@@ -43,6 +43,16 @@ struct TableHistory {
         bytes[p << Int(Self.pageBits) | Int(table & ((1 << Self.pageBits) - 1))] = reason.rawValue
     }
 
+    /// Sets `table`'s reason and returns the one it replaces.
+    @inline(__always) mutating func exchange(_ table: UInt64, _ reason: Reason) -> Reason {
+        var p = page(table)
+        if p < 0 { p = addPage(table) }
+        let k = p << Int(Self.pageBits) | Int(table & ((1 << Self.pageBits) - 1))
+        let old = bytes[k]
+        bytes[k] = reason.rawValue
+        return Reason(rawValue: old) ?? .never
+    }
+
     private mutating func addPage(_ table: UInt64) -> Int {
         let p = bytes.count >> Int(Self.pageBits)
         bytes.append(contentsOf: repeatElement(0, count: 1 << Int(Self.pageBits)))

@@ -159,6 +159,17 @@ public final class OpBuffer {
         drain?(UnsafeMutableBufferPointer(start: ops, count: n))
     }
 
+    /// Hands every buffered operation to `consumer` directly: the engine's per-request hand-over,
+    /// where the consumer's type is static (`drain` is a closure load, a retain/release pair).
+    @inline(__always)
+    func sync<C: MetadataOpConsumer>(into consumer: C) {
+        guard count > 0 else { return }
+        let n = count
+        count = 0
+        total += UInt64(n)
+        consumer.consume(UnsafeMutableBufferPointer(start: ops, count: n))
+    }
+
     /// Appends a `hostGuard` and hands the buffer over: the host file is then as the cache
     /// layer's write-backs so far left it.
     func guardHost(image: Int) {
