@@ -1,0 +1,159 @@
+/// The scattered entries of one L2 table: a small open-addressing hash map (linear probing, at
+/// most half full) from entry index to the entry word and, with extended L2, its bitmap.
+///
+/// Why a hash map: uniform random writes over a large image set a few dozen entries in each of
+/// tens of thousands of tables (10^7 requests over 64 TiB: 38 per 8192-entry table); a full
+/// array per table cost 8 GiB there, and a sorted list costs a binary search per lookup, while
+/// a probe here is one multiply and usually one compare. Memory is `capacity * slotBytes`, at
+/// most four times the entries' own size and never more than the table's dense words
+/// (`L2Store` switches to those first).
+///
+/// The memory is raw and owned by the one `L2Store.Table` that holds this value (its `deinit`
+/// calls `deallocate`); copies alias it, so the table never hands a copy out (`copy()` makes an
+/// independent one).
+struct SparseEntries {
+    /// Marks a free slot (no table has 2^32 entries).
+    static let emptyKey = UInt32.max
+    /// The first allocation's slot count.
+    static let minCapacity = 8
+
+    /// Words per entry: 1, or 2 with extended L2 (entry word, then bitmap).
+    let wordsPerEntry: Int
+    private var keys: UnsafeMutablePointer<UInt32>?
+    private var values: UnsafeMutablePointer<UInt64>?
+    /// Entries held.
+    private(set) var count = 0
+    /// Slots (0 before the first entry, else a power of 2 ≥ `minCapacity`).
+    private(set) var capacity = 0
+    /// `64 - log2(capacity)`: the multiplicative hash keeps the product's top bits.
+    private var shift: UInt64 = 64
+
+    init(wordsPerEntry: Int) { self.wordsPerEntry = wordsPerEntry }
+
+    /// Bytes of one slot: the key and the entry's words.
+    static func slotBytes(wordsPerEntry: Int) -> Int { 4 + 8 * wordsPerEntry }
+
+    /// Bytes held (keys and values).
+    var bytes: Int { capacity * Self.slotBytes(wordsPerEntry: wordsPerEntry) }
+
+    /// Fibonacci hashing: the index times 2^64/φ, top bits. Indices in a stride pattern (every
+    /// 16th entry) still spread over all slots, which index modulo capacity would not.
+    @inline(__always) private func home(_ i: Int) -> Int {
+        Int(truncatingIfNeeded: (UInt64(truncatingIfNeeded: i) &* 0x9E37_79B9_7F4A_7C15) &>> shift)
+    }
+
+    /// The slot holding index `i`, or the bitwise complement of the free slot where it would go.
+    @inline(__always) private func probe(_ i: Int, _ keys: UnsafeMutablePointer<UInt32>) -> Int {
+        let k = UInt32(truncatingIfNeeded: i)
+        let mask = capacity - 1
+        var s = home(i)
+        while true {
+            let x = keys[s]
+            if x == k { return s }
+            if x == Self.emptyKey { return ~s }
+            s = (s + 1) & mask
+        }
+    }
+
+    /// Entry `i` (word, bitmap; bitmap 0 without extended L2), or nil when it is not held.
+    @inline(__always) func get(_ i: Int) -> (word: UInt64, bitmap: UInt64)? {
+        guard let keys, let values else { return nil }
+        let s = probe(i, keys)
+        guard s >= 0 else { return nil }
+        if wordsPerEntry == 2 { return (values[2 * s], values[2 * s + 1]) }
+        return (values[s], 0)
+    }
+
+    /// Sets entry `i`. A new index that would take the map past `maxCapacity` slots is refused
+    /// (returns false, nothing changed): the caller then switches the table to dense words.
+    mutating func set(_ i: Int, word: UInt64, bitmap: UInt64, maxCapacity: Int) -> Bool {
+        if let keys, let values {
+            let s = probe(i, keys)
+            if s >= 0 {
+                store(values, s, word, bitmap)
+                return true
+            }
+            if 2 * (count + 1) <= capacity {
+                keys[~s] = UInt32(truncatingIfNeeded: i)
+                store(values, ~s, word, bitmap)
+                count += 1
+                return true
+            }
+        }
+        let newCapacity = max(Self.minCapacity, 2 * capacity)
+        guard newCapacity <= maxCapacity else { return false }
+        rehash(to: newCapacity)
+        guard let keys, let values else { return false }
+        let s = ~probe(i, keys)
+        keys[s] = UInt32(truncatingIfNeeded: i)
+        store(values, s, word, bitmap)
+        count += 1
+        return true
+    }
+
+    @inline(__always) private func store(_ values: UnsafeMutablePointer<UInt64>, _ s: Int, _ word: UInt64, _ bitmap: UInt64) {
+        if wordsPerEntry == 2 {
+            values[2 * s] = word
+            values[2 * s + 1] = bitmap
+        } else {
+            values[s] = word
+        }
+    }
+
+    /// Moves every entry into `newCapacity` fresh slots.
+    private mutating func rehash(to newCapacity: Int) {
+        let oldKeys = keys, oldValues = values, oldCapacity = capacity
+        let k = UnsafeMutablePointer<UInt32>.allocate(capacity: newCapacity)
+        k.initialize(repeating: Self.emptyKey, count: newCapacity)
+        let v = UnsafeMutablePointer<UInt64>.allocate(capacity: newCapacity * wordsPerEntry)
+        v.initialize(repeating: 0, count: newCapacity * wordsPerEntry)
+        keys = k
+        values = v
+        capacity = newCapacity
+        shift = UInt64(64 - newCapacity.trailingZeroBitCount)
+        guard let oldKeys, let oldValues else { return }
+        for s in 0..<oldCapacity where oldKeys[s] != Self.emptyKey {
+            let i = Int(oldKeys[s])
+            let t = ~probe(i, k)
+            k[t] = oldKeys[s]
+            for w in 0..<wordsPerEntry { v[t * wordsPerEntry + w] = oldValues[s * wordsPerEntry + w] }
+        }
+        oldKeys.deallocate()
+        oldValues.deallocate()
+    }
+
+    /// Calls `body(index, word, bitmap)` for every entry, in slot order.
+    func forEach(_ body: (Int, UInt64, UInt64) -> Void) {
+        guard let keys, let values else { return }
+        for s in 0..<capacity where keys[s] != Self.emptyKey {
+            body(Int(keys[s]), values[s * wordsPerEntry], wordsPerEntry == 2 ? values[s * wordsPerEntry + 1] : 0)
+        }
+    }
+
+    /// An independent copy (COW of a shared table).
+    func copy() -> SparseEntries {
+        var c = SparseEntries(wordsPerEntry: wordsPerEntry)
+        guard let keys, let values else { return c }
+        let k = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
+        k.initialize(from: keys, count: capacity)
+        let v = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity * wordsPerEntry)
+        v.initialize(from: values, count: capacity * wordsPerEntry)
+        c.keys = k
+        c.values = v
+        c.count = count
+        c.capacity = capacity
+        c.shift = shift
+        return c
+    }
+
+    /// Frees the slots; the map is empty afterwards.
+    mutating func deallocate() {
+        keys?.deallocate()
+        values?.deallocate()
+        keys = nil
+        values = nil
+        count = 0
+        capacity = 0
+        shift = 64
+    }
+}
