@@ -467,8 +467,9 @@ struct RefcountStore {
     /// Dense blocks hold 16-bit refcounts (refcount_bits ≤ 16).
     private let narrow: Bool
     /// Above this many runs a block is dense: the runs would take more bytes than the dense
-    /// words (4096 runs for 64 KiB clusters and refcount_bits=16).
-    let maxRuns: Int
+    /// words (4096 runs for 64 KiB clusters and refcount_bits=16). Tests lower it to reach the
+    /// dense form on small blocks.
+    var maxRuns: Int
     private var blocks: [UInt64: Block] = [:]
     private var lastOffset: UInt64 = .max
     // Unretained, as `L2Store.recentTables`: `blocks` keeps every block alive.
