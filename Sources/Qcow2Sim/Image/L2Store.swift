@@ -39,11 +39,12 @@ struct L2Store {
         var runs: [Run] = [] {
             didSet {
                 let r = runs.first ?? Run(first: 0, count: 0, host: 0)
-                firstRun = (r.first, r.first + r.count, r.host)
+                firstRun = (Int32(truncatingIfNeeded: r.first), Int32(truncatingIfNeeded: r.first + r.count), r.host)
             }
         }
-        /// `runs[0]` as (first, end, host), read without touching the array.
-        private(set) var firstRun: (first: Int, end: Int, host: UInt64) = (0, 0, 0)
+        /// `runs[0]` as (first, end, host), read without touching the array (32-bit indices:
+        /// a table has at most 2^18 entries).
+        private(set) var firstRun: (first: Int32, end: Int32, host: UInt64) = (0, 0, 0)
         private(set) var words: UnsafeMutablePointer<UInt64>?
         private(set) var wordCount = 0
         /// Entries set outside the runs' pattern (they override the runs); empty when dense.
@@ -210,8 +211,9 @@ struct L2Store {
     @inline(__always)
     private func runEntry(in t: Table, _ i: Int) -> (word: UInt64, bitmap: UInt64) {
         let r0 = t.firstRun
-        if i >= r0.first && i < r0.end {
-            return ((r0.host + UInt64(i - r0.first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
+        let first = Int(r0.first)
+        if i >= first && i < Int(r0.end) {
+            return ((r0.host + UInt64(i - first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
         }
         if t.runs.count < 2 { return (0, 0) }
         for r in t.runs where i >= r.first && i < r.first + r.count {
@@ -231,7 +233,7 @@ struct L2Store {
                 while n < limit && entry(in: t, i + n) == (0, 0) { n += 1 }
                 return n
             }
-            let r0 = t.firstRun
+            let r0 = (first: Int(t.firstRun.first), end: Int(t.firstRun.end))
             if t.runs.count < 2 {
                 // At most one run: empty entries stop at its start (if it lies ahead).
                 return r0.end > r0.first && r0.first >= i ? min(limit, r0.first - i) : (r0.end > i && r0.first <= i ? 0 : limit)

@@ -17,18 +17,26 @@ struct SparseEntries {
     /// The first allocation's slot count.
     static let minCapacity = 8
 
-    /// Words per entry: 1, or 2 with extended L2 (entry word, then bitmap).
-    let wordsPerEntry: Int
+    // 16 bytes in all: every L2 table of the store holds one, and a preallocated 64 TiB image
+    // has 131072 tables.
     private var keys: UnsafeMutablePointer<UInt32>?
-    private var values: UnsafeMutablePointer<UInt64>?
-    /// Entries held.
-    private(set) var count = 0
-    /// Slots (0 before the first entry, else a power of 2 ≥ `minCapacity`).
-    private(set) var capacity = 0
+    private var values: UnsafeMutablePointer<UInt64>? {
+        // Values follow the keys in one allocation (8-byte aligned: capacity ≥ 8).
+        keys.map { UnsafeMutableRawPointer($0 + capacity).assumingMemoryBound(to: UInt64.self) }
+    }
+    private var storedCount: UInt32 = 0
     /// `64 - log2(capacity)`: the multiplicative hash keeps the product's top bits.
-    private var shift: UInt64 = 64
+    private var shift: UInt8 = 64
+    private let extended: Bool
 
-    init(wordsPerEntry: Int) { self.wordsPerEntry = wordsPerEntry }
+    /// Entries held.
+    var count: Int { Int(storedCount) }
+    /// Slots (0 before the first entry, else a power of 2 ≥ `minCapacity`).
+    var capacity: Int { keys == nil ? 0 : 1 << (64 - Int(shift)) }
+    /// Words per entry: 1, or 2 with extended L2 (entry word, then bitmap).
+    var wordsPerEntry: Int { extended ? 2 : 1 }
+
+    init(wordsPerEntry: Int) { extended = wordsPerEntry == 2 }
 
     /// Bytes of one slot: the key and the entry's words.
     static func slotBytes(wordsPerEntry: Int) -> Int { 4 + 8 * wordsPerEntry }
@@ -39,13 +47,13 @@ struct SparseEntries {
     /// Fibonacci hashing: the index times 2^64/φ, top bits. Indices in a stride pattern (every
     /// 16th entry) still spread over all slots, which index modulo capacity would not.
     @inline(__always) private func home(_ i: Int) -> Int {
-        Int(truncatingIfNeeded: (UInt64(truncatingIfNeeded: i) &* 0x9E37_79B9_7F4A_7C15) &>> shift)
+        Int(truncatingIfNeeded: (UInt64(truncatingIfNeeded: i) &* 0x9E37_79B9_7F4A_7C15) &>> UInt64(shift))
     }
 
     /// The slot holding index `i`, or the bitwise complement of the free slot where it would go.
     @inline(__always) private func probe(_ i: Int, _ keys: UnsafeMutablePointer<UInt32>) -> Int {
         let k = UInt32(truncatingIfNeeded: i)
-        let mask = capacity - 1
+        let mask = (1 &<< (64 &- Int(shift))) &- 1
         var s = home(i)
         while true {
             let x = keys[s]
@@ -76,7 +84,7 @@ struct SparseEntries {
             if 2 * (count + 1) <= capacity {
                 keys[~s] = UInt32(truncatingIfNeeded: i)
                 store(values, ~s, word, bitmap)
-                count += 1
+                storedCount += 1
                 return true
             }
         }
@@ -87,7 +95,7 @@ struct SparseEntries {
         let s = ~probe(i, keys)
         keys[s] = UInt32(truncatingIfNeeded: i)
         store(values, s, word, bitmap)
-        count += 1
+        storedCount += 1
         return true
     }
 
@@ -101,25 +109,28 @@ struct SparseEntries {
     }
 
     /// Moves every entry into `newCapacity` fresh slots.
+    /// One allocation of `capacity` keys (all free) followed by their zeroed values.
+    private static func allocate(capacity: Int, wordsPerEntry: Int) -> UnsafeMutablePointer<UInt32> {
+        let raw = UnsafeMutableRawPointer.allocate(
+            byteCount: capacity * slotBytes(wordsPerEntry: wordsPerEntry), alignment: MemoryLayout<UInt64>.alignment)
+        let k = raw.initializeMemory(as: UInt32.self, repeating: emptyKey, count: capacity)
+        (raw + 4 * capacity).initializeMemory(as: UInt64.self, repeating: 0, count: capacity * wordsPerEntry)
+        return k
+    }
+
     private mutating func rehash(to newCapacity: Int) {
         let oldKeys = keys, oldValues = values, oldCapacity = capacity
-        let k = UnsafeMutablePointer<UInt32>.allocate(capacity: newCapacity)
-        k.initialize(repeating: Self.emptyKey, count: newCapacity)
-        let v = UnsafeMutablePointer<UInt64>.allocate(capacity: newCapacity * wordsPerEntry)
-        v.initialize(repeating: 0, count: newCapacity * wordsPerEntry)
+        let k = Self.allocate(capacity: newCapacity, wordsPerEntry: wordsPerEntry)
         keys = k
-        values = v
-        capacity = newCapacity
-        shift = UInt64(64 - newCapacity.trailingZeroBitCount)
-        guard let oldKeys, let oldValues else { return }
+        shift = UInt8(64 - newCapacity.trailingZeroBitCount)
+        guard let oldKeys, let oldValues, let v = values else { return }
         for s in 0..<oldCapacity where oldKeys[s] != Self.emptyKey {
             let i = Int(oldKeys[s])
             let t = ~probe(i, k)
             k[t] = oldKeys[s]
             for w in 0..<wordsPerEntry { v[t * wordsPerEntry + w] = oldValues[s * wordsPerEntry + w] }
         }
-        oldKeys.deallocate()
-        oldValues.deallocate()
+        UnsafeMutableRawPointer(oldKeys).deallocate()
     }
 
     /// Calls `body(index, word, bitmap)` for every entry, in slot order.
@@ -133,27 +144,20 @@ struct SparseEntries {
     /// An independent copy (COW of a shared table).
     func copy() -> SparseEntries {
         var c = SparseEntries(wordsPerEntry: wordsPerEntry)
-        guard let keys, let values else { return c }
-        let k = UnsafeMutablePointer<UInt32>.allocate(capacity: capacity)
-        k.initialize(from: keys, count: capacity)
-        let v = UnsafeMutablePointer<UInt64>.allocate(capacity: capacity * wordsPerEntry)
-        v.initialize(from: values, count: capacity * wordsPerEntry)
+        guard let keys else { return c }
+        let k = Self.allocate(capacity: capacity, wordsPerEntry: wordsPerEntry)
+        UnsafeMutableRawPointer(k).copyMemory(from: keys, byteCount: bytes)
         c.keys = k
-        c.values = v
-        c.count = count
-        c.capacity = capacity
+        c.storedCount = storedCount
         c.shift = shift
         return c
     }
 
     /// Frees the slots; the map is empty afterwards.
     mutating func deallocate() {
-        keys?.deallocate()
-        values?.deallocate()
+        if let keys { UnsafeMutableRawPointer(keys).deallocate() }
         keys = nil
-        values = nil
-        count = 0
-        capacity = 0
+        storedCount = 0
         shift = 64
     }
 }
