@@ -59,9 +59,9 @@ import Testing
         #expect(s.form(t) == .runs)
         #expect(s.bytes(t) == 16 * 24)
         s.linkRun(t, first: 32, count: 1, host: 148 * Self.cs)
-        // 17 entries in the map: 8 slots grow to 16 (5th), 32 (9th), 64 (17th); 64 * 12 B.
+        // 17 entries in the map, at most 3/4 full: 8 slots grow to 16 (7th), 32 (13th); 32 * 12 B.
         #expect(s.form(t) == .sparse)
-        #expect(s.bytes(t) == 768)
+        #expect(s.bytes(t) == 384)
         for k in 0...16 {
             #expect(s.entry(t, 2 * k).word == Self.linked(UInt64(100 + 3 * k) * Self.cs))
             #expect(s.entry(t, 2 * k + 1).word == 0)
@@ -70,21 +70,21 @@ import Testing
         #expect(s.zeroRunLength(t, from: 31, limit: 50) == 1)
     }
 
-    @Test func sparseBecomesDenseAtAQuarterOfTheTable() {
+    @Test func sparseBecomesDenseAtThreeEighthsOfTheTable() {
         var s = L2Store(geometry: Self.geometry())
         let t = Self.table
         s.create(t)
-        // 2048 entries, 4 apart: the map's 4096 slots (48 KiB) hold them.
-        for k in 0..<2048 { s.set(t, 4 * k, word: Self.linked(UInt64(1000 + 2 * k) * Self.cs), bitmap: 0) }
+        // 3072 entries, 2 apart: the map's 4096 slots (48 KiB), 3/4 full, hold them.
+        for k in 0..<3072 { s.set(t, 2 * k, word: Self.linked(UInt64(1000 + 2 * k) * Self.cs), bitmap: 0) }
         #expect(s.form(t) == .sparse)
         #expect(s.bytes(t) == 4096 * 12)
-        // The 2049th would need 8192 slots (96 KiB): dense words, 64 KiB.
+        // The 3073rd would need 8192 slots (96 KiB): dense words, 64 KiB.
         s.set(t, 1, word: Self.linked(7 * Self.cs), bitmap: 0)
         #expect(s.form(t) == .dense)
         #expect(s.bytes(t) == 65536)
         #expect(s.entry(t, 1).word == Self.linked(7 * Self.cs))
-        #expect(s.entry(t, 4 * 2047).word == Self.linked(UInt64(1000 + 2 * 2047) * Self.cs))
-        #expect(s.entry(t, 2).word == 0)
+        #expect(s.entry(t, 2 * 3071).word == Self.linked(UInt64(1000 + 2 * 3071) * Self.cs))
+        #expect(s.entry(t, 3).word == 0)
     }
 
     @Test func mapOverridesRuns() {
@@ -166,7 +166,7 @@ import Testing
     }
 
     /// Random links, sets, copies and queries on small tables (4 KiB clusters: 512 entries, the
-    /// map holding at most 128), against a dictionary of entries.
+    /// map holding at most 192), against a dictionary of entries.
     @Test(arguments: [(1, false), (2, false), (3, true), (4, true)])
     func l2MatchesADictionary(seed: UInt64, extended: Bool) {
         let g = Self.geometry(clusterBits: 12, extendedL2: extended)

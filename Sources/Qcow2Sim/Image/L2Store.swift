@@ -6,9 +6,9 @@
 ///   (`entry(i) = host + (i - first) * CS | COPIED`, bitmap 0), so a fully preallocated 64 TiB
 ///   image costs a few bytes per table, not its 8 GiB of entries;
 /// - **sparse**: any other change goes to a small hash map of entries (`SparseEntries`) laid
-///   over the runs (an entry there overrides the runs), so scattered writes cost about 12 to 48
+///   over the runs (an entry there overrides the runs), so scattered writes cost about 16 to 32
 ///   bytes per entry set, not the table's 64 KiB;
-/// - **dense**: once the map would hold more bytes than the table itself (a quarter of the
+/// - **dense**: once the map would hold more bytes than the table itself (past 3/8 of the
 ///   entries set), the table becomes raw words (entry, and bitmap with extended L2, interleaved
 ///   as on disk), the fastest form to read.
 struct L2Store {
@@ -103,7 +103,7 @@ struct L2Store {
     private var tables: [UInt64: Table] = [:]
     private let wordsPerEntry: Int
     /// The sparse map's largest slot count: the most slots that take no more bytes than the
-    /// dense words (4096 slots = 2048 entries for 64 KiB clusters without extended L2).
+    /// dense words (4096 slots = 3072 entries for 64 KiB clusters without extended L2).
     let maxSparseCapacity: Int
     /// Loads a table not yet in the store (from the image file); nil means all zeroes.
     var loader: ((UInt64) -> ContiguousArray<UInt64>?)?
@@ -177,7 +177,7 @@ struct L2Store {
             t.runs = runs
             return
         }
-        if 2 * set <= maxSparseCapacity {
+        if SparseEntries.fits(set, maxSparseCapacity) {
             for i in 0..<n {
                 let w = words[i * wpe]
                 let b = wpe == 2 ? words[i * wpe + 1] : 0
@@ -308,7 +308,7 @@ struct L2Store {
     private func flattenIfSmall(_ t: Table) {
         let entries = t.runs.reduce(0) { $0 + $1.count }
         var c = SparseEntries.minCapacity
-        while c < 2 * entries { c *= 2 }
+        while !SparseEntries.fits(entries, c) { c *= 2 }
         guard c <= maxSparseCapacity else { return }
         let runs = t.runs
         for r in runs {
