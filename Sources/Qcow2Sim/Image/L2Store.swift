@@ -291,7 +291,7 @@ struct L2Store {
                     hi = at + 1
                 }
                 if t.runs.count - (hi - lo) + 1 <= Self.maxRuns {
-                    t.runs.replaceSubrange(lo..<hi, with: CollectionOfOne(run))
+                    t.runs.replaceSubrange(lo..<hi, with: [run])
                     return
                 }
                 // Scattered links: a run list would grow to one run per cluster. Few entries
