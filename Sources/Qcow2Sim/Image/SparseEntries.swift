@@ -19,24 +19,25 @@ struct SparseEntries {
     /// The first allocation's slot count.
     static let minCapacity = 8
 
-    // 16 bytes in all: every L2 table of the store holds one, and a preallocated 64 TiB image
+    // 18 bytes in all: every L2 table of the store holds one, and a preallocated 64 TiB image
     // has 131072 tables.
     private var keys: UnsafeMutablePointer<UInt32>?
-    private var values: UnsafeMutablePointer<UInt64>? {
+    @inline(__always) private var values: UnsafeMutablePointer<UInt64>? {
         // Values follow the keys in one allocation (8-byte aligned: capacity ≥ 8).
         keys.map { UnsafeMutableRawPointer($0 + capacity).assumingMemoryBound(to: UInt64.self) }
     }
     private var storedCount: UInt32 = 0
+    private var storedCapacity: UInt32 = 0
     /// `64 - log2(capacity)`: the multiplicative hash keeps the product's top bits.
     private var shift: UInt8 = 64
     private let extended: Bool
 
     /// Entries held.
-    var count: Int { Int(storedCount) }
+    @inline(__always) var count: Int { Int(storedCount) }
     /// Slots (0 before the first entry, else a power of 2 ≥ `minCapacity`).
-    var capacity: Int { keys == nil ? 0 : 1 << (64 - Int(shift)) }
+    @inline(__always) var capacity: Int { Int(storedCapacity) }
     /// Words per entry: 1, or 2 with extended L2 (entry word, then bitmap).
-    var wordsPerEntry: Int { extended ? 2 : 1 }
+    @inline(__always) var wordsPerEntry: Int { extended ? 2 : 1 }
 
     init(wordsPerEntry: Int) { extended = wordsPerEntry == 2 }
 
@@ -58,7 +59,7 @@ struct SparseEntries {
     /// The slot holding index `i`, or the bitwise complement of the free slot where it would go.
     @inline(__always) private func probe(_ i: Int, _ keys: UnsafeMutablePointer<UInt32>) -> Int {
         let k = UInt32(truncatingIfNeeded: i)
-        let mask = (1 &<< (64 &- Int(shift))) &- 1
+        let mask = capacity &- 1
         var s = home(i)
         while true {
             let x = keys[s]
@@ -127,6 +128,7 @@ struct SparseEntries {
         let oldKeys = keys, oldValues = values, oldCapacity = capacity
         let k = Self.allocate(capacity: newCapacity, wordsPerEntry: wordsPerEntry)
         keys = k
+        storedCapacity = UInt32(truncatingIfNeeded: newCapacity)
         shift = UInt8(64 - newCapacity.trailingZeroBitCount)
         guard let oldKeys, let oldValues, let v = values else { return }
         for s in 0..<oldCapacity where oldKeys[s] != Self.emptyKey {
@@ -154,6 +156,7 @@ struct SparseEntries {
         UnsafeMutableRawPointer(k).copyMemory(from: keys, byteCount: bytes)
         c.keys = k
         c.storedCount = storedCount
+        c.storedCapacity = storedCapacity
         c.shift = shift
         return c
     }
@@ -163,6 +166,7 @@ struct SparseEntries {
         if let keys { UnsafeMutableRawPointer(keys).deallocate() }
         keys = nil
         storedCount = 0
+        storedCapacity = 0
         shift = 64
     }
 }
