@@ -40,6 +40,11 @@ let benchmarks: [Benchmark] = [
         config: SimulationConfig(virtualSize: TiB),
         workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: TiB, requestSize: 4096, readRatio: 0.5, seed: 1)),
     Benchmark(
+        name: "write50-1e6-4T",
+        summary: "10^6 uniform 4 KiB requests, 50 % writes scattered over a fresh 4 TiB image (~61 entries per L2 table)",
+        config: SimulationConfig(virtualSize: 4 * TiB),
+        workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: 4 * TiB, requestSize: 4096, readRatio: 0.5, seed: 1)),
+    Benchmark(
         name: "write50-1e6-1M", summary: "10^6 uniform 4 KiB requests, 50 % writes, fresh 1 TiB image, 1 MiB L2 cache",
         config: SimulationConfig(virtualSize: TiB, driveOptions: l2OneMiB),
         workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: TiB, requestSize: 4096, readRatio: 0.5, seed: 1)),

@@ -1,11 +1,16 @@
 /// The authoritative content of an image's L2 tables (qcow2-model.md §1.3), keyed by the
 /// table's host offset.
 ///
-/// Tables are kept compact until they are modified: a table written by preallocation or by
-/// sequential allocation is a list of runs (`entry(i) = host + (i - first) * CS | COPIED`, bitmap
-/// 0), so a fully preallocated 64 TiB image costs a few bytes per table, not its 8 GiB of
-/// entries. Any other change materializes the table into words (entry, and bitmap with extended
-/// L2, interleaved as on disk).
+/// Each table takes the cheapest of three forms, so memory follows the entries actually set:
+/// - **runs**: a table written by preallocation or by sequential allocation is a list of runs
+///   (`entry(i) = host + (i - first) * CS | COPIED`, bitmap 0), so a fully preallocated 64 TiB
+///   image costs a few bytes per table, not its 8 GiB of entries;
+/// - **sparse**: any other change goes to a small hash map of entries (`SparseEntries`) laid
+///   over the runs (an entry there overrides the runs), so scattered writes cost about 16 to 32
+///   bytes per entry set, not the table's 64 KiB;
+/// - **dense**: once the map would hold more bytes than the table itself (past 3/8 of the
+///   entries set), the table becomes raw words (entry, and bitmap with extended L2, interleaved
+///   as on disk), the fastest form to read.
 struct L2Store {
     /// A contiguous run of linked clusters inside one table.
     struct Run: Equatable {
@@ -14,24 +19,43 @@ struct L2Store {
         var host: UInt64
     }
 
-    /// One table: runs while compact, else raw words (entry, and bitmap with extended L2).
-    /// Raw memory rather than an array because the MAP path reads it once per request and an
-    /// array read through a class costs a retain/release pair (`qcow2sim-bench read-1e7`).
+    /// The form a table is in (see `L2Store`).
+    enum Form: Equatable {
+        /// No table here yet, or one with no entry set.
+        case empty
+        /// Runs only.
+        case runs
+        /// Scattered entries in a hash map, over zero or more runs.
+        case sparse
+        /// Raw words.
+        case dense
+    }
+
+    /// One table: runs and a sparse map while compact, else raw words (entry, and bitmap with
+    /// extended L2). Raw memory rather than an array because the MAP path reads it once per
+    /// request and an array read through a class costs a retain/release pair
+    /// (`qcow2sim-bench read-1e7`).
     final class Table {
         var runs: [Run] = [] {
             didSet {
                 let r = runs.first ?? Run(first: 0, count: 0, host: 0)
-                firstRun = (r.first, r.first + r.count, r.host)
+                firstRun = (Int32(truncatingIfNeeded: r.first), Int32(truncatingIfNeeded: r.first + r.count), r.host)
             }
         }
-        /// `runs[0]` as (first, end, host), read without touching the array.
-        private(set) var firstRun: (first: Int, end: Int, host: UInt64) = (0, 0, 0)
+        /// `runs[0]` as (first, end, host), read without touching the array (32-bit indices:
+        /// a table has at most 2^18 entries).
+        private(set) var firstRun: (first: Int32, end: Int32, host: UInt64) = (0, 0, 0)
         private(set) var words: UnsafeMutablePointer<UInt64>?
-        private var wordCount = 0
+        private(set) var wordCount = 0
+        /// Entries set outside the runs' pattern (they override the runs); empty when dense.
+        var sparse: SparseEntries
 
-        init() {}
+        init(wordsPerEntry: Int = 1) { sparse = SparseEntries(wordsPerEntry: wordsPerEntry) }
 
-        deinit { words?.deallocate() }
+        deinit {
+            words?.deallocate()
+            sparse.deallocate()
+        }
 
         /// Switches to materialized words, copied from `values`.
         func setWords<C: Collection<UInt64>>(_ values: C) {
@@ -55,26 +79,43 @@ struct L2Store {
             wordCount = count
         }
 
-        /// The words as a collection (for copying a table).
-        var wordArray: [UInt64]? { words.map { Array(UnsafeBufferPointer(start: $0, count: wordCount)) } }
+        /// The form this table is in.
+        var form: Form {
+            if words != nil { return .dense }
+            if sparse.count > 0 { return .sparse }
+            return runs.isEmpty ? .empty : .runs
+        }
+
+        /// Bytes of entry storage: the run list (`runs.count` runs), the sparse map's slots and
+        /// the dense words; not the object header or the run array's spare capacity.
+        var bytes: Int { runs.count * MemoryLayout<Run>.stride + sparse.bytes + wordCount * 8 }
     }
 
     /// Slots of the direct-mapped table cache (48 KiB per image; a 1 TiB image with 64 KiB
     /// clusters has 2048 tables; 16 K and 64 K slots measured no faster).
     static let recentSlots = 1 << 12
 
-    /// Above this many runs a table is materialized into words.
+    /// At most this many runs per table; further links go to the sparse map. Runs are scanned
+    /// linearly by a lookup that misses the first one, so the list stays short.
     static let maxRuns = 16
 
     let geometry: Geometry
     private var tables: [UInt64: Table] = [:]
     private let wordsPerEntry: Int
+    /// The sparse map's largest slot count: the most slots that take no more bytes than the
+    /// dense words (4096 slots = 3072 entries for 64 KiB clusters without extended L2).
+    let maxSparseCapacity: Int
     /// Loads a table not yet in the store (from the image file); nil means all zeroes.
     var loader: ((UInt64) -> ContiguousArray<UInt64>?)?
 
     init(geometry: Geometry) {
         self.geometry = geometry
-        self.wordsPerEntry = geometry.extendedL2 ? 2 : 1
+        let wpe = geometry.extendedL2 ? 2 : 1
+        self.wordsPerEntry = wpe
+        let denseBytes = geometry.l2Entries * wpe * 8
+        var c = SparseEntries.minCapacity
+        while 2 * c * SparseEntries.slotBytes(wordsPerEntry: wpe) <= denseBytes { c *= 2 }
+        self.maxSparseCapacity = c
     }
 
     /// A direct-mapped cache in front of `tables` (host cluster number modulo its size): random
@@ -94,13 +135,57 @@ struct L2Store {
         if let found = tables[offset] {
             t = found
         } else {
-            t = Table()
-            if let loader, let words = loader(offset) { t.setWords(words) }
+            t = Table(wordsPerEntry: wordsPerEntry)
+            if let loader, let words = loader(offset) { load(words, into: t) }
             tables[offset] = t
         }
         recentKeys[slot] = offset
         recentTables[slot] = Unmanaged.passUnretained(t)
         return t
+    }
+
+    /// Puts a table read from the image file into its cheapest form: runs when its entries
+    /// form at most `maxRuns` runs, the sparse map when few are set, else dense words.
+    private func load(_ words: ContiguousArray<UInt64>, into t: Table) {
+        let wpe = wordsPerEntry
+        let n = min(geometry.l2Entries, words.count / wpe)
+        let cs = geometry.clusterSize
+        var runs: [Run] = []
+        var set = 0
+        var runnable = true
+        for i in 0..<n {
+            let w = words[i * wpe]
+            let b = wpe == 2 ? words[i * wpe + 1] : 0
+            guard w != 0 || b != 0 else { continue }
+            set += 1
+            guard runnable else { continue }
+            // A run entry: COPIED, a cluster-aligned offset and no other bit, bitmap 0.
+            let host = w & ~EntryBits.copied
+            guard b == 0, w & EntryBits.copied != 0, host & ~EntryBits.offsetMask == 0, host != 0, host & (cs - 1) == 0
+            else {
+                runnable = false
+                continue
+            }
+            if let last = runs.last, last.first + last.count == i, last.host + UInt64(last.count) * cs == host {
+                runs[runs.count - 1].count += 1
+            } else {
+                runs.append(Run(first: i, count: 1, host: host))
+                if runs.count > Self.maxRuns { runnable = false }
+            }
+        }
+        if runnable {
+            t.runs = runs
+            return
+        }
+        if SparseEntries.fits(set, maxSparseCapacity) {
+            for i in 0..<n {
+                let w = words[i * wpe]
+                let b = wpe == 2 ? words[i * wpe + 1] : 0
+                if w != 0 || b != 0 { _ = t.sparse.set(i, word: w, bitmap: b, maxCapacity: maxSparseCapacity) }
+            }
+            return
+        }
+        t.setWords(words)
     }
 
     /// The entry word and bitmap (0 without extended L2) of entry `i` of the table at `offset`.
@@ -118,9 +203,17 @@ struct L2Store {
             let base = i * wordsPerEntry
             return (w[base], wordsPerEntry == 2 ? w[base + 1] : 0)
         }
+        if t.sparse.count != 0, let e = t.sparse.get(i) { return e }
+        return runEntry(in: t, i)
+    }
+
+    /// Entry `i` as the runs alone give it.
+    @inline(__always)
+    private func runEntry(in t: Table, _ i: Int) -> (word: UInt64, bitmap: UInt64) {
         let r0 = t.firstRun
-        if i >= r0.first && i < r0.end {
-            return ((r0.host + UInt64(i - r0.first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
+        let first = Int(r0.first)
+        if i >= first && i < Int(r0.end) {
+            return ((r0.host + UInt64(i - first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
         }
         if t.runs.count < 2 { return (0, 0) }
         for r in t.runs where i >= r.first && i < r.first + r.count {
@@ -130,17 +223,17 @@ struct L2Store {
     }
 
     /// How many consecutive entries from `i` (at most `limit`) are all-zero (word and bitmap),
-    /// answered from the run list without visiting entries when the table is compact.
+    /// answered from the run list without visiting entries when the table is runs only.
     mutating func zeroRunLength(_ offset: UInt64, from i: Int, limit: Int) -> Int {
         let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & (L2Store.recentSlots - 1)
         if recentKeys[slot] != offset { _ = table(offset) }
         return recentTables[slot]._withUnsafeGuaranteedRef { t in
-            guard t.words == nil else {
+            guard t.words == nil && t.sparse.count == 0 else {
                 var n = 0
                 while n < limit && entry(in: t, i + n) == (0, 0) { n += 1 }
                 return n
             }
-            let r0 = t.firstRun
+            let r0 = (first: Int(t.firstRun.first), end: Int(t.firstRun.end))
             if t.runs.count < 2 {
                 // At most one run: empty entries stop at its start (if it lies ahead).
                 return r0.end > r0.first && r0.first >= i ? min(limit, r0.first - i) : (r0.end > i && r0.first <= i ? 0 : limit)
@@ -156,24 +249,30 @@ struct L2Store {
 
     /// Sets entry `i` of the table at `offset`.
     mutating func set(_ offset: UInt64, _ i: Int, word: UInt64, bitmap: UInt64) {
-        let t = table(offset)
-        materialize(t)
-        let base = i * wordsPerEntry
+        set(table(offset), i, word: word, bitmap: bitmap)
+    }
+
+    private func set(_ t: Table, _ i: Int, word: UInt64, bitmap: UInt64) {
+        if t.words == nil {
+            // An entry the map does not hold and the runs already give needs no slot (a zero
+            // outside the runs, or a run's own value).
+            if t.sparse.get(i) == nil && runEntry(in: t, i) == (word, bitmap) { return }
+            if t.sparse.set(i, word: word, bitmap: bitmap, maxCapacity: maxSparseCapacity) { return }
+            materialize(t)
+        }
         guard let w = t.words else { return }
+        let base = i * wordsPerEntry
         w[base] = word
         if wordsPerEntry == 2 { w[base + 1] = bitmap }
     }
 
     /// Links `count` contiguous clusters from host offset `host` at entries `first...`, with
-    /// COPIED and a zero bitmap (preallocation, sequential allocation). Stays compact while the
-    /// new run does not overlap existing ones, in any order (LINK runs newest meta first).
+    /// COPIED and a zero bitmap (preallocation, sequential allocation). Stays runs-only while
+    /// the new run does not overlap existing ones, in any order (LINK runs newest meta first),
+    /// and the list stays within `maxRuns`.
     mutating func linkRun(_ offset: UInt64, first: Int, count: Int, host: UInt64) {
         let t = table(offset)
-        if t.words == nil && t.runs.count >= Self.maxRuns {
-            // Scattered links: a run list would grow to one run per cluster.
-            materialize(t)
-        }
-        if t.words == nil {
+        if t.words == nil && t.sparse.count == 0 {
             // Runs are sorted by `first` and never overlap.
             var at = t.runs.count
             while at > 0 && t.runs[at - 1].first > first { at -= 1 }
@@ -191,23 +290,45 @@ struct L2Store {
                     run.count += t.runs[at].count
                     hi = at + 1
                 }
-                t.runs.replaceSubrange(lo..<hi, with: [run])
-                return
+                if t.runs.count - (hi - lo) + 1 <= Self.maxRuns {
+                    t.runs.replaceSubrange(lo..<hi, with: [run])
+                    return
+                }
+                // Scattered links: a run list would grow to one run per cluster. Few entries
+                // in the runs move to the map, so lookups probe it and skip the run scan.
+                flattenIfSmall(t)
             }
         }
         for j in 0..<count {
-            set(offset, first + j, word: (host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied, bitmap: 0)
+            set(t, first + j, word: (host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied, bitmap: 0)
         }
+    }
+
+    /// Moves the runs' entries into the sparse map when they fit in it.
+    private func flattenIfSmall(_ t: Table) {
+        let entries = t.runs.reduce(0) { $0 + $1.count }
+        var c = SparseEntries.minCapacity
+        while !SparseEntries.fits(entries, c) { c *= 2 }
+        guard c <= maxSparseCapacity else { return }
+        let runs = t.runs
+        for r in runs {
+            for j in 0..<r.count {
+                let w = (r.host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied
+                _ = t.sparse.set(r.first + j, word: w, bitmap: 0, maxCapacity: maxSparseCapacity)
+            }
+        }
+        t.runs = []
     }
 
     /// Creates an all-zero table at `offset` (a new L2 table), or copies `from` (COW of a
     /// shared table).
     mutating func create(_ offset: UInt64, copying from: UInt64? = nil) {
-        let t = Table()
+        let t = Table(wordsPerEntry: wordsPerEntry)
         if let from {
             let src = table(from)
             t.runs = src.runs
-            if let w = src.wordArray { t.setWords(w) }
+            t.sparse = src.sparse.copy()
+            if let w = src.words { t.setWords(UnsafeBufferPointer(start: w, count: src.wordCount)) }
         }
         tables[offset] = t
         let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & (L2Store.recentSlots - 1)
@@ -215,6 +336,7 @@ struct L2Store {
         recentTables[slot] = Unmanaged.passUnretained(t)
     }
 
+    /// Switches `t` to dense words: the runs' entries, then the map's over them.
     private func materialize(_ t: Table) {
         guard t.words == nil else { return }
         let runs = t.runs
@@ -225,32 +347,131 @@ struct L2Store {
                 w[(r.first + j) * wordsPerEntry] = (r.host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied
             }
         }
+        let wpe = wordsPerEntry
+        t.sparse.forEach { i, word, bitmap in
+            w[i * wpe] = word
+            if wpe == 2 { w[i * wpe + 1] = bitmap }
+        }
+        t.sparse.deallocate()
         t.runs = []
     }
+
+    /// The form of the table at `offset` (`.empty` when the store has none).
+    func form(_ offset: UInt64) -> Form { tables[offset]?.form ?? .empty }
+
+    /// Bytes of entry storage of the table at `offset` (`Table.bytes`; 0 when absent).
+    func bytes(_ offset: UInt64) -> Int { tables[offset]?.bytes ?? 0 }
+
+    /// Bytes of entry storage of every table.
+    var totalBytes: Int { tables.values.reduce(0) { $0 + $1.bytes } }
 }
 
 /// The authoritative refcounts of an image, per refcount block (keyed by host offset).
 ///
-/// A block is a sorted list of runs of equal non-zero refcounts while that list stays short
-/// (allocation is sequential, preallocation gives one run per block), and a plain array
-/// otherwise, so a fully preallocated 64 TiB image holds a few runs per 2 GiB block.
+/// A block is a sorted list of runs of equal non-zero refcounts while that list takes fewer
+/// bytes than the block itself (allocation is sequential, preallocation gives one run per
+/// block, scattered frees split runs), so memory follows the runs, not the 2 GiB a block
+/// covers; past that it is dense, one 16-bit word per refcount (64-bit above refcount_bits=16),
+/// at most the block's on-disk size for the default width.
 struct RefcountStore {
-    struct Run {
-        var start: Int
-        var count: Int
+    /// Refcounts `start ..< start + count` all equal `value` (non-zero). 16 bytes: a block has
+    /// at most 2^24 entries (2 MiB clusters, refcount_bits=1).
+    struct Run: Equatable {
+        private var s: UInt32
+        private var n: UInt32
         var value: UInt64
+
+        init(start: Int, count: Int, value: UInt64) {
+            s = UInt32(truncatingIfNeeded: start)
+            n = UInt32(truncatingIfNeeded: count)
+            self.value = value
+        }
+
+        @inline(__always) var start: Int { Int(s) }
+        @inline(__always) var count: Int {
+            get { Int(n) }
+            set { n = UInt32(truncatingIfNeeded: newValue) }
+        }
+        @inline(__always) var end: Int { Int(s) + Int(n) }
+    }
+
+    /// The form a block is in.
+    enum Form: Equatable {
+        /// No block here yet, or all refcounts 0.
+        case empty
+        /// Runs.
+        case runs
+        /// One word per refcount.
+        case dense
     }
 
     final class Block {
         var runs: [Run] = []
-        var words: ContiguousArray<UInt64>?
+        /// Dense refcounts when refcount_bits ≤ 16.
+        private(set) var narrow: UnsafeMutablePointer<UInt16>?
+        /// Dense refcounts when refcount_bits > 16.
+        private(set) var wide: UnsafeMutablePointer<UInt64>?
+        private(set) var entries = 0
+
         init() {}
+
+        deinit {
+            narrow?.deallocate()
+            wide?.deallocate()
+        }
+
+        var isDense: Bool { narrow != nil || wide != nil }
+
+        /// Switches to `count` zeroed dense refcounts of 16 or 64 bits.
+        func setZeroDense(count: Int, narrow isNarrow: Bool) {
+            narrow?.deallocate()
+            wide?.deallocate()
+            narrow = nil
+            wide = nil
+            if isNarrow {
+                let p = UnsafeMutablePointer<UInt16>.allocate(capacity: max(count, 1))
+                p.initialize(repeating: 0, count: max(count, 1))
+                narrow = p
+            } else {
+                let p = UnsafeMutablePointer<UInt64>.allocate(capacity: max(count, 1))
+                p.initialize(repeating: 0, count: max(count, 1))
+                wide = p
+            }
+            entries = count
+        }
+
+        /// Dense refcount `i` (the block is dense).
+        @inline(__always) func dense(_ i: Int) -> UInt64 {
+            if let p = narrow { return UInt64(p[i]) }
+            if let p = wide { return p[i] }
+            return 0
+        }
+
+        /// Sets dense refcount `i` (the block is dense; `v` fits the width).
+        @inline(__always) func setDense(_ i: Int, _ v: UInt64) {
+            if let p = narrow {
+                p[i] = UInt16(truncatingIfNeeded: v)
+            } else if let p = wide {
+                p[i] = v
+            }
+        }
+
+        var form: Form { isDense ? .dense : (runs.isEmpty ? .empty : .runs) }
+
+        /// Bytes of refcount storage: the runs (16 bytes each) or the dense words; not the
+        /// object header or the run array's spare capacity.
+        var bytes: Int {
+            runs.count * MemoryLayout<Run>.stride + entries * (narrow != nil ? 2 : (wide != nil ? 8 : 0))
+        }
     }
 
-    /// Above this many runs a block is materialized.
-    static let maxRuns = 64
-
     let geometry: Geometry
+    /// Dense blocks hold 16-bit refcounts (refcount_bits ≤ 16).
+    private let narrow: Bool
+    /// Above this many runs a block is dense: the runs would take more bytes than the dense
+    /// words (4096 runs for 64 KiB clusters and refcount_bits=16). Tests lower it to reach the
+    /// dense form on small blocks.
+    var maxRuns: Int
     private var blocks: [UInt64: Block] = [:]
     private var lastOffset: UInt64 = .max
     // Unretained, as `L2Store.recentTables`: `blocks` keeps every block alive.
@@ -259,7 +480,12 @@ struct RefcountStore {
     /// Loads a block not yet in the store (from the image file); nil means all zeroes.
     var loader: ((UInt64) -> ContiguousArray<UInt64>?)?
 
-    init(geometry: Geometry) { self.geometry = geometry }
+    init(geometry: Geometry) {
+        self.geometry = geometry
+        narrow = geometry.refcountBits <= 16
+        let denseBytes = Int(geometry.refblockEntries) * (narrow ? 2 : 8)
+        maxRuns = max(16, denseBytes / MemoryLayout<Run>.stride)
+    }
 
     @inline(__always)
     private mutating func block(_ offset: UInt64) -> Block {
@@ -269,7 +495,7 @@ struct RefcountStore {
             b = found
         } else {
             b = Block()
-            if let loader, let words = loader(offset) { b.words = words }
+            if let loader, let words = loader(offset) { load(words, into: b) }
             blocks[offset] = b
         }
         lastOffset = offset
@@ -277,23 +503,28 @@ struct RefcountStore {
         return b
     }
 
-    /// `runs` (sorted, disjoint) with adjacent runs of equal value joined, so that one run holds
-    /// a whole stretch of equal refcounts (`runLength` relies on it).
-    private static func merged(_ runs: [Run]) -> [Run] {
-        var merged: [Run] = []
-        merged.reserveCapacity(runs.count)
-        for r in runs {
-            if var last = merged.last, last.start + last.count == r.start, last.value == r.value {
-                last.count += r.count
-                merged[merged.count - 1] = last
-            } else {
-                merged.append(r)
-            }
+    /// Puts a block read from the image file into runs, or dense when they are too many.
+    private func load(_ words: ContiguousArray<UInt64>, into b: Block) {
+        var runs: [Run] = []
+        let n = min(words.count, Int(geometry.refblockEntries))
+        var i = 0
+        while i < n && runs.count <= maxRuns {
+            let v = words[i]
+            var j = i + 1
+            while j < n && words[j] == v { j += 1 }
+            if v != 0 { runs.append(Run(start: i, count: j - i, value: v)) }
+            i = j
         }
-        return merged
+        if runs.count <= maxRuns {
+            b.runs = runs
+            return
+        }
+        b.setZeroDense(count: Int(geometry.refblockEntries), narrow: narrow)
+        for k in 0..<n where words[k] != 0 { b.setDense(k, words[k]) }
     }
 
     /// Index of the last run starting at or before `i`, or -1.
+    @inline(__always)
     private static func runIndex(_ runs: [Run], _ i: Int) -> Int {
         var lo = 0, hi = runs.count
         while lo < hi {
@@ -307,12 +538,12 @@ struct RefcountStore {
     @inline(__always) mutating func get(_ offset: UInt64, _ i: Int) -> UInt64 {
         if offset != lastOffset { _ = block(offset) }
         return lastBlock._withUnsafeGuaranteedRef { b in
-            if let w = b.words { return w[i] }
+            if b.isDense { return b.dense(i) }
             if let last = b.runs.last, i >= last.start {
-                return i < last.start + last.count ? last.value : 0
+                return i < last.end ? last.value : 0
             }
             let r = Self.runIndex(b.runs, i)
-            return r >= 0 && i < b.runs[r].start + b.runs[r].count ? b.runs[r].value : 0
+            return r >= 0 && i < b.runs[r].end ? b.runs[r].value : 0
         }
     }
 
@@ -321,52 +552,36 @@ struct RefcountStore {
         if offset != lastOffset { _ = block(offset) }
         // Fast paths on the borrowed block (no retain per refcount update).
         let done = lastBlock._withUnsafeGuaranteedRef { b -> Bool in
-            if b.words != nil {
-                b.words?[i] = v
+            if b.isDense {
+                b.setDense(i, v)
                 return true
             }
             // Extending the last run (sequential allocation).
             let n = b.runs.count
-            if n > 0, i == b.runs[n - 1].start + b.runs[n - 1].count, v == b.runs[n - 1].value {
+            if n > 0, i == b.runs[n - 1].end, v == b.runs[n - 1].value {
                 b.runs[n - 1].count += 1
                 return true
             }
             return false
         }
         if done { return }
-        let b = block(offset)
         if get(offset, i) == v { return }
-        // General case: rebuild the runs around i.
-        var runs: [Run] = []
-        runs.reserveCapacity(b.runs.count + 2)
-        for r in b.runs {
-            if i >= r.start && i < r.start + r.count {
-                if i > r.start { runs.append(Run(start: r.start, count: i - r.start, value: r.value)) }
-                if i + 1 < r.start + r.count { runs.append(Run(start: i + 1, count: r.start + r.count - i - 1, value: r.value)) }
-            } else {
-                runs.append(r)
-            }
-        }
-        if v != 0 {
-            let at = runs.firstIndex { $0.start > i } ?? runs.count
-            runs.insert(Run(start: i, count: 1, value: v), at: at)
-        }
-        store(Self.merged(runs), in: b)
+        assign(block(offset), i..<(i + 1), v)
     }
 
     /// How many refcounts from `i` (at most `limit`) equal refcount `i`.
     mutating func runLength(_ offset: UInt64, from i: Int, limit: Int) -> Int {
         let b = block(offset)
-        if let w = b.words {
-            let v = w[i]
+        if b.isDense {
+            let v = b.dense(i)
             var n = 1
-            while n < limit && w[i + n] == v { n += 1 }
+            while n < limit && b.dense(i + n) == v { n += 1 }
             return n
         }
         let r = Self.runIndex(b.runs, i)
-        if r >= 0 && i < b.runs[r].start + b.runs[r].count {
+        if r >= 0 && i < b.runs[r].end {
             // Runs are merged when adjacent and equal, so one run holds the whole stretch.
-            return min(limit, b.runs[r].start + b.runs[r].count - i)
+            return min(limit, b.runs[r].end - i)
         }
         let next = r + 1 < b.runs.count ? b.runs[r + 1].start : Int.max
         return min(limit, next - i)
@@ -375,68 +590,84 @@ struct RefcountStore {
     /// Sets refcounts `range` of the block at `offset` to `v` (non-zero).
     mutating func set(_ offset: UInt64, _ range: Range<Int>, _ v: UInt64) {
         let b = block(offset)
-        if b.words != nil {
-            for i in range { b.words?[i] = v }
+        if b.isDense {
+            for i in range { b.setDense(i, v) }
             return
         }
         // Extending the last run, or appending after it (sequential allocation).
-        if let lastRun = b.runs.last, range.lowerBound >= lastRun.start + lastRun.count {
-            if range.lowerBound == lastRun.start + lastRun.count && lastRun.value == v {
+        if let lastRun = b.runs.last, range.lowerBound >= lastRun.end {
+            if range.lowerBound == lastRun.end && lastRun.value == v {
                 b.runs[b.runs.count - 1].count += range.count
             } else {
                 b.runs.append(Run(start: range.lowerBound, count: range.count, value: v))
+                densifyIfLong(b)
             }
         } else if b.runs.isEmpty {
             b.runs = [Run(start: range.lowerBound, count: range.count, value: v)]
         } else {
-            var runs: [Run] = []
-            runs.reserveCapacity(b.runs.count + 2)
-            var placed = false
-            for r in b.runs {
-                let end = r.start + r.count
-                if end <= range.lowerBound || r.start >= range.upperBound {
-                    if !placed && r.start >= range.upperBound {
-                        runs.append(Run(start: range.lowerBound, count: range.count, value: v))
-                        placed = true
-                    }
-                    runs.append(r)
-                    continue
-                }
-                if r.start < range.lowerBound {
-                    runs.append(Run(start: r.start, count: range.lowerBound - r.start, value: r.value))
-                }
-                if !placed {
-                    runs.append(Run(start: range.lowerBound, count: range.count, value: v))
-                    placed = true
-                }
-                if end > range.upperBound {
-                    runs.append(Run(start: range.upperBound, count: end - range.upperBound, value: r.value))
-                }
-            }
-            if !placed { runs.append(Run(start: range.lowerBound, count: range.count, value: v)) }
-            b.runs = Self.merged(runs)
+            assign(b, range, v)
         }
-        store(b.runs, in: b)
     }
 
-    /// Keeps `runs` as `b`'s runs, or materializes the block when they are more than `maxRuns`.
-    private func store(_ runs: [Run], in b: Block) {
-        guard runs.count > Self.maxRuns else {
-            b.runs = runs
-            return
+    /// Sets refcounts `range` of run-form block `b` to `v` (0 clears them), in place: only the
+    /// runs `range` overlaps and their two neighbours are rebuilt, and equal adjacent runs are
+    /// joined (`runLength` relies on it).
+    private func assign(_ b: Block, _ range: Range<Int>, _ v: UInt64) {
+        let lo = range.lowerBound, hi = range.upperBound
+        var a = Self.runIndex(b.runs, lo)
+        if a < 0 || b.runs[a].end <= lo { a += 1 }
+        var e = a
+        while e < b.runs.count && b.runs[e].start < hi { e += 1 }
+        // Runs a..<e overlap the range; widen by one on each side to join equal neighbours.
+        let from = max(a - 1, 0), to = min(e + 1, b.runs.count)
+        var pieces: [Run] = []
+        pieces.reserveCapacity(to - from + 2)
+        func add(_ r: Run) {
+            guard r.count > 0 else { return }
+            if let last = pieces.last, last.end == r.start, last.value == r.value {
+                pieces[pieces.count - 1].count += r.count
+            } else {
+                pieces.append(r)
+            }
         }
-        var w = ContiguousArray<UInt64>(repeating: 0, count: Int(geometry.refblockEntries))
-        for r in runs { for j in r.start..<(r.start + r.count) { w[j] = r.value } }
-        b.words = w
+        var placed = false
+        func place() {
+            if !placed && v != 0 { add(Run(start: lo, count: hi - lo, value: v)) }
+            placed = true
+        }
+        for j in from..<to {
+            let r = b.runs[j]
+            if r.end <= lo {
+                add(r)
+            } else if r.start >= hi {
+                place()
+                add(r)
+            } else {
+                if r.start < lo { add(Run(start: r.start, count: lo - r.start, value: r.value)) }
+                place()
+                if r.end > hi { add(Run(start: hi, count: r.end - hi, value: r.value)) }
+            }
+        }
+        place()
+        b.runs.replaceSubrange(from..<to, with: pieces)
+        densifyIfLong(b)
+    }
+
+    /// Switches `b` to dense refcounts when its runs outgrow `maxRuns`.
+    private func densifyIfLong(_ b: Block) {
+        guard b.runs.count > maxRuns else { return }
+        let runs = b.runs
+        b.setZeroDense(count: Int(geometry.refblockEntries), narrow: narrow)
+        for r in runs { for j in r.start..<r.end { b.setDense(j, r.value) } }
         b.runs = []
     }
 
     /// The first index at or after `i` (below `end`) whose refcount is 0, or `end`.
     mutating func firstZero(_ offset: UInt64, from i: Int, end: Int) -> Int {
         let b = block(offset)
-        if let w = b.words {
+        if b.isDense {
             var j = i
-            while j < end && w[j] != 0 { j += 1 }
+            while j < end && b.dense(j) != 0 { j += 1 }
             return j
         }
         var j = i
@@ -444,7 +675,7 @@ struct RefcountStore {
         while r < b.runs.count && j < end {
             let run = b.runs[r]
             if j < run.start { return j }
-            if j < run.start + run.count { j = run.start + run.count }
+            if j < run.end { j = run.end }
             r += 1
         }
         return min(j, end)
@@ -453,13 +684,13 @@ struct RefcountStore {
     /// The first index at or after `i` (below `end`) whose refcount is not 0, or `end`.
     mutating func firstNonZero(_ offset: UInt64, from i: Int, end: Int) -> Int {
         let b = block(offset)
-        if let w = b.words {
+        if b.isDense {
             var j = i
-            while j < end && w[j] == 0 { j += 1 }
+            while j < end && b.dense(j) == 0 { j += 1 }
             return j
         }
         let r = Self.runIndex(b.runs, i)
-        if r >= 0 && i < b.runs[r].start + b.runs[r].count { return i }
+        if r >= 0 && i < b.runs[r].end { return i }
         let next = r + 1 < b.runs.count ? b.runs[r + 1].start : end
         return min(next, end)
     }
@@ -471,4 +702,13 @@ struct RefcountStore {
         lastOffset = offset
         lastBlock = Unmanaged.passUnretained(b)
     }
+
+    /// The form of the block at `offset` (`.empty` when the store has none).
+    func form(_ offset: UInt64) -> Form { blocks[offset]?.form ?? .empty }
+
+    /// Bytes of refcount storage of the block at `offset` (`Block.bytes`; 0 when absent).
+    func bytes(_ offset: UInt64) -> Int { blocks[offset]?.bytes ?? 0 }
+
+    /// Bytes of refcount storage of every block.
+    var totalBytes: Int { blocks.values.reduce(0) { $0 + $1.bytes } }
 }
