@@ -1,3 +1,4 @@
+import QcowTestSupport
 import Testing
 
 @testable import Qcow2Sim
@@ -172,7 +173,7 @@ import Testing
         let g = Self.geometry(clusterBits: 12, extendedL2: extended)
         let n = g.l2Entries
         let cs = g.clusterSize
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed: seed)
         var s = L2Store(geometry: g)
         var model: [UInt64: [Int: (UInt64, UInt64)]] = [:]
         let tables: [UInt64] = (1...6).map { UInt64($0) * cs }
@@ -341,7 +342,7 @@ import Testing
         let g = Self.geometry(clusterBits: 9, refcountOrder: order)
         let n = Int(g.refblockEntries)
         let maxValue = (UInt64(1) << UInt64(min(g.refcountBits, 63))) - 1
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed: seed)
         var s = RefcountStore(geometry: g)
         // 64 refcounts of 64 bits, or 4096 of one bit mostly set in ranges, rarely split into
         // more runs than the default limit: lower it so they go dense too.
