@@ -177,7 +177,7 @@ import Testing
         ),
         (
             ["sweep", "{T}", "--size", "8G", "--policy", "qemu,bogus"], 64,
-            "qcow2sim sweep: error: invalid value 'qemu,bogus' for --policy ('bogus': expected one of: qemu, lru, fifo)\n"
+            "qcow2sim sweep: error: invalid value 'qemu,bogus' for --policy ('bogus': expected one of: qemu, lru, fifo, clock, 2q, arc, s3fifo, sieve, opt)\n"
         ),
         (
             ["sweep", "{T}", "--size", "8G", "--vary", "cluster_size=64K,3K"], 64,
