@@ -94,13 +94,7 @@ enum CompareCommand {
                 throw UsageError("--vary policy: give policies as --candidate policy=NAME")
             }
             let format = try a.choice("--format", ["text", "csv", "json"], default: "text")
-            var jobs = ProcessInfo.processInfo.activeProcessorCount
-            if let text = a.value("--jobs") {
-                guard let n = Int(text), n >= 1, n <= 1024 else {
-                    throw UsageError("invalid value '\(text)' for --jobs (expected 1 to 1024)")
-                }
-                jobs = n
-            }
+            let jobs = try SweepCommand.jobs(a)
             let base = try SimulateCommand.runConfig(a)
             // The vary grid over the run's options, then for each spec its configuration and its
             // optimal twin: points spec-major, twins after, so one grid's indices are all apart.
@@ -123,22 +117,8 @@ enum CompareCommand {
             let (traceFormat, mapping) = try TraceCommand.mapping(a)
             let progress = try Progress.start(a, command: "compare", points: points.count * traces.count)
             defer { progress?.finish() }
-            let open: @Sendable (Int) throws -> AnyTraceReader = { t in
-                try TraceFile.open(path: traces[t], format: traceFormat, options: mapping)
-            }
-            let reports: [[SimulationReport]]
-            do {
-                if let progress {
-                    reports = try SweepExecutor.run(
-                        points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(),
-                        open: { CountingReader(try open($0), progress) }, finished: { progress.add(points: $0) })
-                } else {
-                    reports = try SweepExecutor.run(
-                        points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(), open: open)
-                }
-            } catch let f as SweepFailure {
-                throw SweepCommand.explain(f, grid: grid, points: points)
-            }
+            let reports = try SweepCommand.runPoints(
+                points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
             progress?.finish()
             let table = CompareTable(
                 traces: traces, specs: specs.map(\.text), axes: axes.map { $0.key.description }, points: perSpec,

@@ -122,13 +122,7 @@ enum SweepCommand {
             throw UsageError("nothing to vary: give --vary KEY=VALUES (or --policy with several names)")
         }
         let format = try a.choice("--format", ["csv", "json", "text"], default: "csv")
-        var jobs = ProcessInfo.processInfo.activeProcessorCount
-        if let text = a.value("--jobs") {
-            guard let n = Int(text), n >= 1, n <= 1024 else {
-                throw UsageError("invalid value '\(text)' for --jobs (expected 1 to 1024)")
-            }
-            jobs = n
-        }
+        let jobs = try Self.jobs(a)
         let grid = try SweepGrid(base: base, axes: axes)
         let points = grid.points
         if traces.contains("-") && traces.count * points.count > 1 {
@@ -138,23 +132,8 @@ enum SweepCommand {
         let progress = try Progress.start(a, command: command, points: points.count * traces.count)
         defer { progress?.finish() }
         progress?.estimate(traces: traces, pointsPerTrace: points.count)
-        let reports: [[SimulationReport]]
-        do {
-            // Each point opens its own reader, through the path `simulate` uses.
-            let open: @Sendable (Int) throws -> AnyTraceReader = { t in
-                try TraceFile.open(path: traces[t], format: traceFormat, options: mapping)
-            }
-            if let progress {
-                reports = try SweepExecutor.run(
-                    points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(),
-                    open: { CountingReader(try open($0), progress) }, finished: { progress.add(points: $0) })
-            } else {
-                reports = try SweepExecutor.run(
-                    points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(), open: open)
-            }
-        } catch let f as SweepFailure {
-            throw explain(f, grid: grid, points: points)
-        }
+        let reports = try Self.runPoints(
+            points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
         // The progress line goes before the table does (both may be on one terminal).
         progress?.finish()
         let table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports)
@@ -166,6 +145,37 @@ enum SweepCommand {
         }
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
         return 0
+    }
+
+    /// `--jobs N` (1 to 1024; default: all cores).
+    static func jobs(_ a: Arguments) throws -> Int {
+        guard let text = a.value("--jobs") else { return ProcessInfo.processInfo.activeProcessorCount }
+        guard let n = Int(text), n >= 1, n <= 1024 else {
+            throw UsageError("invalid value '\(text)' for --jobs (expected 1 to 1024)")
+        }
+        return n
+    }
+
+    /// Runs `points` over `traces` on `jobs` threads, each group of points sharing a stream from
+    /// one recording (`RecordingPointRunner`); a point's failure is explained against `grid`.
+    static func runPoints(
+        _ points: [SweepPoint], traces: [String], format: TraceFormat?, mapping: TraceOptions, jobs: Int, progress: Progress?,
+        grid: SweepGrid
+    ) throws -> [[SimulationReport]] {
+        do {
+            // Each point opens its own reader, through the path `simulate` uses.
+            let open: @Sendable (Int) throws -> AnyTraceReader = { t in
+                try TraceFile.open(path: traces[t], format: format, options: mapping)
+            }
+            if let progress {
+                return try SweepExecutor.run(
+                    points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(),
+                    open: { CountingReader(try open($0), progress) }, finished: { progress.add(points: $0) })
+            }
+            return try SweepExecutor.run(points: points, traces: traces.count, jobs: jobs, runner: RecordingPointRunner(), open: open)
+        } catch let f as SweepFailure {
+            throw explain(f, grid: grid, points: points)
+        }
     }
 
     /// A point's failure as the command reports it: a bad option value names the point
