@@ -11,10 +11,7 @@ public struct Xoshiro256StarStar: RandomNumberGenerator, Sendable {
         var x = seed
         func splitmix() -> UInt64 {
             x &+= 0x9E37_79B9_7F4A_7C15
-            var z = x
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            return Self.splitMix64Mix(x)
         }
         s0 = splitmix(); s1 = splitmix(); s2 = splitmix(); s3 = splitmix()
     }
@@ -29,11 +26,18 @@ public struct Xoshiro256StarStar: RandomNumberGenerator, Sendable {
         var x = seed
         return (0..<count).map { _ in
             x &+= 0x9E37_79B9_7F4A_7C15
-            var z = x
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
+            return splitMix64Mix(x)
         }
+    }
+
+    /// SplitMix64's output function (Steele, Lea & Flood, OOPSLA 2014): a bijective, well-mixed
+    /// 64-bit value of `z`.
+    @inline(__always)
+    public static func splitMix64Mix(_ z: UInt64) -> UInt64 {
+        var z = z
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 
     /// The next 64 random bits.

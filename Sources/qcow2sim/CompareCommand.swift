@@ -54,8 +54,7 @@ enum CompareCommand {
             do { try probe.whatIf.set(setting) } catch { throw UsageError("\(argument) \(text): \(error)") }
             return Spec(text: text) { try $0.whatIf.set(setting) }
         }
-        guard !text.isEmpty, (try? DriveOptions(parsing: text)) != nil else {
-            let why = (try? DriveOptions(parsing: text)) == nil ? (Self.driveError(text) ?? "empty") : ""
+        if let why = text.isEmpty ? "empty" : Self.driveError(text) {
             throw UsageError("\(argument) \(text): expected policy=NAME, what-if.KEY=VALUE or --drive options (\(why))")
         }
         return Spec(text: text) { c in

@@ -113,8 +113,6 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// The index of the request at whose `hostGuard` this replay's write-backs first differed
     /// from the recording's (nil: none did); its counts from there on are not trusted.
     public private(set) var divergedAt: UInt64?
-    /// Operations consumed.
-    public private(set) var operations: UInt64 = 0
 
     private var lastTime: Double = 0
     private var requestTime: Double = 0
@@ -182,7 +180,6 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
 
     /// Processes a batch in order.
     public func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
-        operations += UInt64(ops.count)
         // The base image's caches are looked up once per batch (most chains have one image).
         imageRefs[0]._withUnsafeGuaranteedRef { first in
             for k in ops.indices {

@@ -1,3 +1,5 @@
+import TraceKit
+
 /// Why each table of one cache last left it, for the miss classes (cold, evicted, cleaned,
 /// discarded), by table index (`offset / tableSize`), in memory proportional to the tables
 /// touched (a damaged image naming offsets near 2^56 costs no more than any other table).
@@ -40,12 +42,6 @@ struct TableHistory {
         }
     }
 
-    @inline(__always) func get(_ table: UInt64) -> Reason {
-        let i = find((table >> 5) &+ 1)
-        guard keys[i] != 0 else { return .never }
-        return Reason(rawValue: UInt8((words[i] >> ((table & 31) * 2)) & 3)) ?? .never
-    }
-
     @inline(__always) mutating func set(_ table: UInt64, _ reason: Reason) { _ = exchange(table, reason) }
 
     /// Sets `table`'s reason and returns the one it replaces.
@@ -77,14 +73,10 @@ struct TableHistory {
         }
     }
 
-    /// A well-mixed 64-bit value of a table offset (SplitMix64's finalizer), summed into
+    /// A well-mixed 64-bit value of a table offset (SplitMix64's output function), summed into
     /// `MetadataCache.freshWrittenDigest`.
-    static func mix(_ offset: UInt64) -> UInt64 {
-        var z = offset &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    @inline(__always)
+    static func mix(_ offset: UInt64) -> UInt64 { Xoshiro256StarStar.splitMix64Mix(offset &+ 0x9E37_79B9_7F4A_7C15) }
 }
 
 /// The pin counts of a cache's slots, as an eviction policy sees them when it picks a victim.

@@ -130,8 +130,6 @@ public final class OpBuffer {
     /// a static type, so the hand-over runs specialized code (a call through the existential
     /// `consumer` would run the cache layer's unspecialized generic body).
     var drain: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)?
-    /// Operations handed out so far.
-    public private(set) var total: UInt64 = 0
 
     /// An empty buffer.
     public init(capacity: Int = 4096) {
@@ -155,7 +153,6 @@ public final class OpBuffer {
         guard count > 0 else { return }
         let n = count
         count = 0
-        total += UInt64(n)
         drain?(UnsafeMutableBufferPointer(start: ops, count: n))
     }
 
@@ -166,7 +163,6 @@ public final class OpBuffer {
         guard count > 0 else { return }
         let n = count
         count = 0
-        total += UInt64(n)
         consumer.consume(UnsafeMutableBufferPointer(start: ops, count: n))
     }
 
