@@ -413,12 +413,6 @@ public struct PointGroup: Sendable {
         self.points = points
     }
 
-    /// The drive options that only size a cache or time its cleaning: points differing only in
-    /// these (and in the policy) replay the same operations.
-    public static let cacheOnlyOptions: Set<String> = [
-        "l2-cache-size", "refcount-cache-size", "cache-size", "cache-clean-interval",
-    ]
-
     /// Groups `points` (all from one ``SweepGrid``) for each of `traces` traces, in order of
     /// first appearance. A point whose entry size cannot be worked out before the run (an
     /// existing `--image`, or options QEMU refuses) is a group of its own.
@@ -437,45 +431,15 @@ public struct PointGroup: Sendable {
         return out
     }
 
-    /// What points of one grid must agree on to share a recording (the grid's points differ
-    /// only in drive options, create options, cache mode and policy).
+    /// What points must agree on to share a recording: the operation stream's key
+    /// (`Simulation.streamKey`: the chain, the image options, the cache mode's writethrough, the
+    /// discard options and each image's L2 entry size), the one the replay checks.
     static func shareKey(_ p: SweepPoint) -> String {
         let c = p.config
-        guard c.imageFile == nil, let entries = entrySizes(c) else { return "point \(p.index)" }
-        guard p.invalid == nil else { return "point \(p.index)" }
-        let drive = GridDrive.strip(c.driveOptions.rendered, depth: c.chainLength)
-        return "\(c.createOptions.rendered)|\(c.layers.keys.sorted().map { "\($0):\(String(describing: c.layers[$0]))" })|\(c.cacheMode.rawValue)|\(drive)|\(entries.map(String.init).joined(separator: ","))"
-    }
-
-    /// The L2 entry size each image (base first) gets: `read_cache_sizes` in ``CacheSizing``,
-    /// which switches to whole tables once the cache covers the disk.
-    static func entrySizes(_ c: SimulationConfig) -> [UInt64]? {
-        guard c.chainLength >= 1,
-            let drive = try? c.driveOptions.images(depth: c.chainLength)
-        else { return nil }
-        var sizes: [UInt64] = []
-        for k in 0..<c.chainLength {
-            let create = c.createOptions(layer: k)
-            guard let g = try? create.geometry(virtualSize: c.virtualSize),
-                let sizing = try? CacheSizing(geometry: g, options: drive[c.chainLength - 1 - k])
-            else { return nil }
-            sizes.append(sizing.l2EntrySize)
-        }
-        return sizes
-    }
-}
-
-/// Drive-option helpers for grouping.
-enum GridDrive {
-    /// `options` without the cache-only options at any `backing.` depth.
-    static func strip(_ options: String, depth: Int) -> String {
-        var keys = Set<String>()
-        var prefix = ""
-        for _ in 0..<max(depth, 1) {
-            for k in PointGroup.cacheOnlyOptions { keys.insert(prefix + k) }
-            prefix += "backing."
-        }
-        return SweepGrid.removing(keys, from: options).joined(separator: ",")
+        guard c.imageFile == nil, p.invalid == nil, let geometries = try? Simulation.geometries(c),
+            let key = try? Simulation.streamKey(c, geometries: geometries).1
+        else { return "point \(p.index)" }
+        return key
     }
 }
 
