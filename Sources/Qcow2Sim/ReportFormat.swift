@@ -74,7 +74,7 @@ public enum ReportFormat {
     }
 
     /// Two caches' counters summed (memory too, so the mean is the chain's).
-    static func add(_ a: CacheStats, _ b: CacheStats) -> CacheStats {
+    public static func add(_ a: CacheStats, _ b: CacheStats) -> CacheStats {
         var t = a
         t.lookups += b.lookups; t.hits += b.hits; t.misses += b.misses; t.emptyGets += b.emptyGets
         t.evictions += b.evictions; t.dirtyEvictions += b.dirtyEvictions; t.writebacks += b.writebacks

@@ -187,25 +187,14 @@ struct CompareTable {
         for im in r.images {
             out.append(("\(im.index)", "l2", im.l2))
             out.append(("\(im.index)", "refcount", im.refcount))
-            l2 = sum(l2, im.l2)
-            rc = sum(rc, im.refcount)
+            l2 = ReportFormat.add(l2, im.l2)
+            rc = ReportFormat.add(rc, im.refcount)
         }
         if r.images.count > 1 {
             out.append(("chain", "l2", l2))
             out.append(("chain", "refcount", rc))
         }
         return out
-    }
-
-    static func sum(_ a: CacheStats, _ b: CacheStats) -> CacheStats {
-        var t = a
-        t.lookups += b.lookups
-        t.hits += b.hits
-        t.misses += b.misses
-        t.writebacks += b.writebacks
-        t.bytesRead += b.bytesRead
-        t.memoryPeakBytes += b.memoryPeakBytes
-        return t
     }
 
     static func pct(_ d: Double?) -> String { d.map { String(format: "%.2f", $0) } ?? "" }
