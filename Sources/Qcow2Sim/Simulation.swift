@@ -449,14 +449,26 @@ struct Replay {
                         file: reader.fileName, location: reader.location(),
                         message: "\(rec.op) request on an image opened read-only"))
             }
-            ops.append(
-                MetadataOp(
-                    .beginRequest, offset: UInt64(index), flag: rec.time == nil ? 0 : 1, extra: (rec.time ?? 0).bitPattern))
+            // The request's boundaries: operations for a recording; direct calls otherwise (two
+            // fewer operations per request: ~8 % of read-1e6's instructions).
+            if direct {
+                system.beginRequest(index: UInt64(index), time: rec.time)
+            } else {
+                ops.append(
+                    MetadataOp(
+                        .beginRequest, offset: UInt64(index), flag: rec.time == nil ? 0 : 1, extra: (rec.time ?? 0).bitPattern))
+            }
             requestState.taskPool = false
             if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
             let multi = requestState.taskPool
-            ops.append(MetadataOp(.endRequest, flag: (multi ? 1 : 0) | (rec.op != .read ? 2 : 0)))
-            if direct { ops.sync(into: system) } else { ops.sync() }
+            let endFlag: UInt8 = (multi ? 1 : 0) | (rec.op != .read ? 2 : 0)
+            if direct {
+                ops.sync(into: system)
+                system.endRequest(flag: endFlag)
+            } else {
+                ops.append(MetadataOp(.endRequest, flag: endFlag))
+                ops.sync()
+            }
             if !single || top.failure != nil || system.failure != nil { try Qcow2Image.throwFailure(of: chain, caches: system) }
             if multi {
                 if rec.op == .read { report.multiSegmentReads += 1 } else { report.multiSegmentWrites += 1 }

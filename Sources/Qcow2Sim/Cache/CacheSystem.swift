@@ -233,9 +233,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                 divergedAt = requestIndex
             }
         case .beginRequest: beginRequest(index: op.offset, time: op.flag != 0 ? Double(bitPattern: op.extra) : nil)
-        case .endRequest:
-            if let timeline { for k in images.indices { timeline.sample(time: requestTime, image: k, caches: images[k]) } }
-            if op.flag & 1 != 0 { log?.markMultiSegment(write: op.flag & 2 != 0) }
+        case .endRequest: endRequest(flag: op.flag)
         case .open: open(im, image: Int(op.image), time: Double(bitPattern: op.extra))
         case .beginClose:
             if op.flag != 0 {
@@ -286,8 +284,19 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         timeline?.sample(time: time, image: image, caches: im)
     }
 
+    /// `endRequest`: the memory timeline's per-request sample and the event log's mark of a
+    /// request run as concurrent segments (`flag` as in `MetadataOp.Code.endRequest`).
     @inline(__always)
-    private func beginRequest(index: UInt64, time: Double?) {
+    func endRequest(flag: UInt8) {
+        if let timeline { for k in images.indices { timeline.sample(time: requestTime, image: k, caches: images[k]) } }
+        if flag & 1 != 0 { log?.markMultiSegment(write: flag & 2 != 0) }
+    }
+
+    /// `beginRequest`. A live run without a recorder calls this and `endRequest(flag:)` directly
+    /// around each request's batch (the operations would be the batch's first and last, so the
+    /// order is the same); a recording and its replays carry them as operations.
+    @inline(__always)
+    func beginRequest(index: UInt64, time: Double?) {
         requestIndex = index
         if let t = time {
             if t > lastTime {
@@ -426,8 +435,10 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                 v = w
             }
             emit(.replaceEntry, k, image: image, index: v)
-            if c.needsWriteback(v) { c.stats.dirtyEvictions += 1 }
-            writeback(im, c, k, v, image: image)
+            if c.needsWriteback(v) {
+                c.stats.dirtyEvictions += 1
+                writeback(im, c, k, v, image: image)
+            }
             emit(.getRead, k, image: image, index: v)
             c.fill(v, offset: key, readFromDisk: readFromDisk)
             emit(.getDone, k, image: image, index: v)

@@ -52,6 +52,8 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 
     private var index = OffsetIndex(capacity: 0)
     private var empty = Bitset(count: 0, set: true)
+    /// Number of empty slots: once the cache is full, a miss skips the empty-slot search.
+    private var emptyCount = 0
     private var policy = Policy(capacity: 0, kind: .l2)
     private var resident = Bitset(count: 0, set: false)
     /// The dirty slots as a bit set, so a cache write visits them without scanning every slot.
@@ -92,6 +94,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         stats = CacheStats()
         index = OffsetIndex(capacity: count)
         empty = Bitset(count: count, set: true)
+        emptyCount = count
         dirtySet = Bitset(count: count, set: false)
         policy = Policy(capacity: count, kind: kind)
         fresh = Bitset(count: count, set: false)
@@ -124,7 +127,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 
     /// The slot to fill for a miss on `offset` (no state change).
     @inline(__always) public func victim(for offset: UInt64) -> Int {
-        if let e = empty.firstSet(from: startIndex(offset)) { return e }
+        if emptyCount > 0, let e = empty.firstSet(from: startIndex(offset)) { return e }
         let v = policy.victim(PinCounts(pins.buffer))
         // QEMU aborts when every entry is in use (`qcow2_cache_do_get`: "Assertion `min_lru_index
         // != -1' failed"); the minimum sizes make that impossible with QEMU's request paths.
@@ -147,6 +150,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             index.remove(old)
         } else {
             empty.clear(i)
+            emptyCount -= 1
         }
         // Resident now (one history lookup for both); the reason it leaves is written when it does.
         switch history.exchange(offset >> tableShift, .evicted) {
@@ -233,6 +237,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             policy.emptied(i, offset: offsets[i])
         }
         fresh.clear(i)
+        if offsets[i] != 0 { emptyCount += 1 }
         offsets[i] = 0
         lru[i] = 0
         if dirty[i] {
@@ -264,6 +269,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
                 offsets[i] = 0
                 lru[i] = 0
                 empty.set(i)
+                emptyCount += 1
                 stats.cleaned += 1
                 i += 1
             }
@@ -280,6 +286,8 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     // MARK: resident memory (pages touched by fills, released by clean ticks)
 
     @inline(__always) private func touchMemory(_ i: Int) {
+        // Every page resident (a warm cache): nothing to count.
+        if residentPages == resident.count { return }
         let first = UInt64(i) * tableSize / Self.pageSize
         let last = (UInt64(i + 1) * tableSize - 1) / Self.pageSize
         var p = first
@@ -319,10 +327,12 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         let missClasses = stats.missesCold + stats.missesEvicted + stats.missesCleaned + stats.missesDiscarded
         if missClasses != stats.misses { problems.append("miss classes add up to \(missClasses), not \(stats.misses) misses") }
         var dirtySeen = 0
+        var emptySeen = 0
         for i in 0..<count {
             if dirty[i] { dirtySeen += 1 }
             if offsets[i] == 0 {
                 if !empty.test(i) { problems.append("slot \(i) empty but not in the empty set") }
+                emptySeen += 1
                 if pins[i] != 0 { problems.append("slot \(i) empty but pinned") }
                 if dirty[i] { problems.append("slot \(i) empty but dirty") }
             } else {
@@ -331,6 +341,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
             }
             if pins[i] < 0 { problems.append("slot \(i) has a negative pin count") }
         }
+        if emptySeen != emptyCount { problems.append("empty count \(emptyCount) but \(emptySeen) empty slots") }
         if dirtySeen != dirtyCount { problems.append("dirty count \(dirtyCount) but \(dirtySeen) dirty slots") }
         for i in 0..<count where dirtySet.test(i) != dirty[i] { problems.append("slot \(i) dirty bit and dirty set disagree") }
         return problems

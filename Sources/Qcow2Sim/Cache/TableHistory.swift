@@ -23,8 +23,12 @@ struct TableHistory {
     /// table stays in the processor's caches (page directories over the offset space cost two
     /// DRAM misses per miss: qcow2sim-bench read-1e7 ran at 2.7× the CPU time; one slot per
     /// table at 1.6×).
-    private var keys = ContiguousArray<UInt64>(repeating: 0, count: 64)
-    private var words = ContiguousArray<UInt64>(repeating: 0, count: 64)
+    ///
+    /// `SlotBuffer`s rather than arrays: an array store through the cache object pays a
+    /// uniqueness check and a bounds check per miss.
+    private var keys = SlotBuffer<UInt64>(count: 64, repeating: 0)
+    private var words = SlotBuffer<UInt64>(count: 64, repeating: 0)
+    private var mask = 63
     private var used = 0
 
     @inline(__always) private static func hash(_ key: UInt64) -> Int {
@@ -33,7 +37,6 @@ struct TableHistory {
 
     /// The slot holding group `key`, or the empty slot where it would go.
     @inline(__always) private func find(_ key: UInt64) -> Int {
-        let mask = keys.count - 1
         var i = Self.hash(key) & mask
         while true {
             let k = keys[i]
@@ -64,9 +67,10 @@ struct TableHistory {
 
     private mutating func grow() {
         let oldKeys = keys, oldWords = words
-        keys = ContiguousArray(repeating: 0, count: oldKeys.count * 2)
-        words = ContiguousArray(repeating: 0, count: oldKeys.count * 2)
-        for j in oldKeys.indices where oldKeys[j] != 0 {
+        keys = SlotBuffer(count: oldKeys.count * 2, repeating: 0)
+        words = SlotBuffer(count: oldKeys.count * 2, repeating: 0)
+        mask = keys.count - 1
+        for j in 0..<oldKeys.count where oldKeys[j] != 0 {
             let i = find(oldKeys[j])
             keys[i] = oldKeys[j]
             words[i] = oldWords[j]
