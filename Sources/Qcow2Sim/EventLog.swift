@@ -34,23 +34,23 @@ public final class EventLog {
     }
 
     /// Every event, when `retainEvents` is true.
-    public private(set) var events: [CacheEvent] = []
+    @exclusivity(unchecked) public private(set) var events: [CacheEvent] = []
     /// The coroutine that printed each event of `events`: 0 for the request's own coroutine, k
     /// for the k-th task of a multi-segment write's task pool (§13). QEMU's order within one
     /// coroutine is fixed; between the tasks of a pool it can depend on I/O completion.
-    public private(set) var eventTasks: [Int32] = []
+    @exclusivity(unchecked) public private(set) var eventTasks: [Int32] = []
     /// The coroutine the next events belong to (set by the write path's task pool).
-    public var task: Int32 = 0
+    @exclusivity(unchecked) public var task: Int32 = 0
     /// One mark per request, in order.
-    public private(set) var requests: [RequestMark] = []
+    @exclusivity(unchecked) public private(set) var requests: [RequestMark] = []
     /// Index into `events` where the close sequence starts (nil until `beginClose`).
-    public private(set) var closeStart: Int?
+    @exclusivity(unchecked) public private(set) var closeStart: Int?
     /// Number of events seen (also when not retained).
-    public private(set) var count = 0
+    @exclusivity(unchecked) public private(set) var count = 0
     /// Whether events are kept in `events`.
     public let retainEvents: Bool
     /// Called with every event as it is emitted.
-    public var sink: ((CacheEvent) -> Void)?
+    @exclusivity(unchecked) public var sink: ((CacheEvent) -> Void)?
 
     /// Creates a log; `retainEvents` keeps the events in memory.
     public init(retainEvents: Bool = true, sink: ((CacheEvent) -> Void)? = nil) {
@@ -59,7 +59,7 @@ public final class EventLog {
     }
 
     /// Events being held back (innermost last), see `beginCapture`.
-    private var captures: [[CacheEvent]] = []
+    @exclusivity(unchecked) private var captures: [[CacheEvent]] = []
 
     /// From now on events are held back instead of logged, until `endCapture` (nestable). The
     /// read path uses it to print a backing task's events after its first I/O where QEMU does.

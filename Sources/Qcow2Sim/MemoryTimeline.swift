@@ -47,11 +47,11 @@ public final class MemoryTimeline {
     }
 
     /// Every sample, in time order.
-    public private(set) var samples: [Sample] = []
+    @exclusivity(unchecked) public private(set) var samples: [Sample] = []
     /// Every clean-timer tick that dropped entries, in time order.
-    public private(set) var releases: [Release] = []
-    private var last: [Int: UInt64] = [:]
-    private var lastCleaned: [Int: Int] = [:]
+    @exclusivity(unchecked) public private(set) var releases: [Release] = []
+    @exclusivity(unchecked) private var last: [Int: UInt64] = [:]
+    @exclusivity(unchecked) private var lastCleaned: [Int: Int] = [:]
 
     /// Counter samples of one cache, thinned as they come: every `stride`-th change is kept, and
     /// when `kept` reaches twice the limit every second one is dropped and the stride doubles.
@@ -89,7 +89,7 @@ public final class MemoryTimeline {
             }
         }
     }
-    private var tracks: [Int: CounterTrack] = [:]
+    @exclusivity(unchecked) private var tracks: [Int: CounterTrack] = [:]
     /// The number of counter samples per cache is kept between this and twice this.
     public let counterLimit: Int
 

@@ -169,7 +169,7 @@ class RecordSource {
 
 /// A `RecordSource` over a concrete reader.
 final class BoxedSource<Reader: TraceReader>: RecordSource {
-    var reader: Reader
+    @exclusivity(unchecked) var reader: Reader
     init(_ reader: Reader) { self.reader = reader }
     override func next() throws -> TraceRecord? { try reader.next() }
     override func location() -> TraceLocation { reader.location }
@@ -562,5 +562,5 @@ func monotonicSeconds() -> Double {
 /// Per-request state shared by every image of a chain.
 final class RequestState {
     /// QEMU would run part of the current request through a task pool (§6.4, §13).
-    var taskPool = false
+    @exclusivity(unchecked) var taskPool = false
 }

@@ -20,19 +20,19 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         /// The L2-table cache.
         public let l2: MetadataCache<Policy>
         /// The cache sizing of the session.
-        public internal(set) var sizing: CacheSizing
+        @exclusivity(unchecked) public internal(set) var sizing: CacheSizing
         /// Cache-clean ticks run (idle ticks included) and evaluated.
-        public internal(set) var cleanTicks: UInt64 = 0
+        @exclusivity(unchecked) public internal(set) var cleanTicks: UInt64 = 0
         /// Ticks whose effect was computed (at most three per request gap).
-        public internal(set) var cleanTicksEvaluated: UInt64 = 0
-        var nextCleanTick: Double?
-        var lastMemoryTime: Double = 0
-        var lookupSequence = 0
+        @exclusivity(unchecked) public internal(set) var cleanTicksEvaluated: UInt64 = 0
+        @exclusivity(unchecked) var nextCleanTick: Double?
+        @exclusivity(unchecked) var lastMemoryTime: Double = 0
+        @exclusivity(unchecked) var lookupSequence = 0
         /// The refcount block `update_refcount` held when a `freeCluster` released it (0: none).
-        var droppedHold: UInt64 = 0
+        @exclusivity(unchecked) var droppedHold: UInt64 = 0
         /// The slot of the last GET per kind (by cache key), so PUT and MARK_DIRTY by offset need
         /// no lookup.
-        var lastSlot = (rc: (offset: UInt64(0), slot: 0), l2: (offset: UInt64(0), slot: 0))
+        @exclusivity(unchecked) var lastSlot = (rc: (offset: UInt64(0), slot: 0), l2: (offset: UInt64(0), slot: 0))
         /// What this image's table offsets are ORed with to make cache keys: 0 with per-image
         /// caches; `(image + 1) << 56` in a shared cache (qcow2 table offsets are below 2^56:
         /// `L2E_OFFSET_MASK`, and the model checks refcount block offsets against the file).
@@ -40,12 +40,12 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         /// QEMU's `depends` of this image's refcount and L2 cache (`qcow2_cache_set_dependency`):
         /// per image even when the cache is shared, since a dependency names the other cache
         /// *of the same image*.
-        var dependsOnOther = (rc: false, l2: false)
+        @exclusivity(unchecked) var dependsOnOther = (rc: false, l2: false)
         /// QEMU's `depends_on_flush` per cache of this image.
-        var dependsOnFlush = (rc: false, l2: false)
+        @exclusivity(unchecked) var dependsOnFlush = (rc: false, l2: false)
         /// In a shared cache: the digest of this image's fresh tables written back (what
         /// `MetadataCache.freshWrittenDigest` is for a cache of its own).
-        var sharedDigest = (rc: UInt64(0), l2: UInt64(0))
+        @exclusivity(unchecked) var sharedDigest = (rc: UInt64(0), l2: UInt64(0))
 
         /// `refcount` and `l2` unretained, for the per-operation paths: a strong load of either
         /// costs a retain/release pair per operation (callgrind, read-1e6). Safe: both are `let`s
@@ -103,23 +103,23 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     public let timeline: MemoryTimeline?
     /// Host files that write-backs write to (live runs); nil in a replay of a recording, where
     /// `hostGuard` operations check instead that the write-backs match the recording's.
-    var hosts: [HostFile]?
+    @exclusivity(unchecked) var hosts: [HostFile]?
     /// Test-only: on the top image's lookup with this sequence number, a miss picks the next
     /// slot instead of QEMU's victim.
-    public var debugMisEvictAtLookup: Int?
+    @exclusivity(unchecked) public var debugMisEvictAtLookup: Int?
     /// The first point where QEMU would fail (an assert at the cache's boundary reached by a
     /// damaged image); the run stops with it after the request.
-    public private(set) var failure: (image: Int, field: String, qemu: String)?
+    @exclusivity(unchecked) public private(set) var failure: (image: Int, field: String, qemu: String)?
     /// The index of the request at whose `hostGuard` this replay's write-backs first differed
     /// from the recording's (nil: none did); its counts from there on are not trusted.
-    public private(set) var divergedAt: UInt64?
+    @exclusivity(unchecked) public private(set) var divergedAt: UInt64?
 
-    private var lastTime: Double = 0
-    private var requestTime: Double = 0
-    private var requestIndex: UInt64 = 0
-    private var location: () -> TraceLocation = { .file }
+    @exclusivity(unchecked) private var lastTime: Double = 0
+    @exclusivity(unchecked) private var requestTime: Double = 0
+    @exclusivity(unchecked) private var requestIndex: UInt64 = 0
+    @exclusivity(unchecked) private var location: () -> TraceLocation = { .file }
     /// Held-back events of the read pools being run (innermost last), see `MetadataOp.Code`.
-    private var deferred: [[CacheEvent]] = []
+    @exclusivity(unchecked) private var deferred: [[CacheEvent]] = []
 
     /// A cache layer for a chain whose images (base first) open with `sizings`.
     public init(sizings: [CacheSizing], log: EventLog? = nil, timeline: MemoryTimeline? = nil) {

@@ -19,53 +19,53 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// `is_l2_cache`: true for the L2-table cache.
     public var isL2: Bool { kind == .l2 }
     /// Number of slots.
-    public private(set) var count = 0
+    @exclusivity(unchecked) public private(set) var count = 0
     /// Bytes per slot (L2 slice size, or the cluster size for refcount blocks).
-    public private(set) var tableSize: UInt64 = 512
-    private var tableShift: UInt64 = 9
+    @exclusivity(unchecked) public private(set) var tableSize: UInt64 = 512
+    @exclusivity(unchecked) private var tableShift: UInt64 = 9
 
     /// Table offset held by each slot (0 = empty).
-    private(set) var offsets = SlotBuffer<UInt64>(count: 0, repeating: 0)
+    @exclusivity(unchecked) private(set) var offsets = SlotBuffer<UInt64>(count: 0, repeating: 0)
     /// QEMU's LRU stamp per slot (`lru_counter`).
-    private(set) var lru = SlotBuffer<UInt64>(count: 0, repeating: 0)
+    @exclusivity(unchecked) private(set) var lru = SlotBuffer<UInt64>(count: 0, repeating: 0)
     /// Pin count per slot (`ref`).
-    private(set) var pins = SlotBuffer<Int32>(count: 0, repeating: 0)
+    @exclusivity(unchecked) private(set) var pins = SlotBuffer<Int32>(count: 0, repeating: 0)
     /// Dirty bit per slot.
-    private(set) var dirty = SlotBuffer<Bool>(count: 0, repeating: false)
+    @exclusivity(unchecked) private(set) var dirty = SlotBuffer<Bool>(count: 0, repeating: false)
 
     /// The table offset slot `i` holds (0 = empty).
     public func offset(at i: Int) -> UInt64 { offsets[i] }
     /// Slot `i`'s pin count (QEMU `ref`).
     public func pinCount(at i: Int) -> Int { Int(pins[i]) }
     /// Number of dirty slots.
-    public private(set) var dirtyCount = 0
+    @exclusivity(unchecked) public private(set) var dirtyCount = 0
     /// QEMU's cache-wide `lru_counter`.
-    public private(set) var lruClock: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var lruClock: UInt64 = 0
     /// QEMU's `cache_clean_lru_counter`.
-    public private(set) var cleanMark: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var cleanMark: UInt64 = 0
     /// Entries of this cache may only be written after the other cache is flushed (`depends`).
-    public var dependsOnOther = false
+    @exclusivity(unchecked) public var dependsOnOther = false
     /// A host flush is needed before the next write-back (`depends_on_flush`; no event).
-    public var dependsOnFlush = false
+    @exclusivity(unchecked) public var dependsOnFlush = false
     /// Counters.
-    public var stats = CacheStats()
+    @exclusivity(unchecked) public var stats = CacheStats()
 
-    private var index = OffsetIndex(capacity: 0)
-    private var empty = Bitset(count: 0, set: true)
+    @exclusivity(unchecked) private var index = OffsetIndex(capacity: 0)
+    @exclusivity(unchecked) private var empty = Bitset(count: 0, set: true)
     /// Number of empty slots: once the cache is full, a miss skips the empty-slot search.
-    private var emptyCount = 0
-    private var policy = Policy(capacity: 0, kind: .l2)
-    private var resident = Bitset(count: 0, set: false)
+    @exclusivity(unchecked) private var emptyCount = 0
+    @exclusivity(unchecked) private var policy = Policy(capacity: 0, kind: .l2)
+    @exclusivity(unchecked) private var resident = Bitset(count: 0, set: false)
     /// The dirty slots as a bit set, so a cache write visits them without scanning every slot.
-    private var dirtySet = Bitset(count: 0, set: false)
-    private var residentPages = 0
+    @exclusivity(unchecked) private var dirtySet = Bitset(count: 0, set: false)
+    @exclusivity(unchecked) private var residentPages = 0
     /// Slots filled by a "get empty" (a table new in this session) and not yet written back.
-    private var fresh = Bitset(count: 0, set: false)
+    @exclusivity(unchecked) private var fresh = Bitset(count: 0, set: false)
     /// Why each table last left the cache, for the miss classes.
-    private var history = TableHistory()
+    @exclusivity(unchecked) private var history = TableHistory()
     /// Digest of the fresh tables written back so far (`hostGuard`): count and a sum of mixed
     /// offsets, so equal digests mean, with overwhelming probability, equal sets.
-    public private(set) var freshWrittenDigest: UInt64 = 0
+    @exclusivity(unchecked) public private(set) var freshWrittenDigest: UInt64 = 0
 
     /// Host page size used for the resident-memory model (Linux x86-64).
     public static var pageSize: UInt64 { 4096 }

@@ -7,11 +7,11 @@
 /// *unwritten* extents: counted in `st_blocks` but reported as holes by SEEK_DATA.
 final class HostFile {
     /// File length: the largest end offset ever written (or truncated to).
-    private(set) var length: UInt64
+    @exclusivity(unchecked) private(set) var length: UInt64
     /// Allocated blocks (written or unwritten).
-    private var allocated = BlockRanges()
+    @exclusivity(unchecked) private var allocated = BlockRanges()
     /// Blocks holding written data.
-    private var data = BlockRanges()
+    @exclusivity(unchecked) private var data = BlockRanges()
 
     static let blockSize: UInt64 = 4096
     /// ext4: extents held in the inode itself, and extent entries per 4 KiB tree block.

@@ -36,7 +36,7 @@ struct L2Store {
     /// request and an array read through a class costs a retain/release pair
     /// (`qcow2sim-bench read-1e7`).
     final class Table {
-        var runs: [Run] = [] {
+        @exclusivity(unchecked) var runs: [Run] = [] {
             didSet {
                 let r = runs.first ?? Run(first: 0, count: 0, host: 0)
                 firstRun = (Int32(truncatingIfNeeded: r.first), Int32(truncatingIfNeeded: r.first + r.count), r.host)
@@ -44,11 +44,11 @@ struct L2Store {
         }
         /// `runs[0]` as (first, end, host), read without touching the array (32-bit indices:
         /// a table has at most 2^18 entries).
-        private(set) var firstRun: (first: Int32, end: Int32, host: UInt64) = (0, 0, 0)
-        private(set) var words: UnsafeMutablePointer<UInt64>?
-        private(set) var wordCount = 0
+        @exclusivity(unchecked) private(set) var firstRun: (first: Int32, end: Int32, host: UInt64) = (0, 0, 0)
+        @exclusivity(unchecked) private(set) var words: UnsafeMutablePointer<UInt64>?
+        @exclusivity(unchecked) private(set) var wordCount = 0
         /// Entries set outside the runs' pattern (they override the runs); empty when dense.
-        var sparse: SparseEntries
+        @exclusivity(unchecked) var sparse: SparseEntries
 
         init(wordsPerEntry: Int = 1) { sparse = SparseEntries(wordsPerEntry: wordsPerEntry) }
 
@@ -406,12 +406,12 @@ struct RefcountStore {
     }
 
     final class Block {
-        var runs: [Run] = []
+        @exclusivity(unchecked) var runs: [Run] = []
         /// Dense refcounts when refcount_bits ≤ 16.
-        private(set) var narrow: UnsafeMutablePointer<UInt16>?
+        @exclusivity(unchecked) private(set) var narrow: UnsafeMutablePointer<UInt16>?
         /// Dense refcounts when refcount_bits > 16.
-        private(set) var wide: UnsafeMutablePointer<UInt64>?
-        private(set) var entries = 0
+        @exclusivity(unchecked) private(set) var wide: UnsafeMutablePointer<UInt64>?
+        @exclusivity(unchecked) private(set) var entries = 0
 
         init() {}
 

@@ -19,10 +19,10 @@ public final class Qcow2Image {
     /// The image's geometry.
     public let geometry: Geometry
     /// The qcow2 version (2 = `compat=0.10`, 3); v2 has no zero flag (§9, DiscardZero.swift).
-    var version = 3
+    @exclusivity(unchecked) var version = 3
     /// `discard-no-unref=on` for the trace session (QEMU 8.1+): guest discards and write-zeroes
     /// keep the clusters allocated (DiscardZero.swift).
-    var discardNoUnref = false
+    @exclusivity(unchecked) var discardNoUnref = false
     /// Position in the chain (0 = base).
     public let chainIndex: Int
     /// The backing image, if any.
@@ -32,43 +32,43 @@ public final class Qcow2Image {
     /// so the images' operations interleave in QEMU's order.
     let ops: OpBuffer
     /// The L2 cache entry size of the current session (a slice, or the whole table).
-    public internal(set) var l2EntrySize: UInt64 = 0
+    @exclusivity(unchecked) public internal(set) var l2EntrySize: UInt64 = 0
     /// Per-image counters of the current session.
-    public internal(set) var stats = ImageStats()
+    @exclusivity(unchecked) public internal(set) var stats = ImageStats()
     /// The trace session, whose cache traffic is measured. Creation, populate and preparation
     /// sessions are not: their refcount searches read the store directly (same result, same
     /// final image, no per-cluster cache GETs).
-    var observed = true
+    @exclusivity(unchecked) var observed = true
     /// Entries per L2 slice in the current session (L2 cache entry size / L2 entry size),
     /// set at open: MAP and ALLOC_HOST need it on every request.
-    private(set) var sliceEntries = 1
+    @exclusivity(unchecked) private(set) var sliceEntries = 1
     /// Opened read-only (backing images).
-    public internal(set) var readOnly = false
+    @exclusivity(unchecked) public internal(set) var readOnly = false
     /// Writethrough: flush both caches after every write request.
-    var writethrough = false
+    @exclusivity(unchecked) var writethrough = false
     /// Discards reach the host file for REQUEST-type frees (qemu-io's "unmap" open flag).
-    var discardPassthroughRequest = true
+    @exclusivity(unchecked) var discardPassthroughRequest = true
 
     // Authoritative metadata (§1).
-    var l1: ContiguousArray<UInt64>
-    var l1Offset: UInt64
-    var reftable: ContiguousArray<UInt64>
-    var reftableOffset: UInt64
-    var l2Store: L2Store
-    var rcStore: RefcountStore
+    @exclusivity(unchecked) var l1: ContiguousArray<UInt64>
+    @exclusivity(unchecked) var l1Offset: UInt64
+    @exclusivity(unchecked) var reftable: ContiguousArray<UInt64>
+    @exclusivity(unchecked) var reftableOffset: UInt64
+    @exclusivity(unchecked) var l2Store: L2Store
+    @exclusivity(unchecked) var rcStore: RefcountStore
     let host: HostFile
 
     // Session state (reset at every open).
-    var freeClusterIndex: UInt64 = 0
-    var probeDone = false
+    @exclusivity(unchecked) var freeClusterIndex: UInt64 = 0
+    @exclusivity(unchecked) var probeDone = false
     /// Raised when QEMU would run part of the current request through a task pool (§6.4,
     /// §13): its cross-image event order is then not deterministic. Shared by the chain.
-    var requestState = RequestState()
+    @exclusivity(unchecked) var requestState = RequestState()
     /// The probe found metadata preallocation (`s->metadata_preallocation`): block status of
     /// data clusters then recurses into the host file's data/hole map.
-    var metadataPreallocation = false
-    var cacheDiscards = false
-    var pendingDiscards: [(offset: UInt64, bytes: UInt64)] = []
+    @exclusivity(unchecked) var metadataPreallocation = false
+    @exclusivity(unchecked) var cacheDiscards = false
+    @exclusivity(unchecked) var pendingDiscards: [(offset: UInt64, bytes: UInt64)] = []
 
     /// The file this image was loaded from (nil: built by the simulator), for messages.
     let filePath: String?
@@ -76,13 +76,13 @@ public final class Qcow2Image {
     var isVersion2: Bool { version < 3 }
     /// The first point where QEMU would fail the current request or mark the image corrupt
     /// (see `fail`); the replay stops with it after the request (exit 65).
-    var failure: Qcow2FileError?
+    @exclusivity(unchecked) var failure: Qcow2FileError?
     /// Whether refcounts matched references when the image was loaded (checked in debug builds
     /// only); the end-of-run invariant check compares refcounts only then.
-    var refcountsTrusted = true
+    @exclusivity(unchecked) var refcountsTrusted = true
 
     /// Test-only: multi-segment write tasks resume last submitted first (`write`, §13).
-    var debugReverseTaskResumption = false
+    @exclusivity(unchecked) var debugReverseTaskResumption = false
 
     /// An image in the state `qemu-img create` leaves before allocating anything: header,
     /// refcount table and refcount block 0 written, no refcounts yet (§12 step 1). Call

@@ -119,9 +119,9 @@ public protocol MetadataOpConsumer: AnyObject {
 /// request boundaries and before the model reads host-file state (`sync`). Batching keeps the
 /// model free of any cache type (no generic parameter, one dynamic call per batch).
 public final class OpBuffer {
-    private var ops: UnsafeMutablePointer<MetadataOp>
-    private var capacity: Int
-    private(set) var count = 0
+    @exclusivity(unchecked) private var ops: UnsafeMutablePointer<MetadataOp>
+    @exclusivity(unchecked) private var capacity: Int
+    @exclusivity(unchecked) private(set) var count = 0
     /// The consumer (nil: operations are dropped). Consumers do not hold the buffer back.
     public var consumer: (any MetadataOpConsumer)? {
         didSet { drain = consumer.map { c in { c.consume($0) } } }
@@ -129,7 +129,7 @@ public final class OpBuffer {
     /// What `sync` calls. The engine sets it to a closure made where the cache layer's policy is
     /// a static type, so the hand-over runs specialized code (a call through the existential
     /// `consumer` would run the cache layer's unspecialized generic body).
-    var drain: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)?
+    @exclusivity(unchecked) var drain: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)?
 
     /// An empty buffer.
     public init(capacity: Int = 4096) {

@@ -82,12 +82,12 @@ public struct OpRecording: Sendable {
 final class OpRecorder: MetadataOpConsumer {
     private let fd: Int32
     let path: String
-    private var buffer: [UInt8] = []
-    private var lastOffset: (UInt64, UInt64) = (0, 0)
-    private var lastIndex: UInt64 = 0
-    private(set) var count: UInt64 = 0
-    private(set) var written: UInt64 = 0
-    private(set) var error: String?
+    @exclusivity(unchecked) private var buffer: [UInt8] = []
+    @exclusivity(unchecked) private var lastOffset: (UInt64, UInt64) = (0, 0)
+    @exclusivity(unchecked) private var lastIndex: UInt64 = 0
+    @exclusivity(unchecked) private(set) var count: UInt64 = 0
+    @exclusivity(unchecked) private(set) var written: UInt64 = 0
+    @exclusivity(unchecked) private(set) var error: String?
 
     /// Creates (truncates) `path` and writes the header.
     init(path: String, geometries: [Geometry], l2EntrySizes: [UInt64], refcountEntrySizes: [UInt64], streamKey: String) throws {
@@ -198,16 +198,16 @@ final class OpFileReader {
     let path: String
     private let fd: Int32
     let fileSize: UInt64
-    private var buffer = [UInt8](repeating: 0, count: 1 << 20)
-    private var start = 0
-    private var end = 0
+    @exclusivity(unchecked) private var buffer = [UInt8](repeating: 0, count: 1 << 20)
+    @exclusivity(unchecked) private var start = 0
+    @exclusivity(unchecked) private var end = 0
     /// File offset of `buffer[0]`.
-    private var base: UInt64 = 0
-    private var lastOffset: (UInt64, UInt64) = (0, 0)
-    private var lastIndex: UInt64 = 0
-    private var headerBytes: UInt64 = 0
+    @exclusivity(unchecked) private var base: UInt64 = 0
+    @exclusivity(unchecked) private var lastOffset: (UInt64, UInt64) = (0, 0)
+    @exclusivity(unchecked) private var lastIndex: UInt64 = 0
+    @exclusivity(unchecked) private var headerBytes: UInt64 = 0
     /// The end marker has been read.
-    private var atEnd = false
+    @exclusivity(unchecked) private var atEnd = false
 
     init(path: String) throws {
         self.path = path

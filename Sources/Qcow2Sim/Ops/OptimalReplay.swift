@@ -68,7 +68,7 @@ public final class NextUseOracle: @unchecked Sendable {
 final class OptimalLayer: CacheLayer {
     let system: CacheSystem<OptimalPolicy>
     let oracle: NextUseOracle
-    private var cursor = 0
+    @exclusivity(unchecked) private var cursor = 0
 
     init(system: CacheSystem<OptimalPolicy>, oracle: NextUseOracle) {
         self.system = system
