@@ -116,6 +116,8 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
 
     @exclusivity(unchecked) private var lastTime: Double = 0
     @exclusivity(unchecked) private var requestTime: Double = 0
+    /// Untimed requests have run since the memory integrals were last brought up to date.
+    @exclusivity(unchecked) private var memoryPending = false
     @exclusivity(unchecked) private var requestIndex: UInt64 = 0
     @exclusivity(unchecked) private var location: () -> TraceLocation = { .file }
     /// Held-back events of the read pools being run (innermost last), see `MetadataOp.Code`.
@@ -238,6 +240,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         case .beginClose:
             if op.flag != 0 {
                 // No timestamps: memory is averaged per request up to the last one.
+                memoryPending = false
                 for k in timedImages { accumulateMemory(images[k], until: Double(op.offset)) }
             }
             log?.beginClose()
@@ -299,17 +302,18 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     func beginRequest(index: UInt64, time: Double?) {
         requestIndex = index
         if let t = time {
+            if memoryPending { settleMemory() }
             if t > lastTime {
                 lastTime = t
                 for k in timedImages { imageRefs[k]._withUnsafeGuaranteedRef { advanceTime($0, image: k, to: t) } }
             }
             requestTime = t
         } else {
-            if index > 0 {
-                // No timestamps: memory is averaged per request; the clean timer never fires.
-                let until = Double(index)
-                for k in timedImages { imageRefs[k]._withUnsafeGuaranteedRef { accumulateMemory($0, until: until) } }
-            }
+            // No timestamps: memory is averaged per request and the clean timer never fires.
+            // The integral is brought up to date only where resident memory changes (a fill of
+            // a cache not yet fully resident, `settleMemory`) and at close: the same integer
+            // sums as one addition per request, without the per-request work.
+            memoryPending = true
             requestTime = Double(index)
         }
         if log != nil { markRequest(index) }
@@ -357,6 +361,13 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             im.nextCleanTick = next
         }
         accumulateMemory(im, until: t)
+    }
+
+    /// Brings every timed image's memory integral up to `requestTime` (untimed requests).
+    @inline(never)
+    private func settleMemory() {
+        memoryPending = false
+        for k in timedImages { accumulateMemory(images[k], until: requestTime) }
     }
 
     private func accumulateMemory(_ im: ImageCaches, until t: Double) {
@@ -440,6 +451,8 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                 writeback(im, c, k, v, image: image)
             }
             emit(.getRead, k, image: image, index: v)
+            // Untimed: the memory integral must be current before resident memory grows.
+            if memoryPending && !c.fullyResident { settleMemory() }
             c.fill(v, offset: key, readFromDisk: readFromDisk)
             emit(.getDone, k, image: image, index: v)
             i = v

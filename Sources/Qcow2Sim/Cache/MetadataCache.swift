@@ -285,9 +285,12 @@ public final class MetadataCache<Policy: EvictionPolicy> {
 
     // MARK: resident memory (pages touched by fills, released by clean ticks)
 
+    /// Every page of the slots is resident: a fill cannot grow resident memory.
+    @inline(__always) public var fullyResident: Bool { residentPages == resident.count }
+
     @inline(__always) private func touchMemory(_ i: Int) {
         // Every page resident (a warm cache): nothing to count.
-        if residentPages == resident.count { return }
+        if fullyResident { return }
         let first = UInt64(i) * tableSize / Self.pageSize
         let last = (UInt64(i + 1) * tableSize - 1) / Self.pageSize
         var p = first
