@@ -17,17 +17,21 @@ struct TableHistory {
     }
 
     /// Open addressing over groups of 32 consecutive tables (slices of one L2 table lie side by
-    /// side): each slot holds a group number + 1 (0: empty) and the group's 32 two-bit reasons;
-    /// linear probing, at most half full, doubled when it would be fuller. One probe sequence per
-    /// miss, in memory proportional to the groups touched: for slices of scattered L2 tables the
-    /// table stays in the processor's caches (page directories over the offset space cost two
-    /// DRAM misses per miss: qcow2sim-bench read-1e7 ran at 2.7× the CPU time; one slot per
-    /// table at 1.6×).
+    /// side): each slot holds a group number + 1 (0: empty) and, in the same cache line, the
+    /// group's 32 two-bit reasons; linear probing, at most half full, doubled when it would be
+    /// fuller. One probe sequence per miss, in memory proportional to the groups touched: for
+    /// slices of scattered L2 tables the table stays in the processor's caches (page directories
+    /// over the offset space cost two DRAM misses per miss: qcow2sim-bench read-1e7 ran at 2.7×
+    /// the CPU time; one slot per table at 1.6×; keys and reasons in two arrays cost two L1
+    /// misses per miss instead of one: callgrind --cache-sim, read-1e6).
     ///
-    /// `SlotBuffer`s rather than arrays: an array store through the cache object pays a
+    /// A `SlotBuffer` rather than an array: an array store through the cache object pays a
     /// uniqueness check and a bounds check per miss.
-    private var keys = SlotBuffer<UInt64>(count: 64, repeating: 0)
-    private var words = SlotBuffer<UInt64>(count: 64, repeating: 0)
+    private struct Group {
+        var key: UInt64
+        var reasons: UInt64
+    }
+    private var groups = SlotBuffer<Group>(count: 64, repeating: Group(key: 0, reasons: 0))
     private var mask = 63
     private var used = 0
 
@@ -39,7 +43,7 @@ struct TableHistory {
     @inline(__always) private func find(_ key: UInt64) -> Int {
         var i = Self.hash(key) & mask
         while true {
-            let k = keys[i]
+            let k = groups[i].key
             if k == 0 || k == key { return i }
             i = (i + 1) & mask
         }
@@ -51,30 +55,27 @@ struct TableHistory {
     @inline(__always) mutating func exchange(_ table: UInt64, _ reason: Reason) -> Reason {
         let key = (table >> 5) &+ 1
         var i = find(key)
-        if keys[i] == 0 {
-            if 2 * (used + 1) > keys.count {
+        var g = groups[i]
+        if g.key == 0 {
+            if 2 * (used + 1) > groups.count {
                 grow()
                 i = find(key)
             }
             used += 1
-            keys[i] = key
+            g = Group(key: key, reasons: 0)
         }
         let shift = (table & 31) * 2
-        let w = words[i]
-        words[i] = (w & ~(3 << shift)) | UInt64(reason.rawValue) << shift
-        return Reason(rawValue: UInt8((w >> shift) & 3)) ?? .never
+        let old = g.reasons
+        g.reasons = (old & ~(3 << shift)) | UInt64(reason.rawValue) << shift
+        groups[i] = g
+        return Reason(rawValue: UInt8((old >> shift) & 3)) ?? .never
     }
 
     private mutating func grow() {
-        let oldKeys = keys, oldWords = words
-        keys = SlotBuffer(count: oldKeys.count * 2, repeating: 0)
-        words = SlotBuffer(count: oldKeys.count * 2, repeating: 0)
-        mask = keys.count - 1
-        for j in 0..<oldKeys.count where oldKeys[j] != 0 {
-            let i = find(oldKeys[j])
-            keys[i] = oldKeys[j]
-            words[i] = oldWords[j]
-        }
+        let old = groups
+        groups = SlotBuffer(count: old.count * 2, repeating: Group(key: 0, reasons: 0))
+        mask = groups.count - 1
+        for j in 0..<old.count where old[j].key != 0 { groups[find(old[j].key)] = old[j] }
     }
 
     /// A well-mixed 64-bit value of a table offset (SplitMix64's output function), summed into
