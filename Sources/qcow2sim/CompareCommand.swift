@@ -26,7 +26,9 @@ enum CompareCommand {
         CSV columns: trace, candidate (the SPEC as given; the baseline's row is marked by it),
         one column per varied KEY, image (N or chain), cache (l2 or refcount), misses,
         writebacks, bytes_read, memory_peak_bytes, delta_misses_pct (against the baseline at the
-        same point; empty when the baseline has no misses), opt_misses, then lookups, hit_rate.
+        same point; empty when the baseline has no misses), opt_misses, then lookups, hit_rate, and
+        what_if (the row's what-ifs, KEY=VALUE; JSON: an object) when a spec or --vary is a what-if.
+        --vary takes sweep's keys, what-if.KEY too (--vary what-if.l2-cache-size=25%,50%,100%).
 
         \(SweepCommand.valuesHelp)
 

@@ -7,8 +7,9 @@ import TraceKit
 enum SweepCommand {
     static let help = """
         usage: qcow2sim sweep TRACE... [run options] --vary KEY=VALUES [--vary KEY=VALUES...]
-                              [--policy NAME[,NAME...]] [--what-if KEY=VALUE...] [--jobs N] [--format csv|json|text]
-                              [--output FILE] [--progress|--quiet] [trace mapping options]
+                              [--policy NAME[,NAME...]] [--what-if KEY=VALUE...] [--jobs N]
+                              [--format csv|json|text] [--output FILE] [--progress|--quiet]
+                              [trace mapping options]
 
         Runs every configuration of the grid (the cross product of the --vary axes, the first
         varying slowest) over every TRACE, as `simulate` would run each one, and prints one row
@@ -66,7 +67,8 @@ enum SweepCommand {
         wrap(
             "columns (csv, and the objects under \"rows\" in json): trace, one per varied KEY (named as the key), "
                 + SweepTable.fixedColumns.joined(separator: ", ")
-                + ". The counters are simulate's (image 0 is the base of the chain).")
+                + ", then what_if (the point's what-ifs, KEY=VALUE; in json an object) when a what-if runs."
+                + " The counters are simulate's (image 0 is the base of the chain).")
 
     /// `text` in lines of at most 92 characters, broken at spaces.
     static func wrap(_ text: String) -> String {

@@ -154,3 +154,13 @@ import Testing
         #expect(err == message)
     }
 }
+
+extension SweepWhatIfCLITests {
+    @Test func helpNamesTheWhatIfs() throws {
+        let (s, out, _) = try CLIRun.run(["sweep", "--help"])
+        #expect(s == 0)
+        #expect(out.contains("what-if.KEY") && out.contains("--what-if KEY=VALUE") && out.contains("what_if"))
+        let (c, compare, _) = try CLIRun.run(["compare", "--help"])
+        #expect(c == 0 && compare.contains("--vary what-if.l2-cache-size=25%,50%,100%") && compare.contains("what_if"))
+    }
+}
