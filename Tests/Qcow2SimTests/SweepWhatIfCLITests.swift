@@ -164,3 +164,29 @@ extension SweepWhatIfCLITests {
         #expect(c == 0 && compare.contains("--vary what-if.l2-cache-size=25%,50%,100%") && compare.contains("what_if"))
     }
 }
+
+extension SweepWhatIfCLITests {
+    /// A size-valued what-if axis: the shared cache's budget. Sizes print in bytes, as sweep's
+    /// other size columns do, and each point is `simulate` with that budget.
+    @Test func sharedBudgetPointsEqualSimulate() throws {
+        let run = ["--size", "8G", "--chain", "2", "--drive", "l2-cache-size=32K,backing.l2-cache-size=32K"]
+        let (status, out, err) = try CLIRun.run(
+            ["sweep", Self.guest] + run + ["--what-if", "cache-scope=chain", "--vary", "what-if.chain-l2-cache-size=16K,64K"])
+        #expect(status == 0, "\(err)")
+        let rows = SweepCLITests.rows(out)
+        #expect(rows.count == 8)
+        for (i, size) in ["16384", "65536"].enumerated() {
+            let theirs = try SweepCLITests.simulate(
+                Self.guest, run + ["--what-if", "cache-scope=chain", "--what-if", "chain-l2-cache-size=\(size)"])
+            #expect(theirs.count == 4)
+            for (k, t) in theirs.enumerated() {
+                let row = rows[4 * i + k]
+                #expect(row["what-if.chain-l2-cache-size"] == size)
+                #expect(row["what_if"] == "cache-scope=chain chain-l2-cache-size=\(size)")
+                SweepCLITests.expectSame(row, t, "\(size) row \(k)")
+            }
+        }
+        // 16 KiB and 64 KiB of 4 KiB slices shared by both images.
+        #expect(rows[2]["entries"] == "4" && rows[6]["entries"] == "16")
+    }
+}
