@@ -54,43 +54,64 @@ public struct WhatIf: Equatable, Sendable {
     /// Whether the run needs the replay of a recording (a cache layer QEMU does not have).
     public var needsReplay: Bool { scope == .chain }
 
+    /// The prefix that marks a what-if where QEMU options are also accepted: `sweep --vary
+    /// what-if.KEY=VALUES`, `compare --candidate what-if.KEY=VALUE`.
+    public static let prefix = "what-if."
+
     /// Parses and applies one `KEY=VALUE`.
     ///
     /// - Throws: `SimulationError.usage` naming the setting.
     public mutating func set(_ setting: String) throws {
+        if let why = apply(setting) { throw SimulationError.usage("--what-if \(setting): \(why)") }
+    }
+
+    /// Why `setting` is not a `KEY=VALUE` that `set` accepts, without the `--what-if` prefix
+    /// (`expected a percentage above 0, such as 50%`); nil if it is one. The one check of a
+    /// what-if's value, for `simulate --what-if`, `sweep --vary what-if.` and `compare`.
+    public static func problem(with setting: String) -> String? {
+        var probe = WhatIf()
+        return probe.apply(setting)
+    }
+
+    /// Applies `setting`; returns why it cannot be applied (nil: applied).
+    private mutating func apply(_ setting: String) -> String? {
         let kv = setting.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
         guard kv.count == 2, !kv[1].isEmpty else {
-            throw SimulationError.usage("--what-if \(setting): expected KEY=VALUE (keys: \(Self.keys.joined(separator: ", ")))")
+            return "expected KEY=VALUE (keys: \(Self.keys.joined(separator: ", ")))"
         }
         let key = String(kv[0]), value = String(kv[1])
-        func percent() throws -> Double {
-            guard value.hasSuffix("%"), let p = Double(value.dropLast()), p.isFinite, p > 0, p <= 100_000 else {
-                throw SimulationError.usage("--what-if \(setting): expected a percentage above 0, such as 50%")
-            }
+        func percent() -> Double? {
+            guard value.hasSuffix("%"), let p = Double(value.dropLast()), p.isFinite, p > 0, p <= 100_000 else { return nil }
             return p
         }
-        func size() throws -> UInt64 {
-            guard case .success(let v) = QemuSize.parse(Substring(value)), v > 0 else {
-                throw SimulationError.usage("--what-if \(setting): expected a size such as 4M")
-            }
+        func size() -> UInt64? {
+            guard case .success(let v) = QemuSize.parse(Substring(value)), v > 0 else { return nil }
             return v
         }
+        let percentWanted = "expected a percentage above 0, such as 50%"
+        let sizeWanted = "expected a size such as 4M"
         switch key {
-        case "l2-cache-size": l2CachePercent = try percent()
-        case "refcount-cache-size": refcountCachePercent = try percent()
+        case "l2-cache-size":
+            guard let p = percent() else { return percentWanted }
+            l2CachePercent = p
+        case "refcount-cache-size":
+            guard let p = percent() else { return percentWanted }
+            refcountCachePercent = p
         case "cache-scope":
-            guard let s = Scope(rawValue: value) else {
-                throw SimulationError.usage("--what-if \(setting): expected cache-scope=image or cache-scope=chain")
-            }
+            guard let s = Scope(rawValue: value) else { return "expected cache-scope=image or cache-scope=chain" }
             scope = s
-        case "chain-l2-cache-size": chainL2CacheSize = try size()
-        case "chain-refcount-cache-size": chainRefcountCacheSize = try size()
+        case "chain-l2-cache-size":
+            guard let v = size() else { return sizeWanted }
+            chainL2CacheSize = v
+        case "chain-refcount-cache-size":
+            guard let v = size() else { return sizeWanted }
+            chainRefcountCacheSize = v
         default:
-            throw SimulationError.usage(
-                "--what-if \(setting): unknown key '\(key)' (expected one of: \(Self.keys.joined(separator: ", ")))")
+            return "unknown key '\(key)' (expected one of: \(Self.keys.joined(separator: ", ")))"
         }
         settings.removeAll { $0.hasPrefix(key + "=") }
         settings.append("\(key)=\(value)")
+        return nil
     }
 
     /// Bytes of cache giving full coverage of image `g`: every L2 table (`qcow2_update_options_prepare`'s

@@ -26,7 +26,9 @@ enum CompareCommand {
         CSV columns: trace, candidate (the SPEC as given; the baseline's row is marked by it),
         one column per varied KEY, image (N or chain), cache (l2 or refcount), misses,
         writebacks, bytes_read, memory_peak_bytes, delta_misses_pct (against the baseline at the
-        same point; empty when the baseline has no misses), opt_misses, then lookups, hit_rate.
+        same point; empty when the baseline has no misses), opt_misses, then lookups, hit_rate, and
+        what_if (the row's what-ifs, KEY=VALUE; JSON: an object) when a spec or --vary is a what-if.
+        --vary takes sweep's keys, what-if.KEY too (--vary what-if.l2-cache-size=25%,50%,100%).
 
         \(SweepCommand.valuesHelp)
 
@@ -47,12 +49,16 @@ enum CompareCommand {
             }
             return Spec(text: text) { $0.policy = name }
         }
-        if text.hasPrefix("what-if.") {
-            let setting = String(text.dropFirst("what-if.".count))
-            // Checked now, so a bad proposal is a usage error before anything runs.
-            var probe = SimulationConfig(virtualSize: 1 << 30)
-            do { try probe.whatIf.set(setting) } catch { throw UsageError("\(argument) \(text): \(error)") }
-            return Spec(text: text) { try $0.whatIf.set(setting) }
+        if text.hasPrefix(WhatIf.prefix) {
+            // Parsed as `sweep --vary what-if.KEY=VALUES` parses it (one value here), so a bad
+            // proposal is a usage error before anything runs, with sweep's message.
+            let axis = try SweepAxis.parse(text, argument: argument)
+            guard axis.values.count == 1 else {
+                throw UsageError("\(argument) \(text): one value per candidate (vary it with --vary \(axis.key)=VALUES)")
+            }
+            return Spec(text: text) { c in
+                if let e = SweepGrid.apply(axis.values[0], for: axis.key, to: &c) { throw e }
+            }
         }
         if let why = text.isEmpty ? "empty" : Self.driveError(text) {
             throw UsageError("\(argument) \(text): expected policy=NAME, what-if.KEY=VALUE or --drive options (\(why))")
@@ -147,12 +153,16 @@ struct CompareTable {
         var stats: CacheStats
         var deltaPct: Double?
         var optMisses: Int
+        /// The candidate's what-ifs (`KEY=VALUE`), the `what_if` column.
+        var whatIf: [String]
     }
 
     var traces: [String]
     var specs: [String]
     var axes: [String]
     var rows: [Row] = []
+    /// Whether a `what_if` column follows the others.
+    var hasWhatIf = false
 
     /// `reports[trace][index]` with index = (spec × 2 + twin) × points + point.
     init(traces: [String], specs: [String], axes: [String], points: [SweepPoint], reports: [[SimulationReport]]) {
@@ -161,6 +171,8 @@ struct CompareTable {
         self.axes = axes
         let n = points.count
         for (t, trace) in traces.enumerated() {
+            // Every row has the column once one candidate is a what-if (not QEMU's behaviour).
+            if reports[t].contains(where: { !$0.whatIf.isEmpty }) { hasWhatIf = true }
             for p in points {
                 let baseline = Self.caches(reports[t][p.index])
                 for (s, spec) in specs.enumerated() {
@@ -173,7 +185,8 @@ struct CompareTable {
                         rows.append(
                             Row(
                                 trace: trace, candidate: spec, values: p.values.map(\.text), image: entry.image,
-                                cache: entry.cache, stats: entry.stats, deltaPct: delta, optMisses: opt[k].stats.misses))
+                                cache: entry.cache, stats: entry.stats, deltaPct: delta, optMisses: opt[k].stats.misses,
+                                whatIf: reports[t][(s * 2) * n + p.index].whatIf))
                     }
                 }
             }
@@ -212,11 +225,11 @@ struct CompareTable {
         [r.trace, r.candidate] + r.values + [
             r.image, r.cache, "\(r.stats.misses)", "\(r.stats.writebacks)", "\(r.stats.bytesRead)", "\(r.stats.memoryPeakBytes)",
             Self.pct(r.deltaPct), "\(r.optMisses)", "\(r.stats.lookups)", String(format: "%.6g", r.stats.hitRate),
-        ]
+        ] + (hasWhatIf ? [r.whatIf.joined(separator: " ")] : [])
     }
 
     func csv() -> String {
-        var s = (["trace", "candidate"] + axes + Self.fixed).map(csvField).joined(separator: ",") + "\n"
+        var s = (["trace", "candidate"] + axes + Self.fixed + (hasWhatIf ? ["what_if"] : [])).map(csvField).joined(separator: ",") + "\n"
         for r in rows { s += fields(r).map(csvField).joined(separator: ",") + "\n" }
         return s
     }
@@ -234,11 +247,22 @@ struct CompareTable {
             }
             return o + "\""
         }
-        let keys = ["trace", "candidate"] + axes + Self.fixed
+        let keys = ["trace", "candidate"] + axes + Self.fixed + (hasWhatIf ? ["what_if"] : [])
         let numeric: Set<String> = ["misses", "writebacks", "bytes_read", "memory_peak_bytes", "opt_misses", "lookups", "hit_rate", "delta_misses_pct"]
         let objects = rows.map { r -> String in
             let f = fields(r)
-            return "{" + zip(keys, f).map { k, v in "\(q(k)): \(numeric.contains(k) ? (v.isEmpty ? "null" : v) : q(v))" }.joined(separator: ", ") + "}"
+            return "{"
+                + zip(keys, f).map { k, v in
+                    if k == "what_if" {
+                        // An object, as `simulate`'s JSON has it: {"l2-cache-size": "50%"}.
+                        let pairs = r.whatIf.map { s -> String in
+                            let key = String(s.prefix(while: { $0 != "=" }))
+                            return "\(q(key)): \(q(String(s.dropFirst(key.count + 1))))"
+                        }
+                        return "\(q(k)): {\(pairs.joined(separator: ", "))}"
+                    }
+                    return "\(q(k)): \(numeric.contains(k) ? (v.isEmpty ? "null" : v) : q(v))"
+                }.joined(separator: ", ") + "}"
         }
         return "{\"schema_version\": 1, \"command\": \"compare\", \"baseline\": \(q(specs[0])), \"candidates\": [\(specs.dropFirst().map(q).joined(separator: ", "))], \"rows\": [\n  "
             + objects.joined(separator: ",\n  ") + "]}\n"

@@ -7,8 +7,9 @@ import TraceKit
 enum SweepCommand {
     static let help = """
         usage: qcow2sim sweep TRACE... [run options] --vary KEY=VALUES [--vary KEY=VALUES...]
-                              [--policy NAME[,NAME...]] [--jobs N] [--format csv|json|text]
-                              [--output FILE] [--progress|--quiet] [trace mapping options]
+                              [--policy NAME[,NAME...]] [--what-if KEY=VALUE...] [--jobs N]
+                              [--format csv|json|text] [--output FILE] [--progress|--quiet]
+                              [trace mapping options]
 
         Runs every configuration of the grid (the cross product of the --vary axes, the first
         varying slowest) over every TRACE, as `simulate` would run each one, and prints one row
@@ -24,12 +25,17 @@ enum SweepCommand {
                                 a -o option (not with --image; a --layer N:-o= setting of
                                 the same option still wins for image N)
           cache-mode, policy
+          what-if.KEY           a what-if (a proposal QEMU does not implement; simulate --what-if):
+                                what-if.l2-cache-size=25%,50%,100%, what-if.cache-scope=image,chain,
+                                what-if.chain-l2-cache-size=SIZES; every row then has a what_if column
 
         \(valuesHelp)
 
         run options: as 'qcow2sim simulate --help' lists them (--size, -o, --chain, --populate,
         --layer, --image, --drive, --cache-mode, --qemu-version, --read-only, --discard, …)
           --policy NAME[,NAME...]  eviction policies (default qemu); several are the last axis
+          --what-if KEY=VALUE   a what-if for every point, as simulate takes it (repeatable; a
+                                --vary what-if.KEY of the same KEY replaces it)
 
         output:
           --format FMT          csv (default), json or text
@@ -61,7 +67,8 @@ enum SweepCommand {
         wrap(
             "columns (csv, and the objects under \"rows\" in json): trace, one per varied KEY (named as the key), "
                 + SweepTable.fixedColumns.joined(separator: ", ")
-                + ". The counters are simulate's (image 0 is the base of the chain).")
+                + ", then what_if (the point's what-ifs, KEY=VALUE; in json an object) when a what-if runs."
+                + " The counters are simulate's (image 0 is the base of the chain).")
 
     /// `text` in lines of at most 92 characters, broken at spaces.
     static func wrap(_ text: String) -> String {
@@ -83,11 +90,13 @@ enum SweepCommand {
             return Console.help(help, command: "sweep")
         }
         do {
-            let a = try arguments(args, extra: ["--vary"])
+            let a = try arguments(args, extra: ["--vary", "--what-if"])
             let traces = a.positionals
             guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
             let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
-            return try execute(a, command: "sweep", traces: traces, base: try SimulateCommand.runConfig(a), axes: axes)
+            var base = try SimulateCommand.runConfig(a)
+            for setting in a.all("--what-if") { try base.whatIf.set(setting) }
+            return try execute(a, command: "sweep", traces: traces, base: base, axes: axes)
         } catch {
             return reportFailure(error, command: "sweep")
         }
@@ -98,7 +107,7 @@ enum SweepCommand {
         try Arguments(
             args, options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output"]).union(extra),
             flags: SimulateCommand.runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
-            repeatable: RunConfigArguments.repeatable.union(["--vary"]))
+            repeatable: RunConfigArguments.repeatable.union(["--vary", "--what-if"]))
     }
 
     /// Runs the grid `axes` over `base` on every trace and writes the table; shared by `mrc`.

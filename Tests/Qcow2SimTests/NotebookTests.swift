@@ -26,7 +26,9 @@ import Testing
     }()
 
     /// Notebooks that read the shared traces (skipped, with a message, without them).
-    static let needShared: Set<String> = ["01-sizing-l2-cache.ipynb", "03-policies-and-real-traces.ipynb"]
+    static let needShared: Set<String> = [
+        "01-sizing-l2-cache.ipynb", "03-policies-and-real-traces.ipynb", "05-comparing-proposals.ipynb",
+    ]
 
     /// The `python3` a user would run: the first on PATH (as the notebooks' README says), else
     /// Debian's.
@@ -105,7 +107,7 @@ import Testing
         }
         guard let jupyter = try Self.environment() else { return }
         let names = try FileManager.default.contentsOfDirectory(atPath: Self.notebooks.path).filter { $0.hasSuffix(".ipynb") }.sorted()
-        #expect(names.count >= 4)
+        #expect(names.count >= 5)
         let out = try CLIRun.directory()
         defer { try? FileManager.default.removeItem(atPath: out) }
         for name in names {

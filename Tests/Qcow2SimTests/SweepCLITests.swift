@@ -161,7 +161,7 @@ import Testing
         (["sweep", "--size", "8G", "--vary", "l2-cache-size=1M"], 64, "qcow2sim sweep: error: missing TRACE argument\n"),
         (
             ["sweep", "{T}", "--size", "8G", "--vary", "l2_cache_size=1M"], 64,
-            "qcow2sim sweep: error: unknown key 'l2_cache_size' in --vary l2_cache_size=1M (expected one of: l2-cache-size, l2-cache-entry-size, refcount-cache-size, cache-size, cache-clean-interval, cluster_size, extended_l2, refcount_bits, cache-mode, policy; the --drive keys also with backing. prefixes)\n"
+            "qcow2sim sweep: error: unknown key 'l2_cache_size' in --vary l2_cache_size=1M (expected one of: l2-cache-size, l2-cache-entry-size, refcount-cache-size, cache-size, cache-clean-interval, cluster_size, extended_l2, refcount_bits, cache-mode, policy; the --drive keys also with backing. prefixes; what-if.KEY for a what-if, KEY one of: l2-cache-size, refcount-cache-size, cache-scope, chain-l2-cache-size, chain-refcount-cache-size)\n"
         ),
         (
             ["sweep", "{T}", "--size", "8G", "--vary", "l2-cache-size=32M..256K*2"], 64,

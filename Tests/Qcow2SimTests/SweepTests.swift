@@ -116,7 +116,7 @@ import TraceKit
         }
         #expect(
             throws: SimulationError.usage(
-                "unknown key 'foo' in --vary foo=1 (expected one of: l2-cache-size, l2-cache-entry-size, refcount-cache-size, cache-size, cache-clean-interval, cluster_size, extended_l2, refcount_bits, cache-mode, policy; the --drive keys also with backing. prefixes)"
+                "unknown key 'foo' in --vary foo=1 (expected one of: l2-cache-size, l2-cache-entry-size, refcount-cache-size, cache-size, cache-clean-interval, cluster_size, extended_l2, refcount_bits, cache-mode, policy; the --drive keys also with backing. prefixes; what-if.KEY for a what-if, KEY one of: l2-cache-size, refcount-cache-size, cache-scope, chain-l2-cache-size, chain-refcount-cache-size)"
             )
         ) { try SweepAxis.parse("foo=1") }
     }

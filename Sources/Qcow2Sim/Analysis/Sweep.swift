@@ -2,8 +2,9 @@ import Foundation
 import TraceKit
 
 /// One thing a sweep varies (issue 10, item 1): a `--drive` option of any image of the chain
-/// (`l2-cache-size`, `backing.l2-cache-size`, …), a `qemu-img create -o` option, the cache mode
-/// or the eviction policy.
+/// (`l2-cache-size`, `backing.l2-cache-size`, …), a `qemu-img create -o` option, the cache mode,
+/// the eviction policy or a what-if (`what-if.l2-cache-size`, a proposal QEMU does not
+/// implement: ``WhatIf``).
 public enum SweepKey: Hashable, Sendable, CustomStringConvertible {
     /// A runtime cache option, spelled with its `backing.` prefixes (`backing.l2-cache-size`).
     case drive(String)
@@ -13,6 +14,8 @@ public enum SweepKey: Hashable, Sendable, CustomStringConvertible {
     case cacheMode
     /// `--policy`.
     case policy
+    /// A what-if key (``WhatIf/keys``), spelled `what-if.KEY`: `simulate --what-if KEY=VALUE`.
+    case whatIf(String)
 
     /// The create options a sweep may vary.
     public static let createNames = ["cluster_size", "extended_l2", "refcount_bits"]
@@ -20,8 +23,20 @@ public enum SweepKey: Hashable, Sendable, CustomStringConvertible {
     /// Every key name (without `backing.` prefixes), in `--help` order.
     public static var names: [String] { CacheOptions.names + createNames + ["cache-mode", "policy"] }
 
+    /// The keys `--vary` takes, for an error message.
+    static var expected: String {
+        "expected one of: \(names.joined(separator: ", ")); the --drive keys also with backing. prefixes; "
+            + "what-if.KEY for a what-if, KEY one of: \(WhatIf.keys.joined(separator: ", "))"
+    }
+
     /// Parses a key as the user typed it; nil for an unknown key.
     public init?(_ text: String) {
+        if text.hasPrefix(WhatIf.prefix) {
+            let key = String(text.dropFirst(WhatIf.prefix.count))
+            guard WhatIf.keys.contains(key) else { return nil }
+            self = .whatIf(key)
+            return
+        }
         var base = Substring(text)
         while base.hasPrefix("backing.") { base = base.dropFirst("backing.".count) }
         if CacheOptions.names.contains(String(base)) {
@@ -45,6 +60,7 @@ public enum SweepKey: Hashable, Sendable, CustomStringConvertible {
         case .drive(let k), .create(let k): k
         case .cacheMode: "cache-mode"
         case .policy: "policy"
+        case .whatIf(let k): WhatIf.prefix + k
         }
     }
 
@@ -58,6 +74,8 @@ public enum SweepKey: Hashable, Sendable, CustomStringConvertible {
         case boolean
         /// One of these names.
         case name([String])
+        /// A percentage (`50%`), as the what-if sizes take them.
+        case percent
     }
 
     var kind: Kind {
@@ -68,6 +86,9 @@ public enum SweepKey: Hashable, Sendable, CustomStringConvertible {
         case .create: .count
         case .cacheMode: .name(CacheMode.allCases.map(\.rawValue))
         case .policy: .name(PolicyRegistry.names)
+        case .whatIf(let k):
+            k == "cache-scope"
+                ? .name([WhatIf.Scope.image.rawValue, WhatIf.Scope.chain.rawValue]) : k.hasPrefix("chain-") ? .size : .percent
         }
     }
 
@@ -75,7 +96,7 @@ public enum SweepKey: Hashable, Sendable, CustomStringConvertible {
     var isNumeric: Bool {
         switch kind {
         case .size, .count: true
-        case .boolean, .name: false
+        case .boolean, .name, .percent: false
         }
     }
 }
@@ -108,19 +129,22 @@ public struct SweepAxis: Sendable {
         self.values = values
     }
 
-    /// Parses `KEY=VALUES` (the argument of `--vary`).
-    public static func parse(_ text: String) throws -> SweepAxis {
+    /// Parses `KEY=VALUES` (the argument of `--vary`; `argument` names it in errors).
+    public static func parse(_ text: String, argument: String = "--vary") throws -> SweepAxis {
         guard let eq = text.firstIndex(of: "="), eq != text.startIndex else {
             throw SimulationError.usage(
-                "invalid value '\(text)' for --vary (expected KEY=VALUES, e.g. l2-cache-size=256K..32M*2)")
+                "invalid value '\(text)' for \(argument) (expected KEY=VALUES, e.g. l2-cache-size=256K..32M*2)")
         }
         let name = String(text[..<eq])
         guard let key = SweepKey(name) else {
-            throw SimulationError.usage(
-                "unknown key '\(name)' in --vary \(text) (expected one of: \(SweepKey.names.joined(separator: ", ")); "
-                    + "the --drive keys also with backing. prefixes)")
+            if name.hasPrefix(WhatIf.prefix) {
+                throw SimulationError.usage(
+                    "unknown what-if key '\(name.dropFirst(WhatIf.prefix.count))' in \(argument) \(text) (expected one of: \(WhatIf.keys.map { WhatIf.prefix + $0 }.joined(separator: ", ")))"
+                )
+            }
+            throw SimulationError.usage("unknown key '\(name)' in \(argument) \(text) (\(SweepKey.expected))")
         }
-        let values = try SweepValues.parse(String(text[text.index(after: eq)...]), key: key, argument: "--vary \(name)")
+        let values = try SweepValues.parse(String(text[text.index(after: eq)...]), key: key, argument: "\(argument) \(name)")
         return SweepAxis(key: key, values: values)
     }
 }
@@ -160,6 +184,12 @@ public enum SweepValues {
         for v in values where !seen.insert(v.text).inserted {
             throw fail("the value \(v.text) appears twice")
         }
+        if case .whatIf(let k) = key {
+            // The what-if's own check (`WhatIf.problem`), the one `simulate --what-if` makes.
+            for v in values {
+                if let why = WhatIf.problem(with: "\(k)=\(v.text)") { throw fail("'\(v.text)': \(why)") }
+            }
+        }
         return values
     }
 
@@ -176,6 +206,9 @@ public enum SweepValues {
             }
         case .name(let names):
             guard names.contains(item) else { throw fail("'\(item)': expected one of: \(names.joined(separator: ", "))") }
+            return SweepValue(text: item)
+        case .percent:
+            // Checked, with the message, by the what-if itself (`parse`).
             return SweepValue(text: item)
         }
     }
@@ -380,6 +413,15 @@ public struct SweepGrid: Sendable {
             }
         case .cacheMode: config.cacheMode = CacheMode(rawValue: value.text) ?? config.cacheMode
         case .policy: config.policy = value.text
+        case .whatIf(let k):
+            // A later setting of the key replaces the run's `--what-if` (`WhatIf.set`).
+            do {
+                try config.whatIf.set("\(k)=\(value.text)")
+            } catch let e as SimulationError {
+                return e
+            } catch {
+                return .usage("--what-if \(k)=\(value.text): \(error)")
+            }
         }
         return nil
     }
@@ -435,8 +477,10 @@ public struct PointGroup: Sendable {
     /// (`Simulation.streamKey`: the chain, the image options, the cache mode's writethrough, the
     /// discard options and each image's L2 entry size), the one the replay checks.
     static func shareKey(_ p: SweepPoint) -> String {
-        let c = p.config
-        guard c.imageFile == nil, p.invalid == nil, let geometries = try? Simulation.geometries(c),
+        // Percentages are resolved first: they set the L2 entry size (slices below full
+        // coverage, whole tables at it), which is part of the key.
+        guard p.config.imageFile == nil, p.invalid == nil, let geometries = try? Simulation.geometries(p.config),
+            let c = try? Simulation.resolvingPercentages(p.config, geometries: geometries),
             let key = try? Simulation.streamKey(c, geometries: geometries).1
         else { return "point \(p.index)" }
         return key

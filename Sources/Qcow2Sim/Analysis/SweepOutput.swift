@@ -22,6 +22,8 @@ public struct SweepRow: Sendable {
     public var memoryMean: Double
     /// Trace records replayed.
     public var requests: Int
+    /// The what-ifs of the point (`KEY=VALUE`; empty: QEMU's behaviour), the `what_if` column.
+    public var whatIf: [String] = []
 }
 
 /// A sweep's rows and how they print (CSV, JSON, text). Rows come in (trace, point, image,
@@ -65,7 +67,8 @@ public struct SweepTable: Sendable {
                             SweepRow(
                                 trace: trace, values: p.values, policy: p.config.policy, image: im.index, cache: name,
                                 entrySize: size, entries: n, stats: st,
-                                memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests))
+                                memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests,
+                                whatIf: r.whatIf))
                     }
                 }
             }
@@ -76,8 +79,30 @@ public struct SweepTable: Sendable {
     /// Axes with a column of their own (the policy has its fixed column).
     private var columnAxes: [Int] { grid.axes.indices.filter { grid.axes[$0].key != .policy } }
 
-    /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns``.
-    public var columns: [String] { ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns }
+    /// Whether any point runs a what-if: then every row carries a `what_if` column (last), so
+    /// that no row is taken for QEMU's behaviour.
+    public var hasWhatIf: Bool { rows.contains { !$0.whatIf.isEmpty } }
+
+    /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns`` (and
+    /// `what_if` when ``hasWhatIf``).
+    public var columns: [String] {
+        ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns + (hasWhatIf ? ["what_if"] : [])
+    }
+
+    /// The what-ifs every point shares (the run's `--what-if` less the varied keys).
+    private var fixedWhatIf: [String] {
+        let varied = Set(grid.axes.compactMap { if case .whatIf(let k) = $0.key { k } else { nil } })
+        return grid.base.whatIf.settings.filter { !varied.contains(String($0.prefix(while: { $0 != "=" }))) }
+    }
+
+    /// `KEY=VALUE` settings as a JSON object (`{"l2-cache-size": "50%"}`), as `simulate`'s JSON has them.
+    private static func whatIfJSON(_ settings: [String]) -> String {
+        let pairs = settings.map { s -> String in
+            let key = String(s.prefix(while: { $0 != "=" }))
+            return "\(jsonString(key)): \(jsonString(String(s.dropFirst(key.count + 1))))"
+        }
+        return "{" + pairs.joined(separator: ", ") + "}"
+    }
 
     /// The fields of `row` after the varied keys, as CSV and JSON print them.
     private func fixedFields(_ row: SweepRow) -> [String] {
@@ -95,8 +120,11 @@ public struct SweepTable: Sendable {
     /// RFC 4180 CSV with a header line.
     public func csv() -> String {
         var out = columns.joined(separator: ",") + "\n"
+        let hasWhatIf = self.hasWhatIf
         for row in rows {
-            let fields = [Self.csvField(row.trace)] + columnAxes.map { Self.csvField(row.values[$0].text) } + fixedFields(row)
+            let fields =
+                [Self.csvField(row.trace)] + columnAxes.map { Self.csvField(row.values[$0].text) } + fixedFields(row)
+                + (hasWhatIf ? [Self.csvField(row.whatIf.joined(separator: " "))] : [])
             out += fields.joined(separator: ",") + "\n"
         }
         return out
@@ -107,6 +135,8 @@ public struct SweepTable: Sendable {
     public func json() -> String {
         let strings: Set<String> = ["trace", "policy", "cache"]
         let axisColumns = columnAxes
+        let hasWhatIf = self.hasWhatIf
+        let columns = self.columns
         var rowTexts: [String] = []
         for row in rows {
             let values =
@@ -115,6 +145,7 @@ public struct SweepTable: Sendable {
                     grid.axes[a].key.isNumeric ? row.values[a].text : Self.jsonString(row.values[a].text)
                 }
                 + zip(Self.fixedColumns, fixedFields(row)).map { strings.contains($0.0) ? Self.jsonString($0.1) : $0.1 }
+                + (hasWhatIf ? [Self.whatIfJSON(row.whatIf)] : [])
             rowTexts.append(
                 "{" + zip(columns, values).map { "\(Self.jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}")
         }
@@ -151,6 +182,7 @@ public struct SweepTable: Sendable {
             "\"qemu_version\": \(Self.jsonString(b.qemuVersion.rawValue))", "\"read_only\": \(b.readOnly)",
             "\"discard\": \(Self.jsonString(b.discardUnmap ? "unmap" : "ignore"))",
         ]
+        if !fixedWhatIf.isEmpty { fields.append("\"what_if\": \(Self.whatIfJSON(fixedWhatIf))") }
         return "{" + fields.joined(separator: ", ") + "}"
     }
 
@@ -190,6 +222,14 @@ public struct SweepTable: Sendable {
             var text = fields.joined(separator: "  ")
             while text.hasSuffix(" ") { text.removeLast() }
             out += text + "\n"
+        }
+        if hasWhatIf {
+            // As `simulate`'s text report says it: these rows are not QEMU's behaviour.
+            let varied = columnAxes.compactMap { a -> String? in
+                if case .whatIf = grid.axes[a].key { return "\(grid.axes[a].key) (column)" }
+                return nil
+            }
+            out = "what-if (not QEMU behaviour): \((fixedWhatIf + varied).joined(separator: " "))\n" + out
         }
         return out
     }
