@@ -68,7 +68,7 @@ struct ExplainBuilder {
     mutating func build() -> ExplainReport {
         var r = ExplainReport(
             trace: trace, request: requestInfo(), images: imageInfos(), walk: [], walkOmitted: 0, operations: [], cow: [],
-            cowOutcome: [], refcountChanges: [], tableChanges: [], events: [], notes: [])
+            cowOutcome: [], refcountChanges: [], tableChanges: [], events: [], listing: [], notes: [])
         r.walk = walk()
         let touched = record.op == .flush || record.length == 0 ? 0 : clustersTouched()
         r.walkOmitted = max(0, touched - r.walk.count)
@@ -77,6 +77,7 @@ struct ExplainBuilder {
         r.refcountChanges = refcountChanges()
         r.tableChanges = tableChanges()
         r.events = observer.allEvents.map { $0.line(includeImage: true) }
+        r.listing = compact(observer.allEvents)
         r.notes = notes()
         return r
     }
@@ -188,6 +189,20 @@ struct ExplainBuilder {
     /// Image `k`'s step of the walk of `[from, to)`; `next` is true when the bytes are not here
     /// and the backing image is visited.
     func layer(_ k: Int, from: UInt64, to: UInt64) -> (ExplainReport.Layer, next: Bool) {
+        var (layer, next) = entryLayer(k, from: from, to: to)
+        // What a write left in the top image's entry.
+        let g = chain[k].geometry
+        if k == top, let e = after[k].entries[g.clusterStart(from)] ?? nil, layer.l2EntryAfter != nil,
+            g.clusterType(e.word) == .normal
+        {
+            let host = e.word & EntryBits.offsetMask
+            layer.resolution +=
+                "; after the request: host offset \(Self.hex(host + g.offsetInCluster(from))) (host cluster \(Self.hex(host)))"
+        }
+        return (layer, next)
+    }
+
+    func entryLayer(_ k: Int, from: UInt64, to: UInt64) -> (ExplainReport.Layer, next: Bool) {
         let image = chain[k]
         let g = image.geometry
         let l1i = g.l1Index(from)
@@ -223,13 +238,6 @@ struct ExplainBuilder {
         }
         let firstSc = g.subclusterIndex(from), lastSc = g.subclusterIndex(to - 1)
         if g.extendedL2 { layer.subclusters = firstSc == lastSc ? "\(firstSc)" : "\(firstSc)–\(lastSc)" }
-        // What a write left in the top image's entry.
-        var written = ""
-        if k == top, let e = eAfter, layer.l2EntryAfter != nil, g.clusterType(e.word) == .normal {
-            let host = e.word & EntryBits.offsetMask
-            written = "; after the request: host offset \(Self.hex(host + g.offsetInCluster(from))) (host cluster \(Self.hex(host)))"
-        }
-        defer { layer.resolution += written }
         guard table != 0, let e = b.entries[cs] ?? nil else {
             layer.resolution = "no L2 table for this L1 entry: unallocated, " + below
             if g.extendedL2 { layer.subclusterTypes = Array(repeating: "unallocated_plain", count: lastSc - firstSc + 1) }

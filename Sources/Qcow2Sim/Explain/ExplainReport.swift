@@ -33,6 +33,9 @@ public struct ExplainReport: Codable, Sendable, Equatable {
     public var tableChanges: [TableChange]
     /// The request's events, in QEMU's `qcow2_cache_*` format with `image N`.
     public var events: [String]
+    /// The same events in the spec's compact notation (qcow2-model.md §16: `L2 get 0x40000 miss
+    /// 0`, `flush RC`, `wb L2 3`, `(xN)` for repeats; `[image N]` in a chain).
+    public var listing: [String]
     /// What the reader should know about how far this explanation goes.
     public var notes: [String]
 

@@ -55,9 +55,9 @@ extension ExplainReport {
                 s += "  image \(t.image) \(t.table == "l1" ? "L1" : "refcount table")[\(t.index)]: \(t.before) → \(t.after)\n"
             }
         }
-        s += "\nEvents (QEMU's qcow2_cache_* lines, co replaced by image)\n"
-        if events.isEmpty { s += "  (none)\n" }
-        for e in events { s += "  \(e)\n" }
+        s += "\nEvents, in the spec's compact notation (--format json lists QEMU's qcow2_cache_* lines)\n"
+        if listing.isEmpty { s += "  (none)\n" }
+        for e in listing { s += "  \(e)\n" }
         if !notes.isEmpty {
             s += "\nNotes\n"
             for n in notes { s += "  - \(n)\n" }
