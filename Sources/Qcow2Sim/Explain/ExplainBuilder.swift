@@ -477,14 +477,14 @@ struct ExplainBuilder {
                 }
                 o.note =
                     o.stampAfter != nil
-                    ? "PUT: the last user releases the table; its stamp becomes the LRU clock (§3.3)"
-                    : "PUT: one user fewer; the table stays pinned (its stamp is taken when the last user releases it, §3.3)"
+                    ? "PUT: the last user releases the table; its stamp becomes the LRU clock (DocC: the cache algorithm)"
+                    : "PUT: one user fewer; the table stays pinned (its stamp is taken when the last user releases it; DocC: the cache algorithm)"
             case .markDirty:
                 o.cache = cacheName
                 o.op = "mark_dirty"
                 o.offset = op.offset
                 o.markedDirty = true
-                o.note = "MARK_DIRTY: the held table was changed; it must be written back before its slot is reused (§3.3)"
+                o.note = "MARK_DIRTY: the held table was changed; it must be written back before its slot is reused (DocC: the cache algorithm)"
             case .writeCache:
                 o.cache = cacheName
                 o.op = "write"
@@ -494,32 +494,32 @@ struct ExplainBuilder {
                 o.op = "set_dependency"
                 o.note =
                     op.kind == .l2
-                    ? "SET_DEP(L2, refcount): before linking new clusters, L2 slots may be written back only after the refcount cache is flushed (§3.6, §7.7)"
-                    : "SET_DEP(refcount, L2): a refcount decrease; refcount blocks may be written back only after the L2 cache is flushed (§3.6, §4.4)"
+                    ? "SET_DEP(L2, refcount): before linking new clusters, L2 slots may be written back only after the refcount cache is flushed (DocC: the cache algorithm)"
+                    : "SET_DEP(refcount, L2): a refcount decrease; refcount blocks may be written back only after the L2 cache is flushed (DocC: the cache algorithm)"
                 if !events.isEmpty { o.note += "; the other direction was pending, so that cache is flushed now" }
             case .dependsOnFlush:
                 o.cache = cacheName
                 o.op = "depends_on_flush"
-                o.note = "after a copy-on-write: the host file is flushed before the next L2 write-back (no event, §3.6, §7.6)"
+                o.note = "after a copy-on-write: the host file is flushed before the next L2 write-back (no event; DocC: the cache algorithm)"
             case .freeCluster:
                 o.cache = "refcount"
                 o.op = "free_cluster"
                 o.offset = op.offset
-                o.note = "host cluster \(Self.hex(op.offset)) reached refcount 0: a cached table at that offset is discarded (§3.8, §4.4)"
+                o.note = "host cluster \(Self.hex(op.offset)) reached refcount 0: a cached table at that offset is discarded (DocC: the cache algorithm)"
             case .task:
                 if events.isEmpty {
                     i += 1
                     continue
                 }
                 o.op = "task"
-                o.note = "events of a task of the request's task pool (§13)"
+                o.note = "events of a task of the request's task pool (DocC: where QEMU differs)"
             default:
                 if events.isEmpty {
                     i += 1
                     continue
                 }
                 o.op = "held_events"
-                o.note = "events of a backing task, printed where QEMU prints them (§13)"
+                o.note = "events of a backing task, printed where QEMU prints them (DocC: where QEMU differs)"
             }
             o.events = compact(events)
             o.writebacks = writebacks(events)
@@ -555,20 +555,20 @@ struct ExplainBuilder {
         let whose = image == top ? "" : " on backing image \(image)"
         if kind == .l2 {
             if empty {
-                return "get empty: a slice of a new L2 table, zero-filled instead of read (ALLOCATE_L2, §5.3)" + whose
+                return "get empty: a slice of a new L2 table, zero-filled instead of read (ALLOCATE_L2; DocC: the allocation path)" + whose
             }
             return dirty
-                ? "LOAD_SLICE, then the entries are changed and the slice marked dirty (LINK §7.7, or discard / write-zeroes §9)"
+                ? "LOAD_SLICE, then the entries are changed and the slice marked dirty (LINK, or discard / write-zeroes; DocC: the allocation path)"
                     + whose
-                : "LOAD_SLICE: the slice holding the entry is looked up and only read (MAP §6.1, KEEP_EXISTING / ALLOCATE_NEW §7.3–7.4, or the zero-COW probe §8)"
+                : "LOAD_SLICE: the slice holding the entry is looked up and only read (MAP, KEEP_EXISTING / ALLOCATE_NEW, or the zero-COW probe; DocC: the L1/L2 walk, the allocation path)"
                     + whose
         }
         if empty {
-            return "get empty: a new refcount block, zero-filled instead of read (REFBLOCK_FOR, §4.5)" + whose
+            return "get empty: a new refcount block, zero-filled instead of read (REFBLOCK_FOR; DocC: the allocation path)" + whose
         }
         return dirty
-            ? "UPDATE: the refcount block is looked up, a refcount changed and the block marked dirty (§4.4)" + whose
-            : "GET_REFCOUNT: the refcount of one cluster is read (a FIND_FREE probe §4.2, or the one-time preallocation probe §8.3)"
+            ? "UPDATE: the refcount block is looked up, a refcount changed and the block marked dirty (DocC: the allocation path)" + whose
+            : "GET_REFCOUNT: the refcount of one cluster is read (a FIND_FREE probe, or the one-time preallocation probe; DocC: the allocation path, where QEMU differs)"
                 + whose
     }
 
@@ -576,11 +576,11 @@ struct ExplainBuilder {
         let name = kind == .l2 ? "L2" : "refcount"
         let own = events.filter { $0.kind == .entryFlush && $0.isL2 == (kind == .l2) }.map { "\($0.index)" }
         let other = events.contains { $0.kind == .flush && $0.isL2 != (kind == .l2) }
-        var s = "WRITE / FLUSH of the \(name) cache: every dirty slot in index order (§3.5)"
+        var s = "WRITE / FLUSH of the \(name) cache: every dirty slot in index order (DocC: the cache algorithm)"
         s += own.isEmpty ? "; nothing was dirty" : "; written back: slot\(own.count == 1 ? "" : "s") \(own.joined(separator: ", "))"
         if other {
             s +=
-                "; a dirty \(name) slot depended on the \(kind == .l2 ? "refcount" : "L2") cache, so that cache was flushed first, in the middle (§3.4, §3.6)"
+                "; a dirty \(name) slot depended on the \(kind == .l2 ? "refcount" : "L2") cache, so that cache was flushed first, in the middle (DocC: the cache algorithm)"
         }
         return s
     }
@@ -619,15 +619,15 @@ struct ExplainBuilder {
         let read = sa.cowBytesRead - sb.cowBytesRead
         let written = sa.cowBytesWritten - sb.cowBytesWritten
         if regions.isEmpty {
-            outcome.append("no copy-on-write: the write covers whole clusters (or subclusters), or overwrites clusters the image owns (§7.5)")
+            outcome.append("no copy-on-write: the write covers whole clusters (or subclusters), or overwrites clusters the image owns (DocC: the allocation path)")
         }
         if skipped > 0 {
             outcome.append(
-                "the zero-COW probe (block status down the chain, §7.6, §8.2) found \(skipped == 1 ? "the regions" : "\(skipped) allocations' regions") zero: one host zero-range write instead of a copy (qcow2_skip_cow)")
+                "the zero-COW probe (block status down the chain; DocC: where QEMU differs, copies may be skipped) found \(skipped == 1 ? "the regions" : "\(skipped) allocations' regions") zero: one host zero-range write instead of a copy (qcow2_skip_cow)")
         }
         if read > 0 {
             outcome.append(
-                "copied: \(read) bytes read through this image's read path (MAP, then the backing file where unallocated) and \(written) bytes written (COPY_ON_WRITE, §7.6)")
+                "copied: \(read) bytes read through this image's read path (MAP, then the backing file where unallocated) and \(written) bytes written (COPY_ON_WRITE; DocC: the allocation path)")
         }
         if !regions.isEmpty && skipped == 0 && read == 0 {
             outcome.append("the regions were neither probed zero nor read")
@@ -693,16 +693,16 @@ struct ExplainBuilder {
             let drc = observer.atStart[k].rc.cleaned - observer.beforeStart[k].rc.cleaned
             if dl2 + drc > 0 {
                 n.append(
-                    "the cache-clean timer ran before this request and dropped \(dl2) L2 and \(drc) refcount entr\(dl2 + drc == 1 ? "y" : "ies") of image \(k) (§3.7)")
+                    "the cache-clean timer ran before this request and dropped \(dl2) L2 and \(drc) refcount entr\(dl2 + drc == 1 ? "y" : "ies") of image \(k) (DocC: the cache algorithm)")
             }
         }
         if let first = observer.steps.first(where: { $0.op.code == .task }) {
             _ = first
             n.append(
-                "QEMU runs this request as a task pool (several segments, §13): the order between its tasks may differ in QEMU; each image's own order is as shown")
+                "QEMU runs this request as a task pool (several segments; DocC: where QEMU differs): the order between its tasks may differ in QEMU; each image's own order is as shown")
         }
         n.append(
-            "stamps are QEMU's LRU counters: a slot's stamp is the cache's clock when its last user released it (§3.3); the victim of a miss is the first empty slot, else the unpinned slot with the smallest stamp, scanning from the start index (§3.2)"
+            "stamps are QEMU's LRU counters: a slot's stamp is the cache's clock when its last user released it (DocC: the cache algorithm); the victim of a miss is the first empty slot, else the unpinned slot with the smallest stamp, scanning from the start index (DocC: the cache algorithm)"
         )
         return n
     }

@@ -27,7 +27,7 @@ extension ExplainReport {
                 + "L2 cache \(im.l2CacheEntries) × \(ReportFormat.bytes(im.l2CacheEntrySize)), refcount cache \(im.refcountCacheEntries) × \(ReportFormat.bytes(im.refcountCacheEntrySize)); policy \(im.policy)\n"
         }
         s += "\nAddress walk (entries as they were before the request; \"after:\" what it left)\n"
-        if walk.isEmpty { s += "  (a flush touches no guest offset: it writes the caches back, §10)\n" }
+        if walk.isEmpty { s += "  (a flush touches no guest offset: it writes the caches back; DocC: the cache algorithm)\n" }
         for w in walk {
             s += "  guest [\(Self.hex(w.from)), \(Self.hex(w.to)))\n"
             for l in w.layers { s += layerText(l) }
@@ -37,7 +37,7 @@ extension ExplainReport {
         if operations.isEmpty { s += "  (none: this request touches no cached metadata)\n" }
         for o in operations { s += operationText(o) }
         if !cow.isEmpty || !cowOutcome.isEmpty {
-            s += "\nCopy-on-write (§7.5, §7.6)\n"
+            s += "\nCopy-on-write (DocC: the allocation path)\n"
             for c in cow {
                 s += "  \(c.part) of guest cluster \(Self.hex(c.guestCluster)): [\(Self.hex(c.from)), \(Self.hex(c.to))), \(c.to - c.from) bytes: \(c.reason)\n"
             }
