@@ -160,6 +160,32 @@ import TraceKit
         #expect(out.contains("  [image 1] RC get 0x20000 hit 0 (x13)"))
     }
 
+    /// TV4 (extended L2, 2 KiB subclusters): `write 0 4k`, then `write 6k 1k`, the request
+    /// explained. Its events follow the spec's notes on TV4: KEEP_EXISTING's lookup, the one-time
+    /// probe of the 6-cluster file, IS_ZERO_FAST(cow_end [7K, 8K)) and LINK.
+    @Test func extendedL2SubclusterWrite() throws {
+        var config = SimulationConfig(virtualSize: 1 << 30, createOptions: try CreateOptions(parsing: "extended_l2=on"))
+        config.cacheMode = .writeback
+        var reader = ArrayTraceReader([
+            TraceRecord(op: .write, offset: 0, length: 4096), TraceRecord(op: .write, offset: 6144, length: 1024),
+        ])
+        let r = try Explain.run(config: config, reader: &reader, request: 2, trace: "tv4")
+        #expect(r.events.map { $0.replacingOccurrences(of: " image 0", with: "") } == SpecNotation.lines(
+            "L2 get 0x40000 hit 0 ; RC get 0x20000 hit 0 (x6) ; L2 get 0x40000 hit 0 (x2)"))
+        let l = try #require(r.walk.first?.layers.first)
+        // 6K is subcluster 3; write 1 allocated subclusters 0–1 (bitmap 0x3) of host cluster 5;
+        // this write sets alloc bit 3 (0xb). Subcluster 3 is UNALLOCATED_ALLOC, so COW_META copies
+        // only to the next subcluster boundary: the tail [7K, 8K), no head.
+        #expect(l.subclusters == "3" && l.subclusterTypes == ["unallocated_alloc"])
+        #expect(l.l2Entry?.bitmap == "0x3" && l.l2EntryAfter?.bitmap == "0xb")
+        #expect(l.l2EntryAfter?.allocBits == "1101" + String(repeating: "0", count: 28))
+        #expect(l.l2Entry?.word == "0x8000000000050000")
+        #expect(r.cow.map { "\($0.part) \($0.from) \($0.to)" } == ["tail 7168 8192"])
+        #expect(r.cowOutcome.contains { $0.contains("found the regions zero") })
+        #expect(r.refcountChanges.isEmpty)
+        #expect(r.text().contains("      subclusters 3: unallocated_alloc\n"))
+    }
+
     /// Bad requests: exact messages, sysexits codes, no output.
     @Test(arguments: [
         (["--request", "3"], 64, "qcow2sim explain: error: --request 3: {T} has 2 requests\n"),

@@ -593,23 +593,27 @@ struct ExplainBuilder {
         let g = chain[top].geometry
         for (cluster, metas) in cow {
             let e = before[top].entries[cluster] ?? nil
-            let t = e.map { g.subclusterType($0.word, $0.bitmap, 0) } ?? .unallocatedPlain
-            let why =
-                e == nil || g.clusterType(e?.word ?? 0) == .unallocated
-                ? (g.extendedL2
-                    ? "the entry is unallocated: copy up to the subcluster boundary (\(g.subclusterSize) bytes)"
-                    : "the cluster is new: its untouched part must be copied (the old data, or zeroes)")
-                : "the cluster's entry is \(Self.typeName(t))"
+            // The subcluster type at the region's edge decides its extent (COW_META).
+            func why(_ edge: UInt64, head: Bool) -> String {
+                let sc = g.subclusterIndex(edge)
+                let t = e.map { g.subclusterType($0.word, $0.bitmap, sc) } ?? .unallocatedPlain
+                if g.extendedL2 {
+                    return "subcluster \(sc), where the write \(head ? "starts" : "ends"), is \(Self.typeName(t)): copied from the \(head ? "start of its subcluster" : "end of the write to the next subcluster boundary") (\(g.subclusterSize)-byte subclusters)"
+                }
+                return "the entry is \(Self.typeName(t)): the write needs a new cluster, so its untouched \(head ? "start" : "end") is copied (old data through the read path, or zeroes)"
+            }
             for m in metas {
                 if m.startBytes > 0 {
                     regions.append(
                         ExplainReport.CowRegion(
-                            guestCluster: cluster, part: "head", from: cluster + m.start, to: cluster + m.start + m.startBytes, reason: why))
+                            guestCluster: cluster, part: "head", from: cluster + m.start, to: cluster + m.start + m.startBytes,
+                            reason: why(cluster + m.start + m.startBytes, head: true)))
                 }
                 if m.endBytes > 0 {
                     regions.append(
                         ExplainReport.CowRegion(
-                            guestCluster: cluster, part: "tail", from: cluster + m.end, to: cluster + m.end + m.endBytes, reason: why))
+                            guestCluster: cluster, part: "tail", from: cluster + m.end, to: cluster + m.end + m.endBytes,
+                            reason: why(cluster + m.end - 1, head: false)))
                 }
             }
         }

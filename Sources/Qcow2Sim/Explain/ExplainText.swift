@@ -55,7 +55,7 @@ extension ExplainReport {
                 s += "  image \(t.image) \(t.table == "l1" ? "L1" : "refcount table")[\(t.index)]: \(t.before) → \(t.after)\n"
             }
         }
-        s += "\nEvents, in the spec's compact notation (--format json lists QEMU's qcow2_cache_* lines)\n"
+        s += "\nEvents, in compact notation (--format json lists QEMU's qcow2_cache_* lines)\n"
         if listing.isEmpty { s += "  (none)\n" }
         for e in listing { s += "  \(e)\n" }
         if !notes.isEmpty {
@@ -95,10 +95,26 @@ extension ExplainReport {
         if let e = l.l2Entry { s += "      L2 entry: \(entryText(e, l1: false))\n" }
         if let a = l.l2EntryAfter { s += "        after: \(entryText(a, l1: false))\n" }
         if let sc = l.subclusters {
-            s += "      subclusters \(sc)" + (l.subclusterTypes.map { ": " + $0.joined(separator: ", ") } ?? "") + "\n"
+            let first = Int(sc.split(separator: "–").first ?? "") ?? 0
+            s += "      subclusters \(sc)" + (l.subclusterTypes.map { ": " + Self.runs($0, first: first) } ?? "") + "\n"
         }
         s += "      → \(l.resolution)\n"
         return s
+    }
+
+    /// `0–1 normal, 2 unallocated_alloc, 3–31 zero_plain`: a type per run of subclusters.
+    static func runs(_ types: [String], first: Int) -> String {
+        var parts: [String] = []
+        var i = 0
+        while i < types.count {
+            var j = i
+            while j + 1 < types.count && types[j + 1] == types[i] { j += 1 }
+            parts.append((i == j ? "\(first + i)" : "\(first + i)–\(first + j)") + " " + types[i])
+            i = j + 1
+        }
+        // One run over the whole range: the type alone.
+        if parts.count == 1, let t = types.first { return t }
+        return parts.joined(separator: ", ")
     }
 
     func operationText(_ o: Operation) -> String {
