@@ -186,6 +186,37 @@ import TraceKit
         #expect(r.text().contains("      subclusters 3: unallocated_alloc\n"))
     }
 
+    /// TV11: `read 0 192k` over a chain runs as a task pool; the backing task's miss waits in
+    /// its read while the top image maps the next segments. The spec's listing: top miss 1;
+    /// backing get / replace / read (index 1); top hit 1 twice; backing get_done 1; backing hit 1.
+    @Test func taskPoolReadHoldsTheBackingMiss() throws {
+        let trace = try CLITests.trace("R,600M,64K\nR,0,192K\n")
+        let (status, out, err) = try CLITests.run([
+            "explain", trace, "--request", "2", "--size", "1G", "--chain", "2", "--layer", "0:populate=0:256K,600M:64K", "--layer",
+            "1:populate=64K:64K,700M:64K", "--drive", "l2-cache-size=8K,backing.l2-cache-size=8K", "--format", "json",
+        ])
+        #expect(status == 0, "\(err)")
+        let r = try JSONDecoder.snakeCase.decode(ExplainReport.self, from: Data(out.utf8))
+        #expect(r.events == [
+            "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+            "qcow2_cache_get_replace_entry image 1 is_l2_cache 1 index 1", "qcow2_cache_get_read image 1 is_l2_cache 1 index 1",
+            "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
+            "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+            "qcow2_cache_get_replace_entry image 0 is_l2_cache 1 index 1", "qcow2_cache_get_read image 0 is_l2_cache 1 index 1",
+            "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1", "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
+            "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1", "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
+            "qcow2_cache_get_done image 0 is_l2_cache 1 index 1",
+            "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1", "qcow2_cache_get_done image 0 is_l2_cache 1 index 1",
+        ])
+        #expect(r.listing == [
+            "[image 1] L2 get 0x40000 miss 1", "[image 0] L2 get 0x40000 miss 1 (get_done later)", "[image 1] L2 get 0x40000 hit 1 (x2)",
+            "[image 0] L2 get_done 1", "[image 0] L2 get 0x40000 hit 1",
+        ])
+        // The backing lookup is a miss by the slot state even though its events come later.
+        #expect(r.operations.filter { $0.image == 0 && $0.result != nil }.map { $0.result ?? "" } == ["miss", "hit"])
+        #expect(r.notes.contains { $0.hasPrefix("QEMU runs this request as a task pool") })
+    }
+
     /// Bad requests: exact messages, sysexits codes, no output.
     @Test(arguments: [
         (["--request", "3"], 64, "qcow2sim explain: error: --request 3: {T} has 2 requests\n"),

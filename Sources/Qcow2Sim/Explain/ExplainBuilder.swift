@@ -312,25 +312,35 @@ struct ExplainBuilder {
             switch e.kind {
             case .get:
                 let empty = e.readFromDisk ? "" : " empty"
-                if i + 1 < events.count, events[i + 1].kind == .getDone {
+                let same = { (k: Int, kind: CacheEvent.Kind) in
+                    k < events.count && events[k].kind == kind && events[k].image == e.image && events[k].isL2 == e.isL2
+                }
+                if same(i + 1, .getDone) {
                     items.append(prefix(e) + "\(c) get \(Self.hex(e.offset))\(empty) hit \(events[i + 1].index)")
                     i += 2
                     continue
                 }
-                if i + 1 < events.count, events[i + 1].kind == .replaceEntry {
+                if same(i + 1, .replaceEntry) {
                     var j = i + 2
                     var inner: [CacheEvent] = []
-                    while j < events.count && !(events[j].kind == .getRead && events[j].isL2 == e.isL2 && events[j].image == e.image) {
+                    while j < events.count && !same(j, .getRead) {
                         inner.append(events[j])
                         j += 1
                     }
                     let index = events[i + 1].index
                     let braces = inner.isEmpty ? "" : " {" + compact(inner).joined(separator: "; ") + "}"
-                    items.append(prefix(e) + "\(c) get \(Self.hex(e.offset))\(empty) miss \(index)\(braces)")
-                    i = j + 2
+                    if same(j + 1, .getDone) {
+                        items.append(prefix(e) + "\(c) get \(Self.hex(e.offset))\(empty) miss \(index)\(braces)")
+                        i = j + 2
+                    } else {
+                        // A backing task waits in its read: its get_done comes later (§13).
+                        items.append(prefix(e) + "\(c) get \(Self.hex(e.offset))\(empty) miss \(index)\(braces) (get_done later)")
+                        i = j + 1
+                    }
                     continue
                 }
                 items.append(prefix(e) + e.line(includeImage: false))
+            case .getDone: items.append(prefix(e) + "\(c) get_done \(e.index)")
             case .flush: items.append(prefix(e) + "flush \(c)")
             case .entryFlush: items.append(prefix(e) + "wb \(c) \(e.index)")
             default: items.append(prefix(e) + e.line(includeImage: false))
@@ -422,15 +432,14 @@ struct ExplainBuilder {
                 o.offset = op.offset
                 o.table = describe(image: image, kind: kind, offset: op.offset)
                 guard let b = s.before, let a = s.after else { break }
-                let rep = events.first { $0.kind == .replaceEntry }
-                let done = events.last { $0.kind == .getDone }
-                let slot = done?.index ?? 0
+                // Hit or miss from the slot state (a backing task's events may be held back).
+                let key = a.offsets.first { $0 & ((1 << 56) - 1) == op.offset } ?? op.offset
+                let slot = a.slot(of: key) ?? events.last { $0.kind == .getDone }?.index ?? 0
                 o.slot = slot
                 o.stampBefore = b.stamps[slot]
-                if let rep {
+                if b.slot(of: key) == nil {
                     o.result = "miss"
-                    let key = a.offsets[slot]
-                    o.victim = victim(b, key: key, slot: rep.index, offset: op.offset)
+                    o.victim = victim(b, key: key, slot: slot, offset: op.offset)
                     for (c, name) in zip(0..<4, Self.missClassNames) where a.missClasses[c] > b.missClasses[c] { o.missClass = name }
                 } else {
                     o.result = "hit"
@@ -700,7 +709,7 @@ struct ExplainBuilder {
                     "the cache-clean timer ran before this request and dropped \(dl2) L2 and \(drc) refcount entr\(dl2 + drc == 1 ? "y" : "ies") of image \(k) (DocC: the cache algorithm)")
             }
         }
-        if let first = observer.steps.first(where: { $0.op.code == .task }) {
+        if let first = observer.steps.first(where: { $0.op.code == .task || $0.op.code == .deferBegin }) {
             _ = first
             n.append(
                 "QEMU runs this request as a task pool (several segments; DocC: where QEMU differs): the order between its tasks may differ in QEMU; each image's own order is as shown")
