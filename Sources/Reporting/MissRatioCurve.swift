@@ -77,7 +77,9 @@ public enum MissRatioCurve {
         let missValues = series.flatMap { $0.points.map { Double($0.stats.misses) } }
         let misses = LineChart(
             title: "Misses against cache size", x: x, y: countAxis("misses", missValues, format: .count),
-            series: series.map { s in Series(s.name, s.points.map { (x: Double($0.size), y: Double($0.stats.misses)) }, showPoints: true) },
+            series: series.map { s in
+                Series(s.name, s.points.map { (x: Double($0.size), y: Double($0.stats.misses)) }, showPoints: true)
+            },
             markers: markers)
         blocks.append(
             .figure(
@@ -88,13 +90,17 @@ public enum MissRatioCurve {
 
         let byteValues = series.flatMap { $0.points.map { Double($0.stats.bytesRead) } }
         let bytes = LineChart(
-            title: "Metadata bytes read against cache size", x: x, y: countAxis("bytes read from the image", byteValues, format: .bytes),
-            series: series.map { s in Series(s.name, s.points.map { (x: Double($0.size), y: Double($0.stats.bytesRead)) }, showPoints: true) },
+            title: "Metadata bytes read against cache size", x: x,
+            y: countAxis("bytes read from the image", byteValues, format: .bytes),
+            series: series.map { s in
+                Series(s.name, s.points.map { (x: Double($0.size), y: Double($0.stats.bytesRead)) }, showPoints: true)
+            },
             markers: markers)
         blocks.append(
             .figure(
                 svg: bytes.svg(),
-                caption: "Bytes of metadata tables the misses read from the image file: each miss that is not a brand-new table reads one cache entry (a slice or a whole table).",
+                caption:
+                    "Bytes of metadata tables the misses read from the image file: each miss that is not a brand-new table reads one cache entry (a slice or a whole table).",
                 table: table("Metadata bytes read", series, sizes) { "\($0.bytesRead)" }))
 
         let first = series[0]

@@ -52,7 +52,9 @@ public enum SweepPage {
             let limit = 10
             let shown = order.prefix(limit).map { CurveSeries($0, groups[$0] ?? []) }
             if order.count > limit {
-                page.blocks.append(.paragraph("The charts draw the first \(limit) of \(order.count) curves; the table at the end has every row."))
+                page.blocks.append(
+                    .paragraph("The charts draw the first \(limit) of \(order.count) curves; the table at the end has every row.")
+                )
             }
             let l2Key = key.hasSuffix("l2-cache-size") && !key.hasPrefix("backing.")
             page.blocks.append(
@@ -86,13 +88,22 @@ public enum SweepPage {
         let b = t.grid.base
         var f: [(String, String)] = [("traces", t.traces.joined(separator: ", "))]
         for ax in t.grid.axes {
-            f.append(("varied: \(ax.key)", ax.values.map { isSize(ax.key.description) ? Format.bytes(Double($0.number ?? 0)) : $0.text }.joined(separator: ", ")))
+            f.append(
+                (
+                    "varied: \(ax.key)",
+                    ax.values.map { isSize(ax.key.description) ? Format.bytes(Double($0.number ?? 0)) : $0.text }.joined(
+                        separator: ", ")
+                ))
         }
         f.append(("configurations", "\(t.grid.points.count) per trace"))
         if let image = b.imageFile {
             f.append(("image", image))
         } else {
-            f.append(("disk", "\(Format.bytes(Double(b.virtualSize))), chain of \(b.chainLength), -o \(b.createOptions.rendered.isEmpty ? "(defaults)" : b.createOptions.rendered)"))
+            f.append(
+                (
+                    "disk",
+                    "\(Format.bytes(Double(b.virtualSize))), chain of \(b.chainLength), -o \(b.createOptions.rendered.isEmpty ? "(defaults)" : b.createOptions.rendered)"
+                ))
         }
         f.append(("--drive", b.driveOptions.rendered.isEmpty ? "(defaults)" : b.driveOptions.rendered))
         f.append(("cache mode", b.cacheMode.rawValue))
@@ -104,17 +115,23 @@ public enum SweepPage {
         let trace = t.traces.first ?? ""
         let rows = l2.filter { $0.trace == trace }
         var cats: [String] = []
-        for r in rows where !cats.contains(pointLabel(t, r.values) + " " + r.policy) { cats.append(pointLabel(t, r.values) + " " + r.policy) }
+        for r in rows where !cats.contains(pointLabel(t, r.values) + " " + r.policy) {
+            cats.append(pointLabel(t, r.values) + " " + r.policy)
+        }
         cats = Array(cats.prefix(24))
         let series = images.map { im -> (name: String, values: [Double]) in
             (
                 images.count > 1 ? label(image: im, of: images) : "L2 misses",
-                cats.map { c in Double(rows.first { pointLabel(t, $0.values) + " " + $0.policy == c && $0.image == im }?.stats.misses ?? 0) }
+                cats.map { c in
+                    Double(rows.first { pointLabel(t, $0.values) + " " + $0.policy == c && $0.image == im }?.stats.misses ?? 0)
+                }
             )
         }
-        let chart = BarChart(title: "L2 misses per configuration", categories: cats, series: series, y: Axis("misses", format: .count))
+        let chart = BarChart(
+            title: "L2 misses per configuration", categories: cats, series: series, y: Axis("misses", format: .count))
         let table = Table(
-            caption: "L2 misses per configuration (\((trace as NSString).lastPathComponent))", header: ["configuration"] + series.map(\.name),
+            caption: "L2 misses per configuration (\((trace as NSString).lastPathComponent))",
+            header: ["configuration"] + series.map(\.name),
             rows: cats.enumerated().map { i, c in [c] + series.map { "\(Int($0.values[i]))" } })
         return .figure(svg: chart.svg(), caption: "L2 cache misses of each configuration of the grid.", table: table)
     }
@@ -131,15 +148,21 @@ public enum SweepPage {
         cats = Array(cats.prefix(12))
         func cat(_ r: SweepRow) -> String { pointLabel(t, r.values) + (Set(rows.map(\.policy)).count > 1 ? " " + r.policy : "") }
         let series = images.reversed().map { im -> (name: String, values: [Double]) in
-            (label(image: im, of: images), cats.map { c in Double(rows.first { cat($0) == c && $0.image == im }?.stats.misses ?? 0) })
+            (
+                label(image: im, of: images),
+                cats.map { c in Double(rows.first { cat($0) == c && $0.image == im }?.stats.misses ?? 0) }
+            )
         }
-        let chart = BarChart(title: "L2 misses per image", categories: cats.map { shortLabel($0) }, series: series, y: Axis("misses", format: .count))
+        let chart = BarChart(
+            title: "L2 misses per image", categories: cats.map { shortLabel($0) }, series: series,
+            y: Axis("misses", format: .count))
         let table = Table(
             caption: "L2 misses per image", header: ["configuration"] + series.map(\.name),
             rows: cats.enumerated().map { i, c in [c] + series.map { "\(Int($0.values[i]))" } })
         return .figure(
             svg: chart.svg(),
-            caption: "Each image of the chain has its own L2 cache (QEMU sizes each from its own options); reads that fall through to a backing file look up its tables too.",
+            caption:
+                "Each image of the chain has its own L2 cache (QEMU sizes each from its own options); reads that fall through to a backing file look up its tables too.",
             table: table)
     }
 
@@ -155,7 +178,8 @@ public enum SweepPage {
         let rows = t.rows.map { r -> [String] in
             let s = r.stats
             return [(r.trace as NSString).lastPathComponent] + idx.map { r.values[$0].text } + [
-                r.policy, "\(r.image)", r.cache, "\(r.entries) × \(Format.bytes(Double(r.entrySize)))", "\(s.lookups)", "\(s.misses)",
+                r.policy, "\(r.image)", r.cache, "\(r.entries) × \(Format.bytes(Double(r.entrySize)))", "\(s.lookups)",
+                "\(s.misses)",
                 Format.trimmed(s.hitRate * 100, decimals: 2) + "%", "\(s.evictions)", "\(s.writebacks)", "\(s.bytesRead)",
                 "\(s.memoryPeakBytes)", "\(s.missesCold)", "\(s.missesEvicted)", "\(s.missesCleaned)", "\(s.missesDiscarded)",
             ]
@@ -236,17 +260,24 @@ public enum ComparePage {
                 title: "L2 misses" + (point.isEmpty ? "" : " at \(point)"), categories: specs,
                 series: [
                     ("misses", specs.map { s in Double(rs.first { $0.candidate == s }?.stats.misses ?? 0) }),
-                    ("optimal (Belady's MIN at that configuration)", specs.map { s in Double(rs.first { $0.candidate == s }?.optMisses ?? 0) }),
+                    (
+                        "optimal (Belady's MIN at that configuration)",
+                        specs.map { s in Double(rs.first { $0.candidate == s }?.optMisses ?? 0) }
+                    ),
                 ], y: Axis("misses", format: .count))
             let table = Table(
                 caption: "Candidates (\(scope))",
-                header: ["candidate", "misses", "Δ misses vs baseline", "optimal", "write-backs", "bytes read", "memory peak", "hit rate"],
+                header: [
+                    "candidate", "misses", "Δ misses vs baseline", "optimal", "write-backs", "bytes read", "memory peak",
+                    "hit rate",
+                ],
                 rows: specs.map { s in
                     guard let r = rs.first(where: { $0.candidate == s }) else { return [s] + Array(repeating: "–", count: 7) }
                     return [
                         s + (s == specs.first ? " (baseline)" : ""), "\(r.stats.misses)",
                         r.deltaPct.map { String(format: "%+.2f%%", $0) } ?? "–", "\(r.optMisses)", "\(r.stats.writebacks)",
-                        "\(r.stats.bytesRead)", "\(r.stats.memoryPeakBytes)", Format.trimmed(r.stats.hitRate * 100, decimals: 2) + "%",
+                        "\(r.stats.bytesRead)", "\(r.stats.memoryPeakBytes)",
+                        Format.trimmed(r.stats.hitRate * 100, decimals: 2) + "%",
                     ]
                 })
             page.blocks.append(
@@ -260,7 +291,11 @@ public enum ComparePage {
             let classes = BarChart(
                 title: "Miss classes", categories: specs,
                 series: (0..<4).map { c in
-                    (classNames[c], specs.map { s in Double(rs.first { $0.candidate == s }.map { MissRatioCurve.classesOf($0.stats)[c] } ?? 0) })
+                    (
+                        classNames[c],
+                        specs.map { s in Double(rs.first { $0.candidate == s }.map { MissRatioCurve.classesOf($0.stats)[c] } ?? 0)
+                        }
+                    )
                 }, y: Axis("misses", format: .count))
             page.blocks.append(
                 .figure(
@@ -277,15 +312,21 @@ public enum ComparePage {
                 let images = Set(rows.map(\.image)).filter { $0 != "chain" }.sorted { (Int($0) ?? 0) > (Int($1) ?? 0) }
                 let per = rows.filter { $0.trace == trace && $0.values == firstValues && $0.cache == "l2" }
                 let imageBars = BarChart(
-                    title: "L2 misses per image", categories: images.map { "image \($0)" + ($0 == images.first ? " (top)" : $0 == "0" ? " (base)" : "") },
-                    series: specs.map { s in (s, images.map { im in Double(per.first { $0.candidate == s && $0.image == im }?.stats.misses ?? 0) }) },
+                    title: "L2 misses per image",
+                    categories: images.map { "image \($0)" + ($0 == images.first ? " (top)" : $0 == "0" ? " (base)" : "") },
+                    series: specs.map { s in
+                        (s, images.map { im in Double(per.first { $0.candidate == s && $0.image == im }?.stats.misses ?? 0) })
+                    },
                     y: Axis("misses", format: .count))
                 page.blocks.append(
                     .figure(
                         svg: imageBars.svg(), caption: "Each image's own L2 cache, per candidate (image 0 is the base).",
                         table: Table(
                             caption: "L2 misses per image", header: ["image"] + specs,
-                            rows: images.map { im in ["image \(im)" + (im == images.first ? " (top)" : im == "0" ? " (base)" : "")] + specs.map { s in "\(per.first { $0.candidate == s && $0.image == im }?.stats.misses ?? 0)" } })))
+                            rows: images.map { im in
+                                ["image \(im)" + (im == images.first ? " (top)" : im == "0" ? " (base)" : "")]
+                                    + specs.map { s in "\(per.first { $0.candidate == s && $0.image == im }?.stats.misses ?? 0)" }
+                            })))
             }
 
             if let a = axes.firstIndex(where: SweepPage.isSize) {
@@ -313,11 +354,13 @@ public enum ComparePage {
                 Table(
                     caption: "Every (trace, candidate, point, image, cache) row, as --format csv prints them (bytes in bytes)",
                     header: ["trace", "candidate"] + axes + [
-                        "image", "cache", "misses", "Δ misses", "optimal", "write-backs", "bytes read", "memory peak", "lookups", "hit rate",
+                        "image", "cache", "misses", "Δ misses", "optimal", "write-backs", "bytes read", "memory peak", "lookups",
+                        "hit rate",
                     ],
                     rows: rows.map { r in
                         [(r.trace as NSString).lastPathComponent, r.candidate] + r.values + [
-                            r.image, r.cache, "\(r.stats.misses)", r.deltaPct.map { String(format: "%+.2f%%", $0) } ?? "–", "\(r.optMisses)",
+                            r.image, r.cache, "\(r.stats.misses)", r.deltaPct.map { String(format: "%+.2f%%", $0) } ?? "–",
+                            "\(r.optMisses)",
                             "\(r.stats.writebacks)", "\(r.stats.bytesRead)", "\(r.stats.memoryPeakBytes)", "\(r.stats.lookups)",
                             Format.trimmed(r.stats.hitRate * 100, decimals: 2) + "%",
                         ]

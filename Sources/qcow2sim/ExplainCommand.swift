@@ -36,7 +36,9 @@ enum ExplainCommand {
                 args, options: SimulateCommand.runOptions.union(["--request", "--format", "--output", "--policy"]),
                 flags: SimulateCommand.runFlags, aliases: RunConfigArguments.aliases, repeatable: RunConfigArguments.repeatable)
             let trace = try a.positionals(1, what: "TRACE argument")[0]
-            guard let text = a.value("--request") else { throw UsageError("missing --request N (the request to explain, from 1)") }
+            guard let text = a.value("--request") else {
+                throw UsageError("missing --request N (the request to explain, from 1)")
+            }
             guard let n = Int(text), n >= 1 else {
                 throw UsageError("invalid value '\(text)' for --request (expected a request number, 1 or more)")
             }

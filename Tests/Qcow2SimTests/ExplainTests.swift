@@ -51,19 +51,22 @@ import TraceKit
         #expect(l.l2Entry == nil && l.l2EntryAfter?.word == "0x8000000000800000" && l.l2EntryAfter?.type == "normal")
         #expect(l.sliceOffset == 0x7ff000)
         #expect(r.refcountChanges.map { [$0.cluster, $0.before, $0.after] } == [[2047, 0, 1], [2048, 0, 1], [2049, 0, 1]])
-        #expect(r.refcountChanges.map(\.what) == ["L2 table of L1 index 227", "data of guest cluster 0x1c600000", "refcount block 1"])
-        #expect(r.tableChanges.map { "\($0.table)[\($0.index)] \($0.before) \($0.after)" } == [
-            "l1[227] 0x0 0x80000000007ff000", "refcount_table[1] 0x0 0x801000",
-        ])
+        #expect(
+            r.refcountChanges.map(\.what) == ["L2 table of L1 index 227", "data of guest cluster 0x1c600000", "refcount block 1"])
+        #expect(
+            r.tableChanges.map { "\($0.table)[\($0.index)] \($0.before) \($0.after)" } == [
+                "l1[227] 0x0 0x80000000007ff000", "refcount_table[1] 0x0 0x801000",
+            ])
         #expect(r.cow.isEmpty)
     }
 
     @Test func tv8VictimsAndStamps() throws {
         let r = try Self.tv8()
         let misses = r.operations.filter { $0.result == "miss" }
-        #expect(misses.map { [$0.cache ?? "", $0.op, "\($0.slot ?? -1)", $0.missClass ?? ""] } == [
-            ["l2", "get_empty", "509", "cold"], ["refcount", "get_empty", "1", "cold"],
-        ])
+        #expect(
+            misses.map { [$0.cache ?? "", $0.op, "\($0.slot ?? -1)", $0.missClass ?? ""] } == [
+                ["l2", "get_empty", "509", "cold"], ["refcount", "get_empty", "1", "cold"],
+            ])
         // §3.2: start = (offset / table_size × 4) mod n: 2047 × 4 mod 512 = 508 (held by the table
         // of i = 1815's neighbour), so the scan takes the first empty slot after it, 509;
         // 0x801 × 4 mod 4 = 0, slot 0 holds block 0, slot 1 is empty.
@@ -155,7 +158,10 @@ import TraceKit
     @Test func chainText() throws {
         let (status, out, err) = try Self.tv5(format: "text")
         #expect(status == 0, "\(err)")
-        #expect(out.contains("      → unallocated here: falls through to image 0 (the backing file); after the request: host offset 0x60800 (host cluster 0x60000)"))
+        #expect(
+            out.contains(
+                "      → unallocated here: falls through to image 0 (the backing file); after the request: host offset 0x60800 (host cluster 0x60000)"
+            ))
         #expect(out.contains("  head of guest cluster 0x20000: [0x20000, 0x20800), 2048 bytes"))
         #expect(out.contains("  [image 1] RC get 0x20000 hit 0 (x13)"))
     }
@@ -170,8 +176,10 @@ import TraceKit
             TraceRecord(op: .write, offset: 0, length: 4096), TraceRecord(op: .write, offset: 6144, length: 1024),
         ])
         let r = try Explain.run(config: config, reader: &reader, request: 2, trace: "tv4")
-        #expect(r.events.map { $0.replacingOccurrences(of: " image 0", with: "") } == SpecNotation.lines(
-            "L2 get 0x40000 hit 0 ; RC get 0x20000 hit 0 (x6) ; L2 get 0x40000 hit 0 (x2)"))
+        #expect(
+            r.events.map { $0.replacingOccurrences(of: " image 0", with: "") }
+                == SpecNotation.lines(
+                    "L2 get 0x40000 hit 0 ; RC get 0x20000 hit 0 (x6) ; L2 get 0x40000 hit 0 (x2)"))
         let l = try #require(r.walk.first?.layers.first)
         // 6K is subcluster 3; write 1 allocated subclusters 0–1 (bitmap 0x3) of host cluster 5;
         // this write sets alloc bit 3 (0xb). Subcluster 3 is UNALLOCATED_ALLOC, so COW_META copies
@@ -192,26 +200,35 @@ import TraceKit
     @Test func taskPoolReadHoldsTheBackingMiss() throws {
         let trace = try CLITests.trace("R,600M,64K\nR,0,192K\n")
         let (status, out, err) = try CLITests.run([
-            "explain", trace, "--request", "2", "--size", "1G", "--chain", "2", "--layer", "0:populate=0:256K,600M:64K", "--layer",
+            "explain", trace, "--request", "2", "--size", "1G", "--chain", "2", "--layer", "0:populate=0:256K,600M:64K",
+            "--layer",
             "1:populate=64K:64K,700M:64K", "--drive", "l2-cache-size=8K,backing.l2-cache-size=8K", "--format", "json",
         ])
         #expect(status == 0, "\(err)")
         let r = try JSONDecoder.snakeCase.decode(ExplainReport.self, from: Data(out.utf8))
-        #expect(r.events == [
-            "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1",
-            "qcow2_cache_get_replace_entry image 1 is_l2_cache 1 index 1", "qcow2_cache_get_read image 1 is_l2_cache 1 index 1",
-            "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
-            "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1",
-            "qcow2_cache_get_replace_entry image 0 is_l2_cache 1 index 1", "qcow2_cache_get_read image 0 is_l2_cache 1 index 1",
-            "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1", "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
-            "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1", "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
-            "qcow2_cache_get_done image 0 is_l2_cache 1 index 1",
-            "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1", "qcow2_cache_get_done image 0 is_l2_cache 1 index 1",
-        ])
-        #expect(r.listing == [
-            "[image 1] L2 get 0x40000 miss 1", "[image 0] L2 get 0x40000 miss 1 (get_done later)", "[image 1] L2 get 0x40000 hit 1 (x2)",
-            "[image 0] L2 get_done 1", "[image 0] L2 get 0x40000 hit 1",
-        ])
+        #expect(
+            r.events == [
+                "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+                "qcow2_cache_get_replace_entry image 1 is_l2_cache 1 index 1",
+                "qcow2_cache_get_read image 1 is_l2_cache 1 index 1",
+                "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
+                "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+                "qcow2_cache_get_replace_entry image 0 is_l2_cache 1 index 1",
+                "qcow2_cache_get_read image 0 is_l2_cache 1 index 1",
+                "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+                "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
+                "qcow2_cache_get image 1 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+                "qcow2_cache_get_done image 1 is_l2_cache 1 index 1",
+                "qcow2_cache_get_done image 0 is_l2_cache 1 index 1",
+                "qcow2_cache_get image 0 is_l2_cache 1 offset 0x40000 read_from_disk 1",
+                "qcow2_cache_get_done image 0 is_l2_cache 1 index 1",
+            ])
+        #expect(
+            r.listing == [
+                "[image 1] L2 get 0x40000 miss 1", "[image 0] L2 get 0x40000 miss 1 (get_done later)",
+                "[image 1] L2 get 0x40000 hit 1 (x2)",
+                "[image 0] L2 get_done 1", "[image 0] L2 get 0x40000 hit 1",
+            ])
         // The backing lookup is a miss by the slot state even though its events come later.
         #expect(r.operations.filter { $0.image == 0 && $0.result != nil }.map { $0.result ?? "" } == ["miss", "hit"])
         #expect(r.notes.contains { $0.hasPrefix("QEMU runs this request as a task pool") })
@@ -220,7 +237,10 @@ import TraceKit
     /// Bad requests: exact messages, sysexits codes, no output.
     @Test(arguments: [
         (["--request", "3"], 64, "qcow2sim explain: error: --request 3: {T} has 2 requests\n"),
-        (["--request", "0"], 64, "qcow2sim explain: error: invalid value '0' for --request (expected a request number, 1 or more)\n"),
+        (
+            ["--request", "0"], 64,
+            "qcow2sim explain: error: invalid value '0' for --request (expected a request number, 1 or more)\n"
+        ),
         ([], 64, "qcow2sim explain: error: missing --request N (the request to explain, from 1)\n"),
         (
             ["--request", "1", "--policy", "opt"], 64,

@@ -15,7 +15,8 @@ public enum Explain {
     {
         guard number >= 1 else { throw SimulationError.usage("--request \(number): requests are counted from 1") }
         if config.policy == OptimalPolicy.name {
-            throw SimulationError.usage("explain runs the live cache layer; --policy opt (Belady's MIN over a recording) has no victim scan to show")
+            throw SimulationError.usage(
+                "explain runs the live cache layer; --policy opt (Belady's MIN over a recording) has no victim scan to show")
         }
         if !config.whatIf.isEmpty {
             throw SimulationError.usage("explain shows QEMU's own behaviour; --what-if is not available here")
@@ -57,7 +58,8 @@ final class ExplainSource: RecordSource {
         guard count < target else { return nil }
         guard let r = try inner.next() else {
             throw SimulationError.usage(
-                "--request \(target): \(inner.fileName.isEmpty ? "the trace" : inner.fileName) has \(count) request\(count == 1 ? "" : "s")")
+                "--request \(target): \(inner.fileName.isEmpty ? "the trace" : inner.fileName) has \(count) request\(count == 1 ? "" : "s")"
+            )
         }
         count += 1
         if count == target {

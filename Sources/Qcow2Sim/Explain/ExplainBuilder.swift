@@ -100,7 +100,8 @@ struct ExplainBuilder {
         case .record: loc = location.description
         }
         return ExplainReport.Request(
-            number: number, op: Self.opName(record), offset: record.offset, length: record.length, location: loc, time: record.time)
+            number: number, op: Self.opName(record), offset: record.offset, length: record.length, location: loc,
+            time: record.time)
     }
 
     func role(_ i: Int) -> String { i == top ? "top" : (i == 0 ? "base" : "backing") }
@@ -154,7 +155,8 @@ struct ExplainBuilder {
         let w = e.word
         return ExplainReport.Entry(
             word: Self.hex(w), copied: w & EntryBits.copied != 0, compressed: w & EntryBits.compressed != 0,
-            zeroFlag: !g.extendedL2 && w & EntryBits.zero != 0, offset: w & EntryBits.compressed != 0 ? 0 : w & EntryBits.offsetMask,
+            zeroFlag: !g.extendedL2 && w & EntryBits.zero != 0,
+            offset: w & EntryBits.compressed != 0 ? 0 : w & EntryBits.offsetMask,
             type: Self.typeName(g.clusterType(w)), bitmap: g.extendedL2 ? Self.hex(e.bitmap) : nil,
             allocBits: g.extendedL2 ? Self.bits(e.bitmap & EntryBits.allocMask) : nil,
             zeroBits: g.extendedL2 ? Self.bits(e.bitmap >> 32) : nil)
@@ -395,7 +397,10 @@ struct ExplainBuilder {
             reason =
                 "no slot is empty; scanning all \(n) slots from slot \(start), slot \(q) has the smallest stamp (\(before.stamps[q])) of the \(unpinned) unpinned ones: the table released longest ago"
                 + (pinned > 0 ? " (\(pinned) pinned slot\(pinned == 1 ? "" : "s") skipped)" : "")
-            if q != v { reason = "no slot is empty; policy \(config.policy) chose slot \(v) (QEMU's scan would take slot \(q), stamp \(before.stamps[q]))" }
+            if q != v {
+                reason =
+                    "no slot is empty; policy \(config.policy) chose slot \(v) (QEMU's scan would take slot \(q), stamp \(before.stamps[q]))"
+            }
         }
         if old != 0 && before.dirty[v] { reason += "; it was dirty, so it is written back before the new table is read" }
         return ExplainReport.Victim(
@@ -416,7 +421,8 @@ struct ExplainBuilder {
             let image = Int(op.image)
             let cacheName = op.kind == .l2 ? "l2" : "refcount"
             var o = ExplainReport.Operation(
-                step: 0, image: image, cache: nil, op: "", offset: nil, table: nil, result: nil, missClass: nil, slot: nil, count: 1,
+                step: 0, image: image, cache: nil, op: "", offset: nil, table: nil, result: nil, missClass: nil, slot: nil,
+                count: 1,
                 stampBefore: nil, stampAfter: nil, lruClock: s.after?.lruClock, markedDirty: false, victim: nil, writebacks: [],
                 note: "", events: [])
             var events = s.events
@@ -440,14 +446,17 @@ struct ExplainBuilder {
                 if b.slot(of: key) == nil {
                     o.result = "miss"
                     o.victim = victim(b, key: key, slot: slot, offset: op.offset)
-                    for (c, name) in zip(0..<4, Self.missClassNames) where a.missClasses[c] > b.missClasses[c] { o.missClass = name }
+                    for (c, name) in zip(0..<4, Self.missClassNames) where a.missClasses[c] > b.missClasses[c] {
+                        o.missClass = name
+                    }
                 } else {
                     o.result = "hit"
                 }
                 // The GET's own PUT and MARK_DIRTY, when they follow at once.
                 var j = i + 1
                 while j < steps.count, steps[j].op.image == op.image, steps[j].op.kind == kind,
-                    steps[j].op.offset == op.offset, steps[j].op.code == .markDirty || steps[j].op.code == .put
+                    steps[j].op.offset == op.offset,
+                    steps[j].op.code == .markDirty || steps[j].op.code == .put
                         || steps[j].op.code == .putHeld
                 {
                     if steps[j].op.code == .markDirty { o.markedDirty = true }
@@ -479,7 +488,9 @@ struct ExplainBuilder {
                 o.cache = op.code == .put ? cacheName : "refcount"
                 o.op = op.code == .put ? "put" : "put_held"
                 o.offset = op.offset
-                if let b = s.before, let a = s.after, let slot = b.offsets.firstIndex(where: { $0 & ((1 << 56) - 1) == op.offset }) {
+                if let b = s.before, let a = s.after,
+                    let slot = b.offsets.firstIndex(where: { $0 & ((1 << 56) - 1) == op.offset })
+                {
                     o.slot = slot
                     o.stampBefore = b.stamps[slot]
                     if a.pins[slot] == 0 { o.stampAfter = a.stamps[slot] }
@@ -493,7 +504,8 @@ struct ExplainBuilder {
                 o.op = "mark_dirty"
                 o.offset = op.offset
                 o.markedDirty = true
-                o.note = "MARK_DIRTY: the held table was changed; it must be written back before its slot is reused (DocC: the cache algorithm)"
+                o.note =
+                    "MARK_DIRTY: the held table was changed; it must be written back before its slot is reused (DocC: the cache algorithm)"
             case .writeCache:
                 o.cache = cacheName
                 o.op = "write"
@@ -509,12 +521,14 @@ struct ExplainBuilder {
             case .dependsOnFlush:
                 o.cache = cacheName
                 o.op = "depends_on_flush"
-                o.note = "after a copy-on-write: the host file is flushed before the next L2 write-back (no event; DocC: the cache algorithm)"
+                o.note =
+                    "after a copy-on-write: the host file is flushed before the next L2 write-back (no event; DocC: the cache algorithm)"
             case .freeCluster:
                 o.cache = "refcount"
                 o.op = "free_cluster"
                 o.offset = op.offset
-                o.note = "host cluster \(Self.hex(op.offset)) reached refcount 0: a cached table at that offset is discarded (DocC: the cache algorithm)"
+                o.note =
+                    "host cluster \(Self.hex(op.offset)) reached refcount 0: a cached table at that offset is discarded (DocC: the cache algorithm)"
             case .task:
                 if events.isEmpty {
                     i += 1
@@ -564,7 +578,9 @@ struct ExplainBuilder {
         let whose = image == top ? "" : " on backing image \(image)"
         if kind == .l2 {
             if empty {
-                return "get empty: a slice of a new L2 table, zero-filled instead of read (ALLOCATE_L2; DocC: the allocation path)" + whose
+                return
+                    "get empty: a slice of a new L2 table, zero-filled instead of read (ALLOCATE_L2; DocC: the allocation path)"
+                    + whose
             }
             return dirty
                 ? "LOAD_SLICE, then the entries are changed and the slice marked dirty (LINK, or discard / write-zeroes; DocC: the allocation path)"
@@ -573,10 +589,12 @@ struct ExplainBuilder {
                     + whose
         }
         if empty {
-            return "get empty: a new refcount block, zero-filled instead of read (REFBLOCK_FOR; DocC: the allocation path)" + whose
+            return "get empty: a new refcount block, zero-filled instead of read (REFBLOCK_FOR; DocC: the allocation path)"
+                + whose
         }
         return dirty
-            ? "UPDATE: the refcount block is looked up, a refcount changed and the block marked dirty (DocC: the allocation path)" + whose
+            ? "UPDATE: the refcount block is looked up, a refcount changed and the block marked dirty (DocC: the allocation path)"
+                + whose
             : "GET_REFCOUNT: the refcount of one cluster is read (a FIND_FREE probe, or the one-time preallocation probe; DocC: the allocation path, where QEMU differs)"
                 + whose
     }
@@ -586,7 +604,9 @@ struct ExplainBuilder {
         let own = events.filter { $0.kind == .entryFlush && $0.isL2 == (kind == .l2) }.map { "\($0.index)" }
         let other = events.contains { $0.kind == .flush && $0.isL2 != (kind == .l2) }
         var s = "WRITE / FLUSH of the \(name) cache: every dirty slot in index order (DocC: the cache algorithm)"
-        s += own.isEmpty ? "; nothing was dirty" : "; written back: slot\(own.count == 1 ? "" : "s") \(own.joined(separator: ", "))"
+        s +=
+            own.isEmpty
+            ? "; nothing was dirty" : "; written back: slot\(own.count == 1 ? "" : "s") \(own.joined(separator: ", "))"
         if other {
             s +=
                 "; a dirty \(name) slot depended on the \(kind == .l2 ? "refcount" : "L2") cache, so that cache was flushed first, in the middle (DocC: the cache algorithm)"
@@ -607,9 +627,11 @@ struct ExplainBuilder {
                 let sc = g.subclusterIndex(edge)
                 let t = e.map { g.subclusterType($0.word, $0.bitmap, sc) } ?? .unallocatedPlain
                 if g.extendedL2 {
-                    return "subcluster \(sc), where the write \(head ? "starts" : "ends"), is \(Self.typeName(t)): copied from the \(head ? "start of its subcluster" : "end of the write to the next subcluster boundary") (\(g.subclusterSize)-byte subclusters)"
+                    return
+                        "subcluster \(sc), where the write \(head ? "starts" : "ends"), is \(Self.typeName(t)): copied from the \(head ? "start of its subcluster" : "end of the write to the next subcluster boundary") (\(g.subclusterSize)-byte subclusters)"
                 }
-                return "the entry is \(Self.typeName(t)): the write needs a new cluster, so its untouched \(head ? "start" : "end") is copied (old data through the read path, or zeroes)"
+                return
+                    "the entry is \(Self.typeName(t)): the write needs a new cluster, so its untouched \(head ? "start" : "end") is copied (old data through the read path, or zeroes)"
             }
             for m in metas {
                 if m.startBytes > 0 {
@@ -632,15 +654,19 @@ struct ExplainBuilder {
         let read = sa.cowBytesRead - sb.cowBytesRead
         let written = sa.cowBytesWritten - sb.cowBytesWritten
         if regions.isEmpty {
-            outcome.append("no copy-on-write: the write covers whole clusters (or subclusters), or overwrites clusters the image owns (DocC: the allocation path)")
+            outcome.append(
+                "no copy-on-write: the write covers whole clusters (or subclusters), or overwrites clusters the image owns (DocC: the allocation path)"
+            )
         }
         if skipped > 0 {
             outcome.append(
-                "the zero-COW probe (block status down the chain; DocC: where QEMU differs, copies may be skipped) found \(skipped == 1 ? "the regions" : "\(skipped) allocations' regions") zero: one host zero-range write instead of a copy (qcow2_skip_cow)")
+                "the zero-COW probe (block status down the chain; DocC: where QEMU differs, copies may be skipped) found \(skipped == 1 ? "the regions" : "\(skipped) allocations' regions") zero: one host zero-range write instead of a copy (qcow2_skip_cow)"
+            )
         }
         if read > 0 {
             outcome.append(
-                "copied: \(read) bytes read through this image's read path (MAP, then the backing file where unallocated) and \(written) bytes written (COPY_ON_WRITE; DocC: the allocation path)")
+                "copied: \(read) bytes read through this image's read path (MAP, then the backing file where unallocated) and \(written) bytes written (COPY_ON_WRITE; DocC: the allocation path)"
+            )
         }
         if !regions.isEmpty && skipped == 0 && read == 0 {
             outcome.append("the regions were neither probed zero nor read")
@@ -687,12 +713,17 @@ struct ExplainBuilder {
             let a = after[k], b = before[k]
             for i in 0..<max(a.l1.count, b.l1.count) {
                 let x = i < b.l1.count ? b.l1[i] : 0, y = i < a.l1.count ? a.l1[i] : 0
-                if x != y { out.append(ExplainReport.TableChange(image: k, table: "l1", index: i, before: Self.hex(x), after: Self.hex(y))) }
+                if x != y {
+                    out.append(
+                        ExplainReport.TableChange(image: k, table: "l1", index: i, before: Self.hex(x), after: Self.hex(y)))
+                }
             }
             for i in 0..<max(a.reftable.count, b.reftable.count) {
                 let x = i < b.reftable.count ? b.reftable[i] : 0, y = i < a.reftable.count ? a.reftable[i] : 0
                 if x != y {
-                    out.append(ExplainReport.TableChange(image: k, table: "refcount_table", index: i, before: Self.hex(x), after: Self.hex(y)))
+                    out.append(
+                        ExplainReport.TableChange(
+                            image: k, table: "refcount_table", index: i, before: Self.hex(x), after: Self.hex(y)))
                 }
             }
         }
@@ -706,13 +737,15 @@ struct ExplainBuilder {
             let drc = observer.atStart[k].rc.cleaned - observer.beforeStart[k].rc.cleaned
             if dl2 + drc > 0 {
                 n.append(
-                    "the cache-clean timer ran before this request and dropped \(dl2) L2 and \(drc) refcount entr\(dl2 + drc == 1 ? "y" : "ies") of image \(k) (DocC: the cache algorithm)")
+                    "the cache-clean timer ran before this request and dropped \(dl2) L2 and \(drc) refcount entr\(dl2 + drc == 1 ? "y" : "ies") of image \(k) (DocC: the cache algorithm)"
+                )
             }
         }
         if let first = observer.steps.first(where: { $0.op.code == .task || $0.op.code == .deferBegin }) {
             _ = first
             n.append(
-                "QEMU runs this request as a task pool (several segments; DocC: where QEMU differs): the order between its tasks may differ in QEMU; each image's own order is as shown")
+                "QEMU runs this request as a task pool (several segments; DocC: where QEMU differs): the order between its tasks may differ in QEMU; each image's own order is as shown"
+            )
         }
         n.append(
             "stamps are QEMU's LRU counters: a slot's stamp is the cache's clock when its last user released it (DocC: the cache algorithm); the victim of a miss is the first empty slot, else the unpinned slot with the smallest stamp, scanning from the start index (DocC: the cache algorithm)"

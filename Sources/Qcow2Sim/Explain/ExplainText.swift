@@ -39,14 +39,16 @@ extension ExplainReport {
         if !cow.isEmpty || !cowOutcome.isEmpty {
             s += "\nCopy-on-write (DocC: the allocation path)\n"
             for c in cow {
-                s += "  \(c.part) of guest cluster \(Self.hex(c.guestCluster)): [\(Self.hex(c.from)), \(Self.hex(c.to))), \(c.to - c.from) bytes: \(c.reason)\n"
+                s +=
+                    "  \(c.part) of guest cluster \(Self.hex(c.guestCluster)): [\(Self.hex(c.from)), \(Self.hex(c.to))), \(c.to - c.from) bytes: \(c.reason)\n"
             }
             for o in cowOutcome { s += "  \(o)\n" }
         }
         if !refcountChanges.isEmpty {
             s += "\nRefcount updates\n"
             for r in refcountChanges {
-                s += "  image \(r.image) host cluster \(r.cluster) (\(Self.hex(r.hostOffset))): \(r.before) → \(r.after), \(r.what)\n"
+                s +=
+                    "  image \(r.image) host cluster \(r.cluster) (\(Self.hex(r.hostOffset))): \(r.before) → \(r.after), \(r.what)\n"
             }
         }
         if !tableChanges.isEmpty {
@@ -87,7 +89,8 @@ extension ExplainReport {
     func layerText(_ l: Layer) -> String {
         var s = "    image \(l.image): guest cluster \(l.guestCluster), offset \(Self.hex(l.offsetInCluster)) in it\n"
         let lo = UInt64(l.l1Index) * l.l1Span
-        s += "      L1[\(l.l1Index)] (covers guest [\(Self.hex(lo)), \(Self.hex(lo + l.l1Span)))): \(entryText(l.l1Entry, l1: true))\n"
+        s +=
+            "      L1[\(l.l1Index)] (covers guest [\(Self.hex(lo)), \(Self.hex(lo + l.l1Span)))): \(entryText(l.l1Entry, l1: true))\n"
         if let a = l.l1EntryAfter { s += "        after: \(entryText(a, l1: true))\n" }
         s += "      L2 index \(l.l2Index): slice \(l.slice) (\(l.sliceEntries) entries per slice), entry \(l.indexInSlice) of it"
         if let o = l.sliceOffset { s += "; the slice is at host \(Self.hex(o)), the L2 cache's key" }
