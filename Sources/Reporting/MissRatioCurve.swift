@@ -53,6 +53,11 @@ public enum MissRatioCurve {
         return m + extra
     }
 
+    /// The marker of a recommended size (a page that advises one passes it as `extraMarkers`).
+    public static func recommended(_ size: UInt64) -> Marker {
+        Marker(x: Double(size), label: "recommended \(Format.bytes(Double(size)))")
+    }
+
     /// A count axis: log₁₀ when every value is positive and they span more than two decades,
     /// linear (from 0) otherwise.
     static func countAxis(_ label: String, _ values: [Double], format: ValueFormat) -> Axis {
