@@ -234,6 +234,30 @@ import TraceKit
         #expect(r.notes.contains { $0.hasPrefix("QEMU runs this request as a task pool") })
     }
 
+    /// TV6 (read-only, preallocated metadata, 4 KiB slices): `read 0`, `read 32M`, `read 0`,
+    /// then `read 64M 4k` explained. With 2 slots every start index is 0 and no slot is empty:
+    /// the victim is slot 1, whose stamp 2 is older than slot 0's 3 (the spec's note). With 3
+    /// slots the start is (0x42 × 4) mod 3 = 0 and slot 0 is still empty.
+    @Test func tv6VictimByStamp() throws {
+        let trace = try CLITests.trace("R,0,4K\nR,32M,4K\nR,0,4K\nR,64M,4K\n")
+        for (size, slot, empty) in [("8K", 1, false), ("12K", 0, true)] {
+            let (status, out, err) = try CLITests.run([
+                "explain", trace, "--request", "4", "--size", "4G", "--populate", "full", "--populate-mode", "metadata",
+                "--read-only",
+                "--drive", "l2-cache-size=\(size)", "--format", "json",
+            ])
+            #expect(status == 0, "\(err)")
+            let r = try JSONDecoder.snakeCase.decode(ExplainReport.self, from: Data(out.utf8))
+            #expect(r.listing == ["L2 get 0x42000 miss \(slot)"], "\(size)")
+            let v = try #require(r.operations.first?.victim)
+            #expect(v.startIndex == 0 && v.slot == slot && (v.evictedOffset == nil) == empty, "\(size)")
+            if !empty {
+                #expect(v.evictedOffset == 0x41000 && v.evictedStamp == 2)
+                #expect(v.reason.hasSuffix("stamps in scan order: slot 0 3, slot 1 2"), "\(v.reason)")
+            }
+        }
+    }
+
     /// Bad requests: exact messages, sysexits codes, no output.
     @Test(arguments: [
         (["--request", "3"], 64, "qcow2sim explain: error: --request 3: {T} has 2 requests\n"),

@@ -397,6 +397,12 @@ struct ExplainBuilder {
             reason =
                 "no slot is empty; scanning all \(n) slots from slot \(start), slot \(q) has the smallest stamp (\(before.stamps[q])) of the \(unpinned) unpinned ones: the table released longest ago"
                 + (pinned > 0 ? " (\(pinned) pinned slot\(pinned == 1 ? "" : "s") skipped)" : "")
+                + (n <= 16
+                    ? "; stamps in scan order: "
+                        + (0..<n).map { i -> String in
+                            let j = (start + i) % n
+                            return "slot \(j) \(before.pins[j] > 0 ? "pinned" : "\(before.stamps[j])")"
+                        }.joined(separator: ", ") : "")
             if q != v {
                 reason =
                     "no slot is empty; policy \(config.policy) chose slot \(v) (QEMU's scan would take slot \(q), stamp \(before.stamps[q]))"
