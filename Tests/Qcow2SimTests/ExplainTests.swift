@@ -258,6 +258,29 @@ import TraceKit
         }
     }
 
+    /// The clean timer: HTMLReportTests' bursty trace (600 reads, 400 s of idle time, 600 more)
+    /// with a 60 s interval. The first burst loads all 16 L2 tables of the 8 GiB disk (the 1 MiB
+    /// cache covers it); the idle ticks drop them all, so request 601's lookup is a miss of class
+    /// "cleaned" into the empty start slot, and the note says what the ticks dropped.
+    @Test func cleanTimerBeforeTheRequest() throws {
+        let dir = try CLIRun.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let trace = try HTMLReportTests.burstyTrace(in: dir)
+        let (status, out, err) = try CLITests.run([
+            "explain", trace, "--request", "601", "--size", "8G", "--populate", "full", "--drive", "cache-clean-interval=60",
+            "--format", "json",
+        ])
+        #expect(status == 0, "\(err)")
+        let r = try JSONDecoder.snakeCase.decode(ExplainReport.self, from: Data(out.utf8))
+        #expect(r.request.time == 400)
+        let first = try #require(r.operations.first)
+        #expect(first.result == "miss" && first.missClass == "cleaned" && first.victim?.evictedOffset == nil)
+        #expect(
+            r.notes.contains(
+                "the cache-clean timer ran before this request and dropped 16 L2 and 0 refcount entries of image 0 (DocC: the cache algorithm)"
+            ))
+    }
+
     /// Bad requests: exact messages, sysexits codes, no output.
     @Test(arguments: [
         (["--request", "3"], 64, "qcow2sim explain: error: --request 3: {T} has 2 requests\n"),
