@@ -348,6 +348,8 @@ struct Replay {
     let timeline: MemoryTimeline?
     /// Where to record the trace session's operations (nil: not recorded).
     var record: RecordingSink? = nil
+    /// Told about every operation the cache layer applies (`explain`; nil: nobody).
+    var observer: (any CacheObserver)? = nil
 
     /// The effective cache sizing of every image (base first), from the drive options.
     func sizings() throws -> [CacheSizing] {
@@ -384,6 +386,7 @@ struct Replay {
         let system = CacheSystem<P>(sizings: sizings, log: log, timeline: timeline)
         system.hosts = chain.map { $0.host }
         system.debugMisEvictAtLookup = misEvict
+        system.observer = observer
         system.locate { reader.location() }
         let ops = top.ops
         var recorder: OpRecorder?
@@ -405,8 +408,9 @@ struct Replay {
             ops.drain = { system.consume($0) }
         }
         defer { ops.drain = nil }
-        // Without a recorder the request boundary hands the batch over directly.
-        let direct = recorder == nil
+        // Without a recorder the request boundary hands the batch over directly (an observer,
+        // `explain`, sees the boundaries as operations).
+        let direct = recorder == nil && observer == nil
         let single = chain.count == 1
         for (k, image) in chain.enumerated() {
             let isTop = k == chain.count - 1

@@ -20,8 +20,9 @@ enum CLI {
         case "sweep": return SweepCommand.run(rest)
         case "mrc": return MrcCommand.run(rest)
         case "compare": return CompareCommand.run(rest)
+        case "explain": return ExplainCommand.run(rest)
         default:
-            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, validate, generate, trace)")
+            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, explain, validate, generate, trace)")
             return 64
         }
     }
@@ -35,6 +36,8 @@ enum CLI {
           mrc TRACE         the L2 miss-ratio curve over a list of cache sizes (--sizes VALUES)
           compare TRACE...  policies and proposals side by side against a baseline, with the
                             optimal bound (--baseline SPEC --candidate SPEC...)
+          explain TRACE     one request step by step: L1/L2 walk, cache lookups, victims, COW
+                            (--request N)
           validate TRACE    replay the same trace through real QEMU and compare event by event
           generate          write a synthetic workload in the native trace format
           trace info TRACE  summarize a trace; trace convert TRACE -o OUT converts it

@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import Reporting
 import TraceKit
 
 /// `qcow2sim compare TRACE… --baseline SPEC --candidate SPEC…`: proposals side by side against a
@@ -7,7 +8,7 @@ import TraceKit
 enum CompareCommand {
     static let help = """
         usage: qcow2sim compare TRACE... [run options] --baseline SPEC --candidate SPEC [--candidate SPEC...]
-                                [--vary KEY=VALUES...] [--jobs N] [--format text|csv|json] [--output FILE]
+                                [--vary KEY=VALUES...] [--jobs N] [--format text|csv|json|html] [--output FILE]
                                 [--progress|--quiet] [trace mapping options]
 
         Runs the baseline and every candidate on every TRACE (and at every point of the --vary
@@ -22,6 +23,10 @@ enum CompareCommand {
           OPTIONS               --drive options added to the run's (l2-cache-size=2M,...)
         The baseline is usually policy=qemu. Points sharing a trace, image options and L2 entry
         size are computed from one recording of the operation stream, exactly.
+
+        --format html writes one self-contained page (inline SVG and CSS, no scripts): the
+        candidates' misses side by side with the optimal bound, their miss classes, per-image bars
+        for a chain, miss-ratio curves when a size is varied, and every row in a table.
 
         CSV columns: trace, candidate (the SPEC as given; the baseline's row is marked by it),
         one column per varied KEY, image (N or chain), cache (l2 or refcount), misses,
@@ -98,7 +103,7 @@ enum CompareCommand {
             if axes.contains(where: { $0.key == .policy }) {
                 throw UsageError("--vary policy: give policies as --candidate policy=NAME")
             }
-            let format = try a.choice("--format", ["text", "csv", "json"], default: "text")
+            let format = try a.choice("--format", ["text", "csv", "json", "html"], default: "text")
             let jobs = try SweepCommand.jobs(a)
             let base = try SimulateCommand.runConfig(a)
             // The vary grid over the run's options, then for each spec its configuration and its
@@ -132,6 +137,15 @@ enum CompareCommand {
             switch format {
             case "csv": out = table.csv()
             case "json": out = table.json()
+            case "html":
+                out = ComparePage.html(
+                    rows: table.rows.map {
+                        CompareRow(
+                            trace: $0.trace, candidate: $0.candidate, values: $0.values, image: $0.image, cache: $0.cache, stats: $0.stats,
+                            deltaPct: $0.deltaPct, optMisses: $0.optMisses)
+                    }, traces: traces, specs: specs.map(\.text), axes: axes.map { $0.key.description },
+                    fullCoverage: (reports.first?.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage),
+                    command: "qcow2sim compare " + args.map(shellQuoted).joined(separator: " "))
             default: out = table.text()
             }
             try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")

@@ -8,7 +8,7 @@ import TraceKit
 enum MrcCommand {
     static let help = """
         usage: qcow2sim mrc TRACE [run options] --sizes VALUES [--entry-size SIZE]
-                            [--policy NAME[,NAME...]] [--jobs N] [--format csv|json|text]
+                            [--policy NAME[,NAME...]] [--jobs N] [--format csv|json|text|html]
                             [--output FILE] [--progress|--quiet] [trace mapping options]
 
         The miss-ratio curve of TRACE: a sweep of the top image's l2-cache-size over VALUES,

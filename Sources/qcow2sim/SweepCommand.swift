@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import Reporting
 import TraceKit
 
 /// `qcow2sim sweep TRACE… --vary KEY=VALUES…`: every configuration of a grid over every trace
@@ -8,7 +9,7 @@ enum SweepCommand {
     static let help = """
         usage: qcow2sim sweep TRACE... [run options] --vary KEY=VALUES [--vary KEY=VALUES...]
                               [--policy NAME[,NAME...]] [--what-if KEY=VALUE...] [--jobs N]
-                              [--format csv|json|text] [--output FILE] [--progress|--quiet]
+                              [--format csv|json|text|html] [--output FILE] [--progress|--quiet]
                               [trace mapping options]
 
         Runs every configuration of the grid (the cross product of the --vary axes, the first
@@ -38,7 +39,11 @@ enum SweepCommand {
                                 --vary what-if.KEY of the same KEY replaces it)
 
         output:
-          --format FMT          csv (default), json or text
+          --format FMT          csv (default), json, text, or html: one self-contained page (inline
+                                SVG and CSS, no scripts) with the miss-ratio curve over the first
+                                swept size (misses and metadata bytes, log axes, full coverage and
+                                QEMU's 32M default marked), miss classes, per-image bars for a
+                                chain, and every row in a table
           --output FILE         write the table to FILE instead of standard output
           --jobs N              points run on N threads (default: all cores); the output is the
                                 same whatever N is
@@ -130,7 +135,7 @@ enum SweepCommand {
         guard !axes.isEmpty else {
             throw UsageError("nothing to vary: give --vary KEY=VALUES (or --policy with several names)")
         }
-        let format = try a.choice("--format", ["csv", "json", "text"], default: "csv")
+        let format = try a.choice("--format", ["csv", "json", "text", "html"], default: "csv")
         let jobs = try Self.jobs(a)
         let grid = try SweepGrid(base: base, axes: axes)
         let points = grid.points
@@ -150,6 +155,10 @@ enum SweepCommand {
         switch format {
         case "json": out = table.json()
         case "text": out = table.text()
+        case "html":
+            out = SweepPage.html(
+                table: table, fullCoverage: (reports.first?.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage),
+                command: "qcow2sim \(command) " + CommandLine.arguments.dropFirst(2).map(shellQuoted).joined(separator: " "))
         default: out = table.csv()
         }
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")

@@ -81,21 +81,36 @@ enum Chromium {
         return path
     }
 
-    /// The pages under test: one image with clean-timer releases, and a 2-image chain with
-    /// writes (copy-on-write from the backing file).
-    static func pages(in dir: String) throws -> [(name: String, path: String)] {
+    /// The pages under test and how many charts each has: `simulate` on one image with
+    /// clean-timer releases and on a 2-image chain with writes (copy-on-write from the backing
+    /// file); `mrc` (misses, metadata bytes, miss classes); `sweep` on a chain (the same three and
+    /// per-image bars); `compare` on a chain with a varied size (candidates, miss classes,
+    /// per-image bars, and the three curve charts).
+    static func pages(in dir: String) throws -> [(name: String, path: String, charts: Int)] {
         let trace = try burstyTrace(in: dir)
         let chainTrace = repo.appendingPathComponent("Traces/seed-mixed-uniform-8G-20000-rw50.csv").path
-        let runs: [(String, [String])] = [
-            ("clean-timer", [trace, "--size", "8G", "--populate", "full", "--drive", "cache-clean-interval=60"]),
-            ("chain", [chainTrace, "--size", "8G", "--chain", "2", "--layer", "0:populate=full", "--drive", "l2-cache-size=256K"]),
+        let runs: [(String, [String], Int)] = [
+            ("clean-timer", ["simulate", trace, "--size", "8G", "--populate", "full", "--drive", "cache-clean-interval=60"], 4),
+            (
+                "chain",
+                ["simulate", chainTrace, "--size", "8G", "--chain", "2", "--layer", "0:populate=full", "--drive", "l2-cache-size=256K"], 4
+            ),
+            ("mrc", ["mrc", trace, "--size", "8G", "--populate", "full", "--sizes", "64K..2M*2"], 3),
+            ("sweep", ["sweep", trace, "--size", "8G", "--chain", "2", "--layer", "0:populate=full", "--vary", "l2-cache-size=64K,256K,1M"], 4),
+            (
+                "compare",
+                [
+                    "compare", trace, "--size", "8G", "--chain", "2", "--layer", "0:populate=full", "--baseline", "policy=qemu",
+                    "--candidate", "policy=lru", "--vary", "l2-cache-size=128K,1M",
+                ], 6
+            ),
         ]
-        var out: [(String, String)] = []
-        for (name, args) in runs {
+        var out: [(String, String, Int)] = []
+        for (name, args, charts) in runs {
             let path = dir + "/\(name).html"
-            let (status, _, err) = try CLITests.run(["simulate"] + args + ["--format", "html", "--output", path])
-            #expect(status == 0, "\(err)")
-            out.append((name, path))
+            let (status, _, err) = try CLITests.run(args + ["--format", "html", "--output", path])
+            #expect(status == 0, "\(name): \(err)")
+            out.append((name, path, charts))
         }
         return out
     }
@@ -140,7 +155,7 @@ enum Chromium {
             let (domStatus, dom, domErr) = try Chromium.run(["--dump-dom"], page: page.path, in: dir)
             #expect(domStatus == 0, "\(domErr)")
             let svgs = dom.components(separatedBy: "<svg").dropFirst().map { $0.components(separatedBy: "</svg>")[0] }
-            #expect(svgs.count == 4, "\(page.name): \(svgs.count) charts")
+            #expect(svgs.count == page.charts, "\(page.name): \(svgs.count) charts")
             for (i, svg) in svgs.enumerated() {
                 let drawn = svg.components(separatedBy: "<path ").dropFirst().filter { p in
                     (p.contains("class=\"series\"") || p.contains("class=\"bar\""))
@@ -171,7 +186,7 @@ enum Chromium {
             }
             let lower = html.lowercased()
             for bad in ReportingTests.outsideReferences { #expect(!lower.contains(bad), "\(page.name): \(bad)") }
-            #expect(p.all("svg").count == 4)
+            #expect(p.all("svg").count == page.charts, "\(page.name)")
         }
     }
 

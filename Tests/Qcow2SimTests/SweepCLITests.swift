@@ -193,7 +193,7 @@ import Testing
         ),
         (
             ["sweep", "{T}", "--size", "8G", "--vary", "l2-cache-size=1M", "--format", "xml"], 64,
-            "qcow2sim sweep: error: invalid value 'xml' for --format (expected one of: csv, json, text)\n"
+            "qcow2sim sweep: error: invalid value 'xml' for --format (expected one of: csv, json, text, html)\n"
         ),
         (
             ["sweep", "{T}", "--size", "8G", "--vary", "l2-cache-size=1M", "--progress", "--quiet"], 64,

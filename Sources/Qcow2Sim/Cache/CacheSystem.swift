@@ -104,6 +104,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// Host files that write-backs write to (live runs); nil in a replay of a recording, where
     /// `hostGuard` operations check instead that the write-backs match the recording's.
     @exclusivity(unchecked) var hosts: [HostFile]?
+    /// Told about every operation when set (`explain`: one request step by step); nil on every
+    /// other run.
+    @exclusivity(unchecked) public var observer: (any CacheObserver)?
     /// Test-only: on the top image's lookup with this sequence number, a miss picks the next
     /// slot instead of QEMU's victim.
     @exclusivity(unchecked) public var debugMisEvictAtLookup: Int?
@@ -182,6 +185,8 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
 
     /// Processes a batch in order.
     public func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
+        // `explain` only: one branch per batch on every other run.
+        if observer != nil { return consumeObserved(ops) }
         // The base image's caches are looked up once per batch (most chains have one image).
         imageRefs[0]._withUnsafeGuaranteedRef { first in
             for k in ops.indices {
@@ -203,6 +208,17 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                     imageRefs[Int(image)]._withUnsafeGuaranteedRef { apply(&ops[k], $0) }
                 }
             }
+        }
+    }
+
+    /// The batch one operation at a time, the observer told before and after each.
+    @inline(never)
+    private func consumeObserved(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
+        guard let observer else { return }
+        for k in ops.indices {
+            observer.willApply(ops[k], caches: self)
+            imageRefs[Int(ops[k].image)]._withUnsafeGuaranteedRef { apply(&ops[k], $0) }
+            observer.didApply(ops[k], caches: self)
         }
     }
 
