@@ -20,8 +20,10 @@ enum CLI {
         case "sweep": return SweepCommand.run(rest)
         case "mrc": return MrcCommand.run(rest)
         case "compare": return CompareCommand.run(rest)
+        case "advise": return AdviseCommand.run(rest)
+        case "calibrate": return CalibrateCommand.run(rest)
         default:
-            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, validate, generate, trace)")
+            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, advise, calibrate, validate, generate, trace)")
             return 64
         }
     }
@@ -35,6 +37,10 @@ enum CLI {
           mrc TRACE         the L2 miss-ratio curve over a list of cache sizes (--sizes VALUES)
           compare TRACE...  policies and proposals side by side against a baseline, with the
                             optimal bound (--baseline SPEC --candidate SPEC...)
+          advise TRACE...   cache settings per image for a memory budget or a target, ready to
+                            paste as -drive, -blockdev and libvirt XML, with predicted IOPS
+          calibrate         a cost model for --cost: measured with qemu-io (--dir DIR) or
+                            fitted to a table of points (--fit TABLE.csv)
           validate TRACE    replay the same trace through real QEMU and compare event by event
           generate          write a synthetic workload in the native trace format
           trace info TRACE  summarize a trace; trace convert TRACE -o OUT converts it
