@@ -102,12 +102,6 @@ enum AdviseCommand {
             let out = format == "json" ? try ReportFormat.json(best) : Advisor.text(best)
             try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
             return 0
-        } catch let e as AdviceError {
-            Console.error("advise", e.description)
-            return 64
-        } catch let e as CostFileError {
-            Console.printErr(e.description)
-            return e.exitCode
         } catch {
             return reportFailure(error, command: "advise")
         }

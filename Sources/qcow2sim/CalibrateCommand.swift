@@ -88,9 +88,6 @@ enum CalibrateCommand {
             try writeOutput(Data(try fit.model.json().utf8), to: output)
             try Console.print(extra + report(fit))
             return 0
-        } catch let e as CostFileError {
-            Console.printErr(e.description)
-            return e.exitCode
         } catch {
             return reportFailure(error, command: "calibrate")
         }
