@@ -4,7 +4,8 @@ import TraceKit
 
 /// Times guest requests through real qemu-io with `cache=none` (O_DIRECT on the image file):
 /// each `read` command prints its own duration (`… ops; 00.00 sec (… and N ops/sec)`), so the
-/// time is QEMU's, without qemu-io's command parsing between requests.
+/// time is QEMU's, without qemu-io's command parsing between requests. The IOPS a run measures
+/// is `robustMean`'s: scheduler stalls taken out.
 public struct QemuIOTimer: Sendable {
     /// Runs qemu-io.
     public var runner: any ProcessRunner
@@ -35,6 +36,40 @@ public struct QemuIOTimer: Sendable {
                 "qemu-io printed \(times.count) timings for \(records.count) reads: \(result.outputTail)")
         }
         return times
+    }
+
+    /// The metadata entries each of `records` loads from the image file under `config`
+    /// (`qcow2_cache_get_read` events between the request's marks in the simulator's log).
+    public static func loads(config: SimulationConfig, records: [TraceRecord]) throws -> [Int] {
+        let log = EventLog(retainEvents: true)
+        var reader = ArrayTraceReader(records, fileName: "timed")
+        _ = try Simulation.run(config: config, reader: &reader, log: log)
+        var out = [Int](repeating: 0, count: records.count)
+        let marks = log.requests
+        // Marks are 0-based request numbers.
+        for (i, mark) in marks.enumerated() where mark.request >= 0 && mark.request < records.count {
+            let end = i + 1 < marks.count ? marks[i + 1].firstEvent : (log.closeStart ?? log.events.count)
+            out[mark.request] = log.events[mark.firstEvent..<end].reduce(0) { $0 + ($1.kind == .getRead ? 1 : 0) }
+        }
+        return out
+    }
+
+    /// The mean time per request with scheduler stalls taken out: requests are grouped by how many
+    /// entries they loaded (`loads`), and each group's requests count at the group's median
+    /// time. On a host shared with other jobs a request's time includes the moments qemu-io was
+    /// not running (stalls of milliseconds on a loaded 2-core machine), which the plain mean
+    /// carries and the storage does not cause; the medians keep what each kind of request costs.
+    public static func robustMean(times: [Double], loads: [Int]) -> Double {
+        var groups: [Int: [Double]] = [:]
+        for (t, l) in zip(times, loads) { groups[l, default: []].append(t) }
+        var total = 0.0
+        for (_, g) in groups {
+            let sorted = g.sorted()
+            let n = sorted.count
+            let median = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
+            total += median * Double(n)
+        }
+        return times.isEmpty ? 0 : total / Double(times.count)
     }
 
     /// The per-command durations in qemu-io's output, from its `and N ops/sec` (1 / N seconds;
@@ -79,8 +114,10 @@ public struct Calibrator: Sendable {
     public var directory: String
     /// Seconds the measurements may take in all.
     public var timeLimit: Double
-    /// The most reads per configuration.
-    public var maxReads = 6000
+    /// The most reads per configuration and round.
+    public var maxReads = 4000
+    /// Rounds over the configurations (each keeps its fastest).
+    public var rounds = 3
 
     /// The virtual size and cluster size of the scratch image.
     public static let diskSize: UInt64 = 20 << 30
@@ -108,10 +145,14 @@ public struct Calibrator: Sendable {
     public struct Result: Sendable {
         /// The fitted cost model.
         public var fit: CostFitResult
-        /// Reads per configuration.
+        /// Reads per configuration and round.
         public var reads: Int
+        /// Rounds.
+        public var rounds: Int
         /// Wall-clock seconds the measurements took.
         public var seconds: Double
+        /// Each point's plain IOPS (requests / Σ times, stalls included; its best round), for the report.
+        public var plainIops: [Double]
     }
 
     /// The simulation configuration of point `p` (what the scratch image and options are).
@@ -147,23 +188,36 @@ public struct Calibrator: Sendable {
         let probeStart = Date()
         _ = try timer.time(image: built.top, driveOptions: Self.points[0].drive, records: try Self.records(point: 0, count: 200))
         let perRead = Date().timeIntervalSince(probeStart) / 200
-        let budget = max(0, timeLimit - Date().timeIntervalSince(started)) * 0.7 / Double(Self.points.count)
+        let runs = Self.points.count * rounds
+        let budget = max(0, timeLimit - Date().timeIntervalSince(started)) * 0.6 / Double(runs)
         let reads = max(200, min(maxReads, Int(budget / max(perRead, 1e-6))))
+        let configs = try Self.points.map(Self.config)
+        let records = try Self.points.indices.map { try Self.records(point: $0, count: reads) }
+        let loads = try Self.points.indices.map { try QemuIOTimer.loads(config: configs[$0], records: records[$0]) }
+        // Rounds go over every point in turn, so a burst of load from other programs falls on
+        // one round of several points, not on all rounds of one; each point keeps its fastest
+        // round (other programs only ever add time).
+        var best = [Double](repeating: .infinity, count: Self.points.count)
+        var plain = [Double](repeating: 0, count: Self.points.count)
+        for round in 0..<rounds {
+            for (k, p) in Self.points.enumerated() {
+                progress(
+                    String(
+                        format: "round %d/%d, point %d/%d: %@, %d reads (%.0f s so far)", round + 1, rounds, k + 1,
+                        Self.points.count, p.label, reads, Date().timeIntervalSince(started)))
+                let times = try timer.time(image: built.top, driveOptions: p.drive, records: records[k])
+                best[k] = min(best[k], QemuIOTimer.robustMean(times: times, loads: loads[k]))
+                plain[k] = max(plain[k], Double(times.count) / times.reduce(0, +))
+            }
+        }
         var observations: [CostObservation] = []
         for (k, p) in Self.points.enumerated() {
-            progress(
-                String(
-                    format: "point %d/%d: %@, %d reads (%.0f s so far)", k + 1, Self.points.count, p.label, reads,
-                    Date().timeIntervalSince(started)))
-            let records = try Self.records(point: k, count: reads)
-            let times = try timer.time(image: built.top, driveOptions: p.drive, records: records)
-            let mean = times.reduce(0, +) / Double(times.count)
-            var reader = ArrayTraceReader(records, fileName: "calibrate-\(k)")
-            let report = try Simulation.run(config: try Self.config(p), reader: &reader)
-            observations.append(CostObservation(label: p.label, iops: 1 / mean, report: report, steadyState: false))
+            var reader = ArrayTraceReader(records[k], fileName: "calibrate-\(k)")
+            let report = try Simulation.run(config: configs[k], reader: &reader)
+            observations.append(CostObservation(label: p.label, iops: 1 / best[k], report: report, steadyState: false))
         }
-        let source = "qcow2sim calibrate --dir \(directory) (qemu-io, cache=none, \(reads) reads per point)"
+        let source = "qcow2sim calibrate --dir \(directory) (qemu-io, cache=none, \(rounds) rounds of \(reads) reads per point)"
         let fit = CostFitter.fit(observations, fitData: true, source: source)
-        return Result(fit: fit, reads: reads, seconds: Date().timeIntervalSince(started))
+        return Result(fit: fit, reads: reads, rounds: rounds, seconds: Date().timeIntervalSince(started), plainIops: plain)
     }
 }

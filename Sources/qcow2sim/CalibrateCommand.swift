@@ -64,7 +64,9 @@ enum CalibrateCommand {
                     Console.printErr("calibrate: " + line)
                 }
                 fit = result.fit
-                extra = String(format: "measured in %.1f s, %d reads per configuration\n", result.seconds, result.reads)
+                extra = String(
+                    format: "measured in %.1f s, %d rounds of %d reads per configuration\n", result.seconds, result.rounds, result.reads)
+                extra += "plain IOPS (stalls included): " + result.plainIops.map { String(format: "%.0f", $0) }.joined(separator: ", ") + "\n"
             case (nil, .some(let path)):
                 if a.value("--time-limit") != nil { throw UsageError("--time-limit is for --dir, not --fit") }
                 let table = try CostTable.load(path: path)
