@@ -55,19 +55,19 @@ public struct QemuIOTimer: Sendable {
     }
 
     /// The mean time per request with scheduler stalls taken out: requests are grouped by how many
-    /// entries they loaded (`loads`), and each group's requests count at the group's median
-    /// time. On a host shared with other jobs a request's time includes the moments qemu-io was
-    /// not running (stalls of milliseconds on a loaded 2-core machine), which the plain mean
-    /// carries and the storage does not cause; the medians keep what each kind of request costs.
-    public static func robustMean(times: [Double], loads: [Int]) -> Double {
+    /// entries they loaded (`loads`), and each group's requests count at the group's lower
+    /// quartile time. On a host shared with other jobs a request's time includes the moments
+    /// qemu-io waited for a CPU (stalls of milliseconds on a loaded 2-core machine, and a shift of
+    /// the whole distribution while other jobs run), which the plain mean carries and the storage
+    /// does not cause; other jobs only ever add time, so a low quantile of each kind of request
+    /// is the least disturbed measure of what it costs.
+    public static func robustMean(times: [Double], loads: [Int], quantile: Double = 0.25) -> Double {
         var groups: [Int: [Double]] = [:]
         for (t, l) in zip(times, loads) { groups[l, default: []].append(t) }
         var total = 0.0
         for (_, g) in groups {
             let sorted = g.sorted()
-            let n = sorted.count
-            let median = n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2
-            total += median * Double(n)
+            total += sorted[min(sorted.count - 1, Int(Double(sorted.count) * quantile))] * Double(sorted.count)
         }
         return times.isEmpty ? 0 : total / Double(times.count)
     }
