@@ -214,7 +214,7 @@ public struct Calibrator: Sendable {
         for (k, p) in Self.points.enumerated() {
             var reader = ArrayTraceReader(records[k], fileName: "calibrate-\(k)")
             let report = try Simulation.run(config: configs[k], reader: &reader)
-            observations.append(CostObservation(label: p.label, iops: 1 / best[k], report: report, steadyState: false))
+            observations.append(CostObservation(label: p.label, iops: 1 / best[k], report: report))
         }
         let source = "qcow2sim calibrate --dir \(directory) (qemu-io, cache=none, \(rounds) rounds of \(reads) reads per point)"
         let fit = CostFitter.fit(observations, fitData: true, source: source)

@@ -25,7 +25,7 @@ enum CalibrateCommand {
                               disk_size,cluster_size,entry_size,cache_size,iops (and optionally
                               label; # lines are comments): each point is simulated with uniform
                               random 4 KiB reads on a fully populated image, cache=none,
-                              counting re-loads only (steady state)
+                              counting the loads of the second half (steady state)
           --requests N        reads simulated per point (default 50000)
           --fix-c1 US         hold c1 (µs per KiB loaded) at US and fit request_us and c0
           --fix-c1-from FILE  hold c1 at that cost file's metadata_load_us_per_kib

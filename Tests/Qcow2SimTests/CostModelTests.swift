@@ -96,17 +96,25 @@ import TraceKit
 
     @Test func leastSquares() {
         // y = 2 + 3x exactly.
-        let rows = (0..<5).map { x in (a: [1.0, Double(x)], y: 2 + 3 * Double(x), w: 1.0) }
+        let rows: [(a: [Double], y: Double, w: Double)] = (0..<5).map { (k: Int) in
+            let x = Double(k)
+            return (a: [1, x], y: 2 + 3 * x, w: 1)
+        }
         let s = LeastSquares.solve(rows: rows, columns: 2)
         #expect(abs(s.x[0] - 2) < 1e-9 && abs(s.x[1] - 3) < 1e-9)
         #expect(s.determined == [true, true])
-        // y = 1 + x + 0.5 (x - x̄)²-free noise: the fit of y = 1, 2, 2, 3 on x = 0, 1, 1, 2 is 1 + x.
-        let noisy = [(0.0, 1.0), (1, 2.2), (1, 1.8), (2, 3)].map { (a: [1.0, $0.0], y: $0.1, w: 1.0) }
+        // y = 1, 2.2, 1.8, 3 on x = 0, 1, 1, 2: the ±0.2 cancel, the fit is y = 1 + x.
+        let pairs: [(Double, Double)] = [(0, 1), (1, 2.2), (1, 1.8), (2, 3)]
+        let noisy: [(a: [Double], y: Double, w: Double)] = pairs.map { (a: [1, $0.0], y: $0.1, w: 1) }
         let n = LeastSquares.solve(rows: noisy, columns: 2)
         #expect(abs(n.x[0] - 1) < 1e-9 && abs(n.x[1] - 1) < 1e-9)
         // Two proportional columns (one entry size: c0 and c1·s move together): the second is
         // not determined and set to 0, the first takes the whole effect.
-        let dependent = (0..<4).map { x in (a: [1.0, Double(x), 64 * Double(x)], y: 10 + 5 * Double(x), w: 1.0) }
+        let dependent: [(a: [Double], y: Double, w: Double)] = (0..<4).map { (k: Int) in
+            let x = Double(k)
+            let row: [Double] = [1, x, 64 * x]
+            return (a: row, y: 10 + 5 * x, w: 1)
+        }
         let d = LeastSquares.solve(rows: dependent, columns: 3)
         #expect(d.determined == [true, true, false])
         #expect(abs(d.x[0] - 10) < 1e-9 && abs(d.x[1] - 5) < 1e-9 && d.x[2] == 0)

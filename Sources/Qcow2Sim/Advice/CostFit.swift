@@ -24,22 +24,36 @@ public struct CostObservation: Sendable, Equatable {
         self.loadKiB = loadKiB
     }
 
-    /// The features of `report`. `steadyState` counts only re-loads (evicted, cleaned or
-    /// discarded entries loaded again), not first loads: published figures come from runs of
-    /// millions of requests, where the first load of each table is lost in the noise, while a
-    /// simulated run of a few ten thousand requests would still show them.
-    public init(label: String, iops: Double, report: SimulationReport, steadyState: Bool) {
+    /// The features of `report`: what its requests did on average.
+    public init(label: String, iops: Double, report: SimulationReport) {
+        let f = Self.totals(report)
+        let r = Double(max(report.requests, 1))
+        self.init(label: label, iops: iops, dataKiB: f.data / r, loads: f.loads / r, loadKiB: f.kib / r)
+    }
+
+    /// The steady-state features of a run: what the requests after the first `warmup.requests`
+    /// did (`report` less `warmup`, a run of the same trace cut short). Published figures come
+    /// from runs of millions of requests, where the first load of each table is lost; a run of
+    /// a few ten thousand requests still shows them, and leaving out first loads instead would
+    /// undercount the loads of a cache that keeps evicting.
+    public init(label: String, iops: Double, report: SimulationReport, warmup: SimulationReport) {
+        let f = Self.totals(report), w = Self.totals(warmup)
+        let r = Double(max(report.requests - warmup.requests, 1))
+        self.init(label: label, iops: iops, dataKiB: (f.data - w.data) / r, loads: (f.loads - w.loads) / r, loadKiB: (f.kib - w.kib) / r)
+    }
+
+    /// Data KiB, loads and load KiB over a run.
+    static func totals(_ report: SimulationReport) -> (data: Double, loads: Double, kib: Double) {
         var data = 0.0, loads = 0.0, kib = 0.0
         for im in report.images {
             data += Double(im.image.guestBytesRead) / 1024
             for (st, size) in [(im.l2, im.sizing.l2EntrySize), (im.refcount, im.sizing.refcountEntrySize)] {
-                let n = steadyState ? Double(st.missesEvicted + st.missesCleaned + st.missesDiscarded) : Double(st.misses - st.emptyGets)
+                let n = Double(st.misses - st.emptyGets)
                 loads += n
                 kib += n * Double(size) / 1024
             }
         }
-        let r = Double(max(report.requests, 1))
-        self.init(label: label, iops: iops, dataKiB: data / r, loads: loads / r, loadKiB: kib / r)
+        return (data, loads, kib)
     }
 }
 
@@ -214,8 +228,9 @@ public struct CostTable: Sendable, Equatable {
         WorkloadSpec(pattern: .uniform, count: requests, diskSize: diskSize, requestSize: 4096, readRatio: 1, seed: 1)
     }
 
-    /// Simulates every point (uniform random 4 KiB reads, `requests` of them) and returns its
-    /// observation (steady-state loads); points of one disk size share a recording.
+    /// Simulates every point (uniform random 4 KiB reads, `requests` of them, and the first half
+    /// of them for the warm-up) and returns its steady-state observation; points of one disk
+    /// size share a recording per trace length.
     public func observations(requests: Int, jobs: Int = 1, directory: String = NSTemporaryDirectory()) throws
         -> [CostObservation]
     {
@@ -231,18 +246,19 @@ public struct CostTable: Sendable, Equatable {
                     throw CostFileError(file: file, line: points[i].line, message: "\(error)")
                 }
             }
-            let spec = Self.workload(diskSize: disk, requests: requests)
+            // Trace 0 is the warm-up, the first half of trace 1 (one seed, one sequence).
+            let specs = [Self.workload(diskSize: disk, requests: requests / 2), Self.workload(diskSize: disk, requests: requests)]
             let reports: [[SimulationReport]]
             do {
                 reports = try SweepExecutor.run(
-                    points: sweepPoints, traces: 1, jobs: jobs, runner: RecordingPointRunner(directory: directory),
-                    open: { _ in try WorkloadGenerator(spec) })
+                    points: sweepPoints, traces: 2, jobs: jobs, runner: RecordingPointRunner(directory: directory),
+                    open: { t in try WorkloadGenerator(specs[t]) })
             } catch let f as SweepFailure {
                 let line = f.point < members.count ? points[members[f.point]].line : nil
                 throw CostFileError(file: file, line: line, message: "\(f.error)")
             }
             for (k, i) in members.enumerated() {
-                out[i] = CostObservation(label: points[i].label, iops: points[i].iops, report: reports[0][k], steadyState: true)
+                out[i] = CostObservation(label: points[i].label, iops: points[i].iops, report: reports[1][k], warmup: reports[0][k])
             }
         }
         return out.compactMap { $0 }
