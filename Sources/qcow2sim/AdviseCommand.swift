@@ -56,7 +56,9 @@ enum AdviseCommand {
                 repeatable: RunConfigArguments.repeatable.union(["--vary"]))
             let traces = a.positionals
             guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
-            if traces.contains("-") { throw UsageError("TRACE '-' (standard input): advise reads each trace several times; give a file") }
+            if traces.contains("-") {
+                throw UsageError("TRACE '-' (standard input): advise reads each trace several times; give a file")
+            }
             let target = try Self.target(a)
             let format = try a.choice("--format", ["text", "json"], default: "text")
             let cost = try a.value("--cost").map { try CostModel.load(path: $0) }
@@ -65,7 +67,9 @@ enum AdviseCommand {
             let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
             for axis in axes {
                 guard case .create = axis.key else {
-                    throw UsageError("--vary \(axis.key): advise varies create options only (cluster_size, extended_l2, refcount_bits); it chooses the cache options itself")
+                    throw UsageError(
+                        "--vary \(axis.key): advise varies create options only (cluster_size, extended_l2, refcount_bits); it chooses the cache options itself"
+                    )
                 }
             }
             let grid = try SweepGrid(base: base, axes: axes)
@@ -76,7 +80,9 @@ enum AdviseCommand {
             var results: [AdviceDocument] = []
             var firstError: Error?
             for p in grid.points {
-                if let e = p.invalid { throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points) }
+                if let e = p.invalid {
+                    throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
+                }
                 do {
                     results.append(
                         try Advisor.advise(base: p.config, target: target, cost: cost, names: traces, jobs: jobs, open: open))

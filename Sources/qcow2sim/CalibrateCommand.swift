@@ -41,7 +41,8 @@ enum CalibrateCommand {
         }
         do {
             let a = try Arguments(
-                args, options: ["--dir", "--time-limit", "--fit", "--requests", "--fix-c1", "--fix-c1-from", "--jobs", "--output"],
+                args,
+                options: ["--dir", "--time-limit", "--fit", "--requests", "--fix-c1", "--fix-c1-from", "--jobs", "--output"],
                 aliases: ["-o": "--output"])
             _ = try a.positionals(0, what: "")
             guard let output = a.value("--output") else { throw UsageError("missing -o COST.json (the cost file to write)") }
@@ -58,15 +59,22 @@ enum CalibrateCommand {
                 guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
                     throw UsageError("--dir \(dir): not a directory")
                 }
-                let limit = try a.value("--time-limit").map { try TraceArgs.nonNegative($0, "--time-limit", what: "number of seconds") } ?? 60
-                guard limit >= 5 else { throw UsageError("invalid value '\(limit)' for --time-limit (expected at least 5 seconds)") }
+                let limit =
+                    try a.value("--time-limit").map { try TraceArgs.nonNegative($0, "--time-limit", what: "number of seconds") }
+                    ?? 60
+                guard limit >= 5 else {
+                    throw UsageError("invalid value '\(limit)' for --time-limit (expected at least 5 seconds)")
+                }
                 let result = try Calibrator(runner: SystemProcessRunner(), directory: dir, timeLimit: limit).run { line in
                     Console.printErr("calibrate: " + line)
                 }
                 fit = result.fit
                 extra = String(
-                    format: "measured in %.1f s, %d rounds of %d reads per configuration\n", result.seconds, result.rounds, result.reads)
-                extra += "plain IOPS (stalls included): " + result.plainIops.map { String(format: "%.0f", $0) }.joined(separator: ", ") + "\n"
+                    format: "measured in %.1f s, %d rounds of %d reads per configuration\n", result.seconds, result.rounds,
+                    result.reads)
+                extra +=
+                    "plain IOPS (stalls included): " + result.plainIops.map { String(format: "%.0f", $0) }.joined(separator: ", ")
+                    + "\n"
             case (nil, .some(let path)):
                 if a.value("--time-limit") != nil { throw UsageError("--time-limit is for --dir, not --fit") }
                 let table = try CostTable.load(path: path)
@@ -81,10 +89,14 @@ enum CalibrateCommand {
                     throw UsageError("--fix-c1 and --fix-c1-from cannot be combined")
                 }
                 var c1: Double?
-                if let text = a.value("--fix-c1") { c1 = try TraceArgs.nonNegative(text, "--fix-c1", what: "number of microseconds") }
+                if let text = a.value("--fix-c1") {
+                    c1 = try TraceArgs.nonNegative(text, "--fix-c1", what: "number of microseconds")
+                }
                 if let other = a.value("--fix-c1-from") { c1 = try CostModel.load(path: other).metadataLoadUsPerKiB }
                 let observations = try table.observations(requests: requests, jobs: try SweepCommand.jobs(a))
-                let source = "qcow2sim calibrate --fit \((path as NSString).lastPathComponent)" + (c1.map { String(format: " (c1 fixed at %.6g)", $0) } ?? "")
+                let source =
+                    "qcow2sim calibrate --fit \((path as NSString).lastPathComponent)"
+                    + (c1.map { String(format: " (c1 fixed at %.6g)", $0) } ?? "")
                 fit = CostFitter.fit(observations, fixC1: c1, source: source)
             }
             try writeOutput(Data(try fit.model.json().utf8), to: output)
@@ -99,7 +111,8 @@ enum CalibrateCommand {
     static func report(_ fit: CostFitResult) -> String {
         let m = fit.model
         var s = String(
-            format: "request_us %.4g, data_read_us_per_kib %.4g, metadata_load_us (c0) %.4g, metadata_load_us_per_kib (c1) %.4g\n",
+            format:
+                "request_us %.4g, data_read_us_per_kib %.4g, metadata_load_us (c0) %.4g, metadata_load_us_per_kib (c1) %.4g\n",
             m.requestUs, m.dataReadUsPerKiB, m.metadataLoadUs, m.metadataLoadUsPerKiB)
         if !fit.undetermined.isEmpty {
             s += "not determined by these points (set to 0): \(fit.undetermined.joined(separator: ", "))\n"
@@ -108,7 +121,8 @@ enum CalibrateCommand {
         let width = max(5, fit.points.map(\.label.count).max() ?? 5)
         s += "point".padding(toLength: width, withPad: " ", startingAt: 0) + "      iops  predicted   error\n"
         for p in fit.points {
-            s += p.label.padding(toLength: width, withPad: " ", startingAt: 0)
+            s +=
+                p.label.padding(toLength: width, withPad: " ", startingAt: 0)
                 + String(format: " %9.0f  %9.0f  %+5.1f%%\n", p.iops, p.predictedIops, p.errorPct)
         }
         s += String(format: "largest error %.1f%%\n", fit.maxErrorPct)

@@ -146,9 +146,13 @@ import Testing
         (code, _, err) = try CLIRun.run(["advise", Self.guest, "--size", "8G"])
         #expect(code == 64)
         #expect(err.contains("missing target: give --memory-budget SIZE, --target-hit-rate R or --target-miss-per-request X"))
-        (code, _, err) = try CLIRun.run(["advise", Self.guest, "--size", "8G", "--memory-budget", "1M", "--target-hit-rate", "0.9"])
+        (code, _, err) = try CLIRun.run([
+            "advise", Self.guest, "--size", "8G", "--memory-budget", "1M", "--target-hit-rate", "0.9",
+        ])
         #expect(code == 64)
-        (code, _, err) = try CLIRun.run(["advise", Self.guest, "--size", "8G", "--memory-budget", "1M", "--vary", "l2-cache-size=1M"])
+        (code, _, err) = try CLIRun.run([
+            "advise", Self.guest, "--size", "8G", "--memory-budget", "1M", "--vary", "l2-cache-size=1M",
+        ])
         #expect(code == 64)
         #expect(err.contains("advise varies create options only"))
         let dir = try CLIRun.directory()
@@ -165,7 +169,8 @@ import Testing
         let dir = try CLIRun.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let cost = dir + "/cost.json"
-        try Data(#"{"request_us": 20, "metadata_load_us": 150, "metadata_load_us_per_kib": 4}"#.utf8).write(to: URL(fileURLWithPath: cost))
+        try Data(#"{"request_us": 20, "metadata_load_us": 150, "metadata_load_us_per_kib": 4}"#.utf8).write(
+            to: URL(fileURLWithPath: cost))
         let advice = try Self.advise([
             Self.guest, "--size", "8G", "--memory-budget", "2M", "--vary", "cluster_size=64K,128K", "--cost", cost,
         ])

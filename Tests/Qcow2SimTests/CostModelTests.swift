@@ -85,13 +85,16 @@ import TraceKit
                 == "c.json:3: error: 'metadata_load_us_per_kib' must be a non-negative number of microseconds, not -3.0")
         #expect(
             error("{\"request_us\": 1, \"metadata_load_us\": 2}")?.description
-                == "c.json: error: missing key 'metadata_load_us_per_kib' (a cost file gives at least metadata_load_us, metadata_load_us_per_kib, request_us)")
-        #expect(error("{\"request_us\": 1,\n\"metadata_load_us\": 2,\n\"metadata_load_us_per_kib\": 3,\n\"flush\": 4}")?.line == 4)
+                == "c.json: error: missing key 'metadata_load_us_per_kib' (a cost file gives at least metadata_load_us, metadata_load_us_per_kib, request_us)"
+        )
+        #expect(
+            error("{\"request_us\": 1,\n\"metadata_load_us\": 2,\n\"metadata_load_us_per_kib\": 3,\n\"flush\": 4}")?.line == 4)
         #expect(error("{\"request_us\": 1,\n\"metadata_load_us\": 2,\n  oops}")?.line == 3)
         #expect(error("[1, 2]")?.message == "expected a JSON object of costs ({\"request_us\": …})")
         #expect(error("{\"request_us\": 0, \"metadata_load_us\": 0, \"metadata_load_us_per_kib\": 0}")?.line == 1)
-        #expect(error("{\"schema_version\": 2, \"request_us\": 1, \"metadata_load_us\": 2, \"metadata_load_us_per_kib\": 3}")?.message
-            == "schema_version 2 is not supported (this qcow2sim reads version 1)")
+        #expect(
+            error("{\"schema_version\": 2, \"request_us\": 1, \"metadata_load_us\": 2, \"metadata_load_us_per_kib\": 3}")?.message
+                == "schema_version 2 is not supported (this qcow2sim reads version 1)")
     }
 
     @Test func leastSquares() {
@@ -198,7 +201,9 @@ import TraceKit
         #expect(abs(b[1].loads - 0.4) < 0.02)
         let fitA = CostFitter.fit(a)
         let fitB = CostFitter.fit(b)
-        for p in fitA.points + fitB.points { print(String(format: "%@: published %.0f, fitted %.0f (%+.1f%%)", p.label, p.iops, p.predictedIops, p.errorPct)) }
+        for p in fitA.points + fitB.points {
+            print(String(format: "%@: published %.0f, fitted %.0f (%+.1f%%)", p.label, p.iops, p.predictedIops, p.errorPct))
+        }
         #expect(fitA.maxErrorPct <= 10)
         #expect(fitB.maxErrorPct <= 10)
         #expect(fitA.undetermined.isEmpty)
@@ -207,9 +212,13 @@ import TraceKit
         let cross = CostFitter.fit(b, fixC1: fitA.model.metadataLoadUsPerKiB)
         #expect(cross.maxErrorPct <= 15)
         #expect(cross.fixed == ["metadata_load_us_per_kib"])
-        print(String(format: "af39bd0d9a88: request_us %.3g c0 %.4g c1 %.4g; 2015: request_us %.3g c0 %.4g; 2015 with c1 fixed: c0 %.4g, largest error %.1f%%",
-            fitA.model.requestUs, fitA.model.metadataLoadUs, fitA.model.metadataLoadUsPerKiB, fitB.model.requestUs, fitB.model.metadataLoadUs,
-            cross.model.metadataLoadUs, cross.maxErrorPct))
+        print(
+            String(
+                format:
+                    "af39bd0d9a88: request_us %.3g c0 %.4g c1 %.4g; 2015: request_us %.3g c0 %.4g; 2015 with c1 fixed: c0 %.4g, largest error %.1f%%",
+                fitA.model.requestUs, fitA.model.metadataLoadUs, fitA.model.metadataLoadUsPerKiB, fitB.model.requestUs,
+                fitB.model.metadataLoadUs,
+                cross.model.metadataLoadUs, cross.maxErrorPct))
     }
 
     @Test func badTables() throws {
@@ -221,16 +230,30 @@ import TraceKit
                 return error.description
             }
         }
-        #expect(error("# only a comment\n") == "t.csv: error: no header line (expected disk_size,cluster_size,entry_size,cache_size,iops)")
-        #expect(error("disk_size,cluster_size,entry_size,iops\n") == "t.csv:1: error: the header has no column 'cache_size' (expected disk_size,cluster_size,entry_size,cache_size,iops, and optionally label)")
-        #expect(error("disk_size,cluster_size,entry_size,cache_size,iops\n20G,64K,64K,1M,fast\n") == "t.csv:2: error: column 'iops': expected a positive number, not 'fast'")
-        #expect(error("disk_size,cluster_size,entry_size,cache_size,iops\n# c\n20G,64K,64K,1M\n") == "t.csv:3: error: 4 fields, but the header has 5")
-        #expect(error("disk_size,cluster_size,entry_size,cache_size,iops\n20G,64K,128K,1M,100\n") == "t.csv:2: error: entry_size 131072 must be a power of two between 512 and the cluster size (65536)")
-        #expect(error("disk_size,cluster_size,entry_size,cache_size,iops\n20X,64K,64K,1M,100\n") == "t.csv:2: error: column 'disk_size': expected a positive size in bytes (K, M, G suffixes), not '20X'")
+        #expect(
+            error("# only a comment\n")
+                == "t.csv: error: no header line (expected disk_size,cluster_size,entry_size,cache_size,iops)")
+        #expect(
+            error("disk_size,cluster_size,entry_size,iops\n")
+                == "t.csv:1: error: the header has no column 'cache_size' (expected disk_size,cluster_size,entry_size,cache_size,iops, and optionally label)"
+        )
+        #expect(
+            error("disk_size,cluster_size,entry_size,cache_size,iops\n20G,64K,64K,1M,fast\n")
+                == "t.csv:2: error: column 'iops': expected a positive number, not 'fast'")
+        #expect(
+            error("disk_size,cluster_size,entry_size,cache_size,iops\n# c\n20G,64K,64K,1M\n")
+                == "t.csv:3: error: 4 fields, but the header has 5")
+        #expect(
+            error("disk_size,cluster_size,entry_size,cache_size,iops\n20G,64K,128K,1M,100\n")
+                == "t.csv:2: error: entry_size 131072 must be a power of two between 512 and the cluster size (65536)")
+        #expect(
+            error("disk_size,cluster_size,entry_size,cache_size,iops\n20X,64K,64K,1M,100\n")
+                == "t.csv:2: error: column 'disk_size': expected a positive size in bytes (K, M, G suffixes), not '20X'")
         let dir = try CLIRun.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let path = dir + "/t.csv"
-        try Data("disk_size,cluster_size,entry_size,cache_size,iops\n20G,64K,64K,1M,-5\n".utf8).write(to: URL(fileURLWithPath: path))
+        try Data("disk_size,cluster_size,entry_size,cache_size,iops\n20G,64K,64K,1M,-5\n".utf8).write(
+            to: URL(fileURLWithPath: path))
         var (code, _, err) = try CLIRun.run(["calibrate", "--fit", path, "-o", dir + "/c.json"])
         #expect(code == 65)
         #expect(err == "\(path):2: error: column 'iops': expected a positive number, not '-5'\n")

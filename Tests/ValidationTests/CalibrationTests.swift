@@ -17,14 +17,19 @@ struct CalibrationTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let result = try Calibrator(runner: QemuTools.runner, directory: dir, timeLimit: 60).run { print("calibrate: \($0)") }
         let cost = result.fit.model
-        print(String(format: "calibrate: %.1f s; request_us %.4g, c0 %.4g, c1 %.4g, data %.4g", result.seconds, cost.requestUs,
-            cost.metadataLoadUs, cost.metadataLoadUsPerKiB, cost.dataReadUsPerKiB))
-        for p in result.fit.points { print(String(format: "  %@: measured %.0f, fitted %.0f (%+.1f%%)", p.label, p.iops, p.predictedIops, p.errorPct)) }
+        print(
+            String(
+                format: "calibrate: %.1f s; request_us %.4g, c0 %.4g, c1 %.4g, data %.4g", result.seconds, cost.requestUs,
+                cost.metadataLoadUs, cost.metadataLoadUsPerKiB, cost.dataReadUsPerKiB))
+        for p in result.fit.points {
+            print(String(format: "  %@: measured %.0f, fitted %.0f (%+.1f%%)", p.label, p.iops, p.predictedIops, p.errorPct))
+        }
         #expect(cost.metadataLoadUs + 64 * cost.metadataLoadUsPerKiB > cost.requestUs, "a 64 KiB load costs more than a hit")
 
         let size: UInt64 = 20 << 30
         let records = Array(
-            try WorkloadGenerator(WorkloadSpec(pattern: .uniform, count: 20_000, diskSize: size, requestSize: 4096, readRatio: 1, seed: 1)))
+            try WorkloadGenerator(
+                WorkloadSpec(pattern: .uniform, count: 20_000, diskSize: size, requestSize: 4096, readRatio: 1, seed: 1)))
         let images = try makeTempDir()
         defer { try? FileManager.default.removeItem(atPath: images) }
         var base = SimulationConfig(virtualSize: size, populate: .full, cacheMode: .none)
@@ -57,8 +62,11 @@ struct CalibrationTests {
             let predicted = cost.predict(report, config: configs[k]).iops
             let iops = 1 / measured[k]
             let error = (predicted - iops) / iops * 100
-            print(String(format: "seed benchmark l2-cache-size=%@: measured %.0f IOPS (plain %.0f), predicted %.0f (%+.1f%%), %d L2 misses",
-                caches[k], iops, plain[k], predicted, error, report.images[0].l2.misses))
+            print(
+                String(
+                    format:
+                        "seed benchmark l2-cache-size=%@: measured %.0f IOPS (plain %.0f), predicted %.0f (%+.1f%%), %d L2 misses",
+                    caches[k], iops, plain[k], predicted, error, report.images[0].l2.misses))
             #expect(abs(error) < 25, "l2-cache-size=\(caches[k]): measured \(iops), predicted \(predicted)")
         }
     }

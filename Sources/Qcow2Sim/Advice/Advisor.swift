@@ -360,7 +360,9 @@ public enum Advisor {
                 "knee of the curve at \(ReportFormat.bytes(knee.l2CacheSize)): \(knee.misses) misses of \(knee.lookups) lookups, against \(best.misses) at \(limit) (the most the budget allows, less 4 refcount clusters)"
             )
         case .hitRate(let r):
-            func rate(_ p: ImageAdvice.CurvePoint) -> Double { p.lookups == 0 ? 1 : Double(p.lookups - p.misses) / Double(p.lookups) }
+            func rate(_ p: ImageAdvice.CurvePoint) -> Double {
+                p.lookups == 0 ? 1 : Double(p.lookups - p.misses) / Double(p.lookups)
+            }
             guard let p = curve.first(where: { rate($0) >= r }) else {
                 throw AdviceError(
                     description: String(
@@ -368,7 +370,12 @@ public enum Advisor {
                             "--target-hit-rate %@ is unreachable for image %d: the best is %.4f at full coverage (%@): %d misses of %d lookups are first loads",
                         "\(r)", k, rate(last), ReportFormat.bytes(last.l2CacheSize), last.misses, last.lookups))
             }
-            return (p.l2CacheSize, String(format: "smallest size with hit rate ≥ %@: %.4f (%d misses of %d lookups)", "\(r)", rate(p), p.misses, p.lookups))
+            return (
+                p.l2CacheSize,
+                String(
+                    format: "smallest size with hit rate ≥ %@: %.4f (%d misses of %d lookups)", "\(r)", rate(p), p.misses,
+                    p.lookups)
+            )
         case .missesPerRequest(let x):
             let n = Double(max(requests, 1))
             guard let p = curve.first(where: { Double($0.misses) / n <= x }) else {
@@ -378,7 +385,9 @@ public enum Advisor {
                             "--target-miss-per-request %@ is unreachable for image %d: the fewest is %.4g misses per request at full coverage (%@)",
                         "\(x)", k, Double(last.misses) / n, ReportFormat.bytes(last.l2CacheSize)))
             }
-            return (p.l2CacheSize, String(format: "smallest size with ≤ %@ misses per request: %.4g", "\(x)", Double(p.misses) / n))
+            return (
+                p.l2CacheSize, String(format: "smallest size with ≤ %@ misses per request: %.4g", "\(x)", Double(p.misses) / n)
+            )
         }
     }
 
@@ -439,7 +448,7 @@ public enum Advisor {
                     l2FullCoverageBytes: full[k], l2CacheSize: l2Bytes, l2CacheEntrySize: sizing.l2EntrySize,
                     refcountCacheSize: rcBytes, cacheCleanInterval: sizing.cleanInterval, memoryBytes: l2Bytes + rcBytes,
                     defaultMemoryBytes: defaultBytes, libvirtMaxSizeKiB: maxSize / 1024, drive: drive,
-                    blockdev: blockdev(k: k, depth: depth, sizing: sizing, file: fileName(k, base: base)),
+                    blockdev: blockdev(k: k, depth: depth, sizing: sizing, file: fileName(k, base: base, depth: depth)),
                     libvirtXml: libvirtElement(top: k == depth - 1, maxKiB: maxSize / 1024), why: whys[k], curve: curves[k],
                     fullCoverageMisses: curves[k].last?.misses ?? 0, l2: Metrics(l2, memorySpan: span),
                     refcount: Metrics(rc, memorySpan: span)))
@@ -492,8 +501,8 @@ public enum Advisor {
 
     /// The image file names the settings use: the `--image` for the top of an existing chain,
     /// else the names `validate` gives the images it creates.
-    static func fileName(_ k: Int, base: SimulationConfig) -> String {
-        if let image = base.imageFile { return k == max(base.chainLength, 1) - 1 ? image : "backing\(k).qcow2" }
+    static func fileName(_ k: Int, base: SimulationConfig, depth: Int) -> String {
+        if let image = base.imageFile { return k == depth - 1 ? image : "backing\(k).qcow2" }
         return k == 0 ? "base.qcow2" : "top\(k).qcow2"
     }
 
@@ -506,7 +515,8 @@ public enum Advisor {
             "refcount-cache-size": UInt64(sizing.refcountEntries) * sizing.refcountEntrySize,
             "cache-clean-interval": sizing.cleanInterval,
         ]
-        let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
+        let data =
+            (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data()
         return String(decoding: data, as: UTF8.self)
     }
 
@@ -522,13 +532,13 @@ public enum Advisor {
         guard let top = images.last else { return "" }
         var s = "<disk type='file' device='disk'>\n"
         s += "  " + top.libvirtXml + "\n"
-        s += "  <source file='\(xmlEscaped(fileName(top.index, base: base)))'/>\n"
+        s += "  <source file='\(xmlEscaped(fileName(top.index, base: base, depth: images.count)))'/>\n"
         var indent = "  "
         for im in images.dropLast().reversed() {
             s += indent + "<backingStore type='file'>\n"
             indent += "  "
             s += indent + im.libvirtXml + "\n"
-            s += indent + "<source file='\(xmlEscaped(fileName(im.index, base: base)))'/>\n"
+            s += indent + "<source file='\(xmlEscaped(fileName(im.index, base: base, depth: images.count)))'/>\n"
         }
         if images.count > 1 { s += indent + "<backingStore/>\n" }
         for _ in images.dropLast() {
@@ -562,13 +572,17 @@ public enum Advisor {
             let saved = Int64(im.defaultMemoryBytes) - Int64(im.memoryBytes)
             s +=
                 "  memory: \(ReportFormat.bytes(im.memoryBytes)) against QEMU's default \(ReportFormat.bytes(im.defaultMemoryBytes)) (32 MiB L2 cap, 4 KiB slices, 600 s): "
-                + (saved >= 0 ? "saves \(ReportFormat.bytes(UInt64(saved)))" : "\(ReportFormat.bytes(UInt64(-saved))) more") + "\n"
+                + (saved >= 0 ? "saves \(ReportFormat.bytes(UInt64(saved)))" : "\(ReportFormat.bytes(UInt64(-saved))) more")
+                + "\n"
             s +=
                 "  predicted: L2 \(im.l2.lookups) lookups, \(im.l2.misses) misses (hit rate \(String(format: "%.4f", im.l2.hitRate))); refcount \(im.refcount.misses) misses\n"
         }
         if let iops = d.totals.predictedIops, let lat = d.totals.predictedLatencyUs {
-            s += "\npredicted (cost model \(d.costSource ?? "given")): \(String(format: "%.0f", iops)) IOPS, \(String(format: "%.1f", lat)) µs per request"
-            if let f = d.totals.fullCoverageIops { s += String(format: "; at full coverage %.0f IOPS (%+.1f%%)", f, (iops - f) / f * 100) }
+            s +=
+                "\npredicted (cost model \(d.costSource ?? "given")): \(String(format: "%.0f", iops)) IOPS, \(String(format: "%.1f", lat)) µs per request"
+            if let f = d.totals.fullCoverageIops {
+                s += String(format: "; at full coverage %.0f IOPS (%+.1f%%)", f, (iops - f) / f * 100)
+            }
             s += "\n"
         }
         if let alts = d.alternatives, !alts.isEmpty {

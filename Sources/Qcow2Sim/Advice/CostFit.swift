@@ -39,7 +39,9 @@ public struct CostObservation: Sendable, Equatable {
     public init(label: String, iops: Double, report: SimulationReport, warmup: SimulationReport) {
         let f = Self.totals(report), w = Self.totals(warmup)
         let r = Double(max(report.requests - warmup.requests, 1))
-        self.init(label: label, iops: iops, dataKiB: (f.data - w.data) / r, loads: (f.loads - w.loads) / r, loadKiB: (f.kib - w.kib) / r)
+        self.init(
+            label: label, iops: iops, dataKiB: (f.data - w.data) / r, loads: (f.loads - w.loads) / r, loadKiB: (f.kib - w.kib) / r
+        )
     }
 
     /// Data KiB, loads and load KiB over a run.
@@ -171,7 +173,8 @@ public struct CostTable: Sendable, Equatable {
             guard let names = header else {
                 if let missing = columns.first(where: { !fields.contains($0) }) {
                     throw fail(
-                        "the header has no column '\(missing)' (expected \(columns.joined(separator: ",")), and optionally label)")
+                        "the header has no column '\(missing)' (expected \(columns.joined(separator: ",")), and optionally label)"
+                    )
                 }
                 if let unknown = fields.first(where: { !columns.contains($0) && $0 != "label" }) {
                     throw fail("unknown column '\(unknown)' (expected \(columns.joined(separator: ",")), and optionally label)")
@@ -204,7 +207,9 @@ public struct CostTable: Sendable, Equatable {
                 row["label"].flatMap { $0.isEmpty ? nil : $0 }
                 ?? "\(ReportFormat.bytes(disk)) cluster \(ReportFormat.bytes(cluster)) entry \(ReportFormat.bytes(entry)) cache \(ReportFormat.bytes(cache))"
             points.append(
-                Point(line: number, diskSize: disk, clusterSize: cluster, entrySize: entry, cacheSize: cache, iops: iops, label: label))
+                Point(
+                    line: number, diskSize: disk, clusterSize: cluster, entrySize: entry, cacheSize: cache, iops: iops,
+                    label: label))
         }
         guard header != nil else {
             throw CostFileError(file: file, line: nil, message: "no header line (expected \(columns.joined(separator: ",")))")
@@ -247,7 +252,9 @@ public struct CostTable: Sendable, Equatable {
                 }
             }
             // Trace 0 is the warm-up, the first half of trace 1 (one seed, one sequence).
-            let specs = [Self.workload(diskSize: disk, requests: requests / 2), Self.workload(diskSize: disk, requests: requests)]
+            let specs = [
+                Self.workload(diskSize: disk, requests: requests / 2), Self.workload(diskSize: disk, requests: requests),
+            ]
             let reports: [[SimulationReport]]
             do {
                 reports = try SweepExecutor.run(
@@ -258,7 +265,8 @@ public struct CostTable: Sendable, Equatable {
                 throw CostFileError(file: file, line: line, message: "\(f.error)")
             }
             for (k, i) in members.enumerated() {
-                out[i] = CostObservation(label: points[i].label, iops: points[i].iops, report: reports[1][k], warmup: reports[0][k])
+                out[i] = CostObservation(
+                    label: points[i].label, iops: points[i].iops, report: reports[1][k], warmup: reports[0][k])
             }
         }
         return out.compactMap { $0 }

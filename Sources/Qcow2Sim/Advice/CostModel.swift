@@ -122,13 +122,15 @@ public struct CostModel: Codable, Equatable, Sendable {
             // Foundation's message gives a character offset ("Invalid value around character 11."):
             // the line of that character locates it.
             let detail = (error as NSError).userInfo["NSDebugDescription"] as? String ?? "\(error)"
-            throw CostFileError(file: file, line: Self.line(ofCharacterIn: detail, text: text), message: "not valid JSON: \(detail)")
+            throw CostFileError(
+                file: file, line: Self.line(ofCharacterIn: detail, text: text), message: "not valid JSON: \(detail)")
         }
         guard let dict = object as? [String: Any] else { throw fail("expected a JSON object of costs ({\"request_us\": …})") }
         let known = Set(CodingKeys.allCases.map(\.rawValue))
         if let unknown = dict.keys.sorted().first(where: { !known.contains($0) }) {
             throw fail(
-                "unknown key '\(unknown)' (expected: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))", key: unknown)
+                "unknown key '\(unknown)' (expected: \(CodingKeys.allCases.map(\.rawValue).joined(separator: ", ")))",
+                key: unknown)
         }
         if let missing = requiredKeys.sorted().first(where: { dict[$0] == nil }) {
             throw fail("missing key '\(missing)' (a cost file gives at least \(requiredKeys.sorted().joined(separator: ", ")))")
@@ -175,7 +177,8 @@ public struct CostModel: Codable, Equatable, Sendable {
             }
         }
         guard model.requestUs > 0 || model.metadataLoadUs > 0 || model.metadataLoadUsPerKiB > 0 else {
-            throw fail("every cost is 0: a request would take no time (IOPS would be infinite)", key: CodingKeys.requestUs.rawValue)
+            throw fail(
+                "every cost is 0: a request would take no time (IOPS would be infinite)", key: CodingKeys.requestUs.rawValue)
         }
         return model
     }

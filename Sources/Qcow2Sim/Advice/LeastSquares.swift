@@ -61,7 +61,8 @@ public enum LeastSquares {
 
     /// The active column that elimination in order finds dependent on the ones before it.
     private static func dependentColumn(_ n: [[Double]], _ scale: [Double], _ active: [Int]) -> Int? {
-        for end in 1...active.count where eliminate(n, [Double](repeating: 0, count: n.count), scale, Array(active.prefix(end))) == nil {
+        for end in 1...active.count
+        where eliminate(n, [Double](repeating: 0, count: n.count), scale, Array(active.prefix(end))) == nil {
             return active[end - 1]
         }
         return active.last
