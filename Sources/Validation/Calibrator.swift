@@ -117,7 +117,7 @@ public struct Calibrator: Sendable {
     /// The most reads per configuration and round.
     public var maxReads = 4000
     /// Rounds over the configurations (each keeps its fastest).
-    public var rounds = 3
+    public var rounds = 5
 
     /// The virtual size and cluster size of the scratch image.
     public static let diskSize: UInt64 = 20 << 30
@@ -174,8 +174,9 @@ public struct Calibrator: Sendable {
                     seed: 11 + UInt64(k))))
     }
 
-    /// Measures and fits; `progress` gets one line per step.
-    public func run(progress: (String) -> Void) throws -> Result {
+    /// Measures and fits; `progress` gets one line per step. `afterRound(r)` runs after round r
+    /// (a test measures its own workload there, under the same load from other programs).
+    public func run(progress: (String) -> Void, afterRound: (Int) throws -> Void = { _ in }) throws -> Result {
         let started = Date()
         let scratch = (directory as NSString).appendingPathComponent("qcow2sim-calibrate-\(getpid())")
         try FileManager.default.createDirectory(atPath: scratch, withIntermediateDirectories: false)
@@ -209,6 +210,7 @@ public struct Calibrator: Sendable {
                 best[k] = min(best[k], QemuIOTimer.robustMean(times: times, loads: loads[k]))
                 plain[k] = max(plain[k], Double(times.count) / times.reduce(0, +))
             }
+            try afterRound(round)
         }
         var observations: [CostObservation] = []
         for (k, p) in Self.points.enumerated() {
