@@ -59,11 +59,12 @@ enum CalibrateCommand {
                 guard FileManager.default.fileExists(atPath: dir, isDirectory: &isDirectory), isDirectory.boolValue else {
                     throw UsageError("--dir \(dir): not a directory")
                 }
-                let limit =
-                    try a.value("--time-limit").map { try TraceArgs.nonNegative($0, "--time-limit", what: "number of seconds") }
-                    ?? 60
-                guard limit >= 5 else {
-                    throw UsageError("invalid value '\(limit)' for --time-limit (expected at least 5 seconds)")
+                var limit = 60.0
+                if let text = a.value("--time-limit") {
+                    limit = try TraceArgs.nonNegative(text, "--time-limit", what: "number of seconds")
+                    guard limit >= 5 else {
+                        throw UsageError("invalid value '\(text)' for --time-limit (expected at least 5 seconds)")
+                    }
                 }
                 let result = try Calibrator(runner: SystemProcessRunner(), directory: dir, timeLimit: limit).run { line in
                     Console.printErr("calibrate: " + line)

@@ -266,5 +266,12 @@ import TraceKit
         (code, _, err) = try CLIRun.run(["calibrate", "--dir", dir + "/none", "-o", dir + "/c.json"])
         #expect(code == 64)
         #expect(err == "qcow2sim calibrate: error: --dir \(dir)/none: not a directory\n")
+        (code, _, err) = try CLIRun.run(["calibrate", "--dir", dir, "--time-limit", "2", "-o", dir + "/c.json"])
+        #expect(code == 64)
+        #expect(err == "qcow2sim calibrate: error: invalid value '2' for --time-limit (expected at least 5 seconds)\n")
+        (code, _, err) = try CLIRun.run(["calibrate", "--dir", dir, "--fit", path, "-o", dir + "/c.json"])
+        #expect(code == 64)
+        #expect(err == "qcow2sim calibrate: error: --dir and --fit cannot be combined\n")
+        #expect(!FileManager.default.fileExists(atPath: dir + "/c.json"))
     }
 }
