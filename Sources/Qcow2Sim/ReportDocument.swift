@@ -159,6 +159,19 @@ public struct SimulationDocument: Equatable, Sendable, Codable {
         public var l2: Metrics
         /// Every image's refcount cache, summed.
         public var refcount: Metrics
+        /// Host flushes of the image files (`HostFlushes`: fdatasync calls QEMU makes).
+        public var hostFlushes: Int?
+        /// With a cost model (`--cost`): requests per second at queue depth 1.
+        public var predictedIops: Double?
+        /// With a cost model: mean time per request, µs.
+        public var predictedLatencyUs: Double?
+
+        enum CodingKeys: String, CodingKey {
+            case l2, refcount
+            case hostFlushes = "host_flushes"
+            case predictedIops = "predicted_iops"
+            case predictedLatencyUs = "predicted_latency_us"
+        }
     }
 
     /// Records per op.
@@ -188,6 +201,16 @@ public struct SimulationDocument: Equatable, Sendable, Codable {
         case multiSegmentWrites = "multi_segment_writes"
         case durationSeconds = "duration_seconds"
         case whatIf = "what_if"
+    }
+
+    /// The document of `report`, a run of `config`, with `cost`'s prediction in the totals.
+    public init(report r: SimulationReport, config: SimulationConfig, cost: CostModel?) {
+        self.init(report: r, config: config)
+        if let cost {
+            let p = cost.predict(r, config: config)
+            totals.predictedIops = p.iops
+            totals.predictedLatencyUs = p.latencyUs
+        }
     }
 
     /// The document of `report`, a run of `config`.
@@ -222,7 +245,9 @@ public struct SimulationDocument: Equatable, Sendable, Codable {
                 directMetadataBytesWritten: s.directMetadataBytesWritten, preallocationProbes: s.preallocationProbes,
                 hostLengthBytes: im.hostLengthBytes, hostAllocatedBytes: im.hostAllocatedBytes)
         }
-        totals = Totals(l2: Metrics(totalL2, memorySpan: span), refcount: Metrics(totalRC, memorySpan: span))
+        totals = Totals(
+            l2: Metrics(totalL2, memorySpan: span), refcount: Metrics(totalRC, memorySpan: span),
+            hostFlushes: HostFlushes.count(r, config: config))
         requests = r.requests
         let ops = r.requestsByOp
         requestsByOp = RequestsByOp(

@@ -5,8 +5,8 @@ public enum ReportFormat {
     /// The JSON of `simulate --format json`: `SimulationDocument` encoded with sorted keys,
     /// pretty-printed, ending in a newline (README, "The JSON reports"). Throws only for a
     /// value JSON cannot hold (a non-finite number).
-    public static func json(_ r: SimulationReport, config: SimulationConfig) throws -> String {
-        try json(SimulationDocument(report: r, config: config))
+    public static func json(_ r: SimulationReport, config: SimulationConfig, cost: CostModel? = nil) throws -> String {
+        try json(SimulationDocument(report: r, config: config, cost: cost))
     }
 
     /// `value` as the reports write JSON: sorted keys (readers go by key, and equal reports are
@@ -17,12 +17,14 @@ public enum ReportFormat {
         return String(decoding: try encoder.encode(value), as: UTF8.self) + "\n"
     }
 
-    /// One CSV row per image and cache.
-    public static func csv(_ r: SimulationReport) -> String {
+    /// One CSV row per image and cache; with a `prediction` (`--cost`), its two columns
+    /// (`predicted_iops`, `predicted_latency_us`: the run's, on every row) at the end.
+    public static func csv(_ r: SimulationReport, prediction: Prediction? = nil) -> String {
         var s =
-            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes,misses_cold,misses_evicted,misses_cleaned,misses_discarded\(r.whatIf.isEmpty ? "" : ",what_if")\n"
+            "image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,dirty_evictions,writebacks,flushes,bytes_read,bytes_written,memory_bytes,memory_peak_bytes,memory_mean_bytes,misses_cold,misses_evicted,misses_cleaned,misses_discarded\(r.whatIf.isEmpty ? "" : ",what_if")\(prediction == nil ? "" : ",predicted_iops,predicted_latency_us")\n"
         // What-ifs: one more column, the settings separated by spaces (no commas in them).
-        let whatIf = r.whatIf.isEmpty ? "" : "," + r.whatIf.joined(separator: " ")
+        var whatIf = r.whatIf.isEmpty ? "" : "," + r.whatIf.joined(separator: " ")
+        if let prediction { whatIf += ",\(number(prediction.iops)),\(number(prediction.latencyUs))" }
         for im in r.images {
             for (name, st, size, n) in [
                 ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),

@@ -122,6 +122,13 @@ func reportFailure(_ error: Error, command: String) -> Int32 {
     case let e as OutputError:
         Console.error(command, e.description)
         return e.exitCode
+    case let e as CostFileError:
+        // A cost or table file: located as `file:line: error: …`.
+        Console.printErr(e.description)
+        return e.exitCode
+    case let e as AdviceError:
+        Console.error(command, e.description)
+        return 64
     case let e as ValidationError:
         if case .badTrace = e { Console.printErr(e.description) } else { Console.error(command, e.description) }
         return e.exitCode

@@ -21,8 +21,10 @@ enum CLI {
         case "mrc": return MrcCommand.run(rest)
         case "compare": return CompareCommand.run(rest)
         case "explain": return ExplainCommand.run(rest)
+        case "advise": return AdviseCommand.run(rest)
+        case "calibrate": return CalibrateCommand.run(rest)
         default:
-            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, explain, validate, generate, trace)")
+            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, explain, advise, calibrate, validate, generate, trace)")
             return 64
         }
     }
@@ -38,6 +40,10 @@ enum CLI {
                             optimal bound (--baseline SPEC --candidate SPEC...)
           explain TRACE     one request step by step: L1/L2 walk, cache lookups, victims, COW
                             (--request N)
+          advise TRACE...   cache settings per image for a memory budget or a target, ready to
+                            paste as -drive, -blockdev and libvirt XML, with predicted IOPS
+          calibrate         a cost model for --cost: measured with qemu-io (--dir DIR) or
+                            fitted to a table of points (--fit TABLE.csv)
           validate TRACE    replay the same trace through real QEMU and compare event by event
           generate          write a synthetic workload in the native trace format
           trace info TRACE  summarize a trace; trace convert TRACE -o OUT converts it

@@ -31,9 +31,11 @@ enum CompareCommand {
         CSV columns: trace, candidate (the SPEC as given; the baseline's row is marked by it),
         one column per varied KEY, image (N or chain), cache (l2 or refcount), misses,
         writebacks, bytes_read, memory_peak_bytes, delta_misses_pct (against the baseline at the
-        same point; empty when the baseline has no misses), opt_misses, then lookups, hit_rate, and
-        what_if (the row's what-ifs, KEY=VALUE; JSON: an object) when a spec or --vary is a what-if.
-        --vary takes sweep's keys, what-if.KEY too (--vary what-if.l2-cache-size=25%,50%,100%).
+        same point; empty when the baseline has no misses), opt_misses, then lookups, hit_rate;
+        with --cost FILE (a cost model, qcow2sim calibrate) predicted_iops, predicted_latency_us
+        of the row's run; and what_if (the row's what-ifs, KEY=VALUE; JSON: an object) when a spec
+        or --vary is a what-if. --vary takes sweep's keys, what-if.KEY too
+        (--vary what-if.l2-cache-size=25%,50%,100%).
 
         \(SweepCommand.valuesHelp)
 
@@ -90,7 +92,7 @@ enum CompareCommand {
         do {
             let a = try Arguments(
                 args,
-                options: SimulateCommand.runOptions.union(["--jobs", "--format", "--output", "--vary", "--baseline", "--candidate"]),
+                options: SimulateCommand.runOptions.union(["--jobs", "--format", "--output", "--vary", "--baseline", "--candidate", "--cost"]),
                 flags: SimulateCommand.runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable.union(["--vary", "--candidate"]))
             let traces = a.positionals
@@ -104,6 +106,7 @@ enum CompareCommand {
                 throw UsageError("--vary policy: give policies as --candidate policy=NAME")
             }
             let format = try a.choice("--format", ["text", "csv", "json", "html"], default: "text")
+            let cost = try CostCLI.load(a)
             let jobs = try SweepCommand.jobs(a)
             let base = try SimulateCommand.runConfig(a)
             // The vary grid over the run's options, then for each spec its configuration and its
@@ -130,9 +133,13 @@ enum CompareCommand {
             let reports = try SweepCommand.runPoints(
                 points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
             progress?.finish()
-            let table = CompareTable(
+            var table = CompareTable(
                 traces: traces, specs: specs.map(\.text), axes: axes.map { $0.key.description }, points: perSpec,
                 reports: reports)
+            if let cost {
+                // Each spec's own configuration at each point prices its report.
+                table.addPredictions(cost: cost, points: points, reports: reports)
+            }
             let out: String
             switch format {
             case "csv": out = table.csv()
@@ -169,6 +176,10 @@ struct CompareTable {
         var optMisses: Int
         /// The candidate's what-ifs (`KEY=VALUE`), the `what_if` column.
         var whatIf: [String]
+        /// The run's prediction (`--cost`), on each of its rows.
+        var prediction: Prediction?
+        /// Index of the run in the points (spec × 2 × points + point).
+        var run = 0
     }
 
     var traces: [String]
@@ -200,12 +211,25 @@ struct CompareTable {
                             Row(
                                 trace: trace, candidate: spec, values: p.values.map(\.text), image: entry.image,
                                 cache: entry.cache, stats: entry.stats, deltaPct: delta, optMisses: opt[k].stats.misses,
-                                whatIf: reports[t][(s * 2) * n + p.index].whatIf))
+                                whatIf: reports[t][(s * 2) * n + p.index].whatIf, run: (s * 2) * n + p.index))
                     }
                 }
             }
         }
     }
+
+    /// Prices every row's run with `cost` (the run's configuration from `points`, by index).
+    mutating func addPredictions(cost: CostModel, points: [SweepPoint], reports: [[SimulationReport]]) {
+        let configs = Dictionary(points.map { ($0.index, $0.config) }, uniquingKeysWith: { a, _ in a })
+        let traceIndex = Dictionary(traces.enumerated().map { ($1, $0) }, uniquingKeysWith: { a, _ in a })
+        for i in rows.indices {
+            guard let t = traceIndex[rows[i].trace], let config = configs[rows[i].run] else { continue }
+            rows[i].prediction = cost.predict(reports[t][rows[i].run], config: config)
+        }
+        hasCost = true
+    }
+
+    var hasCost = false
 
     /// Per image and cache, then the chain's sums: (image, cache, stats).
     static func caches(_ r: SimulationReport) -> [(image: String, cache: String, stats: CacheStats)] {
@@ -239,11 +263,17 @@ struct CompareTable {
         [r.trace, r.candidate] + r.values + [
             r.image, r.cache, "\(r.stats.misses)", "\(r.stats.writebacks)", "\(r.stats.bytesRead)", "\(r.stats.memoryPeakBytes)",
             Self.pct(r.deltaPct), "\(r.optMisses)", "\(r.stats.lookups)", String(format: "%.6g", r.stats.hitRate),
-        ] + (hasWhatIf ? [r.whatIf.joined(separator: " ")] : [])
+        ] + (hasCost ? [r.prediction.map { String(format: "%.6g", $0.iops) } ?? "", r.prediction.map { String(format: "%.6g", $0.latencyUs) } ?? ""] : [])
+            + (hasWhatIf ? [r.whatIf.joined(separator: " ")] : [])
+    }
+
+    /// The columns after the varied keys.
+    var fixedColumns: [String] {
+        Self.fixed + (hasCost ? ["predicted_iops", "predicted_latency_us"] : []) + (hasWhatIf ? ["what_if"] : [])
     }
 
     func csv() -> String {
-        var s = (["trace", "candidate"] + axes + Self.fixed + (hasWhatIf ? ["what_if"] : [])).map(csvField).joined(separator: ",") + "\n"
+        var s = (["trace", "candidate"] + axes + fixedColumns).map(csvField).joined(separator: ",") + "\n"
         for r in rows { s += fields(r).map(csvField).joined(separator: ",") + "\n" }
         return s
     }
@@ -261,8 +291,11 @@ struct CompareTable {
             }
             return o + "\""
         }
-        let keys = ["trace", "candidate"] + axes + Self.fixed + (hasWhatIf ? ["what_if"] : [])
-        let numeric: Set<String> = ["misses", "writebacks", "bytes_read", "memory_peak_bytes", "opt_misses", "lookups", "hit_rate", "delta_misses_pct"]
+        let keys = ["trace", "candidate"] + axes + fixedColumns
+        let numeric: Set<String> = [
+            "misses", "writebacks", "bytes_read", "memory_peak_bytes", "opt_misses", "lookups", "hit_rate", "delta_misses_pct",
+            "predicted_iops", "predicted_latency_us",
+        ]
         let objects = rows.map { r -> String in
             let f = fields(r)
             return "{"

@@ -33,6 +33,8 @@ enum SimulateCommand {
                                 SVG and CSS, no scripts) with memory and hit rate over trace time,
                                 per-image bars and the numbers under each chart
           --output FILE         write the report to FILE instead of standard output
+          --cost FILE           a cost model (qcow2sim calibrate): predicted_iops and
+                                predicted_latency_us in the JSON totals and as CSV columns
           --memory-timeline FILE  CSV of resident cache memory over trace time
                                 (time,image,cache,resident_bytes), one row per change
           --events FILE         write every cache event in QEMU's qcow2_cache_* format, with
@@ -57,7 +59,7 @@ enum SimulateCommand {
         do {
             let a = try Arguments(
                 args,
-                options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline", "--what-if"]),
+                options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline", "--what-if", "--cost"]),
                 flags: runFlags.union(Progress.flags).union(["--request-markers"]), aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable.union(["--what-if"]))
             var config = try runConfig(a)
@@ -104,6 +106,7 @@ enum SimulateCommand {
         _ a: Arguments, _ args: [String], _ config: SimulationConfig, _ format: String, _ reader: inout R,
         _ events: inout BufferedFileWriter?, progress: Progress?
     ) throws -> Int32 {
+        let cost = try CostCLI.load(a)
         var log: EventLog?
         if let path = a.value("--events") {
             let w = try BufferedFileWriter(path: path)
@@ -130,13 +133,15 @@ enum SimulateCommand {
         events = nil
         let out: String
         switch format {
-        case "json": out = try ReportFormat.json(report, config: config)
-        case "csv": out = ReportFormat.csv(report)
+        case "json": out = try ReportFormat.json(report, config: config, cost: cost)
+        case "csv": out = ReportFormat.csv(report, prediction: cost?.predict(report, config: config))
         case "html":
             out = SimulationPage.html(
                 report: report, config: config, timeline: timeline ?? MemoryTimeline(), trace: a.positionals.first ?? "",
                 command: "qcow2sim simulate " + args.map(shellQuoted).joined(separator: " "))
-        default: out = ReportFormat.text(report, config: config)
+        default:
+            out = ReportFormat.text(report, config: config)
+                + (cost.map { CostCLI.textLine($0.predict(report, config: config), cost: $0) } ?? "")
         }
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
         return 0

@@ -45,6 +45,8 @@ enum SweepCommand {
                                 QEMU's 32M default marked), miss classes, per-image bars for a
                                 chain, and every row in a table
           --output FILE         write the table to FILE instead of standard output
+          --cost FILE           a cost model (qcow2sim calibrate): each point's predicted_iops
+                                and predicted_latency_us as two more columns
           --jobs N              points run on N threads (default: all cores); the output is the
                                 same whatever N is
         \(Progress.help)
@@ -110,7 +112,7 @@ enum SweepCommand {
     /// The arguments of `sweep` (or `mrc`, with its own `extra` options).
     static func arguments(_ args: [String], extra: Set<String>) throws -> Arguments {
         try Arguments(
-            args, options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output"]).union(extra),
+            args, options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost"]).union(extra),
             flags: SimulateCommand.runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
             repeatable: RunConfigArguments.repeatable.union(["--vary", "--what-if"]))
     }
@@ -136,6 +138,7 @@ enum SweepCommand {
             throw UsageError("nothing to vary: give --vary KEY=VALUES (or --policy with several names)")
         }
         let format = try a.choice("--format", ["csv", "json", "text", "html"], default: "csv")
+        let cost = try CostCLI.load(a)
         let jobs = try Self.jobs(a)
         let grid = try SweepGrid(base: base, axes: axes)
         let points = grid.points
@@ -150,7 +153,7 @@ enum SweepCommand {
             points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
         // The progress line goes before the table does (both may be on one terminal).
         progress?.finish()
-        let table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports)
+        let table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports, cost: cost)
         let out: String
         switch format {
         case "json": out = table.json()

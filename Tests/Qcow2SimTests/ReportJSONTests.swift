@@ -100,7 +100,7 @@ import TraceKit
             }
         }
         let totals = try #require(object["totals"] as? [String: Any])
-        #expect(Set(totals.keys) == ["l2", "refcount"])
+        #expect(Set(totals.keys) == ["l2", "refcount", "host_flushes"])
         #expect(Set((totals["l2"] as? [String: Any])?.keys ?? [:].keys) == cacheKeys)
         let ops = try #require(object["requests_by_op"] as? [String: Int])
         #expect(ops == ["read": 1, "write": 1, "discard": 0, "write_zeroes": 0, "flush": 0])

@@ -24,6 +24,9 @@ public struct SweepRow: Sendable {
     public var requests: Int
     /// The what-ifs of the point (`KEY=VALUE`; empty: QEMU's behaviour), the `what_if` column.
     public var whatIf: [String] = []
+    /// The point's predicted IOPS and latency (the whole run's, on each of its rows), with a
+    /// cost model.
+    public var prediction: Prediction? = nil
 }
 
 /// A sweep's rows and how they print (CSV, JSON, text). Rows come in (trace, point, image,
@@ -49,8 +52,18 @@ public struct SweepTable: Sendable {
         "empty_gets", "cleaned", "requests", "misses_cold", "misses_evicted", "misses_cleaned", "misses_discarded",
     ]
 
-    /// Builds the rows from `reports[trace][point index]` (``SweepExecutor/run``).
-    public init(command: String, traces: [String], grid: SweepGrid, points: [SweepPoint], reports: [[SimulationReport]]) {
+    /// With a cost model: `predicted_iops` and `predicted_latency_us` after ``fixedColumns``.
+    public static let costColumns = ["predicted_iops", "predicted_latency_us"]
+
+    /// Whether the rows carry predictions (`--cost`).
+    public var hasCost: Bool { rows.first?.prediction != nil }
+
+    /// Builds the rows from `reports[trace][point index]` (``SweepExecutor/run``); `cost` adds
+    /// each point's prediction.
+    public init(
+        command: String, traces: [String], grid: SweepGrid, points: [SweepPoint], reports: [[SimulationReport]],
+        cost: CostModel? = nil
+    ) {
         self.command = command
         self.traces = traces
         self.grid = grid
@@ -68,7 +81,7 @@ public struct SweepTable: Sendable {
                                 trace: trace, values: p.values, policy: p.config.policy, image: im.index, cache: name,
                                 entrySize: size, entries: n, stats: st,
                                 memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests,
-                                whatIf: r.whatIf))
+                                whatIf: r.whatIf, prediction: cost?.predict(r, config: p.config)))
                     }
                 }
             }
@@ -83,10 +96,11 @@ public struct SweepTable: Sendable {
     /// that no row is taken for QEMU's behaviour.
     public var hasWhatIf: Bool { rows.contains { !$0.whatIf.isEmpty } }
 
-    /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns`` (and
-    /// `what_if` when ``hasWhatIf``).
+    /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns``, the cost
+    /// columns with a cost model, and `what_if` when ``hasWhatIf``.
     public var columns: [String] {
-        ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns + (hasWhatIf ? ["what_if"] : [])
+        ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns + (hasCost ? Self.costColumns : [])
+            + (hasWhatIf ? ["what_if"] : [])
     }
 
     /// The what-ifs every point shares (the run's `--what-if` less the varied keys).
@@ -114,7 +128,7 @@ public struct SweepTable: Sendable {
             "\(s.bytesWritten)", "\(s.memoryPeakBytes)", ReportFormat.number(row.memoryMean), ReportFormat.number(s.missRate),
             "\(s.dirtyEvictions)", "\(s.emptyGets)", "\(s.cleaned)", "\(row.requests)", "\(s.missesCold)",
             "\(s.missesEvicted)", "\(s.missesCleaned)", "\(s.missesDiscarded)",
-        ]
+        ] + (row.prediction.map { [ReportFormat.number($0.iops), ReportFormat.number($0.latencyUs)] } ?? [])
     }
 
     /// RFC 4180 CSV with a header line.
@@ -144,7 +158,9 @@ public struct SweepTable: Sendable {
                 + axisColumns.map { a in
                     grid.axes[a].key.isNumeric ? row.values[a].text : Self.jsonString(row.values[a].text)
                 }
-                + zip(Self.fixedColumns, fixedFields(row)).map { strings.contains($0.0) ? Self.jsonString($0.1) : $0.1 }
+                + zip(Self.fixedColumns + (hasCost ? Self.costColumns : []), fixedFields(row)).map {
+                    strings.contains($0.0) ? Self.jsonString($0.1) : $0.1
+                }
                 + (hasWhatIf ? [Self.whatIfJSON(row.whatIf)] : [])
             rowTexts.append(
                 "{" + zip(columns, values).map { "\(Self.jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}")

@@ -1,0 +1,141 @@
+import Foundation
+import Qcow2Sim
+import TraceKit
+
+/// `qcow2sim advise TRACE… (--memory-budget SIZE | --target-hit-rate R | --target-miss-per-request X)`:
+/// cache settings for every image of the chain, ready to paste as `-drive`, `-blockdev` and
+/// libvirt XML (issue 12, item 1).
+enum AdviseCommand {
+    static let help = """
+        usage: qcow2sim advise TRACE... [run options] (--memory-budget SIZE | --target-hit-rate R |
+                               --target-miss-per-request X) [--vary KEY=VALUES...] [--cost FILE]
+                               [--jobs N] [--format text|json] [--output FILE] [trace mapping options]
+
+        Recommends, for every image of the chain, l2-cache-size, l2-cache-entry-size,
+        refcount-cache-size and cache-clean-interval, says why (the knee of the L2 miss curve,
+        the memory saved against QEMU's default of up to 32 MiB of L2 cache in 4 KiB slices and
+        600 s, the misses it costs against full coverage), and prints them ready to paste: the
+        -drive option string (backing. prefixes below the top), one -blockdev node per image and
+        the libvirt <disk> element with <metadata_cache><max_size> for every image. libvirt maps
+        max_size to QEMU's cache-size of that node, which QEMU splits by its own rule
+        (read_cache_sizes): max_size is computed with that rule, so the L2 cache QEMU makes of it
+        is the one recommended. The predicted counts are `simulate --drive` with the -drive string.
+
+        target (one of):
+          --memory-budget SIZE  per image, its L2 and refcount caches together (what libvirt's
+                                max_size bounds); the smallest L2 size past the knee within it
+          --target-hit-rate R   the smallest L2 cache with hit rate >= R (0 to 1), per image
+          --target-miss-per-request X
+                                the smallest L2 cache with at most X misses per request, per image
+
+          --vary KEY=VALUES     compare create options of new images (cluster_size, extended_l2,
+                                refcount_bits); the advice is for the one that needs the least
+                                memory (with --cost: the most predicted IOPS)
+          --cost FILE           a cost model (qcow2sim calibrate): predicted IOPS and latency
+          --jobs N              curve points run on N threads (default: all cores)
+          --format FMT          text (default) or json
+          --output FILE         write the advice to FILE instead of standard output
+
+        run options: as 'qcow2sim simulate --help' lists them (--size, -o, --chain, --populate,
+        --layer, --image, --drive, --cache-mode, …); a --drive l2-cache-size or cache-size is
+        replaced by the advice, its other options are kept.
+
+        """
+
+    static func run(_ args: [String]) -> Int32 {
+        if args.contains("--help") || args.contains("-h") {
+            return Console.help(help, command: "advise")
+        }
+        do {
+            let a = try Arguments(
+                args,
+                options: SimulateCommand.runOptions.union([
+                    "--memory-budget", "--target-hit-rate", "--target-miss-per-request", "--vary", "--cost", "--jobs", "--format",
+                    "--output",
+                ]), flags: SimulateCommand.runFlags, aliases: RunConfigArguments.aliases,
+                repeatable: RunConfigArguments.repeatable.union(["--vary"]))
+            let traces = a.positionals
+            guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+            if traces.contains("-") {
+                throw UsageError("TRACE '-' (standard input): advise reads each trace several times; give a file")
+            }
+            let target = try Self.target(a)
+            let format = try a.choice("--format", ["text", "json"], default: "text")
+            let cost = try a.value("--cost").map { try CostModel.load(path: $0) }
+            let jobs = try SweepCommand.jobs(a)
+            let base = try SimulateCommand.runConfig(a)
+            let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
+            for axis in axes {
+                guard case .create = axis.key else {
+                    throw UsageError(
+                        "--vary \(axis.key): advise varies create options only (cluster_size, extended_l2, refcount_bits); it chooses the cache options itself"
+                    )
+                }
+            }
+            let grid = try SweepGrid(base: base, axes: axes)
+            let (traceFormat, mapping) = try TraceCommand.mapping(a)
+            let open: @Sendable (Int) throws -> AnyTraceReader = { t in
+                try TraceFile.open(path: traces[t], format: traceFormat, options: mapping)
+            }
+            var results: [AdviceDocument] = []
+            var firstError: Error?
+            for p in grid.points {
+                if let e = p.invalid {
+                    throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
+                }
+                do {
+                    results.append(
+                        try Advisor.advise(base: p.config, target: target, cost: cost, names: traces, jobs: jobs, open: open))
+                } catch let e as AdviceError where grid.points.count > 1 {
+                    // Another configuration may reach the target.
+                    firstError = firstError ?? e
+                }
+            }
+            guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
+            if results.count > 1 {
+                func memory(_ d: AdviceDocument) -> UInt64 { d.images.reduce(0) { $0 + $1.memoryBytes } }
+                let better: (AdviceDocument, AdviceDocument) -> Bool = { x, y in
+                    if cost != nil, let i = x.totals.predictedIops, let j = y.totals.predictedIops, i != j { return i > j }
+                    return memory(x) < memory(y)
+                }
+                best = results.min(by: better) ?? best
+                best.alternatives = results.filter { $0 != best }.map {
+                    AdviceDocument.Alternative(
+                        createOptions: $0.createOptions, memoryBytes: memory($0), predictedIops: $0.totals.predictedIops,
+                        misses: $0.totals.l2.misses)
+                }
+            }
+            let out = format == "json" ? try ReportFormat.json(best) : Advisor.text(best)
+            try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+            return 0
+        } catch {
+            return reportFailure(error, command: "advise")
+        }
+    }
+
+    /// Exactly one of the three targets.
+    static func target(_ a: Arguments) throws -> AdviceTarget {
+        let given = ["--memory-budget", "--target-hit-rate", "--target-miss-per-request"].filter { a.value($0) != nil }
+        guard given.count == 1 else {
+            throw UsageError(
+                given.isEmpty
+                    ? "missing target: give --memory-budget SIZE, --target-hit-rate R or --target-miss-per-request X"
+                    : "give one target, not \(given.joined(separator: " and "))")
+        }
+        if let text = a.value("--memory-budget") {
+            let b = try TraceArgs.bytes(text, "--memory-budget")
+            return .memoryBudget(b)
+        }
+        if let text = a.value("--target-hit-rate") {
+            guard let r = Double(text), r >= 0, r <= 1 else {
+                throw UsageError("invalid value '\(text)' for --target-hit-rate (expected a number from 0 to 1)")
+            }
+            return .hitRate(r)
+        }
+        let text = a.value("--target-miss-per-request") ?? ""
+        guard let x = Double(text), x.isFinite, x >= 0 else {
+            throw UsageError("invalid value '\(text)' for --target-miss-per-request (expected a number of at least 0)")
+        }
+        return .missesPerRequest(x)
+    }
+}
