@@ -17,18 +17,7 @@ import TraceKit
     }
 
     /// The spec's TV8 listing, as printed there.
-    static let tv8Listing = """
-        RC get 0x2000 hit 0 (x2)
-        flush RC ; wb RC 0
-        L2 get 0x7ff000 empty miss 509
-        flush L2 ; wb L2 473 ; flush RC ; wb L2 509
-        L2 get 0x7ff000 hit 509 (x2)
-        flush L2
-        RC get 0x801000 empty miss 1
-        flush RC ; wb RC 1
-        RC get 0x801000 hit 1 (x2)
-        L2 get 0x7ff000 hit 509
-        """
+    static let tv8Listing = SpecNotation.tv8Request1816
 
     @Test func tv8EventsAreTheSpecListing() throws {
         let r = try Self.tv8()

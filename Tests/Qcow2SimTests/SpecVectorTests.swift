@@ -160,19 +160,7 @@ extension SpecVectorTests {
         var reader = ArrayTraceReader((0...2300).map { TraceRecord(op: .write, offset: UInt64($0) * 262_144, length: 4096) })
         _ = try Simulation.run(config: config, reader: &reader, log: log)
         #expect(log.count == 27_066)
-        let expected = SpecNotation.lines(
-            """
-            RC get 0x2000 hit 0 (x2)
-            flush RC ; wb RC 0
-            L2 get 0x7ff000 empty miss 509
-            flush L2 ; wb L2 473 ; flush RC ; wb L2 509
-            L2 get 0x7ff000 hit 509 (x2)
-            flush L2
-            RC get 0x801000 empty miss 1
-            flush RC ; wb RC 1
-            RC get 0x801000 hit 1 (x2)
-            L2 get 0x7ff000 hit 509
-            """)
+        let expected = SpecNotation.lines(SpecNotation.tv8Request1816)
         let got = log.events(ofRequest: 1816).map { $0.line(includeImage: false) }
         #expect(Array(got) == expected)
     }

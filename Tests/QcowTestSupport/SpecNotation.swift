@@ -15,6 +15,21 @@ import Testing
 ///   `[backing1]`) is a reader's note and leaves the image at the default.
 /// Text this does not understand is a test bug: it is recorded as an issue.
 public enum SpecNotation {
+    /// qcow2-model.md TV8: the cache events of the single request `write 0x1c600000 4096`
+    /// (i = 1816, request 1817 counted from 1), as the spec lists them.
+    public static let tv8Request1816 = """
+        RC get 0x2000 hit 0 (x2)
+        flush RC ; wb RC 0
+        L2 get 0x7ff000 empty miss 509
+        flush L2 ; wb L2 473 ; flush RC ; wb L2 509
+        L2 get 0x7ff000 hit 509 (x2)
+        flush L2
+        RC get 0x801000 empty miss 1
+        flush RC ; wb RC 1
+        RC get 0x801000 hit 1 (x2)
+        L2 get 0x7ff000 hit 509
+        """
+
     /// The events `text` lists, in image `image` unless an item says `[image N]`.
     public static func events(_ text: String, image: Int = 0) -> [CacheEvent] {
         var out: [CacheEvent] = []
