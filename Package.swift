@@ -30,7 +30,7 @@ let package = Package(
         // The CLI: thin commands over the libraries.
         .executableTarget(name: "qcow2sim", dependencies: ["Qcow2Sim", "TraceKit", "Validation", "Reporting"]),
         // Deterministic benchmarks (release build).
-        .executableTarget(name: "qcow2sim-bench", dependencies: ["Qcow2Sim", "TraceKit"]),
+        .executableTarget(name: "qcow2sim-bench", dependencies: ["Qcow2Sim", "TraceKit", "Validation"]),
         // libFuzzer entry point over every trace reader: build with -sanitize=fuzzer (see README).
         .executableTarget(
             name: "trace-fuzz", dependencies: ["TraceKit"],

@@ -1,6 +1,7 @@
 import Foundation
 import Qcow2Sim
 import TraceKit
+import Validation
 
 // Deterministic benchmarks of qcow2sim. Each benchmark runs in its own child process so its
 // peak RSS (VmHWM) is its own. Usage:
@@ -9,6 +10,8 @@ import TraceKit
 //   qcow2sim-bench --single NAME   run one in this process (used by the parent)
 //   qcow2sim-bench --read FILE     read a trace file end to end and print the ingestion rate
 //   qcow2sim-bench peer            qcow2sim against a reference LRU on the same requests
+//   qcow2sim-bench calibrate [DIR] calibrate --dir through qemu-io, then the calibrated model's
+//                                  IOPS against qemu-io's measured IOPS on the seed benchmark
 
 /// One benchmark: a simulation over a generated workload.
 struct Benchmark {
@@ -241,7 +244,35 @@ func runRead(_ path: String) throws {
             Double(n) / cpu / 1e6, bytes))
 }
 
+/// `calibrate [DIR]`: issue 12's figure, predicted against measured IOPS (needs qemu-io).
+func runCalibrate(directory: String?) throws {
+    let dir = directory ?? (NSTemporaryDirectory() as NSString).appendingPathComponent("qcow2sim-bench-calibrate-\(getpid())")
+    try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let check = try SeedBenchmarkCalibration.run(runner: SystemProcessRunner(), directory: dir) {
+        FileHandle.standardError.write(Data("calibrate: \($0)\n".utf8))
+    }
+    let c = check.calibration.fit.model
+    print(
+        String(
+            format: "calibrate --dir: %.1f s; request_us %.4g, c0 %.4g, c1 %.4g", check.calibration.seconds, c.requestUs,
+            c.metadataLoadUs, c.metadataLoadUsPerKiB))
+    for r in check.rows {
+        print(
+            String(
+                format: "seed benchmark l2-cache-size=%-6@ measured %7.0f IOPS (plain mean %7.0f)  predicted %7.0f  %+6.1f %%  %5d L2 misses",
+                r.cacheSize as NSString, r.measuredIops, r.plainIops, r.predictedIops, r.errorPct, r.l2Misses))
+    }
+}
+
 let args = Array(CommandLine.arguments.dropFirst())
+if args.first == "calibrate", args.count <= 2 {
+    do { try runCalibrate(directory: args.count == 2 ? args[1] : nil) } catch {
+        FileHandle.standardError.write(Data("qcow2sim-bench: error: \(error)\n".utf8))
+        exit(69)
+    }
+    exit(0)
+}
 if args.first == "--read", args.count == 2 {
     do { try runRead(args[1]) } catch {
         FileHandle.standardError.write(Data("\(error)\n".utf8))
@@ -254,6 +285,7 @@ if args.first == "--list" {
     print("parse: blktrace binary, blkparse text, native CSV and binary parse throughput")
     print("peer: read-1e7's requests through qcow2sim and a reference LRU in this process, both rates and their ratio")
     print("peer-1e6: the same with 10^6 requests")
+    print("calibrate [DIR]: calibrate --dir through qemu-io, then predicted against measured IOPS on the seed benchmark (not run by default)")
     exit(0)
 }
 if args.first == "--single", args.count == 2 {
