@@ -22,6 +22,8 @@ public struct SweepRow: Sendable {
     public var memoryMean: Double
     /// Trace records replayed.
     public var requests: Int
+    /// How the point was computed (`mrc`: `stack` or `replay`; nil for `sweep`).
+    public var method: String? = nil
 }
 
 /// A sweep's rows and how they print (CSV, JSON, text). Rows come in (trace, point, image,
@@ -35,6 +37,8 @@ public struct SweepTable: Sendable {
     public var grid: SweepGrid
     /// The rows.
     public var rows: [SweepRow]
+    /// The rows say how each point was computed (a `method` column after the fixed ones).
+    public var hasMethod = false
 
     /// The JSON's `schema_version`.
     public static let schemaVersion = 1
@@ -47,9 +51,14 @@ public struct SweepTable: Sendable {
         "empty_gets", "cleaned", "requests", "misses_cold", "misses_evicted", "misses_cleaned", "misses_discarded",
     ]
 
-    /// Builds the rows from `reports[trace][point index]` (``SweepExecutor/run``).
-    public init(command: String, traces: [String], grid: SweepGrid, points: [SweepPoint], reports: [[SimulationReport]]) {
+    /// Builds the rows from `reports[trace][point index]` (``SweepExecutor/run``); `methods`
+    /// (`[trace][point index]`, from ``MissRatioCurve``) adds a last column, `method`.
+    public init(
+        command: String, traces: [String], grid: SweepGrid, points: [SweepPoint], reports: [[SimulationReport]],
+        methods: [[CurveMethod]]? = nil
+    ) {
         self.command = command
+        hasMethod = methods != nil
         self.traces = traces
         self.grid = grid
         var rows: [SweepRow] = []
@@ -65,7 +74,8 @@ public struct SweepTable: Sendable {
                             SweepRow(
                                 trace: trace, values: p.values, policy: p.config.policy, image: im.index, cache: name,
                                 entrySize: size, entries: n, stats: st,
-                                memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests))
+                                memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests,
+                                method: methods?[t][p.index].rawValue))
                     }
                 }
             }
@@ -77,7 +87,9 @@ public struct SweepTable: Sendable {
     private var columnAxes: [Int] { grid.axes.indices.filter { grid.axes[$0].key != .policy } }
 
     /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns``.
-    public var columns: [String] { ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns }
+    public var columns: [String] {
+        ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns + (hasMethod ? ["method"] : [])
+    }
 
     /// The fields of `row` after the varied keys, as CSV and JSON print them.
     private func fixedFields(_ row: SweepRow) -> [String] {
@@ -89,7 +101,7 @@ public struct SweepTable: Sendable {
             "\(s.bytesWritten)", "\(s.memoryPeakBytes)", ReportFormat.number(row.memoryMean), ReportFormat.number(s.missRate),
             "\(s.dirtyEvictions)", "\(s.emptyGets)", "\(s.cleaned)", "\(row.requests)", "\(s.missesCold)",
             "\(s.missesEvicted)", "\(s.missesCleaned)", "\(s.missesDiscarded)",
-        ]
+        ] + (hasMethod ? [row.method ?? ""] : [])
     }
 
     /// RFC 4180 CSV with a header line.
@@ -105,7 +117,7 @@ public struct SweepTable: Sendable {
     /// `{"schema_version", "command", "traces", "fixed", "varied", "columns", "rows": [{column: value}]}`;
     /// `fixed` holds the run options common to every point (the varied keys removed).
     public func json() -> String {
-        let strings: Set<String> = ["trace", "policy", "cache"]
+        let strings: Set<String> = ["trace", "policy", "cache", "method"]
         let axisColumns = columnAxes
         var rowTexts: [String] = []
         for row in rows {
@@ -114,7 +126,7 @@ public struct SweepTable: Sendable {
                 + axisColumns.map { a in
                     grid.axes[a].key.isNumeric ? row.values[a].text : Self.jsonString(row.values[a].text)
                 }
-                + zip(Self.fixedColumns, fixedFields(row)).map { strings.contains($0.0) ? Self.jsonString($0.1) : $0.1 }
+                + zip(Self.fixedColumns + (hasMethod ? ["method"] : []), fixedFields(row)).map { strings.contains($0.0) ? Self.jsonString($0.1) : $0.1 }
             rowTexts.append(
                 "{" + zip(columns, values).map { "\(Self.jsonString($0.0)): \($0.1)" }.joined(separator: ", ") + "}")
         }
@@ -158,12 +170,13 @@ public struct SweepTable: Sendable {
     public func text() -> String {
         let axes = columnAxes
         let shown = Array(Self.fixedColumns.prefix(16))
-        var header = ["trace"] + axes.map { grid.axes[$0].key.description } + shown
+        var header = ["trace"] + axes.map { grid.axes[$0].key.description } + shown + (hasMethod ? ["method"] : [])
         header = header.map { $0.replacingOccurrences(of: "_bytes", with: "").replacingOccurrences(of: "_", with: " ") }
         var left = Set([0])
         for (i, a) in axes.enumerated() where !grid.axes[a].key.isNumeric { left.insert(1 + i) }
         let policyColumn = 1 + axes.count
         left.formUnion([policyColumn, policyColumn + 2])
+        if hasMethod { left.insert(header.count - 1) }
         var table = [header]
         for row in rows {
             let s = row.stats
@@ -176,7 +189,7 @@ public struct SweepTable: Sendable {
                     "\(s.hits)", "\(s.misses)", String(format: "%.4f", s.hitRate), "\(s.evictions)", "\(s.writebacks)",
                     "\(s.flushes)", ReportFormat.bytes(s.bytesRead), ReportFormat.bytes(s.bytesWritten),
                     ReportFormat.bytes(s.memoryPeakBytes), ReportFormat.bytes(UInt64(max(0, row.memoryMean).rounded())),
-                ])
+                ] + (hasMethod ? [row.method ?? ""] : []))
         }
         var widths = [Int](repeating: 0, count: header.count)
         for line in table { for (i, f) in line.enumerated() { widths[i] = max(widths[i], f.count) } }

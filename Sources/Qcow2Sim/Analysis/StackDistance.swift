@@ -1,0 +1,524 @@
+/// A Fenwick (binary indexed) tree of counts over positions `1...capacity` (Fenwick, "A new data
+/// structure for cumulative frequency tables", 1994): O(log n) point updates and prefix sums.
+/// Stack distances are counted with it (`RecencyStack`).
+final class FenwickTree {
+    private var tree: UnsafeMutablePointer<Int32>
+    /// Positions `1...capacity`.
+    private(set) var capacity: Int
+    /// Sum of every count.
+    private(set) var total = 0
+
+    init(capacity: Int) {
+        self.capacity = max(capacity, 16)
+        tree = UnsafeMutablePointer<Int32>.allocate(capacity: self.capacity + 1)
+        tree.initialize(repeating: 0, count: self.capacity + 1)
+    }
+
+    deinit { tree.deallocate() }
+
+    @inline(__always) func add(_ position: Int, _ delta: Int32) {
+        var i = position
+        while i <= capacity {
+            tree[i] &+= delta
+            i += i & -i
+        }
+        total += Int(delta)
+    }
+
+    /// Sum of the counts at positions `1...position`.
+    @inline(__always) func prefix(_ position: Int) -> Int {
+        var i = position
+        var s = 0
+        while i > 0 {
+            s += Int(tree[i])
+            i -= i & -i
+        }
+        return s
+    }
+
+    /// Replaces the contents with a count of 1 at positions `1...ones` (after a compaction), on
+    /// `capacity` positions, in O(capacity).
+    func rebuild(ones: Int, capacity newCapacity: Int) {
+        if newCapacity != capacity {
+            tree.deallocate()
+            capacity = newCapacity
+            tree = UnsafeMutablePointer<Int32>.allocate(capacity: capacity + 1)
+        }
+        tree.initialize(repeating: 0, count: capacity + 1)
+        for i in 1...capacity {
+            if i <= ones { tree[i] &+= 1 }
+            let parent = i + (i & -i)
+            if parent <= capacity { tree[parent] &+= tree[i] }
+        }
+        total = ones
+    }
+}
+
+/// The order of one eviction policy over the tables of one cache, as a stack (Mattson, Gecsei,
+/// Slutz and Traiger, "Evaluation techniques for storage hierarchies", IBM Systems Journal 1970):
+/// a cache of `n` entries holds exactly the `n` tables at the top, so one pass gives the stack
+/// distance of every lookup and with it the hits of every cache size.
+///
+/// Tables are ordered by a position taken at the event the policy orders by, kept in a
+/// `FenwickTree` so that a table's depth (the tables above it, plus one) costs O(log n):
+///
+/// - `qemu` (`qcow2_cache_put`): a table is stamped when its last user releases it, and QEMU's
+///   victim is the unpinned entry with the smallest stamp (`qcow2_cache_do_get`). Pinned tables
+///   cannot be victims, so they sit above every released one: they leave the tree while pinned
+///   and are counted by `pinned`. Every cache of at least `pinned` entries holds them all, so the
+///   order is exact for every size QEMU can run without aborting.
+/// - `lru` (`LRUPolicy`): a table is stamped at every lookup. A pinned table can then be below
+///   the top `n` while held, where the policy skips it (`RecencyList.firstUnpinned`) and the stack
+///   is wrong for that `n`: `invalidUpTo` records the largest such size.
+///
+/// Which slot a table lands in (QEMU's start-index scan) changes no membership.
+final class RecencyStack {
+    /// Orders by release (`qemu`) or by lookup (`lru`).
+    let byRelease: Bool
+    private let tree = FenwickTree(capacity: 1024)
+    /// Tree position per table id (0: not in the tree).
+    private var position: [Int32] = []
+    /// Table id per tree position (for compactions; stale entries are skipped).
+    private var holder: [Int32] = [0]
+    /// Last position taken.
+    private var last = 0
+    /// Pinned tables above the tree (`qemu` only).
+    private var pinned = 0
+    /// Tables pinned now (`lru`: their depths bound the exact sizes).
+    private var pinnedList: [Int32] = []
+    /// `histogram[d]`: lookups of a resident table at depth `d` (hits for every size >= d).
+    private(set) var histogram: [Int] = [0, 0]
+    /// Sizes `n <= invalidUpTo` are not given exactly by the stack (a pinned table in the way).
+    private(set) var invalidUpTo = 0
+    /// `cumulative[d]`: lookups at depths `1...d` (built on first use after the pass).
+    private var cumulative: [Int] = []
+
+    /// Hits of a cache of `n` entries: lookups at depth at most `n`.
+    func hits(upTo n: Int) -> Int {
+        if cumulative.count != histogram.count {
+            cumulative = histogram
+            for d in 1..<cumulative.count { cumulative[d] += cumulative[d - 1] }
+        }
+        return cumulative[min(n, cumulative.count - 1)]
+    }
+
+    init(byRelease: Bool) { self.byRelease = byRelease }
+
+    /// Forgets every table (a new session: QEMU creates new caches at open).
+    func reset() {
+        tree.rebuild(ones: 0, capacity: tree.capacity)
+        for i in position.indices { position[i] = 0 }
+        holder = [0]
+        last = 0
+        pinned = 0
+        pinnedList.removeAll()
+        histogram = [0, 0]
+        cumulative = []
+        invalidUpTo = 0
+    }
+
+    @inline(__always) private func ensure(_ id: Int) {
+        while position.count <= id { position.append(0) }
+    }
+
+    @inline(__always) private func count(_ depth: Int, _ n: Int) {
+        while histogram.count <= depth { histogram.append(0) }
+        histogram[depth] += n
+    }
+
+    /// Depth of a table in the tree at `p` (1 = top).
+    @inline(__always) private func depth(at p: Int) -> Int {
+        (byRelease ? pinned : 0) + tree.total - tree.prefix(p) + 1
+    }
+
+    /// Puts table `id` on top of the tree.
+    @inline(__always) private func push(_ id: Int) {
+        if last == tree.capacity { compact() }
+        last += 1
+        tree.add(last, 1)
+        position[id] = Int32(last)
+        if holder.count <= last { holder.append(Int32(id)) } else { holder[last] = Int32(id) }
+    }
+
+    @inline(__always) private func remove(_ id: Int) {
+        let p = Int(position[id])
+        tree.add(p, -1)
+        position[id] = 0
+    }
+
+    /// Renumbers the tables in the tree `1...k` in order (growing the tree when it is more
+    /// than half full), so positions never run out: O(capacity) every `capacity - k` pushes.
+    private func compact() {
+        var k = 0
+        for p in 1...last {
+            let id = Int(holder[p])
+            if position[id] == Int32(p) {
+                k += 1
+                holder[k] = Int32(id)
+                position[id] = Int32(k)
+            }
+        }
+        let capacity = k * 2 > tree.capacity ? tree.capacity * 2 : tree.capacity
+        tree.rebuild(ones: k, capacity: capacity)
+        last = k
+    }
+
+    /// A GET of table `id`: `resident` if the table is in the stack, `held` if it is pinned.
+    @inline(__always) func get(_ id: Int, resident: Bool, held: Bool) {
+        ensure(id)
+        if byRelease {
+            if held {
+                // Pinned, so resident in every cache QEMU can run: a hit at every size.
+                count(1, 1)
+                return
+            }
+            // A miss with `pinned` entries held aborts QEMU in a cache of at most that many.
+            if pinned > invalidUpTo { invalidUpTo = pinned }
+            if resident {
+                let p = Int(position[id])
+                count(depth(at: p), 1)
+                remove(id)
+            }
+            pinned += 1
+            return
+        }
+        if !pinnedList.isEmpty {
+            for other in pinnedList where Int(other) != id {
+                let d = depth(at: Int(position[Int(other)]))
+                if d > invalidUpTo { invalidUpTo = d }
+            }
+        }
+        if resident {
+            count(depth(at: Int(position[id])), 1)
+            remove(id)
+        }
+        push(id)
+        if !held { pinnedList.append(Int32(id)) }
+    }
+
+    /// The PUT of table `id` that took its pin count to 0 (`released`) or not.
+    @inline(__always) func put(_ id: Int, released: Bool) {
+        guard released else { return }
+        if byRelease {
+            pinned -= 1
+            push(id)
+        } else if let k = pinnedList.lastIndex(of: Int32(id)) {
+            pinnedList.remove(at: k)
+        }
+    }
+
+    /// `n` more lookups of the resident table `id`, each released at once unless `held`.
+    @inline(__always) func repeatGet(_ id: Int, times n: Int, held: Bool) {
+        ensure(id)
+        if byRelease {
+            if held {
+                count(1, n)
+                return
+            }
+            count(depth(at: Int(position[id])), n)
+            remove(id)
+            push(id)
+            return
+        }
+        count(depth(at: Int(position[id])), n)
+        remove(id)
+        push(id)
+    }
+}
+
+/// Table offsets to dense ids: open addressing with linear probing over a power-of-two table.
+struct TableIds {
+    private var keys: [UInt64]
+    private var values: [Int32]
+    private var mask: Int
+    /// Ids given so far (`0..<count`).
+    private(set) var count = 0
+
+    init() {
+        keys = [UInt64](repeating: 0, count: 1024)
+        values = [Int32](repeating: 0, count: 1024)
+        mask = 1023
+    }
+
+    @inline(__always) private static func hash(_ key: UInt64) -> Int {
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20)
+    }
+
+    /// The id of `key` (never 0), or nil.
+    @inline(__always) func find(_ key: UInt64) -> Int? {
+        var i = Self.hash(key) & mask
+        while true {
+            let k = keys[i]
+            if k == key { return Int(values[i]) }
+            if k == 0 { return nil }
+            i = (i + 1) & mask
+        }
+    }
+
+    /// The id of `key` (a nonzero table offset), given a new one if it has none.
+    @inline(__always) mutating func id(_ key: UInt64) -> Int {
+        var i = Self.hash(key) & mask
+        while true {
+            let k = keys[i]
+            if k == key { return Int(values[i]) }
+            if k == 0 { break }
+            i = (i + 1) & mask
+        }
+        keys[i] = key
+        values[i] = Int32(truncatingIfNeeded: count)
+        count += 1
+        if count * 2 > keys.count { grow() }
+        return count - 1
+    }
+
+    private mutating func grow() {
+        let oldKeys = keys, oldValues = values
+        keys = [UInt64](repeating: 0, count: oldKeys.count * 2)
+        values = [Int32](repeating: 0, count: oldKeys.count * 2)
+        mask = keys.count - 1
+        for (k, v) in zip(oldKeys, oldValues) where k != 0 {
+            var i = Self.hash(k) & mask
+            while keys[i] != 0 { i = (i + 1) & mask }
+            keys[i] = k
+            values[i] = v
+        }
+    }
+}
+
+/// One pass over a recorded operation stream (`OpRecording`) that gives, for the L2 cache of
+/// one image, the lookups, hits, misses, evictions and resident memory of every cache size for
+/// the `qemu` and `lru` policies at once, or says why a size needs its own replay.
+///
+/// The stack (`RecencyStack`) gives hits and misses exactly whenever the cache's contents depend
+/// only on the order; what breaks that is detected, not approximated:
+///
+/// - an L2 table marked dirty, or got empty (a new table), in the image: write-backs and their
+///   dependency flushes (§3.4–§3.6) then depend on the size (`dirty`);
+/// - a freed cluster that is a table some size holds (`update_refcount` discards it, §4.4):
+///   `discarded`;
+/// - a cache-clean tick inside the trace's time (§3.7): `cleanTickAt` (a tick whose time a
+///   request reaches; the caller compares it with each point's interval);
+/// - the stack's own bound per policy (`RecencyStack.invalidUpTo`);
+/// - a memory integral the pass cannot reproduce bit for bit (`memoryInexact`).
+///
+/// Everything else of the cache's counters (flushes, the refcount cache, the other images) does
+/// not depend on this L2 cache's size when none of these happened.
+final class StackDistancePass {
+    /// The image whose L2 cache is measured (chain position).
+    let image: UInt16
+    /// The stacks: `qemu` first, then `lru` (nil: not asked for).
+    let qemu: RecencyStack?
+    let lru: RecencyStack?
+    private var ids = TableIds()
+    private var pins: [Int32] = []
+    /// Session (since the last open) of each id's stack membership: resident in some size.
+    private var residentIn: [UInt32] = []
+    private var session: UInt32 = 1
+    /// Distinct tables since the open (the stack's length; it never shrinks without cleans or
+    /// discards, which make the pass inexact).
+    private(set) var length = 0
+    /// Lookups (GET and repeated GETs) and first lookups since the open.
+    private(set) var lookups = 0
+    private(set) var cold = 0
+    /// Some size's write-backs depend on the size (see the type's documentation).
+    private(set) var dirty = false
+    /// A freed cluster was a table resident in some size.
+    private(set) var discarded = false
+    /// The latest request time of the session minus its open time (trace seconds), for the
+    /// clean timer: a tick at `interval` fires iff `interval > 0` and this is at least it.
+    private(set) var timeSinceOpen: Double = -1
+    private var openTime: Double = 0
+    private var lastTime: Double = 0
+    private var lastMemoryTime: Double = 0
+    /// Memory integral without timestamps: `steps[l]` = requests spent with `l` tables.
+    private var steps: [UInt64] = [0]
+    /// With timestamps: every accumulation step, in order (length, seconds).
+    private var timedLengths: [UInt32] = []
+    private var timedSeconds: [Double] = []
+    private var timed = false
+    /// The memory integral cannot be reproduced (a non-integral step without timestamps).
+    private(set) var memoryInexact = false
+    /// Last table looked up (PUTs follow their GET).
+    private var lastOffset: UInt64 = 0
+    private var lastId = 0
+
+    init(image: Int, qemu: Bool, lru: Bool) {
+        self.image = UInt16(image)
+        self.qemu = qemu ? RecencyStack(byRelease: true) : nil
+        self.lru = lru ? RecencyStack(byRelease: false) : nil
+    }
+
+    private func reset(time: Double) {
+        qemu?.reset()
+        lru?.reset()
+        session += 1
+        for i in pins.indices { pins[i] = 0 }
+        length = 0
+        lookups = 0
+        cold = 0
+        dirty = false
+        discarded = false
+        timeSinceOpen = -1
+        openTime = time
+        lastMemoryTime = time
+        steps = [0]
+        timedLengths.removeAll()
+        timedSeconds.removeAll()
+        timed = false
+        memoryInexact = false
+        lastOffset = 0
+    }
+
+    @inline(__always) private func id(_ offset: UInt64) -> Int {
+        if offset == lastOffset { return lastId }
+        let i = ids.id(offset)
+        if i >= pins.count {
+            pins.append(contentsOf: repeatElement(0, count: i + 1 - pins.count))
+            residentIn.append(contentsOf: repeatElement(0, count: i + 1 - residentIn.count))
+        }
+        lastOffset = offset
+        lastId = i
+        return i
+    }
+
+    /// Consumes a batch of the recording, in order.
+    func consume(_ ops: UnsafeBufferPointer<MetadataOp>) {
+        for op in ops {
+            // Request marks are the chain's (image 0); they drive every image's timer.
+            if op.code == .beginRequest || op.code == .beginClose {
+                time(op)
+                continue
+            }
+            guard op.image == image else { continue }
+            switch op.code {
+            case .get where op.kind == .l2:
+                if op.flag == 0 { dirty = true }
+                let i = id(op.offset)
+                let held = pins[i] > 0
+                let resident = residentIn[i] == session
+                qemu?.get(i, resident: resident, held: held)
+                lru?.get(i, resident: resident, held: held)
+                if !resident {
+                    residentIn[i] = session
+                    length += 1
+                    cold += 1
+                }
+                pins[i] += 1
+                lookups += 1
+            case .put where op.kind == .l2:
+                let i = id(op.offset)
+                pins[i] -= 1
+                let released = pins[i] == 0
+                qemu?.put(i, released: released)
+                lru?.put(i, released: released)
+            case .repeatGet where op.kind == .l2:
+                guard op.count > 0 else { break }
+                let i = id(op.offset)
+                let held = pins[i] > 0
+                qemu?.repeatGet(i, times: Int(op.count), held: held)
+                lru?.repeatGet(i, times: Int(op.count), held: held)
+                lookups += Int(op.count)
+            case .markDirty where op.kind == .l2:
+                dirty = true
+            case .freeCluster:
+                // `update_refcount` discards an L2 table at the freed cluster in every size
+                // that holds it (`qcow2_cache_discard`).
+                if let i = ids.find(op.offset), i < residentIn.count, residentIn[i] == session { discarded = true }
+            case .open:
+                reset(time: Double(bitPattern: op.extra))
+            default:
+                break
+            }
+        }
+    }
+
+    /// Request marks: the clean timer's clock and the memory integral (`CacheSystem`'s
+    /// `beginRequest`, `advanceTime` and `accumulateMemory`).
+    @inline(__always) private func time(_ op: MetadataOp) {
+        if op.code == .beginClose {
+            if op.flag != 0 { accumulate(until: Double(op.offset)) }
+            return
+        }
+        if op.flag != 0 {
+            let t = Double(bitPattern: op.extra)
+            timed = true
+            if t > lastTime {
+                lastTime = t
+                if t - openTime > timeSinceOpen { timeSinceOpen = t - openTime }
+                accumulate(until: t)
+            }
+        } else if op.offset > 0 {
+            accumulate(until: Double(op.offset))
+        }
+    }
+
+    @inline(__always) private func accumulate(until t: Double) {
+        let dt = t - lastMemoryTime
+        guard dt > 0 else { return }
+        lastMemoryTime = t
+        if timed {
+            timedLengths.append(UInt32(truncatingIfNeeded: length))
+            timedSeconds.append(dt)
+            return
+        }
+        guard dt == dt.rounded(), dt < 9.0e15 else {
+            memoryInexact = true
+            return
+        }
+        while steps.count <= length { steps.append(0) }
+        steps[length] &+= UInt64(dt)
+    }
+
+    /// The counters of a cache of `n` entries of `entrySize` bytes under `policy`'s stack, as
+    /// overrides of a report of the same stream (`template`, whose other counters hold for every
+    /// size), or nil if the stack does not give them exactly.
+    func stats(entries n: Int, entrySize: UInt64, policy stack: RecencyStack, template: CacheStats) -> CacheStats? {
+        guard !dirty, !discarded, !memoryInexact, n > stack.invalidUpTo, entrySize >= MetadataCache<QemuPolicy>.pageSize else {
+            return nil
+        }
+        let hits = stack.hits(upTo: n)
+        var s = template
+        s.lookups = lookups
+        s.hits = hits
+        s.misses = lookups - hits
+        s.emptyGets = 0
+        s.evictions = s.misses - min(n, length)
+        s.dirtyEvictions = 0
+        s.writebacks = 0
+        s.bytesRead = UInt64(s.misses) * entrySize
+        s.bytesWritten = 0
+        s.cleaned = 0
+        s.missesCold = cold
+        s.missesEvicted = s.misses - cold
+        s.missesCleaned = 0
+        s.missesDiscarded = 0
+        let resident = UInt64(min(n, length))
+        s.memoryBytes = resident * entrySize
+        s.memoryPeakBytes = s.memoryBytes
+        guard let integral = memoryIntegral(n, entrySize) else { return nil }
+        s.memoryByteSeconds = integral
+        return s
+    }
+
+    /// `CacheStats.memoryByteSeconds` of a cache of `n` entries: the sum, in the live run's
+    /// order, of resident bytes × step. Without timestamps every term is an integer and the sum
+    /// is exact below 2^53 in any order; with timestamps the terms are summed in order.
+    private func memoryIntegral(_ n: Int, _ entrySize: UInt64) -> Double? {
+        if timed {
+            var sum = 0.0
+            for k in timedLengths.indices {
+                sum += Double(UInt64(min(n, Int(timedLengths[k]))) * entrySize) * timedSeconds[k]
+            }
+            return sum
+        }
+        var total: UInt64 = 0
+        for (l, requests) in steps.enumerated() where requests != 0 {
+            let bytes = UInt64(min(n, l)).multipliedReportingOverflow(by: entrySize)
+            let term = bytes.partialValue.multipliedReportingOverflow(by: requests)
+            let next = total.addingReportingOverflow(term.partialValue)
+            if bytes.overflow || term.overflow || next.overflow || next.partialValue >= 1 << 53 { return nil }
+            total = next.partialValue
+        }
+        return Double(total)
+    }
+}
