@@ -54,6 +54,48 @@ final class FenwickTree {
     }
 }
 
+/// A growable column of `T` behind a pointer: the pass's per-table and per-position state,
+/// without an array's uniqueness and bounds checks on the per-operation path.
+struct Column<T> {
+    private(set) var base: UnsafeMutablePointer<T>
+    private(set) var capacity: Int
+    private let zero: T
+
+    init(capacity: Int, zero: T) {
+        self.capacity = max(capacity, 16)
+        self.zero = zero
+        base = UnsafeMutablePointer<T>.allocate(capacity: self.capacity)
+        base.initialize(repeating: zero, count: self.capacity)
+    }
+
+    /// Frees the storage (the owner's `deinit`).
+    func free() { base.deallocate() }
+
+    @inline(__always) subscript(i: Int) -> T {
+        get { base[i] }
+        nonmutating set { base[i] = newValue }
+    }
+
+    /// Makes `0..<n` valid (new elements zero), doubling the storage.
+    @inline(__always) mutating func reserve(_ n: Int) {
+        if n > capacity { grow(n) }
+    }
+
+    private mutating func grow(_ n: Int) {
+        var c = capacity
+        while c < n { c *= 2 }
+        let b = UnsafeMutablePointer<T>.allocate(capacity: c)
+        b.moveInitialize(from: base, count: capacity)
+        (b + capacity).initialize(repeating: zero, count: c - capacity)
+        base.deallocate()
+        base = b
+        capacity = c
+    }
+
+    /// Sets `0..<n` to zero.
+    func clear(_ n: Int) { base.update(repeating: zero, count: min(n, capacity)) }
+}
+
 /// The order of one eviction policy over the tables of one cache, as a stack (Mattson, Gecsei,
 /// Slutz and Traiger, "Evaluation techniques for storage hierarchies", IBM Systems Journal 1970):
 /// a cache of `n` entries holds exactly the `n` tables at the top, so one pass gives the stack
@@ -77,9 +119,9 @@ final class RecencyStack {
     let byRelease: Bool
     private let tree = FenwickTree(capacity: 1024)
     /// Tree position per table id (0: not in the tree).
-    private var position: [Int32] = []
+    private var position = Column<Int32>(capacity: 1024, zero: 0)
     /// Table id per tree position (for compactions; stale entries are skipped).
-    private var holder: [Int32] = [0]
+    private var holder = Column<Int32>(capacity: 1025, zero: 0)
     /// Last position taken.
     private var last = 0
     /// Pinned tables above the tree (`qemu` only).
@@ -87,43 +129,53 @@ final class RecencyStack {
     /// Tables pinned now (`lru`: their depths bound the exact sizes).
     private var pinnedList: [Int32] = []
     /// `histogram[d]`: lookups of a resident table at depth `d` (hits for every size >= d).
-    private(set) var histogram: [Int] = [0, 0]
+    private var histogram = Column<Int>(capacity: 1024, zero: 0)
+    /// Depths counted so far are below this.
+    private var depths = 2
     /// Sizes `n <= invalidUpTo` are not given exactly by the stack (a pinned table in the way).
     private(set) var invalidUpTo = 0
     /// `cumulative[d]`: lookups at depths `1...d` (built on first use after the pass).
     private var cumulative: [Int] = []
 
+    init(byRelease: Bool) { self.byRelease = byRelease }
+
+    deinit {
+        position.free()
+        holder.free()
+        histogram.free()
+    }
+
     /// Hits of a cache of `n` entries: lookups at depth at most `n`.
     func hits(upTo n: Int) -> Int {
-        if cumulative.count != histogram.count {
-            cumulative = histogram
+        if cumulative.count != depths {
+            cumulative = (0..<depths).map { histogram[$0] }
             for d in 1..<cumulative.count { cumulative[d] += cumulative[d - 1] }
         }
         return cumulative[min(n, cumulative.count - 1)]
     }
 
-    init(byRelease: Bool) { self.byRelease = byRelease }
-
     /// Forgets every table (a new session: QEMU creates new caches at open).
-    func reset() {
+    func reset(ids: Int) {
         tree.rebuild(ones: 0, capacity: tree.capacity)
-        for i in position.indices { position[i] = 0 }
-        holder = [0]
+        position.clear(ids)
         last = 0
         pinned = 0
         pinnedList.removeAll()
-        histogram = [0, 0]
+        histogram.clear(depths)
+        depths = 2
         cumulative = []
         invalidUpTo = 0
     }
 
-    @inline(__always) private func ensure(_ id: Int) {
-        while position.count <= id { position.append(0) }
+    /// Makes room for table ids `0..<ids` and depths up to `tables + 1`.
+    @inline(__always) func reserve(ids: Int, tables: Int) {
+        position.reserve(ids)
+        histogram.reserve(tables + 2)
     }
 
     @inline(__always) private func count(_ depth: Int, _ n: Int) {
-        while histogram.count <= depth { histogram.append(0) }
         histogram[depth] += n
+        if depth >= depths { depths = depth + 1 }
     }
 
     /// Depth of a table in the tree at `p` (1 = top).
@@ -136,36 +188,36 @@ final class RecencyStack {
         if last == tree.capacity { compact() }
         last += 1
         tree.add(last, 1)
-        position[id] = Int32(last)
-        if holder.count <= last { holder.append(Int32(id)) } else { holder[last] = Int32(id) }
+        position[id] = Int32(truncatingIfNeeded: last)
+        holder[last] = Int32(truncatingIfNeeded: id)
     }
 
     @inline(__always) private func remove(_ id: Int) {
-        let p = Int(position[id])
-        tree.add(p, -1)
+        tree.add(Int(position[id]), -1)
         position[id] = 0
     }
 
-    /// Renumbers the tables in the tree `1...k` in order (growing the tree when it is more
-    /// than half full), so positions never run out: O(capacity) every `capacity - k` pushes.
+    /// Renumbers the tables in the tree `1...k` in order (growing the tree to keep it at most a
+    /// quarter full after), so positions never run out: O(capacity) every `capacity - k` pushes.
     private func compact() {
         var k = 0
         for p in 1...last {
             let id = Int(holder[p])
-            if position[id] == Int32(p) {
+            if position[id] == Int32(truncatingIfNeeded: p) {
                 k += 1
-                holder[k] = Int32(id)
-                position[id] = Int32(k)
+                holder[k] = Int32(truncatingIfNeeded: id)
+                position[id] = Int32(truncatingIfNeeded: k)
             }
         }
-        let capacity = k * 2 > tree.capacity ? tree.capacity * 2 : tree.capacity
+        var capacity = tree.capacity
+        while k * 4 > capacity { capacity *= 2 }
+        holder.reserve(capacity + 1)
         tree.rebuild(ones: k, capacity: capacity)
         last = k
     }
 
     /// A GET of table `id`: `resident` if the table is in the stack, `held` if it is pinned.
     @inline(__always) func get(_ id: Int, resident: Bool, held: Bool) {
-        ensure(id)
         if byRelease {
             if held {
                 // Pinned, so resident in every cache QEMU can run: a hit at every size.
@@ -175,25 +227,28 @@ final class RecencyStack {
             // A miss with `pinned` entries held aborts QEMU in a cache of at most that many.
             if pinned > invalidUpTo { invalidUpTo = pinned }
             if resident {
-                let p = Int(position[id])
-                count(depth(at: p), 1)
+                count(depth(at: Int(position[id])), 1)
                 remove(id)
             }
             pinned += 1
             return
         }
-        if !pinnedList.isEmpty {
-            for other in pinnedList where Int(other) != id {
-                let d = depth(at: Int(position[Int(other)]))
-                if d > invalidUpTo { invalidUpTo = d }
-            }
-        }
+        if !pinnedList.isEmpty { checkPinned(besides: id) }
         if resident {
             count(depth(at: Int(position[id])), 1)
             remove(id)
         }
         push(id)
-        if !held { pinnedList.append(Int32(id)) }
+        if !held { pinnedList.append(Int32(truncatingIfNeeded: id)) }
+    }
+
+    /// `lru`: a lookup while other tables are pinned; a size at or below the deepest of them is
+    /// not given by the stack.
+    private func checkPinned(besides id: Int) {
+        for other in pinnedList where Int(other) != id {
+            let d = depth(at: Int(position[Int(other)]))
+            if d > invalidUpTo { invalidUpTo = d }
+        }
     }
 
     /// The PUT of table `id` that took its pin count to 0 (`released`) or not.
@@ -202,22 +257,15 @@ final class RecencyStack {
         if byRelease {
             pinned -= 1
             push(id)
-        } else if let k = pinnedList.lastIndex(of: Int32(id)) {
+        } else if let k = pinnedList.lastIndex(of: Int32(truncatingIfNeeded: id)) {
             pinnedList.remove(at: k)
         }
     }
 
     /// `n` more lookups of the resident table `id`, each released at once unless `held`.
     @inline(__always) func repeatGet(_ id: Int, times n: Int, held: Bool) {
-        ensure(id)
-        if byRelease {
-            if held {
-                count(1, n)
-                return
-            }
-            count(depth(at: Int(position[id])), n)
-            remove(id)
-            push(id)
+        if byRelease && held {
+            count(1, n)
             return
         }
         count(depth(at: Int(position[id])), n)
@@ -228,23 +276,29 @@ final class RecencyStack {
 
 /// Table offsets to dense ids: open addressing with linear probing over a power-of-two table.
 struct TableIds {
-    private var keys: [UInt64]
-    private var values: [Int32]
+    private var keys: Column<UInt64>
+    private var values: Column<Int32>
     private var mask: Int
     /// Ids given so far (`0..<count`).
     private(set) var count = 0
 
     init() {
-        keys = [UInt64](repeating: 0, count: 1024)
-        values = [Int32](repeating: 0, count: 1024)
+        keys = Column(capacity: 1024, zero: 0)
+        values = Column(capacity: 1024, zero: 0)
         mask = 1023
+    }
+
+    /// Frees the storage.
+    func free() {
+        keys.free()
+        values.free()
     }
 
     @inline(__always) private static func hash(_ key: UInt64) -> Int {
         Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20)
     }
 
-    /// The id of `key` (never 0), or nil.
+    /// The id of `key`, or nil.
     @inline(__always) func find(_ key: UInt64) -> Int? {
         var i = Self.hash(key) & mask
         while true {
@@ -267,21 +321,23 @@ struct TableIds {
         keys[i] = key
         values[i] = Int32(truncatingIfNeeded: count)
         count += 1
-        if count * 2 > keys.count { grow() }
+        if count * 2 > mask { grow() }
         return count - 1
     }
 
     private mutating func grow() {
-        let oldKeys = keys, oldValues = values
-        keys = [UInt64](repeating: 0, count: oldKeys.count * 2)
-        values = [Int32](repeating: 0, count: oldKeys.count * 2)
-        mask = keys.count - 1
-        for (k, v) in zip(oldKeys, oldValues) where k != 0 {
-            var i = Self.hash(k) & mask
+        let oldKeys = keys, oldValues = values, old = mask + 1
+        keys = Column(capacity: old * 2, zero: 0)
+        values = Column(capacity: old * 2, zero: 0)
+        mask = old * 2 - 1
+        for j in 0..<old where oldKeys[j] != 0 {
+            var i = Self.hash(oldKeys[j]) & mask
             while keys[i] != 0 { i = (i + 1) & mask }
-            keys[i] = k
-            values[i] = v
+            keys[i] = oldKeys[j]
+            values[i] = oldValues[j]
         }
+        oldKeys.free()
+        oldValues.free()
     }
 }
 
@@ -310,9 +366,9 @@ final class StackDistancePass {
     let qemu: RecencyStack?
     let lru: RecencyStack?
     private var ids = TableIds()
-    private var pins: [Int32] = []
+    private var pins = Column<Int32>(capacity: 1024, zero: 0)
     /// Session (since the last open) of each id's stack membership: resident in some size.
-    private var residentIn: [UInt32] = []
+    private var residentIn = Column<UInt32>(capacity: 1024, zero: 0)
     private var session: UInt32 = 1
     /// Distinct tables since the open (the stack's length; it never shrinks without cleans or
     /// discards, which make the pass inexact).
@@ -348,11 +404,17 @@ final class StackDistancePass {
         self.lru = lru ? RecencyStack(byRelease: false) : nil
     }
 
+    deinit {
+        ids.free()
+        pins.free()
+        residentIn.free()
+    }
+
     private func reset(time: Double) {
-        qemu?.reset()
-        lru?.reset()
+        qemu?.reset(ids: ids.count)
+        lru?.reset(ids: ids.count)
         session += 1
-        for i in pins.indices { pins[i] = 0 }
+        pins.clear(ids.count)
         length = 0
         lookups = 0
         cold = 0
@@ -372,9 +434,9 @@ final class StackDistancePass {
     @inline(__always) private func id(_ offset: UInt64) -> Int {
         if offset == lastOffset { return lastId }
         let i = ids.id(offset)
-        if i >= pins.count {
-            pins.append(contentsOf: repeatElement(0, count: i + 1 - pins.count))
-            residentIn.append(contentsOf: repeatElement(0, count: i + 1 - residentIn.count))
+        if i >= pins.capacity || i >= residentIn.capacity {
+            pins.reserve(i + 1)
+            residentIn.reserve(i + 1)
         }
         lastOffset = offset
         lastId = i
@@ -396,6 +458,10 @@ final class StackDistancePass {
                 let i = id(op.offset)
                 let held = pins[i] > 0
                 let resident = residentIn[i] == session
+                if !resident {
+                    qemu?.reserve(ids: ids.count, tables: length + 1)
+                    lru?.reserve(ids: ids.count, tables: length + 1)
+                }
                 qemu?.get(i, resident: resident, held: held)
                 lru?.get(i, resident: resident, held: held)
                 if !resident {
@@ -423,7 +489,7 @@ final class StackDistancePass {
             case .freeCluster:
                 // `update_refcount` discards an L2 table at the freed cluster in every size
                 // that holds it (`qcow2_cache_discard`).
-                if let i = ids.find(op.offset), i < residentIn.count, residentIn[i] == session { discarded = true }
+                if let i = ids.find(op.offset), residentIn[i] == session { discarded = true }
             case .open:
                 reset(time: Double(bitPattern: op.extra))
             default:
