@@ -125,7 +125,7 @@ public struct MissRatioCurve: Sendable {
         let top = geometries.count - 1
         let policies = Set(group.points.filter { Self.stackPolicy($0.config) }.map(\.config.policy))
         let pass = StackDistancePass(
-            image: top, qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
+            image: top, clusterBits: geometries[top].clusterBits, entrySize: recording.l2EntrySizes[top], qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
         try recording.forEachBatch { pass.consume($0) }
         let base = try Simulation.streamKey(first.config, geometries: geometries).0
 

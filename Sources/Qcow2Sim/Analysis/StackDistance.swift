@@ -129,7 +129,10 @@ final class RecencyStack {
     /// Tables pinned now (`lru`: their depths bound the exact sizes).
     private var pinnedList: [Int32] = []
     /// `histogram[d]`: lookups of a resident table at depth `d` (hits for every size >= d).
-    private var histogram = Column<Int>(capacity: 1024, zero: 0)
+    private var histogram = Column<UInt32>(capacity: 1024, zero: 0)
+    /// Counts that did not fit `histogram`'s 32 bits, by depth (half the footprint of 64-bit
+    /// counts: the histogram is touched at random depths).
+    private var spilled: [Int: Int] = [:]
     /// Depths counted so far are below this.
     private var depths = 2
     /// Sizes `n <= invalidUpTo` are not given exactly by the stack (a pinned table in the way).
@@ -148,7 +151,7 @@ final class RecencyStack {
     /// Hits of a cache of `n` entries: lookups at depth at most `n`.
     func hits(upTo n: Int) -> Int {
         if cumulative.count != depths {
-            cumulative = (0..<depths).map { histogram[$0] }
+            cumulative = (0..<depths).map { Int(histogram[$0]) + (spilled[$0] ?? 0) }
             for d in 1..<cumulative.count { cumulative[d] += cumulative[d - 1] }
         }
         return cumulative[min(n, cumulative.count - 1)]
@@ -162,6 +165,7 @@ final class RecencyStack {
         pinned = 0
         pinnedList.removeAll()
         histogram.clear(depths)
+        spilled = [:]
         depths = 2
         cumulative = []
         invalidUpTo = 0
@@ -174,9 +178,16 @@ final class RecencyStack {
     }
 
     @inline(__always) private func count(_ depth: Int, _ n: Int) {
-        histogram[depth] += n
+        let (v, overflow) = histogram[depth].addingReportingOverflow(UInt32(truncatingIfNeeded: n))
+        if overflow || n > Int(UInt32.max) {
+            spill(depth, n)
+        } else {
+            histogram[depth] = v
+        }
         if depth >= depths { depths = depth + 1 }
     }
+
+    private func spill(_ depth: Int, _ n: Int) { spilled[depth, default: 0] += n }
 
     /// Depth of a table in the tree at `p` (1 = top).
     @inline(__always) private func depth(at p: Int) -> Int {
@@ -198,7 +209,7 @@ final class RecencyStack {
     }
 
     /// Renumbers the tables in the tree `1...k` in order (growing the tree to keep it at most a
-    /// quarter full after), so positions never run out: O(capacity) every `capacity - k` pushes.
+    /// half full after), so positions never run out: O(capacity) every `capacity - k` pushes.
     private func compact() {
         var k = 0
         for p in 1...last {
@@ -210,7 +221,7 @@ final class RecencyStack {
             }
         }
         var capacity = tree.capacity
-        while k * 4 > capacity { capacity *= 2 }
+        while k * 2 > capacity { capacity *= 2 }
         holder.reserve(capacity + 1)
         tree.rebuild(ones: k, capacity: capacity)
         last = k
@@ -274,15 +285,25 @@ final class RecencyStack {
     }
 }
 
-/// Table offsets to dense ids: open addressing with linear probing over a power-of-two table.
+/// Table offsets to dense ids. An L2 slice's offset is its table's cluster plus a multiple of
+/// the entry size, so ids are given per cluster, a block of `cluster size / entry size` at a time:
+/// the hash table (open addressing, linear probing) then holds one key per L2 table, not per
+/// slice, and stays small enough to be cache-resident (16 times fewer keys with 4 KiB slices of
+/// 64 KiB tables).
 struct TableIds {
     private var keys: Column<UInt64>
     private var values: Column<Int32>
     private var mask: Int
-    /// Ids given so far (`0..<count`).
+    private let clusterShift: UInt64
+    private let entryShift: UInt64
+    private let perCluster: Int
+    /// Ids given so far (`0..<count`, some never used).
     private(set) var count = 0
 
-    init() {
+    init(clusterBits: Int, entryShift: Int) {
+        clusterShift = UInt64(clusterBits)
+        self.entryShift = UInt64(entryShift)
+        perCluster = 1 << max(clusterBits - entryShift, 0)
         keys = Column(capacity: 1024, zero: 0)
         values = Column(capacity: 1024, zero: 0)
         mask = 1023
@@ -295,35 +316,46 @@ struct TableIds {
     }
 
     @inline(__always) private static func hash(_ key: UInt64) -> Int {
-        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20)
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 32)
     }
 
-    /// The id of `key`, or nil.
-    @inline(__always) func find(_ key: UInt64) -> Int? {
+    @inline(__always) private func slice(_ offset: UInt64) -> Int {
+        Int(truncatingIfNeeded: (offset >> entryShift)) & (perCluster - 1)
+    }
+
+    /// The id of table `offset`, or nil if its cluster has none.
+    @inline(__always) func lookup(_ offset: UInt64) -> Int? {
+        let key = (offset >> clusterShift) &+ 1
         var i = Self.hash(key) & mask
         while true {
             let k = keys[i]
-            if k == key { return Int(values[i]) }
+            if k == key { return Int(values[i]) + slice(offset) }
             if k == 0 { return nil }
             i = (i + 1) & mask
         }
     }
 
-    /// The id of `key` (a nonzero table offset), given a new one if it has none.
-    @inline(__always) mutating func id(_ key: UInt64) -> Int {
+    /// The id of table `offset`, given (with its cluster's) if it has none.
+    @inline(__always) mutating func assign(_ offset: UInt64) -> Int {
+        let key = (offset >> clusterShift) &+ 1
         var i = Self.hash(key) & mask
         while true {
             let k = keys[i]
-            if k == key { return Int(values[i]) }
+            if k == key { return Int(values[i]) + slice(offset) }
             if k == 0 { break }
             i = (i + 1) & mask
         }
         keys[i] = key
         values[i] = Int32(truncatingIfNeeded: count)
-        count += 1
-        if count * 2 > mask { grow() }
-        return count - 1
+        count += perCluster
+        let id = count - perCluster + slice(offset)
+        used += 1
+        if used * 2 > mask { grow() }
+        return id
     }
+
+    /// Keys in the hash table.
+    private var used = 0
 
     private mutating func grow() {
         let oldKeys = keys, oldValues = values, old = mask + 1
@@ -365,10 +397,11 @@ final class StackDistancePass {
     /// The stacks: `qemu` first, then `lru` (nil: not asked for).
     let qemu: RecencyStack?
     let lru: RecencyStack?
-    private var ids = TableIds()
-    private var pins = Column<Int32>(capacity: 1024, zero: 0)
-    /// Session (since the last open) of each id's stack membership: resident in some size.
-    private var residentIn = Column<UInt32>(capacity: 1024, zero: 0)
+    private var ids: TableIds
+    /// Per table id, in one word (one memory access per operation): the session (opens so far)
+    /// in which it entered the stack, resident in some size, in the high 32 bits; its pin count
+    /// in the low 32.
+    private var state = Column<UInt64>(capacity: 1024, zero: 0)
     private var session: UInt32 = 1
     /// Distinct tables since the open (the stack's length; it never shrinks without cleans or
     /// discards, which make the pass inexact).
@@ -398,23 +431,27 @@ final class StackDistancePass {
     private var lastOffset: UInt64 = 0
     private var lastId = 0
 
-    init(image: Int, qemu: Bool, lru: Bool) {
+    /// A pass over the L2 cache of chain image `image`, with clusters of 2^`clusterBits` bytes and
+    /// L2 entries of `entrySize` bytes.
+    init(image: Int, clusterBits: Int, entrySize: UInt64, qemu: Bool, lru: Bool) {
         self.image = UInt16(image)
+        ids = TableIds(clusterBits: clusterBits, entryShift: entrySize.trailingZeroBitCount)
         self.qemu = qemu ? RecencyStack(byRelease: true) : nil
         self.lru = lru ? RecencyStack(byRelease: false) : nil
     }
 
     deinit {
         ids.free()
-        pins.free()
-        residentIn.free()
+        state.free()
     }
 
     private func reset(time: Double) {
         qemu?.reset(ids: ids.count)
         lru?.reset(ids: ids.count)
         session += 1
-        pins.clear(ids.count)
+        // Pins restart at 0 (every session's tables were released at its close); the session
+        // number makes every table non-resident.
+        for i in 0..<min(ids.count, state.capacity) { state[i] &= ~0xFFFF_FFFF }
         length = 0
         lookups = 0
         cold = 0
@@ -433,10 +470,10 @@ final class StackDistancePass {
 
     @inline(__always) private func id(_ offset: UInt64) -> Int {
         if offset == lastOffset { return lastId }
-        let i = ids.id(offset)
-        if i >= pins.capacity || i >= residentIn.capacity {
-            pins.reserve(i + 1)
-            residentIn.reserve(i + 1)
+        let i = ids.assign(offset)
+        if ids.count > state.capacity {
+            // Every id of the table's block, so a lookup by cluster (`freeCluster`) finds room.
+            state.reserve(ids.count)
         }
         lastOffset = offset
         lastId = i
@@ -456,8 +493,9 @@ final class StackDistancePass {
             case .get where op.kind == .l2:
                 if op.flag == 0 { dirty = true }
                 let i = id(op.offset)
-                let held = pins[i] > 0
-                let resident = residentIn[i] == session
+                let word = state[i]
+                let held = word & 0xFFFF_FFFF != 0
+                let resident = word >> 32 == UInt64(session)
                 if !resident {
                     qemu?.reserve(ids: ids.count, tables: length + 1)
                     lru?.reserve(ids: ids.count, tables: length + 1)
@@ -465,22 +503,22 @@ final class StackDistancePass {
                 qemu?.get(i, resident: resident, held: held)
                 lru?.get(i, resident: resident, held: held)
                 if !resident {
-                    residentIn[i] = session
+                    state[i] = UInt64(session) << 32 | (word & 0xFFFF_FFFF)
                     length += 1
                     cold += 1
                 }
-                pins[i] += 1
+                state[i] &+= 1
                 lookups += 1
             case .put where op.kind == .l2:
                 let i = id(op.offset)
-                pins[i] -= 1
-                let released = pins[i] == 0
+                state[i] &-= 1
+                let released = state[i] & 0xFFFF_FFFF == 0
                 qemu?.put(i, released: released)
                 lru?.put(i, released: released)
             case .repeatGet where op.kind == .l2:
                 guard op.count > 0 else { break }
                 let i = id(op.offset)
-                let held = pins[i] > 0
+                let held = state[i] & 0xFFFF_FFFF != 0
                 qemu?.repeatGet(i, times: Int(op.count), held: held)
                 lru?.repeatGet(i, times: Int(op.count), held: held)
                 lookups += Int(op.count)
@@ -489,7 +527,7 @@ final class StackDistancePass {
             case .freeCluster:
                 // `update_refcount` discards an L2 table at the freed cluster in every size
                 // that holds it (`qcow2_cache_discard`).
-                if let i = ids.find(op.offset), residentIn[i] == session { discarded = true }
+                if let i = ids.lookup(op.offset), state[i] >> 32 == UInt64(session) { discarded = true }
             case .open:
                 reset(time: Double(bitPattern: op.extra))
             default:
