@@ -421,6 +421,10 @@ final class StackDistancePass {
     private var lastMemoryTime: Double = 0
     /// Memory integral without timestamps: `steps[l]` = requests spent with `l` tables.
     private var steps: [UInt64] = [0]
+    /// Prefix sums of `l × steps[l]` and of `steps[l]` (built after the pass).
+    private var weighted: [UInt64] = []
+    private var plain: [UInt64] = []
+    private var overflowed = false
     /// With timestamps: every accumulation step, in order (length, seconds).
     private var timedLengths: [UInt32] = []
     private var timedSeconds: [Double] = []
@@ -461,6 +465,9 @@ final class StackDistancePass {
         openTime = time
         lastMemoryTime = time
         steps = [0]
+        weighted = []
+        plain = []
+        overflowed = false
         timedLengths.removeAll()
         timedSeconds.removeAll()
         timed = false
@@ -615,14 +622,31 @@ final class StackDistancePass {
             }
             return sum
         }
-        var total: UInt64 = 0
-        for (l, requests) in steps.enumerated() where requests != 0 {
-            let bytes = UInt64(min(n, l)).multipliedReportingOverflow(by: entrySize)
-            let term = bytes.partialValue.multipliedReportingOverflow(by: requests)
-            let next = total.addingReportingOverflow(term.partialValue)
-            if bytes.overflow || term.overflow || next.overflow || next.partialValue >= 1 << 53 { return nil }
-            total = next.partialValue
+        // Σ_l min(n, l) × steps[l] = Σ_{l<n} l × steps[l] + n × Σ_{l>=n} steps[l], from prefix
+        // sums built once (every size's integral in O(1)).
+        if weighted.count != steps.count + 1 {
+            weighted = [0]
+            plain = [0]
+            var w: UInt64 = 0, q: UInt64 = 0
+            for (l, requests) in steps.enumerated() {
+                let (t, o1) = UInt64(l).multipliedReportingOverflow(by: requests)
+                let (w2, o2) = w.addingReportingOverflow(t)
+                let (q2, o3) = q.addingReportingOverflow(requests)
+                if o1 || o2 || o3 { overflowed = true }
+                w = w2
+                q = q2
+                weighted.append(w)
+                plain.append(q)
+            }
         }
-        return Double(total)
+        guard !overflowed else { return nil }
+        let k = min(n, steps.count)
+        let below = weighted[k]
+        let (above, o1) = UInt64(n).multipliedReportingOverflow(by: plain[steps.count] - plain[k])
+        let (sum, o2) = below.addingReportingOverflow(above)
+        let (bytes, o3) = sum.multipliedReportingOverflow(by: entrySize)
+        // Below 2^53 the live run's double sum of integers is exact in any order.
+        guard !o1, !o2, !o3, bytes < 1 << 53 else { return nil }
+        return Double(bytes)
     }
 }
