@@ -164,7 +164,7 @@ public struct MissRatioCurve: Sendable {
                 ok && t.refcountEntries == base[top].refcountEntries && t.refcountEntrySize == base[top].refcountEntrySize
                 && t.l2EntrySize == base[top].l2EntrySize
                 // A clean tick inside the trace (§3.7): the stack does not model it.
-                && !(t.cleanInterval > 0 && pass.timeSinceOpen >= Double(t.cleanInterval))
+                && !pass.cleanTickFires(interval: t.cleanInterval)
                 && pass.stats(entries: t.l2Entries, entrySize: t.l2EntrySize, policy: stack, template: CacheStats()) != nil
             eligible.append(ok)
         }

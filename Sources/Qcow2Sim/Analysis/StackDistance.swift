@@ -413,10 +413,15 @@ final class StackDistancePass {
     private(set) var dirty = false
     /// A freed cluster was a table resident in some size.
     private(set) var discarded = false
-    /// The latest request time of the session minus its open time (trace seconds), for the
-    /// clean timer: a tick at `interval` fires iff `interval > 0` and this is at least it.
-    private(set) var timeSinceOpen: Double = -1
+    /// The latest request time of the session (trace seconds; -inf: none), for the clean timer.
+    private var latestTime = -Double.infinity
     private var openTime: Double = 0
+
+    /// Whether a clean tick of `interval` seconds fires in the session: its first tick, at
+    /// `open + interval` as `CacheSystem` computes it, is at or before a request's time.
+    func cleanTickFires(interval: UInt64) -> Bool {
+        interval > 0 && openTime + Double(interval) <= latestTime
+    }
     private var lastTime: Double = 0
     private var lastMemoryTime: Double = 0
     /// Memory integral without timestamps: `steps[l]` = requests spent with `l` tables.
@@ -461,7 +466,7 @@ final class StackDistancePass {
         cold = 0
         dirty = false
         discarded = false
-        timeSinceOpen = -1
+        latestTime = -Double.infinity
         openTime = time
         lastMemoryTime = time
         steps = [0]
@@ -555,7 +560,7 @@ final class StackDistancePass {
             timed = true
             if t > lastTime {
                 lastTime = t
-                if t - openTime > timeSinceOpen { timeSinceOpen = t - openTime }
+                if t > latestTime { latestTime = t }
                 accumulate(until: t)
             }
         } else if op.offset > 0 {
