@@ -1,22 +1,29 @@
 import Foundation
 import Qcow2Sim
+import Reporting
 import TraceKit
 
-/// `qcow2sim mrc TRACE --sizes VALUES`: the L2 (and refcount) miss-ratio curve, one point per
-/// L2 cache size (issue 10, item 2). Each size is run as `simulate` runs it; the one-pass
-/// `--sizes all` comes with the operation stream.
+/// `qcow2sim mrc TRACE --sizes all|VALUES`: the L2 (and refcount) miss-ratio curve, one point
+/// per L2 cache size (issue 10, item 2), from one recording of the operation stream: one
+/// stack-distance pass gives the sizes it can give exactly, the others are replayed
+/// (`MissRatioCurveRunner`); the `method` column says which.
 enum MrcCommand {
     static let help = """
-        usage: qcow2sim mrc TRACE [run options] --sizes VALUES [--entry-size SIZE]
+        usage: qcow2sim mrc TRACE [run options] --sizes all|VALUES [--entry-size SIZE]
                             [--policy NAME[,NAME...]] [--jobs N] [--format csv|json|text|html]
                             [--output FILE] [--progress|--quiet] [trace mapping options]
 
-        The miss-ratio curve of TRACE: a sweep of the top image's l2-cache-size over VALUES,
-        every size run exactly as `simulate --drive l2-cache-size=SIZE` runs it. The rows are
-        sweep's, with l2-cache-size as the varied key (the refcount cache's rows too).
+        The miss-ratio curve of TRACE: the top image's l2-cache-size over the sizes, every point
+        equal to `simulate --drive l2-cache-size=SIZE`. The rows are sweep's, with l2-cache-size
+        as the varied key (the refcount cache's rows too), and a last column, method: `stack`
+        (from one stack-distance pass over the recorded operation stream, policies qemu and lru)
+        or `replay` (the point's own run: write-backs, discards of cached tables, clean ticks, a
+        pinned table in the way, other policies, and full coverage, where QEMU switches to whole
+        tables).
 
-          --sizes VALUES        the L2 cache sizes (VALUES below). `--sizes all`, every size from
-                                QEMU's minimum to full coverage in one pass, is not available yet
+          --sizes all           every size in entries from QEMU's minimum (2 entries) to full
+                                coverage: n × 4K for each n below it, then the covering size
+          --sizes VALUES        the L2 cache sizes (VALUES below)
           --entry-size SIZE     l2-cache-entry-size for every point (default QEMU's: 4K slices
                                 until the cache covers the disk, then whole tables)
 
@@ -37,12 +44,7 @@ enum MrcCommand {
             let a = try SweepCommand.arguments(args, extra: ["--sizes", "--entry-size"])
             let trace = try a.positionals(1, what: "TRACE argument")
             guard let sizes = a.value("--sizes") else {
-                throw UsageError("missing --sizes VALUES (e.g. --sizes 256K..32M*2; --sizes all is not available yet)")
-            }
-            if sizes == "all" {
-                throw UsageError(
-                    "--sizes all (every cache size in one pass) is not available yet; give the sizes as VALUES, e.g. --sizes 256K..32M*2"
-                )
+                throw UsageError("missing --sizes all|VALUES (e.g. --sizes all, --sizes 256K..32M*2)")
             }
             var base = try SimulateCommand.runConfig(a)
             if let text = a.value("--entry-size") {
@@ -56,10 +58,62 @@ enum MrcCommand {
                 }
             }
             let key = SweepKey.drive("l2-cache-size")
-            let axis = SweepAxis(key: key, values: try SweepValues.parse(sizes, key: key, argument: "--sizes"))
-            return try SweepCommand.execute(a, command: "mrc", traces: trace, base: base, axes: [axis])
+            let values =
+                sizes == "all" ? try MissRatioCurveRunner.allSizes(base) : try SweepValues.parse(sizes, key: key, argument: "--sizes")
+            return try execute(a, trace: trace[0], base: base, axis: SweepAxis(key: key, values: values))
         } catch {
             return reportFailure(error, command: "mrc")
         }
+    }
+
+    /// Runs the curve (`MissRatioCurveRunner`) and writes the table, as `SweepCommand.execute` does.
+    static func execute(_ a: Arguments, trace: String, base: SimulationConfig, axis: SweepAxis) throws -> Int32 {
+        var base = base
+        var axes = [axis]
+        if let text = a.value("--policy") {
+            let policies = try SweepValues.parse(text, key: .policy, argument: "--policy")
+            if policies.count == 1 {
+                base.policy = policies[0].text
+            } else {
+                axes.append(SweepAxis(key: .policy, values: policies))
+            }
+        }
+        let format = try a.choice("--format", ["csv", "json", "text", "html"], default: "csv")
+        let jobs = try SweepCommand.jobs(a)
+        let grid = try SweepGrid(base: base, axes: axes)
+        let points = grid.points
+        if trace == "-" && points.count > 1 {
+            throw UsageError("TRACE '-' (standard input) can be read only once, but the curve reads it more than once; give a file")
+        }
+        let (traceFormat, mapping) = try TraceCommand.mapping(a)
+        let progress = try Progress.start(a, command: "mrc", points: points.count)
+        defer { progress?.finish() }
+        let open: () throws -> AnyTraceReader = { try TraceFile.open(path: trace, format: traceFormat, options: mapping) }
+        let curve = MissRatioCurveRunner(jobs: jobs)
+        let result: (reports: [SimulationReport], methods: [CurveMethod])
+        do {
+            if let progress {
+                result = try curve.run(points, open: { CountingReader(try open(), progress) }, finished: { progress.add(points: $0) })
+            } else {
+                result = try curve.run(points, open: open)
+            }
+        } catch let f as SweepFailure {
+            throw SweepCommand.explain(f, grid: grid, points: points)
+        }
+        progress?.finish()
+        let table = SweepTable(
+            command: "mrc", traces: [trace], grid: grid, points: points, reports: [result.reports], methods: [result.methods])
+        let out: String
+        switch format {
+        case "json": out = table.json()
+        case "text": out = table.text()
+        case "html":
+            out = SweepPage.html(
+                table: table, fullCoverage: (result.reports.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage),
+                command: "qcow2sim mrc " + CommandLine.arguments.dropFirst(2).map(shellQuoted).joined(separator: " "))
+        default: out = table.csv()
+        }
+        try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+        return 0
     }
 }

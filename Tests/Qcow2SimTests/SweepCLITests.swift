@@ -109,10 +109,12 @@ import Testing
         let lines = out.split(separator: "\n")
         #expect(
             lines.first
-                == "trace,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests,misses_cold,misses_evicted,misses_cleaned,misses_discarded"
+                == "trace,l2-cache-size,policy,image,cache,entry_size,entries,lookups,hits,misses,hit_rate,evictions,writebacks,flushes,bytes_read,bytes_written,memory_peak_bytes,memory_mean_bytes,miss_rate,dirty_evictions,empty_gets,cleaned,requests,misses_cold,misses_evicted,misses_cleaned,misses_discarded,method"
         )
         let rows = Self.rows(out)
         #expect(rows.count == 4)
+        // The guest trace writes (dirty tables): every point is replayed.
+        #expect(rows.allSatisfy { $0["method"] == "replay" })
         // --entry-size holds even where the cache covers the disk (1M of 8 GiB with 64K clusters).
         #expect(rows.map { $0["entry_size"] } == ["4096", "65536", "4096", "65536"])
         for (i, size) in ["64K", "1M"].enumerated() {
@@ -121,6 +123,34 @@ import Testing
             Self.expectSame(rows[2 * i], theirs[0], "\(size) l2")
             Self.expectSame(rows[2 * i + 1], theirs[1], "\(size) refcount")
         }
+    }
+
+    /// `mrc --sizes all` on the seed's uniform reads over a populated 20 GiB image: 2…639 slices
+    /// and full coverage, the stack for all but the template and full coverage, rows equal to
+    /// `simulate` at the minimum, a middle size and full coverage; JSON and text say the method too.
+    @Test func mrcAllSizes() throws {
+        let trace = SweepTests.traces.appendingPathComponent("seed-uniform-20G-20000.csv").path
+        let args = ["mrc", trace, "--size", "20G", "--populate", "full", "--sizes", "all"]
+        let (status, out, err) = try CLIRun.run(args)
+        #expect(status == 0, "\(err)")
+        let rows = Self.rows(out)
+        #expect(rows.count == 639 * 2)
+        let l2 = rows.filter { $0["cache"] == "l2" }
+        #expect(l2.filter { $0["method"] == "stack" }.count == 637)
+        #expect(l2.first?["l2-cache-size"] == "8192" && l2.first?["method"] == "replay")
+        #expect(l2.last?["l2-cache-size"] == "2621440" && l2.last?["entry_size"] == "65536" && l2.last?["method"] == "replay")
+        for k in [0, 300, 638] {
+            let size = l2[k]["l2-cache-size"] ?? ""
+            let theirs = try Self.simulate(trace, ["--size", "20G", "--populate", "full", "--drive", "l2-cache-size=\(size)"])
+            Self.expectSame(rows[2 * k], theirs[0], "\(size) l2")
+            Self.expectSame(rows[2 * k + 1], theirs[1], "\(size) refcount")
+        }
+        let (js, json, _) = try CLIRun.run(args + ["--format", "json"])
+        let object = try JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any]
+        let first = try #require((object?["rows"] as? [[String: Any]])?.dropFirst(2).first)
+        #expect(js == 0 && first["method"] as? String == "stack")
+        let (ts, text, _) = try CLIRun.run(args + ["--format", "text"])
+        #expect(ts == 0 && text.split(separator: "\n").first?.hasSuffix("memory mean  method") == true)
     }
 
     @Test func jsonHasTheRowsAndFixedOptions() throws {
@@ -217,11 +247,12 @@ import Testing
         ),
         (
             ["mrc", "{T}", "--size", "8G"], 64,
-            "qcow2sim mrc: error: missing --sizes VALUES (e.g. --sizes 256K..32M*2; --sizes all is not available yet)\n"
+            "qcow2sim mrc: error: missing --sizes all|VALUES (e.g. --sizes all, --sizes 256K..32M*2)\n"
         ),
         (
-            ["mrc", "{T}", "--size", "8G", "--sizes", "all"], 64,
-            "qcow2sim mrc: error: --sizes all (every cache size in one pass) is not available yet; give the sizes as VALUES, e.g. --sizes 256K..32M*2\n"
+            // 64 TiB of 16 KiB clusters: 32 GiB of L2 tables, 2^23 - 1 slices below full coverage.
+            ["mrc", "{T}", "--size", "64T", "-o", "cluster_size=16K", "--sizes", "all"], 64,
+            "qcow2sim mrc: error: --sizes all would give 8388607 points (at most 1000000); give the sizes as VALUES, e.g. --sizes 256K..32M:64\n"
         ),
         (
             ["mrc", "{T}", "--size", "8G", "--sizes", "1M..2M:0"], 64,

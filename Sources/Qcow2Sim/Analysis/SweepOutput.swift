@@ -27,6 +27,8 @@ public struct SweepRow: Sendable {
     /// The point's predicted IOPS and latency (the whole run's, on each of its rows), with a
     /// cost model.
     public var prediction: Prediction? = nil
+    /// How the point was computed (`mrc`: `stack` or `replay`; nil for `sweep`).
+    public var method: String? = nil
 }
 
 /// A sweep's rows and how they print (CSV, JSON, text). Rows come in (trace, point, image,
@@ -40,6 +42,8 @@ public struct SweepTable: Sendable {
     public var grid: SweepGrid
     /// The rows.
     public var rows: [SweepRow]
+    /// The rows say how each point was computed (a `method` column after the fixed ones).
+    public var hasMethod = false
 
     /// The JSON's `schema_version`.
     public static let schemaVersion = 1
@@ -59,12 +63,14 @@ public struct SweepTable: Sendable {
     public var hasCost: Bool { rows.first?.prediction != nil }
 
     /// Builds the rows from `reports[trace][point index]` (``SweepExecutor/run``); `cost` adds
-    /// each point's prediction.
+    /// each point's prediction; `methods` (`[trace][point index]`, from ``MissRatioCurveRunner``) adds
+    /// the `method` column.
     public init(
         command: String, traces: [String], grid: SweepGrid, points: [SweepPoint], reports: [[SimulationReport]],
-        cost: CostModel? = nil
+        cost: CostModel? = nil, methods: [[CurveMethod]]? = nil
     ) {
         self.command = command
+        hasMethod = methods != nil
         self.traces = traces
         self.grid = grid
         var rows: [SweepRow] = []
@@ -81,7 +87,8 @@ public struct SweepTable: Sendable {
                                 trace: trace, values: p.values, policy: p.config.policy, image: im.index, cache: name,
                                 entrySize: size, entries: n, stats: st,
                                 memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests,
-                                whatIf: r.whatIf, prediction: cost?.predict(r, config: p.config)))
+                                whatIf: r.whatIf, prediction: cost?.predict(r, config: p.config),
+                                method: methods?[t][p.index].rawValue))
                     }
                 }
             }
@@ -97,10 +104,10 @@ public struct SweepTable: Sendable {
     public var hasWhatIf: Bool { rows.contains { !$0.whatIf.isEmpty } }
 
     /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns``, the cost
-    /// columns with a cost model, and `what_if` when ``hasWhatIf``.
+    /// columns with a cost model, `method` for `mrc`, and `what_if` when ``hasWhatIf``.
     public var columns: [String] {
         ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns + (hasCost ? Self.costColumns : [])
-            + (hasWhatIf ? ["what_if"] : [])
+            + (hasMethod ? ["method"] : []) + (hasWhatIf ? ["what_if"] : [])
     }
 
     /// The what-ifs every point shares (the run's `--what-if` less the varied keys).
@@ -129,6 +136,7 @@ public struct SweepTable: Sendable {
             "\(s.dirtyEvictions)", "\(s.emptyGets)", "\(s.cleaned)", "\(row.requests)", "\(s.missesCold)",
             "\(s.missesEvicted)", "\(s.missesCleaned)", "\(s.missesDiscarded)",
         ] + (row.prediction.map { [ReportFormat.number($0.iops), ReportFormat.number($0.latencyUs)] } ?? [])
+            + (hasMethod ? [row.method ?? ""] : [])
     }
 
     /// RFC 4180 CSV with a header line.
@@ -147,7 +155,7 @@ public struct SweepTable: Sendable {
     /// `{"schema_version", "command", "traces", "fixed", "varied", "columns", "rows": [{column: value}]}`;
     /// `fixed` holds the run options common to every point (the varied keys removed).
     public func json() -> String {
-        let strings: Set<String> = ["trace", "policy", "cache"]
+        let strings: Set<String> = ["trace", "policy", "cache", "method"]
         let axisColumns = columnAxes
         let hasWhatIf = self.hasWhatIf
         let columns = self.columns
@@ -158,7 +166,7 @@ public struct SweepTable: Sendable {
                 + axisColumns.map { a in
                     grid.axes[a].key.isNumeric ? row.values[a].text : Self.jsonString(row.values[a].text)
                 }
-                + zip(Self.fixedColumns + (hasCost ? Self.costColumns : []), fixedFields(row)).map {
+                + zip(Self.fixedColumns + (hasCost ? Self.costColumns : []) + (hasMethod ? ["method"] : []), fixedFields(row)).map {
                     strings.contains($0.0) ? Self.jsonString($0.1) : $0.1
                 }
                 + (hasWhatIf ? [Self.whatIfJSON(row.whatIf)] : [])
@@ -206,12 +214,13 @@ public struct SweepTable: Sendable {
     public func text() -> String {
         let axes = columnAxes
         let shown = Array(Self.fixedColumns.prefix(16))
-        var header = ["trace"] + axes.map { grid.axes[$0].key.description } + shown
+        var header = ["trace"] + axes.map { grid.axes[$0].key.description } + shown + (hasMethod ? ["method"] : [])
         header = header.map { $0.replacingOccurrences(of: "_bytes", with: "").replacingOccurrences(of: "_", with: " ") }
         var left = Set([0])
         for (i, a) in axes.enumerated() where !grid.axes[a].key.isNumeric { left.insert(1 + i) }
         let policyColumn = 1 + axes.count
         left.formUnion([policyColumn, policyColumn + 2])
+        if hasMethod { left.insert(header.count - 1) }
         var table = [header]
         for row in rows {
             let s = row.stats
@@ -224,7 +233,7 @@ public struct SweepTable: Sendable {
                     "\(s.hits)", "\(s.misses)", String(format: "%.4f", s.hitRate), "\(s.evictions)", "\(s.writebacks)",
                     "\(s.flushes)", ReportFormat.bytes(s.bytesRead), ReportFormat.bytes(s.bytesWritten),
                     ReportFormat.bytes(s.memoryPeakBytes), ReportFormat.bytes(UInt64(max(0, row.memoryMean).rounded())),
-                ])
+                ] + (hasMethod ? [row.method ?? ""] : []))
         }
         var widths = [Int](repeating: 0, count: header.count)
         for line in table { for (i, f) in line.enumerated() { widths[i] = max(widths[i], f.count) } }
