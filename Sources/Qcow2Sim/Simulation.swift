@@ -399,7 +399,13 @@ struct Replay {
                 refcountEntrySizes: sizings.map { $0.refcountEntrySize }, streamKey: streamKey)
         }
         // Closures made here, where `P` is static, so every batch runs specialized cache code.
-        if let recorder {
+        if let recorder, let tap = record?.tap {
+            ops.drain = { batch in
+                system.consume(batch)
+                recorder.consume(batch)
+                tap(batch)
+            }
+        } else if let recorder {
             ops.drain = { batch in
                 system.consume(batch)
                 recorder.consume(batch)

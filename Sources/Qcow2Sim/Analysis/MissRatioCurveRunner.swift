@@ -131,19 +131,45 @@ public struct MissRatioCurveRunner: Sendable {
             "qcow2sim-mrc-\(getpid())-\(UUID().uuidString)-p\(first.index).ops")
         defer { unlink(path) }
         let recorded: (report: SimulationReport, recording: OpRecording)
+        let policies = Set(group.points.filter { Self.stackPolicy($0.config) }.map(\.config.policy))
+        // The pass watches the live run's batches when it can be set up before it (the stream's
+        // geometry and entry size follow from the configuration): no read-back of the file,
+        // which cost a third of mrc's CPU on read-1e7.
+        var pass: StackDistancePass?
+        var assumed: (clusterBits: Int, entrySize: UInt64)?
+        let live = first.config.policy != OptimalPolicy.name && first.config.whatIf.isEmpty
+        if live, let g = try? Simulation.geometries(first.config), let sizing = try? Simulation.streamKey(first.config, geometries: g).0,
+            sizing.count == g.count, let last = g.last, let s = sizing.last
+        {
+            pass = StackDistancePass(
+                image: g.count - 1, clusterBits: last.clusterBits, entrySize: s.l2EntrySize,
+                qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
+            assumed = (last.clusterBits, s.l2EntrySize)
+        }
         do {
             var reader = try open()
-            recorded = try Simulation.record(config: first.config, reader: &reader, to: path)
+            if let p = pass {
+                recorded = try Simulation.record(config: first.config, reader: &reader, to: path, tap: { p.consume(UnsafeBufferPointer($0)) })
+            } else {
+                recorded = try Simulation.record(config: first.config, reader: &reader, to: path)
+            }
         } catch {
             throw SweepFailure(point: first.index, error: error)
         }
         let recording = recorded.recording
         let geometries = recording.geometries
         let top = geometries.count - 1
-        let policies = Set(group.points.filter { Self.stackPolicy($0.config) }.map(\.config.policy))
-        let pass = StackDistancePass(
-            image: top, clusterBits: geometries[top].clusterBits, entrySize: recording.l2EntrySizes[top], qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
-        try recording.forEachBatch { pass.consume($0) }
+        if let a = assumed, a.clusterBits != geometries[top].clusterBits || a.entrySize != recording.l2EntrySizes[top] {
+            pass = nil  // the recording's stream is not the one the pass assumed: read it back
+        }
+        if pass == nil {
+            let p = StackDistancePass(
+                image: top, clusterBits: geometries[top].clusterBits, entrySize: recording.l2EntrySizes[top],
+                qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
+            try recording.forEachBatch { p.consume($0) }
+            pass = p
+        }
+        guard let pass else { throw SweepInternalError(description: "mrc: no stack pass") }
         let base = try Simulation.streamKey(first.config, geometries: geometries).0
 
         // Which points the stack gives (checked without a template: the overrides' validity

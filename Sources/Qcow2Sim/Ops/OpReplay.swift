@@ -85,11 +85,14 @@ extension Simulation {
     /// Runs `config` live, as `run` does, and records its trace session's operations to `path`.
     ///
     /// - Returns: the live report and the recording (which keeps the report for replays).
+    /// - Parameter tap: sees every recorded batch as the live run hands it over (not with `opt`
+    ///   or a what-if, whose report comes from a replay: there it is nil or refused).
     public static func record<R: TraceReader>(
         config: SimulationConfig, reader: inout R, to path: String, log: EventLog? = nil,
-        memoryTimeline: MemoryTimeline? = nil
+        memoryTimeline: MemoryTimeline? = nil, tap: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)? = nil
     ) throws -> (report: SimulationReport, recording: OpRecording) {
         if config.policy == OptimalPolicy.name || !config.whatIf.isEmpty {
+            precondition(tap == nil, "Simulation.record: a tap needs a live policy without what-ifs")
             // The live run records with QEMU's cache (the stream does not depend on it); the
             // report is the configuration's, from a replay of the recording.
             var live = try resolvingPercentages(config, geometries: try geometries(config))
@@ -104,7 +107,7 @@ extension Simulation {
         }
         let source = BoxedSource(reader)
         defer { reader = source.reader }
-        let sink = RecordingSink(path: path)
+        let sink = RecordingSink(path: path, tap: tap)
         let visitor = Runner(config: config, log: log, misEvict: nil, timeline: memoryTimeline, source: source, record: sink)
         guard let report = try PolicyRegistry.open(config.policy, visitor) else {
             throw SimulationError.usage(
@@ -294,6 +297,12 @@ private final class FailureBox: @unchecked Sendable {
 /// Where a recording run leaves its recording.
 final class RecordingSink {
     let path: String
+    /// Sees every batch the recorder writes, in order, as the live run hands it over (`mrc`'s
+    /// stack pass: no read-back of the file).
+    let tap: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)?
     var recording: (geometries: [Geometry], l2EntrySizes: [UInt64], operations: UInt64, bytes: UInt64, streamKey: String)?
-    init(path: String) { self.path = path }
+    init(path: String, tap: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)? = nil) {
+        self.path = path
+        self.tap = tap
+    }
 }
