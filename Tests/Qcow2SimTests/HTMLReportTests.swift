@@ -138,7 +138,7 @@ enum Chromium {
         let page = try String(contentsOfFile: html, encoding: .utf8)
         func escaped(_ s: String) -> String {
             s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
-                .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;")
+                .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;").replacingOccurrences(of: "'", with: "&#39;")
         }
         let drive = try #require(doc["drive"] as? String), xml = try #require(doc["libvirt_xml"] as? String)
         #expect(drive.contains("backing.l2-cache-size="), "\(drive)")
