@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import Reporting
 import TraceKit
 
 /// `qcow2sim advise TRACE… (--memory-budget SIZE | --target-hit-rate R | --target-miss-per-request X)`:
@@ -9,7 +10,7 @@ enum AdviseCommand {
     static let help = """
         usage: qcow2sim advise TRACE... [run options] (--memory-budget SIZE | --target-hit-rate R |
                                --target-miss-per-request X) [--vary KEY=VALUES...] [--cost FILE]
-                               [--jobs N] [--format text|json] [--output FILE] [trace mapping options]
+                               [--jobs N] [--format text|json|html] [--output FILE] [trace mapping options]
 
         Recommends, for every image of the chain, l2-cache-size, l2-cache-entry-size,
         refcount-cache-size and cache-clean-interval, says why (the knee of the L2 miss curve,
@@ -33,7 +34,9 @@ enum AdviseCommand {
                                 memory (with --cost: the most predicted IOPS)
           --cost FILE           a cost model (qcow2sim calibrate): predicted IOPS and latency
           --jobs N              curve points run on N threads (default: all cores)
-          --format FMT          text (default) or json
+          --format FMT          text (default), json, or html: one self-contained page (inline
+                                SVG and CSS, no scripts) with the settings to paste and each
+                                image's L2 miss curve, the recommended size marked
           --output FILE         write the advice to FILE instead of standard output
 
         run options: as 'qcow2sim simulate --help' lists them (--size, -o, --chain, --populate,
@@ -60,7 +63,7 @@ enum AdviseCommand {
                 throw UsageError("TRACE '-' (standard input): advise reads each trace several times; give a file")
             }
             let target = try Self.target(a)
-            let format = try a.choice("--format", ["text", "json"], default: "text")
+            let format = try a.choice("--format", ["text", "json", "html"], default: "text")
             let cost = try a.value("--cost").map { try CostModel.load(path: $0) }
             let jobs = try SweepCommand.jobs(a)
             let base = try SimulateCommand.runConfig(a)
@@ -105,7 +108,12 @@ enum AdviseCommand {
                         misses: $0.totals.l2.misses)
                 }
             }
-            let out = format == "json" ? try ReportFormat.json(best) : Advisor.text(best)
+            let out: String
+            switch format {
+            case "json": out = try ReportFormat.json(best)
+            case "html": out = AdvicePage.html(best, command: "qcow2sim advise " + args.map(shellQuoted).joined(separator: " "))
+            default: out = Advisor.text(best)
+            }
             try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
             return 0
         } catch {

@@ -85,7 +85,8 @@ enum Chromium {
     /// clean-timer releases and on a 2-image chain with writes (copy-on-write from the backing
     /// file); `mrc` (misses, metadata bytes, miss classes); `sweep` on a chain (the same three and
     /// per-image bars); `compare` on a chain with a varied size (candidates, miss classes,
-    /// per-image bars, and the three curve charts).
+    /// per-image bars, and the three curve charts); `advise` on a chain (each image's misses,
+    /// metadata bytes and miss classes against size, the recommended size marked).
     static func pages(in dir: String) throws -> [(name: String, path: String, charts: Int)] {
         let trace = try burstyTrace(in: dir)
         let chainTrace = repo.appendingPathComponent("Traces/seed-mixed-uniform-8G-20000-rw50.csv").path
@@ -104,6 +105,7 @@ enum Chromium {
                     "--candidate", "policy=lru", "--vary", "l2-cache-size=128K,1M",
                 ], 6
             ),
+            ("advise", Self.adviseArgs(trace), 6),
         ]
         var out: [(String, String, Int)] = []
         for (name, args, charts) in runs {
@@ -113,6 +115,66 @@ enum Chromium {
             out.append((name, path, charts))
         }
         return out
+    }
+
+    /// `advise` on the bursty trace over a 2-image chain with a populated base, 1M per image.
+    static func adviseArgs(_ trace: String) -> [String] {
+        ["advise", trace, "--size", "8G", "--chain", "2", "--layer", "0:populate=full", "--memory-budget", "1M"]
+    }
+
+    /// The advise page shows what `advise --format json` says: the -drive string and the libvirt
+    /// element in <pre> blocks, each image's recommended size as a marker on its curves next to
+    /// full coverage and QEMU's 32M default, and the numbers in the per-image table.
+    @Test func advisePageShowsTheSettingsAndTheRecommendedPoint() throws {
+        let dir = try CLIRun.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let trace = try Self.burstyTrace(in: dir)
+        let json = dir + "/advice.json", html = dir + "/advice.html"
+        var (status, _, err) = try CLITests.run(Self.adviseArgs(trace) + ["--format", "json", "--output", json])
+        #expect(status == 0, "\(err)")
+        (status, _, err) = try CLITests.run(Self.adviseArgs(trace) + ["--format", "html", "--output", html])
+        #expect(status == 0, "\(err)")
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        let page = try String(contentsOfFile: html, encoding: .utf8)
+        func escaped(_ s: String) -> String {
+            s.replacingOccurrences(of: "&", with: "&amp;").replacingOccurrences(of: "<", with: "&lt;")
+                .replacingOccurrences(of: ">", with: "&gt;").replacingOccurrences(of: "\"", with: "&quot;").replacingOccurrences(of: "'", with: "&#39;")
+        }
+        let drive = try #require(doc["drive"] as? String), xml = try #require(doc["libvirt_xml"] as? String)
+        #expect(drive.contains("backing.l2-cache-size="), "\(drive)")
+        #expect(page.contains("<pre>\(escaped(drive))</pre>"))
+        #expect(page.contains("<pre>\(escaped(xml))</pre>"))
+        // The settings come before the first chart: a reader sees them first.
+        let pre = try #require(page.range(of: "<pre>\(escaped(drive))</pre>")), svg = try #require(page.range(of: "<svg"))
+        #expect(pre.lowerBound < svg.lowerBound)
+        let images = try #require(doc["images"] as? [[String: Any]])
+        #expect(images.count == 2)
+        for im in images {
+            let size = try #require(im["l2_cache_size"] as? Int), full = try #require(im["l2_full_coverage_bytes"] as? Int)
+            let curve = try #require(im["curve"] as? [[String: Any]])
+            // Each curve point's misses split into the four classes (what the classes chart draws).
+            for p in curve {
+                let classes = ["misses_cold", "misses_evicted", "misses_cleaned", "misses_discarded"].compactMap { p[$0] as? Int }
+                #expect(classes.count == 4 && classes.reduce(0, +) == p["misses"] as? Int, "\(p)")
+            }
+            #expect(page.contains("<td class=\"num\">\(size)</td>"), "image \(im["index"] ?? "?")")
+            // 8G at 64K clusters: full coverage is 8G / 64K × 8 = 1M for both images.
+            #expect(full == 1 << 20)
+        }
+        let marker = { (label: String) in page.components(separatedBy: ">\(label)</text>").count - 1 }
+        #expect(marker("full coverage 1M") == 6)
+        #expect(marker("QEMU default 32M") == 6)
+        let recommended = images.map { "recommended " + Self.bytesLabel(($0["l2_cache_size"] as? Int) ?? 0) }
+        for (k, r) in recommended.enumerated() { #expect(marker(r) >= 3, "image \(k): \(r)") }
+    }
+
+    /// QEMU-style size labels as the charts print them (512K, 1M, 1.5M).
+    static func bytesLabel(_ b: Int) -> String {
+        for (unit, shift) in [("G", 30), ("M", 20), ("K", 10)] where b >= 1 << shift {
+            let v = Double(b) / Double(1 << shift)
+            return (v == v.rounded() ? "\(Int(v))" : String(format: "%g", v)) + unit
+        }
+        return "\(b)"
     }
 
     /// Locally a missing chromium skips (with the message); under CI, which installs it, it fails.

@@ -186,10 +186,25 @@ public struct ImageAdvice: Codable, Equatable, Sendable {
         public var lookups: Int
         /// L2 misses.
         public var misses: Int
+        /// Metadata bytes the L2 misses read from the image (added for the HTML page's curve).
+        public var bytesRead: UInt64 = 0
+        /// The misses by class (`CacheStats.missesCold` …): they add up to `misses`.
+        public var missesCold = 0
+        /// Misses of tables evicted for capacity.
+        public var missesEvicted = 0
+        /// Misses of tables the cache-clean timer dropped.
+        public var missesCleaned = 0
+        /// Misses of tables discarded when their cluster was freed.
+        public var missesDiscarded = 0
 
         enum CodingKeys: String, CodingKey {
             case l2CacheSize = "l2_cache_size"
             case lookups, misses
+            case bytesRead = "bytes_read"
+            case missesCold = "misses_cold"
+            case missesEvicted = "misses_evicted"
+            case missesCleaned = "misses_cleaned"
+            case missesDiscarded = "misses_discarded"
         }
     }
 
@@ -288,15 +303,19 @@ public enum Advisor {
             var curve: [ImageAdvice.CurvePoint] = []
             var cleaned: [UInt64: Int] = [:]
             for (i, size) in candidates.enumerated() where size <= full[k] {
-                var lookups = 0, misses = 0, cl = 0
+                var p = ImageAdvice.CurvePoint(l2CacheSize: size, lookups: 0, misses: 0)
                 for t in reports.indices {
                     let st = reports[t][i].images[k].l2
-                    lookups += st.lookups
-                    misses += st.misses
-                    cl += st.missesCleaned
+                    p.lookups += st.lookups
+                    p.misses += st.misses
+                    p.bytesRead += st.bytesRead
+                    p.missesCold += st.missesCold
+                    p.missesEvicted += st.missesEvicted
+                    p.missesCleaned += st.missesCleaned
+                    p.missesDiscarded += st.missesDiscarded
                 }
-                curve.append(.init(l2CacheSize: size, lookups: lookups, misses: misses))
-                cleaned[size] = cl
+                curve.append(p)
+                cleaned[size] = p.missesCleaned
             }
             curves.append(curve)
             let (size, why) = try choose(curve: curve, image: k, target: target, requests: requests, geometry: geometries[k])
