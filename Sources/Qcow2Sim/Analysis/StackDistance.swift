@@ -2,11 +2,11 @@
 /// structure for cumulative frequency tables", 1994): O(log n) point updates and prefix sums.
 /// Stack distances are counted with it (`RecencyStack`).
 final class FenwickTree {
-    private var tree: UnsafeMutablePointer<Int32>
+    @exclusivity(unchecked) private var tree: UnsafeMutablePointer<Int32>
     /// Positions `1...capacity`.
-    private(set) var capacity: Int
+    @exclusivity(unchecked) private(set) var capacity: Int
     /// Sum of every count.
-    private(set) var total = 0
+    @exclusivity(unchecked) private(set) var total = 0
 
     init(capacity: Int) {
         self.capacity = max(capacity, 16)
@@ -119,26 +119,26 @@ final class RecencyStack {
     let byRelease: Bool
     private let tree = FenwickTree(capacity: 1024)
     /// Tree position per table id (0: not in the tree).
-    private var position = Column<Int32>(capacity: 1024, zero: 0)
+    @exclusivity(unchecked) private var position = Column<Int32>(capacity: 1024, zero: 0)
     /// Table id per tree position (for compactions; stale entries are skipped).
-    private var holder = Column<Int32>(capacity: 1025, zero: 0)
+    @exclusivity(unchecked) private var holder = Column<Int32>(capacity: 1025, zero: 0)
     /// Last position taken.
-    private var last = 0
+    @exclusivity(unchecked) private var last = 0
     /// Pinned tables above the tree (`qemu` only).
-    private var pinned = 0
+    @exclusivity(unchecked) private var pinned = 0
     /// Tables pinned now (`lru`: their depths bound the exact sizes).
-    private var pinnedList: [Int32] = []
+    @exclusivity(unchecked) private var pinnedList: [Int32] = []
     /// `histogram[d]`: lookups of a resident table at depth `d` (hits for every size >= d).
-    private var histogram = Column<UInt32>(capacity: 1024, zero: 0)
+    @exclusivity(unchecked) private var histogram = Column<UInt32>(capacity: 1024, zero: 0)
     /// Counts that did not fit `histogram`'s 32 bits, by depth (half the footprint of 64-bit
     /// counts: the histogram is touched at random depths).
-    private var spilled: [Int: Int] = [:]
+    @exclusivity(unchecked) private var spilled: [Int: Int] = [:]
     /// Depths counted so far are below this.
-    private var depths = 2
+    @exclusivity(unchecked) private var depths = 2
     /// Sizes `n <= invalidUpTo` are not given exactly by the stack (a pinned table in the way).
-    private(set) var invalidUpTo = 0
+    @exclusivity(unchecked) private(set) var invalidUpTo = 0
     /// `cumulative[d]`: lookups at depths `1...d` (built on first use after the pass).
-    private var cumulative: [Int] = []
+    @exclusivity(unchecked) private var cumulative: [Int] = []
 
     init(byRelease: Bool) { self.byRelease = byRelease }
 
@@ -397,48 +397,48 @@ final class StackDistancePass {
     /// The stacks: `qemu` first, then `lru` (nil: not asked for).
     let qemu: RecencyStack?
     let lru: RecencyStack?
-    private var ids: TableIds
+    @exclusivity(unchecked) private var ids: TableIds
     /// Per table id, in one word (one memory access per operation): the session (opens so far)
     /// in which it entered the stack, resident in some size, in the high 32 bits; its pin count
     /// in the low 32.
-    private var state = Column<UInt64>(capacity: 1024, zero: 0)
-    private var session: UInt32 = 1
+    @exclusivity(unchecked) private var state = Column<UInt64>(capacity: 1024, zero: 0)
+    @exclusivity(unchecked) private var session: UInt32 = 1
     /// Distinct tables since the open (the stack's length; it never shrinks without cleans or
     /// discards, which make the pass inexact).
-    private(set) var length = 0
+    @exclusivity(unchecked) private(set) var length = 0
     /// Lookups (GET and repeated GETs) and first lookups since the open.
-    private(set) var lookups = 0
-    private(set) var cold = 0
+    @exclusivity(unchecked) private(set) var lookups = 0
+    @exclusivity(unchecked) private(set) var cold = 0
     /// Some size's write-backs depend on the size (see the type's documentation).
-    private(set) var dirty = false
+    @exclusivity(unchecked) private(set) var dirty = false
     /// A freed cluster was a table resident in some size.
-    private(set) var discarded = false
+    @exclusivity(unchecked) private(set) var discarded = false
     /// The latest request time of the session (trace seconds; -inf: none), for the clean timer.
-    private var latestTime = -Double.infinity
-    private var openTime: Double = 0
+    @exclusivity(unchecked) private var latestTime = -Double.infinity
+    @exclusivity(unchecked) private var openTime: Double = 0
 
     /// Whether a clean tick of `interval` seconds fires in the session: its first tick, at
     /// `open + interval` as `CacheSystem` computes it, is at or before a request's time.
     func cleanTickFires(interval: UInt64) -> Bool {
         interval > 0 && openTime + Double(interval) <= latestTime
     }
-    private var lastTime: Double = 0
-    private var lastMemoryTime: Double = 0
+    @exclusivity(unchecked) private var lastTime: Double = 0
+    @exclusivity(unchecked) private var lastMemoryTime: Double = 0
     /// Memory integral without timestamps: `steps[l]` = requests spent with `l` tables.
-    private var steps: [UInt64] = [0]
+    @exclusivity(unchecked) private var steps: [UInt64] = [0]
     /// Prefix sums of `l × steps[l]` and of `steps[l]` (built after the pass).
-    private var weighted: [UInt64] = []
-    private var plain: [UInt64] = []
-    private var overflowed = false
+    @exclusivity(unchecked) private var weighted: [UInt64] = []
+    @exclusivity(unchecked) private var plain: [UInt64] = []
+    @exclusivity(unchecked) private var overflowed = false
     /// With timestamps: every accumulation step, in order (length, seconds).
-    private var timedLengths: [UInt32] = []
-    private var timedSeconds: [Double] = []
-    private var timed = false
+    @exclusivity(unchecked) private var timedLengths: [UInt32] = []
+    @exclusivity(unchecked) private var timedSeconds: [Double] = []
+    @exclusivity(unchecked) private var timed = false
     /// The memory integral cannot be reproduced (a non-integral step without timestamps).
-    private(set) var memoryInexact = false
+    @exclusivity(unchecked) private(set) var memoryInexact = false
     /// Last table looked up (PUTs follow their GET).
-    private var lastOffset: UInt64 = 0
-    private var lastId = 0
+    @exclusivity(unchecked) private var lastOffset: UInt64 = 0
+    @exclusivity(unchecked) private var lastId = 0
 
     /// A pass over the L2 cache of chain image `image`, with clusters of 2^`clusterBits` bytes and
     /// L2 entries of `entrySize` bytes.
