@@ -32,6 +32,22 @@ public struct SeedBenchmarkCalibration {
     /// One row per cache size, smallest first.
     public var rows: [Row]
 
+    /// The figures as printed: the calibration, then a line per cache size.
+    public var lines: [String] {
+        let c = calibration.fit.model
+        return [
+            String(
+                format: "calibrate --dir: %.1f s; request_us %.4g, c0 %.4g, c1 %.4g", calibration.seconds, c.requestUs,
+                c.metadataLoadUs, c.metadataLoadUsPerKiB)
+        ]
+            + rows.map { r in
+                String(
+                    format:
+                        "seed benchmark l2-cache-size=%-6@ measured %7.0f IOPS (plain mean %7.0f)  predicted %7.0f  %+6.1f %%  %5d L2 misses",
+                    r.cacheSize as NSString, r.measuredIops, r.plainIops, r.predictedIops, r.errorPct, r.l2Misses)
+            }
+    }
+
     /// The seed benchmark's cache sizes.
     public static let cacheSizes = ["1M", "1536K", "2M", "2560K"]
 

@@ -252,17 +252,7 @@ func runCalibrate(directory: String?) throws {
     let check = try SeedBenchmarkCalibration.run(runner: SystemProcessRunner(), directory: dir) {
         FileHandle.standardError.write(Data("calibrate: \($0)\n".utf8))
     }
-    let c = check.calibration.fit.model
-    print(
-        String(
-            format: "calibrate --dir: %.1f s; request_us %.4g, c0 %.4g, c1 %.4g", check.calibration.seconds, c.requestUs,
-            c.metadataLoadUs, c.metadataLoadUsPerKiB))
-    for r in check.rows {
-        print(
-            String(
-                format: "seed benchmark l2-cache-size=%-6@ measured %7.0f IOPS (plain mean %7.0f)  predicted %7.0f  %+6.1f %%  %5d L2 misses",
-                r.cacheSize as NSString, r.measuredIops, r.plainIops, r.predictedIops, r.errorPct, r.l2Misses))
-    }
+    for line in check.lines { print(line) }
 }
 
 let args = Array(CommandLine.arguments.dropFirst())

@@ -18,16 +18,7 @@ struct CalibrationTests {
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let check = try SeedBenchmarkCalibration.run(runner: QemuTools.runner, directory: dir) { print("calibrate: \($0)") }
         let cost = check.calibration.fit.model
-        print(
-            String(
-                format: "calibrate: %.1f s; request_us %.4g, c0 %.4g, c1 %.4g", check.calibration.seconds, cost.requestUs,
-                cost.metadataLoadUs, cost.metadataLoadUsPerKiB))
-        for r in check.rows {
-            print(
-                String(
-                    format: "seed benchmark l2-cache-size=%@: measured %.0f IOPS (plain %.0f), predicted %.0f (%+.1f%%), %d L2 misses",
-                    r.cacheSize, r.measuredIops, r.plainIops, r.predictedIops, r.errorPct, r.l2Misses))
-        }
+        for line in check.lines { print(line) }
         #expect(cost.requestUs > 0 && cost.metadataLoadUs >= 0 && cost.metadataLoadUsPerKiB >= 0)
         #expect(cost.metadataLoadUs + 64 * cost.metadataLoadUsPerKiB > cost.requestUs, "a 64 KiB load costs more than a hit")
         #expect(check.rows.map(\.cacheSize) == ["1M", "1536K", "2M", "2560K"])
