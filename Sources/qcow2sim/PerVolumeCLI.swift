@@ -75,7 +75,14 @@ enum PerVolumeCLI {
         return try PerVolume.run(path: trace, format: format, options: mapping, sizing: sizing, jobs: jobs) { unit in
             var config = base
             config.virtualSize = unit.size
-            return try work(unit, config)
+            // Errors that are not located at a record name the volume they are about.
+            do {
+                return try work(unit, config)
+            } catch let e as AdviceError {
+                throw AdviceError(description: "volume \(unit.name): \(e.description)")
+            } catch SimulationError.usage(let m) {
+                throw SimulationError.usage("volume \(unit.name) (virtual size \(unit.size)): \(m)")
+            }
         }
     }
 }

@@ -196,7 +196,7 @@ enum SweepCommand {
         cost: () throws -> CostModel?
     ) throws -> SweepTable {
         let model = try cost()
-        let results = try PerVolumeCLI.run(a, original, trace: trace, base: base, jobs: jobs) { unit, config -> [SweepRow] in
+        let results = try PerVolumeCLI.run(a, original, trace: trace, base: base, jobs: jobs) { unit, config -> ([SweepRow], SweepGrid) in
             let (g, points) = try grid(config)
             if let p = points.first(where: { $0.invalid != nil }), let e = p.invalid {
                 throw explain(SweepFailure(point: p.index, error: e), grid: g, points: points)
@@ -213,17 +213,20 @@ enum SweepCommand {
             } catch let f as SweepFailure {
                 throw explain(f, grid: g, points: points)
             }
-            return table.rows.map { row in
+            let rows = table.rows.map { row in
                 var row = row
                 row.volume = unit.name
                 row.virtualSize = unit.size
                 return row
             }
+            return (rows, g)
         }
-        let (g, points) = try grid(base)
-        var table = SweepTable(command: command, traces: [], grid: g, points: points, reports: [], methods: methods == nil ? nil : [])
+        // The first volume's grid names the columns (every volume's has the same axes; with
+        // mrc's `--sizes all` the values are each volume's own, in its rows).
+        guard let g = results.first?.result.1 else { throw UsageError("no volumes in \(trace)") }
+        var table = SweepTable(command: command, traces: [], grid: g, points: [], reports: [], methods: methods == nil ? nil : [])
         table.traces = [trace]
-        table.rows = results.flatMap(\.result)
+        table.rows = results.flatMap(\.result.0)
         return table
     }
 

@@ -31,6 +31,9 @@ public struct FleetSummary: Codable, Equatable, Sendable {
     /// The volumes whose advised L2 cache (any image) is above QEMU's 32 MiB default, in
     /// volume order: at the defaults they miss the target.
     public var aboveDefault: [String]
+    /// The volumes no cache size brings to the target (their cold misses alone miss it), in
+    /// volume order: their advice is full coverage, the closest.
+    public var unreachable: [String]
 
     /// One volume's advice.
     public struct Volume: Codable, Equatable, Sendable {
@@ -54,6 +57,8 @@ public struct FleetSummary: Codable, Equatable, Sendable {
         public var l2MissesPerRequest: Double
         /// The `-drive` options to paste for this volume.
         public var drive: String
+        /// Whether the advice reaches the target (false: full coverage, the closest).
+        public var reached: Bool
 
         enum CodingKeys: String, CodingKey {
             case volume
@@ -65,7 +70,7 @@ public struct FleetSummary: Codable, Equatable, Sendable {
             case defaultMemoryBytes = "default_memory_bytes"
             case l2HitRate = "l2_hit_rate"
             case l2MissesPerRequest = "l2_misses_per_request"
-            case drive
+            case drive, reached
         }
     }
 
@@ -112,12 +117,26 @@ public struct FleetSummary: Codable, Equatable, Sendable {
                 defaultMemoryBytes: a.images.reduce(0) { $0 + $1.defaultMemoryBytes },
                 l2HitRate: ReportFormat.rounded(l2.lookups > 0 ? Double(l2.hits) / Double(l2.lookups) : 1),
                 l2MissesPerRequest: ReportFormat.rounded(a.requests > 0 ? Double(l2.misses) / Double(a.requests) : 0),
-                drive: a.drive)
+                drive: a.drive, reached: Self.reaches(a))
         }
         memory = Distribution(volumes.map(\.memoryBytes))
         totalMemoryBytes = volumes.reduce(0) { $0 + $1.memoryBytes }
         totalDefaultMemoryBytes = volumes.reduce(0) { $0 + $1.defaultMemoryBytes }
+        unreachable = volumes.filter { !$0.reached }.map(\.volume)
         aboveDefault = docs.filter { d in d.advice.images.contains { $0.l2CacheSize > CacheSizing.defaultL2Max } }.map(\.name)
+    }
+
+    /// Whether every image's curve point at its advised size meets the document's target (the
+    /// choice `Advisor.choose` makes; the best-effort fallback of an unreachable target does not).
+    static func reaches(_ a: AdviceDocument) -> Bool {
+        a.images.allSatisfy { im in
+            guard let p = im.curve.first(where: { $0.l2CacheSize == im.l2CacheSize }), p.lookups > 0 else { return true }
+            switch a.target {
+            case "hit-rate": return Double(p.lookups - p.misses) / Double(p.lookups) >= a.targetValue
+            case "misses-per-request": return Double(p.misses) / Double(max(a.requests, 1)) <= a.targetValue
+            default: return true
+            }
+        }
     }
 
     enum CodingKeys: String, CodingKey {
@@ -128,6 +147,7 @@ public struct FleetSummary: Codable, Equatable, Sendable {
         case totalMemoryBytes = "total_memory_bytes"
         case totalDefaultMemoryBytes = "total_default_memory_bytes"
         case aboveDefault = "above_default"
+        case unreachable
     }
 
     /// The target in words.
@@ -148,6 +168,7 @@ public struct FleetSummary: Codable, Equatable, Sendable {
         s += "with QEMU's defaults (\(totalMemoryBytes) and \(totalDefaultMemoryBytes) bytes)\n"
         s += "volumes needing more than the 32 MiB default L2 cache: \(aboveDefault.count)"
         s += aboveDefault.isEmpty ? "\n" : " (\(aboveDefault.prefix(20).joined(separator: ", "))\(aboveDefault.count > 20 ? ", …" : ""))\n"
+        s += "volumes no size brings to the target (advised full coverage, the closest): \(unreachable.count)\n"
         s += "\n"
         let header = ["volume", "virtual size", "requests", "l2-cache-size", "memory", "default memory", "L2 hit rate", "misses/req"]
         var rows = [header]
