@@ -48,9 +48,9 @@ public struct VolumeSizeTable: Sendable {
         var sizes: [String: UInt64] = [:]
         var firstLine: [String: Int] = [:]
         var sawContent = false
-        for (k, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // `\r\n` is one Character (a newline), so CRLF lines split like LF ones.
+        for (k, line) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let n = k + 1
-            let line = raw.hasSuffix("\r") ? raw.dropLast() : raw
             let trimmed = line.trimmingCharacters(in: .whitespaces)
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
             let fields = trimmed.split(separator: ",", omittingEmptySubsequences: false).map {
@@ -146,10 +146,14 @@ public enum PerVolume {
     }
 
     static func noVolume(_ reader: AnyTraceReader) -> TraceError {
-        TraceError(
+        let why =
+            reader.format.isNative
+            ? "this native trace has no volume column (time,op,offset,length,volume)"
+            : "\(reader.format.rawValue) traces carry no volume field"
+        return TraceError(
             file: reader.fileName, location: reader.location,
             message:
-                "record without a volume: \(reader.format.rawValue) traces carry no volume field, and --per-volume needs one (formats with volumes: tencent, alibaba, msr, systor, spc, fio, and native traces with a volume column)"
+                "record without a volume: \(why), and --per-volume needs one (formats with volumes: tencent, alibaba, msr, systor, spc, fio, native with a volume column)"
         )
     }
 

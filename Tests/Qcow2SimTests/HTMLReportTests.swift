@@ -106,6 +106,8 @@ enum Chromium {
                 ], 6
             ),
             ("advise", Self.adviseArgs(trace), 6),
+            // The fleet page: the memory histogram and the totals (two bar charts).
+            ("fleet", ["advise", try fleetTrace(in: dir), "--per-volume", "--target-hit-rate", "0.5"], 2),
         ]
         var out: [(String, String, Int)] = []
         for (name, args, charts) in runs {
@@ -115,6 +117,18 @@ enum Chromium {
             out.append((name, path, charts))
         }
         return out
+    }
+
+    /// Three volumes of different sizes writing then reading back clusters (a native trace
+    /// with a volume column), for `advise --per-volume`'s fleet page.
+    static func fleetTrace(in dir: String) throws -> String {
+        var text = "time,op,offset,length,volume\n"
+        for (v, n) in [(0, 40), (1, 400), (2, 1200)] {
+            for op in ["W", "R"] { for i in 0..<n { text += ",\(op),\(i << 22),4096,\(v)\n" } }
+        }
+        let path = dir + "/fleet.csv"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        return path
     }
 
     /// `advise` on the bursty trace over a 2-image chain with a populated base, 1M per image.
