@@ -43,6 +43,12 @@ enum AdviseCommand {
         --layer, --image, --drive, --cache-mode, …); a --drive l2-cache-size or cache-size is
         replaced by the advice, its other options are kept.
 
+        \(PerVolumeCLI.help)
+                                With --per-volume the output is the fleet summary: per volume the
+                                memory the target needs, the distribution (p50/p90/p99/max), the
+                                total against QEMU's defaults, and the volumes needing more than
+                                the 32 MiB default L2 cache; --jobs N runs N volumes at once.
+
         """
 
     static func run(_ args: [String]) -> Int32 {
@@ -51,14 +57,16 @@ enum AdviseCommand {
         }
         do {
             let a = try Arguments(
-                args,
+                PerVolumeCLI.prepared(args),
                 options: SimulateCommand.runOptions.union([
                     "--memory-budget", "--target-hit-rate", "--target-miss-per-request", "--vary", "--cost", "--jobs", "--format",
                     "--output",
-                ]), flags: SimulateCommand.runFlags, aliases: RunConfigArguments.aliases,
+                ]).union(PerVolumeCLI.options), flags: SimulateCommand.runFlags.union(PerVolumeCLI.flags),
+                aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable.union(["--vary"]))
             let traces = a.positionals
             guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+            let perVolume = try PerVolumeCLI.enabled(a, args, traces: traces)
             if traces.contains("-") {
                 throw UsageError("TRACE '-' (standard input): advise reads each trace several times; give a file")
             }
@@ -75,39 +83,30 @@ enum AdviseCommand {
                     )
                 }
             }
+            if perVolume {
+                let results = try PerVolumeCLI.run(a, args, trace: traces[0], base: base, jobs: jobs) { unit, config in
+                    let grid = try SweepGrid(base: config, axes: axes)
+                    let doc = try advise(grid: grid, target: target, cost: cost, names: traces, jobs: 1, bestEffort: true) { _ in
+                        try unit.reader()
+                    }
+                    return (unit.size, doc)
+                }
+                let fleet = FleetSummary(trace: traces[0], volumes: results.map { ($0.name, $0.result.0, $0.result.1) })
+                let out: String
+                switch format {
+                case "json": out = try ReportFormat.json(fleet)
+                case "html": out = FleetPage.html(fleet, command: "qcow2sim advise " + args.map(shellQuoted).joined(separator: " "))
+                default: out = fleet.text()
+                }
+                try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+                return 0
+            }
             let grid = try SweepGrid(base: base, axes: axes)
             let (traceFormat, mapping) = try TraceCommand.mapping(a)
             let open: @Sendable (Int) throws -> AnyTraceReader = { t in
                 try TraceFile.open(path: traces[t], format: traceFormat, options: mapping)
             }
-            var results: [AdviceDocument] = []
-            var firstError: Error?
-            for p in grid.points {
-                if let e = p.invalid {
-                    throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
-                }
-                do {
-                    results.append(
-                        try Advisor.advise(base: p.config, target: target, cost: cost, names: traces, jobs: jobs, open: open))
-                } catch let e as AdviceError where grid.points.count > 1 {
-                    // Another configuration may reach the target.
-                    firstError = firstError ?? e
-                }
-            }
-            guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
-            if results.count > 1 {
-                func memory(_ d: AdviceDocument) -> UInt64 { d.images.reduce(0) { $0 + $1.memoryBytes } }
-                let better: (AdviceDocument, AdviceDocument) -> Bool = { x, y in
-                    if cost != nil, let i = x.totals.predictedIops, let j = y.totals.predictedIops, i != j { return i > j }
-                    return memory(x) < memory(y)
-                }
-                best = results.min(by: better) ?? best
-                best.alternatives = results.filter { $0 != best }.map {
-                    AdviceDocument.Alternative(
-                        createOptions: $0.createOptions, memoryBytes: memory($0), predictedIops: $0.totals.predictedIops,
-                        misses: $0.totals.l2.misses)
-                }
-            }
+            let best = try advise(grid: grid, target: target, cost: cost, names: traces, jobs: jobs, open: open)
             let out: String
             switch format {
             case "json": out = try ReportFormat.json(best)
@@ -119,6 +118,47 @@ enum AdviseCommand {
         } catch {
             return reportFailure(error, command: "advise")
         }
+    }
+
+    /// The advice over the grid's points (create options): the one needing the least memory (with
+    /// a cost model the most IOPS), the others as its alternatives.
+    static func advise<R: TraceReader & SendableMetatype>(
+        grid: SweepGrid, target: AdviceTarget, cost: CostModel?, names traces: [String], jobs: Int, bestEffort: Bool = false,
+        open: @escaping @Sendable (Int) throws -> R
+    ) throws -> AdviceDocument {
+        var results: [AdviceDocument] = []
+        var firstError: Error?
+        for p in grid.points {
+            if let e = p.invalid {
+                throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
+            }
+            do {
+                results.append(
+                    try Advisor.advise(
+                        base: p.config, target: target, cost: cost, names: traces, jobs: jobs, bestEffort: bestEffort, open: open))
+            } catch let e as AdviceError where grid.points.count > 1 {
+                // Another configuration may reach the target.
+                firstError = firstError ?? e
+            } catch let f as SweepFailure {
+                // A curve point's failure: a trace or option error, located already.
+                throw f.error
+            }
+        }
+        guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
+        if results.count > 1 {
+            func memory(_ d: AdviceDocument) -> UInt64 { d.images.reduce(0) { $0 + $1.memoryBytes } }
+            let better: (AdviceDocument, AdviceDocument) -> Bool = { x, y in
+                if cost != nil, let i = x.totals.predictedIops, let j = y.totals.predictedIops, i != j { return i > j }
+                return memory(x) < memory(y)
+            }
+            best = results.min(by: better) ?? best
+            best.alternatives = results.filter { $0 != best }.map {
+                AdviceDocument.Alternative(
+                    createOptions: $0.createOptions, memoryBytes: memory($0), predictedIops: $0.totals.predictedIops,
+                    misses: $0.totals.l2.misses)
+            }
+        }
+        return best
     }
 
     /// Exactly one of the three targets.

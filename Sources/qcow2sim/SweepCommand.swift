@@ -97,13 +97,14 @@ enum SweepCommand {
             return Console.help(help, command: "sweep")
         }
         do {
-            let a = try arguments(args, extra: ["--vary", "--what-if"])
+            let a = try arguments(PerVolumeCLI.prepared(args), extra: ["--vary", "--what-if"])
             let traces = a.positionals
             guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+            let perVolume = try PerVolumeCLI.enabled(a, args, traces: traces)
             let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
             var base = try SimulateCommand.runConfig(a)
             for setting in a.all("--what-if") { try base.whatIf.set(setting) }
-            return try execute(a, command: "sweep", traces: traces, base: base, axes: axes)
+            return try execute(a, command: "sweep", traces: traces, base: base, axes: axes, perVolume: perVolume ? args : nil)
         } catch {
             return reportFailure(error, command: "sweep")
         }
@@ -112,15 +113,18 @@ enum SweepCommand {
     /// The arguments of `sweep` (or `mrc`, with its own `extra` options).
     static func arguments(_ args: [String], extra: Set<String>) throws -> Arguments {
         try Arguments(
-            args, options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost"]).union(extra),
-            flags: SimulateCommand.runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
+            args,
+            options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost"]).union(extra)
+                .union(PerVolumeCLI.options),
+            flags: SimulateCommand.runFlags.union(Progress.flags).union(PerVolumeCLI.flags), aliases: RunConfigArguments.aliases,
             repeatable: RunConfigArguments.repeatable.union(["--vary", "--what-if"]))
     }
 
     /// Runs the grid `axes` over `base` on every trace and writes the table; shared by `mrc`.
-    static func execute(_ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis]) throws
-        -> Int32
-    {
+    /// `perVolume` (the original arguments) runs the grid on every volume of the one trace.
+    static func execute(
+        _ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis], perVolume: [String]? = nil
+    ) throws -> Int32 {
         var base = base
         var axes = axes
         if let text = a.value("--policy") {
@@ -140,6 +144,20 @@ enum SweepCommand {
         let format = try a.choice("--format", ["csv", "json", "text", "html"], default: "csv")
         let cost = try CostCLI.load(a)
         let jobs = try Self.jobs(a)
+        if let original = perVolume {
+            if format == "html" {
+                throw UsageError("--format html draws one curve; with --per-volume use csv, json or text (or advise --per-volume --format html for the fleet page)")
+            }
+            let axes = axes
+            let table = try perVolumeTable(a, original, command: command, trace: traces[0], base: base, jobs: jobs) { config in
+                let grid = try SweepGrid(base: config, axes: axes)
+                return (grid, grid.points)
+            } run: { unit, points in
+                try SweepExecutor.run(points: points, traces: 1, jobs: 1, runner: RecordingPointRunner(), open: { _ in try unit.reader() })
+            } cost: { cost }
+            try writeOutput(Data((format == "json" ? table.json() : format == "text" ? table.text() : table.csv()).utf8), to: a.value("--output") ?? "-")
+            return 0
+        }
         let grid = try SweepGrid(base: base, axes: axes)
         let points = grid.points
         if traces.contains("-") && traces.count * points.count > 1 {
@@ -166,6 +184,50 @@ enum SweepCommand {
         }
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
         return 0
+    }
+
+    /// The rows of a `--per-volume` sweep or curve: `grid(config)` makes a volume's grid from its
+    /// sized configuration, `run` its reports (`[[point]]`, one trace), `methods` mrc's methods.
+    static func perVolumeTable(
+        _ a: Arguments, _ original: [String], command: String, trace: String, base: SimulationConfig, jobs: Int,
+        grid: @escaping @Sendable (SimulationConfig) throws -> (SweepGrid, [SweepPoint]),
+        run: @escaping @Sendable (VolumeWork, [SweepPoint]) throws -> [[SimulationReport]],
+        methods: (@Sendable (VolumeWork, [SweepPoint]) throws -> ([[SimulationReport]], [[CurveMethod]]))? = nil,
+        cost: () throws -> CostModel?
+    ) throws -> SweepTable {
+        let model = try cost()
+        let results = try PerVolumeCLI.run(a, original, trace: trace, base: base, jobs: jobs) { unit, config -> ([SweepRow], SweepGrid) in
+            let (g, points) = try grid(config)
+            if let p = points.first(where: { $0.invalid != nil }), let e = p.invalid {
+                throw explain(SweepFailure(point: p.index, error: e), grid: g, points: points)
+            }
+            let table: SweepTable
+            do {
+                if let methods {
+                    let (reports, m) = try methods(unit, points)
+                    table = SweepTable(command: command, traces: [trace], grid: g, points: points, reports: reports, methods: m)
+                } else {
+                    table = SweepTable(
+                        command: command, traces: [trace], grid: g, points: points, reports: try run(unit, points), cost: model)
+                }
+            } catch let f as SweepFailure {
+                throw explain(f, grid: g, points: points)
+            }
+            let rows = table.rows.map { row in
+                var row = row
+                row.volume = unit.name
+                row.virtualSize = unit.size
+                return row
+            }
+            return (rows, g)
+        }
+        // The first volume's grid names the columns (every volume's has the same axes; with
+        // mrc's `--sizes all` the values are each volume's own, in its rows).
+        guard let g = results.first?.result.1 else { throw UsageError("no volumes in \(trace)") }
+        var table = SweepTable(command: command, traces: [], grid: g, points: [], reports: [], methods: methods == nil ? nil : [])
+        table.traces = [trace]
+        table.rows = results.flatMap(\.result.0)
+        return table
     }
 
     /// `--jobs N` (1 to 1024; default: all cores).
