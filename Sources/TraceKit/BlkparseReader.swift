@@ -16,6 +16,11 @@ public struct BlkparseReader: TraceReader {
     private let selected: UInt8
     private let deviceFilter: UInt32?
     private var partitionOffset: [UInt32: (disk: UInt32, delta: Int64)] = [:]
+    /// Where records' volumes are interned (nil: records are not tagged): the whole disk
+    /// (`MAJ,MIN` after remapping), as `--device` names it.
+    var volumes: VolumeTable?
+    /// The device of the event being processed.
+    private var lastDevice: UInt32 = 0
     private var requeued: Set<Key> = []
     private var emitted = 0
     private var finished = false
@@ -51,8 +56,12 @@ public struct BlkparseReader: TraceReader {
     /// The next request, or `nil` at the summary block or end of input.
     public mutating func next() throws -> TraceRecord? {
         while !finished, let range = try scanner.nextLine() {
-            let rec = try scanner.input.buffer.withUnsafeBufferPointer { p in try parse(p, range) }
-            if let rec {
+            let parsed = try scanner.input.buffer.withUnsafeBufferPointer { p in try parse(p, range) }
+            if var rec = parsed {
+                if let volumes {
+                    let d = lastDevice
+                    rec.volume = volumes.intern(key: UInt64(d)) { Blktrace.deviceName(d) }
+                }
                 emitted += 1
                 line = scanner.lineNumber
                 return rec
@@ -137,6 +146,7 @@ public struct BlkparseReader: TraceReader {
             if selected != UInt8(ascii: "Q") { requeued.insert(Key(device: device, sector: sector)) }
             if a != selected { return nil }
         }
+        lastDevice = device
         if let f = deviceFilter, f != device && f != dev { return nil }
         if selected == UInt8(ascii: "D") && !requeued.isEmpty, requeued.remove(Key(device: device, sector: sector)) != nil {
             return nil

@@ -170,6 +170,11 @@ public struct BlktraceReader: TraceReader {
     private let selected: UInt32
     private let deviceFilter: UInt32?
     private var partitionOffset: [UInt32: (disk: UInt32, delta: Int64)] = [:]
+    /// Where records' volumes are interned (nil: records are not tagged): the whole disk
+    /// (`MAJ,MIN` after remapping), as `--device` names it.
+    var volumes: VolumeTable?
+    /// The device of the event being processed.
+    private var lastDevice: UInt32 = 0
     private var requeued: Set<RequestKey> = []
     private var lastStream = 0
     private var lastEvent: BlktraceEvent?
@@ -236,7 +241,11 @@ public struct BlktraceReader: TraceReader {
                 return nil
             }
             heads[best] = try streams[best].next()
-            if let rec = try process(ev, file: streams[best].input.fileName) {
+            if var rec = try process(ev, file: streams[best].input.fileName) {
+                if let volumes {
+                    let d = lastDevice
+                    rec.volume = volumes.intern(key: UInt64(d)) { Blktrace.deviceName(d) }
+                }
                 lastEvent = ev
                 lastStream = best
                 fileName = streams[best].input.fileName
@@ -273,6 +282,7 @@ public struct BlktraceReader: TraceReader {
         }
         guard act == selected else { return nil }
         if category & Blktrace.tcPC != 0 { return nil }
+        lastDevice = device
         if let f = deviceFilter, f != device && f != ev.device { return nil }
         if selected == Blktrace.taIssue && !requeued.isEmpty,
             requeued.remove(RequestKey(device: device, sector: sector)) != nil

@@ -98,7 +98,8 @@ public struct VolumeSizeTable: Sendable {
 ///
 /// One pass over the trace when it is grouped by volume (each volume's records contiguous, as
 /// `generate --volumes` writes them): a volume's records are held in memory from its first
-/// record to its last, then handed to a worker, and at most `jobs + 1` volumes are resident.
+/// record to its last, then handed to a worker, and at most `jobs + 2` volumes are resident
+/// (`jobs` running, one waiting, one being read).
 /// A trace whose volumes interleave (the public cloud traces) is detected at the first record
 /// of a volume that already ended; it is then read again from the start and demultiplexed into
 /// one spill file per volume in `directory` (48 bytes a record, removed at the end), so memory
@@ -177,7 +178,7 @@ public enum PerVolume {
         work: @escaping @Sendable (VolumeWork) throws -> Result
     ) throws -> [(name: String, result: Result)]? {
         var (reader, rebase) = try open(path: path, format: format, options: options)
-        let pool = WorkerPool<Result>(threads: max(1, jobs), capacity: max(1, jobs))
+        let pool = WorkerPool<Result>(threads: max(1, jobs), capacity: 1)
         var seen = Set<UInt32>()
         var current: UInt32 = 0
         var records: [TraceRecord] = []
@@ -190,7 +191,8 @@ public enum PerVolume {
             let unit = VolumeWork(
                 name: name, size: try size(of: name, maxEnd: maxEnd, sizing: sizing, trace: reader.fileName),
                 fileName: reader.fileName, records: VolumeRecords(memory: records, locations: locations))
-            pool.submit(name: name) { try work(unit) }
+            // After a volume's failure the rest of the trace is not read (finish() throws it).
+            if !pool.submit(name: name, { try work(unit) }) { throw PoolFailed() }
             records = []
             locations = []
             maxEnd = 0
@@ -220,12 +222,16 @@ public enum PerVolume {
                 locations.append(reader.location)
             }
             try dispatch()
+        } catch is PoolFailed {
+            return try pool.finish()
         } catch {
             pool.cancel()
             throw error
         }
         return try pool.finish()
     }
+
+    private struct PoolFailed: Error {}
 
     private static func runSpilled<Result: Sendable>(
         path: String, format: TraceFormat?, options: TraceOptions, sizing: VolumeSizing, jobs: Int, directory: String,
@@ -266,7 +272,7 @@ public enum PerVolume {
                 let unit = VolumeWork(
                     name: name, size: try size(of: name, maxEnd: spills[k].maxEnd, sizing: sizing, trace: reader.fileName),
                     fileName: reader.fileName, records: VolumeRecords(spill: spills[k].path, count: spills[k].count))
-                pool.submit(name: name) { try work(unit) }
+                if !pool.submit(name: name, { try work(unit) }) { break }
             }
         } catch {
             pool.cancel()
@@ -474,12 +480,16 @@ final class WorkerPool<Result: Sendable>: @unchecked Sendable {
     }
 
     /// Queues a job; blocks while `capacity` jobs are waiting (the bound on resident volumes).
-    func submit(name: String, _ job: @escaping () throws -> Result) {
+    /// Returns false, queueing nothing, once a job has failed.
+    @discardableResult
+    func submit(name: String, _ job: @escaping () throws -> Result) -> Bool {
         condition.lock()
-        while queue.count >= capacity { condition.wait() }
+        defer { condition.unlock() }
+        while queue.count >= capacity && failures.isEmpty { condition.wait() }
+        guard failures.isEmpty else { return false }
         queue.append((name, job))
         condition.broadcast()
-        condition.unlock()
+        return true
     }
 
     /// Drops the waiting jobs and waits for the running ones.

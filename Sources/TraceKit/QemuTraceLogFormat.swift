@@ -74,4 +74,16 @@ struct QemuTraceLogFormat: LineFormat {
         let kind: TraceRecord.Op = op == .write && flagBits & 0x2 != 0 ? .writeZeroes : op
         return TraceRecord(time: time, op: kind, offset: offset, length: bytes, flags: flags)
     }
+
+    /// The `blk` pointer (lowercased, as `--device` compares it); 0 for an event without one.
+    func volume(_ f: inout FieldCursor, _ table: VolumeTable) -> UInt32 {
+        var i = 1
+        while i + 1 < f.count {
+            if Scan.equalsIgnoringCase(f.p, f.fields[i], "blk") {
+                return table.intern(text: f.p[f.fields[i + 1]].map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 })
+            }
+            i += 2
+        }
+        return 0
+    }
 }

@@ -40,8 +40,10 @@ public enum TraceFile {
 
     private static func openBlktrace(path: String, options: TraceOptions) throws -> AnyTraceReader {
         let inputs = try blktraceFiles(for: path).map { try openInput(path: $0, decompress: true) }
-        let reader = try BlktraceReader(inputs: inputs, options: options)
-        return AnyTraceReader(blktrace: reader, options: options)
+        var reader = try BlktraceReader(inputs: inputs, options: options)
+        let volumes = options.tagVolumes ? VolumeTable() : nil
+        reader.volumes = volumes
+        return AnyTraceReader(blktrace: reader, options: options, volumes: volumes)
     }
 
     /// The per-CPU files of the blktrace recording `path` names: every `*.blktrace.N` in a
@@ -182,8 +184,14 @@ public struct AnyTraceReader: TraceReader {
             source = .binary
             binaryReader = NativeBinaryTraceReader(input: input)
             try binaryReader.select(options.device, volumes: volumes)
-        case .blktrace: source = .blktrace(ReaderBox(try BlktraceReader(inputs: [input], options: options)))
-        case .blkparse: source = .blkparse(ReaderBox(try BlkparseReader(input: input, options: options)))
+        case .blktrace:
+            var r = try BlktraceReader(inputs: [input], options: options)
+            r.volumes = volumes
+            source = .blktrace(ReaderBox(r))
+        case .blkparse:
+            var r = try BlkparseReader(input: input, options: options)
+            r.volumes = volumes
+            source = .blkparse(ReaderBox(r))
         case .vscsi: source = .vscsi(ReaderBox(VscsiReader(input: input)))
         case .fio: source = .fio(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
         case .vscsiCSV: source = .vscsiCSV(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
@@ -196,10 +204,10 @@ public struct AnyTraceReader: TraceReader {
         }
     }
 
-    init(blktrace: BlktraceReader, options: TraceOptions) {
+    init(blktrace: BlktraceReader, options: TraceOptions, volumes: VolumeTable?) {
         format = .blktrace
         fileName = blktrace.fileName
-        volumes = nil
+        self.volumes = volumes
         mapper = RecordMapper(options: options, format: .blktrace, fileName: blktrace.fileName)
         nativeReader = NativeTraceReader(bytes: [], fileName: blktrace.fileName)
         binaryReader = NativeBinaryTraceReader(bytes: [], fileName: blktrace.fileName)

@@ -10,6 +10,7 @@ public final class VolumeTable {
     public private(set) var names: [String] = []
     private var numbers: [UInt64: UInt32] = [:]
     private var texts: [[UInt8]: UInt32] = [:]
+    private var keyed: [UInt64: UInt32] = [:]
     // The last number looked up: a trace grouped by volume hits it almost always.
     private var lastNumber: UInt64 = 0
     private var lastID: UInt32 = 0
@@ -31,6 +32,16 @@ public final class VolumeTable {
         }
         lastNumber = n
         lastID = id
+        return id
+    }
+
+    /// The ID of the volume a reader knows by `key` (a blktrace `dev_t`), named `name()` the
+    /// first time.
+    public func intern(key: UInt64, name: () -> String) -> UInt32 {
+        if let known = keyed[key] { return known }
+        names.append(name())
+        let id = UInt32(names.count)
+        keyed[key] = id
         return id
     }
 

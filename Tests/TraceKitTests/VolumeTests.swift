@@ -87,6 +87,29 @@ import Testing
         #expect(v == ["hm:1", "hm:0"])
     }
 
+    static let shared = ProcessInfo.processInfo.environment["QCOW2SIM_TRACES"] ?? "../shared/traces"
+
+    /// The public sample traces name their one device each (README of ../shared/traces:
+    /// blktrace NVMe 259,0 through partition 259,3; MSR host hm disk 0; SYSTOR LUN 0; fio's
+    /// /dev/null).
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: shared + "/sample.blktrace.0"), "../shared/traces not found: skipping (set QCOW2SIM_TRACES)"))
+    func sampleTracesNameTheirDevices() throws {
+        for (file, name, count) in [
+            ("sample.blktrace.0", "259,0", 963), ("sample.blkparse.txt", "259,0", 963), ("msr-cambridge1-sample.csv", "hm:0", 1000),
+            ("systor17-traces-sample.csv.gz", "0", 999), ("fio-t0038.iolog", "/dev/null", 20),
+        ] {
+            var o = TraceOptions()
+            o.tagVolumes = true
+            var r = try TraceFile.open(path: Self.shared + "/" + file, options: o)
+            var n = 0
+            while let x = try r.next() {
+                #expect(x.volume == 1, "\(file)")
+                n += 1
+            }
+            #expect(n == count && r.volumeNames == [name], "\(file): \(n) \(r.volumeNames)")
+        }
+    }
+
     @Test func perVolumeOrder() {
         #expect(VolumeTable.sorted(["10", "9", "100", "0"]) == ["0", "9", "10", "100"])
         #expect(VolumeTable.sorted(["hm:1", "hm:0", "b", "10"]) == ["10", "b", "hm:0", "hm:1"])
