@@ -585,6 +585,13 @@ final class StackDistancePass {
         steps[length] &+= UInt64(dt)
     }
 
+    /// Whether, so far, the stack gives every size above `n` entries exactly and no clean tick of
+    /// `interval` seconds (0: none) has fired (checked per request by `StackOnlyReader`).
+    @inline(__always) func exact(above n: Int, interval: UInt64) -> Bool {
+        !dirty && !discarded && !memoryInexact && (qemu?.invalidUpTo ?? 0) < n && (lru?.invalidUpTo ?? 0) < n
+            && !cleanTickFires(interval: interval)
+    }
+
     /// The counters of a cache of `n` entries of `entrySize` bytes under `policy`'s stack, as
     /// overrides of a report of the same stream (`template`, whose other counters hold for every
     /// size), or nil if the stack does not give them exactly.
