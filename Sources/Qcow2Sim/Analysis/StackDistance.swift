@@ -65,8 +65,9 @@ struct PositionSet {
     private let blocks: FenwickTree
     /// The block the last insertion went to; blocks below it are counted in `blocks`.
     private var open = 0
-    /// Members in the blocks below `open`.
+    /// Members in the blocks below `open`, and in `open`.
     private var sealed = 0
+    private var inOpen = 0
     /// Positions `0..<capacity` (a multiple of 64).
     private(set) var capacity: Int
 
@@ -84,13 +85,14 @@ struct PositionSet {
         let b = p &>> 6
         if b != open { seal(b) }
         bits[b] |= 1 &<< UInt64(p & 63)
+        inOpen &+= 1
     }
 
     /// Counts the open block in the tree and opens block `b`.
     private mutating func seal(_ b: Int) {
-        let n = bits[open].nonzeroBitCount
-        if n > 0 { blocks.add(open + 1, Int32(n)) }
-        sealed += n
+        if inOpen > 0 { blocks.add(open + 1, Int32(inOpen)) }
+        sealed += inOpen
+        inOpen = 0
         open = b
     }
 
@@ -100,6 +102,8 @@ struct PositionSet {
         if b != open {
             blocks.add(b &+ 1, -1)
             sealed &-= 1
+        } else {
+            inOpen &-= 1
         }
     }
 
@@ -108,7 +112,7 @@ struct PositionSet {
         let b = p &>> 6
         let here = (bits[b] &>> UInt64(p & 63)).nonzeroBitCount
         if b == open { return here }
-        return sealed &- blocks.prefix(b &+ 1) &+ here &+ bits[open].nonzeroBitCount
+        return sealed &- blocks.prefix(b &+ 1) &+ here &+ inOpen
     }
 
     /// Calls `body` with every member below `end`, in increasing order.
@@ -135,6 +139,7 @@ struct PositionSet {
         // The whole blocks are sealed; the next insertion, at n, goes to block n / 64.
         open = n / 64
         sealed = open * 64
+        inOpen = n % 64
         blocks.rebuild(capacity: words) { i in i <= n / 64 ? 64 : 0 }
     }
 }
@@ -697,7 +702,7 @@ final class StackDistancePass {
     }
 
     /// Whether, so far, the stack gives every size above `n` entries exactly and no clean tick of
-    /// `interval` seconds (0: none) has fired (checked per request by `StackOnlyReader`).
+    /// `interval` seconds (0: none) has fired (checked every 256 records by `StackOnlyReader`).
     @inline(__always) func exact(above n: Int, interval: UInt64) -> Bool {
         !dirty && !discarded && !memoryInexact && (qemu?.invalidUpTo ?? 0) < n && (lru?.invalidUpTo ?? 0) < n
             && !cleanTickFires(interval: interval)
