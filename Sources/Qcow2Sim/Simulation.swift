@@ -391,11 +391,11 @@ struct Replay {
         let ops = top.ops
         var recorder: OpRecorder?
         var streamKey = ""
-        if let record {
+        if let record, let path = record.path {
             let geometries = chain.map { $0.geometry }
             streamKey = try Simulation.streamKey(config, geometries: geometries).1
             recorder = try OpRecorder(
-                path: record.path, geometries: geometries, l2EntrySizes: sizings.map { $0.l2EntrySize },
+                path: path, geometries: geometries, l2EntrySizes: sizings.map { $0.l2EntrySize },
                 refcountEntrySizes: sizings.map { $0.refcountEntrySize }, streamKey: streamKey)
         }
         // Closures made here, where `P` is static, so every batch runs specialized cache code.
@@ -410,13 +410,19 @@ struct Replay {
                 system.consume(batch)
                 recorder.consume(batch)
             }
+        } else if let tap = record?.tap {
+            // A tap without a file (`mrc` when every point comes from the stack pass).
+            ops.drain = { batch in
+                system.consume(batch)
+                tap(batch)
+            }
         } else {
             ops.drain = { system.consume($0) }
         }
         defer { ops.drain = nil }
         // Without a recorder the request boundary hands the batch over directly (an observer,
         // `explain`, sees the boundaries as operations).
-        let direct = recorder == nil && observer == nil
+        let direct = record == nil && observer == nil
         let single = chain.count == 1
         for (k, image) in chain.enumerated() {
             let isTop = k == chain.count - 1

@@ -21,7 +21,7 @@ import TraceKit
     @discardableResult
     static func check<R: TraceReader>(
         _ base: SimulationConfig, open: @escaping () throws -> R, values: [SweepValue]? = nil,
-        policies: [String] = ["qemu"], sample: Int? = nil
+        policies: [String] = ["qemu"], sample: Int? = nil, directory: String = NSTemporaryDirectory()
     ) throws -> (methods: [CurveMethod], points: [SweepPoint], reports: [SimulationReport]) {
         let sizes = try values ?? MissRatioCurveRunner.allSizes(base)
         var axes = [SweepAxis(key: .drive("l2-cache-size"), values: sizes)]
@@ -30,7 +30,7 @@ import TraceKit
         b.policy = policies[0]
         let grid = try SweepGrid(base: b, axes: axes)
         let points = grid.points
-        let (reports, methods) = try MissRatioCurveRunner().run(points, open: open)
+        let (reports, methods) = try MissRatioCurveRunner(directory: directory).run(points, open: open)
         #expect(reports.count == points.count)
         // Sizes to check: all, or the ends, the knee (the largest drop in misses) and evenly spaced ones.
         var chosen = Set(sizes.indices)
@@ -134,6 +134,37 @@ import TraceKit
         let r = try Self.check(
             SimulationConfig(virtualSize: 1 << 30, populate: .full, populateMode: .data), open: Self.array(records), sample: 10)
         #expect(r.methods.filter { $0 == .stack }.count == 29)
+    }
+
+    @Test func oneReadOnlyPolicyRecordsNothing() throws {
+        // One policy over reads: every point comes from the stack and the live run, so mrc writes
+        // no recording; a directory that does not exist shows it (a recording there cannot be
+        // created).
+        let missing = (NSTemporaryDirectory() as NSString).appendingPathComponent("no-such-dir-\(UUID().uuidString)")
+        let base = SimulationConfig(virtualSize: 1 << 30, populate: .full)
+        let reads = try Self.generated(WorkloadSpec(count: 3000, diskSize: 1 << 30, seed: 21))
+        for policy in ["qemu", "lru"] {
+            let r = try Self.check(base, open: Self.array(reads), policies: [policy], directory: missing)
+            // The first size runs live, full coverage is its own stream; the 29 between are stack.
+            #expect(r.methods.filter { $0 == .stack }.count == 29, "\(policy)")
+        }
+        // Reads, then allocating writes: the unrecorded run stops at the first write and the
+        // curve is recorded and replayed (here: the recording cannot be created).
+        var late = reads
+        late += try Self.generated(WorkloadSpec(count: 200, diskSize: 1 << 30, readRatio: 0, seed: 22))
+        let fresh = SimulationConfig(
+            virtualSize: 1 << 30, populate: .ranges([ByteRange(start: 0, length: 512 << 20)]), populateMode: .data)
+        do {
+            try Self.check(
+                fresh, open: Self.array(late), values: [8192, 65536].map { SweepValue(text: String($0), number: UInt64($0)) },
+                directory: missing)
+            Issue.record("a curve over writes recorded nothing")
+        } catch let e as SweepFailure {
+            #expect(String(describing: e.error).contains(missing), "\(e.error)")
+        }
+        let w = try Self.check(fresh, open: Self.array(late), sample: 6)
+        #expect(w.methods.allSatisfy { $0 == .replay })
+        #expect(w.reports[0].images[0].l2.writebacks > 0)
     }
 
     @Test func chainOfTwo() throws {

@@ -124,32 +124,46 @@ public struct MissRatioCurveRunner: Sendable {
         return g
     }
 
-    /// One group of points sharing a stream: record, one stack pass, replays where needed.
-    private func curve<R: TraceReader>(_ group: PointGroup, open: () throws -> R) throws -> [(Int, SimulationReport, CurveMethod)] {
+    /// One group of points sharing a stream: one stack pass over the live run of the first
+    /// point, and replays of a recording where needed. When nothing but the trace itself can
+    /// make a point need a replay, the live run records nothing (`unrecorded`); the recording
+    /// run follows only if the trace does (its first write, discard of a cached table, clean
+    /// tick or pin in the way stops the unrecorded run there).
+    private func curve<R: TraceReader>(_ group: PointGroup, open: () throws -> R) throws -> [(Int, SimulationReport, CurveMethod)]
+    {
         let first = group.points[0]
-        let path = (directory as NSString).appendingPathComponent(
-            "qcow2sim-mrc-\(getpid())-\(UUID().uuidString)-p\(first.index).ops")
-        defer { unlink(path) }
-        let recorded: (report: SimulationReport, recording: OpRecording)
         let policies = Set(group.points.filter { Self.stackPolicy($0.config) }.map(\.config.policy))
         // The pass watches the live run's batches when it can be set up before it (the stream's
         // geometry and entry size follow from the configuration): no read-back of the file,
         // which cost a third of mrc's CPU on read-1e7.
-        var pass: StackDistancePass?
-        var assumed: (clusterBits: Int, entrySize: UInt64)?
+        var assumed: (geometries: [Geometry], clusterBits: Int, entrySize: UInt64)?
         let live = first.config.policy != OptimalPolicy.name && first.config.whatIf.isEmpty
-        if live, let g = try? Simulation.geometries(first.config), let sizing = try? Simulation.streamKey(first.config, geometries: g).0,
+        if live, let g = try? Simulation.geometries(first.config),
+            let sizing = try? Simulation.streamKey(first.config, geometries: g).0,
             sizing.count == g.count, let last = g.last, let s = sizing.last
         {
-            pass = StackDistancePass(
-                image: g.count - 1, clusterBits: last.clusterBits, entrySize: s.l2EntrySize,
-                qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
-            assumed = (last.clusterBits, s.l2EntrySize)
+            assumed = (g, last.clusterBits, s.l2EntrySize)
         }
+        func newPass(_ clusterBits: Int, _ entrySize: UInt64, images: Int) -> StackDistancePass {
+            StackDistancePass(
+                image: images - 1, clusterBits: clusterBits, entrySize: entrySize,
+                qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
+        }
+        if let a = assumed, let limits = Self.stackOnlyLimits(group, geometries: a.geometries) {
+            let pass = newPass(a.clusterBits, a.entrySize, images: a.geometries.count)
+            if let done = try unrecorded(group, pass: pass, assumed: a, limits: limits, open: open) { return done }
+        }
+
+        let path = (directory as NSString).appendingPathComponent(
+            "qcow2sim-mrc-\(getpid())-\(UUID().uuidString)-p\(first.index).ops")
+        defer { unlink(path) }
+        let recorded: (report: SimulationReport, recording: OpRecording)
+        var pass = assumed.map { newPass($0.clusterBits, $0.entrySize, images: $0.geometries.count) }
         do {
             var reader = try open()
             if let p = pass {
-                recorded = try Simulation.record(config: first.config, reader: &reader, to: path, tap: { p.consume(UnsafeBufferPointer($0)) })
+                recorded = try Simulation.record(
+                    config: first.config, reader: &reader, to: path, tap: { p.consume(UnsafeBufferPointer($0)) })
             } else {
                 recorded = try Simulation.record(config: first.config, reader: &reader, to: path)
             }
@@ -163,17 +177,103 @@ public struct MissRatioCurveRunner: Sendable {
             pass = nil  // the recording's stream is not the one the pass assumed: read it back
         }
         if pass == nil {
-            let p = StackDistancePass(
-                image: top, clusterBits: geometries[top].clusterBits, entrySize: recording.l2EntrySizes[top],
-                qemu: policies.contains(QemuPolicy.name), lru: policies.contains(LRUPolicy.name))
+            let p = newPass(geometries[top].clusterBits, recording.l2EntrySizes[top], images: geometries.count)
             try recording.forEachBatch { p.consume($0) }
             pass = p
         }
         guard let pass else { throw SweepInternalError(description: "mrc: no stack pass") }
-        let base = try Simulation.streamKey(first.config, geometries: geometries).0
+        let (sizings, eligible, template) = try plan(group, pass: pass, geometries: geometries)
+        let templates = Set(template.values)
+        var replayed: [Int] = []
+        for j in group.points.indices.dropFirst() where !eligible[j] || templates.contains(j) { replayed.append(j) }
 
-        // Which points the stack gives (checked without a template: the overrides' validity
-        // does not depend on it).
+        var out: [Int: SimulationReport] = [0: recorded.report]
+        var outcomes: [ReplayOutcome?] = []
+        do {
+            // Nothing to replay: no pass over the file (it read the whole recording back for no
+            // configuration, a fifth of mrc's instructions on read-1e6).
+            if !replayed.isEmpty {
+                outcomes = try Simulation.replay(recording, configs: replayed.map { group.points[$0].config }, jobs: jobs).map {
+                    Optional($0)
+                }
+            }
+        } catch {
+            // A point the replay refuses runs by itself, to report its own error as simulate does.
+            outcomes = replayed.map { _ in nil }
+        }
+        for (j, outcome) in zip(replayed, outcomes) {
+            if let report = outcome?.report {
+                out[j] = report
+            } else {
+                out[j] = try LivePointRunner().run(PointGroup(trace: group.trace, points: [group.points[j]]), open: open)[0]
+            }
+        }
+        return try assemble(group, pass: pass, top: top, sizings: sizings, eligible: eligible, template: template, reports: out)
+    }
+
+    /// The limits within which every point of `group` comes from the stack pass and the first
+    /// point's live run, whatever the trace holds (nil: some point needs a replay anyway: another
+    /// policy, other sizes of the other caches, slices smaller than a page): the fewest L2
+    /// entries of any point and the shortest clean interval (0: none).
+    private static func stackOnlyLimits(_ group: PointGroup, geometries: [Geometry]) -> (entries: Int, interval: UInt64)? {
+        let first = group.points[0]
+        guard let base = try? Simulation.streamKey(first.config, geometries: geometries).0, let top = base.last else {
+            return nil
+        }
+        var entries = Int.max
+        var interval = UInt64.max
+        for p in group.points {
+            // One policy: a second one's size-independent counters (its refcount cache) need a
+            // run of their own.
+            guard p.invalid == nil, stackPolicy(p.config), p.config.policy == first.config.policy,
+                let s = try? Simulation.streamKey(p.config, geometries: geometries).0, s.count == base.count, let t = s.last
+            else { return nil }
+            guard zip(s, base).dropLast().allSatisfy({ $0.0 == $0.1 }), t.refcountEntries == top.refcountEntries,
+                t.refcountEntrySize == top.refcountEntrySize, t.l2EntrySize == top.l2EntrySize,
+                t.l2EntrySize >= MetadataCache<QemuPolicy>.pageSize
+            else { return nil }
+            entries = min(entries, t.l2Entries)
+            if t.cleanInterval > 0 { interval = min(interval, t.cleanInterval) }
+        }
+        return (entries, interval == .max ? 0 : interval)
+    }
+
+    /// `group` from the first point's live run without a recording, the stack pass watching it;
+    /// nil if some point needs a replay after all (the run then stops as soon as the pass knows).
+    private func unrecorded<R: TraceReader>(
+        _ group: PointGroup, pass: StackDistancePass, assumed: (geometries: [Geometry], clusterBits: Int, entrySize: UInt64),
+        limits: (entries: Int, interval: UInt64), open: () throws -> R
+    ) throws -> [(Int, SimulationReport, CurveMethod)]? {
+        let first = group.points[0]
+        let report: SimulationReport
+        var reader: StackOnlyReader<R>
+        do {
+            reader = StackOnlyReader(base: try open(), pass: pass, entries: limits.entries, interval: limits.interval)
+            report = try Simulation.run(config: first.config, reader: &reader, tap: { pass.consume(UnsafeBufferPointer($0)) })
+        } catch {
+            throw SweepFailure(point: first.index, error: error)
+        }
+        let top = assumed.geometries.count - 1
+        guard !reader.stopped, report.images.count == assumed.geometries.count,
+            report.images[top].geometry.clusterBits == assumed.clusterBits,
+            report.images[top].sizing.l2EntrySize == assumed.entrySize
+        else { return nil }
+        let (sizings, eligible, template) = try plan(group, pass: pass, geometries: report.images.map(\.geometry))
+        guard eligible.allSatisfy({ $0 }), template == [first.config.policy: 0] else { return nil }
+        return try assemble(
+            group, pass: pass, top: top, sizings: sizings, eligible: eligible, template: template, reports: [0: report])
+    }
+
+    /// Which points the stack gives, their sizings, and the template of each policy: a point run
+    /// by itself whose size-independent counters hold for every stack point of that policy (the
+    /// first point if it can be one).
+    private func plan(_ group: PointGroup, pass: StackDistancePass, geometries: [Geometry]) throws -> (
+        sizings: [[CacheSizing]?], eligible: [Bool], template: [String: Int]
+    ) {
+        let first = group.points[0]
+        let top = geometries.count - 1
+        let base = try Simulation.streamKey(first.config, geometries: geometries).0
+        // Checked without a template: the overrides' validity does not depend on it.
         var sizings: [[CacheSizing]?] = []
         var eligible: [Bool] = []
         for p in group.points {
@@ -194,34 +294,22 @@ public struct MissRatioCurveRunner: Sendable {
                 && pass.stats(entries: t.l2Entries, entrySize: t.l2EntrySize, policy: stack, template: CacheStats()) != nil
             eligible.append(ok)
         }
-        // A template per policy: a point run by itself, whose size-independent counters hold for
-        // every stack point of that policy.
         var template: [String: Int] = [:]
         for (j, p) in group.points.enumerated() where eligible[j] && template[p.config.policy] == nil {
             template[p.config.policy] = j
         }
         if eligible[0] { template[first.config.policy] = 0 }
-        let templates = Set(template.values)
-        var replayed: [Int] = []
-        for j in group.points.indices.dropFirst() where !eligible[j] || templates.contains(j) { replayed.append(j) }
+        return (sizings, eligible, template)
+    }
 
-        var out: [Int: SimulationReport] = [0: recorded.report]
-        var outcomes: [ReplayOutcome?]
-        do {
-            outcomes = try Simulation.replay(recording, configs: replayed.map { group.points[$0].config }, jobs: jobs).map {
-                Optional($0)
-            }
-        } catch {
-            // A point the replay refuses runs by itself, to report its own error as simulate does.
-            outcomes = replayed.map { _ in nil }
-        }
-        for (j, outcome) in zip(replayed, outcomes) {
-            if let report = outcome?.report {
-                out[j] = report
-            } else {
-                out[j] = try LivePointRunner().run(PointGroup(trace: group.trace, points: [group.points[j]]), open: open)[0]
-            }
-        }
+    /// Every point's report: the stack's counters over its policy's template, or its own run's
+    /// (`reports`, by position in `group`). Each template is checked against the stack first.
+    private func assemble(
+        _ group: PointGroup, pass: StackDistancePass, top: Int, sizings: [[CacheSizing]?], eligible: [Bool],
+        template: [String: Int],
+        reports out: [Int: SimulationReport]
+    ) throws -> [(Int, SimulationReport, CurveMethod)] {
+        let templates = Set(template.values)
         var result: [(Int, SimulationReport, CurveMethod)] = []
         for (policy, j) in template.sorted(by: { $0.value < $1.value }) {
             guard let t = out[j], let stack = stack(pass, policy), let s = sizings[j]?[top] else { continue }
@@ -255,4 +343,39 @@ public struct MissRatioCurveRunner: Sendable {
     private func stack(_ pass: StackDistancePass, _ policy: String) -> RecencyStack? {
         policy == QemuPolicy.name ? pass.qemu : policy == LRUPolicy.name ? pass.lru : nil
     }
+}
+
+/// A reader that ends the trace early once the stack pass knows some point needs a replay
+/// (`MissRatioCurveRunner`'s unrecorded run, which is then run again with a recording): a
+/// write-heavy trace pays for its prefix up to the first write, not for a whole second run.
+struct StackOnlyReader<Base: TraceReader>: TraceReader {
+    var base: Base
+    let pass: StackDistancePass
+    /// The fewest L2 entries of any point, the shortest clean interval (0: none).
+    let entries: Int
+    let interval: UInt64
+    /// Whether the trace was cut short.
+    private(set) var stopped = false
+
+    /// Records until the next check.
+    private(set) var countdown = 0
+
+    mutating func next() throws -> TraceRecord? {
+        if stopped { return nil }
+        // Checked every 256 records (a check per record was 1 % of mrc's instructions on
+        // read-1e6); the run then stops at most 255 records late, and is thrown away anyway.
+        if countdown == 0 {
+            countdown = 256
+            if !pass.exact(above: entries, interval: interval) {
+                stopped = true
+                return nil
+            }
+        }
+        countdown -= 1
+        return try base.next()
+    }
+
+    var location: TraceLocation { base.location }
+    var fileName: String { base.fileName }
+    var timeOrigin: TraceTimeOrigin { base.timeOrigin }
 }

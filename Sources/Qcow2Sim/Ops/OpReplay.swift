@@ -115,9 +115,29 @@ extension Simulation {
         }
         guard let r = sink.recording else { throw SimulationError.usage("the run recorded nothing") }
         let recording = OpRecording(
-            path: sink.path, geometries: r.geometries, l2EntrySizes: r.l2EntrySizes, operations: r.operations, bytes: r.bytes,
+            path: path, geometries: r.geometries, l2EntrySizes: r.l2EntrySizes, operations: r.operations, bytes: r.bytes,
             liveReport: report, streamKey: r.streamKey)
         return (report, recording)
+    }
+
+    /// Runs `config` live, as `run` does, handing every batch of the trace session's operations
+    /// to `tap` as the cache layer consumes it, and records nothing: `mrc`'s stack pass when no
+    /// point needs a replay (no file written, none read back).
+    ///
+    /// - Returns: the live report (that of `run`).
+    static func run<R: TraceReader>(
+        config: SimulationConfig, reader: inout R, tap: @escaping (UnsafeMutableBufferPointer<MetadataOp>) -> Void
+    ) throws -> SimulationReport {
+        precondition(config.policy != OptimalPolicy.name && config.whatIf.isEmpty, "Simulation.run(tap:): a live policy without what-ifs")
+        let source = BoxedSource(reader)
+        defer { reader = source.reader }
+        let visitor = Runner(
+            config: config, log: nil, misEvict: nil, timeline: nil, source: source, record: RecordingSink(path: nil, tap: tap))
+        guard let report = try PolicyRegistry.open(config.policy, visitor) else {
+            throw SimulationError.usage(
+                "unknown policy '\(config.policy)' (expected one of: \(PolicyRegistry.names.joined(separator: ", ")))")
+        }
+        return report
     }
 
     /// Replays `recording` through every configuration of `configs` in one pass over the file
@@ -296,12 +316,13 @@ private final class FailureBox: @unchecked Sendable {
 
 /// Where a recording run leaves its recording.
 final class RecordingSink {
-    let path: String
+    /// The recording's file (nil: the tap only, nothing recorded).
+    let path: String?
     /// Sees every batch the recorder writes, in order, as the live run hands it over (`mrc`'s
     /// stack pass: no read-back of the file).
     let tap: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)?
     var recording: (geometries: [Geometry], l2EntrySizes: [UInt64], operations: UInt64, bytes: UInt64, streamKey: String)?
-    init(path: String, tap: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)? = nil) {
+    init(path: String?, tap: ((UnsafeMutableBufferPointer<MetadataOp>) -> Void)? = nil) {
         self.path = path
         self.tap = tap
     }
