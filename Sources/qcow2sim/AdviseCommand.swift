@@ -38,6 +38,10 @@ enum AdviseCommand {
                                 SVG and CSS, no scripts) with the settings to paste and each
                                 image's L2 miss curve, the recommended size marked
           --output FILE         write the advice to FILE instead of standard output
+        \(ShardCLI.help)
+                                advise's units are the curve's points (configuration, trace,
+                                candidate size); merge chooses and runs the recommended
+                                settings once per trace
 
         run options: as 'qcow2sim simulate --help' lists them (--size, -o, --chain, --populate,
         --layer, --image, --drive, --cache-mode, …); a --drive l2-cache-size or cache-size is
@@ -50,11 +54,21 @@ enum AdviseCommand {
             return Console.help(help, command: "advise")
         }
         do {
+            return try main(args, mode: nil, stamps: [])
+        } catch {
+            return reportFailure(error, command: "advise")
+        }
+    }
+
+    /// Parses `args` and runs them (`mode` nil: as given, with or without `--shard`; `.merge`:
+    /// the curve from shard files, whose traces' `stamps` the traces must still match).
+    static func main(_ args: [String], mode: RunMode?, stamps: [TraceStamp]) throws -> Int32 {
+        do {
             let a = try Arguments(
                 args,
                 options: SimulateCommand.runOptions.union([
                     "--memory-budget", "--target-hit-rate", "--target-miss-per-request", "--vary", "--cost", "--jobs", "--format",
-                    "--output",
+                    "--output", ShardCLI.option,
                 ]), flags: SimulateCommand.runFlags, aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable.union(["--vary"]))
             let traces = a.positionals
@@ -80,15 +94,88 @@ enum AdviseCommand {
             let open: @Sendable (Int) throws -> AnyTraceReader = { t in
                 try TraceFile.open(path: traces[t], format: traceFormat, options: mapping)
             }
+            let mode = try mode ?? ShardCLI.mode(a, traces: traces)
+            if case .merge = mode {
+                for (stamp, now) in zip(stamps, traces.map(TraceStamp.of)) where stamp != now {
+                    throw ShardError(
+                        "trace \(stamp.path) changed since the shards ran (they saw \(stamp.text), now \(now.text)); advise's merge runs the recommended settings on it"
+                    )
+                }
+            }
+            // Units: (configuration, trace, candidate), in that order; a configuration whose
+            // plan fails has none (merge meets its error again, as the whole run does).
+            var plans: [Advisor.Plan?] = []
+            var offsets: [Int] = []
+            var total = 0
+            for p in grid.points {
+                offsets.append(total)
+                let plan: Advisor.Plan?
+                do {
+                    plan = p.invalid == nil ? try Advisor.plan(base: p.config, target: target) : nil
+                } catch let e as AdviceError where grid.points.count > 1 {
+                    _ = e
+                    plan = nil
+                }
+                plans.append(plan)
+                total += traces.count * (plan?.points.count ?? 0)
+            }
+            if case .shard(let spec) = mode {
+                let stamps = traces.map(TraceStamp.of)
+                var results: [ShardUnit] = []
+                for (v, p) in grid.points.enumerated() {
+                    if let e = p.invalid {
+                        throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
+                    }
+                    guard let plan = plans[v] else { continue }
+                    let n = plan.points.count
+                    for t in traces.indices {
+                        let ids = (0..<n).filter { spec.owns(offsets[v] + t * n + $0) }
+                        guard !ids.isEmpty else { continue }
+                        // This shard's candidates of (configuration, trace), numbered from 0.
+                        let sub = ids.enumerated().map { j, i in
+                            var q = plan.points[i]
+                            q.index = j
+                            return q
+                        }
+                        let reports = try SweepExecutor.run(
+                            points: sub, traces: 1, jobs: jobs, runner: RecordingPointRunner(), open: { _ in try open(t) })
+                        for (j, i) in ids.enumerated() {
+                            results.append(
+                                ShardUnit(index: offsets[v] + t * n + i, sample: plan.sample(i, reports[0][j], cost: cost)))
+                        }
+                    }
+                }
+                try ShardCLI.write(command: "advise", args: args, a: a, stamps: stamps, spec: spec, units: total, results: results)
+                return 0
+            }
+            var merged: [ShardUnit] = []
+            if case .merge(let units) = mode {
+                try ShardCLI.check(units, total: total)
+                merged = units
+            }
             var results: [AdviceDocument] = []
             var firstError: Error?
-            for p in grid.points {
+            for (v, p) in grid.points.enumerated() {
                 if let e = p.invalid {
                     throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
                 }
                 do {
-                    results.append(
-                        try Advisor.advise(base: p.config, target: target, cost: cost, names: traces, jobs: jobs, open: open))
+                    if case .merge = mode {
+                        let plan = try plans[v] ?? Advisor.plan(base: p.config, target: target)
+                        let n = plan.points.count
+                        let samples = try traces.indices.map { t in
+                            try (0..<n).map { i in
+                                guard let s = merged[offsets[v] + t * n + i].sample else {
+                                    throw ShardError("damaged shard: unit \(offsets[v] + t * n + i) has no advice sample")
+                                }
+                                return s
+                            }
+                        }
+                        results.append(try Advisor.finish(plan, samples: samples, cost: cost, names: traces, open: open))
+                    } else {
+                        results.append(
+                            try Advisor.advise(base: p.config, target: target, cost: cost, names: traces, jobs: jobs, open: open))
+                    }
                 } catch let e as AdviceError where grid.points.count > 1 {
                     // Another configuration may reach the target.
                     firstError = firstError ?? e
@@ -116,8 +203,6 @@ enum AdviseCommand {
             }
             try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
             return 0
-        } catch {
-            return reportFailure(error, command: "advise")
         }
     }
 

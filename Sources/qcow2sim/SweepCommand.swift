@@ -10,6 +10,7 @@ enum SweepCommand {
         usage: qcow2sim sweep TRACE... [run options] --vary KEY=VALUES [--vary KEY=VALUES...]
                               [--policy NAME[,NAME...]] [--what-if KEY=VALUE...] [--jobs N]
                               [--format csv|json|text|html] [--output FILE] [--progress|--quiet]
+                              [--shard K/N]
                               [trace mapping options]
 
         Runs every configuration of the grid (the cross product of the --vary axes, the first
@@ -50,6 +51,7 @@ enum SweepCommand {
           --jobs N              points run on N threads (default: all cores); the output is the
                                 same whatever N is
         \(Progress.help)
+        \(ShardCLI.help)
 
         \(columnsHelp)
 
@@ -97,30 +99,42 @@ enum SweepCommand {
             return Console.help(help, command: "sweep")
         }
         do {
-            let a = try arguments(args, extra: ["--vary", "--what-if"])
-            let traces = a.positionals
-            guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
-            let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
-            var base = try SimulateCommand.runConfig(a)
-            for setting in a.all("--what-if") { try base.whatIf.set(setting) }
-            return try execute(a, command: "sweep", traces: traces, base: base, axes: axes)
+            return try main(args, mode: nil)
         } catch {
             return reportFailure(error, command: "sweep")
         }
     }
 
+    /// Parses `args` and runs them: `mode` nil runs the command as given (with or without
+    /// `--shard`); `.merge` takes the results from shard files (`qcow2sim merge`).
+    static func main(_ args: [String], mode: RunMode?) throws -> Int32 {
+        let a = try arguments(args, extra: ["--vary", "--what-if"])
+        let traces = a.positionals
+        guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+        let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
+        var base = try SimulateCommand.runConfig(a)
+        for setting in a.all("--what-if") { try base.whatIf.set(setting) }
+        return try execute(
+            a, command: "sweep", traces: traces, base: base, axes: axes, mode: mode ?? ShardCLI.mode(a, traces: traces),
+            args: args)
+    }
+
     /// The arguments of `sweep` (or `mrc`, with its own `extra` options).
     static func arguments(_ args: [String], extra: Set<String>) throws -> Arguments {
         try Arguments(
-            args, options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost"]).union(extra),
+            args,
+            options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost", ShardCLI.option])
+                .union(extra),
             flags: SimulateCommand.runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
             repeatable: RunConfigArguments.repeatable.union(["--vary", "--what-if"]))
     }
 
-    /// Runs the grid `axes` over `base` on every trace and writes the table; shared by `mrc`.
-    static func execute(_ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis]) throws
-        -> Int32
-    {
+    /// Runs the grid `axes` over `base` on every trace and writes the table, or this shard's units
+    /// (`mode`); `args` are the command's arguments (for the shard file and the HTML page).
+    static func execute(
+        _ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis], mode: RunMode,
+        args: [String]
+    ) throws -> Int32 {
         var base = base
         var axes = axes
         if let text = a.value("--policy") {
@@ -146,26 +160,79 @@ enum SweepCommand {
             throw UsageError("TRACE '-' (standard input) can be read only once, but every point reads its trace; give a file")
         }
         let (traceFormat, mapping) = try TraceCommand.mapping(a)
-        let progress = try Progress.start(a, command: command, points: points.count * traces.count)
-        defer { progress?.finish() }
-        progress?.estimate(traces: traces, pointsPerTrace: points.count)
-        let reports = try Self.runPoints(
-            points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
-        // The progress line goes before the table does (both may be on one terminal).
-        progress?.finish()
-        let table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports, cost: cost)
+        // Units: (trace, point), trace-major: unit t × P + p.
+        let total = traces.count * points.count
+        let table: SweepTable
+        let fullCoverage: UInt64?
+        switch mode {
+        case .shard(let spec):
+            let stamps = traces.map(TraceStamp.of)
+            let mine = spec.units(of: total)
+            let progress = try Progress.start(a, command: command, points: mine.count)
+            defer { progress?.finish() }
+            var results: [ShardUnit] = []
+            for (t, trace) in traces.enumerated() {
+                let ps = mine.filter { $0 / points.count == t }.map { $0 % points.count }
+                guard !ps.isEmpty else { continue }
+                // The shard's points of this trace, numbered from 0 for the executor.
+                let sub = ps.enumerated().map { j, p in
+                    var q = points[p]
+                    q.index = j
+                    return q
+                }
+                progress?.estimate(traces: [trace], pointsPerTrace: sub.count)
+                let reports = try Self.runPoints(
+                    sub, traces: [trace], format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
+                for (j, p) in ps.enumerated() {
+                    let r = reports[0][j]
+                    let rows = SweepTable.rows(trace: trace, point: points[p], report: r, cost: cost, method: nil)
+                    results.append(
+                        ShardUnit(
+                            index: t * points.count + p, rows: rows.map(ShardRow.init),
+                            fullCoverage: (r.images.last?.geometry).map(MissRatioCurve.fullCoverage)))
+                }
+            }
+            progress?.finish()
+            try ShardCLI.write(command: command, args: args, a: a, stamps: stamps, spec: spec, units: total, results: results)
+            return 0
+        case .merge(let units):
+            try ShardCLI.check(units, total: total)
+            var rows: [SweepRow] = []
+            for u in units {
+                let t = u.index / points.count, p = u.index % points.count
+                for r in u.rows ?? [] { rows.append(try r.row(trace: traces[t], point: points[p])) }
+            }
+            table = SweepTable(command: command, traces: traces, grid: grid, rows: rows, hasMethod: false)
+            fullCoverage = units.first?.fullCoverage
+        case .whole:
+            let progress = try Progress.start(a, command: command, points: points.count * traces.count)
+            defer { progress?.finish() }
+            progress?.estimate(traces: traces, pointsPerTrace: points.count)
+            let reports = try Self.runPoints(
+                points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
+            // The progress line goes before the table does (both may be on one terminal).
+            progress?.finish()
+            table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports, cost: cost)
+            fullCoverage = (reports.first?.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage)
+        }
         let out: String
         switch format {
         case "json": out = table.json()
         case "text": out = table.text()
         case "html":
             out = SweepPage.html(
-                table: table, fullCoverage: (reports.first?.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage),
-                command: "qcow2sim \(command) " + CommandLine.arguments.dropFirst(2).map(shellQuoted).joined(separator: " "))
+                table: table, fullCoverage: fullCoverage,
+                command: "qcow2sim \(command) " + Self.pageArguments(args, mode: mode).map(shellQuoted).joined(separator: " "))
         default: out = table.csv()
         }
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
         return 0
+    }
+
+    /// The command line an HTML page shows: as given; merged, the shards' (`MergeCommand`).
+    static func pageArguments(_ args: [String], mode: RunMode) -> [String] {
+        if case .merge = mode { return args }
+        return Array(CommandLine.arguments.dropFirst(2))
     }
 
     /// `--jobs N` (1 to 1024; default: all cores).

@@ -83,30 +83,44 @@ public struct MissRatioCurveRunner: Sendable {
     public func run<R: TraceReader>(
         _ points: [SweepPoint], open: () throws -> R, finished: ((Int) -> Void)? = nil
     ) throws -> (reports: [SimulationReport], methods: [CurveMethod]) {
+        let r = try run(points, only: nil, open: open, finished: finished)
+        return (
+            try r.reports.map { r in
+                guard let r else { throw SweepInternalError(description: "an mrc point was not run") }
+                return r
+            }, r.methods
+        )
+    }
+
+    /// Computes the points whose index is in `only` (every point when nil; `mrc --shard`), each
+    /// as the whole curve computes it: the groups, the recorded point, the stack's eligibility and
+    /// the templates are those of all `points`, so a point's report and method do not depend on
+    /// which other points are asked for. The other reports are nil.
+    public func run<R: TraceReader>(
+        _ points: [SweepPoint], only: Set<Int>?, open: () throws -> R, finished: ((Int) -> Void)? = nil
+    ) throws -> (reports: [SimulationReport?], methods: [CurveMethod]) {
         var reports = [SimulationReport?](repeating: nil, count: points.count)
         var methods = [CurveMethod](repeating: .replay, count: points.count)
         for group in PointGroup.groups(points, traces: 1) where !group.points.isEmpty {
+            let wanted = only.map { o in group.points.filter { o.contains($0.index) } } ?? group.points
+            if wanted.isEmpty { continue }
             let done: [(Int, SimulationReport, CurveMethod)]
             if group.points.count > 1, group.points.allSatisfy({ $0.invalid == nil }),
                 group.points.contains(where: { Self.stackPolicy($0.config) })
             {
-                done = try curve(Self.recordingSmallest(group), open: open)
+                done = try curve(Self.recordingSmallest(group), only: only, open: open)
             } else {
-                let r = try RecordingPointRunner(directory: directory).run(group, open: open)
-                done = zip(group.points, r).map { ($0.0.index, $0.1, .replay) }
+                let sub = PointGroup(trace: group.trace, points: wanted)
+                let r = try RecordingPointRunner(directory: directory).run(sub, open: open)
+                done = zip(sub.points, r).map { ($0.0.index, $0.1, .replay) }
             }
             for (i, r, m) in done {
                 reports[i] = r
                 methods[i] = m
             }
-            finished?(group.points.count)
+            finished?(wanted.count)
         }
-        return (
-            try reports.map { r in
-                guard let r else { throw SweepInternalError(description: "an mrc point was not run") }
-                return r
-            }, methods
-        )
+        return (reports, methods)
     }
 
     /// `group` with the point to record first: the `qemu` point with the fewest L2 entries (the
@@ -125,7 +139,12 @@ public struct MissRatioCurveRunner: Sendable {
     }
 
     /// One group of points sharing a stream: record, one stack pass, replays where needed.
-    private func curve<R: TraceReader>(_ group: PointGroup, open: () throws -> R) throws -> [(Int, SimulationReport, CurveMethod)] {
+    private func curve<R: TraceReader>(_ group: PointGroup, only: Set<Int>?, open: () throws -> R) throws -> [(
+        Int, SimulationReport, CurveMethod
+    )] {
+        // The points asked for (`only`); the templates run whatever is asked, since they are
+        // checked against the stack.
+        func want(_ p: SweepPoint) -> Bool { only?.contains(p.index) ?? true }
         let first = group.points[0]
         let path = (directory as NSString).appendingPathComponent(
             "qcow2sim-mrc-\(getpid())-\(UUID().uuidString)-p\(first.index).ops")
@@ -203,7 +222,9 @@ public struct MissRatioCurveRunner: Sendable {
         if eligible[0] { template[first.config.policy] = 0 }
         let templates = Set(template.values)
         var replayed: [Int] = []
-        for j in group.points.indices.dropFirst() where !eligible[j] || templates.contains(j) { replayed.append(j) }
+        for j in group.points.indices.dropFirst() where templates.contains(j) || (!eligible[j] && want(group.points[j])) {
+            replayed.append(j)
+        }
 
         var out: [Int: SimulationReport] = [0: recorded.report]
         var outcomes: [ReplayOutcome?]
@@ -234,7 +255,7 @@ public struct MissRatioCurveRunner: Sendable {
                 )
             }
         }
-        for (j, p) in group.points.enumerated() {
+        for (j, p) in group.points.enumerated() where want(p) {
             if eligible[j] && !templates.contains(j), let t = template[p.config.policy].flatMap({ out[$0] }),
                 let s = sizings[j]?[top], let stack = stack(pass, p.config.policy),
                 let stats = pass.stats(entries: s.l2Entries, entrySize: s.l2EntrySize, policy: stack, template: t.images[top].l2)
