@@ -193,11 +193,11 @@ public struct ShardFile: Codable, Equatable, Sendable {
             if f.options != f0.options {
                 let a = Set(f0.options), b = Set(f.options)
                 let only0 = f0.options.filter { !b.contains($0) }, only1 = f.options.filter { !a.contains($0) }
-                let what =
-                    only0.isEmpty && only1.isEmpty
-                    ? "the options are in another order"
-                    : "\(name0) has \(only0.isEmpty ? "nothing else" : only0.joined(separator: " ")), \(name) has \(only1.isEmpty ? "nothing else" : only1.joined(separator: " "))"
-                throw ShardError("\(name) and \(name0) are shards of different runs: the options differ (\(what))")
+                var what: [String] = []
+                if !only0.isEmpty { what.append("only \(name0) has \(only0.joined(separator: " "))") }
+                if !only1.isEmpty { what.append("only \(name) has \(only1.joined(separator: " "))") }
+                if what.isEmpty { what.append("a repeated option's values are in another order") }
+                throw ShardError("\(name) and \(name0) are shards of different runs: the options differ (\(what.joined(separator: "; ")))")
             }
             if f.traces.map(\.path) != f0.traces.map(\.path) {
                 throw ShardError(
@@ -222,8 +222,9 @@ public struct ShardFile: Codable, Equatable, Sendable {
         let missing = (0..<f0.shards).filter { byShard[$0] == nil }
         if !missing.isEmpty {
             let list = missing.prefix(10).map { "\($0)/\(f0.shards)" }.joined(separator: ", ") + (missing.count > 10 ? ", …" : "")
+            let given = files.sorted { $0.file.shard < $1.file.shard }.map { "\($0.name) (\($0.file.shard)/\($0.file.shards))" }
             throw ShardError(
-                "missing \(missing.count == 1 ? "shard" : "\(missing.count) shards") of \(f0.shards): \(list) (given: \(files.map { "\($0.name) (\($0.file.shard)/\($0.file.shards))" }.joined(separator: ", ")))"
+                "missing \(missing.count == 1 ? "shard" : "\(missing.count) shards") \(list): merge needs every K from 0 to \(f0.shards - 1) of --shard K/\(f0.shards) (given: \(given.joined(separator: ", ")))"
             )
         }
         var units = [ShardUnit?](repeating: nil, count: f0.units)
