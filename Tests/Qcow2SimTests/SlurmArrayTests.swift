@@ -52,11 +52,20 @@ import Testing
         return named == 0 ? UInt16(bigEndian: addr.sin_port) : nil
     }
 
+    /// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later), looked up at run time
+    /// (Swift's Glibc module does not declare it).
+    typealias AddCloseFrom = @convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32
+    static let addCloseFrom: AddCloseFrom? = dlsym(nil, "posix_spawn_file_actions_addclosefrom_np").map {
+        unsafeBitCast($0, to: AddCloseFrom.self)
+    }
+
     /// The daemons and programs of one test cluster.
     final class Cluster {
         let dir: String
         var env: [String: String]
-        var daemons: [(String, Process)] = []
+        var daemons: [(name: String, pid: pid_t)] = []
+        /// Daemons reaped already (their pid may be another process's by now: never signalled).
+        var exited: Set<pid_t> = []
 
         init(dir: String) {
             self.dir = dir
@@ -64,21 +73,39 @@ import Testing
             env["SLURM_CONF"] = dir + "/slurm.conf"
         }
 
-        /// Starts `tool` in the foreground (its output to DIR/log/NAME.out): a child of the test,
-        /// stopped by `stop()`.
+        /// Starts `tool` in the foreground (its output to DIR/log/NAME.out), a child of the test
+        /// stopped by `stop()`. Spawned with posix_spawn, every descriptor above 2 closed, not
+        /// with Foundation's Process: a daemon that closes the descriptors it inherited (slurmctld
+        /// does) looks exited to Process, whose monitor thread then blocks in waitpid on it and
+        /// reaps no other child; and an inherited pipe of another test's child would keep that
+        /// test waiting for its end of file.
         func start(_ name: String, _ tool: String, _ args: [String]) throws {
-            let p = Process()
-            p.executableURL = URL(fileURLWithPath: tool)
-            p.arguments = args
-            p.environment = env
-            let log = dir + "/log/\(name).out"
-            FileManager.default.createFile(atPath: log, contents: nil)
-            let h = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            p.standardOutput = h
-            p.standardError = h
-            p.standardInput = FileHandle.nullDevice
-            try p.run()
-            daemons.append((name, p))
+            guard let closeFrom = SlurmArrayTests.addCloseFrom else {
+                throw SpawnFailure(text: "posix_spawn_file_actions_addclosefrom_np not found (glibc 2.34 or later)")
+            }
+            var actions = posix_spawn_file_actions_t()
+            posix_spawn_file_actions_init(&actions)
+            defer { posix_spawn_file_actions_destroy(&actions) }
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+            posix_spawn_file_actions_addopen(&actions, 1, dir + "/log/\(name).out", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+            posix_spawn_file_actions_adddup2(&actions, 1, 2)
+            _ = closeFrom(&actions, 3)
+            let argv = ([tool] + args).map { strdup($0) } + [nil]
+            let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
+            defer { for p in argv + envp { free(p) } }
+            var pid: pid_t = 0
+            let rc = posix_spawn(&pid, tool, &actions, nil, argv, envp)
+            guard rc == 0 else { throw SpawnFailure(text: "posix_spawn \(tool): \(String(cString: strerror(rc)))") }
+            daemons.append((name, pid))
+        }
+
+        /// Whether daemon `pid` still runs (reaping it if it has exited).
+        func running(_ pid: pid_t) -> Bool {
+            if exited.contains(pid) { return false }
+            var status: Int32 = 0
+            if waitpid(pid, &status, WNOHANG) == 0 { return true }
+            exited.insert(pid)
+            return false
         }
 
         /// Runs `tool` to completion, killed after `limit` seconds; (status, output).
@@ -119,15 +146,24 @@ import Testing
         /// Cancels what is left of the test's jobs, then stops every daemon: SIGTERM, and SIGKILL
         /// for one still running after 10 s.
         func stop(scancel: String?) {
-            if let scancel, daemons.contains(where: { $0.0 == "slurmctld" && $0.1.isRunning }) {
+            if let scancel, let ctld = daemons.first(where: { $0.name == "slurmctld" }), running(ctld.pid) {
                 _ = try? run(scancel, ["--quiet", "--user", "root"], limit: 10)
             }
-            for (_, p) in daemons.reversed() where p.isRunning { p.terminate() }
-            for (_, p) in daemons.reversed() {
-                if !wait(10, { !p.isRunning }) { kill(p.processIdentifier, SIGKILL) }
-                p.waitUntilExit()
+            for d in daemons.reversed() where running(d.pid) { kill(d.pid, SIGTERM) }
+            for d in daemons.reversed() where !wait(10, { !running(d.pid) }) {
+                kill(d.pid, SIGKILL)
+                var status: Int32 = 0
+                waitpid(d.pid, &status, 0)
+                exited.insert(d.pid)
             }
+            daemons = []
         }
+    }
+
+    /// A daemon that could not be started.
+    struct SpawnFailure: Error, CustomStringConvertible {
+        var text: String
+        var description: String { text }
     }
 
     /// Skips (prints why), or in CI fails, when a program is missing.
