@@ -40,23 +40,33 @@ import Testing
         "sweep", seedMixed, guest, "--size", "8G", "--vary", "cluster_size=64K,128K", "--vary", "l2-cache-size=64K..1M*2",
     ]
 
+    /// The shard counts every command is checked with.
+    static let counts = [1, 3, 8]
+
     /// 2 traces × 10 points = 20 units: 1, 3 (7, 7, 6 units) and 8 shards (3 or 2 each, shard 7's
-    /// from both traces), merged in every format, equal to the whole run byte for byte.
-    @Test(arguments: [1, 3, 8]) func sweepShardsMergeToTheWholeRun(n: Int) throws {
+    /// from both traces), merged as csv and json (and text and html for 3 shards), equal to the
+    /// whole run byte for byte.
+    @Test func sweepShardsMergeToTheWholeRun() throws {
         let dir = try CLIRun.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let files = try Self.shards(Self.sweepArgs, n, in: dir, name: "sweep")
         let csv = try Self.whole(Self.sweepArgs)
+        let json = try Self.whole(Self.sweepArgs + ["--format", "json"])
         #expect(csv.split(separator: "\n").count == 1 + 2 * 10 * 2)
-        #expect(try Self.merge(files) == csv)
-        for format in n == 3 ? ["json", "text", "html"] : ["json"] {
-            #expect(try Self.merge(files, ["--format", format]) == Self.whole(Self.sweepArgs + ["--format", format]), "\(format)")
+        for n in Self.counts {
+            let files = try Self.shards(Self.sweepArgs, n, in: dir, name: "sweep\(n)")
+            #expect(try Self.merge(files) == csv, "\(n) shards")
+            #expect(try Self.merge(files, ["--format", "json"]) == json, "\(n) shards")
+            if n == 3 {
+                for format in ["text", "html"] {
+                    #expect(try Self.merge(files, ["--format", format]) == Self.whole(Self.sweepArgs + ["--format", format]), "\(format)")
+                }
+            }
+            // Each shard holds its round-robin units: K, K+N, K+2N, … of 20.
+            let shard = try ShardFile.read(files[files.count - 1])
+            #expect(shard.shard == 0 && shard.shards == n && shard.units == 20)
+            #expect(shard.results.map(\.index) == Array(stride(from: 0, to: 20, by: n)))
+            #expect(shard.options == ["--size=8G", "--vary=cluster_size=64K,128K", "--vary=l2-cache-size=64K..1M*2"])
         }
-        // Each shard holds its round-robin units: K, K+N, K+2N, … of 20.
-        let shard = try ShardFile.read(files[files.count - 1])
-        #expect(shard.shard == 0 && shard.shards == n && shard.units == 20)
-        #expect(shard.results.map(\.index) == Array(stride(from: 0, to: 20, by: n)))
-        #expect(shard.options == ["--size=8G", "--vary=cluster_size=64K,128K", "--vary=l2-cache-size=64K..1M*2"])
     }
 
     /// The shards' `--format` is merge's default, and merge's `--output` writes the file.
@@ -70,36 +80,42 @@ import Testing
         #expect(try String(contentsOfFile: dir + "/merged.json", encoding: .utf8) == Self.whole(args))
     }
 
-    /// mrc with qemu and lru over 9 sizes (stack and replayed points): 1, 3 and 8 shards give the
-    /// whole curve's rows, its method column included.
-    @Test(arguments: [1, 3, 8]) func mrcShardsMergeToTheWholeCurve(n: Int) throws {
+    /// mrc with qemu and lru over 9 sizes (28 rows from the stack, 8 replayed): 1, 3 and 8 shards
+    /// give the whole curve's rows, its method column included.
+    @Test func mrcShardsMergeToTheWholeCurve() throws {
         let dir = try CLIRun.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let args = [
             "mrc", SweepTests.traces.appendingPathComponent("seed-uniform-20G-20000.csv").path, "--size", "20G", "--populate", "full",
             "--sizes", "256K..4M:9", "--policy", "qemu,lru",
         ]
-        let files = try Self.shards(args, n, in: dir, name: "mrc")
         let csv = try Self.whole(args)
-        #expect(csv.contains(",stack\n") && csv.contains(",replay\n"))
-        #expect(try Self.merge(files) == csv)
-        #expect(try Self.merge(files, ["--format", "json"]) == Self.whole(args + ["--format", "json"]))
-        if n == 3 {
-            #expect(try Self.merge(files, ["--format", "text"]) == Self.whole(args + ["--format", "text"]))
+        let json = try Self.whole(args + ["--format", "json"])
+        #expect(csv.components(separatedBy: ",stack\n").count == 1 + 28 && csv.components(separatedBy: ",replay\n").count == 1 + 8)
+        for n in Self.counts {
+            let files = try Self.shards(args, n, in: dir, name: "mrc\(n)")
+            #expect(try Self.merge(files) == csv, "\(n) shards")
+            #expect(try Self.merge(files, ["--format", "json"]) == json, "\(n) shards")
+            if n == 3 {
+                #expect(try Self.merge(files, ["--format", "text"]) == Self.whole(args + ["--format", "text"]))
+            }
         }
     }
 
-    /// advise over two cluster sizes: the curve's points sharded, the choice and the recommended
-    /// run in merge; text and json equal the whole run's.
-    @Test(arguments: [1, 3, 8]) func adviseShardsMergeToTheWholeAdvice(n: Int) throws {
+    /// advise: the curve's points sharded, the choice and the recommended run in merge; text (and
+    /// json) equal the whole run's; with two cluster sizes for 3 shards (units of two plans).
+    @Test func adviseShardsMergeToTheWholeAdvice() throws {
         let dir = try CLIRun.directory()
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let args = ["advise", Self.seedMixed, "--size", "8G", "--memory-budget", "1M", "--vary", "cluster_size=64K,128K"]
-        let files = try Self.shards(args, n, in: dir, name: "advise")
-        #expect(try Self.merge(files) == Self.whole(args))
-        if n == 3 {
-            #expect(try Self.merge(files, ["--format", "json"]) == Self.whole(args + ["--format", "json"]))
+        let args = ["advise", Self.seedMixed, "--size", "8G", "--memory-budget", "1M"]
+        let text = try Self.whole(args)
+        for n in Self.counts {
+            let files = try Self.shards(args, n, in: dir, name: "advise\(n)")
+            #expect(try Self.merge(files) == text, "\(n) shards")
         }
+        let vary = args + ["--vary", "cluster_size=64K,128K"]
+        let files = try Self.shards(vary, 3, in: dir, name: "vary")
+        #expect(try Self.merge(files, ["--format", "json"]) == Self.whole(vary + ["--format", "json"]))
     }
 
     /// The refusals: exact messages, exit 65 (66 for a file that is not there).
