@@ -31,6 +31,17 @@ public struct Geometry: Equatable, Hashable, Sendable {
     public let virtualSize: UInt64
     /// Number of L1 entries: `ceil(size / (CS * l2_entries))`.
     public let l1Size: Int
+    /// `clusterBits + l2Bits`, `clusterBits`, `subclusterBits` and `refblockBits` as shift
+    /// amounts, and the index masks: the per-request math below shifts with `&>>` (every amount
+    /// is below 64 for valid geometries, so the result is `>>`'s) and never traps or branches
+    /// on an oversized shift (callgrind, read-1e6: a `cmp`/`cmov` pair and an overflow check per
+    /// shift in the read path).
+    private let l1Shift: UInt64
+    private let clusterShift: UInt64
+    private let subclusterShift: UInt64
+    private let refblockShift: UInt64
+    private let l2Mask: UInt64
+    private let subclusterMask: UInt64
 
     /// Valid cluster sizes are 512 B ... 2 MiB (QEMU `MIN_CLUSTER_BITS` / `MAX_CLUSTER_BITS`).
     public static let clusterBitsRange = 9...21
@@ -52,30 +63,36 @@ public struct Geometry: Equatable, Hashable, Sendable {
         self.virtualSize = virtualSize
         let coverage = UInt64(1) << UInt64(clusterBits + l2Bits)
         self.l1Size = Int((virtualSize + coverage - 1) >> UInt64(clusterBits + l2Bits))
+        self.l1Shift = UInt64(clusterBits + l2Bits)
+        self.clusterShift = UInt64(clusterBits)
+        self.subclusterShift = UInt64(subclusterBits)
+        self.refblockShift = UInt64(refblockBits)
+        self.l2Mask = UInt64(l2Entries - 1)
+        self.subclusterMask = UInt64(subclustersPerCluster - 1)
     }
 
     /// Subcluster size in bytes (`SC`).
     @inline(__always) public var subclusterSize: UInt64 { 1 << UInt64(subclusterBits) }
     /// `l1_index(g)`.
-    @inline(__always) public func l1Index(_ g: UInt64) -> Int { Int(g >> UInt64(clusterBits + l2Bits)) }
+    @inline(__always) public func l1Index(_ g: UInt64) -> Int { Int(truncatingIfNeeded: g &>> l1Shift) }
     /// `l2_index(g)`.
-    @inline(__always) public func l2Index(_ g: UInt64) -> Int { Int((g >> UInt64(clusterBits)) & UInt64(l2Entries - 1)) }
+    @inline(__always) public func l2Index(_ g: UInt64) -> Int { Int(truncatingIfNeeded: (g &>> clusterShift) & l2Mask) }
     /// `sc_index(g)`.
     @inline(__always) public func subclusterIndex(_ g: UInt64) -> Int {
-        Int((g >> UInt64(subclusterBits)) & UInt64(subclustersPerCluster - 1))
+        Int(truncatingIfNeeded: (g &>> subclusterShift) & subclusterMask)
     }
     /// `g mod CS`.
-    @inline(__always) public func offsetInCluster(_ g: UInt64) -> UInt64 { g & (clusterSize - 1) }
+    @inline(__always) public func offsetInCluster(_ g: UInt64) -> UInt64 { g & (clusterSize &- 1) }
     /// `floor(g / CS) * CS`.
-    @inline(__always) public func clusterStart(_ g: UInt64) -> UInt64 { g & ~(clusterSize - 1) }
+    @inline(__always) public func clusterStart(_ g: UInt64) -> UInt64 { g & ~(clusterSize &- 1) }
     /// `ceil(bytes / CS)`.
     @inline(__always) public func clusters(covering bytes: UInt64) -> UInt64 {
-        (bytes + clusterSize - 1) >> UInt64(clusterBits)
+        (bytes + clusterSize - 1) &>> clusterShift
     }
     /// Host cluster number of a host offset.
-    @inline(__always) public func hostCluster(_ h: UInt64) -> UInt64 { h >> UInt64(clusterBits) }
+    @inline(__always) public func hostCluster(_ h: UInt64) -> UInt64 { h &>> clusterShift }
     /// Refcount-table index of host cluster `k`.
-    @inline(__always) public func refblockIndex(ofCluster k: UInt64) -> UInt64 { k >> UInt64(refblockBits) }
+    @inline(__always) public func refblockIndex(ofCluster k: UInt64) -> UInt64 { k &>> refblockShift }
 }
 
 /// L1 / L2 entry bits (qcow2-model.md §1.3, QEMU `QCOW_OFLAG_*`, `L1E_OFFSET_MASK`).

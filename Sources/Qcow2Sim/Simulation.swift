@@ -538,6 +538,9 @@ extension Qcow2Image {
     /// Returns whether QEMU would run it as concurrent segments.
     @discardableResult
     func apply(_ rec: TraceRecord) -> Bool {
+        // Most requests: one read of at most QEMU's request limit (a zero-length read reads
+        // nothing, as the loop below would).
+        if rec.op == .read && rec.length <= Simulation.maxRequestBytes { return read(rec.offset, rec.length) }
         var multi = false
         switch rec.op {
         case .read, .write:

@@ -48,4 +48,10 @@ struct AlibabaFormat: LineFormat {
         // Epoch µs divided as a whole would round to 2.4·10⁻⁷ s; the difference is exact.
         return TraceRecord(time: (t >= base ? Double(t - base) : -Double(base - t)) / 1e6, op: op, offset: offset, length: length)
     }
+
+    /// The numeric field `--device` selects on (already checked by `record`).
+    func volume(_ f: inout FieldCursor, _ table: VolumeTable) -> UInt32 {
+        guard case .value(let n) = Scan.unsigned(f.p, f.fields[0]) else { return 0 }
+        return table.intern(number: n)
+    }
 }

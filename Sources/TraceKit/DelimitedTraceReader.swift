@@ -12,11 +12,15 @@ protocol LineFormat {
     mutating func record(_ line: inout FieldCursor) throws -> TraceRecord?
     /// What `time == 0` stands for (``TraceReader/timeOrigin``).
     var timeOrigin: TraceTimeOrigin { get }
+    /// The volume of the record just parsed from `line`, interned in `table` (0: the format
+    /// has no volume field).
+    func volume(_ line: inout FieldCursor, _ table: VolumeTable) -> UInt32
 }
 
 extension LineFormat {
     func isHeader(_ line: inout FieldCursor) -> Bool { false }
     var timeOrigin: TraceTimeOrigin { .zero }
+    func volume(_ line: inout FieldCursor, _ table: VolumeTable) -> UInt32 { 0 }
 }
 
 /// The fields of one line, with typed accessors whose errors quote the field and say what was
@@ -123,8 +127,11 @@ struct DelimitedTraceReader<Format: LineFormat>: TraceReader {
     private var count = 0
     private var line = 0
     let fileName: String
+    /// Where records' volumes are interned (nil: records are not tagged).
+    let volumes: VolumeTable?
 
-    init(input: ByteInput, options: TraceOptions) throws {
+    init(input: ByteInput, options: TraceOptions, volumes: VolumeTable? = nil) throws {
+        self.volumes = volumes
         scanner = LineScanner(input)
         fileName = input.fileName
         format = try Format(options: options)
@@ -158,7 +165,9 @@ struct DelimitedTraceReader<Format: LineFormat>: TraceReader {
                     sawContent = true
                     if format.isHeader(&cursor) { return nil }
                 }
-                return try format.record(&cursor)
+                guard var rec = try format.record(&cursor) else { return nil }
+                if let volumes { rec.volume = format.volume(&cursor, volumes) }
+                return rec
             }
             if let rec {
                 count += 1

@@ -80,4 +80,9 @@ struct FioIologFormat: LineFormat {
         try f.checkEnd(offset, length)
         return TraceRecord(time: time, op: op, offset: offset, length: length)
     }
+
+    /// The file name, as `--device` takes it.
+    func volume(_ f: inout FieldCursor, _ table: VolumeTable) -> UInt32 {
+        table.intern(text: f.p[f.fields[version == 3 ? 1 : 0]])
+    }
 }

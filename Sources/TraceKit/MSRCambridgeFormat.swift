@@ -61,4 +61,13 @@ struct MSRCambridgeFormat: LineFormat {
         let delta = ticks >= origin ? Double(ticks - origin) : -Double(origin - ticks)
         return TraceRecord(time: delta / 1e7, op: op, offset: offset, length: size)
     }
+
+    /// `HOST:DISK`, as `--device` takes it.
+    func volume(_ f: inout FieldCursor, _ table: VolumeTable) -> UInt32 {
+        var name = Array(f.p[f.fields[1]])
+        name.append(UInt8(ascii: ":"))
+        guard case .value(let n) = Scan.unsigned(f.p, f.fields[2]) else { return 0 }
+        name += Array(String(n).utf8)
+        return table.intern(text: name)
+    }
 }

@@ -18,8 +18,11 @@ import Foundation
 ///  16   8  length         u64, bytes (0 for flushes)
 ///  24   1  op             0 R, 1 W, 2 D (discard), 3 Z (write-zeroes),
 ///                          4 ZU (write-zeroes that may unmap), 5 F (flush)
-///  25   1  flags          bit 0 FUA, bit 2 preflush; every other bit zero
-///  26   6  reserved       zero
+///  25   1  flags          bit 0 FUA, bit 2 preflush, bit 3 the record has a volume;
+///                          every other bit zero
+///  26   2  reserved       zero
+///  28   4  volume         u32, the volume number when flag bit 3 is set, else zero
+///                          (files written before volumes existed have zeros here: readable)
 /// ```
 ///
 /// The magic's first byte has the high bit set and its last is NUL, so no text trace starts with
@@ -41,6 +44,18 @@ public enum NativeBinaryTrace {
     static let noTime = UInt64.max
     /// Flag bits a record may carry (the unmap flag is op code 4, not a flag bit).
     static let allowedFlags = TraceRecord.Flags.fua.rawValue | TraceRecord.Flags.preflush.rawValue
+    /// Flag bit 3: bytes 28–31 hold the record's volume number.
+    static let volumeFlag: UInt8 = 1 << 3
+
+    /// The volume number `--device` names for a native trace (0 to 2^32 − 2), or a usage error.
+    static func volumeNumber(_ device: String) throws -> UInt64 {
+        guard let n = UInt64(device), n < UInt64(UInt32.max) else {
+            throw TraceError(
+                file: "--device", location: .file,
+                message: "invalid volume '\(device)' (expected a decimal volume number from 0 to 4294967294)", exitCode: 64)
+        }
+        return n
+    }
 
     /// Op codes in record order; the index is the code.
     static let opNames = "0 R, 1 W, 2 D, 3 Z, 4 ZU or 5 F"
@@ -63,7 +78,7 @@ public enum NativeBinaryTrace {
 
     /// Encodes `r` into the 32 bytes at `p`.
     @inline(__always)
-    static func encode(_ r: TraceRecord, into p: UnsafeMutableRawPointer) {
+    static func encode(_ r: TraceRecord, into p: UnsafeMutableRawPointer, volume: UInt32? = nil) {
         let code: UInt8
         switch r.op {
         case .read: code = 0
@@ -76,8 +91,10 @@ public enum NativeBinaryTrace {
         p.storeBytes(of: r.offset.littleEndian, toByteOffset: 8, as: UInt64.self)
         p.storeBytes(of: r.length.littleEndian, toByteOffset: 16, as: UInt64.self)
         // Byte 24 is the op, 25 the flags, 26–31 reserved: one little-endian word.
-        let flags = UInt64(r.flags.rawValue & allowedFlags)
-        p.storeBytes(of: (UInt64(code) | flags << 8).littleEndian, toByteOffset: 24, as: UInt64.self)
+        var flags = UInt64(r.flags.rawValue & allowedFlags)
+        if volume != nil { flags |= UInt64(volumeFlag) }
+        let v = UInt64(volume ?? 0) << 32
+        p.storeBytes(of: (UInt64(code) | flags << 8 | v).littleEndian, toByteOffset: 24, as: UInt64.self)
     }
 }
 
@@ -97,14 +114,14 @@ public struct NativeBinaryTraceWriter {
         bytes.reserveCapacity(1 << 20)
     }
 
-    /// Appends one record.
+    /// Appends one record; with `volume`, the record carries that volume number.
     @inline(__always)
-    public mutating func append(_ r: TraceRecord) {
+    public mutating func append(_ r: TraceRecord, volume: UInt32? = nil) {
         let at = bytes.count
         bytes.append(contentsOf: repeatElement(0, count: NativeBinaryTrace.recordSize))
         bytes.withUnsafeMutableBytes { raw in
             guard let b = raw.baseAddress else { return }
-            NativeBinaryTrace.encode(r, into: b + at)
+            NativeBinaryTrace.encode(r, into: b + at, volume: volume)
         }
         count += 1
     }
@@ -165,8 +182,19 @@ public struct NativeBinaryTraceReader: TraceReader {
     private var headerRead = false
     private var batch: [TraceRecord] = []
     private var position = 0
+    /// Where volume numbers are interned (nil: records are not tagged).
+    private var volumes: VolumeTable?
+    /// `--device`: only records of this volume number.
+    private var selected: UInt64?
     /// The file name used in error messages.
     public let fileName: String
+
+    /// Tags records with their volumes in `volumes` and keeps only volume `device` (a decimal
+    /// number) when given; a usage error (exit 64) for a device that is not a number.
+    mutating func select(_ device: String?, volumes: VolumeTable?) throws {
+        self.volumes = volumes
+        if let device { selected = try NativeBinaryTrace.volumeNumber(device) }
+    }
 
     /// Opens `path` for streaming (compressed files are decompressed by the system's tools).
     public init(path: String) throws {
@@ -237,6 +265,23 @@ public struct NativeBinaryTraceReader: TraceReader {
     /// The next record, or `nil` at the end of the input.
     @inline(__always)
     public mutating func next() throws -> TraceRecord? {
+        guard volumes != nil else {
+            guard var r = try nextRecord() else { return nil }
+            r.volume = 0
+            return r
+        }
+        while var r = try nextRecord() {
+            // The raw number travels in `volume` (+1, so 0 stays "none") until interned here.
+            let raw = r.volume
+            if let selected, raw == 0 || UInt64(raw - 1) != selected { continue }
+            r.volume = raw == 0 ? 0 : volumes?.intern(number: UInt64(raw - 1)) ?? 0
+            return r
+        }
+        return nil
+    }
+
+    @inline(__always)
+    private mutating func nextRecord() throws -> TraceRecord? {
         if position < batch.count {
             let r = batch[position]
             position += 1
@@ -287,14 +332,17 @@ public struct NativeBinaryTraceReader: TraceReader {
         let code = tail & 0xFF
         let flags = UInt8(truncatingIfNeeded: tail >> 8)
         let time = Double(bitPattern: timeBits)
-        if code > 5 || tail >> 16 != 0 || flags & ~NativeBinaryTrace.allowedFlags != 0
+        let hasVolume = flags & NativeBinaryTrace.volumeFlag != 0
+        let volume = UInt32(truncatingIfNeeded: tail >> 32)
+        if code > 5 || (tail >> 16) & 0xFFFF != 0 || (!hasVolume && volume != 0) || volume == UInt32.max
+            || flags & ~(NativeBinaryTrace.allowedFlags | NativeBinaryTrace.volumeFlag) != 0
             || (timeBits != NativeBinaryTrace.noTime && !(time >= 0 && time.isFinite))
             || offset.addingReportingOverflow(length).overflow
         {
             return nil
         }
         let op: TraceRecord.Op
-        var recordFlags = TraceRecord.Flags(rawValue: flags)
+        var recordFlags = TraceRecord.Flags(rawValue: flags & NativeBinaryTrace.allowedFlags)
         switch code {
         case 0: op = .read
         case 1: op = .write
@@ -307,7 +355,7 @@ public struct NativeBinaryTraceReader: TraceReader {
         }
         return TraceRecord(
             time: timeBits == NativeBinaryTrace.noTime ? nil : time, op: op, offset: offset, length: length,
-            flags: recordFlags)
+            flags: recordFlags, volume: hasVolume ? volume + 1 : 0)
     }
 
     /// Makes the next record available; `false` at a clean end. Throws for a truncated record and
@@ -358,10 +406,14 @@ public struct NativeBinaryTraceReader: TraceReader {
         let message: String
         if code > 5 {
             message = "invalid op code \(code) (expected \(NativeBinaryTrace.opNames))"
-        } else if flags & ~NativeBinaryTrace.allowedFlags != 0 {
-            message = String(format: "invalid flags 0x%02x (expected 0x01 FUA, 0x04 preflush or none)", flags)
-        } else if tail >> 16 != 0 {
-            message = "record bytes 26 to 31 are reserved and must be zero"
+        } else if flags & ~(NativeBinaryTrace.allowedFlags | NativeBinaryTrace.volumeFlag) != 0 {
+            message = String(format: "invalid flags 0x%02x (expected 0x01 FUA, 0x04 preflush, 0x08 volume or none)", flags)
+        } else if (tail >> 16) & 0xFFFF != 0 {
+            message = "record bytes 26 and 27 are reserved and must be zero"
+        } else if flags & NativeBinaryTrace.volumeFlag == 0 && tail >> 32 != 0 {
+            message = "record bytes 28 to 31 (the volume) must be zero without flag 0x08"
+        } else if tail >> 32 == UInt64(UInt32.max) {
+            message = "volume 4294967295 is out of range (expected 0 to 4294967294)"
         } else if timeBits != NativeBinaryTrace.noTime && !(t >= 0 && t.isFinite) {
             message = "invalid time \(t) (expected non-negative finite seconds, or bits ffffffffffffffff for none)"
         } else {

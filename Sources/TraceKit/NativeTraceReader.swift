@@ -7,6 +7,8 @@
 /// time,op,offset,length      (optional header)
 /// 0.000125,W,1M,64K
 /// R,0,4096                   (time is optional)
+/// 0.5,W,0,4K,17              (a fifth field: the volume, a decimal number; the time may be
+///                             empty then: `,R,0,4K,17`)
 /// ```
 ///
 /// `op` is `R` read, `W` write, `D` discard, `Z` write-zeroes, `ZU` write-zeroes that may
@@ -29,6 +31,20 @@ public struct NativeTraceReader: TraceReader {
     private var batchFirstLine = 0
     /// Whether plain lines take the fast path (tests turn it off to compare with the general path).
     var fastPath = true
+    /// Where volume numbers are interned (nil: records are not tagged).
+    private var volumes: VolumeTable?
+    /// `--device`: only records of this volume number (the general path then reads every line).
+    private var selected: UInt64?
+
+    /// Tags records with their volumes in `volumes` and keeps only volume `device` (a decimal
+    /// number) when given; a usage error (exit 64) for a device that is not a number.
+    mutating func select(_ device: String?, volumes: VolumeTable?) throws {
+        self.volumes = volumes
+        if let device {
+            selected = try NativeBinaryTrace.volumeNumber(device)
+            fastPath = false
+        }
+    }
     /// The file name used in error messages.
     public let fileName: String
 
@@ -77,7 +93,16 @@ public struct NativeTraceReader: TraceReader {
                 let isFirst = !sawContent
                 sawContent = true
                 if isFirst && isHeader(p) { return nil }
-                return try parse(p)
+                var r = try parse(p)
+                if fields.count == 5 {
+                    // The raw number travels in `volume` (+1, 0 = none) from parse to here.
+                    let raw = UInt64(r.volume - 1)
+                    if let selected, selected != raw { return nil }
+                    r.volume = volumes?.intern(number: raw) ?? 0
+                } else if selected != nil {
+                    return nil
+                }
+                return r
             }
             if let result {
                 count += 1
@@ -126,7 +151,9 @@ public struct NativeTraceReader: TraceReader {
                 var i = s
                 var k = 0
                 var lastNewline = -1
-                while k < out.count, i < end, let (record, newline) = Self.plainLine(b, buf, from: i) {
+                let volumes = self.volumes
+                while k < out.count, i < end, var (record, newline) = Self.plainLine(b, buf, from: i) {
+                    if record.volume != 0 { record.volume = volumes?.intern(number: UInt64(record.volume - 1)) ?? 0 }
                     out[k] = record
                     k += 1
                     lastNewline = newline
@@ -190,14 +217,27 @@ public struct NativeTraceReader: TraceReader {
             i &+= 1
         }
         guard i > from, i - from <= 19 else { return nil }
+        // A fifth field, the volume (with a time field: `time,op,offset,length,volume`).
+        var volume: UInt32 = 0
+        if b[i] == UInt8(ascii: ","), time != nil {
+            i += 1
+            var v: UInt64 = 0
+            from = i
+            while case let d = b[i] &- 0x30, d < 10 {
+                v = v &* 10 &+ UInt64(d)
+                i &+= 1
+            }
+            guard i > from, i - from <= 10, v < UInt64(UInt32.max) else { return nil }
+            volume = UInt32(v) + 1
+        }
         if b[i] == 0x0D { i += 1 }
         guard b[i] == 0x0A, !offset.addingReportingOverflow(length).overflow else { return nil }
-        return (TraceRecord(time: time, op: op, offset: offset, length: length), i)
+        return (TraceRecord(time: time, op: op, offset: offset, length: length, volume: volume), i)
     }
 
     private func isHeader(_ p: UnsafeBufferPointer<UInt8>) -> Bool {
-        guard fields.count == 3 || fields.count == 4 else { return false }
-        let off = fields[fields.count - 2]
+        guard fields.count >= 3 && fields.count <= 5 else { return false }
+        let off = fields[fields.count == 5 ? 2 : fields.count - 2]
         return !off.isEmpty && !Scan.isDigit(p[off.lowerBound]) && p[off.lowerBound] != UInt8(ascii: "-")
             && p[off.lowerBound] != UInt8(ascii: "+")
     }
@@ -208,10 +248,14 @@ public struct NativeTraceReader: TraceReader {
 
     @inline(__always)
     private func parse(_ p: UnsafeBufferPointer<UInt8>) throws -> TraceRecord {
-        let n = fields.count
-        guard n == 3 || n == 4 else { throw error("expected 3 or 4 fields, found \(n)") }
+        let all = fields.count
+        guard all >= 3 && all <= 5 else {
+            throw error("expected 3 or 4 fields, or 5 with a volume (time,op,offset,length,volume), found \(all)")
+        }
+        // With a volume the fields before it are a timed line's (the time may be empty).
+        let n = min(all, 4)
         var time: Double?
-        if n == 4 {
+        if n == 4 && !(all == 5 && fields[0].isEmpty) {
             switch Scan.decimal(p, fields[0]) {
             case .value(let t): time = t
             case .negative: throw error("time '\(Scan.text(p, fields[0]))' is negative")
@@ -243,7 +287,15 @@ public struct NativeTraceReader: TraceReader {
         if offset.addingReportingOverflow(length).overflow {
             throw error("request at offset \(offset) with length \(length) ends beyond 2^64 bytes")
         }
-        return TraceRecord(time: time, op: op, offset: offset, length: length, flags: flags)
+        var volume: UInt32 = 0
+        if all == 5 {
+            let r = fields[4]
+            guard case .value(let v) = Scan.unsigned(p, r), v < UInt64(UInt32.max) else {
+                throw error("invalid volume '\(Scan.text(p, r))' (expected a decimal volume number from 0 to 4294967294)")
+            }
+            volume = UInt32(v) + 1
+        }
+        return TraceRecord(time: time, op: op, offset: offset, length: length, flags: flags, volume: volume)
     }
 
     @inline(__always)

@@ -12,14 +12,32 @@ import Foundation
 public struct NativeTraceWriter {
     /// Whether records carry a time column.
     public let withTime: Bool
+    /// Whether records carry a volume column (`time,op,offset,length,volume`; the time may be
+    /// empty there).
+    public let withVolume: Bool
     /// Formatted output not yet flushed by the caller.
     public private(set) var bytes: [UInt8] = []
 
-    /// A writer that starts with the header line.
-    public init(withTime: Bool) {
+    /// A writer that starts with the header line; `withVolume` adds the fifth column, whose
+    /// values ``append(_:volume:)`` takes.
+    public init(withTime: Bool, withVolume: Bool = false) {
         self.withTime = withTime
+        self.withVolume = withVolume
         bytes.reserveCapacity(1 << 16)
-        bytes.append(contentsOf: Array((withTime ? "time,op,offset,length\n" : "op,offset,length\n").utf8))
+        let header =
+            withVolume ? "time,op,offset,length,volume\n" : withTime ? "time,op,offset,length\n" : "op,offset,length\n"
+        bytes.append(contentsOf: Array(header.utf8))
+    }
+
+    /// Appends one record's line with its volume number (written only by a `withVolume` writer).
+    @inline(__always)
+    public mutating func append(_ r: TraceRecord, volume: UInt32) {
+        append(r)
+        guard withVolume else { return }
+        bytes.removeLast()
+        bytes.append(UInt8(ascii: ","))
+        appendInteger(UInt64(volume))
+        bytes.append(0x0A)
     }
 
     /// Appends one record's line. A missing time is written as 0 in a timed trace.
@@ -27,6 +45,9 @@ public struct NativeTraceWriter {
     public mutating func append(_ r: TraceRecord) {
         if withTime {
             appendTime(r.time ?? 0)
+            bytes.append(UInt8(ascii: ","))
+        } else if withVolume {
+            // The time column is there but empty: the record has no time.
             bytes.append(UInt8(ascii: ","))
         }
         bytes.append(r.op.letter.asciiValue ?? UInt8(ascii: "R"))

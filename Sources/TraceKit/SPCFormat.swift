@@ -36,4 +36,10 @@ struct SPCFormat: LineFormat {
         if let asu, asu != a { return nil }
         return TraceRecord(time: time, op: op, offset: offset, length: size)
     }
+
+    /// The numeric field `--device` selects on (already checked by `record`).
+    func volume(_ f: inout FieldCursor, _ table: VolumeTable) -> UInt32 {
+        guard case .value(let n) = Scan.unsigned(f.p, f.fields[0]) else { return 0 }
+        return table.intern(number: n)
+    }
 }

@@ -48,4 +48,10 @@ struct SystorFormat: LineFormat {
         let delta = whole >= base ? Double(whole - base) : -Double(base - whole)
         return TraceRecord(time: delta + fraction, op: op, offset: offset, length: size)
     }
+
+    /// The numeric field `--device` selects on (already checked by `record`).
+    func volume(_ f: inout FieldCursor, _ table: VolumeTable) -> UInt32 {
+        guard case .value(let n) = Scan.unsigned(f.p, f.fields[3]) else { return 0 }
+        return table.intern(number: n)
+    }
 }

@@ -158,10 +158,18 @@ public struct AnyTraceReader: TraceReader {
     public let format: TraceFormat
     /// The file name used in error messages.
     public let fileName: String
+    /// The volumes seen so far (``TraceRecord/volume`` indexes it), when opened with
+    /// ``TraceOptions/tagVolumes``; nil otherwise.
+    public let volumes: VolumeTable?
+
+    /// The names of the volumes seen so far, by ID − 1 (empty without ``TraceOptions/tagVolumes``).
+    public var volumeNames: [String] { volumes?.names ?? [] }
 
     init(input: ByteInput, format: TraceFormat, options: TraceOptions, path: String?) throws {
         self.format = format
         fileName = input.fileName
+        let volumes = options.tagVolumes || (options.device != nil && format.isNative) ? VolumeTable() : nil
+        self.volumes = volumes
         mapper = RecordMapper(options: options, format: format, fileName: input.fileName)
         nativeReader = NativeTraceReader(bytes: [], fileName: input.fileName)
         binaryReader = NativeBinaryTraceReader(bytes: [], fileName: input.fileName)
@@ -169,26 +177,29 @@ public struct AnyTraceReader: TraceReader {
         case .native:
             source = .native
             nativeReader = NativeTraceReader(input: input)
+            try nativeReader.select(options.device, volumes: volumes)
         case .binary:
             source = .binary
             binaryReader = NativeBinaryTraceReader(input: input)
+            try binaryReader.select(options.device, volumes: volumes)
         case .blktrace: source = .blktrace(ReaderBox(try BlktraceReader(inputs: [input], options: options)))
         case .blkparse: source = .blkparse(ReaderBox(try BlkparseReader(input: input, options: options)))
         case .vscsi: source = .vscsi(ReaderBox(VscsiReader(input: input)))
-        case .fio: source = .fio(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
-        case .vscsiCSV: source = .vscsiCSV(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
-        case .msr: source = .msr(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
-        case .systor: source = .systor(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
-        case .tencent: source = .tencent(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
-        case .alibaba: source = .alibaba(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
-        case .spc: source = .spc(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
-        case .qemu: source = .qemu(ReaderBox(try DelimitedTraceReader(input: input, options: options)))
+        case .fio: source = .fio(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
+        case .vscsiCSV: source = .vscsiCSV(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
+        case .msr: source = .msr(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
+        case .systor: source = .systor(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
+        case .tencent: source = .tencent(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
+        case .alibaba: source = .alibaba(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
+        case .spc: source = .spc(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
+        case .qemu: source = .qemu(ReaderBox(try DelimitedTraceReader(input: input, options: options, volumes: volumes)))
         }
     }
 
     init(blktrace: BlktraceReader, options: TraceOptions) {
         format = .blktrace
         fileName = blktrace.fileName
+        volumes = nil
         mapper = RecordMapper(options: options, format: .blktrace, fileName: blktrace.fileName)
         nativeReader = NativeTraceReader(bytes: [], fileName: blktrace.fileName)
         binaryReader = NativeBinaryTraceReader(bytes: [], fileName: blktrace.fileName)

@@ -43,6 +43,9 @@ public enum TraceFormat: String, Sendable, CaseIterable {
         return f
     }
 
+    /// qcow2sim's own formats (CSV or binary), whose volume field is a decimal number.
+    var isNative: Bool { self == .native || self == .binary }
+
     /// Whether the format's clock is absolute (epoch, FILETIME, uptime), so the mapping stage
     /// rebases it so the first record is at 0.
     var hasAbsoluteTime: Bool {

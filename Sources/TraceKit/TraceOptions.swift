@@ -30,6 +30,10 @@ public struct TraceOptions: Sendable, Equatable {
     /// MSR Cambridge: `HOST` or `HOST:DISK`; SYSTOR'17: the LUN; Tencent CBS: the volume ID;
     /// Alibaba: the device ID; SPC/UMass: the ASU; fio iolog: the file name.
     public var device: String?
+    /// Whether readers set ``TraceRecord/volume`` (off by default: interning a volume name costs
+    /// a table lookup per record, and a single-disk replay does not need it). `trace info`
+    /// and `--per-volume` turn it on.
+    public var tagVolumes = false
     /// blktrace/blkparse: the action that defines a request.
     public var event: BlktraceEvent = .issue
     /// Size of the virtual disk in bytes; `nil` accepts any offset.

@@ -53,14 +53,19 @@ public struct TraceRecord: Equatable, Hashable, Sendable {
     public var length: UInt64
     /// Modifier flags.
     public var flags: Flags
+    /// The volume (device, LUN, host:disk, ASU, file) the request went to, as an ID in its
+    /// reader's ``VolumeTable`` (``AnyTraceReader/volumeNames``); 0 = not tagged: the format
+    /// carries no volume field, or the reader was opened without ``TraceOptions/tagVolumes``.
+    public var volume: UInt32
 
     /// Creates a record.
-    public init(time: Double? = nil, op: Op, offset: UInt64, length: UInt64, flags: Flags = []) {
+    public init(time: Double? = nil, op: Op, offset: UInt64, length: UInt64, flags: Flags = [], volume: UInt32 = 0) {
         self.time = time
         self.op = op
         self.offset = offset
         self.length = length
         self.flags = flags
+        self.volume = volume
     }
 }
 

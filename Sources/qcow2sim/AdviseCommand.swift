@@ -47,6 +47,12 @@ enum AdviseCommand {
         --layer, --image, --drive, --cache-mode, …); a --drive l2-cache-size or cache-size is
         replaced by the advice, its other options are kept.
 
+        \(PerVolumeCLI.help)
+                                With --per-volume the output is the fleet summary: per volume the
+                                memory the target needs, the distribution (p50/p90/p99/max), the
+                                total against QEMU's defaults, and the volumes needing more than
+                                the 32 MiB default L2 cache; --jobs N runs N volumes at once.
+
         """
 
     static func run(_ args: [String]) -> Int32 {
@@ -65,14 +71,16 @@ enum AdviseCommand {
     static func main(_ args: [String], mode: RunMode?, stamps: [TraceStamp]) throws -> Int32 {
         do {
             let a = try Arguments(
-                args,
+                PerVolumeCLI.prepared(args),
                 options: SimulateCommand.runOptions.union([
                     "--memory-budget", "--target-hit-rate", "--target-miss-per-request", "--vary", "--cost", "--jobs", "--format",
                     "--output", ShardCLI.option,
-                ]), flags: SimulateCommand.runFlags, aliases: RunConfigArguments.aliases,
+                ]).union(PerVolumeCLI.options), flags: SimulateCommand.runFlags.union(PerVolumeCLI.flags),
+                aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable.union(["--vary"]))
             let traces = a.positionals
             guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+            let perVolume = try PerVolumeCLI.enabled(a, args, traces: traces)
             if traces.contains("-") {
                 throw UsageError("TRACE '-' (standard input): advise reads each trace several times; give a file")
             }
@@ -88,6 +96,57 @@ enum AdviseCommand {
                         "--vary \(axis.key): advise varies create options only (cluster_size, extended_l2, refcount_bits); it chooses the cache options itself"
                     )
                 }
+            }
+            if perVolume {
+                // Sharded, the units are the volumes in sorted order, each advised whole in its shard.
+                let mode = try mode ?? ShardCLI.mode(a, traces: traces)
+                var volumes: [(String, UInt64, AdviceDocument)] = []
+                if case .merge(let units) = mode {
+                    volumes = try units.map { u in
+                        guard let v = u.advice, let size = u.volumeSize else {
+                            throw ShardError("damaged shard: unit \(u.index) has no volume advice")
+                        }
+                        return (v.volume, size, try v.document())
+                    }
+                } else {
+                    let names: [String]
+                    let stamps = [TraceStamp.of(traces[0])]
+                    var shard: ShardSpec?
+                    if case .shard(let spec) = mode { shard = spec }
+                    names = try shard.map { _ in try PerVolumeCLI.volumeNames(a, args, trace: traces[0]) } ?? []
+                    let owned = shard.map { spec in Set(spec.units(of: names.count).map { names[$0] }) }
+                    let results = try PerVolumeCLI.run(a, args, trace: traces[0], base: base, jobs: jobs) {
+                        unit, config -> (UInt64, AdviceDocument)? in
+                        if let owned, !owned.contains(unit.name) { return nil }
+                        let grid = try SweepGrid(base: config, axes: axes)
+                        let doc = try advise(grid: grid, target: target, cost: cost, names: traces, jobs: 1, bestEffort: true) { _ in
+                            try unit.reader()
+                        }
+                        return (unit.size, doc)
+                    }
+                    if case .shard(let spec) = mode {
+                        let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, $0.offset) })
+                        var units: [ShardUnit] = []
+                        for (name, result) in results {
+                            guard let (size, doc) = result, let i = index[name] else { continue }
+                            units.append(ShardUnit(index: i, volumeSize: size, advice: try VolumeAdvice(volume: name, doc)))
+                        }
+                        units.sort { $0.index < $1.index }
+                        try ShardCLI.write(
+                            command: "advise", args: args, a: a, stamps: stamps, spec: spec, units: names.count, results: units)
+                        return 0
+                    }
+                    volumes = results.compactMap { r in r.result.map { (r.name, $0.0, $0.1) } }
+                }
+                let fleet = FleetSummary(trace: traces[0], volumes: volumes)
+                let out: String
+                switch format {
+                case "json": out = try ReportFormat.json(fleet)
+                case "html": out = FleetPage.html(fleet, command: "qcow2sim advise " + args.map(shellQuoted).joined(separator: " "))
+                default: out = fleet.text()
+                }
+                try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+                return 0
             }
             let grid = try SweepGrid(base: base, axes: axes)
             let (traceFormat, mapping) = try TraceCommand.mapping(a)
@@ -137,8 +196,13 @@ enum AdviseCommand {
                             q.index = j
                             return q
                         }
-                        let reports = try SweepExecutor.run(
-                            points: sub, traces: 1, jobs: jobs, runner: RecordingPointRunner(), open: { _ in try open(t) })
+                        let reports: [[SimulationReport]]
+                        do {
+                            reports = try SweepExecutor.run(
+                                points: sub, traces: 1, jobs: jobs, runner: RecordingPointRunner(), open: { _ in try open(t) })
+                        } catch let f as SweepFailure {
+                            throw f.error
+                        }
                         for (j, i) in ids.enumerated() {
                             results.append(
                                 ShardUnit(index: offsets[v] + t * n + i, sample: plan.sample(i, reports[0][j], cost: cost)))
@@ -179,6 +243,9 @@ enum AdviseCommand {
                 } catch let e as AdviceError where grid.points.count > 1 {
                     // Another configuration may reach the target.
                     firstError = firstError ?? e
+                } catch let f as SweepFailure {
+                    // A curve point's failure: a trace or option error, located already.
+                    throw f.error
                 }
             }
             guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
@@ -204,6 +271,47 @@ enum AdviseCommand {
             try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
             return 0
         }
+    }
+
+    /// The advice over the grid's points (create options): the one needing the least memory (with
+    /// a cost model the most IOPS), the others as its alternatives.
+    static func advise<R: TraceReader & SendableMetatype>(
+        grid: SweepGrid, target: AdviceTarget, cost: CostModel?, names traces: [String], jobs: Int, bestEffort: Bool = false,
+        open: @escaping @Sendable (Int) throws -> R
+    ) throws -> AdviceDocument {
+        var results: [AdviceDocument] = []
+        var firstError: Error?
+        for p in grid.points {
+            if let e = p.invalid {
+                throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
+            }
+            do {
+                results.append(
+                    try Advisor.advise(
+                        base: p.config, target: target, cost: cost, names: traces, jobs: jobs, bestEffort: bestEffort, open: open))
+            } catch let e as AdviceError where grid.points.count > 1 {
+                // Another configuration may reach the target.
+                firstError = firstError ?? e
+            } catch let f as SweepFailure {
+                // A curve point's failure: a trace or option error, located already.
+                throw f.error
+            }
+        }
+        guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
+        if results.count > 1 {
+            func memory(_ d: AdviceDocument) -> UInt64 { d.images.reduce(0) { $0 + $1.memoryBytes } }
+            let better: (AdviceDocument, AdviceDocument) -> Bool = { x, y in
+                if cost != nil, let i = x.totals.predictedIops, let j = y.totals.predictedIops, i != j { return i > j }
+                return memory(x) < memory(y)
+            }
+            best = results.min(by: better) ?? best
+            best.alternatives = results.filter { $0 != best }.map {
+                AdviceDocument.Alternative(
+                    createOptions: $0.createOptions, memoryBytes: memory($0), predictedIops: $0.totals.predictedIops,
+                    misses: $0.totals.l2.misses)
+            }
+        }
+        return best
     }
 
     /// Exactly one of the three targets.

@@ -8,7 +8,8 @@ enum GenerateCommand {
         usage: qcow2sim generate --pattern uniform|sequential|zipf|hotset --count N --size DISKSIZE
                                  [--request-size 4K] [--read-ratio 1.0] [--seed S]
                                  [--region START:LEN] [--alignment BYTES] [--theta 0.99]
-                                 [--hot-fraction 0.1 --hot-access 0.9] [--interval SECONDS] [--binary] -o OUT
+                                 [--hot-fraction 0.1 --hot-access 0.9] [--interval SECONDS] [--binary]
+                                 [--volumes N] -o OUT
 
         Writes COUNT requests in the native trace format (`-o -` = standard output). The same
         seed gives the same trace on every machine (xoshiro256** seeded by SplitMix64).
@@ -22,6 +23,10 @@ enum GenerateCommand {
           --read-ratio    fraction of reads, 0 to 1 (the rest are writes; default 1.0)
           --interval      seconds between requests; adds a time column
           --binary        write the binary native format (fixed 32-byte records) instead of CSV
+          --volumes N     a synthetic fleet: N volumes (numbered 0 to N-1), COUNT requests each
+                          on a disk of DISKSIZE, volume k's stream seeded from S and k, written
+                          one volume after another (grouped) with a volume column (CSV
+                          `,op,offset,length,volume`; binary: the record's volume field)
 
         """
 
@@ -34,12 +39,22 @@ enum GenerateCommand {
                 args,
                 options: [
                     "--pattern", "--count", "--size", "--request-size", "--read-ratio", "--seed", "--region",
-                    "--theta", "--hot-fraction", "--hot-access", "--interval", "--alignment", "--output",
+                    "--theta", "--hot-fraction", "--hot-access", "--interval", "--alignment", "--output", "--volumes",
                 ],
                 flags: ["--binary"], aliases: ["-o": "--output"])
             _ = try a.positionals(0, what: "")
             let spec = try makeSpec(a)
             guard let out = a.value("--output") else { throw UsageError("missing -o OUT (use '-o -' for standard output)") }
+            if let text = a.value("--volumes") {
+                guard let n = Int(text), n >= 1, n < Int(UInt32.max) else {
+                    throw UsageError("invalid value '\(text)' for --volumes (expected 1 to 4294967294)")
+                }
+                if spec.interval != nil {
+                    throw UsageError("--interval cannot be used with --volumes (volumes are written one after another, so times would go back)")
+                }
+                try fleet(spec, volumes: n, binary: a.has("--binary"), to: out)
+                return 0
+            }
             let generator = try WorkloadGenerator(spec)
             if a.has("--binary") {
                 _ = try NativeBinaryTraceWriter.write(generator, count: UInt64(spec.count), to: out)
@@ -49,6 +64,39 @@ enum GenerateCommand {
             return 0
         } catch {
             return reportFailure(error, command: "generate")
+        }
+    }
+
+    /// Writes `volumes` streams of `spec`, volume k's seeded with SplitMix64(seed + k), grouped.
+    static func fleet(_ spec: WorkloadSpec, volumes: Int, binary: Bool, to path: String) throws {
+        let out = try OutputFile(path: path)
+        do {
+            let total = UInt64(spec.count) * UInt64(volumes)
+            var bin = NativeBinaryTraceWriter(count: total)
+            var csv = NativeTraceWriter(withTime: false, withVolume: true)
+            for k in 0..<volumes {
+                var s = spec
+                s.seed = Xoshiro256StarStar.splitMix64Mix(spec.seed &+ UInt64(k))
+                for r in try WorkloadGenerator(s) {
+                    if binary {
+                        bin.append(r, volume: UInt32(k))
+                        if bin.bytes.count >= 1 << 20 { try out.write(bin.take()) }
+                    } else {
+                        csv.append(r, volume: UInt32(k))
+                        if csv.bytes.count >= 1 << 20 { try out.write(csv.take()) }
+                    }
+                }
+            }
+            if binary {
+                try out.write(bin.take())
+                try bin.finish(out, path: path, announced: total)
+            } else {
+                try out.write(csv.take())
+            }
+            try out.commit()
+        } catch {
+            out.abandon()
+            throw error
         }
     }
 

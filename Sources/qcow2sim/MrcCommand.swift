@@ -51,8 +51,9 @@ enum MrcCommand {
     /// Parses `args` and runs them, as `SweepCommand.main` does.
     static func main(_ args: [String], mode: RunMode?) throws -> Int32 {
         do {
-            let a = try SweepCommand.arguments(args, extra: ["--sizes", "--entry-size"])
+            let a = try SweepCommand.arguments(PerVolumeCLI.prepared(args), extra: ["--sizes", "--entry-size"])
             let trace = try a.positionals(1, what: "TRACE argument")
+            let perVolume = try PerVolumeCLI.enabled(a, args, traces: trace)
             guard let sizes = a.value("--sizes") else {
                 throw UsageError("missing --sizes all|VALUES (e.g. --sizes all, --sizes 256K..32M*2)")
             }
@@ -68,12 +69,52 @@ enum MrcCommand {
                 }
             }
             let key = SweepKey.drive("l2-cache-size")
+            if perVolume {
+                return try executePerVolume(
+                    a, args, trace: trace[0], base: base, sizes: sizes, mode: mode ?? ShardCLI.mode(a, traces: trace))
+            }
             let values =
                 sizes == "all" ? try MissRatioCurveRunner.allSizes(base) : try SweepValues.parse(sizes, key: key, argument: "--sizes")
             return try execute(
                 a, trace: trace[0], base: base, axis: SweepAxis(key: key, values: values),
                 mode: mode ?? ShardCLI.mode(a, traces: trace), args: args)
         }
+    }
+
+    /// The curve of every volume (`--per-volume`): `--sizes all` is each volume's own list.
+    static func executePerVolume(
+        _ a: Arguments, _ original: [String], trace: String, base: SimulationConfig, sizes: String, mode: RunMode
+    ) throws -> Int32 {
+        var base = base
+        var policies: [SweepValue] = []
+        if let text = a.value("--policy") {
+            policies = try SweepValues.parse(text, key: .policy, argument: "--policy")
+            if policies.count == 1 { base.policy = policies[0].text }
+        }
+        let format = try a.choice("--format", ["csv", "json", "text", "html"], default: "csv")
+        if format == "html" {
+            throw UsageError("--format html draws one curve; with --per-volume use csv, json or text (or advise --per-volume --format html for the fleet page)")
+        }
+        let jobs = try SweepCommand.jobs(a)
+        let key = SweepKey.drive("l2-cache-size")
+        let fixed = sizes == "all" ? nil : try SweepValues.parse(sizes, key: key, argument: "--sizes")
+        let policyAxis = policies.count > 1 ? [SweepAxis(key: .policy, values: policies)] : []
+        guard
+            let table = try SweepCommand.perVolumeTable(
+                a, original, command: "mrc", trace: trace, base: base, jobs: jobs, mode: mode,
+            grid: { config in
+                let values = try fixed ?? MissRatioCurveRunner.allSizes(config)
+                let grid = try SweepGrid(base: config, axes: [SweepAxis(key: key, values: values)] + policyAxis)
+                return (grid, grid.points)
+            }, run: { _, _ in [] },
+            methods: { unit, points in
+                let r = try MissRatioCurveRunner(jobs: 1).run(points, open: { try unit.reader() })
+                return ([r.reports], [r.methods])
+            }, cost: { nil })
+        else { return 0 }
+        let out = format == "json" ? table.json() : format == "text" ? table.text() : table.csv()
+        try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+        return 0
     }
 
     /// Runs the curve (`MissRatioCurveRunner`) and writes the table, as `SweepCommand.execute` does.
@@ -142,7 +183,7 @@ enum MrcCommand {
                     let rows = SweepTable.rows(trace: trace, point: points[i], report: r, cost: nil, method: result.methods[i])
                     results.append(
                         ShardUnit(
-                            index: i, rows: rows.map(ShardRow.init),
+                            index: i, rows: rows.map { ShardRow($0) },
                             fullCoverage: (r.images.last?.geometry).map(MissRatioCurve.fullCoverage)))
                 }
                 try ShardCLI.write(

@@ -45,6 +45,9 @@ enum SimulateCommand {
                                 without it the log is QEMU's format alone, to diff against QEMU
         \(Progress.help)
 
+        \(PerVolumeCLI.help)
+          --jobs N              with --per-volume: volumes run on N threads (default: all cores)
+
         trace mapping options: --trace-format, --device, --event, --beyond, --offset-shift,
         --time-scale, --reorder-window, --no-rebase (see 'qcow2sim trace --help')
 
@@ -58,14 +61,23 @@ enum SimulateCommand {
         defer { events?.abandon() }
         do {
             let a = try Arguments(
-                args,
-                options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline", "--what-if", "--cost"]),
-                flags: runFlags.union(Progress.flags).union(["--request-markers"]), aliases: RunConfigArguments.aliases,
+                PerVolumeCLI.prepared(args),
+                options: runOptions.union(["--format", "--events", "--output", "--policy", "--memory-timeline", "--what-if", "--cost"])
+                    .union(PerVolumeCLI.options).union(["--jobs"]),
+                flags: runFlags.union(Progress.flags).union(["--request-markers"]).union(PerVolumeCLI.flags),
+                aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable.union(["--what-if"]))
             var config = try runConfig(a)
             config.policy = a.value("--policy") ?? "qemu"
             for setting in a.all("--what-if") { try config.whatIf.set(setting) }
             let format = try a.choice("--format", ["text", "json", "csv", "html"], default: "text")
+            if try PerVolumeCLI.enabled(
+                a, args, traces: a.positionals,
+                refuse: ["--events", "--memory-timeline", "--request-markers", "--progress"])
+            {
+                return try perVolume(a, args, config, format)
+            }
+            if a.value("--jobs") != nil { throw UsageError("--jobs needs --per-volume (one simulation runs on one thread)") }
             if a.has("--request-markers") && a.value("--events") == nil {
                 throw UsageError("--request-markers needs --events FILE")
             }
@@ -100,6 +112,55 @@ enum SimulateCommand {
         config.readOnly = a.has("--read-only")
         config.discardUnmap = try a.choice("--discard", ["unmap", "ignore"], default: "unmap") == "unmap"
         return config
+    }
+
+    /// `--per-volume`: every volume's report, in volume order.
+    private static func perVolume(_ a: Arguments, _ original: [String], _ config: SimulationConfig, _ format: String) throws
+        -> Int32
+    {
+        if format == "html" {
+            throw UsageError("--format html is one volume's page; with --per-volume use text, json or csv (or advise --per-volume --format html)")
+        }
+        let cost = try CostCLI.load(a)
+        let jobs = try SweepCommand.jobs(a)
+        let trace = a.positionals[0]
+        let results = try PerVolumeCLI.run(a, original, trace: trace, base: config, jobs: jobs) { unit, config -> (String, String) in
+            var reader = try unit.reader()
+            let report = try Simulation.run(config: config, reader: &reader)
+            switch format {
+            case "json": return ("", try ReportFormat.json(report, config: config, cost: cost))
+            case "csv":
+                // simulate's CSV rows with the volume and its size first (simulate has no trace column).
+                let lines = ReportFormat.csv(report, prediction: cost?.predict(report, config: config)).split(separator: "\n")
+                let prefix = SweepTable.csvField(unit.name) + ",\(unit.size),"
+                var body = ""
+                for line in lines.dropFirst() { body += prefix + line + "\n" }
+                return ("volume,virtual_size," + (lines.first.map(String.init) ?? "") + "\n", body)
+            default:
+                var text = "volume \(unit.name): virtual size \(unit.size) bytes (\(ReportFormat.bytes(unit.size)))\n"
+                text += ReportFormat.text(report, config: config)
+                if let cost { text += CostCLI.textLine(cost.predict(report, config: config), cost: cost) }
+                return ("", text)
+            }
+        }
+        var out = ""
+        switch format {
+        case "json":
+            let items = results.map { r -> String in
+                let report = r.result.1.trimmingCharacters(in: .whitespacesAndNewlines)
+                return "{\"volume\": \(SweepTable.jsonString(r.name)), \"report\": \(report)}"
+            }
+            out = "{\"schema_version\": 1, \"command\": \"simulate\", \"trace\": \(SweepTable.jsonString(trace)), \"volumes\": [\n"
+            out += items.joined(separator: ",\n") + "\n]}\n"
+        case "csv":
+            // One header (the first volume's: every volume has the same columns).
+            out = results.first?.result.0 ?? ""
+            for r in results { out += r.result.1 }
+        default:
+            out = results.map { $0.result.1 }.joined(separator: "\n")
+        }
+        try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
+        return 0
     }
 
     private static func finish<R: TraceReader>(

@@ -108,15 +108,16 @@ enum SweepCommand {
     /// Parses `args` and runs them: `mode` nil runs the command as given (with or without
     /// `--shard`); `.merge` takes the results from shard files (`qcow2sim merge`).
     static func main(_ args: [String], mode: RunMode?) throws -> Int32 {
-        let a = try arguments(args, extra: ["--vary", "--what-if"])
+        let a = try arguments(PerVolumeCLI.prepared(args), extra: ["--vary", "--what-if"])
         let traces = a.positionals
         guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+        let perVolume = try PerVolumeCLI.enabled(a, args, traces: traces)
         let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
         var base = try SimulateCommand.runConfig(a)
         for setting in a.all("--what-if") { try base.whatIf.set(setting) }
         return try execute(
             a, command: "sweep", traces: traces, base: base, axes: axes, mode: mode ?? ShardCLI.mode(a, traces: traces),
-            args: args)
+            args: args, perVolume: perVolume ? args : nil)
     }
 
     /// The arguments of `sweep` (or `mrc`, with its own `extra` options).
@@ -124,16 +125,17 @@ enum SweepCommand {
         try Arguments(
             args,
             options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost", ShardCLI.option])
-                .union(extra),
-            flags: SimulateCommand.runFlags.union(Progress.flags), aliases: RunConfigArguments.aliases,
+                .union(extra).union(PerVolumeCLI.options),
+            flags: SimulateCommand.runFlags.union(Progress.flags).union(PerVolumeCLI.flags), aliases: RunConfigArguments.aliases,
             repeatable: RunConfigArguments.repeatable.union(["--vary", "--what-if"]))
     }
 
     /// Runs the grid `axes` over `base` on every trace and writes the table, or this shard's units
     /// (`mode`); `args` are the command's arguments (for the shard file and the HTML page).
+    /// `perVolume` (the original arguments) runs the grid on every volume of the one trace.
     static func execute(
         _ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis], mode: RunMode,
-        args: [String]
+        args: [String], perVolume: [String]? = nil
     ) throws -> Int32 {
         var base = base
         var axes = axes
@@ -154,6 +156,25 @@ enum SweepCommand {
         let format = try a.choice("--format", ["csv", "json", "text", "html"], default: "csv")
         let cost = try CostCLI.load(a)
         let jobs = try Self.jobs(a)
+        if let original = perVolume {
+            if format == "html" {
+                throw UsageError("--format html draws one curve; with --per-volume use csv, json or text (or advise --per-volume --format html for the fleet page)")
+            }
+            let axes = axes
+            let table = try perVolumeTable(
+                a, original, command: command, trace: traces[0], base: base, jobs: jobs, mode: mode,
+                grid: { config in
+                    let grid = try SweepGrid(base: config, axes: axes)
+                    return (grid, grid.points)
+                },
+                run: { unit, points in
+                    try SweepExecutor.run(
+                        points: points, traces: 1, jobs: 1, runner: RecordingPointRunner(), open: { _ in try unit.reader() })
+                }, cost: { cost })
+            guard let table else { return 0 }
+            try writeOutput(Data((format == "json" ? table.json() : format == "text" ? table.text() : table.csv()).utf8), to: a.value("--output") ?? "-")
+            return 0
+        }
         let grid = try SweepGrid(base: base, axes: axes)
         let points = grid.points
         if traces.contains("-") && traces.count * points.count > 1 {
@@ -188,7 +209,7 @@ enum SweepCommand {
                     let rows = SweepTable.rows(trace: trace, point: points[p], report: r, cost: cost, method: nil)
                     results.append(
                         ShardUnit(
-                            index: t * points.count + p, rows: rows.map(ShardRow.init),
+                            index: t * points.count + p, rows: rows.map { ShardRow($0) },
                             fullCoverage: (r.images.last?.geometry).map(MissRatioCurve.fullCoverage)))
                 }
             }
@@ -233,6 +254,84 @@ enum SweepCommand {
     static func pageArguments(_ args: [String], mode: RunMode) -> [String] {
         if case .merge = mode { return args }
         return Array(CommandLine.arguments.dropFirst(2))
+    }
+
+    /// The rows of a `--per-volume` sweep or curve: `grid(config)` makes a volume's grid from its
+    /// sized configuration, `run` its reports (`[[point]]`, one trace), `methods` mrc's methods.
+    /// With `--shard` (`mode`) the units are the volumes in sorted order: the shard's volumes run
+    /// and its file is written (nil is returned); merged, the rows come from the shard files.
+    static func perVolumeTable(
+        _ a: Arguments, _ original: [String], command: String, trace: String, base: SimulationConfig, jobs: Int,
+        mode: RunMode = .whole,
+        grid: @escaping @Sendable (SimulationConfig) throws -> (SweepGrid, [SweepPoint]),
+        run: @escaping @Sendable (VolumeWork, [SweepPoint]) throws -> [[SimulationReport]],
+        methods: (@Sendable (VolumeWork, [SweepPoint]) throws -> ([[SimulationReport]], [[CurveMethod]]))? = nil,
+        cost: () throws -> CostModel?
+    ) throws -> SweepTable? {
+        if case .merge(let units) = mode {
+            // The first volume's grid names the columns, as below.
+            guard let first = units.first, let size = first.volumeSize else { throw UsageError("no volumes in \(trace)") }
+            var config = base
+            config.virtualSize = size
+            let g = try grid(config).0
+            var table = SweepTable(command: command, traces: [], grid: g, points: [], reports: [], methods: methods == nil ? nil : [])
+            table.traces = [trace]
+            table.rows = try units.flatMap { u in try (u.rows ?? []).map { try $0.row(trace: trace, point: nil) } }
+            return table
+        }
+        var shard: ShardSpec?
+        if case .shard(let spec) = mode { shard = spec }
+        let names = try shard.map { _ in try PerVolumeCLI.volumeNames(a, original, trace: trace) } ?? []
+        let owned = shard.map { spec in Set(spec.units(of: names.count).map { names[$0] }) }
+        let stamps = [TraceStamp.of(trace)]
+        let model = try cost()
+        let results = try PerVolumeCLI.run(a, original, trace: trace, base: base, jobs: jobs) {
+            unit, config -> ([SweepRow], SweepGrid)? in
+            if let owned, !owned.contains(unit.name) { return nil }
+            let (g, points) = try grid(config)
+            if let p = points.first(where: { $0.invalid != nil }), let e = p.invalid {
+                throw explain(SweepFailure(point: p.index, error: e), grid: g, points: points)
+            }
+            let table: SweepTable
+            do {
+                if let methods {
+                    let (reports, m) = try methods(unit, points)
+                    table = SweepTable(command: command, traces: [trace], grid: g, points: points, reports: reports, methods: m)
+                } else {
+                    table = SweepTable(
+                        command: command, traces: [trace], grid: g, points: points, reports: try run(unit, points), cost: model)
+                }
+            } catch let f as SweepFailure {
+                throw explain(f, grid: g, points: points)
+            }
+            let rows = table.rows.map { row in
+                var row = row
+                row.volume = unit.name
+                row.virtualSize = unit.size
+                return row
+            }
+            return (rows, g)
+        }
+        if case .shard(let spec) = mode {
+            let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, $0.offset) })
+            var units: [ShardUnit] = []
+            for (name, result) in results {
+                guard let (rows, _) = result, let i = index[name] else { continue }
+                units.append(
+                    ShardUnit(index: i, rows: rows.map { ShardRow($0, keepingPoint: true) }, volumeSize: rows.first?.virtualSize))
+            }
+            units.sort { $0.index < $1.index }
+            try ShardCLI.write(
+                command: command, args: original, a: a, stamps: stamps, spec: spec, units: names.count, results: units)
+            return nil
+        }
+        // The first volume's grid names the columns (every volume's has the same axes; with
+        // mrc's `--sizes all` the values are each volume's own, in its rows).
+        guard let g = results.first?.result?.1 else { throw UsageError("no volumes in \(trace)") }
+        var table = SweepTable(command: command, traces: [], grid: g, points: [], reports: [], methods: methods == nil ? nil : [])
+        table.traces = [trace]
+        table.rows = results.flatMap { $0.result?.0 ?? [] }
+        return table
     }
 
     /// `--jobs N` (1 to 1024; default: all cores).

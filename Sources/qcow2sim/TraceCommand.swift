@@ -109,10 +109,28 @@ enum TraceCommand {
             throw UsageError(
                 "invalid value '\(a.value("--cluster-size") ?? "")' for --cluster-size (expected a power of two from 512 to 2M)")
         }
-        var reader = try open(a)
+        let path = try a.positionals(1, what: "TRACE argument")[0]
+        var (format, o) = try mapping(a)
+        o.tagVolumes = true
+        var reader = try TraceFile.open(path: path, format: format, options: o)
         var summary = TraceSummary(clusterSize: cluster)
-        while let r = try reader.next() { summary.add(r) }
-        let text = output == "json" ? summary.json() : "format         \(reader.format.rawValue)\n" + summary.text()
+        var volumes = VolumeIndex(footprint: true)
+        var known = 0
+        while let r = try reader.next() {
+            summary.add(r)
+            if Int(r.volume) > known { known = reader.volumeNames.count }
+            volumes.add(r, names: Int(r.volume) > 0 ? reader.volumeNames : [])
+        }
+        let text: String
+        if output == "json" {
+            // The summary's object with one more key, the volumes (empty for a format without
+            // a volume field).
+            var json = summary.json()
+            if json.hasSuffix("\n}\n") { json.removeLast(3) }
+            text = json + ",\n  \"volumes\": " + volumes.jsonArray(indent: "  ") + "\n}\n"
+        } else {
+            text = "format         \(reader.format.rawValue)\n" + summary.text() + (volumes.volumes.isEmpty ? "" : volumes.text())
+        }
         try Console.print(text)
         return 0
     }

@@ -106,6 +106,8 @@ enum Chromium {
                 ], 6
             ),
             ("advise", Self.adviseArgs(trace), 6),
+            // The fleet page: the memory histogram and the totals (two bar charts).
+            ("fleet", ["advise", try fleetTrace(in: dir), "--per-volume", "--target-hit-rate", "0.5"], 2),
         ]
         var out: [(String, String, Int)] = []
         for (name, args, charts) in runs {
@@ -115,6 +117,54 @@ enum Chromium {
             out.append((name, path, charts))
         }
         return out
+    }
+
+    /// Three volumes of different sizes writing then reading back clusters (a native trace
+    /// with a volume column), for `advise --per-volume`'s fleet page.
+    static func fleetTrace(in dir: String) throws -> String {
+        var text = "time,op,offset,length,volume\n"
+        for (v, n) in [(0, 40), (1, 400), (2, 1200)] {
+            for op in ["W", "R"] { for i in 0..<n { text += ",\(op),\(i << 22),4096,\(v)\n" } }
+        }
+        let path = dir + "/fleet.csv"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    /// The fleet page shows what `advise --per-volume --format json` says: one table row per
+    /// volume with its advised size, memory and -drive string, the totals, and a histogram
+    /// whose bars count every volume once.
+    @Test func fleetPageShowsEveryVolume() throws {
+        let dir = try CLIRun.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let args = ["advise", try Self.fleetTrace(in: dir), "--per-volume", "--target-hit-rate", "0.5"]
+        let json = dir + "/fleet.json", html = dir + "/fleet.html"
+        var (status, _, err) = try CLITests.run(args + ["--format", "json", "--output", json])
+        #expect(status == 0, "\(err)")
+        (status, _, err) = try CLITests.run(args + ["--format", "html", "--output", html])
+        #expect(status == 0, "\(err)")
+        let doc = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as? [String: Any])
+        let page = try String(contentsOfFile: html, encoding: .utf8)
+        let volumes = try #require(doc["volumes"] as? [[String: Any]])
+        #expect(volumes.count == 3)
+        for v in volumes {
+            let cells = [
+                v["volume"] as? String ?? "?", "\((v["virtual_size"] as? NSNumber)?.uint64Value ?? 0)",
+                "\((v["requests"] as? NSNumber)?.intValue ?? 0)", "\((v["l2_cache_size"] as? NSNumber)?.uint64Value ?? 0)",
+                "\((v["memory_bytes"] as? NSNumber)?.uint64Value ?? 0)",
+            ]
+            let row = cells.enumerated().map { i, c in i == 0 ? "<td>\(c)</td>" : "<td class=\"num\">\(c)</td>" }.joined()
+            #expect(page.contains("<tr>" + row), "\(cells)")
+            #expect(page.contains((v["drive"] as? String) ?? "?"))
+        }
+        #expect(page.contains("<td class=\"num\">\((doc["total_memory_bytes"] as? NSNumber)?.uint64Value ?? 0)</td>"))
+        // The histogram's table: its counts add up to the volumes.
+        let bucketRows = page.components(separatedBy: "<caption>Volumes per bucket</caption>").dropFirst().first?
+            .components(separatedBy: "</table>").first ?? ""
+        let counts = bucketRows.components(separatedBy: "<td class=\"num\">").dropFirst().compactMap {
+            Int($0.prefix { $0.isNumber })
+        }
+        #expect(counts.reduce(0, +) == 3, "\(bucketRows)")
     }
 
     /// `advise` on the bursty trace over a 2-image chain with a populated base, 1M per image.

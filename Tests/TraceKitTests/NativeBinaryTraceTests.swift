@@ -137,12 +137,17 @@ import Testing
         ),
         (
             "bad flags", header(count: 1) + record(time: nil, op: 1, offset: 0, length: 1, flags: 2),
-            "t.bin: byte 32 (record 0): error: invalid flags 0x02 (expected 0x01 FUA, 0x04 preflush or none)"
+            "t.bin: byte 32 (record 0): error: invalid flags 0x02 (expected 0x01 FUA, 0x04 preflush, 0x08 volume or none)"
         ),
         (
             "record reserved bytes",
+            header(count: 1) + record(time: nil, op: 1, offset: 0, length: 1, reserved: [0, 9, 0, 0, 0, 0]),
+            "t.bin: byte 32 (record 0): error: record bytes 26 and 27 are reserved and must be zero"
+        ),
+        (
+            "a volume without the volume flag",
             header(count: 1) + record(time: nil, op: 1, offset: 0, length: 1, reserved: [0, 0, 0, 0, 0, 9]),
-            "t.bin: byte 32 (record 0): error: record bytes 26 to 31 are reserved and must be zero"
+            "t.bin: byte 32 (record 0): error: record bytes 28 to 31 (the volume) must be zero without flag 0x08"
         ),
         (
             "negative time", header(count: 1) + record(time: -1, op: 0, offset: 0, length: 1),

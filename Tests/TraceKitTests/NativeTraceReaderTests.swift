@@ -79,8 +79,18 @@ func nativeError(_ text: String) -> String? {
 
     /// Each bad input with its exact located message.
     static let errorCases: [(String, String)] = [
-        ("R,0,4096\nW,1,2,3,4\n", "trace.csv:2: error: expected 3 or 4 fields, found 5"),
-        ("R,0\n", "trace.csv:1: error: expected 3 or 4 fields, found 2"),
+        (
+            "R,0,4096\nW,1,2,3,4,5\n",
+            "trace.csv:2: error: expected 3 or 4 fields, or 5 with a volume (time,op,offset,length,volume), found 6"
+        ),
+        ("R,0\n", "trace.csv:1: error: expected 3 or 4 fields, or 5 with a volume (time,op,offset,length,volume), found 2"),
+        // A fifth field is the volume, so its first is a time.
+        ("R,0,4096\nW,1,2,3,4\n", "trace.csv:2: error: invalid time 'W' (expected seconds as a decimal number)"),
+        ("0,R,0,4096,x\n", "trace.csv:1: error: invalid volume 'x' (expected a decimal volume number from 0 to 4294967294)"),
+        (
+            "0,R,0,4096,4294967295\n",
+            "trace.csv:1: error: invalid volume '4294967295' (expected a decimal volume number from 0 to 4294967294)"
+        ),
         ("R,0,1\nX,0,4096\n", "trace.csv:2: error: invalid op 'X' (expected R, W, D, Z, ZU or F)"),
         ("R,0,1\nRW,0,4096\n", "trace.csv:2: error: invalid op 'RW' (expected R, W, D, Z, ZU or F)"),
         ("R,12Q,4096\n", "trace.csv:1: error: invalid offset '12Q' (expected bytes, optionally with a K, M, G or T suffix)"),

@@ -34,6 +34,9 @@ public enum AdviceTarget: Sendable, Equatable {
 public struct AdviceError: Error, CustomStringConvertible, Equatable {
     /// What is wrong, naming the option and the image.
     public var description: String
+
+    /// An error saying `description`.
+    public init(description: String) { self.description = description }
 }
 
 /// The advice for one configuration (one `--vary` point): the `Codable` value `advise
@@ -239,15 +242,18 @@ public enum Advisor {
     static let kneeSlack = (relative: 0.05, ofLookups: 0.001)
 
     /// The advice for `base` over traces `0..<names.count` (`open(t)` opens trace t).
+    /// `bestEffort`: a hit-rate or misses-per-request target no size reaches gives full
+    /// coverage (the closest) instead of an error (a fleet's volume whose cold misses alone
+    /// miss the target).
     public static func advise<R: TraceReader & SendableMetatype>(
         base: SimulationConfig, target: AdviceTarget, cost: CostModel?, names: [String], jobs: Int,
-        directory: String = NSTemporaryDirectory(), open: @escaping @Sendable (Int) throws -> R
+        directory: String = NSTemporaryDirectory(), bestEffort: Bool = false, open: @escaping @Sendable (Int) throws -> R
     ) throws -> AdviceDocument {
         let plan = try Self.plan(base: base, target: target)
         let reports = try SweepExecutor.run(
             points: plan.points, traces: names.count, jobs: jobs, runner: RecordingPointRunner(directory: directory), open: open)
         let samples = reports.map { row in row.enumerated().map { i, r in plan.sample(i, r, cost: cost) } }
-        return try finish(plan, samples: samples, cost: cost, names: names, open: open)
+        return try finish(plan, samples: samples, cost: cost, names: names, bestEffort: bestEffort, open: open)
     }
 
     /// The candidate L2 sizes of `base`'s curve and the points that run them (`advise`'s sweep,
@@ -333,9 +339,10 @@ public enum Advisor {
 
     /// The advice from the curve's samples (`samples[trace][candidate]`, for the plan's points):
     /// the choice per image, then one run of the recommended settings per trace for the
-    /// predicted counts (`open(t)` opens trace t).
+    /// predicted counts (`open(t)` opens trace t); `bestEffort` as `advise` takes it.
     public static func finish<R: TraceReader>(
-        _ plan: Plan, samples: [[CurveSample]], cost: CostModel?, names: [String], open: (Int) throws -> R
+        _ plan: Plan, samples: [[CurveSample]], cost: CostModel?, names: [String], bestEffort: Bool = false,
+        open: (Int) throws -> R
     ) throws -> AdviceDocument {
         let (base, target, geometries, full, candidates) = (plan.base, plan.target, plan.geometries, plan.full, plan.candidates)
         let depth = geometries.count
@@ -365,7 +372,14 @@ public enum Advisor {
                 cleaned[size] = p.missesCleaned
             }
             curves.append(curve)
-            let (size, why) = try choose(curve: curve, image: k, target: target, requests: requests, geometry: geometries[k])
+            let size: UInt64
+            let why: String
+            do {
+                (size, why) = try choose(curve: curve, image: k, target: target, requests: requests, geometry: geometries[k])
+            } catch let e as AdviceError where bestEffort {
+                size = curve.last?.l2CacheSize ?? full[k]
+                why = "\(e.description); full coverage, the closest"
+            }
             chosen.append(size)
             // The clean timer: keep QEMU's (or the user's) interval unless it costs misses.
             let fullMisses = curve.last?.misses ?? 0
@@ -493,7 +507,14 @@ public enum Advisor {
             let maxSize = libvirtMaxSize(l2: l2Bytes, geometry: g)
             // The libvirt spelling must give the same caches under QEMU's own split.
             let split = try sizingOrFail(g, CacheOptions(cacheSize: maxSize))
-            if UInt64(split.l2Entries) * split.l2EntrySize != l2Bytes || split.refcountEntries != sizing.refcountEntries {
+            let splitL2 = UInt64(split.l2Entries) * split.l2EntrySize
+            if splitL2 > l2Bytes && split.refcountEntries == sizing.refcountEntries {
+                // A disk covered by one L2 table: max_size alone gives whole-table entries, and
+                // QEMU keeps at least 2 of them (MIN_L2_CACHE_SIZE in qcow2_update_options_prepare).
+                notes.append(
+                    "image \(k): with libvirt's max_size alone QEMU makes a \(ReportFormat.bytes(splitL2)) L2 cache (at least 2 entries of \(ReportFormat.bytes(split.l2EntrySize))); the -drive string gives \(ReportFormat.bytes(l2Bytes))"
+                )
+            } else if splitL2 != l2Bytes || split.refcountEntries != sizing.refcountEntries {
                 throw AdviceError(description: "internal: libvirt max_size \(maxSize) does not split into the recommended caches")
             }
             if split.l2EntrySize != sizing.l2EntrySize {

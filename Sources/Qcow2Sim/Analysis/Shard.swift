@@ -245,19 +245,30 @@ public struct ShardUnit: Codable, Equatable, Sendable {
     public var fullCoverage: UInt64?
     /// `advise`: the candidate's counts.
     public var sample: CurveSample?
+    /// `--per-volume`: the volume's virtual size (merge rebuilds the first volume's grid with it).
+    public var volumeSize: UInt64?
+    /// `advise --per-volume`: the volume's advice.
+    public var advice: VolumeAdvice?
 
     /// A unit.
-    public init(index: Int, rows: [ShardRow]? = nil, fullCoverage: UInt64? = nil, sample: CurveSample? = nil) {
+    public init(
+        index: Int, rows: [ShardRow]? = nil, fullCoverage: UInt64? = nil, sample: CurveSample? = nil, volumeSize: UInt64? = nil,
+        advice: VolumeAdvice? = nil
+    ) {
+        self.advice = advice
         self.index = index
         self.rows = rows
         self.fullCoverage = fullCoverage
         self.sample = sample
+        self.volumeSize = volumeSize
     }
 
     enum CodingKeys: String, CodingKey {
         case index, rows
         case fullCoverage = "full_coverage"
         case sample
+        case volumeSize = "volume_size"
+        case advice
     }
 }
 
@@ -285,9 +296,32 @@ public struct ShardRow: Codable, Equatable, Sendable {
     public var prediction: [UInt64]?
     /// ``SweepRow/method``.
     public var method: String?
+    /// `--per-volume`: the row's values (each volume has its own grid), as (text, number) pairs.
+    public var values: [EncodedValue]?
+    /// `--per-volume`: ``SweepRow/policy``.
+    public var policy: String?
+    /// `--per-volume`: ``SweepRow/volume``.
+    public var volume: String?
+    /// `--per-volume`: ``SweepRow/virtualSize``.
+    public var virtualSize: UInt64?
 
-    /// The row as a shard stores it.
-    public init(_ r: SweepRow) {
+    /// A sweep value in a shard file.
+    public struct EncodedValue: Codable, Equatable, Sendable {
+        /// ``SweepValue/text``.
+        public var text: String
+        /// ``SweepValue/number``.
+        public var number: UInt64?
+    }
+
+    /// The row as a shard stores it; `keepingPoint` keeps the values, policy and volume (a
+    /// `--per-volume` row, whose grid is its volume's).
+    public init(_ r: SweepRow, keepingPoint: Bool = false) {
+        if keepingPoint {
+            values = r.values.map { EncodedValue(text: $0.text, number: $0.number) }
+            policy = r.policy
+            volume = r.volume
+            virtualSize = r.virtualSize
+        }
         image = r.image
         cache = r.cache
         entrySize = r.entrySize
@@ -300,8 +334,8 @@ public struct ShardRow: Codable, Equatable, Sendable {
         method = r.method
     }
 
-    /// The row back, with what the grid gives.
-    public func row(trace: String, point: SweepPoint) throws -> SweepRow {
+    /// The row back, with what the grid gives (`point`; nil for a row that kept its own).
+    public func row(trace: String, point: SweepPoint?) throws -> SweepRow {
         var p: Prediction?
         if let bits = prediction {
             guard bits.count == 2 else { throw ShardError("damaged shard row: a prediction of \(bits.count) numbers") }
@@ -310,10 +344,13 @@ public struct ShardRow: Codable, Equatable, Sendable {
             q.iops = Double(bitPattern: bits[1])
             p = q
         }
+        guard let values = point?.values ?? values?.map({ SweepValue(text: $0.text, number: $0.number) }),
+            let policy = point?.config.policy ?? policy
+        else { throw ShardError("damaged shard row: no point values") }
         return SweepRow(
-            trace: trace, values: point.values, policy: point.config.policy, image: image, cache: cache, entrySize: entrySize,
+            trace: trace, values: values, policy: policy, image: image, cache: cache, entrySize: entrySize,
             entries: entries, stats: try stats.stats(), memoryMean: Double(bitPattern: memoryMean), requests: requests,
-            whatIf: whatIf, prediction: p, method: method)
+            whatIf: whatIf, prediction: p, method: method, volume: volume, virtualSize: virtualSize)
     }
 
     enum CodingKeys: String, CodingKey {
@@ -324,7 +361,8 @@ public struct ShardRow: Codable, Equatable, Sendable {
         case requests
         case whatIf = "what_if"
         case prediction = "prediction_bits"
-        case method
+        case method, values, policy, volume
+        case virtualSize = "virtual_size"
     }
 }
 
@@ -385,5 +423,36 @@ public struct CurveSample: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case requests, l2
         case latencyBits = "latency_bits"
+    }
+}
+
+/// One volume's advice in a shard file (`advise --per-volume --shard`): the document as a
+/// base64 binary property list, whose doubles are their 8 bytes (a decimal rendering would
+/// have to round-trip exactly for the fleet summary to be byte-identical).
+public struct VolumeAdvice: Codable, Equatable, Sendable {
+    /// The volume.
+    public var volume: String
+    /// The ``AdviceDocument``, binary plist, base64.
+    public var document64: String
+
+    /// Encodes `document`.
+    public init(volume: String, _ document: AdviceDocument) throws {
+        self.volume = volume
+        let e = PropertyListEncoder()
+        e.outputFormat = .binary
+        document64 = try e.encode(document).base64EncodedString()
+    }
+
+    /// The document back.
+    public func document() throws -> AdviceDocument {
+        guard let data = Data(base64Encoded: document64),
+            let d = try? PropertyListDecoder().decode(AdviceDocument.self, from: data)
+        else { throw ShardError("damaged shard: the advice of volume \(volume) cannot be read") }
+        return d
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case volume
+        case document64 = "document_plist_base64"
     }
 }

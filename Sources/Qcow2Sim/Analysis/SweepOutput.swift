@@ -29,6 +29,10 @@ public struct SweepRow: Sendable {
     public var prediction: Prediction? = nil
     /// How the point was computed (`mrc`: `stack` or `replay`; nil for `sweep`).
     public var method: String? = nil
+    /// The volume, in a `--per-volume` run (the `volume` column; nil otherwise).
+    public var volume: String? = nil
+    /// The volume's virtual size, in a `--per-volume` run (the `virtual_size` column).
+    public var virtualSize: UInt64? = nil
 }
 
 /// A sweep's rows and how they print (CSV, JSON, text). Rows come in (trace, point, image,
@@ -58,6 +62,13 @@ public struct SweepTable: Sendable {
 
     /// With a cost model: `predicted_iops` and `predicted_latency_us` after ``fixedColumns``.
     public static let costColumns = ["predicted_iops", "predicted_latency_us"]
+
+    /// Whether the rows are a `--per-volume` run's: `volume` and `virtual_size` columns after
+    /// `trace` (each volume has its own disk size, so the size is a column, not a fixed option).
+    public var hasVolume: Bool { rows.first?.volume != nil }
+
+    /// The columns a `--per-volume` run adds after `trace`.
+    public static let volumeColumns = ["volume", "virtual_size"]
 
     /// Whether the rows carry predictions (`--cost`).
     public var hasCost: Bool { rows.first?.prediction != nil }
@@ -122,7 +133,8 @@ public struct SweepTable: Sendable {
     /// Every column name, in order: `trace`, the varied keys, then ``fixedColumns``, the cost
     /// columns with a cost model, `method` for `mrc`, and `what_if` when ``hasWhatIf``.
     public var columns: [String] {
-        ["trace"] + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns + (hasCost ? Self.costColumns : [])
+        ["trace"] + (hasVolume ? Self.volumeColumns : []) + columnAxes.map { grid.axes[$0].key.description } + Self.fixedColumns
+            + (hasCost ? Self.costColumns : [])
             + (hasMethod ? ["method"] : []) + (hasWhatIf ? ["what_if"] : [])
     }
 
@@ -161,7 +173,7 @@ public struct SweepTable: Sendable {
         let hasWhatIf = self.hasWhatIf
         for row in rows {
             let fields =
-                [Self.csvField(row.trace)] + columnAxes.map { Self.csvField(row.values[$0].text) } + fixedFields(row)
+                [Self.csvField(row.trace)] + volumeFields(row, json: false) + columnAxes.map { Self.csvField(row.values[$0].text) } + fixedFields(row)
                 + (hasWhatIf ? [Self.csvField(row.whatIf.joined(separator: " "))] : [])
             out += fields.joined(separator: ",") + "\n"
         }
@@ -178,7 +190,7 @@ public struct SweepTable: Sendable {
         var rowTexts: [String] = []
         for row in rows {
             let values =
-                [Self.jsonString(row.trace)]
+                [Self.jsonString(row.trace)] + volumeFields(row, json: true)
                 + axisColumns.map { a in
                     grid.axes[a].key.isNumeric ? row.values[a].text : Self.jsonString(row.values[a].text)
                 }
@@ -200,6 +212,13 @@ public struct SweepTable: Sendable {
             + "\"rows\": [\(rowTexts.joined(separator: ",\n  "))]}\n"
     }
 
+    /// The `volume` and `virtual_size` fields of a `--per-volume` row (none otherwise).
+    private func volumeFields(_ row: SweepRow, json: Bool) -> [String] {
+        guard hasVolume else { return [] }
+        let name = row.volume ?? ""
+        return [json ? Self.jsonString(name) : Self.csvField(name), "\(row.virtualSize ?? 0)"]
+    }
+
     /// The options every point shares.
     private func fixedJSON() -> String {
         let b = grid.base
@@ -209,7 +228,8 @@ public struct SweepTable: Sendable {
         let create = SweepGrid.removing(
             Set(keys.compactMap { if case .create(let k) = $0 { k } else { nil } }), from: b.createOptions.rendered)
         var fields = [
-            "\"virtual_size\": \(b.virtualSize)",
+            // Per volume, the size is each row's.
+            "\"virtual_size\": \(hasVolume ? "null" : "\(b.virtualSize)")",
             "\"create_options\": \(Self.jsonString(create.joined(separator: ",")))",
             "\"drive_options\": \(Self.jsonString(drive.joined(separator: ",")))",
         ]
@@ -230,11 +250,14 @@ public struct SweepTable: Sendable {
     public func text() -> String {
         let axes = columnAxes
         let shown = Array(Self.fixedColumns.prefix(16))
-        var header = ["trace"] + axes.map { grid.axes[$0].key.description } + shown + (hasMethod ? ["method"] : [])
+        let volumeColumns = hasVolume ? Self.volumeColumns : []
+        var header = ["trace"] + volumeColumns + axes.map { grid.axes[$0].key.description } + shown + (hasMethod ? ["method"] : [])
         header = header.map { $0.replacingOccurrences(of: "_bytes", with: "").replacingOccurrences(of: "_", with: " ") }
         var left = Set([0])
-        for (i, a) in axes.enumerated() where !grid.axes[a].key.isNumeric { left.insert(1 + i) }
-        let policyColumn = 1 + axes.count
+        if hasVolume { left.insert(1) }
+        let shift = 1 + volumeColumns.count
+        for (i, a) in axes.enumerated() where !grid.axes[a].key.isNumeric { left.insert(shift + i) }
+        let policyColumn = shift + axes.count
         left.formUnion([policyColumn, policyColumn + 2])
         if hasMethod { left.insert(header.count - 1) }
         var table = [header]
@@ -244,7 +267,7 @@ public struct SweepTable: Sendable {
                 grid.axes[a].key.kind.isSize ? ReportFormat.bytes(row.values[a].number ?? 0) : row.values[a].text
             }
             table.append(
-                [row.trace] + values + [
+                [row.trace] + (hasVolume ? [row.volume ?? "", ReportFormat.bytes(row.virtualSize ?? 0)] : []) + values + [
                     row.policy, "\(row.image)", row.cache, ReportFormat.bytes(row.entrySize), "\(row.entries)", "\(s.lookups)",
                     "\(s.hits)", "\(s.misses)", String(format: "%.4f", s.hitRate), "\(s.evictions)", "\(s.writebacks)",
                     "\(s.flushes)", ReportFormat.bytes(s.bytesRead), ReportFormat.bytes(s.bytesWritten),
@@ -276,13 +299,13 @@ public struct SweepTable: Sendable {
     }
 
     /// A CSV field, quoted when it holds a comma, a quote or a line break.
-    static func csvField(_ s: String) -> String {
+    public static func csvField(_ s: String) -> String {
         guard s.contains(where: { $0 == "," || $0 == "\"" || $0 == "\n" || $0 == "\r" }) else { return s }
         return "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\""
     }
 
     /// A JSON string literal.
-    static func jsonString(_ s: String) -> String {
+    public static func jsonString(_ s: String) -> String {
         var out = "\""
         for c in s.unicodeScalars {
             switch c {

@@ -189,7 +189,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         if observer != nil { return consumeObserved(ops) }
         // The base image's caches are looked up once per batch (most chains have one image).
         imageRefs[0]._withUnsafeGuaranteedRef { first in
-            for k in ops.indices {
+            let n = ops.count
+            var k = 0
+            while k < n {
                 let image = ops[k].image
                 if image == 0 {
                     // GET and PUT are most operations: tested before the full switch, with
@@ -198,7 +200,19 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                     // --branch-sim, read-1e6: 2.8 of 2.9 indirect branches per request).
                     let code = ops[k].code
                     if code == .get {
-                        _ = get(first, ops[k].kind, ops[k].offset, readFromDisk: ops[k].flag != 0, image: 0)
+                        let kind = ops[k].kind
+                        let offset = ops[k].offset
+                        let next = k &+ 1
+                        if next < n && ops[next].code == .put && ops[next].offset == offset && ops[next].kind == kind
+                            && ops[next].image == 0
+                        {
+                            // A GET released right away (MAP's slice, a refcount read): the same
+                            // as the two operations, without the PUT's dispatch and slot lookup.
+                            getPut(first, kind, offset, readFromDisk: ops[k].flag != 0)
+                            k = next &+ 1
+                            continue
+                        }
+                        _ = get(first, kind, offset, readFromDisk: ops[k].flag != 0, image: 0)
                     } else if code == .put {
                         put(first, ops[k].kind, ops[k].offset)
                     } else {
@@ -207,7 +221,18 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                 } else {
                     imageRefs[Int(image)]._withUnsafeGuaranteedRef { apply(&ops[k], $0) }
                 }
+                k &+= 1
             }
+        }
+    }
+
+    /// GET then PUT of the same table of image 0 (nothing between them).
+    @inline(__always)
+    private func getPut(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64, readFromDisk: Bool) {
+        precondition(offset != 0, "qcow2 cache: GET of offset 0")
+        im.with(k) { c in
+            let i = get(im, c, k, offset, readFromDisk: readFromDisk, image: 0)
+            c.put(i)
         }
     }
 

@@ -36,7 +36,7 @@ struct TableHistory {
     private var used = 0
 
     @inline(__always) private static func hash(_ key: UInt64) -> Int {
-        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) >> 20)
+        Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) &>> 20)
     }
 
     /// The slot holding group `key`, or the empty slot where it would go.
@@ -45,15 +45,20 @@ struct TableHistory {
         while true {
             let k = groups[i].key
             if k == 0 || k == key { return i }
-            i = (i + 1) & mask
+            i = (i &+ 1) & mask
         }
     }
 
-    @inline(__always) mutating func set(_ table: UInt64, _ reason: Reason) { _ = exchange(table, reason) }
+    @inline(__always) mutating func set(_ table: UInt64, _ reason: Reason) { _ = exchangeRaw(table, reason) }
 
     /// Sets `table`'s reason and returns the one it replaces.
     @inline(__always) mutating func exchange(_ table: UInt64, _ reason: Reason) -> Reason {
-        let key = (table >> 5) &+ 1
+        Reason(rawValue: exchangeRaw(table, reason)) ?? .never
+    }
+
+    /// `exchange`, returning the replaced reason's raw value (0 ... 3).
+    @inline(__always) mutating func exchangeRaw(_ table: UInt64, _ reason: Reason) -> UInt8 {
+        let key = (table &>> 5) &+ 1
         var i = find(key)
         var g = groups[i]
         if g.key == 0 {
@@ -64,11 +69,11 @@ struct TableHistory {
             used += 1
             g = Group(key: key, reasons: 0)
         }
-        let shift = (table & 31) * 2
+        let shift = (table & 31) &* 2
         let old = g.reasons
-        g.reasons = (old & ~(3 << shift)) | UInt64(reason.rawValue) << shift
+        g.reasons = (old & ~(3 &<< shift)) | UInt64(reason.rawValue) &<< shift
         groups[i] = g
-        return Reason(rawValue: UInt8((old >> shift) & 3)) ?? .never
+        return UInt8(truncatingIfNeeded: (old &>> shift) & 3)
     }
 
     private mutating func grow() {

@@ -36,6 +36,14 @@ extension Geometry {
         return word & EntryBits.offsetMask == 0 ? .unallocated : .normal
     }
 
+    /// `qcow2_get_subcluster_type` without extended L2 entries (`subclusterType(word, 0, 0)`).
+    @inline(__always) func standardType(_ word: UInt64) -> SubclusterType {
+        if word & EntryBits.compressed != 0 { return .compressed }
+        let hasOffset = word & EntryBits.offsetMask != 0
+        if word & EntryBits.zero != 0 { return hasOffset ? .zeroAlloc : .zeroPlain }
+        return hasOffset ? .normal : .unallocatedPlain
+    }
+
     /// `qcow2_get_subcluster_type`.
     @inline(__always) func subclusterType(_ word: UInt64, _ bitmap: UInt64, _ sc: Int) -> SubclusterType {
         let ct = clusterType(word)

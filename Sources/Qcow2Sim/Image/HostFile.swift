@@ -50,9 +50,15 @@ final class HostFile {
     /// Records a read of `[offset, offset + bytes)` through the page cache: pages of unwritten
     /// extents become up to date, and ext4's SEEK_DATA then reports them as data (observed with
     /// QEMU 7.2 on Debian 12: a guest read over a COW zero range turns it into "data").
-    func read(_ offset: UInt64, _ bytes: UInt64) {
+    @inline(__always) func read(_ offset: UInt64, _ bytes: UInt64) {
         // Written data is a subset of the allocation: equal counts mean no unwritten extent.
         guard bytes > 0, allocated.count != data.count else { return }
+        readUnwritten(offset, bytes)
+    }
+
+    /// `read` where the file has unwritten extents (out of line: rare, and the read path inlines
+    /// the test above).
+    @inline(never) private func readUnwritten(_ offset: UInt64, _ bytes: UInt64) {
         var b = offset / Self.blockSize
         let end = (offset + bytes + Self.blockSize - 1) / Self.blockSize
         while b < end {

@@ -191,7 +191,7 @@ struct L2Store {
     /// The entry word and bitmap (0 without extended L2) of entry `i` of the table at `offset`.
     @inline(__always)
     mutating func entry(_ offset: UInt64, _ i: Int) -> (word: UInt64, bitmap: UInt64) {
-        let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & (L2Store.recentSlots - 1)
+        let slot = Int(truncatingIfNeeded: offset &>> UInt64(truncatingIfNeeded: geometry.clusterBits)) & (L2Store.recentSlots &- 1)
         if recentKeys[slot] != offset { _ = table(offset) }
         // Borrow the table without a retain: `tables` owns it.
         return recentTables[slot]._withUnsafeGuaranteedRef { t in entry(in: t, i) }
@@ -213,7 +213,9 @@ struct L2Store {
         let r0 = t.firstRun
         let first = Int(r0.first)
         if i >= first && i < Int(r0.end) {
-            return ((r0.host + UInt64(i - first) << UInt64(geometry.clusterBits)) | EntryBits.copied, 0)
+            // Wrapping: host offsets of a run are below 2^56.
+            let k = UInt64(truncatingIfNeeded: i &- first) &<< UInt64(truncatingIfNeeded: geometry.clusterBits)
+            return ((r0.host &+ k) | EntryBits.copied, 0)
         }
         if t.runs.count < 2 { return (0, 0) }
         for r in t.runs where i >= r.first && i < r.first + r.count {

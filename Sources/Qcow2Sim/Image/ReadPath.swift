@@ -4,8 +4,9 @@ extension Qcow2Image {
     /// Host offset of the slice holding guest offset `g` in the table at `table` (§1.2).
     @inline(__always) func sliceOffset(_ g: UInt64, table: UInt64) -> UInt64 {
         let l2i = geometry.l2Index(g)
-        let first = l2i & ~(sliceEntries - 1)
-        return table + geometry.l2EntrySize * UInt64(first)
+        let first = l2i & ~(sliceEntries &- 1)
+        // Wrapping arithmetic: a table offset is below 2^56 and `first` below 2^18.
+        return table &+ geometry.l2EntrySize &* UInt64(truncatingIfNeeded: first)
     }
 
     /// LOAD_SLICE (§5.1): one L2 GET; the slice is held until `put`.
@@ -27,15 +28,18 @@ extension Qcow2Image {
         let oic = geometry.offsetInCluster(g)
         let se = sliceEntries
         let l2i = geometry.l2Index(g)
-        let sliceIndex = l2i & (se - 1)
-        let need = min(want + oic, UInt64(se - sliceIndex) << cb)
+        let sliceIndex = l2i & (se &- 1)
+        // Wrapping and masking arithmetic in the per-request math (no overflow is possible:
+        // `want` is at most a request's length, shifts are below 64).
+        let need = min(want &+ oic, UInt64(truncatingIfNeeded: se &- sliceIndex) &<< cb)
         let table = l2Table(for: g)
         if table == 0 { return (need - oic, .unallocatedPlain, 0) }
         let slot = loadSlice(g, table: table)
         let sc = geometry.subclusterIndex(g)
-        let nbClusters = Int((need + geometry.clusterSize - 1) >> cb)
+        let nbClusters = Int(truncatingIfNeeded: (need &+ geometry.clusterSize &- 1) &>> cb)
         let (w0, b0) = l2Store.entry(table, l2i)
-        var (t0, run0) = geometry.subclusterRun(w0, b0, sc)
+        // Standard entries have one "subcluster" and no invalid type: the type from the word.
+        var (t0, run0) = geometry.extendedL2 ? geometry.subclusterRun(w0, b0, sc) : (geometry.standardType(w0), 1)
         var host: UInt64 = 0
         if t0.hasHostCluster { host = (w0 & EntryBits.offsetMask) + oic }
         let spc = geometry.subclustersPerCluster
@@ -65,8 +69,8 @@ extension Qcow2Image {
             }
         }
         put(Self.l2, slot)
-        let avail = UInt64(count + sc) << UInt64(geometry.subclusterBits)
-        return (min(avail, need) - oic, t0, host)
+        let avail = UInt64(truncatingIfNeeded: count &+ sc) &<< UInt64(truncatingIfNeeded: geometry.subclusterBits)
+        return (min(avail, need) &- oic, t0, host)
     }
 
     /// The corruption `qcow2_get_host_offset` signals for the entry MAP found (never inlined:
@@ -119,7 +123,6 @@ extension Qcow2Image {
         // Backing tasks' events are held back until the pool is waited for, in submission order
         // (the cache layer does the holding: `deferBegin` … `deferEnd`).
         var holding = false
-        defer { if holding { ops.append(MetadataOp(.deferEnd, image: chainIndex)) } }
         while left > 0 {
             let (n, type, hostOffset) = map(g, left)
             let needsTask: Bool
@@ -153,6 +156,8 @@ extension Qcow2Image {
             g += n
             left -= n
         }
+        // The one exit (not a `defer`: that was an out-of-line call per read).
+        if holding { ops.append(MetadataOp(.deferEnd, image: chainIndex)) }
         if pool { requestState.taskPool = true }
         return pool
     }
