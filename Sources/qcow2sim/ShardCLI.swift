@@ -104,7 +104,9 @@ enum MergeCommand {
         shard records the trace once and makes the one stack pass, and replays only its own
         points); advise, a (configuration, trace, candidate L2 size) per unit: the curve points.
         advise's merge then sums the curves, chooses, and runs the recommended settings once per
-        trace (so advise's merge reads the traces, and refuses them if they changed).
+        trace (so advise's merge reads the traces, and refuses them if they changed). With
+        --per-volume the units are the volumes (in sorted order), each run whole in its shard;
+        every shard reads the trace once more to list the volumes.
         The HTML page's command line is the shards' with --shard and --output removed and merge's
         --format and --output added at the end.
 

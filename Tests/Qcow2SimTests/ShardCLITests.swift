@@ -118,6 +118,38 @@ import Testing
         #expect(try Self.merge(files, ["--format", "json"]) == Self.whole(vary + ["--format", "json"]))
     }
 
+    /// `--per-volume` runs: the volumes (sorted) are the units. A synthetic fleet of 7 volumes:
+    /// sweep over 1, 3 and 8 shards (shard 7 has no volume), mrc `--sizes all` (each volume's own
+    /// sizes) and advise's fleet summary over 3, equal to the unsharded runs in csv/json and the
+    /// summary's text, json and html.
+    @Test func perVolumeShardsMergeToTheWholeFleet() throws {
+        let dir = try CLIRun.directory()
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let fleet = dir + "/fleet.csv"
+        let (g, _, gErr) = try CLIRun.run([
+            "generate", "--pattern", "zipf", "--count", "2000", "--size", "4G", "--volumes", "7", "--seed", "3", "-o", fleet,
+        ])
+        try #require(g == 0, "\(gErr)")
+        let sweep = ["sweep", fleet, "--per-volume", "--vary", "l2-cache-size=64K,256K,1M"]
+        let csv = try Self.whole(sweep)
+        #expect(csv.split(separator: "\n").count == 1 + 7 * 3 * 2)
+        for n in Self.counts {
+            let files = try Self.shards(sweep, n, in: dir, name: "pv\(n)")
+            #expect(try Self.merge(files) == csv, "\(n) shards")
+            let file = try ShardFile.read(files[files.count - 1])
+            #expect(file.units == 7 && file.results.map(\.index) == Array(stride(from: 0, to: 7, by: n)))
+        }
+        let mrc = ["mrc", fleet, "--per-volume", "--sizes", "all", "--policy", "qemu,lru"]
+        let mrcFiles = try Self.shards(mrc, 3, in: dir, name: "pvm")
+        #expect(try Self.merge(mrcFiles) == Self.whole(mrc))
+        #expect(try Self.merge(mrcFiles, ["--format", "json"]) == Self.whole(mrc + ["--format", "json"]))
+        let advise = ["advise", fleet, "--per-volume", "--target-hit-rate", "0.9"]
+        let adviseFiles = try Self.shards(advise, 3, in: dir, name: "pva")
+        for format in ["text", "json", "html"] {
+            #expect(try Self.merge(adviseFiles, ["--format", format]) == Self.whole(advise + ["--format", format]), "\(format)")
+        }
+    }
+
     /// The refusals: exact messages, exit 65 (66 for a file that is not there).
     @Test func mergeRefusesShardsThatAreNotOneRun() throws {
         let dir = try CLIRun.directory()
