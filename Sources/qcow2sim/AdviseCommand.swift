@@ -38,6 +38,10 @@ enum AdviseCommand {
                                 SVG and CSS, no scripts) with the settings to paste and each
                                 image's L2 miss curve, the recommended size marked
           --output FILE         write the advice to FILE instead of standard output
+        \(ShardCLI.help)
+                                advise's units are the curve's points (configuration, trace,
+                                candidate size); merge chooses and runs the recommended
+                                settings once per trace
 
         run options: as 'qcow2sim simulate --help' lists them (--size, -o, --chain, --populate,
         --layer, --image, --drive, --cache-mode, …); a --drive l2-cache-size or cache-size is
@@ -56,11 +60,21 @@ enum AdviseCommand {
             return Console.help(help, command: "advise")
         }
         do {
+            return try main(args, mode: nil, stamps: [])
+        } catch {
+            return reportFailure(error, command: "advise")
+        }
+    }
+
+    /// Parses `args` and runs them (`mode` nil: as given, with or without `--shard`; `.merge`:
+    /// the curve from shard files, whose traces' `stamps` the traces must still match).
+    static func main(_ args: [String], mode: RunMode?, stamps: [TraceStamp]) throws -> Int32 {
+        do {
             let a = try Arguments(
                 PerVolumeCLI.prepared(args),
                 options: SimulateCommand.runOptions.union([
                     "--memory-budget", "--target-hit-rate", "--target-miss-per-request", "--vary", "--cost", "--jobs", "--format",
-                    "--output",
+                    "--output", ShardCLI.option,
                 ]).union(PerVolumeCLI.options), flags: SimulateCommand.runFlags.union(PerVolumeCLI.flags),
                 aliases: RunConfigArguments.aliases,
                 repeatable: RunConfigArguments.repeatable.union(["--vary"]))
@@ -84,14 +98,47 @@ enum AdviseCommand {
                 }
             }
             if perVolume {
-                let results = try PerVolumeCLI.run(a, args, trace: traces[0], base: base, jobs: jobs) { unit, config in
-                    let grid = try SweepGrid(base: config, axes: axes)
-                    let doc = try advise(grid: grid, target: target, cost: cost, names: traces, jobs: 1, bestEffort: true) { _ in
-                        try unit.reader()
+                // Sharded, the units are the volumes in sorted order, each advised whole in its shard.
+                let mode = try mode ?? ShardCLI.mode(a, traces: traces)
+                var volumes: [(String, UInt64, AdviceDocument)] = []
+                if case .merge(let units) = mode {
+                    volumes = try units.map { u in
+                        guard let v = u.advice, let size = u.volumeSize else {
+                            throw ShardError("damaged shard: unit \(u.index) has no volume advice")
+                        }
+                        return (v.volume, size, try v.document())
                     }
-                    return (unit.size, doc)
+                } else {
+                    let names: [String]
+                    let stamps = [TraceStamp.of(traces[0])]
+                    var shard: ShardSpec?
+                    if case .shard(let spec) = mode { shard = spec }
+                    names = try shard.map { _ in try PerVolumeCLI.volumeNames(a, args, trace: traces[0]) } ?? []
+                    let owned = shard.map { spec in Set(spec.units(of: names.count).map { names[$0] }) }
+                    let results = try PerVolumeCLI.run(a, args, trace: traces[0], base: base, jobs: jobs) {
+                        unit, config -> (UInt64, AdviceDocument)? in
+                        if let owned, !owned.contains(unit.name) { return nil }
+                        let grid = try SweepGrid(base: config, axes: axes)
+                        let doc = try advise(grid: grid, target: target, cost: cost, names: traces, jobs: 1, bestEffort: true) { _ in
+                            try unit.reader()
+                        }
+                        return (unit.size, doc)
+                    }
+                    if case .shard(let spec) = mode {
+                        let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, $0.offset) })
+                        var units: [ShardUnit] = []
+                        for (name, result) in results {
+                            guard let (size, doc) = result, let i = index[name] else { continue }
+                            units.append(ShardUnit(index: i, volumeSize: size, advice: try VolumeAdvice(volume: name, doc)))
+                        }
+                        units.sort { $0.index < $1.index }
+                        try ShardCLI.write(
+                            command: "advise", args: args, a: a, stamps: stamps, spec: spec, units: names.count, results: units)
+                        return 0
+                    }
+                    volumes = results.compactMap { r in r.result.map { (r.name, $0.0, $0.1) } }
                 }
-                let fleet = FleetSummary(trace: traces[0], volumes: results.map { ($0.name, $0.result.0, $0.result.1) })
+                let fleet = FleetSummary(trace: traces[0], volumes: volumes)
                 let out: String
                 switch format {
                 case "json": out = try ReportFormat.json(fleet)
@@ -106,7 +153,115 @@ enum AdviseCommand {
             let open: @Sendable (Int) throws -> AnyTraceReader = { t in
                 try TraceFile.open(path: traces[t], format: traceFormat, options: mapping)
             }
-            let best = try advise(grid: grid, target: target, cost: cost, names: traces, jobs: jobs, open: open)
+            let mode = try mode ?? ShardCLI.mode(a, traces: traces)
+            if case .merge = mode {
+                for (stamp, now) in zip(stamps, traces.map(TraceStamp.of)) where stamp != now {
+                    throw ShardError(
+                        "trace \(stamp.path) changed since the shards ran (they saw \(stamp.text), now \(now.text)); advise's merge runs the recommended settings on it"
+                    )
+                }
+            }
+            // Units: (configuration, trace, candidate), in that order; a configuration whose
+            // plan fails has none (merge meets its error again, as the whole run does).
+            var plans: [Advisor.Plan?] = []
+            var offsets: [Int] = []
+            var total = 0
+            for p in grid.points {
+                offsets.append(total)
+                let plan: Advisor.Plan?
+                do {
+                    plan = p.invalid == nil ? try Advisor.plan(base: p.config, target: target) : nil
+                } catch let e as AdviceError where grid.points.count > 1 {
+                    _ = e
+                    plan = nil
+                }
+                plans.append(plan)
+                total += traces.count * (plan?.points.count ?? 0)
+            }
+            if case .shard(let spec) = mode {
+                let stamps = traces.map(TraceStamp.of)
+                var results: [ShardUnit] = []
+                for (v, p) in grid.points.enumerated() {
+                    if let e = p.invalid {
+                        throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
+                    }
+                    guard let plan = plans[v] else { continue }
+                    let n = plan.points.count
+                    for t in traces.indices {
+                        let ids = (0..<n).filter { spec.owns(offsets[v] + t * n + $0) }
+                        guard !ids.isEmpty else { continue }
+                        // This shard's candidates of (configuration, trace), numbered from 0.
+                        let sub = ids.enumerated().map { j, i in
+                            var q = plan.points[i]
+                            q.index = j
+                            return q
+                        }
+                        let reports: [[SimulationReport]]
+                        do {
+                            reports = try SweepExecutor.run(
+                                points: sub, traces: 1, jobs: jobs, runner: RecordingPointRunner(), open: { _ in try open(t) })
+                        } catch let f as SweepFailure {
+                            throw f.error
+                        }
+                        for (j, i) in ids.enumerated() {
+                            results.append(
+                                ShardUnit(index: offsets[v] + t * n + i, sample: plan.sample(i, reports[0][j], cost: cost)))
+                        }
+                    }
+                }
+                try ShardCLI.write(command: "advise", args: args, a: a, stamps: stamps, spec: spec, units: total, results: results)
+                return 0
+            }
+            var merged: [ShardUnit] = []
+            if case .merge(let units) = mode {
+                try ShardCLI.check(units, total: total)
+                merged = units
+            }
+            var results: [AdviceDocument] = []
+            var firstError: Error?
+            for (v, p) in grid.points.enumerated() {
+                if let e = p.invalid {
+                    throw SweepCommand.explain(SweepFailure(point: p.index, error: e), grid: grid, points: grid.points)
+                }
+                do {
+                    if case .merge = mode {
+                        let plan = try plans[v] ?? Advisor.plan(base: p.config, target: target)
+                        let n = plan.points.count
+                        let samples = try traces.indices.map { t in
+                            try (0..<n).map { i in
+                                guard let s = merged[offsets[v] + t * n + i].sample else {
+                                    throw ShardError("damaged shard: unit \(offsets[v] + t * n + i) has no advice sample")
+                                }
+                                return s
+                            }
+                        }
+                        results.append(try Advisor.finish(plan, samples: samples, cost: cost, names: traces, open: open))
+                    } else {
+                        results.append(
+                            try Advisor.advise(base: p.config, target: target, cost: cost, names: traces, jobs: jobs, open: open))
+                    }
+                } catch let e as AdviceError where grid.points.count > 1 {
+                    // Another configuration may reach the target.
+                    firstError = firstError ?? e
+                } catch let f as SweepFailure {
+                    // A curve point's failure: a trace or option error, located already.
+                    throw f.error
+                }
+            }
+            guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
+            if results.count > 1 {
+                func memory(_ d: AdviceDocument) -> UInt64 { d.images.reduce(0) { $0 + $1.memoryBytes } }
+                let better: (AdviceDocument, AdviceDocument) -> Bool = { x, y in
+                    if cost != nil, let i = x.totals.predictedIops, let j = y.totals.predictedIops, i != j { return i > j }
+                    return memory(x) < memory(y)
+                }
+                best = results.min(by: better) ?? best
+                best.alternatives = results.filter { $0 != best }.map {
+                    AdviceDocument.Alternative(
+                        createOptions: $0.createOptions, memoryBytes: memory($0), predictedIops: $0.totals.predictedIops,
+                        misses: $0.totals.l2.misses)
+                }
+            }
             let out: String
             switch format {
             case "json": out = try ReportFormat.json(best)
@@ -115,8 +270,6 @@ enum AdviseCommand {
             }
             try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
             return 0
-        } catch {
-            return reportFailure(error, command: "advise")
         }
     }
 

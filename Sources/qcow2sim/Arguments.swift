@@ -78,6 +78,14 @@ struct Arguments {
     /// Whether the flag was given.
     func has(_ name: String) -> Bool { flags.contains(name) }
 
+    /// The options and flags given, as `--name=value` items sorted by name (a repeated option's
+    /// values in their order), without those in `excluding`: what two runs given the same
+    /// options in another order have in common (a shard's fingerprint, `--shard`).
+    func canonical(excluding: Set<String>) -> [String] {
+        values.keys.filter { !excluding.contains($0) }.sorted().flatMap { name in (values[name] ?? []).map { "\(name)=\($0)" } }
+            + flags.filter { !excluding.contains($0) }.sorted()
+    }
+
     /// The value of `name` as one of `choices`.
     func choice(_ name: String, _ choices: [String], default def: String) throws -> String {
         guard let v = value(name) else { return def }
@@ -129,6 +137,9 @@ func reportFailure(_ error: Error, command: String) -> Int32 {
     case let e as AdviceError:
         Console.error(command, e.description)
         return 64
+    case let e as ShardError:
+        Console.error(command, e.description)
+        return e.exitCode
     case let e as ValidationError:
         if case .badTrace = e { Console.printErr(e.description) } else { Console.error(command, e.description) }
         return e.exitCode

@@ -23,8 +23,9 @@ enum CLI {
         case "explain": return ExplainCommand.run(rest)
         case "advise": return AdviseCommand.run(rest)
         case "calibrate": return CalibrateCommand.run(rest)
+        case "merge": return MergeCommand.run(rest)
         default:
-            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, explain, advise, calibrate, validate, generate, trace)")
+            Console.printErr("qcow2sim: error: unknown command '\(name)' (expected one of: simulate, sweep, mrc, compare, explain, advise, calibrate, merge, validate, generate, trace)")
             return 64
         }
     }
@@ -44,6 +45,7 @@ enum CLI {
                             paste as -drive, -blockdev and libvirt XML, with predicted IOPS
           calibrate         a cost model for --cost: measured with qemu-io (--dir DIR) or
                             fitted to a table of points (--fit TABLE.csv)
+          merge SHARD...    the output of a run split with --shard K/N, from its shard files
           validate TRACE    replay the same trace through real QEMU and compare event by event
           generate          write a synthetic workload in the native trace format
           trace info TRACE  summarize a trace; trace convert TRACE -o OUT converts it

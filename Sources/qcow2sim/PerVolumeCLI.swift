@@ -65,6 +65,19 @@ enum PerVolumeCLI {
         return (format, o)
     }
 
+    /// The volumes of `trace` with at least one record (after the mapping options), in the order
+    /// per-volume results come in (``VolumeTable/sorted(_:)``): the work units `--shard` splits.
+    /// One pass over the trace.
+    static func volumeNames(_ a: Arguments, _ original: [String], trace: String) throws -> [String] {
+        var (format, o) = try mapping(a, original)
+        o.tagVolumes = true
+        var reader = try TraceFile.open(path: trace, format: format, options: o)
+        var seen = Set<UInt32>()
+        while let r = try reader.next() { if r.volume != 0 { seen.insert(r.volume) } }
+        let names = reader.volumeNames
+        return VolumeTable.sorted(seen.compactMap { Int($0) - 1 < names.count ? names[Int($0) - 1] : nil })
+    }
+
     /// Runs `work` on every volume of `trace` with `base` sized for it; results in volume order.
     static func run<Result: Sendable>(
         _ a: Arguments, _ original: [String], trace: String, base: SimulationConfig, jobs: Int,

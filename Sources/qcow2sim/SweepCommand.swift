@@ -10,6 +10,7 @@ enum SweepCommand {
         usage: qcow2sim sweep TRACE... [run options] --vary KEY=VALUES [--vary KEY=VALUES...]
                               [--policy NAME[,NAME...]] [--what-if KEY=VALUE...] [--jobs N]
                               [--format csv|json|text|html] [--output FILE] [--progress|--quiet]
+                              [--shard K/N]
                               [trace mapping options]
 
         Runs every configuration of the grid (the cross product of the --vary axes, the first
@@ -50,6 +51,7 @@ enum SweepCommand {
           --jobs N              points run on N threads (default: all cores); the output is the
                                 same whatever N is
         \(Progress.help)
+        \(ShardCLI.help)
 
         \(columnsHelp)
 
@@ -97,33 +99,43 @@ enum SweepCommand {
             return Console.help(help, command: "sweep")
         }
         do {
-            let a = try arguments(PerVolumeCLI.prepared(args), extra: ["--vary", "--what-if"])
-            let traces = a.positionals
-            guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
-            let perVolume = try PerVolumeCLI.enabled(a, args, traces: traces)
-            let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
-            var base = try SimulateCommand.runConfig(a)
-            for setting in a.all("--what-if") { try base.whatIf.set(setting) }
-            return try execute(a, command: "sweep", traces: traces, base: base, axes: axes, perVolume: perVolume ? args : nil)
+            return try main(args, mode: nil)
         } catch {
             return reportFailure(error, command: "sweep")
         }
+    }
+
+    /// Parses `args` and runs them: `mode` nil runs the command as given (with or without
+    /// `--shard`); `.merge` takes the results from shard files (`qcow2sim merge`).
+    static func main(_ args: [String], mode: RunMode?) throws -> Int32 {
+        let a = try arguments(PerVolumeCLI.prepared(args), extra: ["--vary", "--what-if"])
+        let traces = a.positionals
+        guard !traces.isEmpty else { throw UsageError("missing TRACE argument") }
+        let perVolume = try PerVolumeCLI.enabled(a, args, traces: traces)
+        let axes = try a.all("--vary").map { try SweepAxis.parse($0) }
+        var base = try SimulateCommand.runConfig(a)
+        for setting in a.all("--what-if") { try base.whatIf.set(setting) }
+        return try execute(
+            a, command: "sweep", traces: traces, base: base, axes: axes, mode: mode ?? ShardCLI.mode(a, traces: traces),
+            args: args, perVolume: perVolume ? args : nil)
     }
 
     /// The arguments of `sweep` (or `mrc`, with its own `extra` options).
     static func arguments(_ args: [String], extra: Set<String>) throws -> Arguments {
         try Arguments(
             args,
-            options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost"]).union(extra)
-                .union(PerVolumeCLI.options),
+            options: SimulateCommand.runOptions.union(["--policy", "--jobs", "--format", "--output", "--cost", ShardCLI.option])
+                .union(extra).union(PerVolumeCLI.options),
             flags: SimulateCommand.runFlags.union(Progress.flags).union(PerVolumeCLI.flags), aliases: RunConfigArguments.aliases,
             repeatable: RunConfigArguments.repeatable.union(["--vary", "--what-if"]))
     }
 
-    /// Runs the grid `axes` over `base` on every trace and writes the table; shared by `mrc`.
+    /// Runs the grid `axes` over `base` on every trace and writes the table, or this shard's units
+    /// (`mode`); `args` are the command's arguments (for the shard file and the HTML page).
     /// `perVolume` (the original arguments) runs the grid on every volume of the one trace.
     static func execute(
-        _ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis], perVolume: [String]? = nil
+        _ a: Arguments, command: String, traces: [String], base: SimulationConfig, axes: [SweepAxis], mode: RunMode,
+        args: [String], perVolume: [String]? = nil
     ) throws -> Int32 {
         var base = base
         var axes = axes
@@ -149,12 +161,17 @@ enum SweepCommand {
                 throw UsageError("--format html draws one curve; with --per-volume use csv, json or text (or advise --per-volume --format html for the fleet page)")
             }
             let axes = axes
-            let table = try perVolumeTable(a, original, command: command, trace: traces[0], base: base, jobs: jobs) { config in
-                let grid = try SweepGrid(base: config, axes: axes)
-                return (grid, grid.points)
-            } run: { unit, points in
-                try SweepExecutor.run(points: points, traces: 1, jobs: 1, runner: RecordingPointRunner(), open: { _ in try unit.reader() })
-            } cost: { cost }
+            let table = try perVolumeTable(
+                a, original, command: command, trace: traces[0], base: base, jobs: jobs, mode: mode,
+                grid: { config in
+                    let grid = try SweepGrid(base: config, axes: axes)
+                    return (grid, grid.points)
+                },
+                run: { unit, points in
+                    try SweepExecutor.run(
+                        points: points, traces: 1, jobs: 1, runner: RecordingPointRunner(), open: { _ in try unit.reader() })
+                }, cost: { cost })
+            guard let table else { return 0 }
             try writeOutput(Data((format == "json" ? table.json() : format == "text" ? table.text() : table.csv()).utf8), to: a.value("--output") ?? "-")
             return 0
         }
@@ -164,39 +181,113 @@ enum SweepCommand {
             throw UsageError("TRACE '-' (standard input) can be read only once, but every point reads its trace; give a file")
         }
         let (traceFormat, mapping) = try TraceCommand.mapping(a)
-        let progress = try Progress.start(a, command: command, points: points.count * traces.count)
-        defer { progress?.finish() }
-        progress?.estimate(traces: traces, pointsPerTrace: points.count)
-        let reports = try Self.runPoints(
-            points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
-        // The progress line goes before the table does (both may be on one terminal).
-        progress?.finish()
-        let table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports, cost: cost)
+        // Units: (trace, point), trace-major: unit t × P + p.
+        let total = traces.count * points.count
+        let table: SweepTable
+        let fullCoverage: UInt64?
+        switch mode {
+        case .shard(let spec):
+            let stamps = traces.map(TraceStamp.of)
+            let mine = spec.units(of: total)
+            let progress = try Progress.start(a, command: command, points: mine.count)
+            defer { progress?.finish() }
+            var results: [ShardUnit] = []
+            for (t, trace) in traces.enumerated() {
+                let ps = mine.filter { $0 / points.count == t }.map { $0 % points.count }
+                guard !ps.isEmpty else { continue }
+                // The shard's points of this trace, numbered from 0 for the executor.
+                let sub = ps.enumerated().map { j, p in
+                    var q = points[p]
+                    q.index = j
+                    return q
+                }
+                progress?.estimate(traces: [trace], pointsPerTrace: sub.count)
+                let reports = try Self.runPoints(
+                    sub, traces: [trace], format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
+                for (j, p) in ps.enumerated() {
+                    let r = reports[0][j]
+                    let rows = SweepTable.rows(trace: trace, point: points[p], report: r, cost: cost, method: nil)
+                    results.append(
+                        ShardUnit(
+                            index: t * points.count + p, rows: rows.map { ShardRow($0) },
+                            fullCoverage: (r.images.last?.geometry).map(MissRatioCurve.fullCoverage)))
+                }
+            }
+            progress?.finish()
+            try ShardCLI.write(command: command, args: args, a: a, stamps: stamps, spec: spec, units: total, results: results)
+            return 0
+        case .merge(let units):
+            try ShardCLI.check(units, total: total)
+            var rows: [SweepRow] = []
+            for u in units {
+                let t = u.index / points.count, p = u.index % points.count
+                for r in u.rows ?? [] { rows.append(try r.row(trace: traces[t], point: points[p])) }
+            }
+            table = SweepTable(command: command, traces: traces, grid: grid, rows: rows, hasMethod: false)
+            fullCoverage = units.first?.fullCoverage
+        case .whole:
+            let progress = try Progress.start(a, command: command, points: points.count * traces.count)
+            defer { progress?.finish() }
+            progress?.estimate(traces: traces, pointsPerTrace: points.count)
+            let reports = try Self.runPoints(
+                points, traces: traces, format: traceFormat, mapping: mapping, jobs: jobs, progress: progress, grid: grid)
+            // The progress line goes before the table does (both may be on one terminal).
+            progress?.finish()
+            table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports, cost: cost)
+            fullCoverage = (reports.first?.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage)
+        }
         let out: String
         switch format {
         case "json": out = table.json()
         case "text": out = table.text()
         case "html":
             out = SweepPage.html(
-                table: table, fullCoverage: (reports.first?.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage),
-                command: "qcow2sim \(command) " + CommandLine.arguments.dropFirst(2).map(shellQuoted).joined(separator: " "))
+                table: table, fullCoverage: fullCoverage,
+                command: "qcow2sim \(command) " + Self.pageArguments(args, mode: mode).map(shellQuoted).joined(separator: " "))
         default: out = table.csv()
         }
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
         return 0
     }
 
+    /// The command line an HTML page shows: as given; merged, the shards' (`MergeCommand`).
+    static func pageArguments(_ args: [String], mode: RunMode) -> [String] {
+        if case .merge = mode { return args }
+        return Array(CommandLine.arguments.dropFirst(2))
+    }
+
     /// The rows of a `--per-volume` sweep or curve: `grid(config)` makes a volume's grid from its
     /// sized configuration, `run` its reports (`[[point]]`, one trace), `methods` mrc's methods.
+    /// With `--shard` (`mode`) the units are the volumes in sorted order: the shard's volumes run
+    /// and its file is written (nil is returned); merged, the rows come from the shard files.
     static func perVolumeTable(
         _ a: Arguments, _ original: [String], command: String, trace: String, base: SimulationConfig, jobs: Int,
+        mode: RunMode = .whole,
         grid: @escaping @Sendable (SimulationConfig) throws -> (SweepGrid, [SweepPoint]),
         run: @escaping @Sendable (VolumeWork, [SweepPoint]) throws -> [[SimulationReport]],
         methods: (@Sendable (VolumeWork, [SweepPoint]) throws -> ([[SimulationReport]], [[CurveMethod]]))? = nil,
         cost: () throws -> CostModel?
-    ) throws -> SweepTable {
+    ) throws -> SweepTable? {
+        if case .merge(let units) = mode {
+            // The first volume's grid names the columns, as below.
+            guard let first = units.first, let size = first.volumeSize else { throw UsageError("no volumes in \(trace)") }
+            var config = base
+            config.virtualSize = size
+            let g = try grid(config).0
+            var table = SweepTable(command: command, traces: [], grid: g, points: [], reports: [], methods: methods == nil ? nil : [])
+            table.traces = [trace]
+            table.rows = try units.flatMap { u in try (u.rows ?? []).map { try $0.row(trace: trace, point: nil) } }
+            return table
+        }
+        var shard: ShardSpec?
+        if case .shard(let spec) = mode { shard = spec }
+        let names = try shard.map { _ in try PerVolumeCLI.volumeNames(a, original, trace: trace) } ?? []
+        let owned = shard.map { spec in Set(spec.units(of: names.count).map { names[$0] }) }
+        let stamps = [TraceStamp.of(trace)]
         let model = try cost()
-        let results = try PerVolumeCLI.run(a, original, trace: trace, base: base, jobs: jobs) { unit, config -> ([SweepRow], SweepGrid) in
+        let results = try PerVolumeCLI.run(a, original, trace: trace, base: base, jobs: jobs) {
+            unit, config -> ([SweepRow], SweepGrid)? in
+            if let owned, !owned.contains(unit.name) { return nil }
             let (g, points) = try grid(config)
             if let p = points.first(where: { $0.invalid != nil }), let e = p.invalid {
                 throw explain(SweepFailure(point: p.index, error: e), grid: g, points: points)
@@ -221,12 +312,25 @@ enum SweepCommand {
             }
             return (rows, g)
         }
+        if case .shard(let spec) = mode {
+            let index = Dictionary(uniqueKeysWithValues: names.enumerated().map { ($0.element, $0.offset) })
+            var units: [ShardUnit] = []
+            for (name, result) in results {
+                guard let (rows, _) = result, let i = index[name] else { continue }
+                units.append(
+                    ShardUnit(index: i, rows: rows.map { ShardRow($0, keepingPoint: true) }, volumeSize: rows.first?.virtualSize))
+            }
+            units.sort { $0.index < $1.index }
+            try ShardCLI.write(
+                command: command, args: original, a: a, stamps: stamps, spec: spec, units: names.count, results: units)
+            return nil
+        }
         // The first volume's grid names the columns (every volume's has the same axes; with
         // mrc's `--sizes all` the values are each volume's own, in its rows).
-        guard let g = results.first?.result.1 else { throw UsageError("no volumes in \(trace)") }
+        guard let g = results.first?.result?.1 else { throw UsageError("no volumes in \(trace)") }
         var table = SweepTable(command: command, traces: [], grid: g, points: [], reports: [], methods: methods == nil ? nil : [])
         table.traces = [trace]
-        table.rows = results.flatMap(\.result.0)
+        table.rows = results.flatMap { $0.result?.0 ?? [] }
         return table
     }
 

@@ -249,6 +249,57 @@ public enum Advisor {
         base: SimulationConfig, target: AdviceTarget, cost: CostModel?, names: [String], jobs: Int,
         directory: String = NSTemporaryDirectory(), bestEffort: Bool = false, open: @escaping @Sendable (Int) throws -> R
     ) throws -> AdviceDocument {
+        let plan = try Self.plan(base: base, target: target)
+        let reports = try SweepExecutor.run(
+            points: plan.points, traces: names.count, jobs: jobs, runner: RecordingPointRunner(directory: directory), open: open)
+        let samples = reports.map { row in row.enumerated().map { i, r in plan.sample(i, r, cost: cost) } }
+        return try finish(plan, samples: samples, cost: cost, names: names, bestEffort: bestEffort, open: open)
+    }
+
+    /// The candidate L2 sizes of `base`'s curve and the points that run them (`advise`'s sweep,
+    /// the part `advise --shard` splits).
+    public struct Plan: Sendable {
+        /// The configuration advised on.
+        public var base: SimulationConfig
+        /// What the advice is for.
+        public var target: AdviceTarget
+        /// The candidate L2 sizes, smallest first (each image's clamped to its full coverage).
+        public var candidates: [UInt64]
+        /// One point per candidate: every image's L2 cache at that size.
+        public var points: [SweepPoint]
+        var geometries: [Geometry]
+        var full: [UInt64]
+        var entry: [UInt64]
+
+        /// The configuration with image k's L2 cache at `l2[k]` (and its clean interval, and
+        /// QEMU's 4-cluster refcount cache when `refcount`).
+        func config(l2: [UInt64], interval: [UInt64?]? = nil, refcount: Bool = false) -> SimulationConfig {
+            let depth = geometries.count
+            var c = base
+            var levels: [CacheOptions] = []
+            for level in 0..<depth {
+                let k = depth - 1 - level
+                var o = base.driveOptions[level]
+                o.cacheSize = nil
+                o.l2CacheSize = l2[k]
+                o.l2CacheEntrySize = entry[k]
+                if refcount { o.refcountCacheSize = 4 * geometries[k].clusterSize }
+                if let interval { o.cacheCleanInterval = interval[k] }
+                levels.append(o)
+            }
+            c.driveOptions = DriveOptions(levels)
+            return c
+        }
+
+        /// What the choice needs of candidate `i`'s run: the L2 counts, and at the largest
+        /// candidate the cost model's prediction (full coverage).
+        public func sample(_ i: Int, _ report: SimulationReport, cost: CostModel?) -> CurveSample {
+            CurveSample(report, config: points[i].config, cost: i == points.count - 1 ? cost : nil)
+        }
+    }
+
+    /// The curve's candidates for `base` (QEMU's minimum and the budget checked).
+    public static func plan(base: SimulationConfig, target: AdviceTarget) throws -> Plan {
         let geometries = try Simulation.geometries(base)
         let depth = geometries.count
         let full = geometries.map(fullCoverage)
@@ -278,28 +329,25 @@ public enum Advisor {
             for g in geometries where b > 4 * g.clusterSize { sizes.insert((b - 4 * g.clusterSize) / 4096 * 4096) }
         }
         let candidates = sizes.filter { $0 >= 8192 && $0 <= top }.sorted()
-        func config(l2: [UInt64], interval: [UInt64?]? = nil, refcount: Bool = false) -> SimulationConfig {
-            var c = base
-            var levels: [CacheOptions] = []
-            for level in 0..<depth {
-                let k = depth - 1 - level
-                var o = base.driveOptions[level]
-                o.cacheSize = nil
-                o.l2CacheSize = l2[k]
-                o.l2CacheEntrySize = entry[k]
-                if refcount { o.refcountCacheSize = 4 * geometries[k].clusterSize }
-                if let interval { o.cacheCleanInterval = interval[k] }
-                levels.append(o)
-            }
-            c.driveOptions = DriveOptions(levels)
-            return c
+        var plan = Plan(
+            base: base, target: target, candidates: candidates, points: [], geometries: geometries, full: full, entry: entry)
+        plan.points = candidates.enumerated().map { i, size in
+            SweepPoint(index: i, values: [], config: plan.config(l2: [UInt64](repeating: size, count: depth)))
         }
-        let points = candidates.enumerated().map { i, size in
-            SweepPoint(index: i, values: [], config: config(l2: [UInt64](repeating: size, count: depth)))
-        }
-        let reports = try SweepExecutor.run(
-            points: points, traces: names.count, jobs: jobs, runner: RecordingPointRunner(directory: directory), open: open)
-        let requests = reports.reduce(0) { $0 + ($1.first?.requests ?? 0) }
+        return plan
+    }
+
+    /// The advice from the curve's samples (`samples[trace][candidate]`, for the plan's points):
+    /// the choice per image, then one run of the recommended settings per trace for the
+    /// predicted counts (`open(t)` opens trace t); `bestEffort` as `advise` takes it.
+    public static func finish<R: TraceReader>(
+        _ plan: Plan, samples: [[CurveSample]], cost: CostModel?, names: [String], bestEffort: Bool = false,
+        open: (Int) throws -> R
+    ) throws -> AdviceDocument {
+        let (base, target, geometries, full, candidates) = (plan.base, plan.target, plan.geometries, plan.full, plan.candidates)
+        let depth = geometries.count
+        let stats = try samples.map { row in try row.map { try $0.l2.map { try $0.stats() } } }
+        let requests = samples.reduce(0) { $0 + ($1.first?.requests ?? 0) }
         // Image k's curve: its L2 counts at each candidate (QEMU clamps at full coverage).
         var chosen: [UInt64] = []
         var whys: [String] = []
@@ -310,8 +358,8 @@ public enum Advisor {
             var cleaned: [UInt64: Int] = [:]
             for (i, size) in candidates.enumerated() where size <= full[k] {
                 var p = ImageAdvice.CurvePoint(l2CacheSize: size, lookups: 0, misses: 0)
-                for t in reports.indices {
-                    let st = reports[t][i].images[k].l2
+                for t in stats.indices {
+                    let st = stats[t][i][k]
                     p.lookups += st.lookups
                     p.misses += st.misses
                     p.bytesRead += st.bytesRead
@@ -352,7 +400,7 @@ public enum Advisor {
             }
             whys.append(text)
         }
-        let recommended = config(l2: chosen, interval: intervals, refcount: true)
+        let recommended = plan.config(l2: chosen, interval: intervals, refcount: true)
         var finals: [SimulationReport] = []
         for t in names.indices {
             var reader = try open(t)
@@ -360,7 +408,15 @@ public enum Advisor {
         }
         return try document(
             base: base, recommended: recommended, geometries: geometries, full: full, chosen: chosen, whys: whys,
-            curves: curves, finals: finals, fullReports: reports.map { $0[$0.count - 1] }, target: target, cost: cost,
+            curves: curves, finals: finals,
+            fullPredictions: try samples.map { row in
+                guard let s = row.last else { return (0, 0) }
+                guard let bits = s.latencyBits else {
+                    if cost != nil { throw ShardError("damaged advice sample: no prediction at full coverage") }
+                    return (0, s.requests)
+                }
+                return (Double(bitPattern: bits), s.requests)
+            }, target: target, cost: cost,
             names: names, requests: requests)
     }
 
@@ -434,7 +490,7 @@ public enum Advisor {
 
     static func document(
         base: SimulationConfig, recommended: SimulationConfig, geometries: [Geometry], full: [UInt64], chosen: [UInt64],
-        whys: [String], curves: [[ImageAdvice.CurvePoint]], finals: [SimulationReport], fullReports: [SimulationReport],
+        whys: [String], curves: [[ImageAdvice.CurvePoint]], finals: [SimulationReport], fullPredictions: [(Double, Int)],
         target: AdviceTarget, cost: CostModel?, names: [String], requests: Int
     ) throws -> AdviceDocument {
         let depth = geometries.count
@@ -506,10 +562,10 @@ public enum Advisor {
         var totals = AdviceDocument.Totals(
             l2: Metrics(tl2, memorySpan: span), refcount: Metrics(trc, memorySpan: span), hostFlushes: flushes)
         if let cost {
-            let p = combined(cost, finals, recommended)
+            let p = combined(cost, finals.map { (cost.predict($0, config: recommended).latencyUs, $0.requests) })
             totals.predictedIops = p.iops
             totals.predictedLatencyUs = p.latencyUs
-            totals.fullCoverageIops = combined(cost, fullReports, recommended).iops
+            totals.fullCoverageIops = combined(cost, fullPredictions).iops
         }
         return AdviceDocument(
             traces: names, requests: requests, target: target.kind, targetValue: target.value,
@@ -518,12 +574,13 @@ public enum Advisor {
             costSource: cost?.source, alternatives: nil, notes: notes)
     }
 
-    /// One prediction over several traces' reports: total time over total requests.
-    static func combined(_ cost: CostModel, _ reports: [SimulationReport], _ config: SimulationConfig) -> Prediction {
+    /// One prediction over several traces' runs, each (its predicted mean latency, its
+    /// requests): total time over total requests.
+    static func combined(_ cost: CostModel, _ runs: [(latencyUs: Double, requests: Int)]) -> Prediction {
         var us = 0.0
         var n = 0
-        for r in reports {
-            us += cost.predict(r, config: config).latencyUs * Double(r.requests)
+        for r in runs {
+            us += r.latencyUs * Double(r.requests)
             n += r.requests
         }
         let latency = n > 0 ? us / Double(n) : cost.requestUs

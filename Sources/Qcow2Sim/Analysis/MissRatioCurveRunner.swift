@@ -83,30 +83,44 @@ public struct MissRatioCurveRunner: Sendable {
     public func run<R: TraceReader>(
         _ points: [SweepPoint], open: () throws -> R, finished: ((Int) -> Void)? = nil
     ) throws -> (reports: [SimulationReport], methods: [CurveMethod]) {
+        let r = try run(points, only: nil, open: open, finished: finished)
+        return (
+            try r.reports.map { r in
+                guard let r else { throw SweepInternalError(description: "an mrc point was not run") }
+                return r
+            }, r.methods
+        )
+    }
+
+    /// Computes the points whose index is in `only` (every point when nil; `mrc --shard`), each
+    /// as the whole curve computes it: the groups, the recorded point, the stack's eligibility and
+    /// the templates are those of all `points`, so a point's report and method do not depend on
+    /// which other points are asked for. The other reports are nil.
+    public func run<R: TraceReader>(
+        _ points: [SweepPoint], only: Set<Int>?, open: () throws -> R, finished: ((Int) -> Void)? = nil
+    ) throws -> (reports: [SimulationReport?], methods: [CurveMethod]) {
         var reports = [SimulationReport?](repeating: nil, count: points.count)
         var methods = [CurveMethod](repeating: .replay, count: points.count)
         for group in PointGroup.groups(points, traces: 1) where !group.points.isEmpty {
+            let wanted = only.map { o in group.points.filter { o.contains($0.index) } } ?? group.points
+            if wanted.isEmpty { continue }
             let done: [(Int, SimulationReport, CurveMethod)]
             if group.points.count > 1, group.points.allSatisfy({ $0.invalid == nil }),
                 group.points.contains(where: { Self.stackPolicy($0.config) })
             {
-                done = try curve(Self.recordingSmallest(group), open: open)
+                done = try curve(Self.recordingSmallest(group), only: only, open: open)
             } else {
-                let r = try RecordingPointRunner(directory: directory).run(group, open: open)
-                done = zip(group.points, r).map { ($0.0.index, $0.1, .replay) }
+                let sub = PointGroup(trace: group.trace, points: wanted)
+                let r = try RecordingPointRunner(directory: directory).run(sub, open: open)
+                done = zip(sub.points, r).map { ($0.0.index, $0.1, .replay) }
             }
             for (i, r, m) in done {
                 reports[i] = r
                 methods[i] = m
             }
-            finished?(group.points.count)
+            finished?(wanted.count)
         }
-        return (
-            try reports.map { r in
-                guard let r else { throw SweepInternalError(description: "an mrc point was not run") }
-                return r
-            }, methods
-        )
+        return (reports, methods)
     }
 
     /// `group` with the point to record first: the `qemu` point with the fewest L2 entries (the
@@ -129,8 +143,12 @@ public struct MissRatioCurveRunner: Sendable {
     /// make a point need a replay, the live run records nothing (`unrecorded`); the recording
     /// run follows only if the trace does (its first write, discard of a cached table, clean
     /// tick or pin in the way stops the unrecorded run there).
-    private func curve<R: TraceReader>(_ group: PointGroup, open: () throws -> R) throws -> [(Int, SimulationReport, CurveMethod)]
-    {
+    private func curve<R: TraceReader>(_ group: PointGroup, only: Set<Int>?, open: () throws -> R) throws -> [(
+        Int, SimulationReport, CurveMethod
+    )] {
+        // The points asked for (`only`); the templates run whatever is asked, since they are
+        // checked against the stack.
+        func want(_ p: SweepPoint) -> Bool { only?.contains(p.index) ?? true }
         let first = group.points[0]
         let policies = Set(group.points.filter { Self.stackPolicy($0.config) }.map(\.config.policy))
         // The pass watches the live run's batches when it can be set up before it (the stream's
@@ -151,7 +169,7 @@ public struct MissRatioCurveRunner: Sendable {
         }
         if let a = assumed, let limits = Self.stackOnlyLimits(group, geometries: a.geometries) {
             let pass = newPass(a.clusterBits, a.entrySize, images: a.geometries.count)
-            if let done = try unrecorded(group, pass: pass, assumed: a, limits: limits, open: open) { return done }
+            if let done = try unrecorded(group, only: only, pass: pass, assumed: a, limits: limits, open: open) { return done }
         }
 
         let path = (directory as NSString).appendingPathComponent(
@@ -185,7 +203,9 @@ public struct MissRatioCurveRunner: Sendable {
         let (sizings, eligible, template) = try plan(group, pass: pass, geometries: geometries)
         let templates = Set(template.values)
         var replayed: [Int] = []
-        for j in group.points.indices.dropFirst() where !eligible[j] || templates.contains(j) { replayed.append(j) }
+        for j in group.points.indices.dropFirst() where templates.contains(j) || (!eligible[j] && want(group.points[j])) {
+            replayed.append(j)
+        }
 
         var out: [Int: SimulationReport] = [0: recorded.report]
         var outcomes: [ReplayOutcome?] = []
@@ -208,7 +228,8 @@ public struct MissRatioCurveRunner: Sendable {
                 out[j] = try LivePointRunner().run(PointGroup(trace: group.trace, points: [group.points[j]]), open: open)[0]
             }
         }
-        return try assemble(group, pass: pass, top: top, sizings: sizings, eligible: eligible, template: template, reports: out)
+        return try assemble(
+            group, only: only, pass: pass, top: top, sizings: sizings, eligible: eligible, template: template, reports: out)
     }
 
     /// The limits within which every point of `group` comes from the stack pass and the first
@@ -241,7 +262,7 @@ public struct MissRatioCurveRunner: Sendable {
     /// `group` from the first point's live run without a recording, the stack pass watching it;
     /// nil if some point needs a replay after all (the run then stops as soon as the pass knows).
     private func unrecorded<R: TraceReader>(
-        _ group: PointGroup, pass: StackDistancePass, assumed: (geometries: [Geometry], clusterBits: Int, entrySize: UInt64),
+        _ group: PointGroup, only: Set<Int>?, pass: StackDistancePass, assumed: (geometries: [Geometry], clusterBits: Int, entrySize: UInt64),
         limits: (entries: Int, interval: UInt64), open: () throws -> R
     ) throws -> [(Int, SimulationReport, CurveMethod)]? {
         let first = group.points[0]
@@ -261,7 +282,8 @@ public struct MissRatioCurveRunner: Sendable {
         let (sizings, eligible, template) = try plan(group, pass: pass, geometries: report.images.map(\.geometry))
         guard eligible.allSatisfy({ $0 }), template == [first.config.policy: 0] else { return nil }
         return try assemble(
-            group, pass: pass, top: top, sizings: sizings, eligible: eligible, template: template, reports: [0: report])
+            group, only: only, pass: pass, top: top, sizings: sizings, eligible: eligible, template: template,
+            reports: [0: report])
     }
 
     /// Which points the stack gives, their sizings, and the template of each policy: a point run
@@ -302,10 +324,11 @@ public struct MissRatioCurveRunner: Sendable {
         return (sizings, eligible, template)
     }
 
-    /// Every point's report: the stack's counters over its policy's template, or its own run's
-    /// (`reports`, by position in `group`). Each template is checked against the stack first.
+    /// Every point's report (those in `only`, when given): the stack's counters over its policy's
+    /// template, or its own run's (`reports`, by position in `group`). Each template is checked
+    /// against the stack first.
     private func assemble(
-        _ group: PointGroup, pass: StackDistancePass, top: Int, sizings: [[CacheSizing]?], eligible: [Bool],
+        _ group: PointGroup, only: Set<Int>?, pass: StackDistancePass, top: Int, sizings: [[CacheSizing]?], eligible: [Bool],
         template: [String: Int],
         reports out: [Int: SimulationReport]
     ) throws -> [(Int, SimulationReport, CurveMethod)] {
@@ -322,7 +345,7 @@ public struct MissRatioCurveRunner: Sendable {
                 )
             }
         }
-        for (j, p) in group.points.enumerated() {
+        for (j, p) in group.points.enumerated() where only?.contains(p.index) ?? true {
             if eligible[j] && !templates.contains(j), let t = template[p.config.policy].flatMap({ out[$0] }),
                 let s = sizings[j]?[top], let stack = stack(pass, p.config.policy),
                 let stats = pass.stats(entries: s.l2Entries, entrySize: s.l2EntrySize, policy: stack, template: t.images[top].l2)

@@ -87,24 +87,40 @@ public struct SweepTable: Sendable {
         var rows: [SweepRow] = []
         for (t, trace) in traces.enumerated() {
             for p in points {
-                let r = reports[t][p.index]
-                for im in r.images {
-                    for (name, st, size, n) in [
-                        ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),
-                        ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
-                    ] {
-                        rows.append(
-                            SweepRow(
-                                trace: trace, values: p.values, policy: p.config.policy, image: im.index, cache: name,
-                                entrySize: size, entries: n, stats: st,
-                                memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan), requests: r.requests,
-                                whatIf: r.whatIf, prediction: cost?.predict(r, config: p.config),
-                                method: methods?[t][p.index].rawValue))
-                    }
-                }
+                rows += Self.rows(trace: trace, point: p, report: reports[t][p.index], cost: cost, method: methods?[t][p.index])
             }
         }
         self.rows = rows
+    }
+
+    /// A table of rows made already (`qcow2sim merge`: the shards' rows, in unit order).
+    public init(command: String, traces: [String], grid: SweepGrid, rows: [SweepRow], hasMethod: Bool) {
+        self.command = command
+        self.traces = traces
+        self.grid = grid
+        self.rows = rows
+        self.hasMethod = hasMethod
+    }
+
+    /// The rows of one (trace, point): each image's L2 then refcount cache, as the table lists them.
+    public static func rows(trace: String, point p: SweepPoint, report r: SimulationReport, cost: CostModel?, method: CurveMethod?)
+        -> [SweepRow]
+    {
+        var rows: [SweepRow] = []
+        for im in r.images {
+            for (name, st, size, n) in [
+                ("l2", im.l2, im.sizing.l2EntrySize, im.sizing.l2Entries),
+                ("refcount", im.refcount, im.sizing.refcountEntrySize, im.sizing.refcountEntries),
+            ] {
+                rows.append(
+                    SweepRow(
+                        trace: trace, values: p.values, policy: p.config.policy, image: im.index, cache: name, entrySize: size,
+                        entries: n, stats: st, memoryMean: SimulationReport.meanMemory(st, span: r.memorySpan),
+                        requests: r.requests, whatIf: r.whatIf, prediction: cost?.predict(r, config: p.config),
+                        method: method?.rawValue))
+            }
+        }
+        return rows
     }
 
     /// Axes with a column of their own (the policy has its fixed column).
