@@ -115,11 +115,9 @@ enum TraceCommand {
         var reader = try TraceFile.open(path: path, format: format, options: o)
         var summary = TraceSummary(clusterSize: cluster)
         var volumes = VolumeIndex(footprint: true)
-        var known = 0
         while let r = try reader.next() {
             summary.add(r)
-            if Int(r.volume) > known { known = reader.volumeNames.count }
-            volumes.add(r, names: Int(r.volume) > 0 ? reader.volumeNames : [])
+            volumes.add(r, names: r.volume > 0 ? reader.volumeNames : [])
         }
         let text: String
         if output == "json" {
