@@ -143,8 +143,9 @@ public struct VolumeIndex: Sendable {
     }
 }
 
-/// `s` as a JSON string literal.
-func jsonQuoted(_ s: String) -> String {
+/// `s` as a JSON string literal (also `SweepOutput.jsonString`'s, for every JSON the tool writes
+/// by hand).
+public func jsonQuoted(_ s: String) -> String {
     var out = "\""
     for u in s.unicodeScalars {
         switch u {

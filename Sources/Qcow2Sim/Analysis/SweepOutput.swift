@@ -1,4 +1,5 @@
 import Foundation
+import TraceKit
 
 /// One row of a sweep's output: one cache of one image, for one (trace, point).
 public struct SweepRow: Sendable {
@@ -305,21 +306,7 @@ public struct SweepTable: Sendable {
     }
 
     /// A JSON string literal.
-    public static func jsonString(_ s: String) -> String {
-        var out = "\""
-        for c in s.unicodeScalars {
-            switch c {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
-            }
-        }
-        return out + "\""
-    }
+    public static func jsonString(_ s: String) -> String { jsonQuoted(s) }
 
     private static func describe(_ p: Populate) -> String {
         switch p {
