@@ -248,20 +248,7 @@ enum AdviseCommand {
                     throw f.error
                 }
             }
-            guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
-            if results.count > 1 {
-                func memory(_ d: AdviceDocument) -> UInt64 { d.images.reduce(0) { $0 + $1.memoryBytes } }
-                let better: (AdviceDocument, AdviceDocument) -> Bool = { x, y in
-                    if cost != nil, let i = x.totals.predictedIops, let j = y.totals.predictedIops, i != j { return i > j }
-                    return memory(x) < memory(y)
-                }
-                best = results.min(by: better) ?? best
-                best.alternatives = results.filter { $0 != best }.map {
-                    AdviceDocument.Alternative(
-                        createOptions: $0.createOptions, memoryBytes: memory($0), predictedIops: $0.totals.predictedIops,
-                        misses: $0.totals.l2.misses)
-                }
-            }
+            let best = try choose(results, cost: cost, firstError: firstError)
             let out: String
             switch format {
             case "json": out = try ReportFormat.json(best)
@@ -297,6 +284,12 @@ enum AdviseCommand {
                 throw f.error
             }
         }
+        return try choose(results, cost: cost, firstError: firstError)
+    }
+
+    /// The advice needing the least memory (with a cost model the most IOPS) among one per grid
+    /// point, the others as its alternatives; `firstError` when no point gave any.
+    static func choose(_ results: [AdviceDocument], cost: CostModel?, firstError: Error?) throws -> AdviceDocument {
         guard var best = results.first else { throw firstError ?? UsageError("no configuration to advise on") }
         if results.count > 1 {
             func memory(_ d: AdviceDocument) -> UInt64 { d.images.reduce(0) { $0 + $1.memoryBytes } }
