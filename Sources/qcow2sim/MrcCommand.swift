@@ -198,16 +198,7 @@ enum MrcCommand {
                 command: "mrc", traces: [trace], grid: grid, points: points, reports: [reports], methods: [result.methods])
             fullCoverage = (reports.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage)
         }
-        let out: String
-        switch format {
-        case "json": out = table.json()
-        case "text": out = table.text()
-        case "html":
-            out = SweepPage.html(
-                table: table, fullCoverage: fullCoverage,
-                command: "qcow2sim mrc " + SweepCommand.pageArguments(args, mode: mode).map(shellQuoted).joined(separator: " "))
-        default: out = table.csv()
-        }
+        let out = SweepCommand.render(table, format: format, fullCoverage: fullCoverage, command: "mrc", args: args, mode: mode)
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
         return 0
     }

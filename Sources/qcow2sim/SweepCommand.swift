@@ -236,18 +236,25 @@ enum SweepCommand {
             table = SweepTable(command: command, traces: traces, grid: grid, points: points, reports: reports, cost: cost)
             fullCoverage = (reports.first?.first?.images.last?.geometry).map(MissRatioCurve.fullCoverage)
         }
-        let out: String
-        switch format {
-        case "json": out = table.json()
-        case "text": out = table.text()
-        case "html":
-            out = SweepPage.html(
-                table: table, fullCoverage: fullCoverage,
-                command: "qcow2sim \(command) " + Self.pageArguments(args, mode: mode).map(shellQuoted).joined(separator: " "))
-        default: out = table.csv()
-        }
+        let out = render(table, format: format, fullCoverage: fullCoverage, command: command, args: args, mode: mode)
         try writeOutput(Data(out.utf8), to: a.value("--output") ?? "-")
         return 0
+    }
+
+    /// The table of `sweep` or `mrc` in `format` (csv, json, text or html, whose page shows the
+    /// command line).
+    static func render(
+        _ table: SweepTable, format: String, fullCoverage: UInt64?, command: String, args: [String], mode: RunMode
+    ) -> String {
+        switch format {
+        case "json": return table.json()
+        case "text": return table.text()
+        case "html":
+            return SweepPage.html(
+                table: table, fullCoverage: fullCoverage,
+                command: "qcow2sim \(command) " + pageArguments(args, mode: mode).map(shellQuoted).joined(separator: " "))
+        default: return table.csv()
+        }
     }
 
     /// The command line an HTML page shows: as given; merged, the shards' (`MergeCommand`).
