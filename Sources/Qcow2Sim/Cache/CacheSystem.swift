@@ -226,6 +226,18 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         }
     }
 
+    /// An L2 GET then PUT of image 0's table at `offset`, as a batch of those two operations
+    /// would run them (a live run's quick reads, `Qcow2Image.quickMap`).
+    @inline(__always)
+    func getPutTopL2(_ offset: UInt64) {
+        if observer != nil {
+            // Not taken by the engine (an observer sees operations); kept equal for any caller.
+            var pair = [MetadataOp(.get, .l2, image: 0, offset: offset, flag: 1), MetadataOp(.put, .l2, image: 0, offset: offset)]
+            return pair.withUnsafeMutableBufferPointer { consumeObserved($0) }
+        }
+        imageRefs[0]._withUnsafeGuaranteedRef { getPut($0, .l2, offset, readFromDisk: true) }
+    }
+
     /// GET then PUT of the same table of image 0 (nothing between them).
     @inline(__always)
     private func getPut(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64, readFromDisk: Bool) {

@@ -53,25 +53,88 @@ extension Qcow2Image {
         }
         var count = run0
         if t0 != .compressed && t0 != .invalid && sc + run0 >= spc {
-            var expected = w0 & EntryBits.offsetMask
-            var j = 1
-            while j < nbClusters {
-                let (w, b) = l2Store.entry(table, l2i + j)
-                let (t, run) = geometry.subclusterRun(w, b, 0)
-                if t != t0 { break }
-                if t0.hasHostCluster {
-                    expected += geometry.clusterSize
-                    if expected != w & EntryBits.offsetMask { break }
-                }
-                count += run
-                if run < spc { break }
-                j += 1
-            }
+            count += followingRun(table, l2i, first: w0, type: t0, clusters: nbClusters)
         }
         put(Self.l2, slot)
         let avail = UInt64(truncatingIfNeeded: count &+ sc) &<< UInt64(truncatingIfNeeded: geometry.subclusterBits)
         return (min(avail, need) &- oic, t0, host)
     }
+
+    /// MAP's scan past the first cluster (`qcow2_get_host_offset` through `count_contiguous_*`):
+    /// the subclusters of entries `l2i + 1 ..< l2i + clusters` that continue the first entry
+    /// `first` of type `type` (same type, host clusters contiguous), up to the first partial run.
+    @inline(__always)
+    private func followingRun(_ table: UInt64, _ l2i: Int, first w0: UInt64, type t0: SubclusterType, clusters nbClusters: Int) -> Int {
+        let spc = geometry.subclustersPerCluster
+        var count = 0
+        var expected = w0 & EntryBits.offsetMask
+        var j = 1
+        while j < nbClusters {
+            let (w, b) = l2Store.entry(table, l2i + j)
+            let (t, run) = geometry.subclusterRun(w, b, 0)
+            if t != t0 { break }
+            if t0.hasHostCluster {
+                expected += geometry.clusterSize
+                if expected != w & EntryBits.offsetMask { break }
+            }
+            count += run
+            if run < spc { break }
+            j += 1
+        }
+        return count
+    }
+
+    /// The part of READ (§6.2) before the cache for a request that one MAP covers and that
+    /// needs no task, on an image without a backing file or extended L2 entries (most reads of
+    /// a live run without a recording or an observer): the slice MAP would GET and PUT (0: no
+    /// table, so no cache operation) and the data to read (`normal`: at `host`). nil: any
+    /// other request (more than one MAP, compressed data, a damaged entry), which `read` runs.
+    ///
+    /// The model's state does not change here, so the caller can run the cache's GET and PUT
+    /// itself and then `quickReadData`: the same events and counts as `read`, in the same order
+    /// (the slice's GET and PUT, then the host file's read), without the operation buffer.
+    @inline(__always)
+    func quickMap(_ g: UInt64, _ len: UInt64) -> (slice: UInt64, host: UInt64, normal: Bool)? {
+        if len == 0 { return (0, 0, false) }
+        let cb = UInt64(geometry.clusterBits)
+        let oic = geometry.offsetInCluster(g)
+        let se = sliceEntries
+        let l2i = geometry.l2Index(g)
+        let sliceIndex = l2i & (se &- 1)
+        let need = min(len &+ oic, UInt64(truncatingIfNeeded: se &- sliceIndex) &<< cb)
+        // The request goes on past the slice: a second MAP.
+        if need &- oic < len { return nil }
+        let table = l2Table(for: g)
+        if table == 0 { return (0, 0, false) }
+        let (w0, _) = l2Store.entry(table, l2i)
+        let t0 = geometry.standardType(w0)
+        switch t0 {
+        case .normal:
+            if geometry.offsetInCluster(w0 & EntryBits.offsetMask) != 0 { return nil }
+        case .zeroPlain, .zeroAlloc:
+            if isVersion2 { return nil }
+        case .unallocatedPlain, .unallocatedAlloc:
+            break
+        case .compressed, .invalid:
+            return nil
+        }
+        let nbClusters = Int(truncatingIfNeeded: (need &+ geometry.clusterSize &- 1) &>> cb)
+        let count = nbClusters > 1 ? 1 &+ followingRun(table, l2i, first: w0, type: t0, clusters: nbClusters) : 1
+        // Standard entries: one subcluster per cluster.
+        if min(UInt64(truncatingIfNeeded: count) &<< cb, need) &- oic < len { return nil }
+        let normal = t0 == .normal
+        return (sliceOffset(g, table: table), normal ? (w0 & EntryBits.offsetMask) &+ oic : 0, normal)
+    }
+
+    /// The part of READ after the cache for a request `quickMap` took: the guest's data read.
+    @inline(__always)
+    func quickReadData(_ hostOffset: UInt64, _ n: UInt64) {
+        stats.guestBytesRead += n
+        host.read(hostOffset, n)
+    }
+
+    /// Whether `quickMap` may be asked (no backing file, standard L2 entries).
+    var takesQuickReads: Bool { backing == nil && !geometry.extendedL2 }
 
     /// The corruption `qcow2_get_host_offset` signals for the entry MAP found (never inlined:
     /// only damaged images get here).
