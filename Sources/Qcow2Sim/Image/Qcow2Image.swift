@@ -83,6 +83,9 @@ public final class Qcow2Image {
 
     /// Test-only: multi-segment write tasks resume last submitted first (`write`, §13).
     @exclusivity(unchecked) var debugReverseTaskResumption = false
+    /// An empty array with capacity that `allocateHost` starts from (`write`'s inline task
+    /// hands its array back).
+    @exclusivity(unchecked) var spareMetas: [L2Meta] = []
 
     /// An image in the state `qemu-img create` leaves before allocating anything: header,
     /// refcount table and refcount block 0 written, no refcounts yet (§12 step 1). Call

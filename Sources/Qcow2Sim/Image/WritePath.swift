@@ -88,7 +88,12 @@ extension Qcow2Image {
         if n == len {
             // `qcow2_add_task` with no pool: the task runs inline, to completion.
             var t = WriteTask(host: hostStart, guest: g, bytes: n, metas: metas)
+            // The task holds the only reference: its metas change in place (a shared array was
+            // copied at the first change, an allocation per write).
+            metas = []
             while !runTask(&t) {}
+            t.metas.removeAll(keepingCapacity: true)
+            spareMetas = t.metas
             return false
         }
         requestState.taskPool = true
@@ -105,6 +110,8 @@ extension Qcow2Image {
         }
         func resumeOne() -> Bool {
             var t = waiting[head]
+            // Moved out, not shared: the task's metas change in place.
+            waiting[head].metas = []
             head += 1
             if run(&t) { return true }
             waiting.append(t)
@@ -117,6 +124,7 @@ extension Qcow2Image {
             }
             launched += 1
             var t = WriteTask(host: hostStart, guest: g, bytes: n, metas: metas, tag: launched)
+            metas = []
             if !run(&t) { waiting.append(t) }
             g += n
             left -= n
@@ -144,7 +152,9 @@ extension Qcow2Image {
         var pos = g, left = len, step: UInt64 = 0
         var curHost: UInt64?
         var hostStart: UInt64?
-        var metas: [L2Meta] = []
+        // The last inline task's array, emptied: no allocation per write.
+        var metas = spareMetas
+        spareMetas = []
         while true {
             if hostStart == nil, let c = curHost { hostStart = c }
             pos += step
