@@ -75,7 +75,10 @@ struct BlktraceStream {
     let input: ByteInput
     private var bigEndian: Bool?
     private(set) var index = 0
+    /// Decoded events: `batch[position..<count]` are yet to be returned. Allocated once, at
+    /// ``batchSize``, and overwritten in place (no append's uniqueness and capacity checks).
     private var batch: [BlktraceEvent] = []
+    private var count = 0
     private var position = 0
 
     /// Events decoded per pass: 48 KiB of input, a 56 KiB array of events.
@@ -90,7 +93,7 @@ struct BlktraceStream {
     /// The next event, or `nil` at a clean end of file.
     @inline(__always)
     mutating func next() throws -> BlktraceEvent? {
-        if position < batch.count {
+        if position < count {
             position += 1
             return batch[position - 1]
         }
@@ -100,7 +103,7 @@ struct BlktraceStream {
     private mutating func refill() throws -> BlktraceEvent? {
         if let be = bigEndian {
             decodeBatch(bigEndian: be)
-            if !batch.isEmpty {
+            if count > 0 {
                 position = 1
                 return batch[0]
             }
@@ -111,17 +114,20 @@ struct BlktraceStream {
     /// Decodes up to ``batchSize`` whole, valid records from the bytes already buffered, in the
     /// byte order of the first record, and consumes them.
     private mutating func decodeBatch(bigEndian be: Bool) {
-        batch.removeAll(keepingCapacity: true)
+        if batch.isEmpty {
+            batch = Array(repeating: BlktraceEvent(time: 0, sector: 0, bytes: 0, action: 0, device: 0, byteOffset: 0, index: 0), count: Self.batchSize)
+        }
         position = 0
+        var k = 0
         let s = input.start
         let n = input.available
         let base0 = input.offset
         let first = index
         let size = Blktrace.headerSize
         var used = 0
-        input.buffer.withUnsafeBytes { raw in
+        batch.withUnsafeMutableBufferPointer { out in input.buffer.withUnsafeBytes { raw in
             let b = raw.baseAddress.unsafelyUnwrapped + s
-            while batch.count < Self.batchSize && n - used >= size {
+            while k < out.count && n - used >= size {
                 let p = b + used
                 @inline(__always) func u32(_ o: Int) -> UInt32 {
                     let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
@@ -138,18 +144,20 @@ struct BlktraceStream {
                 guard n - used - size >= pduLen else { break }
                 var ev = BlktraceEvent(
                     time: u64(8), sector: u64(16), bytes: u32(24), action: u32(28), device: u32(36),
-                    byteOffset: base0 + UInt64(used), index: first + batch.count)
+                    byteOffset: base0 + UInt64(used), index: first + k)
                 if ev.action & 0xFFFF == Blktrace.taRemap && pduLen >= 16 {
                     // struct blk_io_trace_remap is always big-endian (__be32, __be32, __be64).
                     ev.remapFrom = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: size, as: UInt32.self))
                     ev.remapSectorFrom = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: size + 8, as: UInt64.self))
                 }
-                batch.append(ev)
+                out[k] = ev
+                k += 1
                 used += size + pduLen
             }
-        }
+        } }
+        count = k
         input.start += used
-        index += batch.count
+        index += k
     }
 
     /// The next event, read one record at a time (filling the buffer as needed), or `nil` at a
@@ -254,7 +262,8 @@ public struct BlktraceReader: TraceReader {
     private var lastDevice: UInt32 = 0
     private var requeued: Set<RequestKey> = []
     private var lastStream = 0
-    private var lastEvent: BlktraceEvent?
+    /// Where the event that produced the last record is (`.file` before the first record).
+    private var lastLocation: TraceLocation = .file
     private var emitted = 0
     private var genesis: UInt64 = 0
 
@@ -296,8 +305,7 @@ public struct BlktraceReader: TraceReader {
 
     /// `byte N (record I)` of the event that produced the last record, in ``fileName``.
     public var location: TraceLocation {
-        guard let e = lastEvent else { return .file }
-        return .record(byteOffset: e.byteOffset, index: e.index)
+        lastLocation
     }
 
     /// The next request, or `nil` when every file is exhausted.
@@ -323,7 +331,7 @@ public struct BlktraceReader: TraceReader {
                     let d = lastDevice
                     rec.volume = volumes.intern(key: UInt64(d)) { Blktrace.deviceName(d) }
                 }
-                lastEvent = ev
+                lastLocation = .record(byteOffset: ev.byteOffset, index: ev.index)
                 // `fileName` is always the name of `lastStream`'s file: reassigned (a String's
                 // retain and release) only when the stream changes.
                 if best != lastStream {
