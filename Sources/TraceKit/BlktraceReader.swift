@@ -310,6 +310,7 @@ public struct BlktraceReader: TraceReader {
 
     /// The next request, or `nil` when every file is exhausted.
     public mutating func next() throws -> TraceRecord? {
+        if heads.count == 1 { return try nextSingle() }
         while true {
             // k-way merge on time; k is the number of CPUs, so a linear scan is cheapest.
             var best = -1
@@ -338,6 +339,31 @@ public struct BlktraceReader: TraceReader {
                     lastStream = best
                     fileName = streams[best].input.fileName
                 }
+                emitted += 1
+                return rec
+            }
+        }
+    }
+
+    /// ``next()`` for a recording of one file: the merge without its scan, same order of reads
+    /// (the next event is read before the current one is processed) and so the same errors.
+    private mutating func nextSingle() throws -> TraceRecord? {
+        while true {
+            guard let ev = heads[0] else {
+                if emitted == 0 {
+                    throw TraceError(
+                        file: fileName, location: .file,
+                        message: "no '\(Self.actionLetter(selected))' events in the trace (try --event Q, D or C)")
+                }
+                return nil
+            }
+            heads[0] = try streams[0].next()
+            if var rec = try process(ev, stream: 0) {
+                if let volumes {
+                    let d = lastDevice
+                    rec.volume = volumes.intern(key: UInt64(d)) { Blktrace.deviceName(d) }
+                }
+                lastLocation = .record(byteOffset: ev.byteOffset, index: ev.index)
                 emitted += 1
                 return rec
             }
