@@ -65,10 +65,24 @@ struct BlktraceEvent {
 }
 
 /// Decodes one per-CPU blktrace file, record by record, in either byte order.
+///
+/// Once the byte order is known (from the first record), the records already buffered are
+/// decoded in batches: one pass over the input's buffer per batch instead of one access (and its
+/// exclusivity check and retain) per record. A batch stops before any record it cannot take
+/// whole and valid; that record goes through ``nextSlow()``, which fills the buffer and reports
+/// errors, so records and errors are the same either way.
 struct BlktraceStream {
     let input: ByteInput
     private var bigEndian: Bool?
     private(set) var index = 0
+    /// Decoded events: `batch[position..<count]` are yet to be returned. Allocated once, at
+    /// ``batchSize``, and overwritten in place (no append's uniqueness and capacity checks).
+    private var batch: [BlktraceEvent] = []
+    private var count = 0
+    private var position = 0
+
+    /// Events decoded per pass: 48 KiB of input, a 56 KiB array of events.
+    static let batchSize = 1024
 
     init(_ input: ByteInput) { self.input = input }
 
@@ -77,7 +91,78 @@ struct BlktraceStream {
     }
 
     /// The next event, or `nil` at a clean end of file.
+    @inline(__always)
     mutating func next() throws -> BlktraceEvent? {
+        if position < count {
+            position += 1
+            return batch[position - 1]
+        }
+        return try refill()
+    }
+
+    private mutating func refill() throws -> BlktraceEvent? {
+        if let be = bigEndian {
+            decodeBatch(bigEndian: be)
+            if count > 0 {
+                position = 1
+                return batch[0]
+            }
+        }
+        return try nextSlow()
+    }
+
+    /// Decodes up to ``batchSize`` whole, valid records from the bytes already buffered, in the
+    /// byte order of the first record, and consumes them.
+    private mutating func decodeBatch(bigEndian be: Bool) {
+        if batch.isEmpty {
+            batch = Array(repeating: BlktraceEvent(time: 0, sector: 0, bytes: 0, action: 0, device: 0, byteOffset: 0, index: 0), count: Self.batchSize)
+        }
+        position = 0
+        var k = 0
+        let s = input.start
+        let n = input.available
+        let base0 = input.offset
+        let first = index
+        let size = Blktrace.headerSize
+        var used = 0
+        batch.withUnsafeMutableBufferPointer { out in input.buffer.withUnsafeBytes { raw in
+            let b = raw.baseAddress.unsafelyUnwrapped + s
+            while k < out.count && n - used >= size {
+                let p = b + used
+                @inline(__always) func u32(_ o: Int) -> UInt32 {
+                    let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
+                    return be ? UInt32(bigEndian: v) : UInt32(littleEndian: v)
+                }
+                @inline(__always) func u64(_ o: Int) -> UInt64 {
+                    let v = p.loadUnaligned(fromByteOffset: o, as: UInt64.self)
+                    return be ? UInt64(bigEndian: v) : UInt64(littleEndian: v)
+                }
+                // The checks of nextSlow(): a record failing them is left for it to report.
+                guard u32(0) == Blktrace.magic | Blktrace.version else { break }
+                let raw16 = p.loadUnaligned(fromByteOffset: 46, as: UInt16.self)
+                let pduLen = Int(be ? UInt16(bigEndian: raw16) : UInt16(littleEndian: raw16))
+                guard n - used - size >= pduLen else { break }
+                var ev = BlktraceEvent(
+                    time: u64(8), sector: u64(16), bytes: u32(24), action: u32(28), device: u32(36),
+                    byteOffset: base0 + UInt64(used), index: first + k)
+                if ev.action & 0xFFFF == Blktrace.taRemap && pduLen >= 16 {
+                    // struct blk_io_trace_remap is always big-endian (__be32, __be32, __be64).
+                    ev.remapFrom = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: size, as: UInt32.self))
+                    ev.remapSectorFrom = UInt64(bigEndian: p.loadUnaligned(fromByteOffset: size + 8, as: UInt64.self))
+                }
+                out[k] = ev
+                k += 1
+                used += size + pduLen
+            }
+        } }
+        count = k
+        input.start += used
+        index += k
+    }
+
+    /// The next event, read one record at a time (filling the buffer as needed), or `nil` at a
+    /// clean end of file.
+    private mutating func nextSlow() throws -> BlktraceEvent? {
         let offset = input.offset
         guard try input.ensure(Blktrace.headerSize) else {
             if input.available == 0 {
@@ -177,7 +262,8 @@ public struct BlktraceReader: TraceReader {
     private var lastDevice: UInt32 = 0
     private var requeued: Set<RequestKey> = []
     private var lastStream = 0
-    private var lastEvent: BlktraceEvent?
+    /// Where the event that produced the last record is (`.file` before the first record).
+    private var lastLocation: TraceLocation = .file
     private var emitted = 0
     private var genesis: UInt64 = 0
 
@@ -219,12 +305,12 @@ public struct BlktraceReader: TraceReader {
 
     /// `byte N (record I)` of the event that produced the last record, in ``fileName``.
     public var location: TraceLocation {
-        guard let e = lastEvent else { return .file }
-        return .record(byteOffset: e.byteOffset, index: e.index)
+        lastLocation
     }
 
     /// The next request, or `nil` when every file is exhausted.
     public mutating func next() throws -> TraceRecord? {
+        if heads.count == 1 { return try nextSingle() }
         while true {
             // k-way merge on time; k is the number of CPUs, so a linear scan is cheapest.
             var best = -1
@@ -241,14 +327,43 @@ public struct BlktraceReader: TraceReader {
                 return nil
             }
             heads[best] = try streams[best].next()
-            if var rec = try process(ev, file: streams[best].input.fileName) {
+            if var rec = try process(ev, stream: best) {
                 if let volumes {
                     let d = lastDevice
                     rec.volume = volumes.intern(key: UInt64(d)) { Blktrace.deviceName(d) }
                 }
-                lastEvent = ev
-                lastStream = best
-                fileName = streams[best].input.fileName
+                lastLocation = .record(byteOffset: ev.byteOffset, index: ev.index)
+                // `fileName` is always the name of `lastStream`'s file: reassigned (a String's
+                // retain and release) only when the stream changes.
+                if best != lastStream {
+                    lastStream = best
+                    fileName = streams[best].input.fileName
+                }
+                emitted += 1
+                return rec
+            }
+        }
+    }
+
+    /// ``next()`` for a recording of one file: the merge without its scan, same order of reads
+    /// (the next event is read before the current one is processed) and so the same errors.
+    private mutating func nextSingle() throws -> TraceRecord? {
+        while true {
+            guard let ev = heads[0] else {
+                if emitted == 0 {
+                    throw TraceError(
+                        file: fileName, location: .file,
+                        message: "no '\(Self.actionLetter(selected))' events in the trace (try --event Q, D or C)")
+                }
+                return nil
+            }
+            heads[0] = try streams[0].next()
+            if var rec = try process(ev, stream: 0) {
+                if let volumes {
+                    let d = lastDevice
+                    rec.volume = volumes.intern(key: UInt64(d)) { Blktrace.deviceName(d) }
+                }
+                lastLocation = .record(byteOffset: ev.byteOffset, index: ev.index)
                 emitted += 1
                 return rec
             }
@@ -260,7 +375,7 @@ public struct BlktraceReader: TraceReader {
     }
 
     @inline(__always)
-    private mutating func process(_ ev: BlktraceEvent, file: String) throws -> TraceRecord? {
+    private mutating func process(_ ev: BlktraceEvent, stream: Int) throws -> TraceRecord? {
         let category = ev.action >> Blktrace.categoryShift
         let act = ev.action & 0xFFFF
         if category & Blktrace.tcNotify != 0 { return nil }
@@ -308,7 +423,7 @@ public struct BlktraceReader: TraceReader {
         let (offset, o) = sector.multipliedReportingOverflow(by: 512)
         if o || offset.addingReportingOverflow(UInt64(ev.bytes)).overflow {
             throw TraceError(
-                file: file, location: .record(byteOffset: ev.byteOffset, index: ev.index),
+                file: streams[stream].input.fileName, location: .record(byteOffset: ev.byteOffset, index: ev.index),
                 message: o
                     ? "offset of sector \(sector) overflows 64 bits"
                     : "request at offset \(offset) with length \(ev.bytes) ends beyond 2^64 bytes")

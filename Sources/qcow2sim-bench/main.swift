@@ -9,6 +9,9 @@ import Validation
 //   qcow2sim-bench NAME…           run the named ones (see --list)
 //   qcow2sim-bench --single NAME   run one in this process (used by the parent)
 //   qcow2sim-bench --read FILE     read a trace file end to end and print the ingestion rate
+//   qcow2sim-bench --write-blktrace FILE IOS
+//                                  write parse's synthetic blktrace (IOS I/Os) to FILE, so that
+//                                  `valgrind --tool=callgrind … --read FILE` profiles the reader alone
 //   qcow2sim-bench peer            qcow2sim against a reference LRU on the same requests
 //   qcow2sim-bench calibrate [DIR] calibrate --dir through qemu-io, then the calibrated model's
 //                                  IOPS against qemu-io's measured IOPS on the seed benchmark
@@ -267,6 +270,14 @@ if args.first == "--read", args.count == 2 {
     do { try runRead(args[1]) } catch {
         FileHandle.standardError.write(Data("\(error)\n".utf8))
         exit(65)
+    }
+    exit(0)
+}
+if args.first == "--write-blktrace", args.count == 3, let ios = Int(args[2]), ios > 0 {
+    let bytes = TraceBenchmarks.syntheticBlktrace(ios: ios)
+    guard FileManager.default.createFile(atPath: args[1], contents: Data(bytes)) else {
+        FileHandle.standardError.write(Data("qcow2sim-bench: error: cannot create \(args[1])\n".utf8))
+        exit(73)
     }
     exit(0)
 }

@@ -28,6 +28,38 @@ import Testing
         return b
     }
 
+    /// Past the first record the reader decodes buffered records in batches of 1024
+    /// (BlktraceStream.decodeBatch): records and errors across and beyond a batch boundary are the
+    /// same as record by record. Record i is at byte 48·i, at time 1000 + 2000·i ns.
+    @Test func blktraceBatchesGiveTheSameRecordsAndErrors() throws {
+        let good = (0..<1500).flatMap { i in Self.blktraceRecord(seq: UInt32(i + 1), time: 1000 + 2000 * UInt64(i)) }
+        guard case .success(let recs) = TraceFixtures.readBytes(good, fileName: "t", format: .blktrace) else {
+            Issue.record("failed"); return
+        }
+        #expect(recs.count == 1500)
+        #expect(recs[1234] == TraceRecord(time: 2_468_000 / 1e9, op: .read, offset: 2048 * 512, length: 4096))
+        #expect(recs[1499] == TraceRecord(time: 2_998_000 / 1e9, op: .read, offset: 2048 * 512, length: 4096))
+        let badMagic = good + [0xDE, 0xAD, 0xBE, 0xEF] + Self.blktraceRecord().dropFirst(4)
+        #expect(
+            TraceFixtures.errorText(badMagic, fileName: "t.blktrace.0", format: .blktrace)
+                == "t.blktrace.0: byte 72000 (record 1500): error: bad magic 0xefbeadde (expected 0x656174xx, a blktrace record)")
+        let version = Array(good.prefix(1100 * 48)) + Self.blktraceRecord(version: 6) + good.suffix(10 * 48)
+        #expect(
+            TraceFixtures.errorText(version, fileName: "t.blktrace.0", format: .blktrace)
+                == "t.blktrace.0: byte 52800 (record 1100): error: unsupported blktrace version 6 (expected 7)")
+        let payload = Array(good.prefix(1100 * 48)) + Self.blktraceRecord(pdu: [1, 2, 3, 4]).dropLast(3)
+        #expect(
+            TraceFixtures.errorText(payload, fileName: "t.blktrace.0", format: .blktrace)
+                == "t.blktrace.0: byte 52800 (record 1100): error: truncated record: payload of 4 bytes but only 1 left")
+        // A record with a payload inside a batch shifts the next record's byte offset by its length.
+        let withPdu =
+            Array(good.prefix(1030 * 48)) + Self.blktraceRecord(time: 3_000_000, pdu: [9, 9, 9, 9, 9, 9, 9, 9])
+            + Self.blktraceRecord(time: 3_002_000, sector: 1 << 55)
+        #expect(
+            TraceFixtures.errorText(withPdu, fileName: "t.blktrace.0", format: .blktrace)
+                == "t.blktrace.0: byte 49496 (record 1031): error: offset of sector 36028797018963968 overflows 64 bits")
+    }
+
     @Test func syntheticBlktraceRecordsDecode() throws {
         let b = Self.blktraceRecord(seq: 1, time: 1000) + Self.blktraceRecord(seq: 2, time: 3000)
         guard case .success(let recs) = TraceFixtures.readBytes(b, fileName: "t", format: nil) else {
