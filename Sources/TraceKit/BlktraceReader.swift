@@ -64,6 +64,39 @@ struct BlktraceEvent {
     var index: Int
 }
 
+/// One record's fixed header (`struct blk_io_trace`, 48 bytes) in the file's byte order.
+struct BlktraceHeader {
+    let p: UnsafeRawPointer
+    let bigEndian: Bool
+
+    @inline(__always) func u16(_ o: Int) -> UInt16 {
+        let v = p.loadUnaligned(fromByteOffset: o, as: UInt16.self)
+        return bigEndian ? UInt16(bigEndian: v) : UInt16(littleEndian: v)
+    }
+
+    @inline(__always) func u32(_ o: Int) -> UInt32 {
+        let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
+        return bigEndian ? UInt32(bigEndian: v) : UInt32(littleEndian: v)
+    }
+
+    @inline(__always) func u64(_ o: Int) -> UInt64 {
+        let v = p.loadUnaligned(fromByteOffset: o, as: UInt64.self)
+        return bigEndian ? UInt64(bigEndian: v) : UInt64(littleEndian: v)
+    }
+
+    /// `magic` (with the version in its low byte).
+    @inline(__always) var magic: UInt32 { u32(0) }
+    /// `pdu_len`: the payload's bytes after the header.
+    @inline(__always) var pduLength: Int { Int(u16(46)) }
+
+    /// The event the header describes: `time`, `sector`, `bytes`, `action`, `device`.
+    @inline(__always) func event(byteOffset: UInt64, index: Int) -> BlktraceEvent {
+        BlktraceEvent(
+            time: u64(8), sector: u64(16), bytes: u32(24), action: u32(28), device: u32(36), byteOffset: byteOffset,
+            index: index)
+    }
+}
+
 /// Decodes one per-CPU blktrace file, record by record, in either byte order.
 ///
 /// Once the byte order is known (from the first record), the records already buffered are
@@ -129,22 +162,12 @@ struct BlktraceStream {
             let b = raw.baseAddress.unsafelyUnwrapped + s
             while k < out.count && n - used >= size {
                 let p = b + used
-                @inline(__always) func u32(_ o: Int) -> UInt32 {
-                    let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
-                    return be ? UInt32(bigEndian: v) : UInt32(littleEndian: v)
-                }
-                @inline(__always) func u64(_ o: Int) -> UInt64 {
-                    let v = p.loadUnaligned(fromByteOffset: o, as: UInt64.self)
-                    return be ? UInt64(bigEndian: v) : UInt64(littleEndian: v)
-                }
+                let h = BlktraceHeader(p: p, bigEndian: be)
                 // The checks of nextSlow(): a record failing them is left for it to report.
-                guard u32(0) == Blktrace.magic | Blktrace.version else { break }
-                let raw16 = p.loadUnaligned(fromByteOffset: 46, as: UInt16.self)
-                let pduLen = Int(be ? UInt16(bigEndian: raw16) : UInt16(littleEndian: raw16))
+                guard h.magic == Blktrace.magic | Blktrace.version else { break }
+                let pduLen = h.pduLength
                 guard n - used - size >= pduLen else { break }
-                var ev = BlktraceEvent(
-                    time: u64(8), sector: u64(16), bytes: u32(24), action: u32(28), device: u32(36),
-                    byteOffset: base0 + UInt64(used), index: first + k)
+                var ev = h.event(byteOffset: base0 + UInt64(used), index: first + k)
                 if ev.action & 0xFFFF == Blktrace.taRemap && pduLen >= 16 {
                     // struct blk_io_trace_remap is always big-endian (__be32, __be32, __be64).
                     ev.remapFrom = UInt32(bigEndian: p.loadUnaligned(fromByteOffset: size, as: UInt32.self))
@@ -190,15 +213,8 @@ struct BlktraceStream {
                     offset, index,
                     String(format: "bad magic 0x%08x (expected 0x656174xx, a blktrace record)", UInt32(littleEndian: rawMagic)))
             }
-            @inline(__always) func u32(_ o: Int) -> UInt32 {
-                let v = p.loadUnaligned(fromByteOffset: o, as: UInt32.self)
-                return be ? UInt32(bigEndian: v) : UInt32(littleEndian: v)
-            }
-            @inline(__always) func u64(_ o: Int) -> UInt64 {
-                let v = p.loadUnaligned(fromByteOffset: o, as: UInt64.self)
-                return be ? UInt64(bigEndian: v) : UInt64(littleEndian: v)
-            }
-            let magic = u32(0)
+            let h = BlktraceHeader(p: p, bigEndian: be)
+            let magic = h.magic
             guard magic & 0xFFFF_FF00 == Blktrace.magic else {
                 throw error(offset, index, String(format: "bad magic 0x%08x (expected 0x656174xx, a blktrace record)", magic))
             }
@@ -206,13 +222,10 @@ struct BlktraceStream {
                 throw error(offset, index, "unsupported blktrace version \(magic & 0xFF) (expected \(Blktrace.version))")
             }
             bigEndian = be
-            let pduLen =
-                be
-                ? UInt16(bigEndian: p.loadUnaligned(fromByteOffset: 46, as: UInt16.self))
-                : UInt16(littleEndian: p.loadUnaligned(fromByteOffset: 46, as: UInt16.self))
-            return BlktraceEvent(
-                time: u64(8), sector: u64(16), bytes: u32(24), action: u32(28), device: u32(36),
-                remapFrom: UInt32(pduLen), byteOffset: offset, index: index)
+            var ev = h.event(byteOffset: offset, index: index)
+            // The payload's length, until the payload is read (below).
+            ev.remapFrom = UInt32(h.pduLength)
+            return ev
         }
         let pduLen = Int(ev.remapFrom)
         ev.remapFrom = 0

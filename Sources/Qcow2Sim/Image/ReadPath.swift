@@ -20,18 +20,26 @@ extension Qcow2Image {
         return i < l1.count ? l1[i] & EntryBits.offsetMask : 0
     }
 
-    /// MAP (§6.1, `qcow2_get_host_offset`): the largest prefix of `[g, g + want)` with one
-    /// subcluster type and contiguous host offsets within one L2 slice.
+    /// MAP's bounds for `[g, g + want)`: the offset in the cluster, the L2 index, and the bytes
+    /// from the cluster's start that MAP may cover (the request, cut at the slice's end).
     @inline(__always)
-    func map(_ g: UInt64, _ want: UInt64) -> (bytes: UInt64, type: SubclusterType, host: UInt64) {
-        let cb = UInt64(geometry.clusterBits)
+    private func mapBounds(_ g: UInt64, _ want: UInt64) -> (oic: UInt64, l2i: Int, need: UInt64) {
         let oic = geometry.offsetInCluster(g)
         let se = sliceEntries
         let l2i = geometry.l2Index(g)
         let sliceIndex = l2i & (se &- 1)
         // Wrapping and masking arithmetic in the per-request math (no overflow is possible:
         // `want` is at most a request's length, shifts are below 64).
-        let need = min(want &+ oic, UInt64(truncatingIfNeeded: se &- sliceIndex) &<< cb)
+        let need = min(want &+ oic, UInt64(truncatingIfNeeded: se &- sliceIndex) &<< UInt64(geometry.clusterBits))
+        return (oic, l2i, need)
+    }
+
+    /// MAP (§6.1, `qcow2_get_host_offset`): the largest prefix of `[g, g + want)` with one
+    /// subcluster type and contiguous host offsets within one L2 slice.
+    @inline(__always)
+    func map(_ g: UInt64, _ want: UInt64) -> (bytes: UInt64, type: SubclusterType, host: UInt64) {
+        let cb = UInt64(geometry.clusterBits)
+        let (oic, l2i, need) = mapBounds(g, want)
         let table = l2Table(for: g)
         if table == 0 { return (need - oic, .unallocatedPlain, 0) }
         let slot = loadSlice(g, table: table)
@@ -97,11 +105,7 @@ extension Qcow2Image {
     func quickMap(_ g: UInt64, _ len: UInt64) -> (slice: UInt64, host: UInt64, normal: Bool)? {
         if len == 0 { return (0, 0, false) }
         let cb = UInt64(geometry.clusterBits)
-        let oic = geometry.offsetInCluster(g)
-        let se = sliceEntries
-        let l2i = geometry.l2Index(g)
-        let sliceIndex = l2i & (se &- 1)
-        let need = min(len &+ oic, UInt64(truncatingIfNeeded: se &- sliceIndex) &<< cb)
+        let (oic, l2i, need) = mapBounds(g, len)
         // The request goes on past the slice: a second MAP.
         if need &- oic < len { return nil }
         let table = l2Table(for: g)
