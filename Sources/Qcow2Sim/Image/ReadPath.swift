@@ -112,16 +112,10 @@ extension Qcow2Image {
         if table == 0 { return (0, 0, false) }
         let (w0, _) = l2Store.entry(table, l2i)
         let t0 = geometry.standardType(w0)
-        switch t0 {
-        case .normal:
-            if geometry.offsetInCluster(w0 & EntryBits.offsetMask) != 0 { return nil }
-        case .zeroPlain, .zeroAlloc:
-            if isVersion2 { return nil }
-        case .unallocatedPlain, .unallocatedAlloc:
-            break
-        case .compressed, .invalid:
-            return nil
-        }
+        // `map`'s corruption cases (and compressed data) take the general path, which reports them.
+        if t0 == .compressed || t0 == .invalid { return nil }
+        if t0.hasHostCluster && geometry.offsetInCluster(w0 & EntryBits.offsetMask) != 0 { return nil }
+        if isVersion2 && t0.isZero { return nil }
         let nbClusters = Int(truncatingIfNeeded: (need &+ geometry.clusterSize &- 1) &>> cb)
         let count = nbClusters > 1 ? 1 &+ followingRun(table, l2i, first: w0, type: t0, clusters: nbClusters) : 1
         // Standard entries: one subcluster per cluster.
