@@ -227,14 +227,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     }
 
     /// An L2 GET then PUT of image 0's table at `offset`, as a batch of those two operations
-    /// would run them (a live run's quick reads, `Qcow2Image.quickMap`).
+    /// would run them (a live run's quick reads, `Qcow2Image.quickMap`). Only without an
+    /// observer, which must see the operations.
     @inline(__always)
     func getPutTopL2(_ offset: UInt64) {
-        if observer != nil {
-            // Not taken by the engine (an observer sees operations); kept equal for any caller.
-            var pair = [MetadataOp(.get, .l2, image: 0, offset: offset, flag: 1), MetadataOp(.put, .l2, image: 0, offset: offset)]
-            return pair.withUnsafeMutableBufferPointer { consumeObserved($0) }
-        }
+        assert(observer == nil, "quick reads bypass the observer")
         imageRefs[0]._withUnsafeGuaranteedRef { getPut($0, .l2, offset, readFromDisk: true) }
     }
 
