@@ -20,6 +20,15 @@ extension Qcow2Image {
         return i < l1.count ? l1[i] & EntryBits.offsetMask : 0
     }
 
+    /// Whether `qcow2_get_host_offset` fails the request with EIO on the first entry MAP finds
+    /// (`word` of type `type`): an invalid subcluster, an unaligned host cluster, a zero cluster
+    /// in a v2 image.
+    @inline(__always)
+    private func isCorrupt(_ word: UInt64, _ type: SubclusterType) -> Bool {
+        type == .invalid || (type.hasHostCluster && geometry.offsetInCluster(word & EntryBits.offsetMask) != 0)
+            || (isVersion2 && type.isZero)
+    }
+
     /// MAP's bounds for `[g, g + want)`: the offset in the cluster, the L2 index, and the bytes
     /// from the cluster's start that MAP may cover (the request, cut at the slice's end).
     @inline(__always)
@@ -51,8 +60,7 @@ extension Qcow2Image {
         var host: UInt64 = 0
         if t0.hasHostCluster { host = (w0 & EntryBits.offsetMask) + oic }
         let spc = geometry.subclustersPerCluster
-        if t0 == .invalid || (t0.hasHostCluster && geometry.offsetInCluster(w0 & EntryBits.offsetMask) != 0)
-            || (isVersion2 && t0.isZero)
+        if isCorrupt(w0, t0)
         {
             // QEMU fails the request with EIO here; go on over the rest of the cluster.
             mapCorruption(table: table, l2i: l2i, word: w0, bitmap: b0, type: t0)
@@ -113,9 +121,7 @@ extension Qcow2Image {
         let (w0, _) = l2Store.entry(table, l2i)
         let t0 = geometry.standardType(w0)
         // `map`'s corruption cases (and compressed data) take the general path, which reports them.
-        if t0 == .compressed || t0 == .invalid { return nil }
-        if t0.hasHostCluster && geometry.offsetInCluster(w0 & EntryBits.offsetMask) != 0 { return nil }
-        if isVersion2 && t0.isZero { return nil }
+        if t0 == .compressed || isCorrupt(w0, t0) { return nil }
         let nbClusters = Int(truncatingIfNeeded: (need &+ geometry.clusterSize &- 1) &>> cb)
         let count = nbClusters > 1 ? 1 &+ followingRun(table, l2i, first: w0, type: t0, clusters: nbClusters) : 1
         // Standard entries: one subcluster per cluster.
