@@ -165,15 +165,82 @@ class RecordSource {
     func location() -> TraceLocation { .file }
     /// The file name for messages.
     var fileName: String { "" }
+    /// Fills `buffer` with the next records as long as each is a plain read
+    /// (`TraceRecord.isPlainRead`) and returns how many; the first record that is not one is kept
+    /// for `next()`, which returns it with `location()` still at it. 0: the next record, if
+    /// any, is not a plain read. A source may always answer 0 (one record at a time).
+    ///
+    /// The engine takes batches only where nothing reads the location of a batched record (no
+    /// event log): the reader runs up to a batch ahead of the request being replayed.
+    func nextPlainReads(into buffer: UnsafeMutableBufferPointer<TraceRecord>, within size: UInt64) throws -> Int { 0 }
 }
 
 /// A `RecordSource` over a concrete reader.
 final class BoxedSource<Reader: TraceReader>: RecordSource {
     @exclusivity(unchecked) var reader: Reader
+    /// The record that ended the last batch (not a plain read), for `next()`.
+    @exclusivity(unchecked) private var held: TraceRecord?
+    /// The reader's error that ended the last batch, for the next call.
+    @exclusivity(unchecked) private var heldError: (any Error)?
+    /// The reader returned nil: it is not asked again.
+    @exclusivity(unchecked) private var ended = false
     init(_ reader: Reader) { self.reader = reader }
-    override func next() throws -> TraceRecord? { try reader.next() }
+    override func next() throws -> TraceRecord? {
+        if let r = held {
+            held = nil
+            return r
+        }
+        if let e = heldError {
+            heldError = nil
+            throw e
+        }
+        if ended { return nil }
+        guard let r = try reader.next() else {
+            ended = true
+            return nil
+        }
+        return r
+    }
     override func location() -> TraceLocation { reader.location }
     override var fileName: String { reader.fileName }
+    override func nextPlainReads(into buffer: UnsafeMutableBufferPointer<TraceRecord>, within size: UInt64) throws -> Int {
+        if held != nil || heldError != nil || ended { return 0 }
+        var n = 0
+        do {
+            while n < buffer.count {
+                guard let r = try reader.next() else {
+                    ended = true
+                    break
+                }
+                guard r.isPlainRead(within: size) else {
+                    held = r
+                    break
+                }
+                buffer[n] = r
+                n &+= 1
+            }
+        } catch {
+            // The records before the error are replayed first, as one at a time would.
+            if n == 0 { throw error }
+            heldError = error
+        }
+        return n
+    }
+}
+
+extension TraceRecord {
+    /// A read that passes every check of the engine's request loop: at most QEMU's request
+    /// limit, inside a virtual disk of `size` bytes, untimed or at a valid trace time
+    /// (`timeProblem` is nil).
+    @inline(__always)
+    func isPlainRead(within size: UInt64) -> Bool {
+        guard op == .read && length <= Simulation.maxRequestBytes && offset <= size && length <= size &- offset else {
+            return false
+        }
+        guard let t = time else { return true }
+        // `timeProblem(t) == nil`, without building its message.
+        return t.isFinite && t >= 0 && t <= TraceRecord.maxTime
+    }
 }
 
 /// Builds the images of a chain in their initial state (§12, populate modes).
@@ -445,7 +512,45 @@ struct Replay {
         // One flag object shared by the chain: any image's READ/WRITE raises it (§6.4, §13).
         let requestState = RequestState()
         for image in chain { image.requestState = requestState }
-        while let rec = try nextRecord(reader) {
+        // Plain reads come in batches where nothing reads a batched record's location (no event
+        // log; the memory timeline samples per request too): one virtual call per batch instead
+        // of per record, and the batch's quick reads below run without the checks every record
+        // passed in `nextPlainReads`.
+        let batching = quickReads && log == nil && timeline == nil
+        let batch = UnsafeMutableBufferPointer<TraceRecord>.allocate(capacity: batching ? Self.batchSize : 1)
+        defer { batch.deallocate() }
+        var batchCount = 0
+        var batchNext = 0
+        while true {
+            let rec: TraceRecord
+            if batching {
+                while batchNext < batchCount {
+                    let r = batch[batchNext]
+                    // A read one MAP does not cover leaves the loop for the general path.
+                    guard let q = top.quickMap(r.offset, r.length) else { break }
+                    batchNext &+= 1
+                    if let t = r.time {
+                        if firstTime == nil { firstTime = t }
+                        if t > lastTime { lastTime = t }
+                    }
+                    try quickRead(q, r, index: index, top: top, system: system)
+                    index &+= 1
+                    opCounts[Int(TraceRecord.Op.read.rawValue)] &+= 1
+                }
+                if batchNext < batchCount {
+                    rec = batch[batchNext]
+                    batchNext &+= 1
+                } else {
+                    batchNext = 0
+                    batchCount = try traceErrors { try reader.nextPlainReads(into: batch, within: size) }
+                    if batchCount > 0 { continue }
+                    guard let r = try nextRecord(reader) else { break }
+                    rec = r
+                }
+            } else {
+                guard let r = try nextRecord(reader) else { break }
+                rec = r
+            }
             if rec.op != .flush && (rec.offset > size || rec.length > size - rec.offset) {
                 throw SimulationError.trace(
                     TraceError(
@@ -470,14 +575,7 @@ struct Replay {
             if quickReads && rec.op == .read && rec.length <= Simulation.maxRequestBytes,
                 let q = top.quickMap(rec.offset, rec.length)
             {
-                // The same calls as the general path below makes for this request, in order.
-                system.beginRequest(index: UInt64(index), time: rec.time)
-                // Operations still buffered (the images' opening, before the first request).
-                ops.sync(into: system)
-                if q.slice != 0 { system.getPutTopL2(q.slice) }
-                if q.normal { top.quickReadData(q.host, rec.length) }
-                system.endRequest(flag: 0)
-                if top.failure != nil || system.failure != nil { try Qcow2Image.throwFailure(of: chain, caches: system) }
+                try quickRead(q, rec, index: index, top: top, system: system)
                 opCounts[Int(rec.op.rawValue)] += 1
                 index += 1
                 continue
@@ -547,9 +645,34 @@ struct Replay {
         return report
     }
 
+    /// A read `quickMap` covers (`q`): the calls the general path makes for it, in order (the
+    /// request's boundaries, the slice's GET and PUT, the host read), without the operation buffer.
+    @inline(__always)
+    private func quickRead<P: EvictionPolicy>(
+        _ q: (slice: UInt64, host: UInt64, normal: Bool), _ rec: TraceRecord, index: Int, top: Qcow2Image,
+        system: CacheSystem<P>
+    ) throws {
+        system.beginRequest(index: UInt64(index), time: rec.time)
+        // Operations still buffered (the images' opening, before the first request).
+        top.ops.sync(into: system)
+        if q.slice != 0 { system.getPutTopL2(q.slice) }
+        if q.normal { top.quickReadData(q.host, rec.length) }
+        system.endRequest(flag: 0)
+        if top.failure != nil || system.failure != nil { try Qcow2Image.throwFailure(of: chain, caches: system) }
+    }
+
+    /// Records per batch of plain reads (`RecordSource.nextPlainReads`).
+    static let batchSize = 256
+
     private func nextRecord(_ reader: RecordSource) throws -> TraceRecord? {
+        try traceErrors { try reader.next() }
+    }
+
+    /// `body`, its trace errors as the simulation's.
+    @inline(__always)
+    private func traceErrors<T>(_ body: () throws -> T) throws -> T {
         do {
-            return try reader.next()
+            return try body()
         } catch let e as TraceError {
             throw SimulationError.trace(e)
         }

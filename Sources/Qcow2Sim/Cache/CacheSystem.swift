@@ -232,7 +232,37 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     @inline(__always)
     func getPutTopL2(_ offset: UInt64) {
         assert(observer == nil, "quick reads bypass the observer")
-        imageRefs[0]._withUnsafeGuaranteedRef { getPut($0, .l2, offset, readFromDisk: true) }
+        imageRefs[0]._withUnsafeGuaranteedRef { im in
+            // With events to log (or the test-only mis-eviction), the general GET and PUT.
+            if log != nil || debugMisEvictAtLookup != nil { return getPut(im, .l2, offset, readFromDisk: true) }
+            im.with(.l2) { c in quietGetPut(im, c, offset) }
+        }
+    }
+
+    /// `get` then `put` of image 0's L2 table at `offset` where no event is logged: the same
+    /// slot choice, write-back, memory accounting and counters, with the fill and the release
+    /// fused (`MetadataCache.fillReleased`, `hitReleased`).
+    @inline(__always)
+    private func quietGetPut(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ offset: UInt64) {
+        precondition(offset != 0, "qcow2 cache: GET of offset 0")
+        im.lookupSequence &+= 1
+        let key = key(im, offset)
+        let i: Int
+        if let hit = c.find(key) {
+            c.hitReleased(hit)
+            i = hit
+        } else {
+            let v = c.victim(for: key)
+            if c.needsWriteback(v) {
+                c.stats.dirtyEvictions += 1
+                writeback(im, c, .l2, v, image: 0)
+            }
+            // Untimed: the memory integral must be current before resident memory grows.
+            if memoryPending && !c.fullyResident { settleMemory() }
+            c.fillReleased(v, offset: key)
+            i = v
+        }
+        im.lastSlot.l2 = (key, i)
     }
 
     /// GET then PUT of the same table of image 0 (nothing between them).

@@ -64,11 +64,12 @@ public struct RecencyList {
     /// Appends `i` at the back, unlinking it first if present.
     @inline(__always)
     public mutating func moveToBack(_ i: Int) {
+        // Slot numbers are below the capacity, an `Int32` (truncating: no range check per call).
+        let i32 = Int32(truncatingIfNeeded: i)
         if linked[i] {
-            if tail == Int32(i) { return }
+            if tail == i32 { return }
             remove(i)
         }
-        let i32 = Int32(i)
         prev[i] = tail
         next[i] = -1
         if tail >= 0 { next[Int(tail)] = i32 } else { head = i32 }

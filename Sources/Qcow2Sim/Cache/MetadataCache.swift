@@ -139,6 +139,40 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     /// Fills slot `i` with `offset` after a miss and pins it. The caller has written the old
     /// table back. The slot keeps its old LRU stamp until the next release, as in QEMU.
     @inline(__always) public func fill(_ i: Int, offset: UInt64, readFromDisk: Bool) {
+        occupy(i, offset: offset, readFromDisk: readFromDisk)
+        pins[i] += 1
+        policy.filled(i, offset: offset)
+        touchMemory(i)
+    }
+
+    /// `fill(i, offset:, readFromDisk: true)` then `put(i)` of an unpinned slot (a GET released
+    /// right away, as MAP's is): the same state, counters and policy calls, without pinning.
+    @inline(__always) public func fillReleased(_ i: Int, offset: UInt64) {
+        assert(pins[i] == 0, "fillReleased of a pinned slot")
+        occupy(i, offset: offset, readFromDisk: true)
+        policy.filled(i, offset: offset)
+        touchMemory(i)
+        lruClock &+= 1
+        lru[i] = lruClock
+        policy.released(i, offset: offset)
+    }
+
+    /// `hit(i)` then `put(i)`: a GET released right away.
+    @inline(__always) public func hitReleased(_ i: Int) {
+        stats.lookups &+= 1
+        stats.hits &+= 1
+        let offset = offsets[i]
+        policy.hit(i, offset: offset)
+        // Another holder keeps it pinned: the PUT stamps nothing (`put`).
+        if pins[i] == 0 {
+            lruClock &+= 1
+            lru[i] = lruClock
+            policy.released(i, offset: offset)
+        }
+    }
+
+    /// A fill's slot state and counters, before the pin and the policy's `filled`.
+    @inline(__always) private func occupy(_ i: Int, offset: UInt64, readFromDisk: Bool) {
         // Wrapping additions: no counter can reach 2^63 (one step per operation), and the
         // overflow checks cost a tenth of a miss's instructions.
         stats.lookups &+= 1
@@ -170,9 +204,6 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         if readFromDisk { fresh.clear(i) } else { fresh.set(i) }
         offsets[i] = offset
         index.insert(offset, i)
-        pins[i] += 1
-        policy.filled(i, offset: offset)
-        touchMemory(i)
     }
 
     /// `count` hits on slot `i` in a row, each followed by its PUT (QEMU reading one refcount

@@ -11,11 +11,11 @@ public enum SubclusterType: Int, Sendable {
     case invalid = 6
 
     /// Reads as zeroes.
-    var isZero: Bool { self == .zeroPlain || self == .zeroAlloc }
+    @inline(__always) var isZero: Bool { self == .zeroPlain || self == .zeroAlloc }
     /// No data in this image (falls through to the backing file).
-    var isUnallocated: Bool { self == .unallocatedPlain || self == .unallocatedAlloc }
+    @inline(__always) var isUnallocated: Bool { self == .unallocatedPlain || self == .unallocatedAlloc }
     /// Types whose host offsets must be contiguous to extend a MAP run.
-    var hasHostCluster: Bool { self == .normal || self == .zeroAlloc || self == .unallocatedAlloc }
+    @inline(__always) var hasHostCluster: Bool { self == .normal || self == .zeroAlloc || self == .unallocatedAlloc }
 }
 
 /// Cluster-level types (`QCow2ClusterType`).

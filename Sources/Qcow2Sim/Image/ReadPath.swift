@@ -112,8 +112,20 @@ extension Qcow2Image {
     @inline(__always)
     func quickMap(_ g: UInt64, _ len: UInt64) -> (slice: UInt64, host: UInt64, normal: Bool)? {
         if len == 0 { return (0, 0, false) }
+        let oic = geometry.offsetInCluster(g)
+        if oic &+ len <= geometry.clusterSize {
+            // Inside one cluster (most reads): MAP's first entry answers alone.
+            let table = l2Table(for: g)
+            if table == 0 { return (0, 0, false) }
+            let l2i = geometry.l2Index(g)
+            let w0 = l2Store.entry(table, l2i).word
+            let t0 = geometry.standardType(w0)
+            if t0 == .compressed || isCorrupt(w0, t0) { return nil }
+            let normal = t0 == .normal
+            return (sliceOffset(g, table: table), normal ? (w0 & EntryBits.offsetMask) &+ oic : 0, normal)
+        }
         let cb = UInt64(geometry.clusterBits)
-        let (oic, l2i, need) = mapBounds(g, len)
+        let (_, l2i, need) = mapBounds(g, len)
         // The request goes on past the slice: a second MAP.
         if need &- oic < len { return nil }
         let table = l2Table(for: g)

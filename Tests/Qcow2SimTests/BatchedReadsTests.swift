@@ -1,0 +1,124 @@
+import Foundation
+import Qcow2Sim
+import QcowTestSupport
+import Testing
+import TraceKit
+
+/// The engine takes plain reads in batches (`RecordSource.nextPlainReads`) when nothing reads a
+/// record's location while it is replayed: errors must still name their own record, a reader's
+/// error must come after the records before it, and the counts must be those of the one-record-
+/// at-a-time path (taken whenever an event log is attached).
+@Suite struct BatchedReadsTests {
+    /// A reader that throws a located error instead of record `failAt` (1-based).
+    struct FailingReader: TraceReader {
+        var inner: ArrayTraceReader
+        let failAt: Int
+        var position = 0
+        let fileName = "failing"
+        mutating func next() throws -> TraceRecord? {
+            position += 1
+            if position == failAt { throw TraceError(file: fileName, location: .line(position), message: "bad record") }
+            return try inner.next()
+        }
+        var location: TraceLocation { .line(position) }
+    }
+
+    static let size: UInt64 = 1 << 30
+    static func reads(_ n: Int, stride: UInt64 = 4096) -> [TraceRecord] {
+        (0..<n).map { TraceRecord(op: .read, offset: UInt64($0) * stride % size, length: 4096) }
+    }
+
+    /// 1000 plain reads (four batches), then one past the end: the error names record 1001.
+    @Test func aRecordBeyondTheDiskAfterABatchIsLocatedAtItself() throws {
+        var records = Self.reads(1000)
+        records.append(TraceRecord(op: .read, offset: Self.size - 512, length: 4096))
+        var reader = ArrayTraceReader(records, fileName: "lib")
+        let message = "request [1073741312, 1073745408) lies beyond the virtual size 1073741824"
+        #expect(throws: SimulationError.trace(TraceError(file: "lib", location: .line(1001), message: message))) {
+            try Simulation.run(config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader)
+        }
+    }
+
+    /// A bad time in the middle of a batch: located at its record (600), not at the batch's end.
+    @Test func aBadTimeInsideABatchIsLocatedAtItself() throws {
+        var records = (0..<1000).map { TraceRecord(time: Double($0), op: .read, offset: UInt64($0) * 4096, length: 4096) }
+        records[599].time = -1
+        var reader = ArrayTraceReader(records, fileName: "lib")
+        #expect(throws: SimulationError.trace(TraceError(file: "lib", location: .line(600), message: "time -1.0 is negative"))) {
+            try Simulation.run(config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader)
+        }
+    }
+
+    /// The reader fails at record 700, inside the third batch: its own error, as unbatched.
+    @Test func aReaderErrorInsideABatchIsTheReadersError() throws {
+        var reader = FailingReader(inner: ArrayTraceReader(Self.reads(1000)), failAt: 700)
+        #expect(throws: SimulationError.trace(TraceError(file: "failing", location: .line(700), message: "bad record"))) {
+            try Simulation.run(config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader)
+        }
+    }
+
+    /// Hand-worked: 1000 reads of one cluster of a preallocated image are one cold L2 miss and
+    /// 999 hits, 4096000 guest bytes read, whether batched or not.
+    @Test func repeatedReadsOfOneClusterAreOneMissAndHits() throws {
+        for logged in [false, true] {
+            var reader = ArrayTraceReader(Array(repeating: TraceRecord(op: .read, offset: 65536, length: 4096), count: 1000))
+            let report = try Simulation.run(
+                config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader,
+                log: logged ? EventLog() : nil)
+            let l2 = report.images[0].l2
+            #expect(l2.lookups == 1000)
+            #expect(l2.hits == 999)
+            #expect(l2.misses == 1)
+            #expect(l2.missesCold == 1)
+            #expect(report.images[0].image.guestBytesRead == 4_096_000)
+            #expect(report.requestsByOp[.read] == 1000)
+        }
+    }
+
+    /// Reads mixed with what leaves a batch (writes, flushes, reads across L2 slices, zero-length
+    /// reads, timed records): every counter equals the one-at-a-time path's.
+    @Test(arguments: [false, true])
+    func mixedTracesCountTheSameBatchedAndOneAtATime(timed: Bool) throws {
+        var rng = SplitMix64(seed: 7)
+        var records: [TraceRecord] = []
+        for k in 0..<3000 {
+            let offset = (rng.next() % (Self.size >> 12)) << 12
+            let time: Double? = timed ? Double(k) * 0.01 : nil
+            switch rng.next() % 20 {
+            case 0: records.append(TraceRecord(time: time, op: .write, offset: offset, length: 8192))
+            case 1: records.append(TraceRecord(time: time, op: .flush, offset: 0, length: 0))
+            // 1 MiB from a slice's last cluster: two MAPs (the default cache's slices are whole
+            // 64 KiB tables of 8192 entries; with 4 KiB slices, 512).
+            case 2:
+                let o = (offset | 0x1FF_FFFF) & ~0xFFFF
+                records.append(TraceRecord(time: time, op: .read, offset: o + (1 << 20) <= Self.size ? o : o - (1 << 25), length: 1 << 20))
+            case 3: records.append(TraceRecord(time: time, op: .read, offset: offset, length: 0))
+            case 4:
+                // Across two clusters.
+                let o = (offset & ~0xFFFF) | 0xF000
+                records.append(TraceRecord(time: time, op: .read, offset: o + 8192 <= Self.size ? o : o - 0x10000, length: 8192))
+            default: records.append(TraceRecord(time: time, op: .read, offset: offset, length: 4096))
+            }
+        }
+        // 16 slices of 4 KiB for the disk's 32: evictions, dirty ones among them (the writes).
+        for drive in ["l2-cache-size=64K,l2-cache-entry-size=4K", "l2-cache-size=64K,l2-cache-entry-size=4K,cache-clean-interval=5"] {
+            let config = SimulationConfig(
+                virtualSize: Self.size, populate: .ranges([ByteRange(start: 0, length: Self.size / 2)]), populateMode: .data,
+                driveOptions: try DriveOptions(parsing: drive))
+            var a = ArrayTraceReader(records)
+            var b = ArrayTraceReader(records)
+            let batched = try Simulation.run(config: config, reader: &a)
+            let single = try Simulation.run(config: config, reader: &b, log: EventLog())
+            #expect(batched.images[0].l2 == single.images[0].l2, "\(drive)")
+            #expect(batched.images[0].refcount == single.images[0].refcount, "\(drive)")
+            #expect(batched.images[0].image == single.images[0].image, "\(drive)")
+            #expect(batched.images[0].hostAllocatedBytes == single.images[0].hostAllocatedBytes)
+            #expect(batched.requestsByOp == single.requestsByOp)
+            #expect(batched.multiSegmentReads == single.multiSegmentReads)
+            #expect(batched.duration == single.duration)
+            #expect(batched.images[0].l2.lookups > 2000, "\(drive)")
+            #expect(batched.images[0].l2.evictions > 1000, "\(drive)")
+            #expect(batched.images[0].l2.dirtyEvictions > 10, "\(drive)")
+        }
+    }
+}
