@@ -165,8 +165,8 @@ class RecordSource {
     func location() -> TraceLocation { .file }
     /// The file name for messages.
     var fileName: String { "" }
-    /// Fills `buffer` with the next records as long as each is a plain read
-    /// (`TraceRecord.isPlainRead`) and returns how many; the first record that is not one is kept
+    /// Fills `buffer` with the next records as long as each is a plain read (`PlainReads`:
+    /// what passes every check of the engine's request loop) and returns how many; the first record that is not one is kept
     /// for `next()`, which returns it with `location()` still at it. 0: the next record, if
     /// any, is not a plain read. A source may always answer 0 (one record at a time).
     ///
@@ -205,41 +205,17 @@ final class BoxedSource<Reader: TraceReader>: RecordSource {
     override var fileName: String { reader.fileName }
     override func nextPlainReads(into buffer: UnsafeMutableBufferPointer<TraceRecord>, within size: UInt64) throws -> Int {
         if held != nil || heldError != nil || ended { return 0 }
-        var n = 0
-        do {
-            while n < buffer.count {
-                guard let r = try reader.next() else {
-                    ended = true
-                    break
-                }
-                guard r.isPlainRead(within: size) else {
-                    held = r
-                    break
-                }
-                buffer[n] = r
-                n &+= 1
-            }
-        } catch {
+        let (n, end) = reader.next(into: buffer, admitting: PlainReads(size: size, maxLength: Simulation.maxRequestBytes))
+        switch end {
+        case .full: break
+        case .ended: ended = true
+        case .refused(let r): held = r
+        case .failed(let error):
             // The records before the error are replayed first, as one at a time would.
             if n == 0 { throw error }
             heldError = error
         }
         return n
-    }
-}
-
-extension TraceRecord {
-    /// A read that passes every check of the engine's request loop: at most QEMU's request
-    /// limit, inside a virtual disk of `size` bytes, untimed or at a valid trace time
-    /// (`timeProblem` is nil).
-    @inline(__always)
-    func isPlainRead(within size: UInt64) -> Bool {
-        guard op == .read && length <= Simulation.maxRequestBytes && offset <= size && length <= size &- offset else {
-            return false
-        }
-        guard let t = time else { return true }
-        // `timeProblem(t) == nil`, without building its message.
-        return t.isFinite && t >= 0 && t <= TraceRecord.maxTime
     }
 }
 

@@ -143,11 +143,78 @@ public protocol TraceReader {
     /// exposes that row's reading here; the mapping stage adds it back when rebasing is off.
     /// The default, ``TraceTimeOrigin/zero``, says `time` is the clock itself.
     var timeOrigin: TraceTimeOrigin { get }
+    /// Reads records into `buffer` as long as `filter` admits each; returns how many, and why
+    /// the batch ended. A record `filter` refuses ends it (``BatchEnd/refused(_:)``) with
+    /// `location` still at that record, so the caller handles it as if `next()` had returned
+    /// it; an error ends it after the records before it (``BatchEnd/failed(_:)``). The default
+    /// calls `next()` per record, in the reader's own specialized code: one call per batch
+    /// for a caller holding the reader behind a type-erased box.
+    mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (
+        count: Int, end: BatchEnd
+    )
 }
 
 extension TraceReader {
     /// `time` is the trace's clock itself (no origin to add back).
     public var timeOrigin: TraceTimeOrigin { .zero }
+
+    /// Witness of the requirement: `next()` per record.
+    @inlinable
+    public mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (
+        count: Int, end: BatchEnd
+    ) {
+        var n = 0
+        do {
+            while n < buffer.count {
+                guard let r = try next() else { return (n, .ended) }
+                guard filter.admits(r) else { return (n, .refused(r)) }
+                buffer[n] = r
+                n &+= 1
+            }
+        } catch {
+            return (n, .failed(error))
+        }
+        return (n, .full)
+    }
+}
+
+/// The records a batch (``TraceReader/next(into:admitting:)``) may hold: reads of at most
+/// `maxLength` bytes lying inside a disk of `size` bytes, untimed or at a valid trace time
+/// (``TraceRecord/timeProblem(_:)`` is nil). Every other record ends the batch.
+public struct PlainReads: Sendable {
+    /// The virtual disk's size in bytes.
+    public let size: UInt64
+    /// The longest read admitted.
+    public let maxLength: UInt64
+
+    /// A filter for reads of at most `maxLength` bytes inside `size` bytes.
+    public init(size: UInt64, maxLength: UInt64) {
+        self.size = size
+        self.maxLength = maxLength
+    }
+
+    /// Whether `r` is such a read.
+    @inlinable @inline(__always)
+    public func admits(_ r: TraceRecord) -> Bool {
+        guard r.op == .read && r.length <= maxLength && r.offset <= size && r.length <= size &- r.offset else {
+            return false
+        }
+        guard let t = r.time else { return true }
+        // `timeProblem(t) == nil`, without building its message.
+        return t.isFinite && t >= 0 && t <= TraceRecord.maxTime
+    }
+}
+
+/// Why a batch of records ended (``TraceReader/next(into:admitting:)``).
+public enum BatchEnd {
+    /// The buffer is full.
+    case full
+    /// The input ended.
+    case ended
+    /// This record, read next, is not admitted; the reader's location is at it.
+    case refused(TraceRecord)
+    /// Reading the next record threw this error.
+    case failed(any Error)
 }
 
 /// An absolute clock reading kept exact: whole seconds plus a fraction in `0..<1`.

@@ -414,7 +414,10 @@ struct PageBitmaps {
             let at = b &* Self.wordsPerPage &+ w
             let old = words[at]
             let new = set ? old | m : old & ~m
-            pop = pop &- UInt64(old.nonzeroBitCount) &+ UInt64(new.nonzeroBitCount)
+            // The bits that changed: all added, or all removed (one population count, which
+            // baseline x86-64 computes in software, instead of two).
+            let changed = UInt64((old ^ new).nonzeroBitCount)
+            pop = set ? pop &+ changed : pop &- changed
             words[at] = new
             i += span
         }

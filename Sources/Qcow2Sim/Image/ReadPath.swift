@@ -124,8 +124,15 @@ extension Qcow2Image {
             let normal = t0 == .normal
             return (sliceOffset(g, table: table), normal ? (w0 & EntryBits.offsetMask) &+ oic : 0, normal)
         }
+        return quickMapSpanning(g, len)
+    }
+
+    /// `quickMap` of a read across clusters (out of line: the one-cluster case above stays small
+    /// enough to inline into the engine's loop).
+    @inline(never)
+    private func quickMapSpanning(_ g: UInt64, _ len: UInt64) -> (slice: UInt64, host: UInt64, normal: Bool)? {
         let cb = UInt64(geometry.clusterBits)
-        let (_, l2i, need) = mapBounds(g, len)
+        let (oic, l2i, need) = mapBounds(g, len)
         // The request goes on past the slice: a second MAP.
         if need &- oic < len { return nil }
         let table = l2Table(for: g)
