@@ -494,6 +494,7 @@ struct Replay {
         // passed in `nextPlainReads`.
         let batching = quickReads && log == nil && timeline == nil
         let batch = UnsafeMutableBufferPointer<TraceRecord>.allocate(capacity: batching ? Self.batchSize : 1)
+        batch.initialize(repeating: TraceRecord(op: .read, offset: 0, length: 0))
         defer { batch.deallocate() }
         var batchCount = 0
         var batchNext = 0
@@ -528,10 +529,12 @@ struct Replay {
                 rec = r
             }
             if rec.op != .flush && (rec.offset > size || rec.length > size - rec.offset) {
+                // The end in 128 bits: a library reader's record may end past 2^64.
+                let end = UInt128(rec.offset) + UInt128(rec.length)
                 throw SimulationError.trace(
                     TraceError(
                         file: reader.fileName, location: reader.location(),
-                        message: "request [\(rec.offset), \(rec.offset + rec.length)) lies beyond the virtual size \(size)"))
+                        message: "request [\(rec.offset), \(end)) lies beyond the virtual size \(size)"))
             }
             if let t = rec.time {
                 // Readers from files check this already (RecordMapper); library readers may not,

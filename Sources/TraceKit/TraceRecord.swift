@@ -143,10 +143,11 @@ public protocol TraceReader {
     /// exposes that row's reading here; the mapping stage adds it back when rebasing is off.
     /// The default, ``TraceTimeOrigin/zero``, says `time` is the clock itself.
     var timeOrigin: TraceTimeOrigin { get }
-    /// Reads records into `buffer` as long as `filter` admits each; returns how many, and why
-    /// the batch ended. A record `filter` refuses ends it (``BatchEnd/refused(_:)``) with
-    /// `location` still at that record, so the caller handles it as if `next()` had returned
-    /// it; an error ends it after the records before it (``BatchEnd/failed(_:)``). The default
+    /// Reads records into `buffer` (initialized memory) as long as `filter` admits each; returns
+    /// how many, and why the batch ended. A record `filter` refuses ends it
+    /// (``BatchEnd/refused(_:)``) with `location` still at that record, so the caller handles it
+    /// as if `next()` had returned it; an error ends it after the records before it
+    /// (``BatchEnd/failed(_:)``). The default
     /// calls `next()` per record, in the reader's own specialized code: one call per batch
     /// for a caller holding the reader behind a type-erased box.
     mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (

@@ -49,10 +49,55 @@ import TraceKit
         }
     }
 
-    /// The reader fails at record 700, inside the third batch: its own error, as unbatched.
-    @Test func aReaderErrorInsideABatchIsTheReadersError() throws {
-        var reader = FailingReader(inner: ArrayTraceReader(Self.reads(1000)), failAt: 700)
-        #expect(throws: SimulationError.trace(TraceError(file: "failing", location: .line(700), message: "bad record"))) {
+    /// QEMU's policy, counting the L2 lookups it is told about (a hit or a fill each), so a test
+    /// can see how many reads ran before an error. Used by one test only (the count is global).
+    struct CountingPolicy: EvictionPolicy {
+        nonisolated(unsafe) static var l2Lookups = 0
+        static let name = "counting"
+        static let summary = "QEMU's policy, counting L2 lookups (a test's)"
+        private var inner: QemuPolicy
+        private let kind: CacheKind
+        init(capacity: Int, kind: CacheKind) {
+            inner = QemuPolicy(capacity: capacity, kind: kind)
+            self.kind = kind
+        }
+        mutating func filled(_ slot: Int, offset: UInt64) {
+            if kind == .l2 { Self.l2Lookups += 1 }
+            inner.filled(slot, offset: offset)
+        }
+        mutating func hit(_ slot: Int, offset: UInt64) {
+            if kind == .l2 { Self.l2Lookups += 1 }
+            inner.hit(slot, offset: offset)
+        }
+        mutating func released(_ slot: Int, offset: UInt64) { inner.released(slot, offset: offset) }
+        mutating func emptied(_ slot: Int, offset: UInt64) { inner.emptied(slot, offset: offset) }
+        mutating func victim(_ pins: PinCounts) -> Int? { inner.victim(pins) }
+    }
+
+    /// The reader fails at record 700, inside the third batch (records 513 to 768): its own
+    /// error, thrown after the 699 reads before it ran (699 more L2 lookups than a reader failing
+    /// at its first record, whose run does only the image's opening), as one at a time would.
+    @Test func aReaderErrorInsideABatchComesAfterTheRecordsBeforeIt() throws {
+        func lookups(failingAt k: Int) -> Int {
+            var reader = FailingReader(inner: ArrayTraceReader(Self.reads(1000)), failAt: k)
+            CountingPolicy.l2Lookups = 0
+            #expect(throws: SimulationError.trace(TraceError(file: "failing", location: .line(k), message: "bad record"))) {
+                try Simulation.run(
+                    config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader,
+                    policy: CountingPolicy.self)
+            }
+            return CountingPolicy.l2Lookups
+        }
+        #expect(lookups(failingAt: 700) - lookups(failingAt: 1) == 699)
+    }
+
+    /// A library record ending past 2^64 is a located error, its end printed exactly.
+    @Test func aRecordEndingPast2To64IsALocatedError() throws {
+        var reader = ArrayTraceReader(
+            [TraceRecord(op: .read, offset: 0, length: 4096), TraceRecord(op: .read, offset: .max - 10, length: 4096)],
+            fileName: "lib")
+        let message = "request [18446744073709551605, 18446744073709555701) lies beyond the virtual size 1073741824"
+        #expect(throws: SimulationError.trace(TraceError(file: "lib", location: .line(2), message: message))) {
             try Simulation.run(config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader)
         }
     }
@@ -75,8 +120,9 @@ import TraceKit
         }
     }
 
-    /// Reads mixed with what leaves a batch (writes, flushes, reads across L2 slices, zero-length
-    /// reads, timed records): every counter equals the one-at-a-time path's.
+    /// Reads mixed with what leaves a batch (writes, flushes) or the quick path inside one
+    /// (reads across L2 slices), zero-length reads, timed and untimed records: every counter
+    /// equals the one-at-a-time path's.
     @Test(arguments: [false, true])
     func mixedTracesCountTheSameBatchedAndOneAtATime(timed: Bool) throws {
         var rng = SplitMix64(seed: 7)
@@ -87,11 +133,11 @@ import TraceKit
             switch rng.next() % 20 {
             case 0: records.append(TraceRecord(time: time, op: .write, offset: offset, length: 8192))
             case 1: records.append(TraceRecord(time: time, op: .flush, offset: 0, length: 0))
-            // 1 MiB from a slice's last cluster: two MAPs (the default cache's slices are whole
-            // 64 KiB tables of 8192 entries; with 4 KiB slices, 512).
+            // 1 MiB from the last cluster of a 4 KiB slice (512 entries, 32 MiB): two MAPs.
             case 2:
                 let o = (offset | 0x1FF_FFFF) & ~0xFFFF
-                records.append(TraceRecord(time: time, op: .read, offset: o + (1 << 20) <= Self.size ? o : o - (1 << 25), length: 1 << 20))
+                let inside = o + (1 << 20) <= Self.size ? o : o - (1 << 25)
+                records.append(TraceRecord(time: time, op: .read, offset: inside, length: 1 << 20))
             case 3: records.append(TraceRecord(time: time, op: .read, offset: offset, length: 0))
             case 4:
                 // Across two clusters.
@@ -101,7 +147,8 @@ import TraceKit
             }
         }
         // 16 slices of 4 KiB for the disk's 32: evictions, dirty ones among them (the writes).
-        for drive in ["l2-cache-size=64K,l2-cache-entry-size=4K", "l2-cache-size=64K,l2-cache-entry-size=4K,cache-clean-interval=5"] {
+        let small = "l2-cache-size=64K,l2-cache-entry-size=4K"
+        for drive in [small, small + ",cache-clean-interval=5"] {
             let config = SimulationConfig(
                 virtualSize: Self.size, populate: .ranges([ByteRange(start: 0, length: Self.size / 2)]), populateMode: .data,
                 driveOptions: try DriveOptions(parsing: drive))
