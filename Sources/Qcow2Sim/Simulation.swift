@@ -166,9 +166,10 @@ class RecordSource {
     /// The file name for messages.
     var fileName: String { "" }
     /// Fills `buffer` with the next records as long as each is a plain read (`PlainReads`:
-    /// what passes every check of the engine's request loop) and returns how many; the first record that is not one is kept
-    /// for `next()`, which returns it with `location()` still at it. 0: the next record, if
-    /// any, is not a plain read. A source may always answer 0 (one record at a time).
+    /// what passes every check of the engine's request loop) and returns how many; the first
+    /// record that is not one is kept for `next()`, which returns it with `location()` still at
+    /// it. 0: the next record, if any, is not a plain read. A source may always answer 0 (one
+    /// record at a time).
     ///
     /// The engine takes batches only where nothing reads the location of a batched record (no
     /// event log): the reader runs up to a batch ahead of the request being replayed.

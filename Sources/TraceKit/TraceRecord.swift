@@ -147,9 +147,9 @@ public protocol TraceReader {
     /// how many, and why the batch ended. A record `filter` refuses ends it
     /// (``BatchEnd/refused(_:)``) with `location` still at that record, so the caller handles it
     /// as if `next()` had returned it; an error ends it after the records before it
-    /// (``BatchEnd/failed(_:)``). The default
-    /// calls `next()` per record, in the reader's own specialized code: one call per batch
-    /// for a caller holding the reader behind a type-erased box.
+    /// (``BatchEnd/failed(_:)``). The default calls `next()` per record, in the reader's own
+    /// specialized code: one call per batch for a caller holding the reader behind a type-erased
+    /// box.
     mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (
         count: Int, end: BatchEnd
     )
