@@ -113,40 +113,42 @@ extension Qcow2Image {
     func quickMap(_ g: UInt64, _ len: UInt64) -> (slice: UInt64, host: UInt64, normal: Bool)? {
         if len == 0 { return (0, 0, false) }
         let oic = geometry.offsetInCluster(g)
-        if oic &+ len <= geometry.clusterSize {
-            // Inside one cluster (most reads): MAP's first entry answers alone.
-            let table = l2Table(for: g)
-            if table == 0 { return (0, 0, false) }
-            let l2i = geometry.l2Index(g)
-            let w0 = l2Store.entry(table, l2i).word
-            let t0 = geometry.standardType(w0)
-            if t0 == .compressed || isCorrupt(w0, t0) { return nil }
-            let normal = t0 == .normal
-            return (sliceOffset(g, table: table), normal ? (w0 & EntryBits.offsetMask) &+ oic : 0, normal)
-        }
-        return quickMapSpanning(g, len)
-    }
-
-    /// `quickMap` of a read across clusters (out of line: the one-cluster case above stays small
-    /// enough to inline into the engine's loop).
-    @inline(never)
-    private func quickMapSpanning(_ g: UInt64, _ len: UInt64) -> (slice: UInt64, host: UInt64, normal: Bool)? {
-        let cb = UInt64(geometry.clusterBits)
-        let (oic, l2i, need) = mapBounds(g, len)
+        // Most reads lie inside one cluster: MAP's first entry answers alone.
+        let spanning = oic &+ len > geometry.clusterSize
         // The request goes on past the slice: a second MAP.
-        if need &- oic < len { return nil }
+        if spanning && !withinOneSlice(g, len) { return nil }
         let table = l2Table(for: g)
         if table == 0 { return (0, 0, false) }
-        let (w0, _) = l2Store.entry(table, l2i)
+        let l2i = geometry.l2Index(g)
+        let w0 = l2Store.entry(table, l2i).word
         let t0 = geometry.standardType(w0)
         // `map`'s corruption cases (and compressed data) take the general path, which reports them.
         if t0 == .compressed || isCorrupt(w0, t0) { return nil }
+        if spanning && !firstRunCovers(g, len, table: table, l2i: l2i, first: w0, type: t0) { return nil }
+        let normal = t0 == .normal
+        return (sliceOffset(g, table: table), normal ? (w0 & EntryBits.offsetMask) &+ oic : 0, normal)
+    }
+
+    /// Whether `[g, g + len)` ends inside the L2 slice holding `g` (out of line, with
+    /// `firstRunCovers`: only reads across clusters ask, and `quickMap` stays small).
+    @inline(never)
+    private func withinOneSlice(_ g: UInt64, _ len: UInt64) -> Bool {
+        let (oic, _, need) = mapBounds(g, len)
+        return need &- oic >= len
+    }
+
+    /// Whether MAP's run from the first entry (`first`, of standard type `type`) covers
+    /// `[g, g + len)`, a read inside one slice.
+    @inline(never)
+    private func firstRunCovers(
+        _ g: UInt64, _ len: UInt64, table: UInt64, l2i: Int, first w0: UInt64, type t0: SubclusterType
+    ) -> Bool {
+        let cb = UInt64(geometry.clusterBits)
+        let (oic, _, need) = mapBounds(g, len)
         let nbClusters = Int(truncatingIfNeeded: (need &+ geometry.clusterSize &- 1) &>> cb)
         let count = nbClusters > 1 ? 1 &+ followingRun(table, l2i, first: w0, type: t0, clusters: nbClusters) : 1
         // Standard entries: one subcluster per cluster.
-        if min(UInt64(truncatingIfNeeded: count) &<< cb, need) &- oic < len { return nil }
-        let normal = t0 == .normal
-        return (sliceOffset(g, table: table), normal ? (w0 & EntryBits.offsetMask) &+ oic : 0, normal)
+        return min(UInt64(truncatingIfNeeded: count) &<< cb, need) &- oic >= len
     }
 
     /// The part of READ after the cache for a request `quickMap` took: the guest's data read.
