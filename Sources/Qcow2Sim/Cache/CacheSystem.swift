@@ -80,6 +80,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         /// The cache of kind `k`.
         @inline(__always) public subscript(k: CacheKind) -> MetadataCache<Policy> { k == .l2 ? l2 : refcount }
 
+        /// Runs `body` on the L2 cache, borrowed without a retain.
+        @inline(__always) func withL2<R>(_ body: (MetadataCache<Policy>) -> R) -> R { refs.l2._withUnsafeGuaranteedRef(body) }
+
         /// Runs `body` on the cache of kind `k`, borrowed without a retain.
         @inline(__always) func with<R>(_ k: CacheKind, _ body: (MetadataCache<Policy>) -> R) -> R {
             (k == .l2 ? refs.l2 : refs.rc)._withUnsafeGuaranteedRef(body)
@@ -224,6 +227,17 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                 k &+= 1
             }
         }
+    }
+
+    /// Whether `quietGetPutTopL2` may stand for `getPutTopL2`: no event log, no test-only
+    /// mis-eviction, no observer. Asked once per batch of quick reads.
+    var takesQuietGetPut: Bool { log == nil && debugMisEvictAtLookup == nil && observer == nil }
+
+    /// `getPutTopL2` where `takesQuietGetPut` holds.
+    @inline(__always)
+    func quietGetPutTopL2(_ offset: UInt64) {
+        assert(takesQuietGetPut, "quiet GET and PUT with a log, an observer or a mis-eviction")
+        imageRefs[0]._withUnsafeGuaranteedRef { im in im.withL2 { c in quietGetPut(im, c, offset) } }
     }
 
     /// An L2 GET then PUT of image 0's table at `offset`, as a batch of those two operations

@@ -30,9 +30,19 @@ public protocol EvictionPolicy {
     /// The default replays them one by one; a policy for which a repeat changes nothing may do
     /// one.
     mutating func repeatedHits(_ slot: Int, offset: UInt64, count: Int, released: Bool)
+    /// `filled` then `released` of the same slot: a GET that missed, released right away (the
+    /// default makes the two calls; a policy for which the release changes nothing more may do
+    /// one).
+    mutating func filledReleased(_ slot: Int, offset: UInt64)
 }
 
 extension EvictionPolicy {
+    /// `filled`, then `released`.
+    @inline(__always) public mutating func filledReleased(_ slot: Int, offset: UInt64) {
+        filled(slot, offset: offset)
+        released(slot, offset: offset)
+    }
+
     /// Replays the lookups one by one.
     public mutating func repeatedHits(_ slot: Int, offset: UInt64, count: Int, released: Bool) {
         for _ in 0..<count {
@@ -45,20 +55,31 @@ extension EvictionPolicy {
 /// An intrusive doubly linked list over slot indices, ordered from least to most recently
 /// touched. Shared by the recency-ordered policies.
 ///
+/// Circular, through a sentinel node (index `capacity`), so linking and unlinking take no branch
+/// on the list's ends; an unlinked slot's `next` is -1.
+///
 /// - Complexity: O(1) append, remove and move-to-back.
 public struct RecencyList {
-    private let prev: SlotBuffer<Int32>
-    private let next: SlotBuffer<Int32>
-    private let linked: SlotBuffer<Bool>
-    /// First (oldest) slot, or -1.
-    public private(set) var head: Int32 = -1
-    private var tail: Int32 = -1
+    /// A slot's neighbours, side by side: one base pointer and one cache line per step.
+    private struct Links {
+        var prev: Int32
+        var next: Int32
+    }
+    private let links: SlotBuffer<Links>
+    /// The sentinel: its `next` is the oldest slot, its `prev` the newest (itself when empty).
+    private let end: Int32
 
     /// An empty list over `capacity` slots.
     public init(capacity: Int) {
-        prev = SlotBuffer(count: capacity, repeating: -1)
-        next = SlotBuffer(count: capacity, repeating: -1)
-        linked = SlotBuffer(count: capacity, repeating: false)
+        links = SlotBuffer(count: capacity + 1, repeating: Links(prev: -1, next: -1))
+        end = Int32(capacity)
+        links[capacity] = Links(prev: end, next: end)
+    }
+
+    /// First (oldest) slot, or -1.
+    public var head: Int32 {
+        let h = links[Int(end)].next
+        return h == end ? -1 : h
     }
 
     /// Appends `i` at the back, unlinking it first if present.
@@ -66,34 +87,36 @@ public struct RecencyList {
     public mutating func moveToBack(_ i: Int) {
         // Slot numbers are below the capacity, an `Int32` (truncating: no range check per call).
         let i32 = Int32(truncatingIfNeeded: i)
-        if linked[i] {
-            if tail == i32 { return }
-            remove(i)
+        let last = links[Int(end)].prev
+        if last == i32 { return }
+        let l = links[i]
+        if l.next >= 0 {
+            links[Int(l.prev)].next = l.next
+            links[Int(l.next)].prev = l.prev
         }
-        prev[i] = tail
-        next[i] = -1
-        if tail >= 0 { next[Int(tail)] = i32 } else { head = i32 }
-        tail = i32
-        linked[i] = true
+        links[i] = Links(prev: last, next: end)
+        links[Int(last)].next = i32
+        links[Int(end)].prev = i32
     }
 
     /// Unlinks `i` if present.
     @inline(__always)
     public mutating func remove(_ i: Int) {
-        guard linked[i] else { return }
-        let p = prev[i], n = next[i]
-        if p >= 0 { next[Int(p)] = n } else { head = n }
-        if n >= 0 { prev[Int(n)] = p } else { tail = p }
-        linked[i] = false
+        let l = links[i]
+        guard l.next >= 0 else { return }
+        links[Int(l.prev)].next = l.next
+        links[Int(l.next)].prev = l.prev
+        links[i].next = -1
     }
 
     /// The first slot from the front whose pin count is 0.
     @inline(__always)
     public func firstUnpinned(_ pins: PinCounts) -> Int? {
-        var i = head
-        while i >= 0 {
-            if !pins.isPinned(Int(i)) { return Int(i) }
-            i = next[Int(i)]
+        var i = links[Int(end)].next
+        while i != end {
+            // A listed slot is below the capacity, the pin counts' count.
+            if !pins.isPinned(unchecked: Int(i)) { return Int(i) }
+            i = links[Int(i)].next
         }
         return nil
     }

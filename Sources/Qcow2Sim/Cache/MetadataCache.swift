@@ -150,11 +150,10 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     @inline(__always) public func fillReleased(_ i: Int, offset: UInt64) {
         assert(pins[i] == 0, "fillReleased of a pinned slot")
         occupy(i, offset: offset, readFromDisk: true)
-        policy.filled(i, offset: offset)
         touchMemory(i)
         lruClock &+= 1
         lru[i] = lruClock
-        policy.released(i, offset: offset)
+        policy.filledReleased(i, offset: offset)
     }
 
     /// `hit(i)` then `put(i)`: a GET released right away.

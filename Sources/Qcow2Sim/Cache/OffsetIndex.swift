@@ -2,19 +2,26 @@
 /// hits (offsets in one cache are unique, so the slot found is the same).
 ///
 /// Separate chaining through the slots: each bucket holds the first slot of its chain and each
-/// slot the next one, so a slot is in at most one chain and the index needs no more memory than
-/// two integers per slot and one per bucket. Chosen over `Dictionary` because the hit path runs
+/// slot its neighbours, so a slot is in at most one chain and the index needs no more memory than
+/// 16 bytes per slot and one per bucket. Chosen over `Dictionary` because the hit path runs
 /// once per request and `qcow2sim-bench` showed the hashing cost dominating it; chosen over
 /// linear probing because every miss of a full cache removes one key and inserts another, and
-/// probing's backward-shift deletion cost ~80 instructions per miss (callgrind, read-1e6), where
-/// unlinking a slot whose number the caller knows costs a few.
+/// probing's backward-shift deletion cost ~80 instructions per miss (callgrind, read-1e6).
+/// Doubly linked, so the removal of a slot (whose number the caller knows) neither hashes its key
+/// again nor walks the chain.
 struct OffsetIndex {
+    /// A slot's key and neighbours in its chain, side by side (one cache line per step).
+    private struct Node {
+        /// The key the slot is indexed under (0: none; offset 0 is the image header, never cached).
+        var key: UInt64
+        /// Next slot in the same chain (-1: last).
+        var next: Int32
+        /// Previous slot in the same chain; for a chain's first slot, `~bucket` (negative).
+        var prev: Int32
+    }
     /// First slot of each bucket's chain (-1: empty).
     private let heads: SlotBuffer<Int32>
-    /// Next slot in the same chain (-1: last).
-    private let next: SlotBuffer<Int32>
-    /// The key each slot is indexed under (0: none; offset 0 is the image header, never cached).
-    private let keys: SlotBuffer<UInt64>
+    private let nodes: SlotBuffer<Node>
     private let mask: Int
 
     /// A map for slots `0 ..< capacity`, with at least twice as many buckets.
@@ -22,8 +29,7 @@ struct OffsetIndex {
         var size = 16
         while size < capacity * 2 { size <<= 1 }
         heads = SlotBuffer(count: size, repeating: -1)
-        next = SlotBuffer(count: capacity, repeating: -1)
-        keys = SlotBuffer(count: capacity, repeating: 0)
+        nodes = SlotBuffer(count: capacity, repeating: Node(key: 0, next: -1, prev: -1))
         mask = size - 1
     }
 
@@ -39,8 +45,9 @@ struct OffsetIndex {
         var s = heads[bucket(key)]
         while s >= 0 {
             let i = Int(truncatingIfNeeded: s)
-            if keys[i] == key { return i }
-            s = next[i]
+            let n = nodes[i]
+            if n.key == key { return i }
+            s = n.next
         }
         return nil
     }
@@ -48,26 +55,22 @@ struct OffsetIndex {
     /// Maps `key` (not present) to `slot` (not indexed).
     @inline(__always) mutating func insert(_ key: UInt64, _ slot: Int) {
         let b = bucket(key)
-        keys[slot] = key
-        next[slot] = heads[b]
+        let h = heads[b]
+        nodes[slot] = Node(key: key, next: h, prev: ~Int32(truncatingIfNeeded: b))
+        if h >= 0 { nodes[Int(truncatingIfNeeded: h)].prev = Int32(truncatingIfNeeded: slot) }
         heads[b] = Int32(truncatingIfNeeded: slot)
     }
 
     /// Removes the key `slot` is indexed under, if any.
     @inline(__always) mutating func remove(slot: Int) {
-        let key = keys[slot]
-        if key == 0 { return }
-        let b = bucket(key)
-        let s32 = Int32(truncatingIfNeeded: slot)
-        var p = heads[b]
-        if p == s32 {
-            heads[b] = next[slot]
+        let n = nodes[slot]
+        if n.key == 0 { return }
+        if n.prev >= 0 {
+            nodes[Int(truncatingIfNeeded: n.prev)].next = n.next
         } else {
-            // `slot` is in this chain: the walk ends at it.
-            while next[Int(truncatingIfNeeded: p)] != s32 { p = next[Int(truncatingIfNeeded: p)] }
-            next[Int(truncatingIfNeeded: p)] = next[slot]
+            heads[Int(truncatingIfNeeded: ~n.prev)] = n.next
         }
-        next[slot] = -1
-        keys[slot] = 0
+        if n.next >= 0 { nodes[Int(truncatingIfNeeded: n.next)].prev = n.prev }
+        nodes[slot].key = 0
     }
 }

@@ -103,4 +103,10 @@ public struct PinCounts {
         precondition(i >= 0 && i < pins.count, "slot \(i) out of range 0..<\(pins.count)")
         return pins[i] != 0
     }
+
+    /// `isPinned` for a slot number known to be in range (a policy's own list of slots).
+    @inline(__always) func isPinned(unchecked i: Int) -> Bool {
+        assert(i >= 0 && i < pins.count, "slot \(i) out of range 0..<\(pins.count)")
+        return pins[i] != 0
+    }
 }

@@ -22,6 +22,8 @@ public struct FIFOPolicy: EvictionPolicy {
         hit(slot, offset: offset)
         if released { self.released(slot, offset: offset) }
     }
+    /// A fill and its release (a release changes nothing).
+    @inline(__always) public mutating func filledReleased(_ slot: Int, offset: UInt64) { order.moveToBack(slot) }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func victim(_ pins: PinCounts) -> Int? { order.firstUnpinned(pins) }
 }

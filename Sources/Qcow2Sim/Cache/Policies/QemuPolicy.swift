@@ -24,6 +24,8 @@ public struct QemuPolicy: EvictionPolicy {
         hit(slot, offset: offset)
         if released { self.released(slot, offset: offset) }
     }
+    /// A fill and its release (both move the slot to the back: once is enough).
+    @inline(__always) public mutating func filledReleased(_ slot: Int, offset: UInt64) { order.moveToBack(slot) }
     /// Witness of the `EvictionPolicy` requirement.
     @inline(__always) public mutating func victim(_ pins: PinCounts) -> Int? { order.firstUnpinned(pins) }
 }
