@@ -80,9 +80,6 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         /// The cache of kind `k`.
         @inline(__always) public subscript(k: CacheKind) -> MetadataCache<Policy> { k == .l2 ? l2 : refcount }
 
-        /// Runs `body` on the L2 cache, borrowed without a retain.
-        @inline(__always) func withL2<R>(_ body: (MetadataCache<Policy>) -> R) -> R { refs.l2._withUnsafeGuaranteedRef(body) }
-
         /// Runs `body` on the cache of kind `k`, borrowed without a retain.
         @inline(__always) func with<R>(_ k: CacheKind, _ body: (MetadataCache<Policy>) -> R) -> R {
             (k == .l2 ? refs.l2 : refs.rc)._withUnsafeGuaranteedRef(body)
@@ -237,7 +234,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     @inline(__always)
     func quietGetPutTopL2(_ offset: UInt64) {
         assert(takesQuietGetPut, "quiet GET and PUT with a log, an observer or a mis-eviction")
-        imageRefs[0]._withUnsafeGuaranteedRef { im in im.withL2 { c in quietGetPut(im, c, offset) } }
+        imageRefs[0]._withUnsafeGuaranteedRef { im in im.with(.l2) { c in quietGetPut(im, c, offset) } }
     }
 
     /// An L2 GET then PUT of image 0's table at `offset`, as a batch of those two operations
@@ -246,11 +243,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     @inline(__always)
     func getPutTopL2(_ offset: UInt64) {
         assert(observer == nil, "quick reads bypass the observer")
-        imageRefs[0]._withUnsafeGuaranteedRef { im in
-            // With events to log (or the test-only mis-eviction), the general GET and PUT.
-            if log != nil || debugMisEvictAtLookup != nil { return getPut(im, .l2, offset, readFromDisk: true) }
-            im.with(.l2) { c in quietGetPut(im, c, offset) }
+        // With events to log (or the test-only mis-eviction), the general GET and PUT.
+        if log != nil || debugMisEvictAtLookup != nil {
+            return imageRefs[0]._withUnsafeGuaranteedRef { getPut($0, .l2, offset, readFromDisk: true) }
         }
+        quietGetPutTopL2(offset)
     }
 
     /// `get` then `put` of image 0's L2 table at `offset` where no event is logged: the same

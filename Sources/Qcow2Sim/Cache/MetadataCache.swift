@@ -146,7 +146,8 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     }
 
     /// `fill(i, offset:, readFromDisk: true)` then `put(i)` of an unpinned slot (a GET released
-    /// right away, as MAP's is): the same state, counters and policy calls, without pinning.
+    /// right away, as MAP's is): the same state and counters, without pinning; the policy hears
+    /// `filledReleased` (by default its `filled` then `released`).
     @inline(__always) public func fillReleased(_ i: Int, offset: UInt64) {
         assert(pins[i] == 0, "fillReleased of a pinned slot")
         occupy(i, offset: offset, readFromDisk: true)
