@@ -476,7 +476,10 @@ struct Replay {
                 l2EntrySize: sizings[k].l2EntrySize, readOnly: !isTop || config.readOnly,
                 writethrough: config.cacheMode.writethrough)
         }
-        for image in chain { image.debugReverseTaskResumption = config.debugReverseTaskResumption }
+        for image in chain {
+            image.debugReverseTaskResumption = config.debugReverseTaskResumption
+            image.debugGeneralWrites = config.debugGeneralWrites
+        }
         let size = top.geometry.virtualSize
         var report = SimulationReport(images: [], requests: 0, requestsByOp: [:], duration: 0, policy: config.policy)
         var firstTime: Double?

@@ -117,6 +117,9 @@ public struct SimulationConfig: Sendable {
     /// other orders QEMU can take when I/O completes differently (§13); proves `validate` tells
     /// a reordered run (`equivalent`) from one whose order changed later cache decisions.
     public var debugReverseTaskResumption = false
+    /// Test only: every write takes the general path of ALLOC_HOST and the task, never
+    /// `Qcow2Image.quickWrite`, so a test can compare the two.
+    public var debugGeneralWrites = false
 
     /// Creates a configuration; the defaults match `qcow2sim simulate` without options.
     public init(

@@ -82,6 +82,31 @@ import Testing
         #expect(s.next(from: 1001, member: false) == 1 << 32)
         #expect(s.runCount(maxRun: 1 << 40) == 2)
     }
+
+    /// `membership` of ranges inside one page (512 blocks): a partly filled page's bits, a whole
+    /// page, an absent one; a range over two pages has no answer. Hand-worked: blocks 600 ..< 700
+    /// and the whole page 2 (1024 ..< 1536) are in the set.
+    @Test func membershipInsideOnePage() {
+        var s = BlockRanges()
+        s.insert(600..<700)
+        s.insert(1024..<1536)
+        #expect(s.membership(600..<700) == .all)
+        #expect(s.membership(640..<641) == .all)
+        #expect(s.membership(599..<601) == .some)
+        #expect(s.membership(699..<701) == .some)
+        #expect(s.membership(512..<600) == .empty)
+        #expect(s.membership(700..<1024) == .empty)
+        #expect(s.membership(1100..<1200) == .all)
+        #expect(s.membership(0..<512) == .empty)
+        #expect(s.membership(1536..<1537) == .empty)
+        #expect(s.membership(1000..<1100) == nil)
+        #expect(s.membership(5..<5) == nil)
+        // After an update elsewhere (the remembered page changes) the answers hold.
+        s.remove(650..<651)
+        #expect(s.membership(600..<700) == .some)
+        #expect(s.membership(651..<700) == .all)
+        #expect(s.membership(650..<651) == .empty)
+    }
 }
 
 /// `RefcountStore`'s range update and run length (the bulk path of UPDATE) against a plain

@@ -103,7 +103,12 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     public let timeline: MemoryTimeline?
     /// Host files that write-backs write to (live runs); nil in a replay of a recording, where
     /// `hostGuard` operations check instead that the write-backs match the recording's.
-    @exclusivity(unchecked) var hosts: [HostFile]?
+    @exclusivity(unchecked) var hosts: [HostFile]? {
+        didSet { hostRefs = hosts.map { $0.map { Unmanaged.passUnretained($0) } } }
+    }
+    /// `hosts` unretained, for the write-backs (a strong element load costs a retain/release pair
+    /// per write-back). Safe: `hosts` owns them while they are here.
+    @exclusivity(unchecked) private var hostRefs: [Unmanaged<HostFile>]?
     /// Told about every operation when set (`explain`: one request step by step); nil on every
     /// other run.
     @exclusivity(unchecked) public var observer: (any CacheObserver)?
@@ -486,7 +491,8 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             for kind in CacheKind.allCases {
                 let c = im[kind]
                 if !c.pinnedSlots.isEmpty {
-                    problems.append("image \(k) \(kind) cache: entries \(c.pinnedSlots) still pinned at close (QEMU asserts ref == 0)")
+                    problems.append(
+                        "image \(k) \(kind) cache: entries \(c.pinnedSlots) still pinned at close (QEMU asserts ref == 0)")
                 }
                 #if DEBUG
                     problems += c.checkInvariants().map { "image \(k) \(kind) cache: \($0)" }
@@ -499,7 +505,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     // MARK: - Cache operations (§3)
 
     @inline(__always)
-    private func emit(_ kind: CacheEvent.Kind, _ c: CacheKind, image: Int, offset: UInt64 = 0, readFromDisk: Bool = true, index: Int = 0) {
+    private func emit(
+        _ kind: CacheEvent.Kind, _ c: CacheKind, image: Int, offset: UInt64 = 0, readFromDisk: Bool = true, index: Int = 0
+    ) {
         guard let log else { return }
         log.append(CacheEvent(kind: kind, image: image, isL2: c == .l2, offset: offset, readFromDisk: readFromDisk, index: index))
     }
@@ -602,7 +610,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         }
         if shared {
             let offset = c.offset(at: i) & Self.offsetMask
-            hosts?[image].write(offset, c.tableSize)
+            hostRefs?[image]._withUnsafeGuaranteedRef { $0.write(offset, c.tableSize) }
             let before = c.freshWrittenDigest
             c.markClean(i)
             if c.freshWrittenDigest != before {
@@ -614,7 +622,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             }
             return
         }
-        hosts?[image].write(c.offset(at: i), c.tableSize)
+        hostRefs?[image]._withUnsafeGuaranteedRef { $0.write(c.offset(at: i), c.tableSize) }
         c.markClean(i)
     }
 

@@ -104,7 +104,7 @@ struct BlockRanges {
     /// Sets or clears blocks `[a, b)` (page-relative, `b - a` < 512 or not page-aligned) of `page`.
     private mutating func updatePartOfPage(_ page: UInt64, _ a: Int, _ b: Int, set: Bool) {
         let bk: Int
-        if let found = partial.find(page) {
+        if let found = partial.findRemembering(page) {
             bk = found
         } else {
             let wasFull = isFull(page)
@@ -149,6 +149,32 @@ struct BlockRanges {
     mutating func insert(_ r: Range<UInt64>) { update(r, set: true) }
 
     mutating func remove(_ r: Range<UInt64>) { update(r, set: false) }
+
+    /// How many blocks of `r` are in the set when `r` lies inside one page: none (`.empty`), all
+    /// (`.all`) or some; nil for a range over pages (the caller then updates it as it is). A
+    /// lookup without an update: most host writes rewrite blocks already written (a table's
+    /// write-back) or fill blocks already allocated, and then skip one set or both.
+    enum Membership { case empty, some, all }
+
+    mutating func membership(_ r: Range<UInt64>) -> Membership? {
+        let pageBits = UInt64(Self.pageBits)
+        let page = r.lowerBound >> pageBits
+        guard !r.isEmpty, (r.upperBound - 1) >> pageBits == page else { return nil }
+        guard let bk = partial.findRemembering(page) else { return isFull(page) ? .all : .empty }
+        let a = Int(r.lowerBound & (Self.pageBlocks - 1)), b = Int((r.upperBound - 1) & (Self.pageBlocks - 1)) + 1
+        var any = false, all = true
+        var i = a
+        while i < b {
+            let w = i >> 6, bit = i & 63
+            let span = min(64 - bit, b - i)
+            let m: UInt64 = (span == 64 ? ~0 : ((1 &<< UInt64(span)) &- 1)) &<< UInt64(bit)
+            let present = partial.word(bk, w) & m
+            if present != 0 { any = true }
+            if present != m { all = false }
+            i += span
+        }
+        return all ? .all : any ? .some : .empty
+    }
 
     /// Whether block `b` is in the set.
     func contains(_ b: UInt64) -> Bool {
@@ -351,9 +377,15 @@ struct PageBitmaps {
         Int(truncatingIfNeeded: (key &* 0x9E37_79B9_7F4A_7C15) &>> 32) & mask
     }
 
+    /// The bucket `remember` last found: updates come in runs on one page (a cluster's blocks, the
+    /// clusters allocated one after another at the end of the file). Only a hint: `find` checks
+    /// its key, so a bucket moved by a removal or a growth is merely a miss.
+    private var hint = 0
+
     /// The bucket of `page`, or nil.
     @inline(__always) func find(_ page: UInt64) -> Int? {
         let key = page &+ 1
+        if keys[hint] == key { return hint }
         var b = home(key)
         while true {
             let k = keys[b]
@@ -363,6 +395,13 @@ struct PageBitmaps {
         }
     }
 
+    /// `find`, remembering the bucket found for the next lookup.
+    @inline(__always) mutating func findRemembering(_ page: UInt64) -> Int? {
+        let b = find(page)
+        if let b { hint = b }
+        return b
+    }
+
     /// Adds `page` (absent) with every bit set (`filled`) or none; returns its bucket.
     mutating func insert(_ page: UInt64, filled: Bool) -> Int {
         if 2 * (count + 1) > keys.count { grow() }
@@ -370,6 +409,7 @@ struct PageBitmaps {
         var b = home(key)
         while keys[b] != 0 { b = (b &+ 1) & mask }
         keys[b] = key
+        hint = b
         let fill: UInt64 = filled ? ~0 : 0
         for w in 0..<Self.wordsPerPage { words[b * Self.wordsPerPage + w] = fill }
         pops[b] = filled ? BlockRanges.pageBlocks : 0
@@ -413,12 +453,20 @@ struct PageBitmaps {
             let m: UInt64 = (span == 64 ? ~0 : ((1 &<< UInt64(span)) &- 1)) &<< UInt64(bit)
             let at = b &* Self.wordsPerPage &+ w
             let old = words[at]
-            let new = set ? old | m : old & ~m
-            // The bits that changed: all added, or all removed (one population count, which
-            // baseline x86-64 computes in software, instead of two).
-            let changed = UInt64((old ^ new).nonzeroBitCount)
+            // The bits that changed: all added, or all removed. Most updates find the span
+            // wholly clear or wholly set, and need no population count (which baseline x86-64
+            // computes in software).
+            let present = old & m
+            let changed: UInt64
+            if present == 0 {
+                changed = set ? UInt64(span) : 0
+            } else if present == m {
+                changed = set ? 0 : UInt64(span)
+            } else {
+                changed = UInt64((set ? m & ~old : present).nonzeroBitCount)
+            }
             pop = set ? pop &+ changed : pop &- changed
-            words[at] = new
+            words[at] = set ? old | m : old & ~m
             i += span
         }
         pops[b] = pop
@@ -435,6 +483,7 @@ struct PageBitmaps {
         words = [UInt64](repeating: 0, count: n * Self.wordsPerPage)
         pops = [UInt64](repeating: 0, count: n)
         mask = n - 1
+        hint = 0
         for i in oldKeys.indices where oldKeys[i] != 0 {
             var b = home(oldKeys[i])
             while keys[b] != 0 { b = (b &+ 1) & mask }

@@ -30,7 +30,9 @@ final class HostFile {
         guard bytes > 0 else { return }
         length = max(length, offset + bytes)
         let r = Self.blocks(covering: offset, bytes)
-        allocated.insert(r)
+        // Written data is a subset of the allocation: a rewrite changes neither.
+        if data.membership(r) == .all { return }
+        if allocated.membership(r) != .all { allocated.insert(r) }
         data.insert(r)
     }
 
@@ -41,7 +43,8 @@ final class HostFile {
         allocated.insert(Self.blocks(covering: offset, bytes))
         let a = (offset + Self.blockSize - 1) / Self.blockSize
         let b = (offset + bytes) / Self.blockSize
-        if a < b { data.remove(a..<b) }
+        // Zeroing blocks never written (a new cluster's) leaves the data as it is.
+        if a < b && data.membership(a..<b) != .empty { data.remove(a..<b) }
         // Partial blocks at the edges are written with zeroes: they hold data.
         if offset % Self.blockSize != 0 { data.insert(Self.blocks(covering: offset, 1)) }
         if (offset + bytes) % Self.blockSize != 0 { data.insert(Self.blocks(covering: offset + bytes - 1, 1)) }

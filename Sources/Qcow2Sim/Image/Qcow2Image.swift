@@ -83,6 +83,8 @@ public final class Qcow2Image {
 
     /// Test-only: multi-segment write tasks resume last submitted first (`write`, §13).
     @exclusivity(unchecked) var debugReverseTaskResumption = false
+    /// Test-only: every write takes the general path (`quickWrite` never runs).
+    @exclusivity(unchecked) var debugGeneralWrites = false
     /// An empty array with capacity that `allocateHost` starts from (`write`'s inline task
     /// hands its array back).
     @exclusivity(unchecked) var spareMetas: [L2Meta] = []

@@ -1,0 +1,111 @@
+import Foundation
+import Qcow2Sim
+import Testing
+import TraceKit
+
+/// `Qcow2Image.quickWrite` (an overwrite of a cluster of the image's own, or the allocation of an
+/// unallocated one, inside one cluster) makes the calls the general path of ALLOC_HOST and the
+/// task makes: the same events, counters and host file, on workloads that mix those writes with
+/// every case it leaves to the general path (spanning writes, zero and discarded entries, tables
+/// not yet allocated, clusters shared after a write-zeroes), at cache sizes that evict.
+@Suite struct QuickWriteTests {
+    /// Writes (4 KiB and odd sizes, aligned to 512 bytes, some spanning clusters, some whole
+    /// clusters), rewrites of earlier offsets, reads, discards and write-zeroes over `size` bytes.
+    static func records(count: Int, size: UInt64, seed: UInt64) -> [TraceRecord] {
+        var x = seed
+        func next() -> UInt64 {
+            x ^= x << 13
+            x ^= x >> 7
+            x ^= x << 17
+            return x
+        }
+        var earlier: [UInt64] = []
+        var records: [TraceRecord] = []
+        for _ in 0..<count {
+            let r = next() % 100
+            let op: TraceRecord.Op = r < 60 ? .write : r < 85 ? .read : r < 93 ? .discard : .writeZeroes
+            let length: UInt64
+            switch next() % 6 {
+            case 0: length = 65536
+            case 1: length = (1 + next() % 40) * 512
+            case 2: length = (1 + next() % 300) * 512
+            default: length = 4096
+            }
+            var offset = (next() % (size / 512)) * 512
+            if !earlier.isEmpty && next() % 3 == 0 { offset = earlier[Int(next() % UInt64(earlier.count))] }
+            offset = min(offset, size - length)
+            if op == .write { earlier.append(offset) }
+            records.append(TraceRecord(op: op, offset: offset, length: length))
+        }
+        return records
+    }
+
+    struct Outcome: Equatable {
+        var events: [CacheEvent]
+        var l2: [CacheStats]
+        var refcount: [CacheStats]
+        var image: [ImageStats]
+        var host: [[UInt64]]
+    }
+
+    static func run(_ config: SimulationConfig, _ records: [TraceRecord], general: Bool) throws -> Outcome {
+        var config = config
+        config.debugGeneralWrites = general
+        var reader = ArrayTraceReader(records)
+        let log = EventLog()
+        let report = try Simulation.run(config: config, reader: &reader, log: log)
+        return Outcome(
+            events: log.events, l2: report.images.map(\.l2), refcount: report.images.map(\.refcount),
+            image: report.images.map(\.image), host: report.images.map { [$0.hostLengthBytes, $0.hostAllocatedBytes] })
+    }
+
+    static let size: UInt64 = 3 << 30
+
+    static func configs() throws -> [(String, SimulationConfig)] {
+        var small = SimulationConfig(
+            virtualSize: size, driveOptions: try DriveOptions(parsing: "l2-cache-size=64K,refcount-cache-size=64K"))
+        small.cacheMode = .writethrough
+        var populated = SimulationConfig(virtualSize: size, populate: .full)
+        populated.driveOptions = try DriveOptions(parsing: "l2-cache-size=128K")
+        let data = SimulationConfig(
+            virtualSize: size, populate: .ranges([ByteRange(start: 0, length: 1 << 30)]), populateMode: .data)
+        let small4K = SimulationConfig(
+            virtualSize: 1 << 30, createOptions: CreateOptions(clusterSize: 4096),
+            driveOptions: try DriveOptions(parsing: "l2-cache-size=16K"))
+        return [
+            ("fresh, default caches", SimulationConfig(virtualSize: size)),
+            ("fresh, 64 KiB caches, writethrough", small),
+            ("preallocated metadata, 128 KiB L2 cache", populated),
+            ("first GiB of data", data),
+            ("4 KiB clusters, 16 KiB L2 cache", small4K),
+        ]
+    }
+
+    @Test func quickWritesMatchTheGeneralPath() throws {
+        for (name, config) in try Self.configs() {
+            let records = Self.records(count: 4000, size: config.virtualSize, seed: 0x9E37_79B9_7F4A_7C15)
+            let general = try Self.run(config, records, general: true)
+            let quick = try Self.run(config, records, general: false)
+            // Every configuration has 2364 writes; all but the preallocated one allocate.
+            #expect(general.events.count > 3 * records.count, "\(name): too few events to compare")
+            #expect(general.image.reduce(0) { $0 + $1.guestBytesWritten } > 60 << 20, "\(name): the workload writes")
+            if config.populate != .full {
+                #expect(general.image.reduce(0) { $0 + $1.clustersAllocated } > 1000, "\(name): the workload allocates")
+            }
+            // Compared as a whole, reported by part (a failed comparison of the whole would print
+            // every event).
+            #expect(quick.l2 == general.l2, "\(name)")
+            #expect(quick.refcount == general.refcount, "\(name)")
+            #expect(quick.image == general.image, "\(name)")
+            #expect(quick.host == general.host, "\(name)")
+            let sameEvents = quick.events == general.events
+            #expect(sameEvents, "\(name): \(quick.events.count) events instead of \(general.events.count)")
+            if !sameEvents,
+                let i = quick.events.indices.first(where: { $0 >= general.events.count || quick.events[$0] != general.events[$0] }
+                )
+            {
+                Issue.record("\(name): first difference at event \(i): \(quick.events[i]) instead of \(general.events[i])")
+            }
+        }
+    }
+}
