@@ -162,6 +162,13 @@ struct BlockRanges {
         guard !r.isEmpty, (r.upperBound - 1) >> pageBits == page else { return nil }
         guard let bk = partial.findRemembering(page) else { return isFull(page) ? .all : .empty }
         let a = Int(r.lowerBound & (Self.pageBlocks - 1)), b = Int((r.upperBound - 1) & (Self.pageBlocks - 1)) + 1
+        if a >> 6 == (b - 1) >> 6 {
+            // Inside one word (a 4 KiB write, a 64 KiB cluster): one mask.
+            let span = b - a
+            let m: UInt64 = (span == 64 ? ~0 : ((1 &<< UInt64(span)) &- 1)) &<< UInt64(a & 63)
+            let present = partial.word(bk, a >> 6) & m
+            return present == 0 ? .empty : present == m ? .all : .some
+        }
         var any = false, all = true
         var i = a
         while i < b {

@@ -117,6 +117,31 @@ extension Qcow2Image {
         }
     }
 
+    /// `allocate(bytes:)` of one cluster when the cluster at `freeClusterIndex` is free and has a
+    /// refcount block (the common case: clusters taken one after another at the end of the
+    /// file): FIND_FREE's one refcount read, then UPDATE's GET, MARK_DIRTY, store and PUT of
+    /// that block, the same calls as the general path. Nil, with nothing done, otherwise.
+    @inline(__always)
+    func allocateNextCluster() -> UInt64? {
+        guard observed, pendingDiscards.isEmpty else { return nil }
+        let k = freeClusterIndex
+        let t = Int(truncatingIfNeeded: geometry.refblockIndex(ofCluster: k))
+        guard k != 0, t < reftable.count else { return nil }
+        let block = reftable[t] & EntryBits.reftableOffsetMask
+        guard block != 0 else { return nil }
+        let idx = Int(truncatingIfNeeded: k & (geometry.refblockEntries &- 1))
+        guard rcStore.get(block, idx) == 0 else { return nil }
+        // FIND_FREE (`readRefcounts` of the one cluster).
+        put(Self.rc, get(Self.rc, block))
+        freeClusterIndex = k &+ 1
+        // UPDATE: 0 -> 1.
+        let held = get(Self.rc, block)
+        markDirty(Self.rc, held)
+        rcStore.set(block, idx, 1)
+        put(Self.rc, held)
+        return k &<< UInt64(geometry.clusterBits)
+    }
+
     /// ALLOC_AT(off, n) (§4.3, `qcow2_alloc_clusters_at`): how many of `n` clusters from `off`
     /// could be allocated contiguously (0 if `off` is in use).
     func allocate(at off: UInt64, clusters n: UInt64) -> UInt64 {

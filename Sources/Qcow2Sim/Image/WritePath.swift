@@ -181,7 +181,7 @@ extension Qcow2Image {
         let slice = loadSlice(g, table: table)
         put(Self.l2, slice)
         let held = loadSlice(g, table: table)
-        let a = allocate(bytes: cs)
+        let a = allocateNextCluster() ?? allocate(bytes: cs)
         stats.clustersAllocated += 1
         // COW_META of an unallocated standard entry: the head up to the data, the tail to the
         // cluster's end.
