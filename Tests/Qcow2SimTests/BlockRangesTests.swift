@@ -64,6 +64,11 @@ import Testing
                     #expect(
                         a.runCount(maxRun: maxRun, within: b, inside: false) == Self.modelRuns(ma.subtracting(mb), maxRun: maxRun)
                     )
+                    #expect(
+                        a.runCount(maxRun: maxRun, cutBy: b)
+                            == Self.modelRuns(ma.intersection(mb), maxRun: maxRun)
+                            + Self.modelRuns(ma.subtracting(mb), maxRun: maxRun)
+                    )
                 }
             }
         }

@@ -331,6 +331,19 @@ struct BlockRanges {
     /// Number of maximal runs of blocks in `self` and (when `within` is given) in `self ∩ within`
     /// or `self \ within` as `inside` says, each run split into pieces of at most `maxRun`.
     mutating func runCount(maxRun: UInt64, within other: BlockRanges? = nil, inside: Bool = true) -> UInt64 {
+        guard let other else { return runCount(maxRun: maxRun, cutBy: nil, inside: true, outside: true) }
+        return runCount(maxRun: maxRun, cutBy: other, inside: inside, outside: !inside)
+    }
+
+    /// `runCount(maxRun:within:inside: true)` plus the same with `inside: false`, in one pass:
+    /// the runs of `self` cut where `other` begins or ends (the host file's extents, written and
+    /// unwritten, at the end of every replay).
+    mutating func runCount(maxRun: UInt64, cutBy other: BlockRanges) -> UInt64 {
+        runCount(maxRun: maxRun, cutBy: other, inside: true, outside: true)
+    }
+
+    /// The pieces of `self`'s runs inside `other` (`inside`), outside it (`outside`), or both.
+    private mutating func runCount(maxRun: UInt64, cutBy other: BlockRanges?, inside: Bool, outside: Bool) -> UInt64 {
         var total: UInt64 = 0
         // Pieces of one run of `self` cut by `other` are separated by blocks of `other` (or
         // gaps), and pieces of different runs by gaps of `self`: each piece is maximal.
@@ -347,17 +360,14 @@ struct BlockRanges {
             var cursor = a.lowerBound
             while let r = b, r.lowerBound < a.upperBound {
                 let o = max(r.lowerBound, a.lowerBound)..<min(r.upperBound, a.upperBound)
-                if inside {
-                    add(o)
-                } else if o.lowerBound > cursor {
-                    add(cursor..<o.lowerBound)
-                }
+                if inside { add(o) }
+                if outside && o.lowerBound > cursor { add(cursor..<o.lowerBound) }
                 cursor = o.upperBound
                 // A run reaching past `a` may also cut the next run of `self`: keep it.
                 if r.upperBound > a.upperBound { break }
                 b = theirs.next()
             }
-            if !inside && cursor < a.upperBound { add(cursor..<a.upperBound) }
+            if outside && cursor < a.upperBound { add(cursor..<a.upperBound) }
         }
         return total
     }

@@ -124,9 +124,7 @@ final class HostFile {
     /// Blocks of ext4's extent tree beyond the inode's four in-line extents. Written and
     /// unwritten parts of one allocated run are separate extents.
     private func extentTreeBlocks() -> UInt64 {
-        let extents =
-            allocated.runCount(maxRun: Self.maxExtentBlocks, within: data, inside: true)
-            + allocated.runCount(maxRun: Self.maxExtentBlocks, within: data, inside: false)
+        let extents = allocated.runCount(maxRun: Self.maxExtentBlocks, cutBy: data)
         var level = extents
         var blocks: UInt64 = 0
         while level > UInt64(Self.inodeExtents) {

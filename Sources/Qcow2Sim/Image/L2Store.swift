@@ -191,7 +191,8 @@ struct L2Store {
     /// The entry word and bitmap (0 without extended L2) of entry `i` of the table at `offset`.
     @inline(__always)
     mutating func entry(_ offset: UInt64, _ i: Int) -> (word: UInt64, bitmap: UInt64) {
-        let slot = Int(truncatingIfNeeded: offset &>> UInt64(truncatingIfNeeded: geometry.clusterBits)) & (L2Store.recentSlots &- 1)
+        let slot =
+            Int(truncatingIfNeeded: offset &>> UInt64(truncatingIfNeeded: geometry.clusterBits)) & (L2Store.recentSlots &- 1)
         if recentKeys[slot] != offset { _ = table(offset) }
         // Borrow the table without a retain: `tables` owns it.
         return recentTables[slot]._withUnsafeGuaranteedRef { t in entry(in: t, i) }
@@ -254,11 +255,12 @@ struct L2Store {
         set(table(offset), i, word: word, bitmap: bitmap)
     }
 
-    private func set(_ t: Table, _ i: Int, word: UInt64, bitmap: UInt64) {
+    private func set(_ t: Table, _ i: Int, word: UInt64, bitmap: UInt64, wasZero: Bool = false) {
         if t.words == nil {
             // An entry the map does not hold and the runs already give needs no slot (a zero
-            // outside the runs, or a run's own value).
-            if t.sparse.get(i) == nil && runEntry(in: t, i) == (word, bitmap) { return }
+            // outside the runs, or a run's own value). An entry known to be 0 before a nonzero
+            // `word` cannot be one.
+            if !wasZero && t.sparse.get(i) == nil && runEntry(in: t, i) == (word, bitmap) { return }
             if t.sparse.set(i, word: word, bitmap: bitmap, maxCapacity: maxSparseCapacity) { return }
             materialize(t)
         }
@@ -272,7 +274,8 @@ struct L2Store {
     /// COPIED and a zero bitmap (preallocation, sequential allocation). Stays runs-only while
     /// the new run does not overlap existing ones, in any order (LINK runs newest meta first),
     /// and the list stays within `maxRuns`.
-    mutating func linkRun(_ offset: UInt64, first: Int, count: Int, host: UInt64) {
+    /// `wasZero`: the caller knows every entry of the run is 0 now (a new cluster's link).
+    mutating func linkRun(_ offset: UInt64, first: Int, count: Int, host: UInt64, wasZero: Bool = false) {
         let t = table(offset)
         if t.words == nil && t.sparse.count == 0 {
             // Runs are sorted by `first` and never overlap.
@@ -302,7 +305,9 @@ struct L2Store {
             }
         }
         for j in 0..<count {
-            set(t, first + j, word: (host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied, bitmap: 0)
+            set(
+                t, first + j, word: (host + UInt64(j) << UInt64(geometry.clusterBits)) | EntryBits.copied, bitmap: 0,
+                wasZero: wasZero)
         }
     }
 

@@ -210,7 +210,7 @@ extension Qcow2Image {
         setDependency(Self.l2, on: Self.rc)
         let slot = loadSlice(g, table: table)
         markDirty(Self.l2, slot)
-        l2Store.linkRun(table, first: l2i, count: 1, host: a)
+        l2Store.linkRun(table, first: l2i, count: 1, host: a, wasZero: true)
         put(Self.l2, slot)
         return true
     }
