@@ -115,7 +115,6 @@ public enum Simulation {
         return report
     }
 
-
     /// Runs `reader` with an eviction policy type of the caller's own (`config.policy` is
     /// ignored; the report names `P.name`): how a program in another package tries a policy.
     public static func run<R: TraceReader, P: EvictionPolicy>(
@@ -252,7 +251,8 @@ enum ChainBuilder {
                         : "--layer \(k): Backing file and preallocation can only be used at the same time if extended_l2 is on")
             }
             try createImage(image, preallocate: preallocate, chain: images + [image], policy: P.self)
-            try populate(image, plan.populate, plan.mode, size: config.virtualSize, layer: k, chain: images + [image], policy: P.self)
+            try populate(
+                image, plan.populate, plan.mode, size: config.virtualSize, layer: k, chain: images + [image], policy: P.self)
             images.append(image)
         }
         for session in config.preparation {
@@ -552,7 +552,7 @@ struct Replay {
             if quickReads && rec.op == .read && rec.length <= Simulation.maxRequestBytes,
                 let q = top.quickMap(rec.offset, rec.length)
             {
-                try quickRead(q, rec, index: index, top: top, system: system)
+                try quickRead(q, rec, index: index, top: top, system: system) { system.getPutTopL2($0) }
                 opCounts[Int(rec.op.rawValue)] += 1
                 index += 1
                 continue
@@ -630,8 +630,26 @@ struct Replay {
         _ records: Slice<UnsafeMutableBufferPointer<TraceRecord>>, index: inout Int, firstTime: inout Double?,
         lastTime: inout Double, top: Qcow2Image, system: CacheSystem<P>
     ) throws -> Int {
-        // Asked once per batch: the GET and PUT of every read below skips the test for a log.
-        let quiet = system.takesQuietGetPut
+        // Asked once per batch: the GET and PUT of every read below skips the test for a log,
+        // and runs on image 0's caches borrowed once for the batch.
+        if system.takesQuietGetPut {
+            return try system.withTopL2 { im, c in
+                try quickReadLoop(records, index: &index, firstTime: &firstTime, lastTime: &lastTime, top: top, system: system) {
+                    system.quietGetPut(im, c, $0)
+                }
+            }
+        }
+        return try quickReadLoop(records, index: &index, firstTime: &firstTime, lastTime: &lastTime, top: top, system: system) {
+            system.getPutTopL2($0)
+        }
+    }
+
+    /// `runQuickReads`' loop, the slice's GET and PUT made by `getPut`.
+    @inline(__always)
+    private func quickReadLoop<P: EvictionPolicy>(
+        _ records: Slice<UnsafeMutableBufferPointer<TraceRecord>>, index: inout Int, firstTime: inout Double?,
+        lastTime: inout Double, top: Qcow2Image, system: CacheSystem<P>, getPut: (UInt64) -> Void
+    ) throws -> Int {
         var k = records.startIndex
         while k < records.endIndex {
             let r = records[k]
@@ -642,7 +660,7 @@ struct Replay {
                 if firstTime == nil { firstTime = t }
                 if t > lastTime { lastTime = t }
             }
-            try quickRead(q, r, index: index, top: top, system: system, quiet: quiet)
+            try quickRead(q, r, index: index, top: top, system: system, getPut: getPut)
             index &+= 1
         }
         return k &- records.startIndex
@@ -650,17 +668,17 @@ struct Replay {
 
     /// A read `quickMap` covers (`q`): the calls the general path makes for it, in order (the
     /// request's boundaries, the slice's GET and PUT, the host read), without the operation buffer.
-    /// `quiet`: `CacheSystem.takesQuietGetPut`, asked by a caller running a batch.
+    /// `getPut`: the slice's GET and PUT (a batch's borrowed quiet one, or `getPutTopL2`).
     @inline(__always)
     private func quickRead<P: EvictionPolicy>(
         _ q: (slice: UInt64, host: UInt64, normal: Bool), _ rec: TraceRecord, index: Int, top: Qcow2Image,
-        system: CacheSystem<P>, quiet: Bool = false
+        system: CacheSystem<P>, getPut: (UInt64) -> Void
     ) throws {
         system.beginRequest(index: UInt64(index), time: rec.time)
         // Operations still buffered (the images' opening, before the first request).
         top.ops.sync(into: system)
         if q.slice != 0 {
-            if quiet { system.quietGetPutTopL2(q.slice) } else { system.getPutTopL2(q.slice) }
+            getPut(q.slice)
         }
         if q.normal { top.quickReadData(q.host, rec.length) }
         system.endRequest(flag: 0)

@@ -77,6 +77,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             if k == .l2 { dependsOnFlush.l2 = v } else { dependsOnFlush.rc = v }
         }
 
+        /// `l2`, unretained.
+        @inline(__always) var l2Ref: Unmanaged<MetadataCache<Policy>> { refs.l2 }
+
         /// The cache of kind `k`.
         @inline(__always) public subscript(k: CacheKind) -> MetadataCache<Policy> { k == .l2 ? l2 : refcount }
 
@@ -242,6 +245,13 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         imageRefs[0]._withUnsafeGuaranteedRef { im in im.with(.l2) { c in quietGetPut(im, c, offset) } }
     }
 
+    /// Runs `body` on image 0's caches and its L2 cache, borrowed without a retain, for a batch
+    /// of `quietGetPut(_:_:_:)`s (`takesQuietGetPut` holds).
+    @inline(__always)
+    func withTopL2<R>(_ body: (ImageCaches, MetadataCache<Policy>) throws -> R) rethrows -> R {
+        try imageRefs[0]._withUnsafeGuaranteedRef { im in try im.l2Ref._withUnsafeGuaranteedRef { c in try body(im, c) } }
+    }
+
     /// An L2 GET then PUT of image 0's table at `offset`, as a batch of those two operations
     /// would run them (a live run's quick reads, `Qcow2Image.quickMap`). Only without an
     /// observer, which must see the operations.
@@ -259,7 +269,8 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// slot choice, write-back, memory accounting and counters, with the fill and the release
     /// fused (`MetadataCache.fillReleased`, `hitReleased`).
     @inline(__always)
-    private func quietGetPut(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ offset: UInt64) {
+    func quietGetPut(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ offset: UInt64) {
+        assert(takesQuietGetPut, "quiet GET and PUT with a log, an observer or a mis-eviction")
         precondition(offset != 0, "qcow2 cache: GET of offset 0")
         im.lookupSequence &+= 1
         let key = key(im, offset)
