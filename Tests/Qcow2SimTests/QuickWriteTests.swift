@@ -33,6 +33,8 @@ import TraceKit
             }
             var offset = (next() % (size / 512)) * 512
             if !earlier.isEmpty && next() % 3 == 0 { offset = earlier[Int(next() % UInt64(earlier.count))] }
+            // Some requests end at the disk's end (its last cluster, partial or not).
+            if next() % 20 == 0 { offset = size }
             offset = min(offset, size - length)
             if op == .write { earlier.append(offset) }
             records.append(TraceRecord(op: op, offset: offset, length: length))
@@ -72,13 +74,38 @@ import TraceKit
         let small4K = SimulationConfig(
             virtualSize: 1 << 30, createOptions: CreateOptions(clusterSize: 4096),
             driveOptions: try DriveOptions(parsing: "l2-cache-size=16K"))
+        // The last cluster partly past the disk's end, and 2 MiB clusters.
+        let unaligned = SimulationConfig(virtualSize: (1 << 30) + 5 * 4096 + 512)
+        let huge = SimulationConfig(virtualSize: (2 << 30) + 4096, createOptions: CreateOptions(clusterSize: 2 << 20))
         return [
             ("fresh, default caches", SimulationConfig(virtualSize: size)),
+            ("size not a multiple of the cluster size", unaligned),
+            ("2 MiB clusters, size not a multiple of them", huge),
             ("fresh, 64 KiB caches, writethrough", small),
             ("preallocated metadata, 128 KiB L2 cache", populated),
             ("first GiB of data", data),
             ("4 KiB clusters, 16 KiB L2 cache", small4K),
         ]
+    }
+
+    /// The last cluster of a disk whose size is not a multiple of the cluster size: block status
+    /// stops at the disk's end, so the zero probe of a 4 KiB write's 60 KiB COW tail fails there
+    /// and the tail is copied (read and written), where a cluster inside the disk skips its COW.
+    /// Hand-worked: the first write (inside) skips one COW; the second copies 61 440 bytes.
+    @Test(arguments: [UInt64(4096), 8192])
+    func theLastClusterOfAnUnalignedDiskCopiesItsTail(beyond: UInt64) throws {
+        let config = SimulationConfig(virtualSize: (1 << 20) + beyond)
+        let records = [
+            TraceRecord(op: .write, offset: 4096, length: 4096), TraceRecord(op: .write, offset: 1 << 20, length: 4096),
+        ]
+        let general = try Self.run(config, records, general: true)
+        let quick = try Self.run(config, records, general: false)
+        #expect(general.image[0].cowSkipped == 1)
+        #expect(general.image[0].cowBytesRead == 61440)
+        #expect(general.image[0].cowBytesWritten == 61440)
+        #expect(quick.image == general.image)
+        #expect(quick.events == general.events)
+        #expect(quick.host == general.host)
     }
 
     @Test func quickWritesMatchTheGeneralPath() throws {
@@ -90,7 +117,7 @@ import TraceKit
             #expect(general.events.count > 3 * records.count, "\(name): too few events to compare")
             #expect(general.image.reduce(0) { $0 + $1.guestBytesWritten } > 60 << 20, "\(name): the workload writes")
             if config.populate != .full {
-                #expect(general.image.reduce(0) { $0 + $1.clustersAllocated } > 1000, "\(name): the workload allocates")
+                #expect(general.image.reduce(0) { $0 + $1.clustersAllocated } > 200, "\(name): the workload allocates")
             }
             // Compared as a whole, reported by part (a failed comparison of the whole would print
             // every event).

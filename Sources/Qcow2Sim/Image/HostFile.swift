@@ -50,6 +50,22 @@ final class HostFile {
         if (offset + bytes) % Self.blockSize != 0 { data.insert(Self.blocks(covering: offset + bytes - 1, 1)) }
     }
 
+    /// `zeroRange(offset, bytes)` then `write(dataOffset, dataBytes)` inside it, for a new
+    /// cluster's zero-COW write and data write: the same sets and length. When the zeroed range
+    /// is whole blocks holding no data yet (a cluster at the end of the file), the zeroing only
+    /// allocates and the data write only adds its blocks to the data.
+    func zeroThenWrite(_ offset: UInt64, _ bytes: UInt64, data dataOffset: UInt64, _ dataBytes: UInt64) {
+        let zeroed = Self.blocks(covering: offset, bytes)
+        guard offset % Self.blockSize == 0, bytes % Self.blockSize == 0, dataBytes > 0, data.membership(zeroed) == .empty else {
+            zeroRange(offset, bytes)
+            write(dataOffset, dataBytes)
+            return
+        }
+        length = max(length, offset + bytes)
+        allocated.insert(zeroed)
+        data.insert(Self.blocks(covering: dataOffset, dataBytes))
+    }
+
     /// Records a read of `[offset, offset + bytes)` through the page cache: pages of unwritten
     /// extents become up to date, and ext4's SEEK_DATA then reports them as data (observed with
     /// QEMU 7.2 on Debian 12: a guest read over a COW zero range turns it into "data").

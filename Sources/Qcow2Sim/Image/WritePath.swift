@@ -157,6 +157,9 @@ extension Qcow2Image {
         let cs = geometry.clusterSize
         let oic = geometry.offsetInCluster(g)
         guard backing == nil, !geometry.extendedL2, len > 0, oic &+ len <= cs else { return false }
+        // A cluster past the disk's end (the last one of a size that is not a multiple of the
+        // cluster size): block status stops at the end, so its COW tail is not a zero-COW.
+        guard geometry.clusterStart(g) &+ cs <= geometry.virtualSize else { return false }
         let l1i = geometry.l1Index(g)
         guard l1i < l1.count else { return false }
         let l1e = l1[l1i]
@@ -194,12 +197,14 @@ extension Qcow2Image {
         if m.hasCow && cowIsZero(m, table: table) {
             checkDataWrite(a, cs)
             syncHost()
-            host.zeroRange(a, cs)
             m.skipCow = true
             stats.cowSkipped += 1
+            checkDataWrite(a &+ oic, len)
+            host.zeroThenWrite(a, cs, data: a &+ oic, len)
+        } else {
+            checkDataWrite(a &+ oic, len)
+            host.write(a &+ oic, len)
         }
-        checkDataWrite(a &+ oic, len)
-        host.write(a &+ oic, len)
         stats.guestBytesWritten += len
         if !m.skipCow {
             link(&m)
