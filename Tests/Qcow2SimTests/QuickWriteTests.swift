@@ -81,6 +81,14 @@ import TraceKit
             ("fresh, default caches", SimulationConfig(virtualSize: size)),
             ("size not a multiple of the cluster size", unaligned),
             ("2 MiB clusters, size not a multiple of them", huge),
+            (
+                "512-byte clusters, 1-bit refcounts",
+                SimulationConfig(virtualSize: 256 << 20, createOptions: CreateOptions(clusterSize: 512, refcountBits: 1))
+            ),
+            (
+                "qcow2 v2, 64-bit refcounts",
+                SimulationConfig(virtualSize: size, createOptions: CreateOptions(refcountBits: 64, version: 2))
+            ),
             ("fresh, 64 KiB caches, writethrough", small),
             ("preallocated metadata, 128 KiB L2 cache", populated),
             ("first GiB of data", data),
