@@ -223,6 +223,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                         _ = get(first, kind, offset, readFromDisk: ops[k].flag != 0, image: 0)
                     } else if code == .put {
                         put(first, ops[k].kind, ops[k].offset)
+                    } else if code == .markDirty {
+                        // Two per allocating write (the refcount block, the slice).
+                        let kind = ops[k].kind
+                        let i = slot(first, kind, ops[k].offset)
+                        first.with(kind) { $0.markDirty(i) }
                     } else {
                         apply(&ops[k], first)
                     }
