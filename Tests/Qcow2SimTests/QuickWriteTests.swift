@@ -116,6 +116,31 @@ import TraceKit
         #expect(quick.host == general.host)
     }
 
+    /// Whole-cluster writes (no COW regions) on a fresh image, then one inside a cluster and a
+    /// rewrite of a whole one. Hand-worked: one L2 table (the first GiB's), four new data
+    /// clusters (three whole, one with a 60 KiB COW that reads as zeroes and is skipped), the
+    /// rewrite an overwrite, nothing copied, 4 × 64 KiB + 4 KiB written.
+    @Test func wholeClusterWritesMatchTheGeneralPath() throws {
+        let config = SimulationConfig(virtualSize: 1 << 30)
+        let records = [
+            TraceRecord(op: .write, offset: 0, length: 65536), TraceRecord(op: .write, offset: 1 << 20, length: 65536),
+            TraceRecord(op: .write, offset: 65536, length: 65536), TraceRecord(op: .write, offset: 3 << 20, length: 4096),
+            TraceRecord(op: .write, offset: 1 << 20, length: 65536),
+        ]
+        let general = try Self.run(config, records, general: true)
+        let quick = try Self.run(config, records, general: false)
+        #expect(general.image[0].clustersAllocated == 4)
+        #expect(general.image[0].l2TablesAllocated == 1)
+        #expect(general.image[0].cowSkipped == 1)
+        #expect(general.image[0].cowBytesRead == 0)
+        #expect(general.image[0].guestBytesWritten == 4 * 65536 + 4096)
+        #expect(quick.image == general.image)
+        #expect(quick.events == general.events)
+        #expect(quick.l2 == general.l2)
+        #expect(quick.refcount == general.refcount)
+        #expect(quick.host == general.host)
+    }
+
     @Test func quickWritesMatchTheGeneralPath() throws {
         for (name, config) in try Self.configs() {
             let records = Self.records(count: 4000, size: config.virtualSize, seed: 0x9E37_79B9_7F4A_7C15)

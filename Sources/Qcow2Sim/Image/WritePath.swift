@@ -151,7 +151,7 @@ extension Qcow2Image {
     /// (entry 0) is allocated, its COW regions zeroed or copied, and linked. The same calls, in
     /// the same order, as ALLOC_HOST and the inline task make for them (§7.2–§7.7), without the
     /// general path's loops and meta arrays; anything else returns false before any of them.
-    /// `OperationStreamTests` compares the two paths' operation streams.
+    /// `QuickWriteTests` compares the two paths' events, counters and host files.
     @inline(__always)
     func quickWrite(_ g: UInt64, _ len: UInt64) -> Bool {
         let cs = geometry.clusterSize
@@ -206,12 +206,12 @@ extension Qcow2Image {
             host.write(a &+ oic, len)
         }
         stats.guestBytesWritten += len
-        if !m.skipCow {
+        if m.hasCow && !m.skipCow {
             link(&m)
             return true
         }
-        // LINK of one new cluster over an unallocated entry, its COW skipped: nothing to copy
-        // and no old cluster to free.
+        // LINK of one new cluster over an unallocated entry, its COW skipped or empty (a whole
+        // cluster written): nothing to copy and no old cluster to free.
         setDependency(Self.l2, on: Self.rc)
         let slot = loadSlice(g, table: table)
         markDirty(Self.l2, slot)
