@@ -43,13 +43,8 @@ import TraceKit
     }
 
     static func chainRecords() -> [TraceRecord] {
-        var x: UInt64 = 0x2545_F491_4F6C_DD1D
-        func next() -> UInt64 {
-            x ^= x << 13
-            x ^= x >> 7
-            x ^= x << 17
-            return x
-        }
+        var rng = XorShift64(seed: 0x2545_F491_4F6C_DD1D)
+        func next() -> UInt64 { rng.next() }
         var records: [TraceRecord] = []
         var written: [UInt64] = []
         var t = 0.0
@@ -60,7 +55,8 @@ import TraceKit
             let op: TraceRecord.Op = r < 45 ? .read : r < 85 ? .write : r < 93 ? .discard : .writeZeroes
             let length: UInt64 = op == .read && i % 5 == 0 ? 256 << 10 : (1 + next() % 16) * 4096
             // Discards and write-zeroes mostly land on clusters written before (frees).
-            let at = (op == .discard || op == .writeZeroes) && !written.isEmpty ? written[Int(next() % UInt64(written.count))] : offset
+            let at =
+                (op == .discard || op == .writeZeroes) && !written.isEmpty ? written[Int(next() % UInt64(written.count))] : offset
             if op == .write { written.append(offset & ~0xFFFF) }
             records.append(TraceRecord(time: t, op: op, offset: at, length: op == .discard ? 128 << 10 : length))
         }
@@ -84,7 +80,8 @@ import TraceKit
         var r1 = try Self.seedReader()
         let a = try Simulation.record(config: Self.seedConfig("l2-cache-size=64K"), reader: &r1, to: Self.scratch("seed-64k.ops"))
         var r2 = try Self.seedReader()
-        let b = try Simulation.record(config: Self.seedConfig("l2-cache-size=512K"), reader: &r2, to: Self.scratch("seed-512k.ops"))
+        let b = try Simulation.record(
+            config: Self.seedConfig("l2-cache-size=512K"), reader: &r2, to: Self.scratch("seed-512k.ops"))
         // The caches behave differently…
         #expect(a.report.images[0].l2.misses != b.report.images[0].l2.misses)
         #expect(a.report.images[0].l2.writebacks != b.report.images[0].l2.writebacks)
@@ -151,7 +148,9 @@ import TraceKit
     }
 
     @Test(arguments: [1, 2]) func seedReplayAtEightConfigurations(jobs: Int) throws {
-        let drives = ["l2-cache-size=64K", "l2-cache-size=96K", "l2-cache-size=128K", "l2-cache-size=256K,refcount-cache-size=4K"]
+        let drives = [
+            "l2-cache-size=64K", "l2-cache-size=96K", "l2-cache-size=128K", "l2-cache-size=256K,refcount-cache-size=4K",
+        ]
         let configs =
             drives.map { Self.seedConfig($0) } + [
                 Self.seedConfig("l2-cache-size=64K", policy: "lru"), Self.seedConfig("l2-cache-size=256K", policy: "lru"),
@@ -165,12 +164,14 @@ import TraceKit
     @Test func chainReplayAtEightConfigurations() throws {
         let drives = [
             "l2-cache-size=32K", "l2-cache-size=32K,cache-clean-interval=5", "l2-cache-size=64K,cache-clean-interval=20",
-            "l2-cache-size=256K,backing.l2-cache-size=8K", "l2-cache-size=8K,backing.l2-cache-size=256K,backing.cache-clean-interval=3",
+            "l2-cache-size=256K,backing.l2-cache-size=8K",
+            "l2-cache-size=8K,backing.l2-cache-size=256K,backing.cache-clean-interval=3",
             "refcount-cache-size=4K,l2-cache-size=16K",
         ]
-        let configs = drives.map { Self.chainConfig($0) } + [
-            Self.chainConfig("l2-cache-size=32K", policy: "lru"), Self.chainConfig("l2-cache-size=16K", policy: "fifo"),
-        ]
+        let configs =
+            drives.map { Self.chainConfig($0) } + [
+                Self.chainConfig("l2-cache-size=32K", policy: "lru"), Self.chainConfig("l2-cache-size=16K", policy: "fifo"),
+            ]
         try Self.checkReplay(
             record: Self.chainConfig("l2-cache-size=128K"), configs: configs, reader: { ArrayTraceReader(Self.chainRecords()) },
             name: "chain-replay.ops", jobs: 1)
@@ -178,10 +179,13 @@ import TraceKit
 
     @Test func replayRefusesAnotherEntrySize() throws {
         var r = try Self.seedReader()
-        let recorded = try Simulation.record(config: Self.seedConfig("l2-cache-size=64K"), reader: &r, to: Self.scratch("key.ops"))
-        #expect(throws: SimulationError.usage(
-            "configuration 1 does not share the recording's operation stream (image 0: l2-entry=65536 discard-no-unref=false instead of image 0: l2-entry=4096 discard-no-unref=false): it needs its own recording"
-        )) {
+        let recorded = try Simulation.record(
+            config: Self.seedConfig("l2-cache-size=64K"), reader: &r, to: Self.scratch("key.ops"))
+        #expect(
+            throws: SimulationError.usage(
+                "configuration 1 does not share the recording's operation stream (image 0: l2-entry=65536 discard-no-unref=false instead of image 0: l2-entry=4096 discard-no-unref=false): it needs its own recording"
+            )
+        ) {
             _ = try Simulation.replay(recorded.recording, configs: [Self.seedConfig("l2-cache-size=64K,l2-cache-entry-size=64K")])
         }
     }

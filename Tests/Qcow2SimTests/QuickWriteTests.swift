@@ -1,5 +1,6 @@
 import Foundation
 import Qcow2Sim
+import QcowTestSupport
 import Testing
 import TraceKit
 
@@ -12,13 +13,8 @@ import TraceKit
     /// Writes (4 KiB and odd sizes, aligned to 512 bytes, some spanning clusters, some whole
     /// clusters), rewrites of earlier offsets, reads, discards and write-zeroes over `size` bytes.
     static func records(count: Int, size: UInt64, seed: UInt64) -> [TraceRecord] {
-        var x = seed
-        func next() -> UInt64 {
-            x ^= x << 13
-            x ^= x >> 7
-            x ^= x << 17
-            return x
-        }
+        var rng = XorShift64(seed: seed)
+        func next() -> UInt64 { rng.next() }
         var earlier: [UInt64] = []
         var records: [TraceRecord] = []
         for _ in 0..<count {

@@ -225,9 +225,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                         put(first, ops[k].kind, ops[k].offset)
                     } else if code == .markDirty {
                         // Two per allocating write (the refcount block, the slice).
-                        let kind = ops[k].kind
-                        let i = slot(first, kind, ops[k].offset)
-                        first.with(kind) { $0.markDirty(i) }
+                        markDirty(first, ops[k].kind, ops[k].offset)
                     } else {
                         apply(&ops[k], first)
                     }
@@ -239,16 +237,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         }
     }
 
-    /// Whether `quietGetPutTopL2` may stand for `getPutTopL2`: no event log, no test-only
+    /// Whether `quietGetPut` may stand for `getPutTopL2`: no event log, no test-only
     /// mis-eviction, no observer. Asked once per batch of quick reads.
     var takesQuietGetPut: Bool { log == nil && debugMisEvictAtLookup == nil && observer == nil }
-
-    /// `getPutTopL2` where `takesQuietGetPut` holds.
-    @inline(__always)
-    func quietGetPutTopL2(_ offset: UInt64) {
-        assert(takesQuietGetPut, "quiet GET and PUT with a log, an observer or a mis-eviction")
-        imageRefs[0]._withUnsafeGuaranteedRef { im in im.with(.l2) { c in quietGetPut(im, c, offset) } }
-    }
 
     /// Runs `body` on image 0's caches and its L2 cache, borrowed without a retain, for a batch
     /// of `quietGetPut(_:_:_:)`s (`takesQuietGetPut` holds).
@@ -267,7 +258,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         if log != nil || debugMisEvictAtLookup != nil {
             return imageRefs[0]._withUnsafeGuaranteedRef { getPut($0, .l2, offset, readFromDisk: true) }
         }
-        quietGetPutTopL2(offset)
+        withTopL2 { quietGetPut($0, $1, offset) }
     }
 
     /// `get` then `put` of image 0's L2 table at `offset` where no event is logged: the same
@@ -326,9 +317,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         case .get: _ = get(im, op.kind, op.offset, readFromDisk: op.flag != 0, image: Int(op.image))
         case .repeatGet: repeatGet(im, op.kind, op.offset, count: Int(op.count), image: Int(op.image))
         case .put: put(im, op.kind, op.offset)
-        case .markDirty:
-            let i = slot(im, op.kind, op.offset)
-            im.with(op.kind) { $0.markDirty(i) }
+        case .markDirty: markDirty(im, op.kind, op.offset)
         case .writeCache: writeCache(im, op.kind, image: Int(op.image))
         case .setDependency: setDependency(im, op.kind, image: Int(op.image))
         case .dependsOnFlush: im.setDependsFlush(op.kind, true)
@@ -596,6 +585,13 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         }
         im.lookupSequence += count
         im.with(k) { $0.repeatHits(i, count: count) }
+    }
+
+    /// MARK_DIRTY (§3.3) of a table the caller holds.
+    @inline(__always)
+    private func markDirty(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64) {
+        let i = slot(im, k, offset)
+        im.with(k) { $0.markDirty(i) }
     }
 
     /// PUT (§3.3).
