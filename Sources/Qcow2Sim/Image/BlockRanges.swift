@@ -102,29 +102,39 @@ struct BlockRanges {
     // MARK: partial pages
 
     /// Sets or clears blocks `[a, b)` (page-relative, `b - a` < 512 or not page-aligned) of `page`.
+    /// Inlined for the common case, a page held as a bitmap that stays partly filled (a cluster's
+    /// blocks at the end of the file, one data block); the rest out of line.
+    @inline(__always)
     private mutating func updatePartOfPage(_ page: UInt64, _ a: Int, _ b: Int, set: Bool) {
-        let bk: Int
-        if let found = partial.findRemembering(page) {
-            bk = found
-        } else {
-            let wasFull = isFull(page)
-            // Nothing to do: setting inside a whole page, clearing inside an absent one.
-            if set == wasFull { return }
-            if wasFull { _ = removeFull(page..<(page + 1)) }
-            bk = partial.insert(page, filled: wasFull)
-            sortedPartialCache = nil
-        }
+        guard let bk = partial.findRemembering(page) else { return updateAbsentPage(page, a, b, set: set) }
         let before = partial.population(bk)
         let after = partial.apply(bk, a, b, set: set)
-        count = count - before + after
-        if after == Self.pageBlocks {
-            partial.remove(at: bk)
-            sortedPartialCache = nil
-            _ = addFull(page..<(page + 1))
-        } else if after == 0 {
-            partial.remove(at: bk)
-            sortedPartialCache = nil
-        }
+        count = count &- before &+ after
+        if after == Self.pageBlocks || after == 0 { settlePage(page, bucket: bk) }
+    }
+
+    /// `updatePartOfPage` of a page without a bitmap: wholly in the set or wholly out of it.
+    @inline(never)
+    private mutating func updateAbsentPage(_ page: UInt64, _ a: Int, _ b: Int, set: Bool) {
+        let wasFull = isFull(page)
+        // Nothing to do: setting inside a whole page, clearing inside an absent one.
+        if set == wasFull { return }
+        if wasFull { _ = removeFull(page..<(page + 1)) }
+        let bk = partial.insert(page, filled: wasFull)
+        sortedPartialCache = nil
+        let before = partial.population(bk)
+        let after = partial.apply(bk, a, b, set: set)
+        count = count &- before &+ after
+        if after == Self.pageBlocks || after == 0 { settlePage(page, bucket: bk) }
+    }
+
+    /// A bitmap that became full (the page joins `full`) or empty (it leaves the set): dropped.
+    @inline(never)
+    private mutating func settlePage(_ page: UInt64, bucket bk: Int) {
+        let full = partial.population(bk) == Self.pageBlocks
+        partial.remove(at: bk)
+        sortedPartialCache = nil
+        if full { _ = addFull(page..<(page + 1)) }
     }
 
     /// Applies `set` (or clear) to every block of `r`.
@@ -380,12 +390,17 @@ struct BlockRanges {
 /// dictionary's SipHash per lookup (three lookups per update) and a population count of the
 /// whole page before and after each update were a third of its instructions (callgrind); here a
 /// lookup is a multiply and a probe, and an update counts only the words it changes.
+///
+/// The buckets are `SlotBuffer`s (an array store paid a uniqueness check and a bounds check:
+/// two `swift_isUniquelyReferenced` calls per update, callgrind write50-1e6), so copies of a
+/// `PageBitmaps` alias one buffer until either grows: the host file owns its two sets and
+/// mutates only its own; `BlockRanges.Runs` reads its copy while nothing mutates the set.
 struct PageBitmaps {
     private static let wordsPerPage = BlockRanges.wordsPerPage
     /// Page number + 1 per bucket (0: empty).
-    private var keys = [UInt64](repeating: 0, count: 16)
-    private var words = [UInt64](repeating: 0, count: 16 * BlockRanges.wordsPerPage)
-    private var pops = [UInt64](repeating: 0, count: 16)
+    private var keys = SlotBuffer<UInt64>(count: 16, repeating: 0)
+    private var words = SlotBuffer<UInt64>(count: 16 * BlockRanges.wordsPerPage, repeating: 0)
+    private var pops = SlotBuffer<UInt64>(count: 16, repeating: 0)
     private var mask = 15
     /// Number of pages.
     private(set) var count = 0
@@ -491,17 +506,17 @@ struct PageBitmaps {
     }
 
     /// The page numbers, in no particular order.
-    var pages: [UInt64] { keys.compactMap { $0 == 0 ? nil : $0 - 1 } }
+    var pages: [UInt64] { keys.buffer.compactMap { $0 == 0 ? nil : $0 - 1 } }
 
     private mutating func grow() {
         let oldKeys = keys, oldWords = words, oldPops = pops
         let n = keys.count * 2
-        keys = [UInt64](repeating: 0, count: n)
-        words = [UInt64](repeating: 0, count: n * Self.wordsPerPage)
-        pops = [UInt64](repeating: 0, count: n)
+        keys = SlotBuffer(count: n, repeating: 0)
+        words = SlotBuffer(count: n * Self.wordsPerPage, repeating: 0)
+        pops = SlotBuffer(count: n, repeating: 0)
         mask = n - 1
         hint = 0
-        for i in oldKeys.indices where oldKeys[i] != 0 {
+        for i in 0..<oldKeys.count where oldKeys[i] != 0 {
             var b = home(oldKeys[i])
             while keys[b] != 0 { b = (b &+ 1) & mask }
             keys[b] = oldKeys[i]
