@@ -195,6 +195,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     public func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
         // `explain` only: one branch per batch on every other run.
         if observer != nil { return consumeObserved(ops) }
+        // Asked once per batch: GET and PUT pairs read from disk then run fused, without the
+        // event checks (`quietGetPut`).
+        let quiet = log == nil && debugMisEvictAtLookup == nil
         // The base image's caches are looked up once per batch (most chains have one image).
         imageRefs[0]._withUnsafeGuaranteedRef { first in
             let n = ops.count
@@ -216,7 +219,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                         {
                             // A GET released right away (MAP's slice, a refcount read): the same
                             // as the two operations, without the PUT's dispatch and slot lookup.
-                            getPut(first, kind, offset, readFromDisk: ops[k].flag != 0)
+                            if quiet && ops[k].flag != 0 {
+                                first.with(kind) { quietGetPut(first, $0, offset, kind: kind) }
+                            } else {
+                                getPut(first, kind, offset, readFromDisk: ops[k].flag != 0)
+                            }
                             k = next &+ 1
                             continue
                         }
@@ -264,9 +271,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// `get` then `put` of image 0's L2 table at `offset` where no event is logged: the same
     /// slot choice, write-back, memory accounting and counters, with the fill and the release
     /// fused (`MetadataCache.fillReleased`, `hitReleased`).
+    /// `k`: which of the image's caches `c` is (a batch's GET and PUT pairs of refcount blocks
+    /// take this too, `consume`).
     @inline(__always)
-    func quietGetPut(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ offset: UInt64) {
-        assert(takesQuietGetPut, "quiet GET and PUT with a log, an observer or a mis-eviction")
+    func quietGetPut(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ offset: UInt64, kind k: CacheKind = .l2) {
+        assert(log == nil && debugMisEvictAtLookup == nil, "quiet GET and PUT with a log or a mis-eviction")
         precondition(offset != 0, "qcow2 cache: GET of offset 0")
         im.lookupSequence &+= 1
         let key = key(im, offset)
@@ -278,14 +287,14 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             let v = c.victim(for: key)
             if c.needsWriteback(v) {
                 c.stats.dirtyEvictions += 1
-                writeback(im, c, .l2, v, image: 0)
+                writeback(im, c, k, v, image: 0)
             }
             // Untimed: the memory integral must be current before resident memory grows.
             if memoryPending && !c.fullyResident { settleMemory() }
             c.fillReleased(v, offset: key)
             i = v
         }
-        im.lastSlot.l2 = (key, i)
+        if k == .l2 { im.lastSlot.l2 = (key, i) } else { im.lastSlot.rc = (key, i) }
     }
 
     /// GET then PUT of the same table of image 0 (nothing between them).

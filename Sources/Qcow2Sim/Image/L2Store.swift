@@ -276,7 +276,15 @@ struct L2Store {
     /// and the list stays within `maxRuns`.
     /// `wasZero`: the caller knows every entry of the run is 0 now (a new cluster's link).
     mutating func linkRun(_ offset: UInt64, first: Int, count: Int, host: UInt64, wasZero: Bool = false) {
-        let t = table(offset)
+        let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & (L2Store.recentSlots - 1)
+        if recentKeys[slot] != offset { _ = table(offset) }
+        // Borrowed from the recent-table cache: no retain and release per link.
+        recentTables[slot]._withUnsafeGuaranteedRef { t in
+            linkRun(in: t, first: first, count: count, host: host, wasZero: wasZero)
+        }
+    }
+
+    private func linkRun(in t: Table, first: Int, count: Int, host: UInt64, wasZero: Bool) {
         if t.words == nil && t.sparse.count == 0 {
             // Runs are sorted by `first` and never overlap.
             var at = t.runs.count
