@@ -566,7 +566,23 @@ extension Qcow2Image {
     /// "cached" mode) for the structures whose place is fixed: the header, the L1 table and the
     /// refcount table. Only a damaged image (an L2 entry naming one of them, or a refcount of 0
     /// for one of their clusters) gets here; QEMU then marks the image corrupt and fails the write.
+    @inline(__always)
     func checkDataWrite(_ offset: UInt64, _ bytes: UInt64) {
+        // In 128 bits: a damaged entry may name an offset near 2^64.
+        @inline(__always) func overlaps(_ start: UInt64, _ length: UInt64) -> Bool {
+            length > 0 && UInt128(offset) < UInt128(start) + UInt128(length) && UInt128(start) < UInt128(offset) + UInt128(bytes)
+        }
+        if !overlaps(0, geometry.clusterSize) && !overlaps(l1Offset, 8 &* UInt64(l1.count))
+            && !overlaps(reftableOffset, 8 &* UInt64(reftable.count))
+        {
+            return
+        }
+        dataWriteOverlap(offset, bytes)
+    }
+
+    /// `checkDataWrite`'s failure (out of line: only damaged images get here).
+    @inline(never)
+    private func dataWriteOverlap(_ offset: UInt64, _ bytes: UInt64) {
         let end = offset + bytes
         func overlaps(_ start: UInt64, _ length: UInt64) -> Bool { length > 0 && offset < start + length && start < end }
         let what: String
@@ -574,10 +590,8 @@ extension Qcow2Image {
             what = "qcow2_header"
         } else if overlaps(l1Offset, 8 * UInt64(l1.count)) {
             what = "active L1 table"
-        } else if overlaps(reftableOffset, 8 * UInt64(reftable.count)) {
-            what = "refcount table"
         } else {
-            return
+            what = "refcount table"
         }
         fail(
             offset, "guest data write of \(bytes) bytes at host offset \(qcow2Hex(offset))",
