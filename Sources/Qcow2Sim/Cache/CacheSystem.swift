@@ -195,9 +195,6 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     public func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>) {
         // `explain` only: one branch per batch on every other run.
         if observer != nil { return consumeObserved(ops) }
-        // Asked once per batch: GET and PUT pairs read from disk then run fused, without the
-        // event checks (`quietGetPut`).
-        let quiet = log == nil && debugMisEvictAtLookup == nil
         // The base image's caches are looked up once per batch (most chains have one image).
         imageRefs[0]._withUnsafeGuaranteedRef { first in
             let n = ops.count
@@ -219,11 +216,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                         {
                             // A GET released right away (MAP's slice, a refcount read): the same
                             // as the two operations, without the PUT's dispatch and slot lookup.
-                            if quiet && ops[k].flag != 0 {
-                                first.with(kind) { quietGetPut(first, $0, offset, kind: kind) }
-                            } else {
-                                getPut(first, kind, offset, readFromDisk: ops[k].flag != 0)
-                            }
+                            getPut(first, kind, offset, readFromDisk: ops[k].flag != 0)
                             k = next &+ 1
                             continue
                         }
@@ -271,11 +264,9 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// `get` then `put` of image 0's L2 table at `offset` where no event is logged: the same
     /// slot choice, write-back, memory accounting and counters, with the fill and the release
     /// fused (`MetadataCache.fillReleased`, `hitReleased`).
-    /// `k`: which of the image's caches `c` is (a batch's GET and PUT pairs of refcount blocks
-    /// take this too, `consume`).
     @inline(__always)
-    func quietGetPut(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ offset: UInt64, kind k: CacheKind = .l2) {
-        assert(log == nil && debugMisEvictAtLookup == nil, "quiet GET and PUT with a log or a mis-eviction")
+    func quietGetPut(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ offset: UInt64) {
+        assert(takesQuietGetPut, "quiet GET and PUT with a log, an observer or a mis-eviction")
         precondition(offset != 0, "qcow2 cache: GET of offset 0")
         im.lookupSequence &+= 1
         let key = key(im, offset)
@@ -287,14 +278,14 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             let v = c.victim(for: key)
             if c.needsWriteback(v) {
                 c.stats.dirtyEvictions += 1
-                writeback(im, c, k, v, image: 0)
+                writeback(im, c, .l2, v, image: 0)
             }
             // Untimed: the memory integral must be current before resident memory grows.
             if memoryPending && !c.fullyResident { settleMemory() }
             c.fillReleased(v, offset: key)
             i = v
         }
-        if k == .l2 { im.lastSlot.l2 = (key, i) } else { im.lastSlot.rc = (key, i) }
+        im.lastSlot.l2 = (key, i)
     }
 
     /// GET then PUT of the same table of image 0 (nothing between them).
@@ -619,8 +610,19 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
 
     private func writeback(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ k: CacheKind, _ i: Int, image: Int) {
         guard c.needsWriteback(i) else { return }
-        let image = owner(c.offset(at: i), default: image)
-        let im = shared ? images[image] : im
+        if shared {
+            // The entry's owner (a shared cache holds every image's tables), borrowed.
+            let owner = owner(c.offset(at: i), default: image)
+            return imageRefs[owner]._withUnsafeGuaranteedRef { writeback(owned: $0, c, k, i, image: owner) }
+        }
+        // Not `shared ? images[image] : im`: the merged value is a strong copy, a retain and
+        // release per write-back.
+        writeback(owned: im, c, k, i, image: image)
+    }
+
+    /// `writeback` of an entry of image `image`, whose caches are `im`.
+    @inline(__always)
+    private func writeback(owned im: ImageCaches, _ c: MetadataCache<Policy>, _ k: CacheKind, _ i: Int, image: Int) {
         emit(.entryFlush, k, image: image, index: i)
         if im.depends(k) {
             writeCache(im, k.other, image: image)
@@ -650,7 +652,11 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// WRITE / FLUSH (§3.5): one `qcow2_cache_flush` line, then every dirty entry in index order.
     private func writeCache(_ im: ImageCaches, _ k: CacheKind, image: Int) {
         emit(.flush, k, image: image)
-        let c = im[k]
+        // Borrowed: `im[k]` is a strong copy, a retain and release per flush.
+        im.with(k) { c in writeCache(im, c, k, image: image) }
+    }
+
+    private func writeCache(_ im: ImageCaches, _ c: MetadataCache<Policy>, _ k: CacheKind, image: Int) {
         c.stats.flushes += 1
         // QEMU scans every slot in index order; only dirty ones write, so jump between them.
         // A write-back (and the dependency flush it may start) only clears dirty bits, so a
@@ -659,7 +665,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         while let j = c.nextDirty(from: i) {
             // A shared cache: only this image's entries (its tag; 0 with per-image caches, where
             // every offset is below 2^56).
-            if c.offset(at: j) >> 56 == im.tag >> 56 { writeback(im, k, j, image: image) }
+            if c.offset(at: j) >> 56 == im.tag >> 56 { writeback(im, c, k, j, image: image) }
             i = j + 1
         }
     }
