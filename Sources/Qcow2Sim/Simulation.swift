@@ -172,7 +172,11 @@ class RecordSource {
     ///
     /// The engine takes batches only where nothing reads the location of a batched record (no
     /// event log): the reader runs up to a batch ahead of the request being replayed.
-    func nextPlainReads(into buffer: UnsafeMutableBufferPointer<TraceRecord>, within size: UInt64) throws -> Int { 0 }
+    /// `writes`: writes are taken too (where nothing reads their location either: an image that
+    /// is not read-only, whose writes raise no located error).
+    func nextPlainReads(into buffer: UnsafeMutableBufferPointer<TraceRecord>, within size: UInt64, writes: Bool) throws
+        -> Int
+    { 0 }
 }
 
 /// A `RecordSource` over a concrete reader.
@@ -203,9 +207,12 @@ final class BoxedSource<Reader: TraceReader>: RecordSource {
     }
     override func location() -> TraceLocation { reader.location }
     override var fileName: String { reader.fileName }
-    override func nextPlainReads(into buffer: UnsafeMutableBufferPointer<TraceRecord>, within size: UInt64) throws -> Int {
+    override func nextPlainReads(into buffer: UnsafeMutableBufferPointer<TraceRecord>, within size: UInt64, writes: Bool)
+        throws -> Int
+    {
         if held != nil || heldError != nil || ended { return 0 }
-        let (n, end) = reader.next(into: buffer, admitting: PlainReads(size: size, maxLength: Simulation.maxRequestBytes))
+        let (n, end) = reader.next(
+            into: buffer, admitting: PlainReads(size: size, maxLength: Simulation.maxRequestBytes, writes: writes))
         switch end {
         case .full: break
         case .ended: ended = true
@@ -492,10 +499,11 @@ struct Replay {
         // One flag object shared by the chain: any image's READ/WRITE raises it (§6.4, §13).
         let requestState = RequestState()
         for image in chain { image.requestState = requestState }
-        // Plain reads come in batches where nothing reads a batched record's location (no event
-        // log; the memory timeline samples per request too): one virtual call per batch instead
-        // of per record, and the batch's quick reads below run without the checks every record
-        // passed in `nextPlainReads`.
+        // Plain reads (and writes, on an image that is not read-only) come in batches where
+        // nothing reads a batched record's location (no event log; the memory timeline samples
+        // per request too): one virtual call per batch instead of per record, and the batch's
+        // quick reads below run without the checks every record passed in `nextPlainReads`; a
+        // write ends a run of quick reads, not the batch.
         let batching = quickReads && log == nil && timeline == nil
         let batch = UnsafeMutableBufferPointer<TraceRecord>.allocate(capacity: batching ? Self.batchSize : 1)
         batch.initialize(repeating: TraceRecord(op: .read, offset: 0, length: 0))
@@ -517,7 +525,9 @@ struct Replay {
                     batchNext &+= 1
                 } else {
                     batchNext = 0
-                    batchCount = try traceErrors { try reader.nextPlainReads(into: batch, within: size) }
+                    batchCount = try traceErrors {
+                        try reader.nextPlainReads(into: batch, within: size, writes: !config.readOnly)
+                    }
                     if batchCount > 0 { continue }
                     guard let r = try nextRecord(reader) else { break }
                     rec = r
@@ -653,8 +663,8 @@ struct Replay {
         var k = records.startIndex
         while k < records.endIndex {
             let r = records[k]
-            // A read one MAP does not cover leaves the loop for the general path.
-            guard let q = top.quickMap(r.offset, r.length) else { break }
+            // A write, or a read one MAP does not cover, leaves the loop for the general path.
+            guard r.op == .read, let q = top.quickMap(r.offset, r.length) else { break }
             k &+= 1
             if let t = r.time {
                 if firstTime == nil { firstTime = t }

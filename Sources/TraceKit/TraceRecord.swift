@@ -179,25 +179,33 @@ extension TraceReader {
     }
 }
 
-/// The records a batch (``TraceReader/next(into:admitting:)``) may hold: reads of at most
-/// `maxLength` bytes lying inside a disk of `size` bytes, untimed or at a valid trace time
-/// (``TraceRecord/timeProblem(_:)`` is nil). Every other record ends the batch.
+/// The records a batch (``TraceReader/next(into:admitting:)``) may hold: reads (and, with
+/// `writes`, writes) of at most `maxLength` bytes lying inside a disk of `size` bytes, untimed
+/// or at a valid trace time (``TraceRecord/timeProblem(_:)`` is nil). Every other record ends
+/// the batch.
 public struct PlainReads: Sendable {
     /// The virtual disk's size in bytes.
     public let size: UInt64
-    /// The longest read admitted.
+    /// The longest request admitted.
     public let maxLength: UInt64
+    /// Writes are admitted too.
+    public let writes: Bool
 
-    /// A filter for reads of at most `maxLength` bytes inside `size` bytes.
-    public init(size: UInt64, maxLength: UInt64) {
+    /// A filter for reads (and writes, if `writes`) of at most `maxLength` bytes inside `size`
+    /// bytes.
+    public init(size: UInt64, maxLength: UInt64, writes: Bool = false) {
         self.size = size
         self.maxLength = maxLength
+        self.writes = writes
     }
 
-    /// Whether `r` is such a read.
+    /// Whether `r` is such a request.
     @inlinable @inline(__always)
     public func admits(_ r: TraceRecord) -> Bool {
-        guard r.op == .read && r.length <= maxLength && r.offset <= size && r.length <= size &- r.offset else {
+        guard
+            (r.op == .read || (writes && r.op == .write)) && r.length <= maxLength && r.offset <= size
+                && r.length <= size &- r.offset
+        else {
             return false
         }
         guard let t = r.time else { return true }

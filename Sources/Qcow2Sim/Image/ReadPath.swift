@@ -26,7 +26,7 @@ extension Qcow2Image {
     @inline(__always)
     private func isCorrupt(_ word: UInt64, _ type: SubclusterType) -> Bool {
         type == .invalid || (type.hasHostCluster && geometry.offsetInCluster(word & EntryBits.offsetMask) != 0)
-            || (isVersion2 && type.isZero)
+            || (type.isZero && isVersion2)
     }
 
     /// MAP's bounds for `[g, g + want)`: the offset in the cluster, the L2 index, and the bytes
@@ -60,8 +60,7 @@ extension Qcow2Image {
         var host: UInt64 = 0
         if t0.hasHostCluster { host = (w0 & EntryBits.offsetMask) + oic }
         let spc = geometry.subclustersPerCluster
-        if isCorrupt(w0, t0)
-        {
+        if isCorrupt(w0, t0) {
             // QEMU fails the request with EIO here; go on over the rest of the cluster.
             mapCorruption(table: table, l2i: l2i, word: w0, bitmap: b0, type: t0)
             host = geometry.clusterStart(host)
@@ -80,7 +79,9 @@ extension Qcow2Image {
     /// the subclusters of entries `l2i + 1 ..< l2i + clusters` that continue the first entry
     /// `first` of type `type` (same type, host clusters contiguous), up to the first partial run.
     @inline(__always)
-    private func followingRun(_ table: UInt64, _ l2i: Int, first w0: UInt64, type t0: SubclusterType, clusters nbClusters: Int) -> Int {
+    private func followingRun(_ table: UInt64, _ l2i: Int, first w0: UInt64, type t0: SubclusterType, clusters nbClusters: Int)
+        -> Int
+    {
         let spc = geometry.subclustersPerCluster
         var count = 0
         var expected = w0 & EntryBits.offsetMask
