@@ -180,7 +180,9 @@ public struct NativeBinaryTraceReader: TraceReader {
     private var index = 0
     private var announced: UInt64 = 0
     private var headerRead = false
+    /// Decoded records: the first `batchCount` of `batchSize` are valid.
     private var batch: [TraceRecord] = []
+    private var batchCount = 0
     private var position = 0
     /// Where volume numbers are interned (nil: records are not tagged).
     private var volumes: VolumeTable?
@@ -209,7 +211,7 @@ public struct NativeBinaryTraceReader: TraceReader {
     init(input: ByteInput) {
         self.input = input
         fileName = input.fileName
-        batch.reserveCapacity(Self.batchSize)
+        batch = [TraceRecord](repeating: TraceRecord(op: .read, offset: 0, length: 0), count: Self.batchSize)
     }
 
     /// `byte N (record I)` of the record most recently returned.
@@ -282,7 +284,7 @@ public struct NativeBinaryTraceReader: TraceReader {
 
     @inline(__always)
     private mutating func nextRecord() throws -> TraceRecord? {
-        if position < batch.count {
+        if position < batchCount {
             let r = batch[position]
             position += 1
             index += 1
@@ -301,18 +303,23 @@ public struct NativeBinaryTraceReader: TraceReader {
         let size = NativeBinaryTrace.recordSize
         var n = min(input.available / size, Self.batchSize)
         if announced != NativeBinaryTrace.unknownCount { n = Int(min(UInt64(n), announced - UInt64(index))) }
-        batch.removeAll(keepingCapacity: true)
         position = 0
         let s = input.start
-        input.buffer.withUnsafeBytes { raw in
-            let base = raw.baseAddress.unsafelyUnwrapped + s
-            for k in 0..<n {
-                guard let r = Self.decode(base + k * size) else { break }
-                batch.append(r)
+        // Stored through the batch's buffer: an append paid a uniqueness and a capacity check
+        // per record.
+        batchCount = batch.withUnsafeMutableBufferPointer { out in
+            input.buffer.withUnsafeBytes { raw in
+                let base = raw.baseAddress.unsafelyUnwrapped + s
+                var k = 0
+                while k < n, let r = Self.decode(base + k * size) {
+                    out[k] = r
+                    k &+= 1
+                }
+                return k
             }
         }
-        input.start += batch.count * size
-        guard !batch.isEmpty else { throw invalidRecord() }
+        input.start += batchCount * size
+        guard batchCount > 0 else { throw invalidRecord() }
         position = 1
         index += 1
         return batch[0]

@@ -39,6 +39,29 @@ struct RecordMapper {
         }
     }
 
+    /// `TraceReader.next(into:admitting:)` over `source`, mapped: the records `next(from:)`
+    /// returns, as long as `filter` admits each. `location` ends at the last record read (the
+    /// refused one, when one ends the batch), as after as many `next(from:)` calls.
+    @inline(__always)
+    mutating func next<R: TraceReader>(
+        from source: inout R, into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads,
+        location: inout TraceLocation
+    ) -> (count: Int, end: BatchEnd) {
+        var n = 0
+        do {
+            while n < buffer.count {
+                guard let (r, loc) = try next(from: &source) else { return (n, .ended) }
+                location = loc
+                guard filter.admits(r) else { return (n, .refused(r)) }
+                buffer[n] = r
+                n &+= 1
+            }
+        } catch {
+            return (n, .failed(error))
+        }
+        return (n, .full)
+    }
+
     @inline(__always)
     private mutating func nextOrdered<R: TraceReader>(from source: inout R) throws -> (TraceRecord, TraceLocation)? {
         if window == 0 {

@@ -245,6 +245,32 @@ public struct AnyTraceReader: TraceReader {
         lastLocation = loc
         return record
     }
+
+    /// Witness of the requirement: the two native formats decode a batch in one loop specialized
+    /// for their reader (per record through `next()`, the switch over the source and the mapping
+    /// stage's calls were 270 of the 310 instructions a binary record cost end to end: callgrind,
+    /// `simulate` of 10^7 reads); the other formats take `next()` per record.
+    public mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (
+        count: Int, end: BatchEnd
+    ) {
+        switch source {
+        case .binary: return mapper.next(from: &binaryReader, into: buffer, admitting: filter, location: &lastLocation)
+        case .native: return mapper.next(from: &nativeReader, into: buffer, admitting: filter, location: &lastLocation)
+        default: break
+        }
+        var n = 0
+        do {
+            while n < buffer.count {
+                guard let r = try next() else { return (n, .ended) }
+                guard filter.admits(r) else { return (n, .refused(r)) }
+                buffer[n] = r
+                n &+= 1
+            }
+        } catch {
+            return (n, .failed(error))
+        }
+        return (n, .full)
+    }
 }
 
 @inline(__always)
