@@ -218,3 +218,72 @@ import TraceKit
         }
     }
 }
+
+/// The two native formats fill a batch in their own loop (`AnyTraceReader.next(into:admitting:)`):
+/// what ends a batch is still located at its own record, after the records before it ran.
+@Suite struct BatchedNativeFormatTests {
+    static let size: UInt64 = 1 << 30
+
+    /// A native CSV: 1000 reads (lines 2 to 1001), then one past the disk's end on line 1002.
+    @Test func aCSVRecordBeyondTheDiskAfterABatchIsLocatedAtItsLine() throws {
+        var text = "op,offset,length\n"
+        for k in 0..<1000 { text += "R,\(k * 4096),4096\n" }
+        text += "R,\(Self.size - 512),4096\n"
+        var reader = try TraceFile.open(bytes: Array(text.utf8), fileName: "t.csv")
+        let message = "request [1073741312, 1073745408) lies beyond the virtual size 1073741824"
+        #expect(throws: SimulationError.trace(TraceError(file: "t.csv", location: .line(1002), message: message))) {
+            try Simulation.run(config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader)
+        }
+    }
+
+    /// QEMU's policy, counting the L2 lookups it is told about: this suite's own (the count is
+    /// global, and suites run in parallel).
+    struct CountingPolicy: EvictionPolicy {
+        nonisolated(unsafe) static var l2Lookups = 0
+        static let name = "counting-native"
+        static let summary = "QEMU's policy, counting L2 lookups (a test's)"
+        private var inner: QemuPolicy
+        private let kind: CacheKind
+        init(capacity: Int, kind: CacheKind) {
+            inner = QemuPolicy(capacity: capacity, kind: kind)
+            self.kind = kind
+        }
+        mutating func filled(_ slot: Int, offset: UInt64) {
+            if kind == .l2 { Self.l2Lookups += 1 }
+            inner.filled(slot, offset: offset)
+        }
+        mutating func hit(_ slot: Int, offset: UInt64) {
+            if kind == .l2 { Self.l2Lookups += 1 }
+            inner.hit(slot, offset: offset)
+        }
+        mutating func released(_ slot: Int, offset: UInt64) { inner.released(slot, offset: offset) }
+        mutating func emptied(_ slot: Int, offset: UInt64) { inner.emptied(slot, offset: offset) }
+        mutating func victim(_ pins: PinCounts) -> Int? { inner.victim(pins) }
+    }
+
+    /// A binary trace of 1000 reads whose record `bad` has op code 6: the reader's located error,
+    /// thrown after the reads before it ran (700 more L2 lookups with the bad record at 700 than
+    /// at 0, whose run does only the image's opening), as one at a time would.
+    @Test func aBadBinaryRecordInsideABatchComesAfterTheRecordsBeforeIt() throws {
+        func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        func lookups(bad: Int) throws -> Int {
+            var bytes: [UInt8] = [0x89, 0x51, 0x32, 0x53, 0x54, 0x52, 0x0A, 0x00] + le32(1) + le32(32) + le64(1000) + le64(0)
+            for k in 0..<1000 {
+                // Untimed (every time bit set), a read (op 0) or, at record `bad`, op code 6.
+                bytes += le64(.max) + le64(UInt64(k) * 65536) + le64(4096) + [k == bad ? 6 : 0, 0, 0, 0, 0, 0, 0, 0]
+            }
+            var reader = try TraceFile.open(bytes: bytes, fileName: "t.bin")
+            CountingPolicy.l2Lookups = 0
+            let message = "invalid op code 6 (expected 0 R, 1 W, 2 D, 3 Z, 4 ZU or 5 F)"
+            let at = TraceLocation.record(byteOffset: 32 + UInt64(bad) * 32, index: bad)
+            #expect(throws: SimulationError.trace(TraceError(file: "t.bin", location: at, message: message))) {
+                try Simulation.run(
+                    config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader,
+                    policy: CountingPolicy.self)
+            }
+            return CountingPolicy.l2Lookups
+        }
+        #expect(try lookups(bad: 700) - lookups(bad: 0) == 700)
+    }
+}
