@@ -156,7 +156,22 @@ struct BlockRanges {
         }
     }
 
-    mutating func insert(_ r: Range<UInt64>) { update(r, set: true) }
+    @inline(__always)
+    mutating func insert(_ r: Range<UInt64>) {
+        // Most inserts: blocks inside one 64-block word of a page held as a bitmap (a new
+        // cluster's blocks at the end of the file, one data block): one mask, no loop.
+        let lo = r.lowerBound, hi = r.upperBound
+        if hi > lo && lo >> 6 == (hi &- 1) >> 6, let bk = partial.findRemembering(lo >> UInt64(Self.pageBits)) {
+            let span = hi &- lo
+            let m: UInt64 = (span == 64 ? ~0 : ((1 &<< span) &- 1)) &<< (lo & 63)
+            let (added, after) = partial.setBits(
+                bk, Int(truncatingIfNeeded: (lo >> 6) & UInt64(Self.wordsPerPage &- 1)), m, count: span)
+            count &+= added
+            if after == Self.pageBlocks { settlePage(lo >> UInt64(Self.pageBits), bucket: bk) }
+            return
+        }
+        update(r, set: true)
+    }
 
     mutating func remove(_ r: Range<UInt64>) { update(r, set: false) }
 
@@ -503,6 +518,23 @@ struct PageBitmaps {
         }
         pops[b] = pop
         return pop
+    }
+
+    /// Sets the `count` bits `m` of word `w` of the bitmap in bucket `b`; returns how many were
+    /// not set and the new population.
+    @inline(__always) mutating func setBits(_ b: Int, _ w: Int, _ m: UInt64, count: UInt64) -> (
+        added: UInt64, population: UInt64
+    ) {
+        let at = b &* Self.wordsPerPage &+ w
+        let old = words[at]
+        let present = old & m
+        // Mostly all new (a fresh cluster's blocks) or all there: no population count (which
+        // baseline x86-64 computes in software).
+        let added = present == 0 ? count : present == m ? 0 : UInt64((m & ~old).nonzeroBitCount)
+        words[at] = old | m
+        let pop = pops[b] &+ added
+        pops[b] = pop
+        return (added, pop)
     }
 
     /// The page numbers, in no particular order.
