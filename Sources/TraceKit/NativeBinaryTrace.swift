@@ -211,7 +211,6 @@ public struct NativeBinaryTraceReader: TraceReader {
     init(input: ByteInput) {
         self.input = input
         fileName = input.fileName
-        batch = [TraceRecord](repeating: TraceRecord(op: .read, offset: 0, length: 0), count: Self.batchSize)
     }
 
     /// `byte N (record I)` of the record most recently returned.
@@ -299,6 +298,11 @@ public struct NativeBinaryTraceReader: TraceReader {
     /// every record before it was returned.
     private mutating func nextBatch() throws -> TraceRecord? {
         if !headerRead { try readHeader() }
+        // Allocated at the first batch: a reader that never reads (the placeholders of
+        // `AnyTraceReader`) costs none of it.
+        if batch.isEmpty {
+            batch = [TraceRecord](repeating: TraceRecord(op: .read, offset: 0, length: 0), count: Self.batchSize)
+        }
         guard try more() else { return nil }
         let size = NativeBinaryTrace.recordSize
         var n = min(input.available / size, Self.batchSize)
@@ -325,7 +329,7 @@ public struct NativeBinaryTraceReader: TraceReader {
         return batch[0]
     }
 
-    /// Records decoded per pass: 128 KiB of input, a 5 KiB array of records.
+    /// Records decoded per pass: 128 KiB of input, an array of 4096 records (160 KiB).
     static let batchSize = 4096
 
     /// The record at `p`, or `nil` when any field fails the checks.

@@ -152,7 +152,8 @@ public struct NativeTraceReader: TraceReader {
                 var k = 0
                 var lastNewline = -1
                 let volumes = self.volumes
-                while k < out.count, i < end, var (record, newline) = Self.plainLine(b, buf, from: i) {
+                while k < out.count, i < end, let (parsed, newline) = Self.plainLine(b, buf, from: i) {
+                    var record = parsed
                     if record.volume != 0 { record.volume = volumes?.intern(number: UInt64(record.volume - 1)) ?? 0 }
                     out[k] = record
                     k += 1

@@ -101,7 +101,7 @@ public final class Termination: @unchecked Sendable {
 
     /// Registers `resource` outside `create(_:)`.
     public func register(_ resource: Resource) {
-        create { resources.insert(resource) }
+        create { _ = resources.insert(resource) }
     }
 
     /// Forgets `resource` (it was committed, removed or reaped). During termination the calling

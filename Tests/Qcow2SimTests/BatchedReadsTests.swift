@@ -120,9 +120,9 @@ import TraceKit
         }
     }
 
-    /// Reads mixed with what leaves a batch (writes, flushes) or the quick path inside one
-    /// (reads across L2 slices), zero-length reads, timed and untimed records: every counter
-    /// equals the one-at-a-time path's.
+    /// Reads mixed with what leaves a batch (flushes), what leaves the quick path inside one
+    /// (writes, reads across L2 slices), zero-length reads, timed and untimed records: every
+    /// counter equals the one-at-a-time path's.
     @Test(arguments: [false, true])
     func mixedTracesCountTheSameBatchedAndOneAtATime(timed: Bool) throws {
         var rng = SplitMix64(seed: 7)
@@ -234,6 +234,28 @@ import TraceKit
         #expect(throws: SimulationError.trace(TraceError(file: "t.csv", location: .line(1002), message: message))) {
             try Simulation.run(config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader)
         }
+    }
+
+    /// A native CSV of 3000 reads and writes (a third writes, some rewrites) over a fresh image:
+    /// the batches of the CSV reader's own loop count the same as one record at a time.
+    @Test func aCSVOfReadsAndWritesCountsTheSameBatchedAndOneAtATime() throws {
+        var rng = SplitMix64(seed: 5)
+        var text = "op,offset,length\n"
+        for _ in 0..<3000 {
+            let offset = (rng.next() % 1024) << 16 | (rng.next() % 16) << 12
+            text += "\(rng.next() % 3 == 0 ? "W" : "R"),\(offset),4096\n"
+        }
+        let config = SimulationConfig(virtualSize: Self.size, driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
+        var a = try TraceFile.open(bytes: Array(text.utf8), fileName: "t.csv")
+        var b = try TraceFile.open(bytes: Array(text.utf8), fileName: "t.csv")
+        let batched = try Simulation.run(config: config, reader: &a)
+        let single = try Simulation.run(config: config, reader: &b, log: EventLog())
+        #expect(batched.images[0].l2 == single.images[0].l2)
+        #expect(batched.images[0].refcount == single.images[0].refcount)
+        #expect(batched.images[0].image == single.images[0].image)
+        #expect(batched.images[0].hostAllocatedBytes == single.images[0].hostAllocatedBytes)
+        #expect(batched.requestsByOp == single.requestsByOp)
+        #expect(batched.requestsByOp[.write] ?? 0 > 900)
     }
 
     /// QEMU's policy, counting the L2 lookups it is told about: this suite's own (the count is

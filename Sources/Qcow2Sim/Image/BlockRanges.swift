@@ -293,7 +293,8 @@ struct BlockRanges {
         private var fi = 0, ki = 0
         /// The partly filled page being scanned: its number, bitmap, and the next word.
         private var page: UInt64 = 0
-        /// The bitmap's bucket in `set.partial` (-1: none); `set` is this iterator's own copy.
+        /// The bitmap's bucket in `set.partial` (-1: none). `set` is a copy whose bitmaps alias
+        /// the original's (`PageBitmaps`): the set must not change while its runs are read.
         private var bucket = -1
         private var w = BlockRanges.wordsPerPage
         private var bits: UInt64 = 0
