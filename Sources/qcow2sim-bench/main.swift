@@ -49,7 +49,8 @@ let benchmarks: [Benchmark] = [
         name: "write50-1e6-4T",
         summary: "10^6 uniform 4 KiB requests, 50 % writes scattered over a fresh 4 TiB image (~61 entries per L2 table)",
         config: SimulationConfig(virtualSize: 4 * TiB),
-        workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: 4 * TiB, requestSize: 4096, readRatio: 0.5, seed: 1)),
+        workload: WorkloadSpec(pattern: .uniform, count: 1_000_000, diskSize: 4 * TiB, requestSize: 4096, readRatio: 0.5, seed: 1)
+    ),
     Benchmark(
         name: "write50-1e6-1M", summary: "10^6 uniform 4 KiB requests, 50 % writes, fresh 1 TiB image, 1 MiB L2 cache",
         config: SimulationConfig(virtualSize: TiB, driveOptions: l2OneMiB),
@@ -187,8 +188,10 @@ struct ReferenceLRU {
 /// L2 cache = 256 slices of 4 KiB, each slice 512 L2 entries = 32 MiB of guest space) through
 /// qcow2sim (QEMU's policy and plain LRU) and through ``ReferenceLRU`` in this process, in CPU
 /// time. qcow2sim's setup (preallocating the image) is measured with a one-request run and
-/// subtracted. Prints both rates, their ratio, and whether the LRU miss counts agree.
-func runPeer(count: Int) throws {
+/// subtracted. Prints both rates, their ratio, and whether the LRU miss counts agree; with
+/// `rounds` > 1 (`peer`: 3), the three run in turn that many times and the ratio printed is the
+/// median of the rounds' (`peer-1e6`, the callgrind benchmark, runs once).
+func runPeer(count: Int, rounds: Int) throws {
     let spec = WorkloadSpec(pattern: .uniform, count: count, diskSize: TiB, requestSize: 4096, readRatio: 1, seed: 1)
     var offsets: [UInt64] = []
     offsets.reserveCapacity(count)
@@ -208,22 +211,43 @@ func runPeer(count: Int) throws {
         let (all, misses) = try simulate(policy, offsets)
         return (max(all - setup, 1e-9), misses)
     }
-    let (qemuCPU, qemuMisses) = try replay("qemu")
-    let (lruCPU, lruMisses) = try replay("lru")
-    var lru = ReferenceLRU(capacity: 256, idSpace: Int(TiB >> sliceShift))
-    let c0 = TraceBenchmarks.cpuSeconds()
-    for o in offsets { _ = lru.get(Int(o >> sliceShift)) }
-    let refCPU = max(TraceBenchmarks.cpuSeconds() - c0, 1e-9)
     let n = Double(count)
     func rate(_ cpu: Double) -> String { String(format: "%6.2f M req/s (%.3f CPU s)", n / cpu / 1e6, cpu) }
+    func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
     print("peer: \(count) uniform 4 KiB reads, 1 TiB preallocated, L2 cache 256 x 4 KiB slices, CPU time")
-    print("  qcow2sim, qemu policy   \(rate(qemuCPU))  L2 misses \(qemuMisses)")
-    print("  qcow2sim, lru policy    \(rate(lruCPU))  L2 misses \(lruMisses)")
-    print("  reference LRU           \(rate(refCPU))  misses    \(lru.misses)")
+    // Rounds of the three in turn: this machine's speed drifts over seconds, so each round's
+    // ratio compares runs made moments apart, and the medians are printed last.
+    var qemuTimes: [Double] = [], lruTimes: [Double] = [], refTimes: [Double] = []
+    var qemuRatios: [Double] = [], lruRatios: [Double] = []
+    var agree = true
+    for round in 1...rounds {
+        let (qemuCPU, qemuMisses) = try replay("qemu")
+        let (lruCPU, lruMisses) = try replay("lru")
+        var lru = ReferenceLRU(capacity: 256, idSpace: Int(TiB >> sliceShift))
+        let c0 = TraceBenchmarks.cpuSeconds()
+        for o in offsets { _ = lru.get(Int(o >> sliceShift)) }
+        let refCPU = max(TraceBenchmarks.cpuSeconds() - c0, 1e-9)
+        if lruMisses != lru.misses { agree = false }
+        qemuTimes.append(qemuCPU)
+        lruTimes.append(lruCPU)
+        refTimes.append(refCPU)
+        qemuRatios.append(qemuCPU / refCPU)
+        lruRatios.append(lruCPU / refCPU)
+        let label = rounds > 1 ? " (round \(round))" : ""
+        print("  qcow2sim, qemu policy   \(rate(qemuCPU))  L2 misses \(qemuMisses)\(label)")
+        print("  qcow2sim, lru policy    \(rate(lruCPU))  L2 misses \(lruMisses)\(label)")
+        print("  reference LRU           \(rate(refCPU))  misses    \(lru.misses)\(label)")
+    }
+    if rounds > 1 {
+        print(
+            "  medians of \(rounds) rounds: qemu policy \(rate(median(qemuTimes))), lru policy \(rate(median(lruTimes))), reference \(rate(median(refTimes)))"
+        )
+    }
     print(
         String(
-            format: "  ratio reference / qcow2sim: %.2fx (qemu policy), %.2fx (lru policy); LRU misses %@",
-            qemuCPU / refCPU, lruCPU / refCPU, (lruMisses == lru.misses ? "agree" : "DIFFER") as NSString))
+            format: "  ratio reference / qcow2sim: %.2fx (qemu policy), %.2fx (lru policy)%@; LRU misses %@",
+            median(qemuRatios), median(lruRatios), (rounds > 1 ? ", medians of the rounds' ratios" : "") as NSString,
+            (agree ? "agree" : "DIFFER") as NSString))
 }
 
 /// Reads a trace file end to end through TraceFile (detection, reader, mapping stage) and prints
@@ -284,14 +308,18 @@ if args.first == "--write-blktrace", args.count == 3, let ios = Int(args[2]), io
 if args.first == "--list" {
     for b in benchmarks { print("\(b.name): \(b.summary)") }
     print("parse: blktrace binary, blkparse text, native CSV and binary parse throughput")
-    print("peer: read-1e7's requests through qcow2sim and a reference LRU in this process, both rates and their ratio")
-    print("peer-1e6: the same with 10^6 requests")
-    print("calibrate [DIR]: calibrate --dir through qemu-io, then predicted against measured IOPS on the seed benchmark (not run by default)")
+    print(
+        "peer: read-1e7's requests through qcow2sim and a reference LRU in this process, three rounds in turn, rates and their ratio"
+    )
+    print("peer-1e6: the same with 10^6 requests, one round")
+    print(
+        "calibrate [DIR]: calibrate --dir through qemu-io, then predicted against measured IOPS on the seed benchmark (not run by default)"
+    )
     exit(0)
 }
 if args.first == "--single", args.count == 2 {
     if args[1] == "peer" || args[1] == "peer-1e6" {
-        do { try runPeer(count: args[1] == "peer" ? 10_000_000 : 1_000_000) } catch {
+        do { try runPeer(count: args[1] == "peer" ? 10_000_000 : 1_000_000, rounds: args[1] == "peer" ? 3 : 1) } catch {
             FileHandle.standardError.write(Data("qcow2sim-bench: error: \(error)\n".utf8))
             exit(70)
         }
