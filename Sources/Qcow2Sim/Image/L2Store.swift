@@ -100,7 +100,7 @@ struct L2Store {
     static let maxRuns = 16
 
     let geometry: Geometry
-    private var tables: [UInt64: Table] = [:]
+    private var tables = TableMap<Table>()
     private let wordsPerEntry: Int
     /// The sparse map's largest slot count: the most slots that take no more bytes than the
     /// dense words (4096 slots = 3072 entries for 64 KiB clusters without extended L2).
@@ -137,7 +137,7 @@ struct L2Store {
         } else {
             t = Table(wordsPerEntry: wordsPerEntry)
             if let loader, let words = loader(offset) { load(words, into: t) }
-            tables[offset] = t
+            tables.set(offset, t)
         }
         recentKeys[slot] = offset
         recentTables[slot] = Unmanaged.passUnretained(t)
@@ -345,7 +345,7 @@ struct L2Store {
             t.sparse = src.sparse.copy()
             if let w = src.words { t.setWords(UnsafeBufferPointer(start: w, count: src.wordCount)) }
         }
-        tables[offset] = t
+        tables.set(offset, t)
         let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & (L2Store.recentSlots - 1)
         recentKeys[slot] = offset
         recentTables[slot] = Unmanaged.passUnretained(t)
@@ -487,7 +487,7 @@ struct RefcountStore {
     /// words (4096 runs for 64 KiB clusters and refcount_bits=16). Tests lower it to reach the
     /// dense form on small blocks.
     var maxRuns: Int
-    private var blocks: [UInt64: Block] = [:]
+    private var blocks = TableMap<Block>()
     private var lastOffset: UInt64 = .max
     // Unretained, as `L2Store.recentTables`: `blocks` keeps every block alive.
     private var lastBlock = Unmanaged.passUnretained(RefcountStore.placeholder)
@@ -511,7 +511,7 @@ struct RefcountStore {
         } else {
             b = Block()
             if let loader, let words = loader(offset) { load(words, into: b) }
-            blocks[offset] = b
+            blocks.set(offset, b)
         }
         lastOffset = offset
         lastBlock = Unmanaged.passUnretained(b)
@@ -713,7 +713,7 @@ struct RefcountStore {
     /// Replaces the block at `offset` with zeroes (a new refcount block).
     mutating func zero(_ offset: UInt64) {
         let b = Block()
-        blocks[offset] = b
+        blocks.set(offset, b)
         lastOffset = offset
         lastBlock = Unmanaged.passUnretained(b)
     }
