@@ -47,19 +47,11 @@ struct RecordMapper {
         from source: inout R, into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads,
         location: inout TraceLocation
     ) -> (count: Int, end: BatchEnd) {
-        var n = 0
-        do {
-            while n < buffer.count {
-                guard let (r, loc) = try next(from: &source) else { return (n, .ended) }
-                location = loc
-                guard filter.admits(r) else { return (n, .refused(r)) }
-                buffer[n] = r
-                n &+= 1
-            }
-        } catch {
-            return (n, .failed(error))
+        filter.fill(buffer) {
+            guard let (r, loc) = try next(from: &source) else { return nil }
+            location = loc
+            return r
         }
-        return (n, .full)
     }
 
     @inline(__always)

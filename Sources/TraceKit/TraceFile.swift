@@ -256,20 +256,8 @@ public struct AnyTraceReader: TraceReader {
         switch source {
         case .binary: return mapper.next(from: &binaryReader, into: buffer, admitting: filter, location: &lastLocation)
         case .native: return mapper.next(from: &nativeReader, into: buffer, admitting: filter, location: &lastLocation)
-        default: break
+        default: return filter.fill(buffer) { try next() }
         }
-        var n = 0
-        do {
-            while n < buffer.count {
-                guard let r = try next() else { return (n, .ended) }
-                guard filter.admits(r) else { return (n, .refused(r)) }
-                buffer[n] = r
-                n &+= 1
-            }
-        } catch {
-            return (n, .failed(error))
-        }
-        return (n, .full)
     }
 }
 

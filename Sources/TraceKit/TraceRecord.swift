@@ -164,11 +164,22 @@ extension TraceReader {
     public mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (
         count: Int, end: BatchEnd
     ) {
+        filter.fill(buffer) { try next() }
+    }
+}
+
+extension PlainReads {
+    /// The body of every ``TraceReader/next(into:admitting:)``: the records `next` returns, into
+    /// `buffer`, for as long as this filter admits each.
+    @inlinable @inline(__always)
+    public func fill(_ buffer: UnsafeMutableBufferPointer<TraceRecord>, from next: () throws -> TraceRecord?) -> (
+        count: Int, end: BatchEnd
+    ) {
         var n = 0
         do {
             while n < buffer.count {
                 guard let r = try next() else { return (n, .ended) }
-                guard filter.admits(r) else { return (n, .refused(r)) }
+                guard admits(r) else { return (n, .refused(r)) }
                 buffer[n] = r
                 n &+= 1
             }

@@ -8,7 +8,7 @@ import TraceKit
 /// record's location while it is replayed: errors must still name their own record, a reader's
 /// error must come after the records before it, and the counts must be those of the one-record-
 /// at-a-time path (taken whenever an event log is attached).
-@Suite struct BatchedReadsTests {
+@Suite(.serialized) struct BatchedReadsTests {
     /// A reader that throws a located error instead of record `failAt` (1-based).
     struct FailingReader: TraceReader {
         var inner: ArrayTraceReader
@@ -50,7 +50,8 @@ import TraceKit
     }
 
     /// QEMU's policy, counting the L2 lookups it is told about (a hit or a fill each), so a test
-    /// can see how many reads ran before an error. Used by one test only (the count is global).
+    /// can see how many reads ran before an error. The count is global: the suite runs its
+    /// tests one at a time.
     struct CountingPolicy: EvictionPolicy {
         nonisolated(unsafe) static var l2Lookups = 0
         static let name = "counting"
@@ -89,6 +90,32 @@ import TraceKit
             return CountingPolicy.l2Lookups
         }
         #expect(lookups(failingAt: 700) - lookups(failingAt: 1) == 699)
+    }
+
+    /// A binary trace of 1000 reads whose record `bad` has op code 6: the reader's located error,
+    /// thrown after the reads before it ran (700 more L2 lookups with the bad record at 700 than
+    /// at 0, whose run does only the image's opening), as one at a time would.
+    @Test func aBadBinaryRecordInsideABatchComesAfterTheRecordsBeforeIt() throws {
+        func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
+        func lookups(bad: Int) throws -> Int {
+            var bytes: [UInt8] = [0x89, 0x51, 0x32, 0x53, 0x54, 0x52, 0x0A, 0x00] + le32(1) + le32(32) + le64(1000) + le64(0)
+            for k in 0..<1000 {
+                // Untimed (every time bit set), a read (op 0) or, at record `bad`, op code 6.
+                bytes += le64(.max) + le64(UInt64(k) * 65536) + le64(4096) + [k == bad ? 6 : 0, 0, 0, 0, 0, 0, 0, 0]
+            }
+            var reader = try TraceFile.open(bytes: bytes, fileName: "t.bin")
+            CountingPolicy.l2Lookups = 0
+            let message = "invalid op code 6 (expected 0 R, 1 W, 2 D, 3 Z, 4 ZU or 5 F)"
+            let at = TraceLocation.record(byteOffset: 32 + UInt64(bad) * 32, index: bad)
+            #expect(throws: SimulationError.trace(TraceError(file: "t.bin", location: at, message: message))) {
+                try Simulation.run(
+                    config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader,
+                    policy: CountingPolicy.self)
+            }
+            return CountingPolicy.l2Lookups
+        }
+        #expect(try lookups(bad: 700) - lookups(bad: 0) == 700)
     }
 
     /// A library record ending past 2^64 is a located error, its end printed exactly.
@@ -258,54 +285,4 @@ import TraceKit
         #expect(batched.requestsByOp[.write] ?? 0 > 900)
     }
 
-    /// QEMU's policy, counting the L2 lookups it is told about: this suite's own (the count is
-    /// global, and suites run in parallel).
-    struct CountingPolicy: EvictionPolicy {
-        nonisolated(unsafe) static var l2Lookups = 0
-        static let name = "counting-native"
-        static let summary = "QEMU's policy, counting L2 lookups (a test's)"
-        private var inner: QemuPolicy
-        private let kind: CacheKind
-        init(capacity: Int, kind: CacheKind) {
-            inner = QemuPolicy(capacity: capacity, kind: kind)
-            self.kind = kind
-        }
-        mutating func filled(_ slot: Int, offset: UInt64) {
-            if kind == .l2 { Self.l2Lookups += 1 }
-            inner.filled(slot, offset: offset)
-        }
-        mutating func hit(_ slot: Int, offset: UInt64) {
-            if kind == .l2 { Self.l2Lookups += 1 }
-            inner.hit(slot, offset: offset)
-        }
-        mutating func released(_ slot: Int, offset: UInt64) { inner.released(slot, offset: offset) }
-        mutating func emptied(_ slot: Int, offset: UInt64) { inner.emptied(slot, offset: offset) }
-        mutating func victim(_ pins: PinCounts) -> Int? { inner.victim(pins) }
-    }
-
-    /// A binary trace of 1000 reads whose record `bad` has op code 6: the reader's located error,
-    /// thrown after the reads before it ran (700 more L2 lookups with the bad record at 700 than
-    /// at 0, whose run does only the image's opening), as one at a time would.
-    @Test func aBadBinaryRecordInsideABatchComesAfterTheRecordsBeforeIt() throws {
-        func le64(_ v: UInt64) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-        func le32(_ v: UInt32) -> [UInt8] { withUnsafeBytes(of: v.littleEndian) { Array($0) } }
-        func lookups(bad: Int) throws -> Int {
-            var bytes: [UInt8] = [0x89, 0x51, 0x32, 0x53, 0x54, 0x52, 0x0A, 0x00] + le32(1) + le32(32) + le64(1000) + le64(0)
-            for k in 0..<1000 {
-                // Untimed (every time bit set), a read (op 0) or, at record `bad`, op code 6.
-                bytes += le64(.max) + le64(UInt64(k) * 65536) + le64(4096) + [k == bad ? 6 : 0, 0, 0, 0, 0, 0, 0, 0]
-            }
-            var reader = try TraceFile.open(bytes: bytes, fileName: "t.bin")
-            CountingPolicy.l2Lookups = 0
-            let message = "invalid op code 6 (expected 0 R, 1 W, 2 D, 3 Z, 4 ZU or 5 F)"
-            let at = TraceLocation.record(byteOffset: 32 + UInt64(bad) * 32, index: bad)
-            #expect(throws: SimulationError.trace(TraceError(file: "t.bin", location: at, message: message))) {
-                try Simulation.run(
-                    config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader,
-                    policy: CountingPolicy.self)
-            }
-            return CountingPolicy.l2Lookups
-        }
-        #expect(try lookups(bad: 700) - lookups(bad: 0) == 700)
-    }
 }

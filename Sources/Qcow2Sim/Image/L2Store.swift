@@ -131,6 +131,12 @@ struct L2Store {
     private mutating func table(_ offset: UInt64) -> Table {
         let slot = Int(truncatingIfNeeded: offset >> UInt64(geometry.clusterBits)) & (L2Store.recentSlots - 1)
         if recentKeys[slot] == offset { return recentTables[slot].takeUnretainedValue() }
+        return table(offset, missing: slot)
+    }
+
+    /// `table` past the recent-table cache (out of line: the lookups inline only the cache).
+    @inline(never)
+    private mutating func table(_ offset: UInt64, missing slot: Int) -> Table {
         let t: Table
         if let found = tables[offset] {
             t = found
