@@ -6,7 +6,8 @@
 /// was detected). Zero-range writes (`fallocate(ZERO_RANGE)`, used instead of COW) allocate
 /// *unwritten* extents: counted in `st_blocks` but reported as holes by SEEK_DATA.
 final class HostFile {
-    /// File length: the largest end offset ever written (or truncated to).
+    /// File length: the largest end offset ever written (or truncated to). Every allocated block
+    /// starts below it (`write`, `zeroRange` and the marks extend it or stay inside it).
     @exclusivity(unchecked) private(set) var length: UInt64
     /// Allocated blocks (written or unwritten).
     @exclusivity(unchecked) private var allocated = BlockRanges()
@@ -28,8 +29,17 @@ final class HostFile {
     /// Records a data write of `bytes` at `offset`.
     func write(_ offset: UInt64, _ bytes: UInt64) {
         guard bytes > 0 else { return }
-        length = max(length, offset + bytes)
         let r = Self.blocks(covering: offset, bytes)
+        // At or past the end (a new table or cluster): no block there is in either set but,
+        // when `length` is not block-aligned, the one it ends in, which inserting again leaves
+        // as it is: nothing to look up.
+        if offset >= length {
+            length = offset + bytes
+            allocated.insert(r)
+            data.insert(r)
+            return
+        }
+        length = max(length, offset + bytes)
         // Written data is a subset of the allocation: a rewrite changes neither.
         if data.membership(r) == .all { return }
         if allocated.membership(r) != .all { allocated.insert(r) }
@@ -56,7 +66,10 @@ final class HostFile {
     /// allocates and the data write only adds its blocks to the data.
     func zeroThenWrite(_ offset: UInt64, _ bytes: UInt64, data dataOffset: UInt64, _ dataBytes: UInt64) {
         let zeroed = Self.blocks(covering: offset, bytes)
-        guard offset % Self.blockSize == 0, bytes % Self.blockSize == 0, dataBytes > 0, data.membership(zeroed) == .empty else {
+        // Block-aligned at or past the end: no block there holds data yet.
+        guard offset % Self.blockSize == 0, bytes % Self.blockSize == 0, dataBytes > 0,
+            offset >= length || data.membership(zeroed) == .empty
+        else {
             zeroRange(offset, bytes)
             write(dataOffset, dataBytes)
             return
