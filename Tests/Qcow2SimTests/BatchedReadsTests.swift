@@ -179,17 +179,7 @@ import TraceKit
             let config = SimulationConfig(
                 virtualSize: Self.size, populate: .ranges([ByteRange(start: 0, length: Self.size / 2)]), populateMode: .data,
                 driveOptions: try DriveOptions(parsing: drive))
-            var a = ArrayTraceReader(records)
-            var b = ArrayTraceReader(records)
-            let batched = try Simulation.run(config: config, reader: &a)
-            let single = try Simulation.run(config: config, reader: &b, log: EventLog())
-            #expect(batched.images[0].l2 == single.images[0].l2, "\(drive)")
-            #expect(batched.images[0].refcount == single.images[0].refcount, "\(drive)")
-            #expect(batched.images[0].image == single.images[0].image, "\(drive)")
-            #expect(batched.images[0].hostAllocatedBytes == single.images[0].hostAllocatedBytes)
-            #expect(batched.requestsByOp == single.requestsByOp)
-            #expect(batched.multiSegmentReads == single.multiSegmentReads)
-            #expect(batched.duration == single.duration)
+            let batched = try runBatchedAndOneAtATime(config, drive) { ArrayTraceReader(records) }
             #expect(batched.images[0].l2.lookups > 2000, "\(drive)")
             #expect(batched.images[0].l2.evictions > 1000, "\(drive)")
             #expect(batched.images[0].l2.dirtyEvictions > 10, "\(drive)")
@@ -215,16 +205,7 @@ import TraceKit
         }
         for drive in ["l2-cache-size=64K,l2-cache-entry-size=4K", "l2-cache-size=1M"] {
             let config = SimulationConfig(virtualSize: Self.size, driveOptions: try DriveOptions(parsing: drive))
-            var a = ArrayTraceReader(records)
-            var b = ArrayTraceReader(records)
-            let batched = try Simulation.run(config: config, reader: &a)
-            let single = try Simulation.run(config: config, reader: &b, log: EventLog())
-            #expect(batched.images[0].l2 == single.images[0].l2, "\(drive)")
-            #expect(batched.images[0].refcount == single.images[0].refcount, "\(drive)")
-            #expect(batched.images[0].image == single.images[0].image, "\(drive)")
-            #expect(batched.images[0].hostAllocatedBytes == single.images[0].hostAllocatedBytes)
-            #expect(batched.images[0].hostLengthBytes == single.images[0].hostLengthBytes)
-            #expect(batched.requestsByOp == single.requestsByOp)
+            let batched = try runBatchedAndOneAtATime(config, drive) { ArrayTraceReader(records) }
             #expect(batched.requestsByOp[.write] ?? 0 > 1900)
             #expect(batched.images[0].image.clustersAllocated > 1000, "\(drive)")
         }
@@ -273,16 +254,29 @@ import TraceKit
             text += "\(rng.next() % 3 == 0 ? "W" : "R"),\(offset),4096\n"
         }
         let config = SimulationConfig(virtualSize: Self.size, driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
-        var a = try TraceFile.open(bytes: Array(text.utf8), fileName: "t.csv")
-        var b = try TraceFile.open(bytes: Array(text.utf8), fileName: "t.csv")
-        let batched = try Simulation.run(config: config, reader: &a)
-        let single = try Simulation.run(config: config, reader: &b, log: EventLog())
-        #expect(batched.images[0].l2 == single.images[0].l2)
-        #expect(batched.images[0].refcount == single.images[0].refcount)
-        #expect(batched.images[0].image == single.images[0].image)
-        #expect(batched.images[0].hostAllocatedBytes == single.images[0].hostAllocatedBytes)
-        #expect(batched.requestsByOp == single.requestsByOp)
+        let batched = try runBatchedAndOneAtATime(config) { try TraceFile.open(bytes: Array(text.utf8), fileName: "t.csv") }
         #expect(batched.requestsByOp[.write] ?? 0 > 900)
     }
 
+}
+
+/// Replays `make()`'s records with `config` twice, batched and one record at a time (an event
+/// log turns batching off), expects every counter of the two reports equal, and returns the
+/// batched one.
+private func runBatchedAndOneAtATime<R: TraceReader>(
+    _ config: SimulationConfig, _ label: String = "", _ make: () throws -> R
+) throws -> SimulationReport {
+    var a = try make()
+    var b = try make()
+    let batched = try Simulation.run(config: config, reader: &a)
+    let single = try Simulation.run(config: config, reader: &b, log: EventLog())
+    #expect(batched.images[0].l2 == single.images[0].l2, "\(label)")
+    #expect(batched.images[0].refcount == single.images[0].refcount, "\(label)")
+    #expect(batched.images[0].image == single.images[0].image, "\(label)")
+    #expect(batched.images[0].hostAllocatedBytes == single.images[0].hostAllocatedBytes, "\(label)")
+    #expect(batched.images[0].hostLengthBytes == single.images[0].hostLengthBytes, "\(label)")
+    #expect(batched.requestsByOp == single.requestsByOp, "\(label)")
+    #expect(batched.multiSegmentReads == single.multiSegmentReads, "\(label)")
+    #expect(batched.duration == single.duration, "\(label)")
+    return batched
 }
