@@ -228,8 +228,13 @@ extension Qcow2Image {
         guard probeDone else {
             return isZeroFast(m.guestCluster, m.cowStartBytes) && isZeroFast(m.guestCluster &+ m.cowEndOffset, m.cowEndBytes)
         }
-        if m.cowStartBytes != 0 { put(Self.l2, loadSlice(m.guestCluster, table: table)) }
-        if m.cowEndBytes != 0 { put(Self.l2, loadSlice(m.guestCluster, table: table)) }
+        if m.cowStartBytes != 0 && m.cowEndBytes != 0 {
+            // Both regions: two GET and PUT pairs of the slice the write holds, resident since
+            // its PUT just before, as one operation (`repeatGet`: the same events and counts).
+            repeatGet(Self.l2, offset: sliceOffset(m.guestCluster, table: table), count: 2)
+        } else if m.cowStartBytes != 0 || m.cowEndBytes != 0 {
+            put(Self.l2, loadSlice(m.guestCluster, table: table))
+        }
         return true
     }
 
