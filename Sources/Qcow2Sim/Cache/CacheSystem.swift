@@ -220,6 +220,17 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
                             k = next &+ 1
                             continue
                         }
+                        let last = next &+ 1
+                        if last < n && ops[next].code == .markDirty && ops[next].offset == offset && ops[next].kind == kind
+                            && ops[next].image == 0 && ops[last].code == .put && ops[last].offset == offset
+                            && ops[last].kind == kind && ops[last].image == 0
+                        {
+                            // GET, MARK_DIRTY, PUT of one table (a refcount update, a LINK): the
+                            // three on the slot the GET finds, without two dispatches and lookups.
+                            getMarkDirtyPut(first, kind, offset, readFromDisk: ops[k].flag != 0)
+                            k = last &+ 1
+                            continue
+                        }
                         _ = get(first, kind, offset, readFromDisk: ops[k].flag != 0, image: 0)
                     } else if code == .put {
                         put(first, ops[k].kind, ops[k].offset)
@@ -294,6 +305,17 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         precondition(offset != 0, "qcow2 cache: GET of offset 0")
         im.with(k) { c in
             let i = get(im, c, k, offset, readFromDisk: readFromDisk, image: 0)
+            c.put(i)
+        }
+    }
+
+    /// GET, MARK_DIRTY and PUT of the same table of image 0 (nothing between them).
+    @inline(__always)
+    private func getMarkDirtyPut(_ im: ImageCaches, _ k: CacheKind, _ offset: UInt64, readFromDisk: Bool) {
+        precondition(offset != 0, "qcow2 cache: GET of offset 0")
+        im.with(k) { c in
+            let i = get(im, c, k, offset, readFromDisk: readFromDisk, image: 0)
+            c.markDirty(i)
             c.put(i)
         }
     }
