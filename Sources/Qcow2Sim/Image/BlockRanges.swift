@@ -373,7 +373,12 @@ struct BlockRanges {
         var total: UInt64 = 0
         // Pieces of one run of `self` cut by `other` are separated by blocks of `other` (or
         // gaps), and pieces of different runs by gaps of `self`: each piece is maximal.
-        func add(_ r: Range<UInt64>) { total += (r.upperBound - r.lowerBound + maxRun - 1) / maxRun }
+        // Most pieces are shorter than `maxRun`: one each, without a division (tens of cycles
+        // per piece, and a replay's host file has a piece per written cluster).
+        func add(_ r: Range<UInt64>) {
+            let n = r.upperBound - r.lowerBound
+            total += n <= maxRun ? (n == 0 ? 0 : 1) : (n + maxRun - 1) / maxRun
+        }
         var mine = Runs(&self)
         guard var other else {
             while let a = mine.next() { add(a) }
