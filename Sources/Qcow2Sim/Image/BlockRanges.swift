@@ -106,26 +106,23 @@ struct BlockRanges {
     /// blocks at the end of the file, one data block); the rest out of line.
     @inline(__always)
     private mutating func updatePartOfPage(_ page: UInt64, _ a: Int, _ b: Int, set: Bool) {
-        guard let bk = partial.findRemembering(page) else { return updateAbsentPage(page, a, b, set: set) }
+        guard let bk = partial.findRemembering(page) ?? bitmap(forAbsent: page, set: set) else { return }
         let before = partial.population(bk)
         let after = partial.apply(bk, a, b, set: set)
         count = count &- before &+ after
         if after == Self.pageBlocks || after == 0 { settlePage(page, bucket: bk) }
     }
 
-    /// `updatePartOfPage` of a page without a bitmap: wholly in the set or wholly out of it.
+    /// A bitmap for `page`, which has none (it is wholly in the set or wholly out of it), to
+    /// update; nil when the update changes nothing (setting inside a whole page, clearing
+    /// inside an absent one).
     @inline(never)
-    private mutating func updateAbsentPage(_ page: UInt64, _ a: Int, _ b: Int, set: Bool) {
+    private mutating func bitmap(forAbsent page: UInt64, set: Bool) -> Int? {
         let wasFull = isFull(page)
-        // Nothing to do: setting inside a whole page, clearing inside an absent one.
-        if set == wasFull { return }
+        if set == wasFull { return nil }
         if wasFull { _ = removeFull(page..<(page + 1)) }
-        let bk = partial.insert(page, filled: wasFull)
         sortedPartialCache = nil
-        let before = partial.population(bk)
-        let after = partial.apply(bk, a, b, set: set)
-        count = count &- before &+ after
-        if after == Self.pageBlocks || after == 0 { settlePage(page, bucket: bk) }
+        return partial.insert(page, filled: wasFull)
     }
 
     /// A bitmap that became full (the page joins `full`) or empty (it leaves the set): dropped.
