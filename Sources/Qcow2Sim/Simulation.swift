@@ -513,7 +513,8 @@ struct Replay {
         while true {
             let rec: TraceRecord
             if batching {
-                if batchNext < batchCount {
+                // A write takes the general path below without entering the quick-read loop.
+                if batchNext < batchCount && batch[batchNext].op == .read {
                     let done = try runQuickReads(
                         batch[batchNext..<batchCount], index: &index, firstTime: &firstTime, lastTime: &lastTime, top: top,
                         system: system)
