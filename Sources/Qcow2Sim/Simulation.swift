@@ -477,6 +477,10 @@ struct Replay {
         let single = chain.count == 1
         // Reads that one MAP covers skip the operation buffer (`quickMap`).
         let quickReads = direct && single && top.takesQuickReads
+        // Writes that `quickWrite` takes run their operations in the cache layer as the model
+        // makes them (`DirectOps`), where the general path would not run instead.
+        let quickWrites = quickReads && !config.debugGeneralWrites && !config.cacheMode.writethrough
+        let directOps = DirectOps(system: system, buffer: ops)
         for (k, image) in chain.enumerated() {
             let isTop = k == chain.count - 1
             image.open(
@@ -578,7 +582,13 @@ struct Replay {
                         .beginRequest, offset: UInt64(index), flag: rec.time == nil ? 0 : 1, extra: (rec.time ?? 0).bitPattern))
             }
             requestState.taskPool = false
-            if !(rec.op == .discard && !config.discardUnmap) { _ = top.apply(rec) }
+            if quickWrites && rec.op == .write && rec.length <= Simulation.maxRequestBytes && top.probeDone
+                && top.quickWrite(rec.offset, rec.length, into: directOps)
+            {
+                // Done: one segment, no task pool.
+            } else if !(rec.op == .discard && !config.discardUnmap) {
+                _ = top.apply(rec)
+            }
             let multi = requestState.taskPool
             let endFlag: UInt8 = (multi ? 1 : 0) | (rec.op != .read ? 2 : 0)
             if direct {

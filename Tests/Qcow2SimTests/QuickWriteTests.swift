@@ -46,12 +46,26 @@ import TraceKit
         var host: [[UInt64]]
     }
 
-    static func run(_ config: SimulationConfig, _ records: [TraceRecord], general: Bool) throws -> Outcome {
+    /// `general`: every write takes the general path. Otherwise quick writes run as a live run
+    /// runs them, their operations applied as they are made (`DirectOps`), or, with `recorded`,
+    /// through the operation buffer a recording reads (a recorder is attached).
+    static func run(_ config: SimulationConfig, _ records: [TraceRecord], general: Bool, recorded: Bool = false) throws
+        -> Outcome
+    {
         var config = config
         config.debugGeneralWrites = general
         var reader = ArrayTraceReader(records)
         let log = EventLog()
-        let report = try Simulation.run(config: config, reader: &reader, log: log)
+        let report: SimulationReport
+        if recorded {
+            let dir = FileManager.default.temporaryDirectory.appendingPathComponent("quickwrite-\(UUID().uuidString)")
+            try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+            defer { try? FileManager.default.removeItem(at: dir) }
+            report = try Simulation.record(config: config, reader: &reader, to: dir.appendingPathComponent("ops").path, log: log)
+                .report
+        } else {
+            report = try Simulation.run(config: config, reader: &reader, log: log)
+        }
         return Outcome(
             events: log.events, l2: report.images.map(\.l2), refcount: report.images.map(\.refcount),
             image: report.images.map(\.image), host: report.images.map { [$0.hostLengthBytes, $0.hostAllocatedBytes] })
@@ -142,6 +156,9 @@ import TraceKit
             let records = Self.records(count: 4000, size: config.virtualSize, seed: 0x9E37_79B9_7F4A_7C15)
             let general = try Self.run(config, records, general: true)
             let quick = try Self.run(config, records, general: false)
+            // Quick writes through the operation buffer (a recorded run) against direct ones.
+            let buffered = try Self.run(config, records, general: false, recorded: true)
+            #expect(buffered == quick, "\(name): quick writes through the buffer differ from direct ones")
             // Every configuration has 2364 writes; all but the preallocated one allocate.
             #expect(general.events.count > 3 * records.count, "\(name): too few events to compare")
             #expect(general.image.reduce(0) { $0 + $1.guestBytesWritten } > 60 << 20, "\(name): the workload writes")

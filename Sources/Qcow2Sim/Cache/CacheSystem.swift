@@ -107,7 +107,14 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
     /// Host files that write-backs write to (live runs); nil in a replay of a recording, where
     /// `hostGuard` operations check instead that the write-backs match the recording's.
     @exclusivity(unchecked) var hosts: [HostFile]? {
-        didSet { hostRefs = hosts.map { $0.map { Unmanaged.passUnretained($0) } } }
+        didSet {
+            hostRefs = hosts.map { $0.map { Unmanaged.passUnretained($0) } }
+            // Write-back epochs are of the files they were written to.
+            for im in images {
+                im.l2.forgetHostEpochs()
+                im.refcount.forgetHostEpochs()
+            }
+        }
     }
     /// `hosts` unretained, for the write-backs (a strong element load costs a retain/release pair
     /// per write-back). Safe: `hosts` owns them while they are here.
@@ -247,6 +254,39 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             }
         }
     }
+
+    /// One operation of image 0, run now: a live run's quick write (`DirectOps`). Inlined at each
+    /// call site, where the operation's code is a constant, so the switch folds away.
+    @inline(__always)
+    func applyNow(_ op: MetadataOp, _ im: ImageCaches) {
+        assert(observer == nil, "direct operations bypass the observer")
+        assert(op.image == 0, "direct operations are of image 0")
+        switch op.code {
+        case .get: _ = get(im, op.kind, op.offset, readFromDisk: op.flag != 0, image: 0)
+        case .put: put(im, op.kind, op.offset)
+        case .markDirty: markDirty(im, op.kind, op.offset)
+        case .repeatGet: repeatGet(im, op.kind, op.offset, count: Int(op.count), image: 0)
+        case .setDependency: setDependency(im, op.kind, image: 0)
+        default:
+            var op = op
+            apply(&op, im)
+        }
+    }
+
+    /// `get`, (`dirty`) MARK_DIRTY and PUT of image 0 run now (`DirectOps`): the batch loop's
+    /// fused steps.
+    @inline(__always)
+    func applyReleasedNow(_ get: MetadataOp, dirty: Bool, _ im: ImageCaches) {
+        assert(observer == nil && get.code == .get && get.image == 0, "a direct released GET of image 0")
+        if dirty {
+            getMarkDirtyPut(im, get.kind, get.offset, readFromDisk: get.flag != 0)
+        } else {
+            getPut(im, get.kind, get.offset, readFromDisk: get.flag != 0)
+        }
+    }
+
+    /// Image 0's caches, unretained (`DirectOps`). Safe while this object lives: `images` owns them.
+    var topCachesRef: Unmanaged<ImageCaches> { imageRefs[0] }
 
     /// Whether `quietGetPut` may stand for `getPutTopL2`: no event log, no test-only
     /// mis-eviction, no observer. Asked once per batch of quick reads.
@@ -655,7 +695,7 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         }
         if shared {
             let offset = c.offset(at: i) & Self.offsetMask
-            hostRefs?[image]._withUnsafeGuaranteedRef { $0.write(offset, c.tableSize) }
+            hostRefs?[image]._withUnsafeGuaranteedRef { writeBack(c, i, offset, to: $0) }
             let before = c.freshWrittenDigest
             c.markClean(i)
             if c.freshWrittenDigest != before {
@@ -667,8 +707,19 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
             }
             return
         }
-        hostRefs?[image]._withUnsafeGuaranteedRef { $0.write(c.offset(at: i), c.tableSize) }
+        hostRefs?[image]._withUnsafeGuaranteedRef { writeBack(c, i, c.offset(at: i), to: $0) }
         c.markClean(i)
+    }
+
+    /// Slot `i`'s table written to the host file at `offset`, unless the slot's last write-back
+    /// since it was filled was in the file's current epoch: that write covered the same blocks,
+    /// and nothing has left the file's block sets since, so it would change nothing.
+    @inline(__always)
+    private func writeBack(_ c: MetadataCache<Policy>, _ i: Int, _ offset: UInt64, to host: HostFile) {
+        let epoch = host.epoch
+        if c.hostEpoch(at: i) == epoch { return }
+        host.write(offset, c.tableSize)
+        c.setHostEpoch(epoch, at: i)
     }
 
     /// WRITE / FLUSH (§3.5): one `qcow2_cache_flush` line, then every dirty entry in index order.
@@ -735,6 +786,36 @@ public final class CacheSystem<Policy: EvictionPolicy>: MetadataOpConsumer {
         if last.slot == i {
             if k == .l2 { im.lastSlot.l2 = (0, 0) } else { im.lastSlot.rc = (0, 0) }
         }
+    }
+}
+
+/// The cache layer as an operation sink: each operation runs as the model makes it. For a live
+/// run of one image without a recorder or an observer, whose operation buffer is empty (the
+/// request boundary handed it over): the same calls in the same order as the buffer's batch.
+///
+/// Every reference unretained (a strong load costs a retain and release per operation): the
+/// engine holds the cache layer, its image caches and the buffer for the whole run.
+struct DirectOps<Policy: EvictionPolicy>: OpSink {
+    private let system: Unmanaged<CacheSystem<Policy>>
+    private let caches: Unmanaged<CacheSystem<Policy>.ImageCaches>
+    /// The image's buffer, which the model's general helpers still write to.
+    private let buffer: Unmanaged<OpBuffer>
+
+    init(system: CacheSystem<Policy>, buffer: OpBuffer) {
+        self.system = Unmanaged.passUnretained(system)
+        caches = system.topCachesRef
+        self.buffer = Unmanaged.passUnretained(buffer)
+    }
+
+    @inline(__always) func append(_ op: MetadataOp) {
+        system._withUnsafeGuaranteedRef { s in caches._withUnsafeGuaranteedRef { s.applyNow(op, $0) } }
+    }
+    @inline(__always) func appendReleased(_ get: MetadataOp, dirty: Bool) {
+        system._withUnsafeGuaranteedRef { s in caches._withUnsafeGuaranteedRef { s.applyReleasedNow(get, dirty: dirty, $0) } }
+    }
+    @inline(__always) func sync() {}
+    @inline(__always) func catchUp() {
+        system._withUnsafeGuaranteedRef { s in buffer._withUnsafeGuaranteedRef { $0.sync(into: s) } }
     }
 }
 

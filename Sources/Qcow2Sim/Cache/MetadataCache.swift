@@ -32,6 +32,9 @@ public final class MetadataCache<Policy: EvictionPolicy> {
     @exclusivity(unchecked) private(set) var pins = SlotBuffer<Int32>(count: 0, repeating: 0)
     /// Dirty bit per slot.
     @exclusivity(unchecked) private(set) var dirty = SlotBuffer<Bool>(count: 0, repeating: false)
+    /// Per slot, the host file's `epoch` when the cache layer last wrote the slot's table back
+    /// since it was filled (0: not since then). Set by `CacheSystem`, cleared with the slot.
+    @exclusivity(unchecked) private var hostEpochs = SlotBuffer<UInt64>(count: 0, repeating: 0)
 
     /// The table offset slot `i` holds (0 = empty).
     public func offset(at i: Int) -> UInt64 { offsets[i] }
@@ -86,6 +89,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         lru = SlotBuffer(count: count, repeating: 0)
         pins = SlotBuffer(count: count, repeating: 0)
         dirty = SlotBuffer(count: count, repeating: false)
+        hostEpochs = SlotBuffer(count: count, repeating: 0)
         dirtyCount = 0
         lruClock = 0
         cleanMark = 0
@@ -132,7 +136,9 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         // QEMU aborts when every entry is in use (`qcow2_cache_do_get`: "Assertion `min_lru_index
         // != -1' failed"); the minimum sizes make that impossible with QEMU's request paths.
         guard let v else { preconditionFailure("qcow2 cache: every entry is in use (QEMU aborts: min_lru_index == -1)") }
-        precondition(v >= 0 && v < count && pins[v] == 0, "eviction policy \(Policy.name) chose slot \(v), which is not an unpinned filled slot")
+        precondition(
+            v >= 0 && v < count && pins[v] == 0,
+            "eviction policy \(Policy.name) chose slot \(v), which is not an unpinned filled slot")
         return v
     }
 
@@ -203,6 +209,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         }
         if readFromDisk { fresh.clear(i) } else { fresh.set(i) }
         offsets[i] = offset
+        hostEpochs[i] = 0
         index.insert(offset, i)
     }
 
@@ -257,6 +264,13 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         stats.bytesWritten += tableSize
     }
 
+    /// The host file's epoch at slot `i`'s last write-back since it was filled (0: none).
+    @inline(__always) func hostEpoch(at i: Int) -> UInt64 { hostEpochs[i] }
+    /// Records slot `i`'s write-back to a host file in `epoch`.
+    @inline(__always) func setHostEpoch(_ epoch: UInt64, at i: Int) { hostEpochs[i] = epoch }
+    /// Forgets every slot's write-back epoch (the host files changed).
+    func forgetHostEpochs() { hostEpochs = SlotBuffer(count: count, repeating: 0) }
+
     /// The first dirty slot at or after `i`, or nil: what QEMU's index-order scan in
     /// `qcow2_cache_write` reaches next that has anything to write.
     @inline(__always) public func nextDirty(from i: Int) -> Int? {
@@ -278,6 +292,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
         fresh.clear(i)
         if offsets[i] != 0 { emptyCount += 1 }
         offsets[i] = 0
+        hostEpochs[i] = 0
         lru[i] = 0
         if dirty[i] {
             dirty[i] = false
@@ -306,6 +321,7 @@ public final class MetadataCache<Policy: EvictionPolicy> {
                 policy.emptied(i, offset: offsets[i])
                 fresh.clear(i)
                 offsets[i] = 0
+                hostEpochs[i] = 0
                 lru[i] = 0
                 empty.set(i)
                 emptyCount += 1

@@ -21,6 +21,12 @@ final class HostFile {
     /// ext4's longest initialized extent, in blocks.
     static let maxExtentBlocks: UInt64 = 32768
 
+    /// Bumped whenever a block leaves either set (a hole punched, written data zeroed): a write
+    /// of a range that was written in the same epoch changes nothing, so the cache layer skips a
+    /// table's write-back over its own earlier one (`MetadataCache.hostEpoch(at:)`). The length
+    /// only grows, and every other change only adds blocks.
+    @exclusivity(unchecked) private(set) var epoch: UInt64 = 1
+
     init(length: UInt64) { self.length = length }
 
     /// `st_blocks * 512` on ext4: allocated blocks plus the extent-tree blocks that index them.
@@ -54,7 +60,10 @@ final class HostFile {
         let a = (offset + Self.blockSize - 1) / Self.blockSize
         let b = (offset + bytes) / Self.blockSize
         // Zeroing blocks never written (a new cluster's) leaves the data as it is.
-        if a < b && data.membership(a..<b) != .empty { data.remove(a..<b) }
+        if a < b && data.membership(a..<b) != .empty {
+            data.remove(a..<b)
+            epoch &+= 1
+        }
         // Partial blocks at the edges are written with zeroes: they hold data.
         if offset % Self.blockSize != 0 { data.insert(Self.blocks(covering: offset, 1)) }
         if (offset + bytes) % Self.blockSize != 0 { data.insert(Self.blocks(covering: offset + bytes - 1, 1)) }
@@ -109,6 +118,7 @@ final class HostFile {
         guard a < b else { return }
         allocated.remove(a..<b)
         data.remove(a..<b)
+        epoch &+= 1
     }
 
     /// Marks a byte range of an existing file as written data.

@@ -284,33 +284,58 @@ public final class Qcow2Image {
     /// Returns the handle PUT and MARK_DIRTY take: the offset itself.
     @inline(__always)
     func get(_ c: CacheKind, _ offset: UInt64, readFromDisk: Bool = true) -> UInt64 {
-        ops.append(MetadataOp(.get, c, image: chainIndex, offset: offset, flag: readFromDisk ? 1 : 0))
+        get(c, offset, readFromDisk: readFromDisk, into: ops)
+    }
+
+    /// `get(_:_:readFromDisk:)` into `sink`.
+    @inline(__always)
+    func get<S: OpSink>(_ c: CacheKind, _ offset: UInt64, readFromDisk: Bool = true, into sink: S) -> UInt64 {
+        sink.append(MetadataOp(.get, c, image: chainIndex, offset: offset, flag: readFromDisk ? 1 : 0))
         return offset
     }
 
+    /// GET of the table at `offset`, then (`dirty`) MARK_DIRTY, then PUT, into `sink`.
+    @inline(__always)
+    func getReleased<S: OpSink>(_ c: CacheKind, _ offset: UInt64, dirty: Bool = false, into sink: S) {
+        sink.appendReleased(MetadataOp(.get, c, image: chainIndex, offset: offset, flag: 1), dirty: dirty)
+    }
+
     /// `count` more GET/PUT pairs of the table at `offset`, resident since its last PUT.
-    func repeatGet(_ c: CacheKind, offset: UInt64, count: Int) {
+    func repeatGet(_ c: CacheKind, offset: UInt64, count: Int) { repeatGet(c, offset: offset, count: count, into: ops) }
+
+    /// `repeatGet(_:offset:count:)` into `sink`.
+    @inline(__always)
+    func repeatGet<S: OpSink>(_ c: CacheKind, offset: UInt64, count: Int, into sink: S) {
         guard count > 0 else { return }
-        ops.append(MetadataOp(.repeatGet, c, image: chainIndex, offset: offset, count: UInt32(clamping: count)))
+        sink.append(MetadataOp(.repeatGet, c, image: chainIndex, offset: offset, count: UInt32(clamping: count)))
     }
 
     /// PUT (§3.3).
-    @inline(__always) func put(_ c: CacheKind, _ table: UInt64) {
-        ops.append(MetadataOp(.put, c, image: chainIndex, offset: table))
+    @inline(__always) func put(_ c: CacheKind, _ table: UInt64) { put(c, table, into: ops) }
+
+    /// `put(_:_:)` into `sink`.
+    @inline(__always) func put<S: OpSink>(_ c: CacheKind, _ table: UInt64, into sink: S) {
+        sink.append(MetadataOp(.put, c, image: chainIndex, offset: table))
     }
 
     /// MARK_DIRTY (§3.3).
-    @inline(__always) func markDirty(_ c: CacheKind, _ table: UInt64) {
-        ops.append(MetadataOp(.markDirty, c, image: chainIndex, offset: table))
+    @inline(__always) func markDirty(_ c: CacheKind, _ table: UInt64) { markDirty(c, table, into: ops) }
+
+    /// `markDirty(_:_:)` into `sink`.
+    @inline(__always) func markDirty<S: OpSink>(_ c: CacheKind, _ table: UInt64, into sink: S) {
+        sink.append(MetadataOp(.markDirty, c, image: chainIndex, offset: table))
     }
 
     /// WRITE / FLUSH (§3.5) of one cache.
     func writeCache(_ c: CacheKind) { ops.append(MetadataOp(.writeCache, c, image: chainIndex)) }
 
     /// SET_DEP(c, d) (§3.6): entries of `c` may only be written after `d` is flushed.
-    func setDependency(_ c: CacheKind, on d: CacheKind) {
+    func setDependency(_ c: CacheKind, on d: CacheKind) { setDependency(c, on: d, into: ops) }
+
+    /// `setDependency(_:on:)` into `sink`.
+    @inline(__always) func setDependency<S: OpSink>(_ c: CacheKind, on d: CacheKind, into sink: S) {
         precondition(d == c.other, "a cache depends on the other cache of its image")
-        ops.append(MetadataOp(.setDependency, c, image: chainIndex))
+        sink.append(MetadataOp(.setDependency, c, image: chainIndex))
     }
 
     /// `qcow2_cache_depends_on_flush` (§3.6).
@@ -323,4 +348,3 @@ public final class Qcow2Image {
     /// way that does not commute with a table write-back (a punch, a zero range).
     func syncHost() { ops.sync() }
 }
-

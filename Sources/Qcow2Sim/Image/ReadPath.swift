@@ -10,8 +10,11 @@ extension Qcow2Image {
     }
 
     /// LOAD_SLICE (§5.1): one L2 GET; the slice is held until `put`.
-    @inline(__always) func loadSlice(_ g: UInt64, table: UInt64) -> UInt64 {
-        get(Self.l2, sliceOffset(g, table: table))
+    @inline(__always) func loadSlice(_ g: UInt64, table: UInt64) -> UInt64 { loadSlice(g, table: table, into: ops) }
+
+    /// `loadSlice(_:table:)` into `sink`.
+    @inline(__always) func loadSlice<S: OpSink>(_ g: UInt64, table: UInt64, into sink: S) -> UInt64 {
+        get(Self.l2, sliceOffset(g, table: table), into: sink)
     }
 
     /// The L2 table host offset for guest offset `g`, or 0.

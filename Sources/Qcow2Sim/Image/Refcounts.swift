@@ -122,7 +122,11 @@ extension Qcow2Image {
     /// file): FIND_FREE's one refcount read, then UPDATE's GET, MARK_DIRTY, store and PUT of
     /// that block, the same calls as the general path. Nil, with nothing done, otherwise.
     @inline(__always)
-    func allocateNextCluster() -> UInt64? {
+    func allocateNextCluster() -> UInt64? { allocateNextCluster(into: ops) }
+
+    /// `allocateNextCluster()` into `sink`.
+    @inline(__always)
+    func allocateNextCluster<S: OpSink>(into sink: S) -> UInt64? {
         guard observed, pendingDiscards.isEmpty else { return nil }
         let k = freeClusterIndex
         let t = Int(truncatingIfNeeded: geometry.refblockIndex(ofCluster: k))
@@ -132,13 +136,11 @@ extension Qcow2Image {
         let idx = Int(truncatingIfNeeded: k & (geometry.refblockEntries &- 1))
         guard rcStore.get(block, idx) == 0 else { return nil }
         // FIND_FREE (`readRefcounts` of the one cluster).
-        put(Self.rc, get(Self.rc, block))
+        getReleased(Self.rc, block, into: sink)
         freeClusterIndex = k &+ 1
-        // UPDATE: 0 -> 1.
-        let held = get(Self.rc, block)
-        markDirty(Self.rc, held)
+        // UPDATE: 0 -> 1 (the store's change between MARK_DIRTY and PUT touches no cache).
+        getReleased(Self.rc, block, dirty: true, into: sink)
         rcStore.set(block, idx, 1)
-        put(Self.rc, held)
         return k &<< UInt64(geometry.clusterBits)
     }
 

@@ -153,7 +153,11 @@ extension Qcow2Image {
     /// general path's loops and meta arrays; anything else returns false before any of them.
     /// `QuickWriteTests` compares the two paths' events, counters and host files.
     @inline(__always)
-    func quickWrite(_ g: UInt64, _ len: UInt64) -> Bool {
+    func quickWrite(_ g: UInt64, _ len: UInt64) -> Bool { quickWrite(g, len, into: ops) }
+
+    /// `quickWrite(_:_:)` with its operations sent to `sink`.
+    @inline(__always)
+    func quickWrite<S: OpSink>(_ g: UInt64, _ len: UInt64, into sink: S) -> Bool {
         let cs = geometry.clusterSize
         let oic = geometry.offsetInCluster(g)
         guard backing == nil, !geometry.extendedL2, len > 0, oic &+ len <= cs else { return false }
@@ -171,8 +175,7 @@ extension Qcow2Image {
         if word == own | EntryBits.copied && own != 0 && geometry.offsetInCluster(own) == 0 {
             // KEEP_EXISTING: the slice's GET and PUT; the whole write lies in this cluster, so
             // COW_META skips it (no meta). Then the task: the data write, nothing to link.
-            let slice = loadSlice(g, table: table)
-            put(Self.l2, slice)
+            getReleased(Self.l2, sliceOffset(g, table: table), into: sink)
             let h = own &+ oic
             checkDataWrite(h, len)
             host.write(h, len)
@@ -181,22 +184,27 @@ extension Qcow2Image {
         }
         guard word == 0 else { return false }
         // KEEP_EXISTING finds nothing to keep; ALLOCATE_NEW allocates one cluster.
-        let slice = loadSlice(g, table: table)
-        put(Self.l2, slice)
-        let held = loadSlice(g, table: table)
-        let a = allocateNextCluster() ?? allocate(bytes: cs)
+        getReleased(Self.l2, sliceOffset(g, table: table), into: sink)
+        let held = loadSlice(g, table: table, into: sink)
+        let a: UInt64
+        if let next = allocateNextCluster(into: sink) {
+            a = next
+        } else {
+            a = allocate(bytes: cs)
+            sink.catchUp()
+        }
         stats.clustersAllocated += 1
         // COW_META of an unallocated standard entry: the head up to the data, the tail to the
         // cluster's end.
         var m = L2Meta(
             guestCluster: geometry.clusterStart(g), hostCluster: a, clusters: 1, keepOld: false,
             cowStartOffset: 0, cowStartBytes: oic, cowEndOffset: oic &+ len, cowEndBytes: cs &- oic &- len)
-        put(Self.l2, held)
+        put(Self.l2, held, into: sink)
         // TASK: the zero-COW probe and its zero write; the data write (merged into the COW
         // write when the COW is not skipped); LINK.
-        if m.hasCow && cowIsZero(m, table: table) {
+        if m.hasCow && cowIsZero(m, table: table, into: sink) {
             checkDataWrite(a, cs)
-            syncHost()
+            sink.sync()
             m.skipCow = true
             stats.cowSkipped += 1
             checkDataWrite(a &+ oic, len)
@@ -208,15 +216,16 @@ extension Qcow2Image {
         stats.guestBytesWritten += len
         if m.hasCow && !m.skipCow {
             link(&m)
+            sink.catchUp()
             return true
         }
         // LINK of one new cluster over an unallocated entry, its COW skipped or empty (a whole
         // cluster written): nothing to copy and no old cluster to free.
-        setDependency(Self.l2, on: Self.rc)
-        let slot = loadSlice(g, table: table)
-        markDirty(Self.l2, slot)
+        setDependency(Self.l2, on: Self.rc, into: sink)
+        // The slice's GET, MARK_DIRTY and PUT; the store's change between the last two touches
+        // no cache.
+        getReleased(Self.l2, sliceOffset(g, table: table), dirty: true, into: sink)
         l2Store.linkRun(table, first: l2i, count: 1, host: a, wasZero: true)
-        put(Self.l2, slot)
         return true
     }
 
@@ -224,16 +233,19 @@ extension Qcow2Image {
     /// backing file: once the preallocation probe is done, each non-empty COW region's block
     /// status is MAP's GET and PUT of the slice, and it reads as zeroes.
     @inline(__always)
-    private func cowIsZero(_ m: L2Meta, table: UInt64) -> Bool {
+    private func cowIsZero<S: OpSink>(_ m: L2Meta, table: UInt64, into sink: S) -> Bool {
         guard probeDone else {
-            return isZeroFast(m.guestCluster, m.cowStartBytes) && isZeroFast(m.guestCluster &+ m.cowEndOffset, m.cowEndBytes)
+            let zero =
+                isZeroFast(m.guestCluster, m.cowStartBytes) && isZeroFast(m.guestCluster &+ m.cowEndOffset, m.cowEndBytes)
+            sink.catchUp()
+            return zero
         }
         if m.cowStartBytes != 0 && m.cowEndBytes != 0 {
             // Both regions: two GET and PUT pairs of the slice the write holds, resident since
             // its PUT just before, as one operation (`repeatGet`: the same events and counts).
-            repeatGet(Self.l2, offset: sliceOffset(m.guestCluster, table: table), count: 2)
+            repeatGet(Self.l2, offset: sliceOffset(m.guestCluster, table: table), count: 2, into: sink)
         } else if m.cowStartBytes != 0 || m.cowEndBytes != 0 {
-            put(Self.l2, loadSlice(m.guestCluster, table: table))
+            getReleased(Self.l2, sliceOffset(m.guestCluster, table: table), into: sink)
         }
         return true
     }

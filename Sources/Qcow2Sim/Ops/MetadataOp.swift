@@ -115,6 +115,36 @@ public protocol MetadataOpConsumer: AnyObject {
     func consume(_ ops: UnsafeMutableBufferPointer<MetadataOp>)
 }
 
+/// Where the model's quick write sends its operations (`Qcow2Image.quickWrite(_:_:into:)`): the
+/// chain's `OpBuffer`, or, in a live run of one image without a recorder or an observer, the
+/// cache layer itself (`DirectOps`), so that each operation runs where it is made, without being
+/// stored and dispatched again.
+protocol OpSink {
+    /// Processes or queues one operation, after every earlier one.
+    func append(_ op: MetadataOp)
+    /// `get`, then (`dirty`) a MARK_DIRTY of its table, then its PUT: a GET released right away
+    /// (MAP's slice, a refcount read or update, a LINK).
+    func appendReleased(_ get: MetadataOp, dirty: Bool)
+    /// What `Qcow2Image.syncHost` does: the cache layer is then up to date with every operation
+    /// so far (a buffer hands itself over; a direct sink is up to date already).
+    func sync()
+    /// The model called a helper that wrote to the chain's buffer (the general allocation or
+    /// link, the first block-status probe): a direct sink hands that buffer to the cache layer
+    /// before it processes anything more; a buffer does nothing (the operations are in order).
+    func catchUp()
+}
+
+extension OpBuffer: OpSink {
+    @inline(__always) func catchUp() {}
+
+    /// The three (or two) operations, which the cache layer's batch loop fuses again.
+    @inline(__always) func appendReleased(_ get: MetadataOp, dirty: Bool) {
+        append(get)
+        if dirty { append(MetadataOp(.markDirty, get.kind, image: Int(get.image), offset: get.offset)) }
+        append(MetadataOp(.put, get.kind, image: Int(get.image), offset: get.offset))
+    }
+}
+
 /// Where a chain's model writes its operations: a growable buffer, handed to the consumer at
 /// request boundaries and before the model reads host-file state (`sync`). Batching keeps the
 /// model free of any cache type (no generic parameter, one dynamic call per batch).
