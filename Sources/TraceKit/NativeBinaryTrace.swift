@@ -281,6 +281,34 @@ public struct NativeBinaryTraceReader: TraceReader {
         return nil
     }
 
+    /// Moves into `buffer`, from index `n` on, the decoded records of the current batch for as
+    /// long as each has no time and `accept` admits it (with its volume 0, as `next()` returns
+    /// it); returns how many. Each is consumed as if `next()` had returned it. None without
+    /// decoded records left, or when records carry volumes (`select`): `next()` then.
+    @inline(__always)
+    mutating func takeUntimed(
+        into buffer: UnsafeMutableBufferPointer<TraceRecord>, from n: Int, admitting accept: (TraceRecord) -> Bool
+    ) -> Int {
+        guard volumes == nil, position < batchCount else { return 0 }
+        let start = position
+        let end = batchCount
+        var k = n
+        var p = start
+        batch.withUnsafeBufferPointer { b in
+            while k < buffer.count && p < end {
+                var r = b[p]
+                guard r.time == nil, accept(r) else { break }
+                r.volume = 0
+                buffer[k] = r
+                k &+= 1
+                p &+= 1
+            }
+        }
+        position = p
+        index += p - start
+        return k - n
+    }
+
     @inline(__always)
     private mutating func nextRecord() throws -> TraceRecord? {
         if position < batchCount {

@@ -54,6 +54,48 @@ struct RecordMapper {
         }
     }
 
+    /// `next(from:into:admitting:location:)` for the binary format: records without a time that
+    /// `map` would leave as they are (no reordering, no offset shift, inside the disk) go from the
+    /// reader's decoded batch straight into `buffer` (`takeUntimed`), without a call chain and a
+    /// location per record; any other record takes `next(from:)`, where it is mapped, refused or
+    /// reported as before.
+    @inline(__always)
+    mutating func next(
+        from source: inout NativeBinaryTraceReader, into buffer: UnsafeMutableBufferPointer<TraceRecord>,
+        admitting filter: PlainReads, location: inout TraceLocation
+    ) -> (count: Int, end: BatchEnd) {
+        guard window == 0 && options.offsetShift == 0 else {
+            return filter.fill(buffer) {
+                guard let (r, loc) = try next(from: &source) else { return nil }
+                location = loc
+                return r
+            }
+        }
+        let size = options.diskSize ?? UInt64.max
+        var n = 0
+        while n < buffer.count {
+            // The reader checked that offset + length fits in 64 bits.
+            let k = source.takeUntimed(into: buffer, from: n) { r in
+                r.op != .flush && filter.admits(r) && r.offset &+ r.length <= size
+            }
+            if k > 0 {
+                n &+= k
+                location = source.location
+                continue
+            }
+            do {
+                guard let (r, loc) = try next(from: &source) else { return (n, .ended) }
+                location = loc
+                guard filter.admits(r) else { return (n, .refused(r)) }
+                buffer[n] = r
+                n &+= 1
+            } catch {
+                return (n, .failed(error))
+            }
+        }
+        return (n, .full)
+    }
+
     @inline(__always)
     private mutating func nextOrdered<R: TraceReader>(from source: inout R) throws -> (TraceRecord, TraceLocation)? {
         if window == 0 {

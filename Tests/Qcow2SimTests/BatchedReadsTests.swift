@@ -258,6 +258,45 @@ import TraceKit
         #expect(batched.requestsByOp[.write] ?? 0 > 900)
     }
 
+    /// 10 000 binary records (more than two of the reader's 4096-record batches): untimed reads
+    /// and writes of 4 KiB and some of 64 MiB, among them runs of timed ones, flushes and
+    /// discards, which the binary reader's untimed run (`takeUntimed`) leaves to the general
+    /// mapping; the batches count the same as one record at a time.
+    @Test func aBinaryTraceOfMixedRecordsCountsTheSameBatchedAndOneAtATime() throws {
+        var rng = SplitMix64(seed: 11)
+        var w = NativeBinaryTraceWriter()
+        var t = 0.0
+        for k in 0..<10_000 {
+            let offset = (rng.next() % 1024) << 16 | (rng.next() % 16) << 12
+            let r = rng.next() % 100
+            let op: TraceRecord.Op = r < 60 ? .read : r < 90 ? .write : r < 95 ? .discard : .flush
+            let length: UInt64 = op == .flush ? 0 : k % 997 == 0 ? 64 << 20 : 4096
+            // Records 3000 to 3099 and 7000 to 7049 carry times.
+            let timed = (3000..<3100).contains(k) || (7000..<7050).contains(k)
+            if timed { t += 0.001 }
+            w.append(TraceRecord(time: timed ? t : nil, op: op, offset: min(offset, Self.size - length), length: length))
+        }
+        let bytes = w.take()
+        let config = SimulationConfig(virtualSize: Self.size, driveOptions: try DriveOptions(parsing: "l2-cache-size=64K"))
+        let batched = try runBatchedAndOneAtATime(config) { try TraceFile.open(bytes: bytes, fileName: "t.bin") }
+        #expect(batched.requests == 10_000)
+        #expect(batched.requestsByOp[.flush] ?? 0 > 300)
+        #expect(batched.requestsByOp[.discard] ?? 0 > 300)
+    }
+
+    /// A binary trace: 5000 untimed reads, then one past the disk's end (record 5000, in the
+    /// reader's second batch): located at its byte offset and index, after the reads ran.
+    @Test func aBinaryRecordBeyondTheDiskAfterABatchIsLocatedAtItsRecord() throws {
+        var w = NativeBinaryTraceWriter(count: 5001)
+        for k in 0..<5000 { w.append(TraceRecord(op: .read, offset: UInt64(k) * 4096, length: 4096)) }
+        w.append(TraceRecord(op: .read, offset: Self.size - 512, length: 4096))
+        var reader = try TraceFile.open(bytes: w.take(), fileName: "t.bin")
+        let message = "request [1073741312, 1073745408) lies beyond the virtual size 1073741824"
+        let location = TraceLocation.record(byteOffset: 32 + 5000 * 32, index: 5000)
+        #expect(throws: SimulationError.trace(TraceError(file: "t.bin", location: location, message: message))) {
+            try Simulation.run(config: SimulationConfig(virtualSize: Self.size, populate: .full), reader: &reader)
+        }
+    }
 }
 
 /// Replays `make()`'s records with `config` twice, batched and one record at a time (an event
