@@ -298,4 +298,34 @@ public struct WorkloadGenerator: Sequence, IteratorProtocol, TraceReader {
         let time = spec.interval.map { Double(i) * $0 }
         return TraceRecord(time: time, op: op, offset: spec.regionStart + slot * align, length: spec.requestSize)
     }
+
+    /// A batch of `next()`'s records. Untimed uniform workloads (the benchmarks') draw in a loop
+    /// over a local copy of the generator's state: the same draws in the same order, without a
+    /// call and an optional per record.
+    public mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (
+        count: Int, end: BatchEnd
+    ) {
+        guard case .uniform = spec.pattern, spec.interval == nil else { return filter.fill(buffer) { next() } }
+        var rng = self.rng
+        let ratio = spec.readRatio, slots = self.slots, align = self.align
+        let start = spec.regionStart, length = spec.requestSize
+        let n = Swift.min(buffer.count, spec.count - produced)
+        var k = 0
+        defer {
+            self.rng = rng
+        }
+        while k < n {
+            let op: TraceRecord.Op = rng.nextUnit() < ratio ? .read : .write
+            let r = TraceRecord(op: op, offset: start &+ rng.nextBelow(slots) &* align, length: length)
+            guard filter.admits(r) else {
+                // Consumed, as `next()` would have returned it: the location is at it.
+                produced += k + 1
+                return (k, .refused(r))
+            }
+            buffer[k] = r
+            k &+= 1
+        }
+        produced += k
+        return (k, k == buffer.count ? .full : .ended)
+    }
 }

@@ -45,6 +45,39 @@ import Testing
         }
     }
 
+    /// Batches (`next(into:admitting:)`, a loop of its own for untimed uniform workloads) hold
+    /// the records `next()` returns, in order; a refused record ends a batch, consumed and
+    /// located, and the next batch goes on after it.
+    @Test(arguments: [WorkloadSpec.Pattern.uniform, .zipf(theta: 0.9)])
+    func batchesHoldTheRecordsNextReturns(pattern: WorkloadSpec.Pattern) throws {
+        let spec = WorkloadSpec(pattern: pattern, count: 10_000, diskSize: 1 << 30, readRatio: 0.7, seed: 4)
+        let expected = Array(try WorkloadGenerator(spec))
+        let buffer = UnsafeMutableBufferPointer<TraceRecord>.allocate(capacity: 4096)
+        buffer.initialize(repeating: TraceRecord(op: .read, offset: 0, length: 0))
+        defer { buffer.deallocate() }
+        for writes in [true, false] {
+            var g = try WorkloadGenerator(spec)
+            var got: [TraceRecord] = []
+            var refusals = 0
+            loop: while true {
+                let (n, end) = g.next(into: buffer, admitting: PlainReads(size: 1 << 30, maxLength: 1 << 20, writes: writes))
+                got += buffer[0..<n]
+                switch end {
+                case .full: continue
+                case .ended: break loop
+                case .refused(let r):
+                    #expect(r.op == .write)
+                    #expect(g.location == .line(got.count + 1))
+                    got.append(r)
+                    refusals += 1
+                case .failed(let e): Issue.record("\(e)")
+                }
+            }
+            #expect(got == expected, "writes admitted: \(writes)")
+            #expect(refusals == (writes ? 0 : expected.filter { $0.op == .write }.count))
+        }
+    }
+
     @Test func sequentialWrapsInRegion() throws {
         let spec = WorkloadSpec(
             pattern: .sequential, count: 6, diskSize: 1 << 20, requestSize: 4096,
