@@ -477,9 +477,9 @@ struct Replay {
         let single = chain.count == 1
         // Reads that one MAP covers skip the operation buffer (`quickMap`).
         let quickReads = direct && single && top.takesQuickReads
-        // Writes that `quickWrite` takes run their operations in the cache layer as the model
-        // makes them (`DirectOps`), where the general path would not run instead.
-        let quickWrites = quickReads && !config.debugGeneralWrites && !config.cacheMode.writethrough
+        // One-segment writes without a writethrough flush: those `quickWrite` takes run their
+        // operations in the cache layer as the model makes them (`DirectOps`).
+        let quickWrites = quickReads && !config.cacheMode.writethrough
         let directOps = DirectOps(system: system, buffer: ops)
         for (k, image) in chain.enumerated() {
             let isTop = k == chain.count - 1
@@ -582,10 +582,11 @@ struct Replay {
                         .beginRequest, offset: UInt64(index), flag: rec.time == nil ? 0 : 1, extra: (rec.time ?? 0).bitPattern))
             }
             requestState.taskPool = false
-            if quickWrites && rec.op == .write && rec.length <= Simulation.maxRequestBytes && top.probeDone
-                && top.quickWrite(rec.offset, rec.length, into: directOps)
+            if quickWrites && rec.op == .write && rec.length > 0 && rec.length <= Simulation.maxRequestBytes
+                && top.probeDone
             {
-                // Done: one segment, no task pool.
+                // What `apply` does for it: one `write`, no flush.
+                top.write(rec.offset, rec.length, quickInto: directOps)
             } else if !(rec.op == .discard && !config.discardUnmap) {
                 _ = top.apply(rec)
             }

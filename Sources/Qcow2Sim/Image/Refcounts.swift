@@ -121,10 +121,7 @@ extension Qcow2Image {
     /// refcount block (the common case: clusters taken one after another at the end of the
     /// file): FIND_FREE's one refcount read, then UPDATE's GET, MARK_DIRTY, store and PUT of
     /// that block, the same calls as the general path. Nil, with nothing done, otherwise.
-    @inline(__always)
-    func allocateNextCluster() -> UInt64? { allocateNextCluster(into: ops) }
-
-    /// `allocateNextCluster()` into `sink`.
+    /// Its operations go to `sink` (the quick write's).
     @inline(__always)
     func allocateNextCluster<S: OpSink>(into sink: S) -> UInt64? {
         guard observed, pendingDiscards.isEmpty else { return nil }

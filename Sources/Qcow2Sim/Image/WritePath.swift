@@ -83,8 +83,18 @@ extension Qcow2Image {
     /// segment. The tasks resume, after the last segment is launched (or when all
     /// `QCOW2_MAX_WORKERS` slots are busy), in the order their I/O was submitted.
     @discardableResult
-    func write(_ g: UInt64, _ len: UInt64) -> Bool {
-        if !debugGeneralWrites && quickWrite(g, len) { return false }
+    func write(_ g: UInt64, _ len: UInt64) -> Bool { write(g, len, quickInto: ops) }
+
+    /// `write(_:_:)`, a quick write's operations sent to `sink` (`DirectOps` in a live run whose
+    /// buffer is empty); the general path writes to the chain's buffer.
+    @inline(__always) @discardableResult
+    func write<S: OpSink>(_ g: UInt64, _ len: UInt64, quickInto sink: S) -> Bool {
+        if !debugGeneralWrites && quickWrite(g, len, into: sink) { return false }
+        return generalWrite(g, len)
+    }
+
+    /// WRITE through ALLOC_HOST and its tasks (every write `quickWrite` does not take).
+    private func generalWrite(_ g: UInt64, _ len: UInt64) -> Bool {
         var (n, hostStart, metas) = allocateHost(g, len)
         if n == len {
             // `qcow2_add_task` with no pool: the task runs inline, to completion.
@@ -152,10 +162,6 @@ extension Qcow2Image {
     /// the same order, as ALLOC_HOST and the inline task make for them (§7.2–§7.7), without the
     /// general path's loops and meta arrays; anything else returns false before any of them.
     /// `QuickWriteTests` compares the two paths' events, counters and host files.
-    @inline(__always)
-    func quickWrite(_ g: UInt64, _ len: UInt64) -> Bool { quickWrite(g, len, into: ops) }
-
-    /// `quickWrite(_:_:)` with its operations sent to `sink`.
     @inline(__always)
     func quickWrite<S: OpSink>(_ g: UInt64, _ len: UInt64, into sink: S) -> Bool {
         let cs = geometry.clusterSize
