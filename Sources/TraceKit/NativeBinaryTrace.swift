@@ -281,32 +281,77 @@ public struct NativeBinaryTraceReader: TraceReader {
         return nil
     }
 
-    /// Moves into `buffer`, from index `n` on, the decoded records of the current batch for as
-    /// long as each has no time and `accept` admits it (with its volume 0, as `next()` returns
-    /// it); returns how many. Each is consumed as if `next()` had returned it. None without
-    /// decoded records left, or when records carry volumes (`select`): `next()` then.
+    /// Moves into `buffer`, from index `n` on, the records that follow for as long as each has no
+    /// time and `admission` admits it (with its volume 0, as `next()` returns it); returns how
+    /// many. Each is consumed as if `next()` had returned it: first what is left of the current
+    /// decoded batch, then records decoded straight from the input's buffer (one pass, no copy
+    /// through the batch). Stops at the first record that is timed, refused, flagged or invalid,
+    /// at the end of the buffered input and at the header's count, so `next()` meets each of
+    /// those as before: none when records carry volumes (`select`) or before the header is read.
     @inline(__always)
     mutating func takeUntimed(
-        into buffer: UnsafeMutableBufferPointer<TraceRecord>, from n: Int, admitting accept: (TraceRecord) -> Bool
+        into buffer: UnsafeMutableBufferPointer<TraceRecord>, from n: Int, admitting admission: UntimedAdmission
     ) -> Int {
-        guard volumes == nil, position < batchCount else { return 0 }
-        let start = position
-        let end = batchCount
+        guard volumes == nil, headerRead else { return 0 }
         var k = n
-        var p = start
-        batch.withUnsafeBufferPointer { b in
-            while k < buffer.count && p < end {
-                var r = b[p]
-                guard r.time == nil, accept(r) else { break }
-                r.volume = 0
-                buffer[k] = r
-                k &+= 1
-                p &+= 1
+        if position < batchCount {
+            let start = position
+            let end = batchCount
+            var p = start
+            batch.withUnsafeBufferPointer { b in
+                while k < buffer.count && p < end {
+                    var r = b[p]
+                    guard r.time == nil, admission.admits(r) else { break }
+                    r.volume = 0
+                    buffer[k] = r
+                    k &+= 1
+                    p &+= 1
+                }
             }
+            position = p
+            index += p - start
+            if p < end { return k - n }
         }
-        position = p
-        index += p - start
-        return k - n
+        return k - n + decodeUntimed(into: buffer, from: k, admitting: admission)
+    }
+
+    /// The direct part of `takeUntimed`: decodes from the input's buffer while each record is an
+    /// untimed read (or write, when admitted) without flags or volume that `admission` admits;
+    /// every other record, valid or not, is left for `nextBatch`, whose checks and errors apply.
+    @inline(__always)
+    private mutating func decodeUntimed(
+        into buffer: UnsafeMutableBufferPointer<TraceRecord>, from n: Int, admitting admission: UntimedAdmission
+    ) -> Int {
+        let size = NativeBinaryTrace.recordSize
+        var m = min(input.available / size, buffer.count - n)
+        if announced != NativeBinaryTrace.unknownCount { m = Int(min(UInt64(m), announced &- UInt64(index))) }
+        guard m > 0 else { return 0 }
+        let s = input.start
+        let limit = admission.limit
+        let maxLength = admission.maxLength
+        // The tail word (op, flags, reserved, volume) of a plain read is 0, of a plain write 1.
+        let maxTail: UInt64 = admission.writes ? 1 : 0
+        let k = input.buffer.withUnsafeBytes { raw in
+            let base = raw.baseAddress.unsafelyUnwrapped + s
+            var k = 0
+            while k < m {
+                let p = base + k &* size
+                let timeBits = UInt64(littleEndian: p.loadUnaligned(as: UInt64.self))
+                let offset = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                let length = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                let tail = UInt64(littleEndian: p.loadUnaligned(fromByteOffset: 24, as: UInt64.self))
+                // offset <= limit and length <= limit - offset: inside the disk, no wrap.
+                guard timeBits == NativeBinaryTrace.noTime, tail <= maxTail, length <= maxLength, offset <= limit,
+                    length <= limit &- offset
+                else { break }
+                buffer[n &+ k] = TraceRecord(op: tail == 0 ? .read : .write, offset: offset, length: length)
+                k &+= 1
+            }
+            return k
+        }
+        input.start += k &* size
+        index += k
+        return k
     }
 
     @inline(__always)

@@ -71,13 +71,10 @@ struct RecordMapper {
                 return r
             }
         }
-        let size = options.diskSize ?? UInt64.max
+        let admission = UntimedAdmission(filter, diskSize: options.diskSize ?? UInt64.max)
         var n = 0
         while n < buffer.count {
-            // The reader checked that offset + length fits in 64 bits.
-            let k = source.takeUntimed(into: buffer, from: n) { r in
-                r.op != .flush && filter.admits(r) && r.offset &+ r.length <= size
-            }
+            let k = source.takeUntimed(into: buffer, from: n, admitting: admission)
             if k > 0 {
                 n &+= k
                 location = source.location
