@@ -284,6 +284,34 @@ import Testing
         #expect(s.firstZero(b, from: 20, end: 100) == 50)
     }
 
+    /// A range set to 0 clears it (the undo of an allocation that met a missing refcount
+    /// block frees the clusters it had counted in one step): the front, the middle or all of a
+    /// run, and a range with nothing to clear.
+    @Test func refcountRangesClearToZero() {
+        var s = RefcountStore(geometry: Self.geometry())
+        let b = 2 * Self.cs
+        s.zero(b)
+        s.set(b, 100..<612, 1)
+        s.set(b, 100..<356, 0)
+        #expect(s.get(b, 355) == 0)
+        #expect(s.get(b, 356) == 1)
+        #expect(s.runLength(b, from: 356, limit: 1000) == 256)
+        #expect(s.firstNonZero(b, from: 0, end: 1000) == 356)
+        #expect(s.bytes(b) == 16)
+        s.set(b, 400..<410, 0)
+        #expect(s.bytes(b) == 32)
+        #expect(s.runLength(b, from: 356, limit: 1000) == 44)
+        #expect(s.firstNonZero(b, from: 400, end: 1000) == 410)
+        s.set(b, 356..<612, 0)
+        #expect(s.bytes(b) == 0)
+        #expect(s.firstNonZero(b, from: 0, end: 32768) == 32768)
+        // Nothing set: still nothing, in runs and in a block never touched.
+        s.set(b, 0..<10, 0)
+        #expect(s.bytes(b) == 0)
+        s.set(4 * Self.cs, 0..<10, 0)
+        #expect(s.get(4 * Self.cs, 3) == 0)
+    }
+
     @Test func refcountBlocksGoDenseAtTheirOwnSize() {
         var s = RefcountStore(geometry: Self.geometry())
         let b = 2 * Self.cs

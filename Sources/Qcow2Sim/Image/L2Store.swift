@@ -608,11 +608,15 @@ struct RefcountStore {
         return min(limit, next - i)
     }
 
-    /// Sets refcounts `range` of the block at `offset` to `v` (non-zero).
+    /// Sets refcounts `range` of the block at `offset` to `v` (0 clears them).
     mutating func set(_ offset: UInt64, _ range: Range<Int>, _ v: UInt64) {
         let b = block(offset)
         if b.isDense {
             for i in range { b.setDense(i, v) }
+            return
+        }
+        if v == 0 {
+            if !b.runs.isEmpty { assign(b, range, 0) }
             return
         }
         // Extending the last run, or appending after it (sequential allocation).
