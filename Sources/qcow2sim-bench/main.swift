@@ -13,6 +13,7 @@ import Validation
 //                                  write parse's synthetic blktrace (IOS I/Os) to FILE, so that
 //                                  `valgrind --tool=callgrind … --read FILE` profiles the reader alone
 //   qcow2sim-bench peer            qcow2sim against a reference LRU on the same requests
+//   qcow2sim-bench core            the write benchmarks' requests replayed from memory
 //   qcow2sim-bench calibrate [DIR] calibrate --dir through qemu-io, then the calibrated model's
 //                                  IOPS against qemu-io's measured IOPS on the seed benchmark
 
@@ -250,6 +251,110 @@ func runPeer(count: Int, rounds: Int) throws {
             (agree ? "agree" : "DIFFER") as NSString))
 }
 
+/// A generated workload held in memory, 8 bytes a request: the offset with the op in bit 0
+/// (0 read, 1 write), every request `length` bytes, untimed; the core benchmarks replay it so the
+/// generator's draws (about 140 instructions a request) stay out of the measured time.
+struct PackedReader: TraceReader {
+    let packed: [UInt64]
+    let length: UInt64
+    var position = 0
+    let fileName = "<core>"
+
+    init(_ spec: WorkloadSpec) throws {
+        var p: [UInt64] = []
+        p.reserveCapacity(spec.count)
+        for r in try WorkloadGenerator(spec) {
+            precondition(r.time == nil && r.length == spec.requestSize && r.offset & 1 == 0 && (r.op == .read || r.op == .write))
+            p.append(r.offset | (r.op == .write ? 1 : 0))
+        }
+        packed = p
+        length = spec.requestSize
+    }
+
+    init(packed: [UInt64], length: UInt64) {
+        self.packed = packed
+        self.length = length
+    }
+
+    @inline(__always) func record(_ i: Int) -> TraceRecord {
+        let v = packed[i]
+        return TraceRecord(op: v & 1 == 0 ? .read : .write, offset: v & ~1, length: length)
+    }
+
+    mutating func next() throws -> TraceRecord? {
+        guard position < packed.count else { return nil }
+        position += 1
+        return record(position - 1)
+    }
+
+    /// The batch in one loop (the protocol's default calls `next()` per record).
+    mutating func next(into buffer: UnsafeMutableBufferPointer<TraceRecord>, admitting filter: PlainReads) -> (
+        count: Int, end: BatchEnd
+    ) {
+        var n = 0
+        while n < buffer.count {
+            guard position < packed.count else { return (n, .ended) }
+            let r = record(position)
+            position += 1
+            guard filter.admits(r) else { return (n, .refused(r)) }
+            buffer[n] = r
+            n += 1
+        }
+        return (n, .full)
+    }
+
+    var location: TraceLocation { .line(position) }
+}
+
+/// `core`: the write benchmarks' requests replayed from memory (`PackedReader`), the replay core's
+/// rate in CPU time (the image's setup, measured with a one-request run, subtracted), `rounds`
+/// rounds in turn, medians last; every round's L2 and refcount counters must equal the generated
+/// run's (`write50-1e6` and the others replay the same requests from the generator).
+func runCore(rounds: Int) throws {
+    let names = ["write50-1e6", "write50-1e6-4T", "read-1e6"]
+    let chosen = names.compactMap { n in benchmarks.first { $0.name == n } }
+    var readers: [PackedReader] = []
+    var expected: [SimulationReport] = []
+    for b in chosen {
+        readers.append(try PackedReader(b.workload))
+        var g = try WorkloadGenerator(b.workload)
+        expected.append(try Simulation.run(config: b.config, reader: &g))
+    }
+    func cpuRun(_ b: Benchmark, _ reader: PackedReader) throws -> (Double, SimulationReport) {
+        var r = reader
+        let c0 = TraceBenchmarks.cpuSeconds()
+        let report = try Simulation.run(config: b.config, reader: &r)
+        return (TraceBenchmarks.cpuSeconds() - c0, report)
+    }
+    print("core: requests replayed from memory (8 bytes each), CPU time, setup subtracted")
+    var times = [[Double]](repeating: [], count: chosen.count)
+    for round in 1...rounds {
+        for (k, b) in chosen.enumerated() {
+            let one = PackedReader(packed: Array(readers[k].packed.prefix(1)), length: readers[k].length)
+            let (setup, _) = try cpuRun(b, one)
+            let (all, report) = try cpuRun(b, readers[k])
+            let top = report.images[report.images.count - 1]
+            let want = expected[k].images[expected[k].images.count - 1]
+            guard top.l2 == want.l2 && top.refcount == want.refcount else {
+                throw SimulationError.usage("\(b.name): the replay from memory counted differently from the generated run")
+            }
+            let cpu = max(all - setup, 1e-9)
+            times[k].append(cpu)
+            print(
+                String(
+                    format: "  %-16@ %9d req  %6.2f M req/s (%.3f CPU s)  L2 hit rate %.4f (round %d)", b.name as NSString,
+                    readers[k].packed.count, Double(readers[k].packed.count) / cpu / 1e6, cpu, top.l2.hitRate, round))
+        }
+    }
+    for (k, b) in chosen.enumerated() {
+        let m = times[k].sorted()[times[k].count / 2]
+        print(
+            String(
+                format: "  median of %d rounds: %-16@ %6.2f M req/s (%.3f CPU s)", rounds, b.name as NSString,
+                Double(readers[k].packed.count) / m / 1e6, m))
+    }
+}
+
 /// Reads a trace file end to end through TraceFile (detection, reader, mapping stage) and prints
 /// the ingestion rate in CPU time.
 func runRead(_ path: String) throws {
@@ -313,6 +418,9 @@ if args.first == "--list" {
     )
     print("peer-1e6: the same with 10^6 requests, one round")
     print(
+        "core: write50-1e6, write50-1e6-4T and read-1e6 replayed from memory (the generator's cost left out), five rounds in turn, medians"
+    )
+    print(
         "calibrate [DIR]: calibrate --dir through qemu-io, then predicted against measured IOPS on the seed benchmark (not run by default)"
     )
     exit(0)
@@ -320,6 +428,13 @@ if args.first == "--list" {
 if args.first == "--single", args.count == 2 {
     if args[1] == "peer" || args[1] == "peer-1e6" {
         do { try runPeer(count: args[1] == "peer" ? 10_000_000 : 1_000_000, rounds: args[1] == "peer" ? 3 : 1) } catch {
+            FileHandle.standardError.write(Data("qcow2sim-bench: error: \(error)\n".utf8))
+            exit(70)
+        }
+        exit(0)
+    }
+    if args[1] == "core" {
+        do { try runCore(rounds: 5) } catch {
             FileHandle.standardError.write(Data("qcow2sim-bench: error: \(error)\n".utf8))
             exit(70)
         }
@@ -342,7 +457,7 @@ if args.first == "--single", args.count == 2 {
     }
     exit(0)
 }
-let names = args.isEmpty ? benchmarks.map(\.name) + ["parse", "peer"] : args
+let names = args.isEmpty ? benchmarks.map(\.name) + ["parse", "peer", "core"] : args
 for name in names {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0])
