@@ -285,13 +285,15 @@ public struct NativeBinaryTraceReader: TraceReader {
     /// time and `admission` admits it (with its volume 0, as `next()` returns it); returns how
     /// many. Each is consumed as if `next()` had returned it: first what is left of the current
     /// decoded batch, then records decoded straight from the input's buffer (one pass, no copy
-    /// through the batch). Stops at the first record that is timed, refused, flagged or invalid,
-    /// at the end of the buffered input and at the header's count, so `next()` meets each of
-    /// those as before: none when records carry volumes (`select`) or before the header is read.
+    /// through the batch, the input refilled as it runs out). Stops at the first record that is
+    /// timed, refused, flagged or invalid, and at the end of the input or the header's count, so
+    /// `next()` meets each of those as before; throws what reading on would (a read error, a
+    /// truncated record, a count mismatch), as `next()` would at the same record. None when
+    /// records carry volumes (`select`) or before the header is read.
     @inline(__always)
     mutating func takeUntimed(
         into buffer: UnsafeMutableBufferPointer<TraceRecord>, from n: Int, admitting admission: UntimedAdmission
-    ) -> Int {
+    ) throws -> Int {
         guard volumes == nil, headerRead else { return 0 }
         var k = n
         if position < batchCount {
@@ -312,7 +314,13 @@ public struct NativeBinaryTraceReader: TraceReader {
             index += p - start
             if p < end { return k - n }
         }
-        return k - n + decodeUntimed(into: buffer, from: k, admitting: admission)
+        // Records came from the batch: what is buffered follows them, without a refill (which
+        // may throw: the next call makes it, before any record of its own).
+        if k > n { return k - n + decodeUntimed(into: buffer, from: k, admitting: admission) }
+        // `more()` as `nextBatch` calls it (the batch is used up here too): refills the input,
+        // ends cleanly or throws at the record `next()` would throw at.
+        guard try more() else { return 0 }
+        return decodeUntimed(into: buffer, from: k, admitting: admission)
     }
 
     /// The direct part of `takeUntimed`: decodes from the input's buffer while each record is an

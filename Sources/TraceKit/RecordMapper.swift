@@ -74,7 +74,12 @@ struct RecordMapper {
         let admission = UntimedAdmission(filter, diskSize: options.diskSize ?? UInt64.max)
         var n = 0
         while n < buffer.count {
-            let k = source.takeUntimed(into: buffer, from: n, admitting: admission)
+            let k: Int
+            do {
+                k = try source.takeUntimed(into: buffer, from: n, admitting: admission)
+            } catch {
+                return (n, .failed(error))
+            }
             if k > 0 {
                 n &+= k
                 location = source.location
