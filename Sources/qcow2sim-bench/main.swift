@@ -307,51 +307,52 @@ struct PackedReader: TraceReader {
 }
 
 /// `core`: the write benchmarks' requests replayed from memory (`PackedReader`), the replay core's
-/// rate in CPU time (the image's setup, measured with a one-request run, subtracted), `rounds`
-/// rounds in turn, medians last; every round's L2 and refcount counters must equal the generated
-/// run's (`write50-1e6` and the others replay the same requests from the generator).
+/// rate in CPU time (the image's setup, measured with a one-request run, subtracted), beside the
+/// same requests drawn from the generator in the same round (as `write50-1e6` and the others run
+/// them), `rounds` rounds in turn, medians last. Both runs of a round must count the same.
 func runCore(rounds: Int) throws {
     let names = ["write50-1e6", "write50-1e6-4T", "read-1e6"]
     let chosen = names.compactMap { n in benchmarks.first { $0.name == n } }
-    var readers: [PackedReader] = []
-    var expected: [SimulationReport] = []
-    for b in chosen {
-        readers.append(try PackedReader(b.workload))
-        var g = try WorkloadGenerator(b.workload)
-        expected.append(try Simulation.run(config: b.config, reader: &g))
-    }
-    func cpuRun(_ b: Benchmark, _ reader: PackedReader) throws -> (Double, SimulationReport) {
+    let readers = try chosen.map { try PackedReader($0.workload) }
+    func cpuRun<R: TraceReader>(_ b: Benchmark, _ reader: R) throws -> (Double, SimulationReport) {
         var r = reader
         let c0 = TraceBenchmarks.cpuSeconds()
         let report = try Simulation.run(config: b.config, reader: &r)
         return (TraceBenchmarks.cpuSeconds() - c0, report)
     }
-    print("core: requests replayed from memory (8 bytes each), CPU time, setup subtracted")
-    var times = [[Double]](repeating: [], count: chosen.count)
+    print("core: requests replayed from memory (8 bytes each) and from the generator, CPU time, setup subtracted")
+    var memory = [[Double]](repeating: [], count: chosen.count)
+    var generated = [[Double]](repeating: [], count: chosen.count)
+    func rate(_ n: Int, _ cpu: Double) -> String { String(format: "%6.2f M req/s (%.3f CPU s)", Double(n) / cpu / 1e6, cpu) }
     for round in 1...rounds {
         for (k, b) in chosen.enumerated() {
+            let n = readers[k].packed.count
             let one = PackedReader(packed: Array(readers[k].packed.prefix(1)), length: readers[k].length)
             let (setup, _) = try cpuRun(b, one)
             let (all, report) = try cpuRun(b, readers[k])
+            let (allGenerated, reportGenerated) = try cpuRun(b, try WorkloadGenerator(b.workload))
             let top = report.images[report.images.count - 1]
-            let want = expected[k].images[expected[k].images.count - 1]
+            let want = reportGenerated.images[reportGenerated.images.count - 1]
             guard top.l2 == want.l2 && top.refcount == want.refcount else {
                 throw SimulationError.usage("\(b.name): the replay from memory counted differently from the generated run")
             }
             let cpu = max(all - setup, 1e-9)
-            times[k].append(cpu)
+            let cpuGenerated = max(allGenerated - setup, 1e-9)
+            memory[k].append(cpu)
+            generated[k].append(cpuGenerated)
             print(
                 String(
-                    format: "  %-16@ %9d req  %6.2f M req/s (%.3f CPU s)  L2 hit rate %.4f (round %d)", b.name as NSString,
-                    readers[k].packed.count, Double(readers[k].packed.count) / cpu / 1e6, cpu, top.l2.hitRate, round))
+                    format: "  %-16@ %9d req  from memory %@  generated %@  L2 hit rate %.4f (round %d)", b.name as NSString,
+                    n, rate(n, cpu) as NSString, rate(n, cpuGenerated) as NSString, top.l2.hitRate, round))
         }
     }
+    func median(_ v: [Double]) -> Double { v.sorted()[v.count / 2] }
     for (k, b) in chosen.enumerated() {
-        let m = times[k].sorted()[times[k].count / 2]
+        let n = readers[k].packed.count
         print(
             String(
-                format: "  median of %d rounds: %-16@ %6.2f M req/s (%.3f CPU s)", rounds, b.name as NSString,
-                Double(readers[k].packed.count) / m / 1e6, m))
+                format: "  median of %d rounds: %-16@ from memory %@  generated %@", rounds, b.name as NSString,
+                rate(n, median(memory[k])) as NSString, rate(n, median(generated[k])) as NSString))
     }
 }
 

@@ -156,8 +156,11 @@ final class HostFile {
         return (pnum, zero, offset + pnum == length)
     }
 
+    /// Wrapping additions: host offsets lie below 2^56 (entry offsets are masked, a header's
+    /// lie inside its file) and a length is a request's or a table's, so the sum cannot wrap.
+    @inline(__always)
     private static func blocks(covering offset: UInt64, _ bytes: UInt64) -> Range<UInt64> {
-        (offset / blockSize)..<((offset + bytes + blockSize - 1) / blockSize)
+        (offset / blockSize)..<((offset &+ bytes &+ (blockSize &- 1)) / blockSize)
     }
 
     /// Blocks of ext4's extent tree beyond the inode's four in-line extents. Written and

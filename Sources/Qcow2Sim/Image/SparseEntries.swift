@@ -114,7 +114,6 @@ struct SparseEntries {
         }
     }
 
-    /// Moves every entry into `newCapacity` fresh slots.
     /// One allocation of `capacity` keys (all free) followed by their zeroed values.
     private static func allocate(capacity: Int, wordsPerEntry: Int) -> UnsafeMutablePointer<UInt32> {
         let raw = UnsafeMutableRawPointer.allocate(
@@ -124,6 +123,7 @@ struct SparseEntries {
         return k
     }
 
+    /// Moves every entry into `newCapacity` fresh slots.
     private mutating func rehash(to newCapacity: Int) {
         let oldKeys = keys, oldValues = values, oldCapacity = capacity
         let k = Self.allocate(capacity: newCapacity, wordsPerEntry: wordsPerEntry)
@@ -131,11 +131,21 @@ struct SparseEntries {
         storedCapacity = UInt32(truncatingIfNeeded: newCapacity)
         shift = UInt8(64 - newCapacity.trailingZeroBitCount)
         guard let oldKeys, let oldValues, let v = values else { return }
-        for s in 0..<oldCapacity where oldKeys[s] != Self.emptyKey {
-            let i = Int(oldKeys[s])
-            let t = ~probe(i, k)
-            k[t] = oldKeys[s]
-            for w in 0..<wordsPerEntry { v[t * wordsPerEntry + w] = oldValues[s * wordsPerEntry + w] }
+        // The two layouts apart, so each loop moves its words without an inner loop (a
+        // tenth of `write50-1e6`'s L2 store time went to rehashing).
+        if extended {
+            for s in 0..<oldCapacity where oldKeys[s] != Self.emptyKey {
+                let t = ~probe(Int(oldKeys[s]), k)
+                k[t] = oldKeys[s]
+                v[2 &* t] = oldValues[2 &* s]
+                v[2 &* t &+ 1] = oldValues[2 &* s &+ 1]
+            }
+        } else {
+            for s in 0..<oldCapacity where oldKeys[s] != Self.emptyKey {
+                let t = ~probe(Int(oldKeys[s]), k)
+                k[t] = oldKeys[s]
+                v[t] = oldValues[s]
+            }
         }
         UnsafeMutableRawPointer(oldKeys).deallocate()
     }
