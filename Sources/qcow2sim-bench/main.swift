@@ -13,7 +13,8 @@ import Validation
 //                                  write parse's synthetic blktrace (IOS I/Os) to FILE, so that
 //                                  `valgrind --tool=callgrind … --read FILE` profiles the reader alone
 //   qcow2sim-bench peer            qcow2sim against a reference LRU on the same requests
-//   qcow2sim-bench core            the write benchmarks' requests replayed from memory
+//   qcow2sim-bench core            the write benchmarks' requests replayed from memory and
+//                                  from the generator, side by side
 //   qcow2sim-bench calibrate [DIR] calibrate --dir through qemu-io, then the calibrated model's
 //                                  IOPS against qemu-io's measured IOPS on the seed benchmark
 
@@ -252,8 +253,9 @@ func runPeer(count: Int, rounds: Int) throws {
 }
 
 /// A generated workload held in memory, 8 bytes a request: the offset with the op in bit 0
-/// (0 read, 1 write), every request `length` bytes, untimed; the core benchmarks replay it so the
-/// generator's draws (about 140 instructions a request) stay out of the measured time.
+/// (0 read, 1 write), every request `length` bytes, untimed; `core` replays it beside the
+/// generator, so the generator's share of a benchmark's time shows (about 2 % of write50-1e6's:
+/// its batch loop draws a request in a few dozen instructions).
 struct PackedReader: TraceReader {
     let packed: [UInt64]
     let length: UInt64
