@@ -477,6 +477,23 @@ struct RefcountStore {
             }
         }
 
+        /// Sets refcount `i` to `v` where no run needs splitting: a dense block, or a refcount just
+        /// past the last run that extends it (sequential allocation). Returns whether it did.
+        @inline(__always) func setFast(_ i: Int, _ v: UInt64) -> Bool {
+            if isDense {
+                setDense(i, v)
+                return true
+            }
+            // The last run through the array's buffer: one uniqueness check, no bounds checks.
+            let n = runs.count
+            guard n > 0 else { return false }
+            return runs.withUnsafeMutableBufferPointer { r in
+                guard i == r[n &- 1].end, v == r[n &- 1].value else { return false }
+                r[n &- 1].count &+= 1
+                return true
+            }
+        }
+
         var form: Form { isDense ? .dense : (runs.isEmpty ? .empty : .runs) }
 
         /// Bytes of refcount storage: the runs (16 bytes each) or the dense words; not the
@@ -572,20 +589,7 @@ struct RefcountStore {
     mutating func set(_ offset: UInt64, _ i: Int, _ v: UInt64) {
         if offset != lastOffset { _ = block(offset) }
         // Fast paths on the borrowed block (no retain per refcount update).
-        let done = lastBlock._withUnsafeGuaranteedRef { b -> Bool in
-            if b.isDense {
-                b.setDense(i, v)
-                return true
-            }
-            // Extending the last run (sequential allocation).
-            let n = b.runs.count
-            if n > 0, i == b.runs[n - 1].end, v == b.runs[n - 1].value {
-                b.runs[n - 1].count += 1
-                return true
-            }
-            return false
-        }
-        if done { return }
+        if lastBlock._withUnsafeGuaranteedRef({ $0.setFast(i, v) }) { return }
         if get(offset, i) == v { return }
         assign(block(offset), i..<(i + 1), v)
     }
