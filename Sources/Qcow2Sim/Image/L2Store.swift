@@ -261,7 +261,7 @@ struct L2Store {
         set(table(offset), i, word: word, bitmap: bitmap)
     }
 
-    private func set(_ t: Table, _ i: Int, word: UInt64, bitmap: UInt64, wasZero: Bool = false) {
+    private mutating func set(_ t: Table, _ i: Int, word: UInt64, bitmap: UInt64, wasZero: Bool = false) {
         if t.words == nil {
             // An entry the map does not hold and the runs already give needs no slot (a zero
             // outside the runs, or a run's own value). An entry known to be 0 before a nonzero
@@ -290,7 +290,7 @@ struct L2Store {
         }
     }
 
-    private func linkRun(in t: Table, first: Int, count: Int, host: UInt64, wasZero: Bool) {
+    private mutating func linkRun(in t: Table, first: Int, count: Int, host: UInt64, wasZero: Bool) {
         if t.words == nil && t.sparse.count == 0 {
             // Runs are sorted by `first` and never overlap.
             var at = t.runs.count
@@ -326,7 +326,7 @@ struct L2Store {
     }
 
     /// Moves the runs' entries into the sparse map when they fit in it.
-    private func flattenIfSmall(_ t: Table) {
+    private mutating func flattenIfSmall(_ t: Table) {
         let entries = t.runs.reduce(0) { $0 + $1.count }
         var c = SparseEntries.minCapacity
         while !SparseEntries.fits(entries, c) { c *= 2 }
@@ -358,7 +358,7 @@ struct L2Store {
     }
 
     /// Switches `t` to dense words: the runs' entries, then the map's over them.
-    private func materialize(_ t: Table) {
+    private mutating func materialize(_ t: Table) {
         guard t.words == nil else { return }
         let runs = t.runs
         t.setZeroWords(count: geometry.l2Entries * wordsPerEntry)
