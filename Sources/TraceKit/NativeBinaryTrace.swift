@@ -336,9 +336,9 @@ public struct NativeBinaryTraceReader: TraceReader {
         guard m > 0 else { return 0 }
         let s = input.start
         let limit = admission.limit
-        let maxLength = admission.maxLength
+        let maxLength = admission.filter.maxLength
         // The tail word (op, flags, reserved, volume) of a plain read is 0, of a plain write 1.
-        let maxTail: UInt64 = admission.writes ? 1 : 0
+        let maxTail: UInt64 = admission.filter.writes ? 1 : 0
         let k = input.buffer.withUnsafeBytes { raw in
             let base = raw.baseAddress.unsafelyUnwrapped + s
             var k = 0

@@ -56,8 +56,8 @@ struct RecordMapper {
 
     /// `next(from:into:admitting:location:)` for the binary format: records without a time that
     /// `map` would leave as they are (no reordering, no offset shift, inside the disk) go from the
-    /// reader's decoded batch straight into `buffer` (`takeUntimed`), without a call chain and a
-    /// location per record; any other record takes `next(from:)`, where it is mapped, refused or
+    /// reader's decoded batch or its input buffer straight into `buffer` (`takeUntimed`), without
+    /// a call chain and a location per record; any other record takes `next(from:)`, where it is mapped, refused or
     /// reported as before.
     @inline(__always)
     mutating func next(

@@ -225,30 +225,23 @@ public struct PlainReads: Sendable {
     }
 }
 
-/// What a batch admits of untimed records that the mapping leaves as they are: ``PlainReads``
-/// for a record without a time, with the mapper's disk bound folded into one limit.
+/// What a batch admits of untimed records that the mapping leaves as they are: `filter`, and
+/// the mapper's disk bound, folded with the filter's size into one limit for the binary reader's
+/// decoding loop.
 struct UntimedAdmission {
+    let filter: PlainReads
     /// The lesser of the filter's size and the disk's: a record must end at or before it.
     let limit: UInt64
-    /// The longest request admitted.
-    let maxLength: UInt64
-    /// Writes are admitted too.
-    let writes: Bool
 
     /// `filter` with records also ending inside `diskSize` bytes.
     init(_ filter: PlainReads, diskSize: UInt64) {
+        self.filter = filter
         limit = min(filter.size, diskSize)
-        maxLength = filter.maxLength
-        writes = filter.writes
     }
 
-    /// Whether the untimed record `r` is admitted: what `PlainReads.admits(r)` and
-    /// `r.offset + r.length <= diskSize` say together.
+    /// Whether the untimed record `r` is admitted (`filter` bounds its end, so the sum cannot wrap).
     @inline(__always)
-    func admits(_ r: TraceRecord) -> Bool {
-        (r.op == .read || (writes && r.op == .write)) && r.length <= maxLength && r.offset <= limit
-            && r.length <= limit &- r.offset
-    }
+    func admits(_ r: TraceRecord) -> Bool { filter.admits(r) && r.offset &+ r.length <= limit }
 }
 
 /// Why a batch of records ended (``TraceReader/next(into:admitting:)``).

@@ -421,7 +421,7 @@ if args.first == "--list" {
     )
     print("peer-1e6: the same with 10^6 requests, one round")
     print(
-        "core: write50-1e6, write50-1e6-4T and read-1e6 replayed from memory (the generator's cost left out), five rounds in turn, medians"
+        "core: write50-1e6, write50-1e6-4T and read-1e6 replayed from memory and from the generator, side by side, five rounds in turn, medians"
     )
     print(
         "calibrate [DIR]: calibrate --dir through qemu-io, then predicted against measured IOPS on the seed benchmark (not run by default)"

@@ -9,8 +9,6 @@ import Testing
 /// flags, flushes, refused records and a bad or truncated end, they hold what `next()` returns,
 /// in order, each refusal and error located where `next()` locates it.
 @Suite struct BinaryBatchTests {
-    static let le64 = NativeBinaryTraceTests.le64
-
     /// 100 000 records (3.2 MB: four chunks of the input): 4 KiB reads and writes; records 40 000
     /// to 40 099 timed; every 1 001st a flush, every 1 999th a FUA write, every 3 001st a 4 MiB
     /// read (refused: longer than the filter's 1 MiB), every 5 003rd a read ending past the

@@ -157,7 +157,7 @@ final class HostFile {
     }
 
     /// Wrapping additions: host offsets lie below 2^56 (entry offsets are masked, a header's
-    /// lie inside its file) and a length is a request's or a table's, so the sum cannot wrap.
+    /// offsets inside its file) and a length is a request's or a table's, so the sum cannot wrap.
     @inline(__always)
     private static func blocks(covering offset: UInt64, _ bytes: UInt64) -> Range<UInt64> {
         (offset / blockSize)..<((offset &+ bytes &+ (blockSize &- 1)) / blockSize)
